@@ -1,0 +1,1 @@
+"""vitamin-nas: architecture search and scaling studies for CLIP image encoders."""
