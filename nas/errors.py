@@ -8,6 +8,7 @@ class ConfigError(ValueError):
     """Bad user input. The message names the file and field and, where it helps, the allowed values."""
 
     def __init__(self, message: str, *, source: str | None = None, field: str | None = None):
+        self.message = message
         self.source = source
         self.field = field
         where = ": ".join(p for p in (source, field) if p)

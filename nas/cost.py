@@ -1,0 +1,304 @@
+"""Exact analytic cost of an arch: parameters, MACs, FLOPs and training memory, without building it.
+
+Two counting conventions, both named wherever they appear:
+
+* **paper** (`gmacs`): what fvcore's `FlopCountAnalysis` reports for the built model, as the ViTamin paper
+  and its tables do. Convolutions and linear layers count their multiply-accumulates, LayerNorm counts
+  5 per element (fvcore's rule), and the attention matmuls (QK^T, AV) are *not* counted, because fvcore has
+  no handle for fused `scaled_dot_product_attention`.
+* **full** (`gmacs_full`): the paper count plus the attention matmuls, 2 * N^2 * D MACs per attention layer;
+  this is what fvcore reports once an SDPA handle is registered (`fvcore_gmacs(..., count_attention=True)`).
+
+FLOPs are 2 x MACs in each convention. Training FLOPs per sample are 3 x the full forward FLOPs
+(backward = 2 x forward), as in nanoGPT's `estimate_mfu` and the Chinchilla accounting.
+
+Every formula mirrors a module of `nas.models`: the tests compare parameter counts with the built model for
+every preset and for random samples of the search spaces, and MACs with fvcore.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nas.arch import Arch, Stage
+from nas.presets import TextTower
+
+#: fvcore's LayerNorm count: 5 "flops" per element with an affine transform (fvcore.nn.jit_handles).
+LN = 5
+#: Autograd keeps about this many bytes per element of activation: bf16 autocast on GPU keeps most
+#: activations in 2 bytes; fp32 on CPU in 4. Pass `bytes_per_element` explicitly for anything else.
+BF16 = 2
+
+
+def make_divisible(value: float, divisor: int = 8, round_limit: float = 0.9) -> int:
+    """timm's channel rounding (`timm.layers.make_divisible`), used for MBConv's expanded width."""
+    new = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return new + divisor if new < round_limit * value else new
+
+
+@dataclass(frozen=True)
+class Part:
+    """Cost of one part of a tower (a stage, the stem, the head), for tables and for the totals.
+
+    `activations` counts the elements of the tensors autograd keeps for backward, per sample.
+    """
+
+    name: str
+    params: int = 0
+    macs: int = 0
+    attn_macs: int = 0
+    activations: int = 0
+
+    def __add__(self, other: Part) -> Part:
+        return Part(self.name, self.params + other.params, self.macs + other.macs,
+                    self.attn_macs + other.attn_macs, self.activations + other.activations)
+
+    def times(self, n: int) -> Part:
+        return Part(self.name, n * self.params, n * self.macs, n * self.attn_macs, n * self.activations)
+
+    def named(self, name: str, activations: int = 0) -> Part:
+        """This part under another name, with `activations` more elements kept for backward."""
+        return Part(name, self.params, self.macs, self.attn_macs, self.activations + activations)
+
+
+def _conv(cin: int, cout: int, k: int, hw_out: int, groups: int = 1, bias: bool = True) -> Part:
+    """A conv layer; `hw_out` is the number of output pixels."""
+    params = cout * (cin // groups) * k * k
+    return Part("conv", params + (cout if bias else 0), params * hw_out)
+
+
+def _ln(channels: int, positions: int) -> Part:
+    return Part("ln", 2 * channels, LN * channels * positions)
+
+
+def _linear(cin: int, cout: int, tokens: int, bias: bool = True) -> Part:
+    return Part("linear", cin * cout + (cout if bias else 0), cin * cout * tokens)
+
+
+def _stem(arch: Arch) -> Part:
+    c, hw = arch.stem_width, (arch.image_size // 2) ** 2
+    part = _conv(3, c, 3, hw) + _ln(c, hw) + _conv(c, c, 3, hw)
+    # kept: the image, conv1 out (LN in), LN out (GELU in), GELU out (conv2 in)
+    return part.named("stem", 3 * arch.image_size**2 + 3 * c * hw)
+
+
+def _mbconv(cin: int, cout: int, stride: int, stage: Stage, hw_in: int) -> Part:
+    hw_out = hw_in // (stride * stride)
+    mid = make_divisible(cout * stage.expansion)
+    part = _ln(cin, hw_in) + _conv(cin, mid, 1, hw_in) + _conv(mid, mid, stage.kernel, hw_out, groups=mid) \
+        + _conv(mid, cout, 1, hw_out)
+    # kept: input, LN out, expand out and its GELU, depthwise out and its GELU
+    kept = 2 * cin * hw_in + 2 * mid * hw_in + 2 * mid * hw_out
+    if cin != cout:  # 1x1 shortcut conv (after the avg-pool when strided)
+        part, kept = part + _conv(cin, cout, 1, hw_out), kept + cin * hw_out
+    return part.named("mbconv", kept)
+
+
+def _convnext(cin: int, cout: int, stride: int, stage: Stage, hw_in: int) -> Part:
+    hw_out = hw_in // (stride * stride)
+    hidden = int(stage.expansion * cout)
+    part = _conv(cin, cout, stage.kernel, hw_out, groups=cin) + _ln(cout, hw_out) \
+        + _linear(cout, hidden, hw_out) + _linear(hidden, cout, hw_out) + Part("gamma", cout)
+    # kept: input, depthwise out, LN out, fc1 out and its GELU, fc2 out (layer-scale input)
+    kept = cin * hw_in + 3 * cout * hw_out + 2 * hidden * hw_out
+    if cin != cout:  # 1x1 shortcut conv, bias-free (timm's create_conv2d default), after the avg-pool
+        part, kept = part + _conv(cin, cout, 1, hw_out, bias=False), kept + cin * hw_out
+    return part.named("convnext", kept)
+
+
+def _strided_conv(cin: int, cout: int, hw_in: int) -> Part:
+    """LayerNorm2d then a 3x3 stride-2 conv (ViTamin's transition into the Transformer stage)."""
+    part = _ln(cin, hw_in) + _conv(cin, cout, 3, hw_in // 4)
+    return part.named("down", 2 * cin * hw_in)  # kept: input, LN out
+
+
+def _block(width: int, mlp: str, hidden: int, tokens: int) -> Part:
+    """A pre-norm Transformer block (timm `Block`, open_clip `ResidualAttentionBlock`) on `tokens` tokens."""
+    part = _ln(width, tokens) + _linear(width, 3 * width, tokens) + _linear(width, width, tokens) \
+        + Part("sdpa", attn_macs=2 * tokens * tokens * width) + _ln(width, tokens)
+    # kept: input, LN1 out, q, k, v, SDPA out, proj in, residual, LN2 out
+    kept = 9 * width * tokens
+    if mlp == "geglu":
+        part = part + _ln(width, tokens) + _linear(width, hidden, tokens).times(2) + _linear(hidden, width, tokens)
+        kept += width * tokens + 4 * hidden * tokens  # inner LN out; w0 out, GELU out, w1 out, product
+    else:
+        part = part + _linear(width, hidden, tokens) + _linear(hidden, width, tokens)
+        kept += 2 * hidden * tokens  # fc1 out, GELU out
+    return part.named("block", kept)
+
+
+def _attention_stage(cin: int, stage: Stage, hw_in: int, pos_embed: bool) -> Part:
+    tokens = hw_in // 4
+    block = _block(stage.width, stage.mlp, int(stage.width * stage.expansion), tokens)
+    pos = Part("pos_embed", stage.width * tokens if pos_embed else 0)
+    return _strided_conv(cin, stage.width, hw_in) + pos + block.times(stage.depth)
+
+
+def image_parts(arch: Arch) -> list[Part]:
+    """The cost of each part of the image tower, in forward order."""
+    t = arch.transformer
+    parts: list[Part] = []
+    if arch.stem == "patch":
+        patch_embed = _conv(3, t.width, arch.patch_size, arch.grid_size**2, bias=False)
+        parts.append(patch_embed.named("patch_embed", 3 * arch.image_size**2))
+    else:
+        parts.append(_stem(arch))
+        cin, hw = arch.stem_width, (arch.image_size // 2) ** 2
+        for i, stage in enumerate(arch.stages):
+            if stage.block == "attention":
+                part = _attention_stage(cin, stage, hw, arch.pos_embed == "learn")
+            else:
+                make = _mbconv if stage.block == "mbconv" else _convnext
+                rest = make(stage.width, stage.width, 1, stage, hw // 4).times(stage.depth - 1)
+                part = make(cin, stage.width, 2, stage, hw) + rest
+            parts.append(part.named(f"stage{i + 1}:{stage.block}"))
+            cin, hw = stage.width, hw // 4
+        parts.append(_strided_conv(cin, t.width, hw).named("transition"))
+    tokens = arch.num_tokens
+    cls_token = t.width if arch.pool == "token" else 0
+    embed = Part("tokens", cls_token + (t.width * tokens if arch.pos_embed == "learn" else 0))
+    if arch.stem == "patch":  # ViT's pre-norm (open_clip's ln_pre) keeps its input
+        embed = embed + _ln(t.width, tokens).named("ln_pre", t.width * tokens)
+    parts.append(embed.named("tokens"))
+    block = _block(t.width, t.mlp, t.hidden, tokens)
+    parts.append(block.times(t.depth).named(f"transformer:{t.mlp}"))
+    normed = tokens if arch.pool == "token" else 1  # token pooling normalises every token, avg the mean
+    head = _ln(t.width, normed) + _linear(t.width, arch.embed_dim, 1, bias=False)
+    parts.append(head.named("head", t.width * normed))
+    return parts
+
+
+def text_parts(text: TextTower, embed_dim: int) -> list[Part]:
+    """open_clip's text Transformer (`TextTransformer`), counted the same way."""
+    w, n = text.width, text.context_length
+    embed = Part("token_embedding", text.vocab_size * w + n * w + 1)  # + CLIP's logit_scale
+    blocks = _block(w, "mlp", int(w * text.mlp_ratio), n).times(text.layers)
+    head = _ln(w, n) + _linear(w, embed_dim, 1, bias=False)
+    return [embed, blocks.named("transformer"), head.named("head")]
+
+
+def _sum(parts: list[Part], name: str) -> Part:
+    total = Part(name)
+    for part in parts:
+        total = total + part
+    return total.named(name)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a candidate costs. MACs in the paper's convention unless the name says `full`.
+
+    Counts are per sample (one image, one caption). `text_*` are zero when no text tower was given.
+    """
+
+    image_params: int
+    text_params: int
+    image_macs: int
+    text_macs: int
+    image_attn_macs: int
+    text_attn_macs: int
+    image_activations: int
+    text_activations: int
+    parts: tuple[Part, ...]
+
+    @property
+    def params(self) -> int:
+        return self.image_params + self.text_params
+
+    @property
+    def image_gmacs(self) -> float:
+        """Paper convention (fvcore, attention matmuls excluded)."""
+        return self.image_macs / 1e9
+
+    @property
+    def text_gmacs(self) -> float:
+        return self.text_macs / 1e9
+
+    @property
+    def gmacs(self) -> float:
+        return self.image_gmacs + self.text_gmacs
+
+    @property
+    def image_gmacs_full(self) -> float:
+        return (self.image_macs + self.image_attn_macs) / 1e9
+
+    @property
+    def gmacs_full(self) -> float:
+        return (self.image_macs + self.image_attn_macs + self.text_macs + self.text_attn_macs) / 1e9
+
+    @property
+    def gflops(self) -> float:
+        """2 x MACs, paper convention."""
+        return 2 * self.gmacs
+
+    @property
+    def gflops_full(self) -> float:
+        """2 x MACs including attention: the forward FLOPs that MFU is measured against."""
+        return 2 * self.gmacs_full
+
+    @property
+    def train_gflops(self) -> float:
+        """Forward + backward FLOPs per sample (3 x forward, full convention)."""
+        return 3 * self.gflops_full
+
+    def activation_bytes(self, batch: int, bytes_per_element: int = BF16) -> int:
+        """Activations autograd keeps for backward for a batch (no gradient checkpointing)."""
+        return batch * (self.image_activations + self.text_activations) * bytes_per_element
+
+    def train_memory_bytes(self, batch: int, bytes_per_element: int = BF16) -> int:
+        """Estimated peak training memory: fp32 weights, gradients and AdamW's two moments, plus activations."""
+        return 16 * self.params + self.activation_bytes(batch, bytes_per_element)
+
+
+def cost(arch: Arch, text: TextTower | None = None) -> Cost:
+    """The exact parameter and MAC counts of `build_clip(arch, text)` (or the image tower alone)."""
+    image = image_parts(arch)
+    img = _sum(image, "image")
+    txt = _sum(text_parts(text, arch.embed_dim), "text") if text is not None else Part("text")
+    return Cost(img.params, txt.params, img.macs, txt.macs, img.attn_macs, txt.attn_macs,
+                img.activations, txt.activations, tuple(image))
+
+
+def fvcore_gmacs(arch: Arch, text: TextTower | None = None, count_attention: bool = False) -> tuple[float, float]:
+    """(image, text) GMACs of the built model as fvcore counts them: the cross-check of `cost`.
+
+    With `count_attention`, a handle for `aten::scaled_dot_product_attention` is registered so that the
+    attention matmuls are counted (the full convention); without it, fvcore skips them (the paper's).
+    Slow (seconds per model): for verification, not for filtering a space.
+    """
+    import torch
+    from fvcore.nn import FlopCountAnalysis
+
+    from nas.models import build_clip
+
+    model = build_clip(arch, text or TextTower()).train()  # train mode: no MHA fast path (pitfalls.md)
+
+    class EncodeText(torch.nn.Module):
+        def __init__(self, clip: torch.nn.Module):
+            super().__init__()
+            self.clip = clip
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return self.clip.encode_text(tokens)
+
+    def count(module: torch.nn.Module, example: torch.Tensor) -> float:
+        analysis = FlopCountAnalysis(module, example).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        if count_attention:
+            analysis.set_op_handle("aten::scaled_dot_product_attention", _sdpa_macs)
+        with torch.no_grad():
+            return analysis.total() / 1e9
+
+    image = count(model.visual, torch.zeros(1, 3, arch.image_size, arch.image_size))
+    text_gmacs = count(EncodeText(model), torch.zeros(1, model.context_length, dtype=torch.long)) if text else 0.0
+    return image, text_gmacs
+
+
+def _sdpa_macs(inputs: list, outputs: list) -> int:
+    """QK^T and AV of `scaled_dot_product_attention(q, k, v)`: 2 * batch * heads * Nq * Nk * head_dim."""
+    from fvcore.nn.jit_handles import get_shape
+
+    q, k = get_shape(inputs[0]), get_shape(inputs[1])
+    batch_heads = 1
+    for dim in q[:-2]:
+        batch_heads *= dim
+    return 2 * batch_heads * q[-2] * k[-2] * q[-1]
