@@ -91,12 +91,12 @@ class Stage:
         text = f"{_STAGE_LETTER[self.block]}{self.width}x{self.depth}"
         if self.block == "attention":
             text += f"h{self.heads}"
-            if self.mlp != "mlp":
-                text += f"-{self.mlp}"
         elif self.kernel != DEFAULT_KERNEL[self.block]:
             text += f"k{self.kernel}"
         if self.expansion != 4.0:
             text += f"e{self.expansion:g}"
+        if self.block == "attention" and self.mlp != "mlp":
+            text += f"-{self.mlp}"
         return text
 
 

@@ -18,7 +18,9 @@ every preset and for random samples of the search spaces, and MACs with fvcore.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from nas.arch import Arch, Stage
 from nas.presets import TextTower
@@ -36,11 +38,11 @@ def make_divisible(value: float, divisor: int = 8, round_limit: float = 0.9) -> 
     return new + divisor if new < round_limit * value else new
 
 
-@dataclass(frozen=True)
-class Part:
+class Part(NamedTuple):
     """Cost of one part of a tower (a stage, the stem, the head), for tables and for the totals.
 
-    `activations` counts the elements of the tensors autograd keeps for backward, per sample.
+    `activations` counts the elements of the tensors autograd keeps for backward, per sample. A NamedTuple,
+    not a dataclass: pricing a space makes millions of these, and tuples are several times cheaper to create.
     """
 
     name: str
@@ -75,17 +77,19 @@ def _linear(cin: int, cout: int, tokens: int, bias: bool = True) -> Part:
     return Part("linear", cin * cout + (cout if bias else 0), cin * cout * tokens)
 
 
-def _stem(arch: Arch) -> Part:
-    c, hw = arch.stem_width, (arch.image_size // 2) ** 2
+@functools.lru_cache(maxsize=65536)
+def _stem(c: int, image_size: int) -> Part:
+    hw = (image_size // 2) ** 2
     part = _conv(3, c, 3, hw) + _ln(c, hw) + _conv(c, c, 3, hw)
     # kept: the image, conv1 out (LN in), LN out (GELU in), GELU out (conv2 in)
-    return part.named("stem", 3 * arch.image_size**2 + 3 * c * hw)
+    return part.named("stem", 3 * image_size**2 + 3 * c * hw)
 
 
-def _mbconv(cin: int, cout: int, stride: int, stage: Stage, hw_in: int) -> Part:
+@functools.lru_cache(maxsize=65536)
+def _mbconv(cin: int, cout: int, stride: int, expansion: float, kernel: int, hw_in: int) -> Part:
     hw_out = hw_in // (stride * stride)
-    mid = make_divisible(cout * stage.expansion)
-    part = _ln(cin, hw_in) + _conv(cin, mid, 1, hw_in) + _conv(mid, mid, stage.kernel, hw_out, groups=mid) \
+    mid = make_divisible(cout * expansion)
+    part = _ln(cin, hw_in) + _conv(cin, mid, 1, hw_in) + _conv(mid, mid, kernel, hw_out, groups=mid) \
         + _conv(mid, cout, 1, hw_out)
     # kept: input, LN out, expand out and its GELU, depthwise out and its GELU
     kept = 2 * cin * hw_in + 2 * mid * hw_in + 2 * mid * hw_out
@@ -94,10 +98,11 @@ def _mbconv(cin: int, cout: int, stride: int, stage: Stage, hw_in: int) -> Part:
     return part.named("mbconv", kept)
 
 
-def _convnext(cin: int, cout: int, stride: int, stage: Stage, hw_in: int) -> Part:
+@functools.lru_cache(maxsize=65536)
+def _convnext(cin: int, cout: int, stride: int, expansion: float, kernel: int, hw_in: int) -> Part:
     hw_out = hw_in // (stride * stride)
-    hidden = int(stage.expansion * cout)
-    part = _conv(cin, cout, stage.kernel, hw_out, groups=cin) + _ln(cout, hw_out) \
+    hidden = int(expansion * cout)
+    part = _conv(cin, cout, kernel, hw_out, groups=cin) + _ln(cout, hw_out) \
         + _linear(cout, hidden, hw_out) + _linear(hidden, cout, hw_out) + Part("gamma", cout)
     # kept: input, depthwise out, LN out, fc1 out and its GELU, fc2 out (layer-scale input)
     kept = cin * hw_in + 3 * cout * hw_out + 2 * hidden * hw_out
@@ -106,12 +111,14 @@ def _convnext(cin: int, cout: int, stride: int, stage: Stage, hw_in: int) -> Par
     return part.named("convnext", kept)
 
 
+@functools.lru_cache(maxsize=65536)
 def _strided_conv(cin: int, cout: int, hw_in: int) -> Part:
     """LayerNorm2d then a 3x3 stride-2 conv (ViTamin's transition into the Transformer stage)."""
     part = _ln(cin, hw_in) + _conv(cin, cout, 3, hw_in // 4)
     return part.named("down", 2 * cin * hw_in)  # kept: input, LN out
 
 
+@functools.lru_cache(maxsize=65536)
 def _block(width: int, mlp: str, hidden: int, tokens: int) -> Part:
     """A pre-norm Transformer block (timm `Block`, open_clip `ResidualAttentionBlock`) on `tokens` tokens."""
     part = _ln(width, tokens) + _linear(width, 3 * width, tokens) + _linear(width, width, tokens) \
@@ -127,6 +134,7 @@ def _block(width: int, mlp: str, hidden: int, tokens: int) -> Part:
     return part.named("block", kept)
 
 
+@functools.lru_cache(maxsize=65536)
 def _attention_stage(cin: int, stage: Stage, hw_in: int, pos_embed: bool) -> Part:
     tokens = hw_in // 4
     block = _block(stage.width, stage.mlp, int(stage.width * stage.expansion), tokens)
@@ -142,15 +150,16 @@ def image_parts(arch: Arch) -> list[Part]:
         patch_embed = _conv(3, t.width, arch.patch_size, arch.grid_size**2, bias=False)
         parts.append(patch_embed.named("patch_embed", 3 * arch.image_size**2))
     else:
-        parts.append(_stem(arch))
+        parts.append(_stem(arch.stem_width, arch.image_size))
         cin, hw = arch.stem_width, (arch.image_size // 2) ** 2
         for i, stage in enumerate(arch.stages):
             if stage.block == "attention":
                 part = _attention_stage(cin, stage, hw, arch.pos_embed == "learn")
             else:
                 make = _mbconv if stage.block == "mbconv" else _convnext
-                rest = make(stage.width, stage.width, 1, stage, hw // 4).times(stage.depth - 1)
-                part = make(cin, stage.width, 2, stage, hw) + rest
+                first = make(cin, stage.width, 2, stage.expansion, stage.kernel, hw)
+                rest = make(stage.width, stage.width, 1, stage.expansion, stage.kernel, hw // 4)
+                part = first + rest.times(stage.depth - 1)
             parts.append(part.named(f"stage{i + 1}:{stage.block}"))
             cin, hw = stage.width, hw // 4
         parts.append(_strided_conv(cin, t.width, hw).named("transition"))
@@ -168,20 +177,19 @@ def image_parts(arch: Arch) -> list[Part]:
     return parts
 
 
-def text_parts(text: TextTower, embed_dim: int) -> list[Part]:
+@functools.lru_cache(maxsize=65536)
+def text_parts(text: TextTower, embed_dim: int) -> tuple[Part, ...]:
     """open_clip's text Transformer (`TextTransformer`), counted the same way."""
     w, n = text.width, text.context_length
     embed = Part("token_embedding", text.vocab_size * w + n * w + 1)  # + CLIP's logit_scale
     blocks = _block(w, "mlp", int(w * text.mlp_ratio), n).times(text.layers)
     head = _ln(w, n) + _linear(w, embed_dim, 1, bias=False)
-    return [embed, blocks.named("transformer"), head.named("head")]
+    return embed, blocks.named("transformer"), head.named("head")
 
 
-def _sum(parts: list[Part], name: str) -> Part:
-    total = Part(name)
-    for part in parts:
-        total = total + part
-    return total.named(name)
+def _sum(parts: tuple[Part, ...] | list[Part], name: str) -> Part:
+    _, *columns = zip(*parts)
+    return Part(name, *map(sum, columns))
 
 
 @dataclass(frozen=True)
