@@ -1,0 +1,37 @@
+"""One look for every figure: readable in grey scale and for colour-blind readers.
+
+Colours are the Okabe-Ito palette (distinguishable under the common colour-vision deficiencies); every
+series also differs by marker or line style, so a grey-scale print loses nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+OKABE_ITO = {
+    "black": "#000000",
+    "orange": "#E69F00",
+    "sky_blue": "#56B4E9",
+    "green": "#009E73",
+    "yellow": "#F0E442",
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "purple": "#CC79A7",
+}
+FORMATS = ("png", "svg")
+
+
+def new_figure(width: float = 6.4, height: float = 4.6) -> Figure:
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def save(fig: Figure, path: str | Path, *, dpi: int = 150) -> list[Path]:
+    """Write the figure as PNG and SVG beside each other (the suffix of `path` is replaced)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = [path.with_suffix(f".{fmt}") for fmt in FORMATS]
+    for target in written:
+        fig.savefig(target, dpi=dpi)
+    return written
