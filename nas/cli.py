@@ -15,9 +15,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Architecture search and scaling studies for CLIP image encoders of the ViTamin family.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from nas import arch_cli
+    from nas import arch_cli, scaling_cli
 
-    for register in (arch_cli.register,):
+    for register in (arch_cli.register, scaling_cli.register):
         register(commands)
     return parser
 

@@ -177,7 +177,10 @@ class Fit:
         quality = f"R^2 (log) {self.r2_log:.4f}, RMSE {self.rmse:.4g}"
         if self.huber is not None:
             quality += f", Huber objective {self.huber:.6g}"
-        return f"{self.law} law, {len(self.y)} points fitted ({how}); {quality}\n{table}"
+        fitted = f"{len(self.y)} {'budget optima' if self.law == 'isoflop' else 'runs'}"
+        if self.law == "pareto-power":
+            fitted += f" in {self.frontier.sum()} frontier bins"
+        return f"{self.law} law, {fitted} ({how}); {quality}\n{table}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -674,7 +677,7 @@ def arrays_from_frame(frame: pd.DataFrame, law: str, *, y: str, x: str | None = 
     needed = {"joint": ("n", "d" if d is not None else "x", "y"), "isoflop": ("x", "n", "y")}.get(law, ("x", "y"))
     for name in needed:
         if specs[name] is None:
-            raise ConfigError(f"the {law} law needs a column for --{name}", source=source, field=f"--{name}")
+            raise ConfigError(f"the {law} law needs this column", source=source, field=f"--{name}")
     get = {name: column(frame, specs[name], field=f"--{name}", source=source) for name in needed}
     keep = np.all(np.isfinite(np.column_stack(list(get.values()))), axis=1)
     if not keep.any():
