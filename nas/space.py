@@ -269,7 +269,11 @@ class SearchSpace:
             return int(section["width"]) if "width" in section else int(round(section["width_mult"] * base))
 
         def heads(section: dict, w: int) -> int:
-            return int(section["heads"]) if "heads" in section else max(1, w // int(section["head_dim"]))
+            if "heads" in section:
+                return int(section["heads"])
+            if w % int(section["head_dim"]):
+                raise ConfigError(f"width {w} is not a multiple of head_dim {section['head_dim']}", field="head_dim")
+            return w // int(section["head_dim"])
 
         built_stages = []
         for s in stages:

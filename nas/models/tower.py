@@ -94,10 +94,13 @@ class ConvStages(nn.Module):
         return self.pool(x)
 
 
-def build_trunk(arch: Arch, drop_path: float = 0.0) -> VisionTransformer:
-    """The timm `VisionTransformer` of an arch, with no classifier (`num_classes=0`)."""
+def build_trunk(arch: Arch, drop_path: float = 0.0, init_weights: bool = True) -> VisionTransformer:
+    """The timm `VisionTransformer` of an arch, with no classifier (`num_classes=0`).
+
+    `init_weights=False` skips timm's ViT initialisation (for weights about to be loaded, or the meta device).
+    """
     t = arch.transformer
-    kwargs = dict(
+    kwargs = dict(weight_init="" if init_weights else "skip",
         img_size=arch.image_size, num_classes=0, embed_dim=t.width, depth=t.depth, num_heads=t.heads,
         mlp_ratio=t.mlp_ratio, mlp_layer=MLP_LAYERS[t.mlp], class_token=arch.pool == "token",
         global_pool=arch.pool, pos_embed=arch.pos_embed, drop_path_rate=drop_path,
@@ -113,11 +116,11 @@ def build_trunk(arch: Arch, drop_path: float = 0.0) -> VisionTransformer:
 class VisionTower(nn.Module):
     """A CLIP image tower: timm trunk, then open_clip's `TimmModel` head (dropout, bias-free projection)."""
 
-    def __init__(self, arch: Arch, drop_path: float = 0.0):
+    def __init__(self, arch: Arch, drop_path: float = 0.0, init_weights: bool = True):
         super().__init__()
         self.arch = arch
         self.image_size = (arch.image_size, arch.image_size)
-        self.trunk = build_trunk(arch, drop_path)
+        self.trunk = build_trunk(arch, drop_path, init_weights)
         self.head = nn.Sequential(OrderedDict(
             drop=nn.Dropout(0.0), proj=nn.Linear(arch.transformer.width, arch.embed_dim, bias=False)))
 
@@ -134,9 +137,9 @@ class VisionTower(nn.Module):
         self.trunk.set_grad_checkpointing(enable)
 
 
-def build_vision_tower(arch: Arch, drop_path: float = 0.0) -> VisionTower:
+def build_vision_tower(arch: Arch, drop_path: float = 0.0, init_weights: bool = True) -> VisionTower:
     """The image tower of `arch`. `drop_path` is the stochastic-depth rate of the last Transformer block."""
-    return VisionTower(arch, drop_path)
+    return VisionTower(arch, drop_path, init_weights)
 
 
 def text_cfg(text: TextTower) -> CLIPTextCfg:
@@ -145,7 +148,7 @@ def text_cfg(text: TextTower) -> CLIPTextCfg:
 
 
 def build_clip(arch: Arch, text: TextTower | None = None, drop_path: float = 0.0,
-               init_logit_scale: float | None = None) -> open_clip.CustomTextCLIP:
+               init_logit_scale: float | None = None, init_weights: bool = True) -> open_clip.CustomTextCLIP:
     """An open_clip `CustomTextCLIP` with the candidate image tower and open_clip's text Transformer.
 
     The CLIP embedding width is `arch.embed_dim`. Like open_clip's ViTamin configs (`custom_text: true`)
@@ -157,5 +160,5 @@ def build_clip(arch: Arch, text: TextTower | None = None, drop_path: float = 0.0
                                 image_size=arch.image_size)
     kwargs = {} if init_logit_scale is None else {"init_logit_scale": init_logit_scale}
     model = open_clip.CustomTextCLIP(arch.embed_dim, placeholder, text_cfg(text), output_dict=True, **kwargs)
-    model.visual = build_vision_tower(arch, drop_path)
+    model.visual = build_vision_tower(arch, drop_path, init_weights)
     return model
