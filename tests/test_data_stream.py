@@ -164,7 +164,7 @@ def test_pipe_and_http_sources_read_the_same_samples(shards):
 
 
 def test_a_path_that_does_not_exist_fails_at_once(tmp_path):
-    with pytest.raises(ConfigError, match="shard not found") as err:
+    with pytest.raises(ConfigError, match="4 of 4 shards not found") as err:
         stream(str(tmp_path / "missing" / "{00000000..00000003}.tar"), **SMALL)
     assert "missing" in str(err.value)
 

@@ -44,26 +44,29 @@ def expand_shards(source: str | Sequence[str]) -> list[str]:
     if not parts:
         raise ConfigError("no shards given", field="urls")
     urls: list[str] = []
+    missing: list[str] = []
     for part in parts:
         if not isinstance(part, str) or not part.strip():
             raise ConfigError(f"a shard source must be a non-empty string, got {part!r}", field="urls")
         for url in expand_urls(part):
-            urls.extend(_expand_local(url))
+            if is_remote(url) or Path(local_path(url)).is_file():
+                urls.append(url)
+            elif Path(local_path(url)).is_dir():
+                urls.extend(_directory_shards(Path(local_path(url))))
+            else:
+                missing.append(local_path(url))
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise ConfigError(f"{len(missing)} of {len(urls) + len(missing)} shards not found (no such file or "
+                          f"directory): {shown}", field="urls")
     return urls
 
 
-def _expand_local(url: str) -> list[str]:
-    if is_remote(url):
-        return [url]
-    path = Path(local_path(url))
-    if path.is_dir():
-        tars = sorted(str(p) for p in path.glob("*.tar"))
-        if not tars:
-            raise ConfigError("directory holds no .tar shards", source=str(path))
-        return tars
-    if not path.exists():
-        raise ConfigError("shard not found (no such file or directory)", source=str(path))
-    return [url]
+def _directory_shards(path: Path) -> list[str]:
+    tars = sorted(str(p) for p in path.glob("*.tar"))
+    if not tars:
+        raise ConfigError("directory holds no .tar shards", source=str(path))
+    return tars
 
 
 def select_shards(urls: Sequence[str], count: int | None, selection: str = "first", seed: int = 0) -> list[str]:
