@@ -550,7 +550,7 @@ def _allocation(theta: np.ndarray, tokens_times_params: np.ndarray) -> tuple[np.
 def isoflop_optima(compute, size, loss, *, budget_rtol: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """Per compute budget, the vertex of a parabola of loss in log size: (budgets, optimal sizes).
 
-    Runs whose compute differs by less than `budget_rtol` are one budget (its geometric mean). A budget is
+    Runs whose compute differs by less than `budget_rtol` are one budget (its median). A budget is
     skipped when it has under 3 distinct sizes, the parabola opens downwards, or its vertex falls outside
     the sizes tried there (an extrapolated optimum is not a measurement).
     """
@@ -568,7 +568,7 @@ def isoflop_optima(compute, size, loss, *, budget_rtol: float = 0.05) -> tuple[n
         curvature, slope, _ = np.polyfit(log_n, loss[members], 2)
         vertex = -slope / (2 * curvature) if curvature > 0 else np.nan
         if log_n.min() <= vertex <= log_n.max():
-            budgets.append(np.exp(log_c[group == g].mean()))
+            budgets.append(np.median(compute[members]))
             optima.append(np.exp(vertex))
     return np.array(budgets), np.array(optima)
 
