@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 from threadpoolctl import threadpool_limits
 
 from nas.errors import ConfigError
@@ -244,13 +244,12 @@ def pareto_mask(cost: np.ndarray, error: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _goodness(law: str, theta: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[float, float, np.ndarray]:
+def _goodness(law: str, theta: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """R^2 of log y (the space every law is fitted in) and RMSE in y's own units."""
     log_fit = _LOG_PREDICT[law](theta, x)
-    resid = np.log(y) - log_fit
     total = np.sum((np.log(y) - np.log(y).mean()) ** 2)
-    r2 = 1.0 - np.sum(resid**2) / total if total > 0 else float("nan")
-    rmse = float(np.sqrt(np.mean((y - np.exp(log_fit)) ** 2)))
-    return float(r2), rmse, resid
+    r2 = 1.0 - np.sum((np.log(y) - log_fit) ** 2) / total if total > 0 else float("nan")
+    return float(r2), float(np.sqrt(np.mean((y - np.exp(log_fit)) ** 2)))
 
 
 def _natural(law: str, theta: np.ndarray) -> np.ndarray:
@@ -277,7 +276,7 @@ def _make_fit(law, theta, x, y, *, fit_x=None, fit_y=None, frontier, cov=None, d
               dof, level, huber=None) -> Fit:
     fit_x = x if fit_x is None else fit_x
     fit_y = y if fit_y is None else fit_y
-    r2, rmse, _ = _goodness(law, theta, fit_x, fit_y)
+    r2, rmse = _goodness(law, theta, fit_x, fit_y)
     if draws is not None:
         se, lower, upper = _uncertainty_from_draws(law, draws, level)
     else:
@@ -375,7 +374,7 @@ def _saturating_residuals(theta, log_x, log_y, sqrt_w):
 
 
 def _saturating_jacobian(theta, log_x, log_y, sqrt_w):
-    power_share = 1.0 / (1.0 + np.exp(theta[0] - theta[1] + theta[2] * log_x))
+    power_share = special.expit(theta[1] - theta[2] * log_x - theta[0])  # d log E / d log(A C^-alpha)
     return sqrt_w[:, None] * np.column_stack([1.0 - power_share, power_share, -power_share * log_x])
 
 
@@ -624,6 +623,8 @@ def held_out_check(law: str, x, y, *, n_test: int | None = None, test_fraction: 
     test[np.argsort(size, kind="stable")[-n_test:]] = True
     train_fit = refit(x[~test], y[~test])
     scored = test & pareto_mask(size, y) if law == "pareto-power" else test
+    if not scored.any():
+        raise ConfigError(f"none of the {n_test} held-out runs is on the compute-error frontier", field="n_test")
     prediction = train_fit.extrapolate(x[scored], level=level)
     measured = y[scored]
     relative = (prediction.y - measured) / measured
