@@ -19,7 +19,6 @@ every preset and for random samples of the search spaces, and MACs with fvcore.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from nas.arch import Arch, Stage
@@ -142,38 +141,56 @@ def _attention_stage(cin: int, stage: Stage, hw_in: int, pos_embed: bool) -> Par
     return _strided_conv(cin, stage.width, hw_in) + pos + block.times(stage.depth)
 
 
+@functools.lru_cache(maxsize=65536)
+def _conv_stage(index: int, block: str, cin: int, width: int, depth: int, expansion: float, kernel: int,
+                hw: int) -> Part:
+    make = _mbconv if block == "mbconv" else _convnext
+    first = make(cin, width, 2, expansion, kernel, hw)
+    rest = make(width, width, 1, expansion, kernel, hw // 4)
+    return (first + rest.times(depth - 1)).named(f"stage{index + 1}:{block}")
+
+
+@functools.lru_cache(maxsize=65536)
+def _tokens_and_head(width: int, tokens: int, embed_dim: int, cls_token: bool, pos_embed: bool,
+                     pre_norm: bool) -> tuple[Part, Part]:
+    embed = Part("tokens", (width if cls_token else 0) + (width * tokens if pos_embed else 0))
+    if pre_norm:  # ViT's pre-norm (open_clip's ln_pre) keeps its input
+        embed = embed + _ln(width, tokens).named("ln_pre", width * tokens)
+    normed = tokens if cls_token else 1  # token pooling normalises every token, avg pooling the mean
+    head = _ln(width, normed) + _linear(width, embed_dim, 1, bias=False)
+    return embed.named("tokens"), head.named("head", width * normed)
+
+
+@functools.lru_cache(maxsize=65536)
+def _transformer(width: int, depth: int, mlp: str, hidden: int, tokens: int) -> Part:
+    return _block(width, mlp, hidden, tokens).times(depth).named(f"transformer:{mlp}")
+
+
 def image_parts(arch: Arch) -> list[Part]:
-    """The cost of each part of the image tower, in forward order."""
+    """The cost of each part of the image tower, in forward order.
+
+    Each part is one cached call on plain numbers: candidates of a space share most of their parts, which is
+    what lets `cost` price 10,000+ candidates per second on one core.
+    """
     t = arch.transformer
-    parts: list[Part] = []
     if arch.stem == "patch":
         patch_embed = _conv(3, t.width, arch.patch_size, arch.grid_size**2, bias=False)
-        parts.append(patch_embed.named("patch_embed", 3 * arch.image_size**2))
+        parts = [patch_embed.named("patch_embed", 3 * arch.image_size**2)]
     else:
-        parts.append(_stem(arch.stem_width, arch.image_size))
+        parts = [_stem(arch.stem_width, arch.image_size)]
         cin, hw = arch.stem_width, (arch.image_size // 2) ** 2
         for i, stage in enumerate(arch.stages):
             if stage.block == "attention":
-                part = _attention_stage(cin, stage, hw, arch.pos_embed == "learn")
+                part = _attention_stage(cin, stage, hw, arch.pos_embed == "learn").named(f"stage{i + 1}:attention")
             else:
-                make = _mbconv if stage.block == "mbconv" else _convnext
-                first = make(cin, stage.width, 2, stage.expansion, stage.kernel, hw)
-                rest = make(stage.width, stage.width, 1, stage.expansion, stage.kernel, hw // 4)
-                part = first + rest.times(stage.depth - 1)
-            parts.append(part.named(f"stage{i + 1}:{stage.block}"))
+                part = _conv_stage(i, stage.block, cin, stage.width, stage.depth, stage.expansion, stage.kernel, hw)
+            parts.append(part)
             cin, hw = stage.width, hw // 4
         parts.append(_strided_conv(cin, t.width, hw).named("transition"))
     tokens = arch.num_tokens
-    cls_token = t.width if arch.pool == "token" else 0
-    embed = Part("tokens", cls_token + (t.width * tokens if arch.pos_embed == "learn" else 0))
-    if arch.stem == "patch":  # ViT's pre-norm (open_clip's ln_pre) keeps its input
-        embed = embed + _ln(t.width, tokens).named("ln_pre", t.width * tokens)
-    parts.append(embed.named("tokens"))
-    block = _block(t.width, t.mlp, t.hidden, tokens)
-    parts.append(block.times(t.depth).named(f"transformer:{t.mlp}"))
-    normed = tokens if arch.pool == "token" else 1  # token pooling normalises every token, avg the mean
-    head = _ln(t.width, normed) + _linear(t.width, arch.embed_dim, 1, bias=False)
-    parts.append(head.named("head", t.width * normed))
+    embed, head = _tokens_and_head(t.width, tokens, arch.embed_dim, arch.pool == "token", arch.pos_embed == "learn",
+                                   arch.stem == "patch")
+    parts += [embed, _transformer(t.width, t.depth, t.mlp, t.hidden, tokens), head]
     return parts
 
 
@@ -187,13 +204,17 @@ def text_parts(text: TextTower, embed_dim: int) -> tuple[Part, ...]:
     return embed, blocks.named("transformer"), head.named("head")
 
 
+@functools.lru_cache(maxsize=1024)
+def _text_total(text: TextTower, embed_dim: int) -> Part:
+    return _sum(text_parts(text, embed_dim), "text")
+
+
 def _sum(parts: tuple[Part, ...] | list[Part], name: str) -> Part:
     _, *columns = zip(*parts)
     return Part(name, *map(sum, columns))
 
 
-@dataclass(frozen=True)
-class Cost:
+class Cost(NamedTuple):
     """What a candidate costs. MACs in the paper's convention unless the name says `full`.
 
     Counts are per sample (one image, one caption). `text_*` are zero when no text tower was given.
@@ -262,7 +283,7 @@ def cost(arch: Arch, text: TextTower | None = None) -> Cost:
     """The exact parameter and MAC counts of `build_clip(arch, text)` (or the image tower alone)."""
     image = image_parts(arch)
     img = _sum(image, "image")
-    txt = _sum(text_parts(text, arch.embed_dim), "text") if text is not None else Part("text")
+    txt = _text_total(text, arch.embed_dim) if text is not None else Part("text")
     return Cost(img.params, txt.params, img.macs, txt.macs, img.attn_macs, txt.attn_macs,
                 img.activations, txt.activations, tuple(image))
 
