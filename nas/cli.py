@@ -16,8 +16,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from nas import arch_cli, scaling_cli
+    from nas.data import cli as data_cli
 
-    for register in (arch_cli.register, scaling_cli.register):
+    for register in (arch_cli.register, data_cli.register, scaling_cli.register):
         register(commands)
     return parser
 
