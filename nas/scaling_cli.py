@@ -29,7 +29,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--y", required=True, help="error or loss column")
     parser.add_argument("--n", help="model size column (joint: parameters; isoflop: the size swept per budget)")
     parser.add_argument("--d", help="data column for joint (default: D = x / (k N) from the compute column)")
-    parser.add_argument("--where", help="keep rows matching a pandas query, e.g. \"task == 'imagenet1k'\"")
+    parser.add_argument("--where",
+                        help="keep rows matching a pandas query, e.g. \"downstream_dataset == 'imagenet1k'\"")
     parser.add_argument("--at", type=float, nargs="+", default=[], metavar="X",
                         help="extrapolate to these compute values, with prediction intervals")
     parser.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")

@@ -103,4 +103,5 @@ def _mark_targets(ax, compute: np.ndarray, targets: Interval) -> None:
     ax.errorbar(compute, targets.y, yerr=error, fmt="X", markersize=8, color=OKABE_ITO["green"],
                 markeredgecolor="black", capsize=4, zorder=5, label="prediction at target")
     for x, y in zip(compute, targets.y, strict=True):
-        ax.annotate(f"{y:.3g}", (x, y), xytext=(6, 6), textcoords="offset points", fontsize="small")
+        ax.annotate(f"{y:.3g}", (x, y), xytext=(-8, 8), textcoords="offset points", ha="right",
+                    fontsize="small")
