@@ -3,29 +3,42 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 
 from nas.errors import ConfigError
 
+#: Every command, the module whose `register(commands)` adds it, and its one-line summary. Only the module of
+#: the command being run is imported, so `vitamin-nas arch ...` does not pay for torch, Ray or scipy.
+#: To add a command: write `register(commands)` in its module and add a line here.
+COMMANDS = {
+    "arch": ("nas.arch_cli", "cost breakdown of one architecture (preset name or JSON file)"),
+    "space": ("nas.arch_cli", "inspect a search space"),
+    "data": ("nas.data.cli", "datasets: synthesize, subset by metadata, inspect shards"),
+    "fit": ("nas.scaling_cli", "fit a scaling law to a CSV, print it with its uncertainty and plot it"),
+}
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser of `command`; without one, every command by its summary only (for the top-level help)."""
     parser = argparse.ArgumentParser(
         prog="vitamin-nas",
         description="Architecture search and scaling studies for CLIP image encoders of the ViTamin family.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from nas import arch_cli, scaling_cli
-    from nas.data import cli as data_cli
-
-    for register in (arch_cli.register, data_cli.register, scaling_cli.register):
-        register(commands)
+    if command in COMMANDS:
+        importlib.import_module(COMMANDS[command][0]).register(commands)
+    else:
+        for name, (_, summary) in COMMANDS.items():
+            commands.add_parser(name, help=summary)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except ConfigError as err:
