@@ -1,0 +1,126 @@
+"""Study files: every file in studies/ parses; bad input names the file and the field."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nas.errors import ConfigError
+from nas.presets import preset
+from nas.study import Budget, Study, auto_workers
+
+REPO = Path(__file__).resolve().parents[1]
+STUDIES = sorted((REPO / "studies").glob("*.yaml"))
+
+
+def write(tmp_path: Path, **fields) -> Path:
+    """A valid study in tmp_path (synthetic data, tiny space), with `fields` replacing or removing (None) keys."""
+    study = {"name": "t", "space": str(REPO / "search_spaces" / "tiny.yaml"),
+             "data": {"synthetic": {"samples": 1000, "size": 64}, "dir": "data"},
+             "objectives": {"zeroshot_top1": "max"}, "trials": 4,
+             "budget": {"min_samples": 100, "max_samples": 900, "reduction_factor": 3},
+             "train": {"batch_size": 50, "warmup": 2}}
+    for key, value in fields.items():
+        if value is None:
+            study.pop(key)
+        else:
+            study[key] = value
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=[p.name for p in STUDIES])
+def test_every_study_file_parses(path):
+    study = Study.load(path)
+    assert study.trials >= 1 and study.budget.rungs[-1] == study.budget.max_samples
+    assert pickle.loads(pickle.dumps(study)).resolved() == study.resolved()
+    study.train_config()  # the recipe is a valid TrainConfig at the full budget
+
+
+def test_quickstart_study_is_a_small_pareto_search():
+    study = Study.load(REPO / "studies" / "quickstart.yaml")
+    assert study.multi_objective and study.space.name == "tiny"
+    assert study.data.dir == str(REPO / "data" / "quickstart")  # relative to the study file
+    assert study.data.zeroshot == str(REPO / "data" / "quickstart" / "eval" / "zeroshot")
+
+
+def test_defaults_and_derived_values(tmp_path):
+    study = Study.load(write(tmp_path))
+    assert study.budget.rungs == (100, 300, 900)
+    config = study.train_config(accum_freq=2)
+    assert config.samples == 900 and config.rungs == (100, 300) and config.accum_freq == 2
+    assert study.data.stream["urls"] == str(tmp_path / "data" / "shards")
+    assert study.data.retrieval == str(tmp_path / "data" / "eval" / "retrieval")
+    assert study.resources.cpus == 1 and study.failures.max_retries == 2 and study.algorithm == "tpe"
+    stream = study.data.stream_config(seed=3, cpus=1)
+    assert stream.workers == 0 and stream.seed == 3
+    assert [auto_workers(c) for c in (1, 2, 4, 32)] == [0, 0, 3, 8]
+
+
+@pytest.mark.parametrize("minimum, maximum, factor, rungs", [
+    (100, 900, 3, (100, 300, 900)), (100, 1000, 3, (100, 300, 900, 1000)), (500, 500, 2, (500,)),
+    (1000, 16000, 4, (1000, 4000, 16000)),
+])
+def test_budget_rungs_match_asha_milestones(minimum, maximum, factor, rungs):
+    assert Budget(minimum, maximum, factor).rungs == rungs
+
+
+def test_constraints_and_text_override_the_space(tmp_path):
+    study = Study.load(write(tmp_path, constraints={"image_gmacs": {"max": 0.02}}, text="ViTamin-S"))
+    assert study.space.constraints["image_gmacs"].high == 0.02
+    assert study.text.width == 384
+    assert all(study.space.measures(a)["image_gmacs"] <= 0.02 for a in study.space.enumerate())
+
+
+def test_fixed_and_grid_studies_list_their_candidates(tmp_path):
+    arch = preset("ViTamin-S").replace(image_size=64)
+    json_file = tmp_path / "a.json"
+    json_file.write_text(arch.to_json())
+    fixed = Study.load(write(tmp_path, algorithm="fixed", archs=["a.json", arch.replace(embed_dim=64).to_dict()],
+                             trials=None, constraints={"image_gmacs": {"max": 10}}))
+    assert fixed.archs == (arch, arch.replace(embed_dim=64)) and fixed.trials == 2
+    grid = Study.load(write(tmp_path, algorithm="grid", trials=None))
+    assert grid.trials == len(list(grid.space.enumerate())) == len(set(grid.archs))
+    assert Study.load(write(tmp_path, algorithm="grid", trials=5)).archs == grid.archs[:5]
+
+
+@pytest.mark.parametrize("fields, field, message", [
+    ({"colour": 1}, None, "unknown field"),
+    ({"budget": None}, "budget", "missing"),
+    ({"objectives": {"accuracy": "max"}}, "objectives.accuracy", "unknown metric"),
+    ({"objectives": {"zeroshot_top1": "up"}}, "objectives.zeroshot_top1", "not one of max, min"),
+    ({"objectives": {"image_gmacs": "min"}}, "objectives", "at least one measured metric"),
+    ({"algorithm": "bayes"}, "algorithm", "not one of"),
+    ({"budget": {"min_samples": 900, "max_samples": 100}}, "budget", "min_samples <= max_samples"),
+    ({"budget": {"min_samples": 100, "max_samples": 900, "reduction_factor": 1}}, "budget.reduction_factor", "> 1"),
+    ({"budget": {"min_samples": 100, "max_samples": 900, "early_stopping": "hyperband"}},
+     "budget.early_stopping", "not one of"),
+    ({"train": {"lr": -1}}, "train.lr", "positive"),
+    ({"train": {"samples": 10}}, "train.samples", "set by budget"),
+    ({"train": {"batch_size": 64, "warmup": 100}}, "train.warmup", "warmup steps"),
+    ({"data": {"urls": "shards", "batch_size": 4}}, "data.batch_size", "set per candidate"),
+    ({"data": {"dir": "x"}}, "data.urls", "missing"),
+    ({"data": {"synthetic": {"samples": 10, "colours": 3}, "dir": "x"}}, "data.synthetic", "unknown field"),
+    ({"data": {"urls": "shards", "retrieval": "r"}}, "data.zeroshot", "needs an evaluation set"),
+    ({"resources": {"cpus": -1}}, "resources.cpus", ">= 0"),
+    ({"resources": {"gpus": 1.5}}, "resources.gpus", "whole"),
+    ({"resources": {"concurrency": 0}}, "resources.concurrency", ">= 1"),
+    ({"failures": {"retries": 1}}, "failures", "unknown field"),
+    ({"trials": None}, "trials", "missing"),
+    ({"archs": ["ViTamin-S"]}, "archs", "only with algorithm: fixed"),
+    ({"algorithm": "fixed", "archs": ["ViTamin-Q"]}, "archs[0]", "unknown preset"),
+    ({"algorithm": "fixed", "archs": ["ViTamin-S"]}, "archs[0]", "violates the constraints"),
+    ({"algorithm": "grid", "sampler": {"seed": 1}}, "sampler", "keyword arguments"),
+    ({"name": "a b"}, "name", "letters, digits"),
+    ({"space": "nowhere.yaml"}, None, "no such file"),
+])
+def test_bad_input_names_the_file_and_field(tmp_path, fields, field, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        Study.load(write(tmp_path, **fields))
+    assert info.value.source.endswith(".yaml")
+    assert info.value.field == field
+
