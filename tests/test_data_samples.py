@@ -38,10 +38,13 @@ def test_each_kind_of_broken_sample_is_skipped_under_its_reason(tmp_path):
 
 def test_a_tar_cut_inside_a_file_keeps_the_samples_before_the_cut(tmp_path):
     path = write_tar(tmp_path / "cut.tar", [m for i in range(5) for m in sample(i)])
-    cut(path, member_offset(path, f"{uid(3)}.jpg", data=True) + 10)
+    first, fourth = (member_offset(path, f"{uid(i)}.jpg", data=True) + 10 for i in (0, 3))
+    cut(path, fourth)
     uids, skipped = read(path)
     assert uids == [uid(0), uid(1), uid(2)]
     assert skipped == {"truncated_tar": 1}
+    cut(path, first)
+    assert read(path) == ([], Counter({"truncated_tar": 1}))  # a tar all the same, not an unreadable file
 
 
 def test_a_tar_cut_inside_a_header_is_noticed(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import itertools
 import threading
 from collections import Counter
 
@@ -105,10 +106,26 @@ def test_shuffle_and_augmentation_are_reproducible_from_the_seed(shards):
 def test_resume_continues_with_the_batches_an_uninterrupted_run_draws(shards):
     directory, _ = shards
     full_uids, full_images, _ = run(str(directory), samples=48, seed=1)
-    resumed_uids, resumed_images, stats = run(str(directory), samples=48, seed=1, start_sample=16)
-    assert resumed_uids == full_uids[4:]
-    assert all(torch.equal(a, b) for a, b in zip(resumed_images, full_images[4:], strict=True))
-    assert stats.samples_seen == 32
+    resumed_uids, resumed_images, stats = run(str(directory), samples=48, seed=1, start_sample=20)
+    assert resumed_uids == full_uids[5:]  # an odd step: the other worker's turn comes first
+    assert all(torch.equal(a, b) for a, b in zip(resumed_images, full_images[5:], strict=True))
+    assert stats.samples_seen == 28
+
+
+def test_resume_from_recorded_positions_skips_without_decoding(shards):
+    directory, _ = shards
+    loader, stats = stream(str(directory), samples=48, seed=1, **SMALL)
+    full = [batch.uids for batch in loader]
+    interrupted, stats = stream(str(directory), samples=48, seed=1, **SMALL)
+    list(itertools.islice(interrupted, 5))  # stop after 5 batches, as a crash would
+    positions = stats.resume_positions()
+    assert len(positions) == 2 and sum(positions) == 20  # nothing was broken, so 20 samples were consumed
+    resumed, _ = stream(str(directory), samples=48, seed=1, start_sample=20, resume_positions=positions, **SMALL)
+    assert [batch.uids for batch in resumed] == full[5:]
+    finished, _ = stream(str(directory), samples=48, seed=1, start_sample=48, **SMALL)
+    assert len(finished) == 0 and list(finished) == []
+    with pytest.raises(ConfigError, match="one position per worker"):
+        stream(str(directory), samples=48, start_sample=20, resume_positions=(3,), **SMALL)
 
 
 def test_resume_must_start_at_a_batch_boundary(shards):
@@ -211,3 +228,22 @@ def test_images_are_normalised_with_clip_statistics(tmp_path):
     pixels = images * std + mean
     assert pixels.min() >= -1e-3 and pixels.max() <= 1 + 1e-3
     assert np.isclose(float(pixels.mean()), 0.5, atol=0.1)  # uniform random test pixels
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_batched_preprocessing_equals_open_clips_transform_exactly(train):
+    import random
+
+    from PIL import Image
+
+    from nas.data.transforms import BatchPreprocess, image_transform
+
+    images = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (40 + 3 * i, 50, 3), dtype=np.uint8))
+              for i in range(4)]
+    transform = image_transform(24, train, Augment.vitamin_long())
+    torch.manual_seed(0)
+    random.seed(0)
+    expected = torch.stack([transform(image) for image in images])
+    torch.manual_seed(0)
+    random.seed(0)
+    assert torch.equal(BatchPreprocess(transform)(images), expected)

@@ -13,7 +13,8 @@ Training stream (`nas.data.streaming`)::
     Subsets: `shards=K` with `shard_selection="first"|"random"`, `subset="uids.npy"|"uids.parquet"`
     (DataComp's uid allow-lists), `samples=N` (an exact budget of samples seen, over as many passes as it
     takes; `resample=True` draws shards with replacement). `start_sample` resumes a budgeted stream at a
-    batch boundary exactly. Augmentation: `augment=Augment(...)` or "vitamin_long".
+    batch boundary exactly (add `resume_positions=stats.resume_positions()` from the interrupted run to
+    skip ahead without decoding). Augmentation: `augment=Augment(...)` or "vitamin_long".
 
 Subsets (`nas.data.subset`): `UidSet.load(path)`, `UidSet.save(path)`, and
 `filter_metadata(metadata_dir, "clip_l14_similarity_score >= 0.3", top_fraction=None, by=None)`.

@@ -52,17 +52,17 @@ def read_shard(url: str, skipped: Counter) -> Iterator[RawSample]:
     except (OSError, ValueError):
         skipped["unreadable_shard"] += 1
         return
-    groups = 0
+    is_tar = False  # once a first header parses, any later failure is a cut, not an unreadable shard
     try:
         tar = tarfile.open(fileobj=stream, mode="r|*", tarinfo=_EndAwareTarInfo)
+        is_tar = True
         for key, files in _grouped(tar):
-            groups += 1
             sample = _complete(key, files, url, skipped)
             if sample is not None:
                 yield sample
         stream.close()  # a pipe reports its command's exit status here
     except (OSError, EOFError, tarfile.TarError, ValueError):
-        skipped["truncated_tar" if groups else "unreadable_shard"] += 1
+        skipped["truncated_tar" if is_tar else "unreadable_shard"] += 1
     finally:
         _close_quietly(stream)
 
@@ -149,8 +149,9 @@ def decode_image(data: bytes) -> Image.Image:
     """Decode fully to RGB, so that a truncated file fails here and not later inside a transform."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(io.BytesIO(data)) as image:
-            return image.convert("RGB")
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def decode_or_count(sample: RawSample, skipped: Counter) -> Image.Image | None:

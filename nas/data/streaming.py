@@ -11,7 +11,8 @@ Semantics, with R ranks and W loader workers (R*W "slots"):
 - Budget (`samples=N`): every rank draws the same number of batches, `len(loader)`, and the ranks together
   see exactly N samples (the last batch of each rank is smaller when N is not a multiple of the global
   batch). The stream runs as many passes over the shards as that takes; one pass is one epoch, counted in
-  samples and never multiplied by W. Without a budget (`samples=None`) the loader makes one pass.
+  samples and never multiplied by W. Without a budget (`samples=None`) the loader makes one pass, and
+  ranks may then draw different numbers of batches: train distributed with a budget.
 - Each sample appears at most once per pass (unless `resample=True`, which draws shards with
   replacement as open_clip's `--dataset-resampled` does). Shards are dealt out to slots; when there are
   fewer shards than slots, every slot reads every shard and keeps every (R*W)-th sample, so no worker or
@@ -27,6 +28,7 @@ Semantics, with R ranks and W loader workers (R*W "slots"):
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import itertools
@@ -44,7 +46,7 @@ from webdataset.filters import shuffle as shuffle_stage
 from nas.data.samples import RawSample, decode_or_count, decoded, read_shard
 from nas.data.shards import dataset_size, expand_shards, select_shards
 from nas.data.subset import UidSet
-from nas.data.transforms import Augment, image_transform, tokenizer
+from nas.data.transforms import Augment, BatchPreprocess, image_transform, tokenizer
 from nas.errors import ConfigError
 
 FILTERED = "not_in_subset"
@@ -53,7 +55,16 @@ FILTERED = "not_in_subset"
 
 @dataclass(frozen=True)
 class StreamConfig:
-    """Everything a stream needs, as it appears under `data:` in a study file."""
+    """Everything a stream needs, as it appears under `data:` in a study file.
+
+    urls: shard source(s) (see `nas.data.shards`). batch_size: per rank. samples: the budget over all
+    ranks (None: one pass). resample: draw shards with replacement. train: shuffle and augment (else
+    center crop, shard order). shards / shard_selection: use the first or a seeded random K shards.
+    subset: a uid allow-list (.npy or .parquet). augment: an `Augment`, its fields, or "vitamin_long".
+    tokenizer / context_length: open_clip tokenizer name and text length. start_sample: resume at this
+    many samples seen (a multiple of batch_size * world_size); resume_positions: from
+    `StreamStats.resume_positions()`, to resume without decoding the samples before it.
+    """
 
     urls: str | tuple[str, ...]
     batch_size: int = 256
@@ -71,6 +82,7 @@ class StreamConfig:
     tokenizer: str = "ViT-B-32"
     context_length: int = 77
     start_sample: int = 0
+    resume_positions: tuple[int, ...] | None = None
     pin_memory: bool = False
 
     def __post_init__(self) -> None:
@@ -86,6 +98,11 @@ class StreamConfig:
             raise ConfigError(f"must be a positive integer or null, got {self.samples!r}", field="samples")
         if self.start_sample and self.samples is None:
             raise ConfigError("resuming needs a budget (samples)", field="start_sample")
+        if self.resume_positions is not None:
+            object.__setattr__(self, "resume_positions", tuple(self.resume_positions))
+            if not self.start_sample or len(self.resume_positions) != max(self.workers, 1):
+                raise ConfigError(f"needs start_sample and one position per worker ({max(self.workers, 1)}), got "
+                                  f"{self.resume_positions}", field="resume_positions")
         if self.resample and self.samples is None:
             raise ConfigError("resampling never ends a pass, so it needs a budget (samples)", field="resample")
 
@@ -121,6 +138,7 @@ class StreamStats:
     skipped: Counter = field(default_factory=Counter)
     filtered: int = 0
     dataset_samples: int | None = None
+    positions: dict[int, int] = field(default_factory=dict)
 
     @property
     def total_skipped(self) -> int:
@@ -141,7 +159,13 @@ class StreamStats:
     def as_dict(self) -> dict[str, Any]:
         """For a checkpoint or a results row."""
         return {"samples_seen": self.samples_seen, "batches": self.batches, "skipped": dict(self.skipped),
-                "filtered": self.filtered, "dataset_samples": self.dataset_samples}
+                "filtered": self.filtered, "dataset_samples": self.dataset_samples,
+                "positions": dict(self.positions)}
+
+    def resume_positions(self) -> tuple[int, ...]:
+        """Where each worker stands in its stream after the batches delivered so far: give it back as
+        `StreamConfig.resume_positions` (with `start_sample`) to resume without decoding what came before."""
+        return tuple(self.positions.get(worker, 0) for worker in range(max(self.positions, default=0) + 1))
 
 
 @dataclass(frozen=True)
@@ -162,6 +186,16 @@ class BatchPlan:
 
     def size(self, step: int) -> int:
         return self.last_size if step == self.steps - 1 else self.batch_size
+
+    @property
+    def per_rank(self) -> int:
+        return (self.steps - 1) * self.batch_size + self.last_size
+
+    def first_step(self, start_sample: int, world_size: int) -> int:
+        """The step a run resumed at `start_sample` (a batch boundary, or the end) draws first."""
+        if start_sample >= self.per_rank * world_size:
+            return self.steps
+        return start_sample // (self.batch_size * world_size)
 
 
 @dataclass(frozen=True)
@@ -189,6 +223,22 @@ def _seeded(seed: int) -> Iterator[None]:
             yield
         finally:
             random.setstate(state)
+
+
+class _Counted:
+    """An iterator that counts what it has handed out: a worker's position in its stream of samples."""
+
+    def __init__(self, items: Iterator):
+        self.items = items
+        self.count = 0
+
+    def __iter__(self) -> _Counted:
+        return self
+
+    def __next__(self):
+        item = next(self.items)
+        self.count += 1
+        return item
 
 
 class _Guard:
@@ -229,21 +279,31 @@ class ShardStream(IterableDataset):
         self.world_size = world_size
         self.uids = uids
         self.plan = BatchPlan.for_budget(config.samples, config.batch_size, world_size) if config.samples else None
+        self.first_step = self.plan.first_step(config.start_sample, world_size) if self.plan else 0
         self.epoch = 0
-        self.transform = image_transform(config.image_size, config.train, config.augment)
+        self.preprocess = BatchPreprocess(image_transform(config.image_size, config.train, config.augment))
         self.tokenize = tokenizer(config.tokenizer, config.context_length)
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        workers = info.num_workers if info is not None else 1
+        # The DataLoader asks its worker 0 first; after a resume the first batch due is step `first_step`,
+        # which belongs to worker `first_step % W`, so loader workers take the stream workers' parts in turn.
+        worker = ((info.id if info is not None else 0) + self.first_step) % workers
         slot = _Slot(self.rank * workers + worker, self.world_size * workers)
         counts: Counter = Counter()
         guard = _Guard(4 * max(len(self.urls), slot.count) + 16, 10_000) if self.plan else _Guard(None, None)
-        raw = self._resampled(slot, counts, guard) if self.config.resample else self._passes(slot, counts, guard)
+        raw = _Counted(self._resampled(slot, counts, guard) if self.config.resample
+                       else self._passes(slot, counts, guard))
+        if self.config.resume_positions:  # skip what this worker had consumed, without decoding it
+            collections.deque(itertools.islice(raw, self.config.resume_positions[worker]), maxlen=0)
         images = self._decoded(raw, counts, guard)
-        batches = self._budget_batches(images, worker, workers) if self.plan else self._pass_batches(images, slot)
+        if self.plan:
+            batches = self._budget_batches(images, worker, workers, counts)
+        else:
+            batches = self._pass_batches(images, slot)
         for batch_seed, pairs in batches:
-            yield self._collate(pairs, batch_seed, counts)
+            yield {**self._collate(pairs, batch_seed, counts), "worker": worker, "position": raw.count}
         yield {"final": True, "counts": self._drain(counts)}
 
     def _resampled(self, slot: _Slot, counts: Counter, guard: _Guard) -> Iterator[RawSample]:
@@ -307,13 +367,23 @@ class ShardStream(IterableDataset):
         size = self.config.shuffle_buffer
         return shuffle_stage(size, min(size, 1000), seed=seed)(samples)
 
-    def _budget_batches(self, images: Iterator, worker: int, workers: int) -> Iterator[tuple[int, list]]:
-        """Worker w draws the rank's batches w, w+W, ...: the DataLoader's round-robin order, exactly."""
-        first = self.config.start_sample // (self.config.batch_size * self.world_size)
+    def _budget_batches(self, images: Iterator, worker: int, workers: int,
+                        counts: Counter) -> Iterator[tuple[int, list]]:
+        """Worker w draws the rank's batches w, w+W, ...: the DataLoader's round-robin order, exactly.
+
+        Resuming without positions replays the batches before `start_sample` (decoding, since an image that
+        does not decode changes which samples fill a batch, but not transforming) and forgets their skips,
+        which the interrupted run reported already.
+        """
         for step in range(worker, self.plan.steps, workers):
+            if step < self.first_step:
+                if not self.config.resume_positions:
+                    collections.deque(itertools.islice(images, self.plan.size(step)), maxlen=0)
+                continue
+            if step - workers < self.first_step:
+                counts.clear()
             pairs = list(itertools.islice(images, self.plan.size(step)))
-            if step >= first:
-                yield _seed(self.config.seed, "augment", self.rank, step), pairs
+            yield _seed(self.config.seed, "augment", self.rank, step), pairs
 
     def _pass_batches(self, images: Iterator, slot: _Slot) -> Iterator[tuple[int, list]]:
         for number in itertools.count():
@@ -324,7 +394,7 @@ class ShardStream(IterableDataset):
 
     def _collate(self, pairs: list, batch_seed: int, counts: Counter) -> dict:
         with _seeded(batch_seed):
-            images = torch.stack([self.transform(image) for _, image in pairs])
+            images = self.preprocess([image for _, image in pairs])
         texts = self.tokenize([sample.caption for sample, _ in pairs])
         return {"final": False, "images": images, "texts": texts, "uids": [sample.uid for sample, _ in pairs],
                 "counts": self._drain(counts)}
@@ -349,23 +419,22 @@ class Loader:
         """Batches per rank in a budgeted stream (from `start_sample` on); a single pass has no fixed length."""
         if self.dataset.plan is None:
             raise TypeError("a single-pass stream has no fixed length; give a budget (samples) for one")
-        first = self.config.start_sample // (self.config.batch_size * self.dataset.world_size)
-        return self.dataset.plan.steps - first
+        return self.dataset.plan.steps - self.dataset.first_step
 
     def set_epoch(self, epoch: int) -> None:
         """Which pass a single-pass stream makes next: it seeds that pass's shuffle."""
         self.dataset.epoch = epoch
 
     def __iter__(self) -> Iterator[Batch]:
-        workers = self.config.workers
-        loader = DataLoader(self.dataset, batch_size=None, num_workers=workers, pin_memory=self.config.pin_memory,
-                            prefetch_factor=4 if workers else None)
+        loader = DataLoader(self.dataset, batch_size=None, num_workers=self.config.workers,
+                            pin_memory=self.config.pin_memory)
         for item in loader:
             self.stats.absorb(item["counts"])
             if item["final"]:
                 continue
             self.stats.samples_seen += len(item["uids"])
             self.stats.batches += 1
+            self.stats.positions[item["worker"]] = item["position"]
             yield Batch(item["images"], item["texts"], item["uids"])
 
 
