@@ -34,6 +34,7 @@ import io
 import json
 import math
 import os
+import tarfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
@@ -396,7 +397,7 @@ def encode_jpeg(image: Image.Image, quality: int) -> bytes:
 
 def synthesize(out: str | os.PathLike, config: SynthConfig | None = None, progress: bool = False) -> dict:
     """Write the dataset under `out` (see the module docstring); returns what `synth.json` records."""
-    import webdataset  # noqa: F401  (fail here, not in a worker, when it is missing)
+    import pyarrow.parquet  # noqa: F401  (imported once here, before the workers fork, not once per worker)
     from tqdm import tqdm
 
     config = config or SynthConfig()
@@ -509,13 +510,19 @@ def _record(uid: str, image: Image.Image, text: str, extra: dict, config: SynthC
 
 
 def _write_shard(path: Path, records: list[tuple[dict, dict]]) -> None:
-    """Write to a temporary name and rename, so that a killed run leaves no half shard behind."""
-    from webdataset import TarWriter
+    """Write to a temporary name and rename, so that a killed run leaves no half shard behind.
 
+    Plain `tarfile` rather than webdataset's TarWriter, which is the same thing, because importing
+    webdataset imports torch: seconds of the one-minute budget. Fixed mtime and owner: same seed, same bytes.
+    """
     partial = path.with_suffix(".tar.partial")
-    with TarWriter(str(partial), mtime=0, encoder=False) as writer:
+    with tarfile.open(partial, "w", format=tarfile.USTAR_FORMAT) as tar:
         for _, members in records:
-            writer.write(members)
+            key = members["__key__"]
+            for extension in ("jpg", "txt", "json"):
+                info = tarfile.TarInfo(f"{key}.{extension}")
+                info.size, info.mode = len(members[extension]), 0o444
+                tar.addfile(info, io.BytesIO(members[extension]))
     partial.rename(path)
 
 
