@@ -51,8 +51,7 @@ def _register_subset(sub: argparse._SubParsersAction) -> None:
         description="Select samples by their metadata, as DataComp's filtering baselines do, and write their "
                     "uids: .npy in DataComp's format (pairs of uint64, usable as --subset_file) or .parquet "
                     "with a uid column. Example: --where 'clip_l14_similarity_score >= 0.3'. Expressions allow "
-                    "comparisons, and/or/not, 'col in [..]', column names and literals.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+                    "comparisons, and/or/not, 'col in [..]', column names and literals.")
     subset.add_argument("--metadata", required=True, help="a parquet file or a directory of them")
     subset.add_argument("--where", help="row filter, e.g. 'clip_l14_similarity_score >= 0.3 and original_width >= 64'")
     subset.add_argument("--top-fraction", type=float, help="then keep this fraction of rows with the highest --by")
