@@ -195,7 +195,8 @@ def test_shards_without_a_readable_sample_fail_at_once(tmp_path):
 def test_a_budget_that_can_never_be_met_stops_with_an_error(shards, tmp_path):
     directory, _ = shards
     UidSet.from_uids([uid(10_000 + i) for i in range(3)]).save(tmp_path / "none.npy")  # matches no sample
-    loader, _ = stream(str(directory), samples=8, subset=str(tmp_path / "none.npy"), **SMALL)
+    options = {**SMALL, "workers": 1}  # raised in a worker process, reported in this one
+    loader, _ = stream(str(directory), samples=8, subset=str(tmp_path / "none.npy"), **options)
     with pytest.raises(RuntimeError, match="no usable sample"):
         list(loader)
 

@@ -426,16 +426,24 @@ class Loader:
         self.dataset.epoch = epoch
 
     def __iter__(self) -> Iterator[Batch]:
-        loader = DataLoader(self.dataset, batch_size=None, num_workers=self.config.workers,
-                            pin_memory=self.config.pin_memory)
-        for item in loader:
-            self.stats.absorb(item["counts"])
-            if item["final"]:
-                continue
-            self.stats.samples_seen += len(item["uids"])
-            self.stats.batches += 1
-            self.stats.positions[item["worker"]] = item["position"]
-            yield Batch(item["images"], item["texts"], item["uids"])
+        items = iter(DataLoader(self.dataset, batch_size=None, num_workers=self.config.workers,
+                                pin_memory=self.config.pin_memory))
+        try:
+            for item in items:
+                self.stats.absorb(item["counts"])
+                if item["final"]:
+                    continue
+                self.stats.samples_seen += len(item["uids"])
+                self.stats.batches += 1
+                self.stats.positions[item["worker"]] = item["position"]
+                yield Batch(item["images"], item["texts"], item["uids"])
+        finally:
+            # Stop the workers now: left to garbage collection (an abandoned loop, or an error whose traceback
+            # holds the iterator) torch's shutdown waits out a 5 s join timeout per worker. Private, but the
+            # method every DataLoader iterator with workers has had since torch 1.0.
+            shutdown = getattr(items, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
 
 
 def stream(source: str | Sequence[str] | StreamConfig, *, rank: int | None = None, world_size: int | None = None,
