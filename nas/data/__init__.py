@@ -19,8 +19,9 @@ Training stream (`nas.data.streaming`)::
 Subsets (`nas.data.subset`): `UidSet.load(path)`, `UidSet.save(path)`, and
 `filter_metadata(metadata_dir, "clip_l14_similarity_score >= 0.3", top_fraction=None, by=None)`.
 
-Synthetic captioned dataset (`nas.data.synth`): `synthesize(out, samples=20_000, size=64, seed=0)` writes
-`shards/` (+ `sizes.json`), `metadata/*.parquet`, `eval/zeroshot/` and `eval/retrieval/`.
+Synthetic captioned dataset (`nas.data.synth`): `synthesize(out, SynthConfig(samples=20_000, size=64,
+seed=0))` writes `shards/` (+ `sizes.json`), `metadata/*.parquet`, `eval/zeroshot/` and `eval/retrieval/`
+(`vitamin-nas data synth --out DIR` from a shell).
 
 Evaluation sets (`nas.data.evalsets`): `zeroshot_set(path, image_size)` -> `ZeroShotSet(dataset,
 classnames, templates)` for class-folder directories (ImageNet synset folders get open_clip's ImageNet

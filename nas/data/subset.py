@@ -33,10 +33,12 @@ class UidSet:
 
     def __init__(self, uids: np.ndarray):
         if uids.dtype == UID_DTYPE or uids.dtype.names is not None:
-            pairs = uids.astype(UID_DTYPE)
-            order = np.lexsort((pairs["f1"], pairs["f0"]))
-            self._high = np.ascontiguousarray(pairs["f0"][order])
-            self._low = np.ascontiguousarray(pairs["f1"][order])
+            pairs = uids.astype(UID_DTYPE, copy=False)
+            high, low = np.ascontiguousarray(pairs["f0"]), np.ascontiguousarray(pairs["f1"])
+            if not _lexsorted(high, low):  # DataComp's lists come sorted: skip the sort (and its memory)
+                order = np.lexsort((low, high))
+                high, low = high[order], low[order]
+            self._high, self._low = high, low
             self._strings = None
         else:
             self._strings = np.unique(uids.astype(str))
@@ -110,6 +112,11 @@ class UidSet:
             pq.write_table(pa.table({"uid": decode_uids(self.to_array())}), path)
         else:
             raise ConfigError("the output must end in .npy or .parquet", source=path)
+
+
+def _lexsorted(high: np.ndarray, low: np.ndarray) -> bool:
+    rising = high[1:] > high[:-1]
+    return bool(np.all(rising | ((high[1:] == high[:-1]) & (low[1:] >= low[:-1]))))
 
 
 def encode_uids(uids: Sequence[str]) -> np.ndarray:
