@@ -17,6 +17,7 @@ COMMANDS = {
     "space": ("nas.arch_cli", "inspect a search space"),
     "data": ("nas.data.cli", "datasets: synthesize, subset by metadata, inspect shards"),
     "fit": ("nas.scaling_cli", "fit a scaling law to a CSV, print it with its uncertainty and plot it"),
+    "train": ("nas.train_cli", "proxy-train one candidate for a budget of samples seen, evaluate and export it"),
 }
 
 
