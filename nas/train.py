@@ -569,7 +569,8 @@ class Meter:
 
     def summary(self, runtime: Runtime, peak_tflops: float | None) -> dict[str, Any]:
         images_per_s = self.samples / self.train_s if self.train_s > 0 else None
-        metrics: dict[str, Any] = {"loss": float(self.loss_sum) / max(self.steps, 1), "train_s": self.train_s,
+        loss = mean_over_ranks(torch.as_tensor(self.loss_sum, dtype=torch.float32, device=runtime.device), runtime)
+        metrics: dict[str, Any] = {"loss": loss / max(self.steps, 1), "train_s": self.train_s,
                                    "images_per_s": images_per_s}
         if runtime.device.type == "cuda":
             tflops = images_per_s * self.train_gflops / 1e3 if images_per_s else None
@@ -579,16 +580,31 @@ class Meter:
         return metrics
 
 
+def mean_over_ranks(value: torch.Tensor, runtime: Runtime) -> float:
+    """A rank's local loss averaged over the ranks: with `local_loss`, the loss of the whole global batch."""
+    if runtime.distributed:
+        value = value.detach().clone()
+        torch.distributed.all_reduce(value)
+        value /= runtime.world_size
+    return value.item()
+
+
 def device_peak_tflops(device: torch.device) -> float | None:
     """The dense bf16 peak of a known GPU (`PEAK_BF16_TFLOPS`), None for anything else."""
     name = torch.cuda.get_device_name(device)
     return next((peak for fragment, peak in PEAK_BF16_TFLOPS if fragment in name), None)
 
 
+#: How running out of memory reads when it is not a `torch.OutOfMemoryError`: the CPU allocator (the machine's
+#: memory, or a limit on the process), and cuBLAS/cuDNN failing to allocate their workspaces.
+OOM_MESSAGES = ("DefaultCPUAllocator: can't allocate memory", "CUBLAS_STATUS_ALLOC_FAILED",
+                "CUDNN_STATUS_ALLOC_FAILED")
+
+
 def is_oom(err: BaseException) -> bool:
-    """Out of memory: a GPU allocation, or a CPU one (the machine's memory, or a limit on the process)."""
+    """Out of memory: a GPU allocation, or a CPU one."""
     return isinstance(err, torch.OutOfMemoryError) or (
-        isinstance(err, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(err))
+        isinstance(err, RuntimeError) and any(message in str(err) for message in OOM_MESSAGES))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -750,7 +766,7 @@ class Run:
         """Every `log_every` steps: check the loss, report throughput. False when the run diverged."""
         if not self._finite():
             return False
-        value = loss.item()
+        value = mean_over_ranks(loss, self.runtime)
         lr = self.trainer.optimizer.param_groups[0]["lr"]
         record = {"event": "train", "samples_seen": self.samples_seen, "step": self.trainer.step, "loss": value,
                   "lr": lr, "logit_scale": self.trainer.model.logit_scale.exp().item(), "wall_s": self._wall()}
