@@ -12,6 +12,8 @@
     train: {batch_size: 64, lr: 0.001, warmup: 20}               # nas.train.TrainConfig fields
     objectives: {zeroshot_top1: max, image_gmacs: min}           # one, or several (a Pareto search)
     algorithm: tpe                           # tpe | nsga2 | random | grid | fixed (then archs: [...])
+    archs: {ViTamin: ViTamin-S, ViT: ViT-S-16}   # fixed: a list, or a mapping that labels each candidate
+    groups: {family: [ViTamin, ViT]}         # labelled candidates that a report compares with each other
     sampler: {n_startup_trials: 4}           # keyword arguments of the Optuna sampler
     trials: 12
     budget: {min_samples: 1500, max_samples: 13500, reduction_factor: 3}   # ASHA rungs in samples seen
@@ -45,7 +47,7 @@ ALGORITHMS = ("tpe", "nsga2", "random", "grid", "fixed")
 DIRECTIONS = ("max", "min")
 EARLY_STOPPING = ("asha", "none")
 TOP_FIELDS = ("name", "description", "space", "data", "text", "train", "objectives", "algorithm", "sampler",
-              "archs", "trials", "budget", "constraints", "resources", "seed", "failures")
+              "archs", "groups", "trials", "budget", "constraints", "resources", "seed", "failures")
 #: Stream fields the trainer sets per candidate (budget, batch, resolution, resume point): not for the study.
 TRAINER_STREAM_FIELDS = ("batch_size", "image_size", "samples", "context_length", "start_sample",
                          "resume_positions", "pin_memory", "train", "seed")
@@ -144,6 +146,8 @@ class Study:
     failures: FailurePolicy = field(default_factory=FailurePolicy)
     seed: int = 0
     archs: tuple[Arch, ...] = ()
+    labels: tuple[str, ...] = ()  # one per arch when the study names its candidates
+    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
     sampler: dict[str, Any] = field(default_factory=dict)
     description: str = ""
 
@@ -178,7 +182,9 @@ class Study:
                 "train": dict(self.train), "objectives": dict(self.objectives), "algorithm": self.algorithm,
                 "sampler": dict(self.sampler), "archs": [a.to_dict() for a in self.archs], "trials": self.trials,
                 "budget": dataclasses.asdict(self.budget), "resources": dataclasses.asdict(self.resources),
-                "seed": self.seed, "failures": dataclasses.asdict(self.failures)}
+                "seed": self.seed, "failures": dataclasses.asdict(self.failures),
+                **({"labels": list(self.labels), "groups": {k: list(v) for k, v in self.groups.items()}}
+                   if self.labels else {})}
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Study:
@@ -227,12 +233,14 @@ class _Reader:
         budget = self.budget(raw.get("budget"))
         seed = self.integer(raw.get("seed", 0), "seed")
         archs = self.archs(raw, algorithm, space, seed)
+        labels = tuple(raw["archs"])[:len(archs)] if isinstance(raw.get("archs"), dict) else ()
         study = Study(
             name=name, source=self.source, space=space, data=data, train=self.train(raw.get("train"), budget),
             objectives=objectives, algorithm=algorithm, trials=len(archs) if archs else self.trials(raw),
             budget=budget, resources=self.section(raw, "resources", Resources),
             failures=self.section(raw, "failures", FailurePolicy), seed=seed,
-            archs=archs, sampler=self.sampler(raw.get("sampler"), algorithm),
+            archs=archs, labels=labels, groups=self.groups(raw.get("groups"), labels),
+            sampler=self.sampler(raw.get("sampler"), algorithm),
             description=str(raw.get("description", "")))
         self.check_resources(study.resources)
         self.check_failures(study.failures)
@@ -384,11 +392,14 @@ class _Reader:
     def fixed(self, value: Any, space: SearchSpace) -> list[Arch]:
         from nas.arch_cli import load_arch
 
-        if not isinstance(value, list) or not value:
-            raise self.error("algorithm fixed needs a list of presets, arch JSON files or arch mappings", "archs")
+        if not isinstance(value, (list, dict)) or not value or \
+                (isinstance(value, dict) and not all(isinstance(k, str) and k for k in value)):
+            raise self.error("algorithm fixed needs a list of presets, arch JSON files or arch mappings, or a "
+                             "mapping of label: arch", "archs")
+        named = isinstance(value, dict)
         archs = []
-        for i, item in enumerate(value):
-            where = f"archs[{i}]"
+        for i, item in enumerate(value.values() if named else value):
+            where = f"archs.{list(value)[i]}" if named else f"archs[{i}]"
             try:
                 if isinstance(item, dict):
                     arch = Arch.from_dict(item)
@@ -405,6 +416,25 @@ class _Reader:
                 raise self.error(f"{arch.name()} is listed twice", where)
             archs.append(arch)
         return archs
+
+    def groups(self, value: Any, labels: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+        """Named sets of labelled candidates (at least two each) that a report compares."""
+        if value is None:
+            return {}
+        if not labels:
+            raise self.error("needs labelled candidates (archs as a mapping of label: arch)", "groups")
+        if not isinstance(value, dict):
+            raise self.error("a mapping of group name: [labels]", "groups")
+        groups = {}
+        for name, members in value.items():
+            if not isinstance(members, list) or len(members) < 2:
+                raise self.error("a list of at least two labels", f"groups.{name}")
+            unknown = [m for m in members if m not in labels]
+            if unknown:
+                raise self.error(f"unknown label(s) {', '.join(map(str, unknown))}; labels: {', '.join(labels)}",
+                                 f"groups.{name}")
+            groups[str(name)] = tuple(members)
+        return groups
 
     def trials(self, raw: dict[str, Any]) -> int:
         if "trials" not in raw:
