@@ -1,0 +1,317 @@
+"""Final-design selection: Pareto fronts per budget, and a choice that looks past the budgets measured.
+
+Two questions, both answered from a study's results database (`nas.results.ResultStore`):
+
+- Which candidates are not dominated? `fronts(store)`: the Pareto front of accuracy against each cost
+  (image GMACs, image parameters, measured training throughput) at every budget. It is the store's own
+  per-budget front, so only results measured at the same budget compete.
+- Which candidate will be best at the target scale? `at_target(store, target_samples=...)` fits a scaling law
+  (`nas.scaling`) of error against samples seen to every arch measured at several budgets (or of error
+  against compute to every family), extrapolates it to the target with its prediction interval, and ranks by
+  it. The best of a short proxy run is often not the best at scale; the law says so before the long run.
+  Two candidates whose intervals overlap cannot be told apart: `choose` keeps the best and every candidate
+  that is not distinguishable from it, rather than pretend to a winner.
+
+`write_selection` writes the chosen archs as JSON and as open_clip model configs (`nas.export`'s layout,
+without weights: the archs are to be trained at the target scale).
+
+    store = ResultStore.open("runs/vitamin_design_choices", readonly=True)
+    ranking = at_target(store, target_samples=1_280_000, max_gmacs=0.03)
+    write_selection(store, ranking, choose(ranking), "runs/vitamin_design_choices/selection")
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from nas.arch import Arch
+from nas.errors import ConfigError
+from nas.presets import TextTower
+from nas.results import TRAINED_METRICS, ResultStore
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from nas.scaling import Fit
+
+#: Trials whose rungs are measurements (a failed, out-of-memory or diverged trial's are not a candidate's).
+USABLE = ("completed", "stopped_early", "running")
+#: The costs accuracy is traded against, and which way each is better.
+COST_AXES = {"image_gmacs": "min", "image_params_m": "min", "images_per_s": "max"}
+#: What one ranked candidate is: an arch (law in samples seen), or a family (law in compute, over its members).
+BY = ("arch", "family")
+SELECTION_FILE = "selection.json"
+TOWER_FILE = "tower.json"
+
+
+# ---- what a study measured ---------------------------------------------------------------------------------
+
+
+def direction(metric: str) -> str:
+    """Accuracies and recalls are maximised; the loss is minimised."""
+    return "min" if metric == "loss" else "max"
+
+
+def to_error(values: Any, metric: str) -> Any:
+    """What a scaling law describes: 1 - accuracy (it falls towards a floor), or the loss itself."""
+    return values if direction(metric) == "min" else 1.0 - values
+
+
+def study_meta(store: ResultStore) -> dict[str, Any]:
+    return store.meta("study", {}) or {}
+
+
+def study_labels(store: ResultStore) -> dict[str, str]:
+    """arch_id -> the label a study gave its candidate (`archs` as a mapping in the study file)."""
+    study = study_meta(store)
+    return {Arch.from_dict(arch).arch_id: label for arch, label in zip(study.get("archs", []), study.get("labels", []))}
+
+
+def study_groups(store: ResultStore) -> dict[str, list[str]]:
+    return dict(study_meta(store).get("groups", {}))
+
+
+def study_text(store: ResultStore) -> TextTower:
+    """The text tower every candidate of the study was trained with."""
+    return TextTower(**(study_meta(store).get("space", {}).get("text") or {}))
+
+
+def measurements(store: ResultStore, metric: str = "zeroshot_top1") -> pd.DataFrame:
+    """One row per usable trial and rung (`ResultStore.frame`), with `label` (the study's, else the arch name),
+    `compute` (image GMACs x samples seen: the searched tower's forward compute over training, in the units of
+    `--target-gmacs` x `--target-samples`) and `error` (`to_error`)."""
+    frame = store.frame(status=USABLE)
+    frame["label"] = frame.arch_id.map(study_labels(store)).fillna(frame.arch_name)
+    frame["compute"] = frame.image_gmacs.astype(float) * frame.samples_seen.astype(float)
+    if metric not in frame:
+        if not frame.empty:
+            raise ConfigError(f"no trial reported {metric!r}; measured: {', '.join(_metrics(frame))}",
+                              source=str(store.path), field="--metric")
+        frame[metric] = np.nan
+    frame["error"] = to_error(frame[metric].astype(float), metric)
+    return frame
+
+
+def _metrics(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c in TRAINED_METRICS or c == "images_per_s"]
+
+
+def fronts(store: ResultStore, metric: str = "zeroshot_top1", axes: dict[str, str] | None = None,
+           budget: int | None = None) -> pd.DataFrame:
+    """The Pareto front of `metric` against each cost axis at every budget (or one); column `axis` names the
+    cost, `label` the candidate. Axes no trial measured (throughput before any rung) are left out."""
+    import pandas as pd
+
+    columns = set(store.frame().columns)
+    parts = [store.pareto_front({metric: direction(metric), axis: way}, budget=budget).assign(axis=axis)
+             for axis, way in (axes or COST_AXES).items() if axis in columns]
+    front = pd.concat(parts, ignore_index=True) if parts else store.frame().iloc[0:0].assign(axis=None)
+    return front.assign(label=front.arch_id.map(study_labels(store)).fillna(front.arch_name))
+
+
+def family_laws(frame: pd.DataFrame, law: str = "power", level: float = 0.95) -> dict[str, Fit]:
+    """Error against compute per arch family (`measurements` rows), over all its members and budgets: how a
+    layout scales, whatever its size. Families with too few points for `law` are left out."""
+    from nas.scaling import fit
+
+    laws = {}
+    for family, rows in frame.dropna(subset=["error"]).groupby("family", sort=True):
+        try:
+            laws[family] = fit(law, rows.compute, rows.error, level=level)
+        except ConfigError:
+            continue
+    return laws
+
+
+# ---- scaling-aware ranking ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One candidate (an arch, or a family) with its law extrapolated to the target.
+
+    `value`, `lower` and `upper` are the metric (accuracy, or loss) at `target` with its prediction
+    interval; NaN when no law could be fitted (`note` says why). `arch` is what would be built: the arch
+    itself, or the family's best measured member.
+    """
+
+    key: str
+    label: str
+    arch: Arch
+    image_gmacs: float
+    image_params_m: float
+    target: float
+    measured: float
+    points: int
+    value: float
+    lower: float
+    upper: float
+    fit: Fit | None = None
+    note: str = ""
+
+    @property
+    def fitted(self) -> bool:
+        return self.fit is not None
+
+    @property
+    def extrapolated(self) -> bool:
+        return self.target > self.measured
+
+    def overlaps(self, other: Prediction) -> bool:
+        """Not distinguishable: the two prediction intervals share a value."""
+        return self.fitted and other.fitted and self.lower <= other.upper and other.lower <= self.upper
+
+    def to_dict(self) -> dict[str, Any]:
+        fitted = {"law": self.fit.law, "params": self.fit.params, "ci": self.fit.ci, "r2_log": self.fit.r2_log} \
+            if self.fit else None
+        return {"key": self.key, "label": self.label, "arch_name": self.arch.name(), "arch_id": self.arch.arch_id,
+                "image_gmacs": self.image_gmacs, "image_params_m": self.image_params_m, "target": self.target,
+                "measured": self.measured, "points": self.points, "extrapolated": self.extrapolated,
+                "value": _finite(self.value), "lower": _finite(self.lower), "upper": _finite(self.upper),
+                "fit": fitted, "note": self.note}
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def at_target(store: ResultStore, *, target_samples: float | None = None, target_compute: float | None = None,
+              max_gmacs: float | None = None, gmacs_tolerance: float = 0.1, by: str = "arch", law: str = "power",
+              metric: str = "zeroshot_top1", level: float = 0.95) -> list[Prediction]:
+    """Every candidate's metric extrapolated to the target, best first (candidates without a law last).
+
+    By arch, the law is error against samples seen, extrapolated to `target_samples`, or to `target_compute`
+    / the arch's image GMACs, or else to the largest budget measured. By family, it is error against
+    compute over every member and budget, extrapolated to `target_compute` (or `max_gmacs` x
+    `target_samples`). `max_gmacs` keeps candidates whose image tower costs at most that much (plus
+    `gmacs_tolerance`, as matched comparisons allow).
+    """
+    if by not in BY:
+        raise ConfigError(f"{by!r} is not one of {', '.join(BY)}", field="--by")
+    if target_samples is not None and target_compute is not None:
+        raise ConfigError("give a target in samples seen or in compute, not both", field="--target-compute")
+    frame = measurements(store, metric).dropna(subset=["error"])
+    if frame.empty:
+        raise ConfigError(f"no usable measurement of {metric} yet", source=str(store.path))
+    limit = None if max_gmacs is None else max_gmacs * (1 + gmacs_tolerance)
+    if by == "family":
+        if target_compute is None:
+            if max_gmacs is None or target_samples is None:
+                raise ConfigError("ranking families needs a target compute: --target-compute, or --target-gmacs "
+                                  "with --target-samples", field="--target-compute")
+            target_compute = max_gmacs * target_samples
+        predictions = [_family(family, rows, target_compute, limit, law, metric, level)
+                       for family, rows in frame.groupby("family", sort=True)]
+    else:
+        default = float(frame.budget.max())
+        predictions = [_arch(rows, _samples_target(rows, target_samples, target_compute, default), law, metric, level)
+                       for _, rows in frame.groupby("arch_id", sort=False)
+                       if limit is None or rows.image_gmacs.iloc[0] <= limit]
+    predictions = [p for p in predictions if p is not None]
+    sign = -1.0 if direction(metric) == "max" else 1.0
+    return sorted(predictions, key=lambda p: (not p.fitted, sign * p.value if p.fitted else 0.0, p.label))
+
+
+def _samples_target(rows: pd.DataFrame, samples: float | None, compute: float | None, default: float) -> float:
+    if samples is not None:
+        return float(samples)
+    if compute is not None:
+        return float(compute) / float(rows.image_gmacs.iloc[0])
+    return default
+
+
+def _arch(rows: pd.DataFrame, target: float, law: str, metric: str, level: float) -> Prediction:
+    first = rows.iloc[0]
+    return _predict(first.arch_id, first.label, Arch.from_json(first.arch), first, rows.samples_seen, rows.error,
+                    target, law, metric, level)
+
+
+def _family(family: str, rows: pd.DataFrame, target: float, limit: float | None, law: str, metric: str,
+            level: float) -> Prediction | None:
+    """The family's law over all its members; the arch written is its best member (within the GMACs limit) at
+    the largest budget that member reached."""
+    members = rows if limit is None else rows[rows.image_gmacs <= limit]
+    if members.empty:
+        return None
+    furthest = members[members.budget == members.budget.max()]
+    best = furthest.sort_values("error", kind="stable").iloc[0]
+    return _predict(family, family, Arch.from_json(best.arch), best, rows.compute, rows.error, target, law,
+                    metric, level)
+
+
+def _predict(key: str, label: str, arch: Arch, row: Any, x: Any, error: Any, target: float, law: str, metric: str,
+             level: float) -> Prediction:
+    from nas.scaling import fit
+
+    x, error = np.asarray(x, dtype=float), np.asarray(error, dtype=float)
+    common = {"key": key, "label": label, "arch": arch, "image_gmacs": float(row.image_gmacs),
+              "image_params_m": float(row.image_params_m), "target": float(target), "measured": float(x.max()),
+              "points": len(x)}
+    try:
+        law_fit = fit(law, x, error, level=level)
+    except ConfigError as err:
+        return Prediction(**common, value=math.nan, lower=math.nan, upper=math.nan,
+                          note=f"no {law} law: {err.message}")
+    interval = law_fit.extrapolate([target], level=level)
+    low, high = float(interval.lower[0]), float(interval.upper[0])
+    value = float(to_error(interval.y[0], metric))
+    lower, upper = (1.0 - high, 1.0 - low) if direction(metric) == "max" else (low, high)
+    return Prediction(**common, value=value, lower=lower, upper=upper, fit=law_fit)
+
+
+def choose(ranking: list[Prediction]) -> list[Prediction]:
+    """The best candidate and every one that is not distinguishable from it (overlapping intervals)."""
+    fitted = [p for p in ranking if p.fitted]
+    if not fitted:
+        return []
+    best = fitted[0]
+    return [best, *(p for p in fitted[1:] if p.overlaps(best))]
+
+
+# ---- writing the choice --------------------------------------------------------------------------------------
+
+
+def write_selection(store: ResultStore, ranking: list[Prediction], chosen: list[Prediction],
+                    out: str | os.PathLike, **target: Any) -> Path:
+    """`out/selection.json` (the ranking, the choice, the target) and, per chosen arch, `out/NN-<arch_id>/`:
+    `tower.json` (the Arch, for `vitamin-nas arch` and `train --arch`) and open_clip's `open_clip_config.json`
+    with `arch.json`, the layout `nas.export` writes, without weights. Load an untrained model with
+    `nas.export.load_open_clip(dir)` (open_clip warns that it found no weights)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    text = study_text(store)
+    written = []
+    for rank, prediction in enumerate(chosen, start=1):
+        directory = out / f"{rank:02d}-{prediction.arch.arch_id}"
+        write_model_config(prediction.arch, text, directory)
+        written.append({**prediction.to_dict(), "dir": str(directory),
+                        "load": f"nas.export.load_open_clip({str(directory)!r})"})
+    summary = {"study": study_meta(store).get("name"), "database": str(store.path), "target": target,
+               "text": asdict(text), "chosen": written, "ranking": [p.to_dict() for p in ranking]}
+    path = out / SELECTION_FILE
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    return path
+
+
+def write_model_config(arch: Arch, text: TextTower, directory: Path) -> Path:
+    """An export directory without weights: what open_clip needs to build the model, and the arch."""
+    from nas.export import ARCH_FILE, CONFIG_FILE, model_config, preprocess_config
+
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {"model_cfg": model_config(arch, text), "preprocess_cfg": preprocess_config(arch)}
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    (directory / ARCH_FILE).write_text(json.dumps({"arch": arch.to_dict(), "text": asdict(text)}, indent=2) + "\n")
+    (directory / TOWER_FILE).write_text(arch.to_json(indent=2) + "\n")
+    return directory
+
+
+__all__ = ["BY", "COST_AXES", "USABLE", "Prediction", "at_target", "choose", "direction", "family_laws", "fronts",
+           "measurements", "study_groups", "study_labels", "study_text", "to_error", "write_model_config",
+           "write_selection"]
