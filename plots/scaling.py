@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from nas.scaling import Fit, Interval, compute_optimal
-from plots.style import OKABE_ITO, new_figure, save
+from plots.style import OKABE_ITO, SERIES_COLOURS, new_figure, save
 
 _FRONTIER_LABELS = {"pareto-power": "frontier (fitted)", "isoflop": "optimum per budget"}
 _DEFAULT_LABELS = {
@@ -84,15 +85,20 @@ def scaling_curve(fit: Fit, path: str | Path | None = None, *, at: Sequence[floa
         _mark_targets(ax, targets, _curve(fit, targets, level, flops_per_param_token))
 
     default_x, default_y = _DEFAULT_LABELS.get(fit.law, ("compute", "error"))
-    ax.set(xscale="log", yscale="log", xlabel=xlabel or default_x, ylabel=ylabel or default_y,
-           title=title or f"{fit.law} law, R$^2$ (log) = {fit.r2_log:.3f}")
+    return _finish(fig, ax, path, "small", xlabel=xlabel or default_x, ylabel=ylabel or default_y,
+                   title=title or f"{fit.law} law, R$^2$ (log) = {fit.r2_log:.3f}")
+
+
+def _finish(fig: Figure, ax, path: str | Path | None, legend_size: str, **labels: str) -> Figure:
+    """Log-log axes with their labels, grid and legend; saved when given a path."""
+    ax.set(xscale="log", yscale="log", **labels)
     low, high = ax.get_ylim()
     if high / low < 10:  # error axes often span under a decade: label its minor ticks in plain numbers
         plain = FuncFormatter(lambda value, _: f"{value:g}")
         ax.yaxis.set_major_formatter(plain)
         ax.yaxis.set_minor_formatter(plain)
     ax.grid(True, which="major", color="0.85", linewidth=0.6)
-    ax.legend(fontsize="small", frameon=False)
+    ax.legend(fontsize=legend_size, frameon=False)
     if path is not None:
         save(fig, path)
     return fig
@@ -105,3 +111,26 @@ def _mark_targets(ax, compute: np.ndarray, targets: Interval) -> None:
     for x, y in zip(compute, targets.y, strict=True):
         ax.annotate(f"{y:.3g}", (x, y), xytext=(-8, 8), textcoords="offset points", ha="right",
                     fontsize="small")
+
+
+def scaling_curves(fits: Mapping[str, Fit], path: str | Path | None = None, *, level: float = 0.95,
+                   xlabel: str | None = None, ylabel: str | None = None, title: str | None = None) -> Figure:
+    """Several one-variable laws on one log-log axes (e.g. one per arch family), to compare their slopes.
+
+    Each law is solid over its own runs and dashed to ten times the largest run of any; its band is faint so
+    that overlapping bands stay readable; colour and marker both tell the laws apart.
+    """
+    fig = new_figure()
+    ax = fig.add_subplot()
+    end = 10 * max(fit.x.max() for fit in fits.values())
+    styles = zip(itertools.cycle(SERIES_COLOURS), itertools.cycle("osD^vPX"))
+    for (name, fit), (colour, marker) in zip(fits.items(), styles):
+        grid = np.geomspace(fit.x.min() / 1.5, end, 256)
+        curve = _curve(fit, grid, level, 6.0)
+        inside = grid <= fit.x.max()
+        ax.fill_between(grid, curve.lower, curve.upper, color=colour, alpha=0.12, linewidth=0)
+        ax.plot(grid[inside], curve.y[inside], color=colour, linewidth=1.8, label=f"{name}: {formula(fit)}")
+        ax.plot(grid[~inside], curve.y[~inside], color=colour, linewidth=1.8, linestyle="--")
+        ax.scatter(fit.x, fit.y, color=colour, marker=marker, s=24, edgecolors="black", linewidths=0.4, zorder=3)
+    return _finish(fig, ax, path, "x-small", xlabel=xlabel or "compute", ylabel=ylabel or "error",
+                   title=title or f"fitted laws, {level:.0%} prediction bands; dashed: extrapolation")

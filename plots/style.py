@@ -20,6 +20,8 @@ OKABE_ITO = {
     "vermillion": "#D55E00",
     "purple": "#CC79A7",
 }
+#: The order series take colours in: the strongest contrasts first, yellow (faint on white) left out.
+SERIES_COLOURS = [OKABE_ITO[c] for c in ("blue", "vermillion", "green", "orange", "purple", "sky_blue", "black")]
 FORMATS = ("png", "svg")
 
 
