@@ -16,8 +16,12 @@ COMMANDS = {
     "arch": ("nas.arch_cli", "cost breakdown of one architecture (preset name or JSON file)"),
     "space": ("nas.arch_cli", "inspect a search space"),
     "data": ("nas.data.cli", "datasets: synthesize, subset by metadata, inspect shards"),
-    "fit": ("nas.scaling_cli", "fit a scaling law to a CSV, print it with its uncertainty and plot it"),
+    "fit": ("nas.scaling_cli", "fit a scaling law to a CSV or a study's results, print it with its uncertainty "
+                               "and plot it"),
     "train": ("nas.train_cli", "proxy-train one candidate for a budget of samples seen, evaluate and export it"),
+    "select": ("nas.analysis_cli", "choose the final designs: Pareto fronts, extrapolated ranking, open_clip configs"),
+    "plot": ("nas.analysis_cli", "write every figure of a study (PNG and SVG)"),
+    "report": ("nas.analysis_cli", "a markdown report of a study beside the ViTamin paper's numbers"),
 }
 
 
