@@ -25,3 +25,24 @@ def cli() -> list[str]:
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def design_results(tmp_path_factory) -> Path:
+    """A results database of the design-choice study whose metrics follow known laws (tests/study_helpers.py)."""
+    from study_helpers import write_design_results
+
+    directory = tmp_path_factory.mktemp("design_study")
+    write_design_results(directory).close()
+    return directory
+
+
+@pytest.fixture(scope="session")
+def design_figures(design_results, cli) -> Path:
+    """`vitamin-nas plot` run once on `design_results` (a real subprocess); the figures directory."""
+    import subprocess
+
+    out = design_results / "figures"
+    run = subprocess.run([*cli, "plot", str(design_results), "--out", str(out)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    return out

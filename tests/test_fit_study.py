@@ -1,0 +1,62 @@
+"""`vitamin-nas fit DIR`: scaling laws fitted to a study's results database, per arch family by default, recover
+the laws the measurements follow (tests/study_helpers.py)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+from study_helpers import LAWS
+
+from nas import cli
+from nas.results import ResultStore
+from nas.scaling import fit_frame
+from nas.select import measurements
+
+
+def test_a_family_law_in_compute_recovers_its_exponent(design_results):
+    frame = measurements(ResultStore.open(design_results, readonly=True))
+    for label in ("ViT", "ViTamin", "MLP-d12"):
+        result = fit_frame(frame[frame.label == label], "power", x="compute", y="error")
+        assert result.params["alpha"] == pytest.approx(-LAWS[label][1], abs=0.01)  # GMACs fixed: C ~ samples
+
+
+def test_fit_dir_fits_every_family(design_results, capsys):
+    assert cli.main(["fit", str(design_results), "--law", "power", "--at", "1e6"]) == 0
+    printed = capsys.readouterr().out
+    assert re.findall(r"family = (\S+) \((\d+) rows\)", printed) == [
+        ("C-C-A-T/mlp", "4"), ("C-C-T/geglu", "11"), ("C-C-T/mlp", "4"), ("N-N-T/geglu", "4"), ("P-T/mlp", "4")]
+    assert printed.count("at 1e+06:") == 5
+
+
+def test_fit_dir_by_label_skips_what_is_too_small(design_results, capsys):
+    assert cli.main(["fit", str(design_results), "--law", "power", "--by", "label", "--x", "samples_seen"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("not fitted: the power law needs at least 3 points") == 2  # 8C and 4C stopped early
+
+
+def test_fit_dir_command_writes_one_figure_per_query(design_results, tmp_path, cli):
+    out = tmp_path / "vit.png"
+    run = subprocess.run([*cli, "fit", str(design_results), "--law", "power", "--by", "none", "--x", "samples_seen",
+                          "--where", "label == 'ViT'", "--out", str(out)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "power law, 4 runs" in run.stdout and "family =" not in run.stdout
+    assert out.stat().st_size > 1000 and out.with_suffix(".svg").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--law", "power", "--by", "colour"], "--by: no column 'colour'"),
+    (["--law", "power", "--metric", "image_to_text_R@1"], "--metric: no trial reported"),
+    (["--law", "power", "--where", "label == 'Swin'"], "no rows to fit"),
+])
+def test_fit_dir_bad_input_exits_2(design_results, capsys, args, message):
+    assert cli.main(["fit", str(design_results), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_fit_csv_still_needs_its_y_column(tmp_path, capsys):
+    path = tmp_path / "runs.csv"
+    path.write_text("c,e\n1,2\n")
+    assert cli.main(["fit", str(path), "--law", "power", "--x", "c"]) == 2
+    assert "--y: the error or loss column is required for a CSV" in capsys.readouterr().err

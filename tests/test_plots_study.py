@@ -1,0 +1,88 @@
+"""The figures of a study: `vitamin-nas plot DIR` on a real results database writes every figure as PNG and SVG;
+the figure functions draw what they claim (fronts, dashed early stops, one styled line per candidate)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+from study_helpers import BUDGETS, LAWS
+
+from nas.results import ResultStore, minimization, pareto_mask
+from nas.select import family_laws, measurements
+from plots.compare import group_curves
+from plots.history import rung_history
+from plots.pareto import pareto_front
+from plots.scaling import scaling_curves
+from plots.study import slug
+
+
+@pytest.fixture(scope="module")
+def frame(design_results):
+    return measurements(ResultStore.open(design_results, readonly=True))
+
+
+def test_plot_command_writes_every_figure_as_png_and_svg(design_figures, frame):
+    groups = ["family", "conv_block", "ffn", "depth", "width_ratio"]
+    families = sorted(family_laws(frame))
+    expected = ["pareto_fronts", "search_history", "rung_history", "scaling",
+                *(f"pareto_{b}" for b in BUDGETS), *(f"group_{g}" for g in groups),
+                *(f"scaling_{slug(f)}" for f in families), *(f"arch_{slug(label)}" for label in LAWS)]
+    for name in expected:
+        for suffix in (".png", ".svg"):
+            assert (design_figures / name).with_suffix(suffix).stat().st_size > 1000, name
+    assert len(families) == 5  # every family has at least three points
+
+
+def test_plot_command_bad_input_exits_2(tmp_path, cli):
+    run = subprocess.run([*cli, "plot", str(tmp_path)], capture_output=True, text=True)
+    assert run.returncode == 2 and "no results database here" in run.stderr
+
+
+def _scatter(ax, label):
+    return next(c for c in ax.collections if c.get_label() == label)
+
+
+def test_pareto_front_highlights_the_front_on_every_axis(frame):
+    at = frame[frame.budget == BUDGETS[-1]]
+    fig = pareto_front(at)
+    axes = fig.axes
+    assert len(axes) == 3  # GMACs, parameters, throughput
+    for ax, (x, way) in zip(axes, [("image_gmacs", "min"), ("image_params_m", "min"), ("images_per_s", "max")]):
+        mask = pareto_mask(minimization(at, {x: way, "zeroshot_top1": "max"}))
+        front = _scatter(ax, "Pareto front").get_offsets()
+        dominated = _scatter(ax, "dominated").get_offsets()
+        assert len(front) == mask.sum() and len(dominated) == (~mask).sum()
+        assert {t.get_text() for t in ax.texts} == set(at.label[mask])  # the front is labelled
+
+
+def test_pareto_front_leaves_out_unmeasured_costs(frame):
+    fig = pareto_front(frame[frame.budget == BUDGETS[0]].drop(columns="images_per_s"))
+    assert len(fig.axes) == 2
+
+
+def test_rung_history_dashes_the_trials_stopped_early(frame):
+    fig = rung_history(frame)
+    by_samples = fig.axes[0]
+    dashed = [line for line in by_samples.lines if line.get_linestyle() == "--" and len(line.get_xdata())]
+    assert len(dashed) == 2  # 8C and 4C
+    assert len(fig.axes[1].collections) == 2  # lower rungs and the full budget
+
+
+def test_group_curves_give_each_candidate_its_own_marker_and_dash(frame):
+    labels = ["ViT", "ConvNeXt-style", "CoAtNet-style", "ViTamin"]
+    ax = group_curves(frame, labels).axes[0]
+    assert [line.get_label().split(" (")[0] for line in ax.lines] == labels
+    styles = {(line.get_marker(), line.get_linestyle()) for line in ax.lines}
+    assert len(styles) == len(labels)  # apart in grey scale too
+    vitamin = ax.lines[-1]
+    assert np.allclose(vitamin.get_xdata(), BUDGETS)
+
+
+def test_scaling_curves_overlay_one_law_per_family(frame):
+    laws = family_laws(frame)
+    ax = scaling_curves(laws).axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert len(legend) == len(laws) and all(any(f in text for text in legend) for f in laws)
+    assert ax.get_xscale() == ax.get_yscale() == "log"

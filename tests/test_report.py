@@ -1,0 +1,115 @@
+"""The report: the paper's data file and its claims (which must hold on the paper's own numbers), the checks,
+and the markdown of a real results database beside the paper (tests/study_helpers.py)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pandas as pd
+import pytest
+import yaml
+
+from nas.errors import ConfigError
+from nas.report import PAPER, Claim, check, load_paper, report, verdicts
+from nas.results import ResultStore
+from nas.select import measurements
+
+
+@pytest.fixture(scope="module")
+def paper():
+    return load_paper()
+
+
+@pytest.fixture(scope="module")
+def store(design_results) -> ResultStore:
+    return ResultStore.open(design_results, readonly=True)
+
+
+def test_the_paper_file_holds_the_benchmark_and_its_claims_hold_on_it(paper):
+    assert len(paper.benchmark) == 48 and set(paper.benchmark.samples) == {128_000_000, 512_000_000, 1_280_000_000}
+    table = paper.table()
+    for claim in paper.claims:
+        if claim.order and all(label in paper.models for label in claim.named):
+            assert check(claim, table, names=paper.models).outcome == "reproduced", claim.id
+        elif claim.monotonic:
+            cost = paper.benchmark.drop_duplicates("model").set_index("model").image_gmacs
+            assert check(claim, paper.table(list(claim.paper) or None), cost=cost).outcome == "reproduced", claim.id
+
+
+def test_checks_count_budgets_and_margins():
+    table = pd.DataFrame({1: [0.5, 0.4, 0.3], 2: [0.6, 0.62, 0.5], 3: [0.7, None, 0.6]}, index=["a", "b", "c"])
+    order = check(Claim("x", "a > b > c", order=(("a",), ("b",), ("c",))), table)
+    assert (order.held, order.of, order.outcome) == (1, 2, "partly") and order.margin == pytest.approx(-0.02)
+    tiers = check(Claim("x", "a, b > c", order=(("a", "b"), ("c",))), table)
+    assert (tiers.held, tiers.of) == (2, 2) and tiers.margin == pytest.approx(0.1)
+    data = check(Claim("x", "data", monotonic="samples_seen"), table)
+    assert (data.held, data.of, data.describe()) == (3, 3, "reproduced (3/3 models, margin +10.0 pts)")
+    cost = check(Claim("x", "size", monotonic="image_gmacs"), table, cost=pd.Series({"a": 3, "b": 2, "c": 1}))
+    assert (cost.held, cost.of) == (2, 3)  # b beats the larger a at budget 2
+    assert check(Claim("x", "none", order=(("a",), ("z",))), table).outcome == "not measured"
+
+
+def test_verdicts_on_the_design_study(paper, store):
+    found = {claim.id: (ours, theirs) for claim, ours, theirs in verdicts(paper, measurements(store), "zeroshot_top1")}
+    assert "model_scaling_monotonic" not in found  # the size ladder is another study's
+    assert found["hybrid_beats_vit"][0].outcome == "reproduced"
+    assert found["mbconv_beats_convnext"][0].outcome == "reproduced"
+    geglu, published = found["geglu_beats_mlp"]
+    assert (geglu.held, geglu.of) == (2, 4) and published is None  # MLP-d12 wins from 9000 samples on
+    data, theirs = found["data_scaling_monotonic"]
+    assert (data.held, data.of) == (6, 7)  # GeGLU-d12 falls at the last budget; 4C has one budget
+    assert (theirs.held, theirs.of) == (16, 16)
+
+
+def test_report_sets_the_study_beside_the_paper(paper, store):
+    text = report(store, paper, ["figures/group_family.png", "figures/scaling.png"])
+    assert text.startswith("# Study report: vitamin_design_choices")
+    assert "| hybrids beat the plain ViT | reproduced (4/4 budgets" in text
+    assert "| GeGLU at depth 14 beats MLP at depth 12 (matched) | partly (2/4 budgets" in text
+    assert "design choice (no published accuracies)" in text
+    vitamin_s = paper.benchmark[paper.benchmark.model == "ViTamin-S"].imagenet
+    row = next(line for line in text.splitlines() if line.startswith("| ViTamin | `C16x2"))
+    assert all(f"| {value:.1f} |" in row + " |" for value in vitamin_s)  # the paper's numbers, from its data file
+    assert "| 4C | vit_b16_mbconv_4c_glu | 1.311 | 1.306 |" in text
+    assert "![family](figures/group_family.png)" in text and "![scaling](figures/scaling.png)" in text
+    assert re.search(r"MLP-d12 is best, but not distinguishable from GeGLU-d12", text)
+    assert "mid-schedule" in text  # the budgets are rungs of one schedule
+
+
+def test_report_refuses_a_loss(paper, store):
+    with pytest.raises(ConfigError, match="accuracies"):
+        report(store, paper, metric="loss")
+
+
+def test_report_command_links_the_plotted_figures(design_results, design_figures, cli):
+    out = design_figures.parent / "report.md"
+    run = subprocess.run([*cli, "report", str(design_results), "--no-plot", "--out", str(out)], capture_output=True,
+                         text=True)
+    assert run.returncode == 0, run.stderr
+    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", out.read_text())
+    assert len(links) == len(list(design_figures.glob("*.png")))
+    assert all((out.parent / link).is_file() for link in links)
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda raw: raw.pop("claims"), None),
+    (lambda raw: raw["families"].update({"P-T/mlp": ["ViT-H/14"]}), "families.P-T/mlp"),
+    (lambda raw: raw["claims"].append({"id": "x", "text": "x", "order": ["a"]}), "claims[9].order"),
+    (lambda raw: raw["claims"].append({"id": "x", "text": "x"}), "claims[9]"),
+    (lambda raw: raw.update(metric="top5"), "metric"),
+])
+def test_a_bad_paper_file_names_the_field(tmp_path, change, field):
+    raw = yaml.safe_load(PAPER.read_text())
+    change(raw)
+    path = tmp_path / "paper.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as info:
+        load_paper(path)
+    assert info.value.source == str(path) and info.value.field == field
+
+
+def test_report_command_bad_paper_exits_2(design_results, tmp_path, cli):
+    run = subprocess.run([*cli, "report", str(design_results), "--paper", str(tmp_path / "none.yaml")],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "none.yaml: no such file" in run.stderr

@@ -1,0 +1,163 @@
+"""Selection on a real results database (tests/study_helpers.py): per-budget Pareto fronts against GMACs,
+parameters and throughput; laws extrapolated to a target with intervals; ties; the written open_clip configs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+from study_helpers import BUDGETS, LAWS, error
+
+from nas.errors import ConfigError
+from nas.export import load_open_clip, read_arch
+from nas.results import ResultStore, minimization, pareto_mask
+from nas.select import COST_AXES, at_target, choose, fronts, measurements, study_labels, write_selection
+
+CLEAN = ["MLP-d12", "ViTamin", "CoAtNet-style", "ConvNeXt-style", "ViT"]  # exact power laws, best first at scale
+
+
+@pytest.fixture(scope="module")
+def store(design_results) -> ResultStore:
+    return ResultStore.open(design_results, readonly=True)
+
+
+def by_label(predictions) -> dict:
+    return {p.label: p for p in predictions}
+
+
+def test_measurements_carry_labels_compute_and_error(store):
+    frame = measurements(store)
+    assert set(frame.label) == set(LAWS)  # the out-of-memory trial measured nothing and is not a candidate
+    assert np.allclose(frame.compute, frame.image_gmacs * frame.samples_seen)
+    assert np.allclose(frame.error, 1 - frame.zeroshot_top1)
+    assert len(set(study_labels(store).values())) == len(LAWS)
+
+
+def test_fronts_are_per_budget_and_per_cost_axis(store):
+    front = fronts(store)
+    assert set(front.axis) == set(COST_AXES) and set(front.budget) == set(BUDGETS)
+    for (axis, budget), members in front.groupby(["axis", "budget"]):
+        at = store.at_budget(budget)
+        expected = at[pareto_mask(minimization(at, {"zeroshot_top1": "max", axis: COST_AXES[axis]}))]
+        assert set(members.arch_id) == set(expected.arch_id)
+    full = front[front.budget == BUDGETS[-1]]
+    assert not {"8C", "4C"} & set(full.label)  # stopped early: never set against full-budget results
+    fastest = store.at_budget(BUDGETS[-1]).images_per_s.max()
+    assert fastest in set(full[full.axis == "images_per_s"].images_per_s)  # throughput is maximised
+
+
+def test_each_arch_law_is_extrapolated_with_its_interval(store):
+    ranking = at_target(store, target_samples=1e6)
+    predicted = by_label(ranking)
+    covered = 0
+    for label in CLEAN:
+        truth = 1 - error(label, 1e6)
+        p = predicted[label]
+        assert p.extrapolated and p.points == len(BUDGETS)
+        assert p.value == pytest.approx(truth, abs=0.01)
+        covered += p.lower <= truth <= p.upper
+    assert covered >= len(CLEAN) - 1  # 95% intervals from four noisy points each
+    order = [p.label for p in ranking if p.label in CLEAN]
+    assert order[0] == "MLP-d12" and order[-1] == "ViT"  # MLP-d12 loses at small budgets, wins at scale
+    assert {order[1], order[2]} == {"ViTamin", "CoAtNet-style"}
+
+
+def test_candidates_whose_intervals_overlap_are_not_distinguishable(store):
+    ranking = at_target(store, target_samples=1e6)
+    predicted = by_label(ranking)
+    assert predicted["ViTamin"].overlaps(predicted["CoAtNet-style"])
+    assert not predicted["ViTamin"].overlaps(predicted["ConvNeXt-style"])
+    chosen = choose(ranking)
+    assert chosen[0].label == "MLP-d12"
+    fitted = [p for p in ranking if p.fitted]
+    assert [p for p in fitted if p.overlaps(chosen[0])] == chosen  # GeGLU-d12's poor law cannot be ruled out
+
+
+def test_early_stopped_archs_have_no_law_and_rank_last(store):
+    ranking = at_target(store, target_samples=1e6)
+    assert [p.label for p in ranking[-2:]] == ["4C", "8C"]
+    notes = {p.label: p.note for p in ranking[-2:]}
+    assert "at least 3 points, got 1" in notes["4C"] and "got 2" in notes["8C"]
+    assert all(np.isnan(p.value) and not p.fitted for p in ranking[-2:])
+
+
+def test_target_gmacs_keeps_the_matched_candidates(store):
+    kept = {p.label for p in at_target(store, target_samples=1e6, max_gmacs=0.03)}
+    assert kept == set(LAWS) - {"4C"}  # 38 MMACs; the others are within 10% of 30
+    strict = {p.label for p in at_target(store, target_samples=1e6, max_gmacs=0.029, gmacs_tolerance=0)}
+    assert strict == {"CoAtNet-style", "ConvNeXt-style", "GeGLU-d12", "8C"}
+
+
+def test_a_compute_target_gives_each_arch_its_own_samples(store):
+    for p in at_target(store, target_compute=3e4):
+        assert p.target == pytest.approx(3e4 / p.image_gmacs)
+
+
+def test_families_are_ranked_on_their_law_in_compute(store):
+    ranking = at_target(store, by="family", target_samples=1e6, max_gmacs=0.03)
+    assert ranking[0].key == "C-C-T/mlp" and all(p.target == pytest.approx(3e4) for p in ranking)
+    vitamin = by_label(ranking)["C-C-T/geglu"]
+    assert vitamin.points == 4 + 4 + 2 + 1  # every member and budget, early-stopped ones included
+    assert vitamin.arch.name() == "C16x2-C32x4-T96x14h6-geglu@64"  # its best member at the full budget
+
+
+@pytest.mark.parametrize("options, field", [
+    ({"target_samples": 1e6, "target_compute": 1e4}, "--target-compute"),
+    ({"by": "family", "target_samples": 1e6}, "--target-compute"),
+    ({"by": "layer"}, "--by"),
+    ({"metric": "image_to_text_R@1"}, "--metric"),
+])
+def test_bad_targets_name_the_option(store, options, field):
+    with pytest.raises(ConfigError) as info:
+        at_target(store, **options)
+    assert info.value.field == field
+
+
+def test_the_chosen_archs_load_in_open_clip_untrained(store, tmp_path):
+    import torch
+
+    ranking = at_target(store, target_samples=1e6)
+    chosen = choose(ranking)
+    path = write_selection(store, ranking, chosen, tmp_path, samples=1e6)
+    summary = json.loads(path.read_text())
+    assert [c["label"] for c in summary["chosen"]] == [p.label for p in chosen]
+    assert summary["target"] == {"samples": 1e6} and len(summary["ranking"]) == len(LAWS)
+    first = summary["chosen"][0]
+    assert first["lower"] <= first["value"] <= first["upper"] and first["fit"]["law"] == "power"
+    arch, text = read_arch(first["dir"])
+    assert arch == chosen[0].arch and text.width == 64
+    model, _, preprocess = load_open_clip(first["dir"])
+    with torch.no_grad():
+        features = model.encode_image(torch.zeros(1, 3, 64, 64))
+    assert features.shape == (1, arch.embed_dim)
+
+
+def test_select_command_writes_the_choice(design_results, tmp_path, cli):
+    out = tmp_path / "choice"
+    run = subprocess.run([*cli, "select", str(design_results), "--target-samples", "1e6", "--target-gmacs", "0.03",
+                          "--out", str(out)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "Pareto front of zeroshot_top1 against images_per_s" in run.stdout
+    assert "chosen: MLP-d12; not distinguishable from it" in run.stdout
+    assert "no power law: the power law needs at least 3 points, got 2" in run.stdout
+    chosen = json.loads((out / "selection.json").read_text())["chosen"]
+    assert all((out / f"{i + 1:02d}-{c['arch_id']}" / "open_clip_config.json").is_file() for i, c in enumerate(chosen))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["select", "{missing}"], "no results database here"),
+    (["select", "{db}", "--target-samples", "-5"], "must be > 0"),
+    (["select", "{db}", "--by", "family"], "--target-compute: ranking families needs a target compute"),
+])
+def test_select_command_bad_input_exits_2(design_results, tmp_path, cli, args, message):
+    args = [a.format(missing=tmp_path / "nowhere", db=design_results) for a in args]
+    run = subprocess.run([*cli, *args], capture_output=True, text=True)
+    assert run.returncode == 2 and message in run.stderr
+
+
+@pytest.mark.parametrize("command", ["select", "plot", "report", "fit"])
+def test_every_command_has_help(cli, command):
+    run = subprocess.run([*cli, command, "--help"], capture_output=True, text=True)
+    assert run.returncode == 0 and "usage: vitamin-nas" in run.stdout

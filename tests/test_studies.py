@@ -1,0 +1,130 @@
+"""The ViTamin studies: every YAML under studies/ is read by its loader; the design choices are matched in GMACs
+(or, for the ablation variants, differ as the authors' own variants do); the scaling ladders are what they say;
+labelled candidates and groups in study files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nas.arch import Arch
+from nas.cost import cost
+from nas.errors import ConfigError
+from nas.report import load_paper
+from nas.results import arch_family
+from nas.study import Study
+
+REPO = Path(__file__).resolve().parents[1]
+STUDIES = REPO / "studies"
+#: Candidates compared at matched image GMACs in the design-choice study, and the tolerance.
+MATCHED = {"family": ("ViT", "ConvNeXt-style", "CoAtNet-style", "ViTamin"), "conv_block": ("ViTamin", "ConvNeXt-style"),
+           "ffn": ("ViTamin", "MLP-d12")}
+TOLERANCE = 0.05
+
+
+def load(name: str) -> Study:
+    return Study.load(STUDIES / f"{name}.yaml")
+
+
+def labelled(study: Study) -> dict[str, Arch]:
+    return dict(zip(study.labels, study.archs))
+
+
+def gmacs(study: Study) -> dict[str, float]:
+    return {label: cost(arch).image_gmacs for label, arch in labelled(study).items()}
+
+
+def test_every_yaml_under_studies_is_read_by_its_loader():
+    for path in sorted(STUDIES.rglob("*.yaml")):
+        if path.parent == STUDIES:
+            Study.load(path)
+        else:
+            assert path.parent.name == "paper", path
+            load_paper(path)
+
+
+def test_every_arch_file_is_an_arch_some_study_lists():
+    listed = {arch for path in STUDIES.glob("*.yaml") for arch in Study.load(path).archs}
+    for path in sorted((STUDIES / "archs").glob("*.json")):
+        assert Arch.from_json(path.read_text(), source=str(path)) in listed, path.name
+
+
+@pytest.mark.parametrize("group", MATCHED)
+def test_design_choices_are_matched_in_gmacs(group):
+    study = load("vitamin_design_choices")
+    assert study.groups[group] == MATCHED[group]
+    cost_of = gmacs(study)
+    reference = cost_of["ViTamin"]
+    for label in MATCHED[group]:
+        assert abs(cost_of[label] / reference - 1) <= TOLERANCE, label
+
+
+def test_ablation_variants_differ_in_gmacs_as_the_authors_variants_do():
+    cost_of = gmacs(load("vitamin_design_choices"))
+    variants = {a["label"]: a["image_gmacs"] for a in load_paper().ablations}
+    for label, paper_gmacs in variants.items():
+        assert cost_of[label] / cost_of["ViTamin"] == pytest.approx(paper_gmacs / variants["ViTamin"], rel=0.02)
+
+
+def test_design_choices_are_the_papers_families_at_three_data_budgets():
+    study = load("vitamin_design_choices")
+    families = {label: arch_family(arch) for label, arch in labelled(study).items()}
+    assert families["ViTamin"] == "C-C-T/geglu" and families["ViT"] == "P-T/mlp"
+    assert families["ConvNeXt-style"] == "N-N-T/geglu" and families["CoAtNet-style"] == "C-C-A-T/mlp"
+    assert families["MLP-d12"] == "C-C-T/mlp"
+    assert study.budget.rungs == (12_800, 51_200, 128_000)  # 128M : 512M : 1.28B
+    assert study.budget.early_stopping == "none" and study.algorithm == "fixed"
+
+
+def test_model_ladder_grows_at_fixed_data():
+    study = load("model_scaling")
+    sizes = [cost(arch) for arch in study.archs]
+    assert all(a.image_gmacs < b.image_gmacs and a.image_params < b.image_params for a, b in zip(sizes, sizes[1:]))
+    assert sizes[-1].image_gmacs / sizes[0].image_gmacs > 30
+    assert {arch_family(arch) for arch in study.archs} == {"C-C-T/geglu"}
+    assert labelled(study)["M"] == labelled(load("vitamin_design_choices"))["ViTamin"]
+    assert study.budget.early_stopping == "none"
+
+
+def test_data_ladder_is_one_model_over_doubling_budgets_of_distinct_samples():
+    study = load("data_scaling")
+    assert study.archs == (labelled(load("vitamin_design_choices"))["ViTamin"],)
+    rungs = study.budget.rungs
+    assert len(rungs) >= 5 and all(b == 2 * a for a, b in zip(rungs, rungs[1:]))
+    assert study.data.synthetic["samples"] >= rungs[-1]  # no sample is seen twice
+
+
+def write(tmp_path: Path, **fields) -> Path:
+    study = {"name": "t", "space": str(REPO / "search_spaces" / "tiny.yaml"),
+             "data": {"synthetic": {"samples": 1000, "size": 64}, "dir": "data"},
+             "objectives": {"zeroshot_top1": "max"}, "budget": {"min_samples": 100, "max_samples": 900},
+             "train": {"batch_size": 50, "warmup": 2}, "algorithm": "fixed",
+             "archs": {"ViTamin": str(STUDIES / "archs" / "vitamin_proxy.json"),
+                       "ViT": str(STUDIES / "archs" / "vit_proxy.json")}, **fields}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+def test_labelled_candidates_and_groups_reach_the_resolved_study(tmp_path):
+    study = Study.load(write(tmp_path, groups={"family": ["ViT", "ViTamin"]}))
+    assert study.labels == ("ViTamin", "ViT") and study.groups == {"family": ("ViT", "ViTamin")}
+    resolved = study.resolved()
+    assert resolved["labels"] == ["ViTamin", "ViT"] and resolved["groups"] == {"family": ["ViT", "ViTamin"]}
+    assert "labels" not in Study.load(STUDIES / "quickstart.yaml").resolved()  # older searches still resume
+    assert Study.load(write(tmp_path, trials=1)).labels == ("ViTamin",)
+
+
+@pytest.mark.parametrize("fields, field, message", [
+    ({"groups": {"family": ["ViT", "Swin"]}}, "groups.family", "unknown label"),
+    ({"groups": {"family": ["ViT"]}}, "groups.family", "at least two"),
+    ({"groups": ["ViT", "ViTamin"]}, "groups", "mapping"),
+    ({"archs": {"ViTamin": "ViTamin-Q"}}, "archs.ViTamin", "unknown preset"),
+    ({"archs": [str(STUDIES / "archs" / "vit_proxy.json")], "groups": {"g": ["a", "b"]}}, "groups", "labelled"),
+])
+def test_bad_labels_and_groups_name_the_field(tmp_path, fields, field, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        Study.load(write(tmp_path, **fields))
+    assert info.value.field == field
