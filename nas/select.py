@@ -83,12 +83,16 @@ def study_text(store: ResultStore) -> TextTower:
     return TextTower(**(study_meta(store).get("space", {}).get("text") or {}))
 
 
+def with_labels(frame: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
+    """`frame` with a `label` column: the study's label of each arch_id, else the arch's name."""
+    return frame.assign(label=[labels.get(a, name) for a, name in zip(frame.arch_id, frame.arch_name)])
+
+
 def measurements(store: ResultStore, metric: str = "zeroshot_top1") -> pd.DataFrame:
     """One row per usable trial and rung (`ResultStore.frame`), with `label` (the study's, else the arch name),
     `compute` (image GMACs x samples seen: the searched tower's forward compute over training, in the units of
     `--target-gmacs` x `--target-samples`) and `error` (`to_error`)."""
-    frame = store.frame(status=USABLE)
-    frame["label"] = frame.arch_id.map(study_labels(store)).fillna(frame.arch_name)
+    frame = with_labels(store.frame(status=USABLE), study_labels(store))
     frame["compute"] = frame.image_gmacs.astype(float) * frame.samples_seen.astype(float)
     if metric not in frame:
         if not frame.empty:
@@ -113,7 +117,7 @@ def fronts(store: ResultStore, metric: str = "zeroshot_top1", axes: dict[str, st
     parts = [store.pareto_front({metric: direction(metric), axis: way}, budget=budget).assign(axis=axis)
              for axis, way in (axes or COST_AXES).items() if axis in columns]
     front = pd.concat(parts, ignore_index=True) if parts else store.frame().iloc[0:0].assign(axis=None)
-    return front.assign(label=front.arch_id.map(study_labels(store)).fillna(front.arch_name))
+    return with_labels(front, study_labels(store))
 
 
 def family_laws(frame: pd.DataFrame, law: str = "power", level: float = 0.95) -> dict[str, Fit]:
@@ -261,8 +265,9 @@ def _predict(key: str, label: str, arch: Arch, row: Any, x: Any, error: Any, tar
                           note=f"no {law} law: {err.message}")
     interval = law_fit.extrapolate([target], level=level)
     low, high = float(interval.lower[0]), float(interval.upper[0])
-    value = float(to_error(interval.y[0], metric))
-    lower, upper = (1.0 - high, 1.0 - low) if direction(metric) == "max" else (low, high)
+    value, lower, upper = float(interval.y[0]), low, high
+    if direction(metric) == "max":  # an error law may pass 1 (a rising error): accuracy stays in [0, 1]
+        value, lower, upper = (float(np.clip(1.0 - v, 0.0, 1.0)) for v in (value, high, low))
     return Prediction(**common, value=value, lower=lower, upper=upper, fit=law_fit)
 
 
@@ -313,5 +318,5 @@ def write_model_config(arch: Arch, text: TextTower, directory: Path) -> Path:
 
 
 __all__ = ["BY", "COST_AXES", "USABLE", "Prediction", "at_target", "choose", "direction", "family_laws", "fronts",
-           "measurements", "study_groups", "study_labels", "study_text", "to_error", "write_model_config",
-           "write_selection"]
+           "measurements", "study_groups", "study_labels", "study_text", "to_error", "with_labels",
+           "write_model_config", "write_selection"]

@@ -18,7 +18,7 @@ import pandas as pd
 
 from nas.arch import Arch
 from nas.results import ResultStore
-from nas.select import direction, family_laws, measurements, study_groups
+from nas.select import direction, family_laws, measurements, study_groups, study_labels, with_labels
 
 #: At most this many architecture diagrams per study.
 MAX_DIAGRAMS = 12
@@ -55,10 +55,9 @@ def _pareto(store: ResultStore, frame: pd.DataFrame, metric: str, out: Path) -> 
     from plots.pareto import pareto_front
 
     written = []
-    labels = frame.drop_duplicates("arch_id").set_index("arch_id").label
+    labels = study_labels(store)
     for budget in sorted(frame.budget.unique()):
-        at = store.at_budget(int(budget))
-        at["label"] = at.arch_id.map(labels).fillna(at.arch_name)
+        at = with_labels(store.at_budget(int(budget)), labels)
         path = out / f"pareto_{budget}"
         pareto_front(at, metric, direction=direction(metric), path=path,
                      title=f"Pareto fronts at {budget:,} samples seen")

@@ -8,12 +8,14 @@ import subprocess
 
 import numpy as np
 import pytest
-from study_helpers import BUDGETS, LAWS, error
+from study_helpers import BUDGETS, DESIGN, LAWS, error
 
 from nas.errors import ConfigError
 from nas.export import load_open_clip, read_arch
+from nas.presets import TextTower
 from nas.results import ResultStore, minimization, pareto_mask
 from nas.select import COST_AXES, at_target, choose, fronts, measurements, study_labels, write_selection
+from nas.study import Study
 
 CLEAN = ["MLP-d12", "ViTamin", "CoAtNet-style", "ConvNeXt-style", "ViT"]  # exact power laws, best first at scale
 
@@ -81,6 +83,17 @@ def test_early_stopped_archs_have_no_law_and_rank_last(store):
     notes = {p.label: p.note for p in ranking[-2:]}
     assert "at least 3 points, got 1" in notes["4C"] and "got 2" in notes["8C"]
     assert all(np.isnan(p.value) and not p.fitted for p in ranking[-2:])
+
+
+def test_an_accuracy_extrapolated_from_a_rising_error_stays_in_0_1(tmp_path):
+    falling = ResultStore.create(tmp_path, {})
+    arch = Study.load(DESIGN).archs[0]
+    falling.add_trial("t", arch, TextTower(width=64, layers=2, heads=2, context_length=32))
+    for rung, (budget, accuracy) in enumerate([(100, 0.3), (300, 0.1), (900, 0.02)]):
+        falling.record_rung("t", {"rung": rung, "samples_seen": budget, "zeroshot_top1": accuracy}, budget=budget)
+    falling.update_trial("t", status="completed")
+    (prediction,) = at_target(falling, target_samples=1e6)
+    assert prediction.value == prediction.lower == 0.0 and 0.0 <= prediction.upper <= 1.0
 
 
 def test_target_gmacs_keeps_the_matched_candidates(store):
