@@ -548,7 +548,8 @@ class Trainer:
 
 
 class Meter:
-    """Training samples, step time and summed loss since the last reset (rung), and since the last log."""
+    """Samples, loss and time since the last rung: the training loop's wall time, data waits included, minus
+    what is not training (checkpoint writes, the compiling step); `data_s` is the part spent waiting for data."""
 
     def __init__(self, train_gflops: float):
         self.train_gflops = train_gflops
@@ -556,21 +557,54 @@ class Meter:
 
     def reset(self) -> None:
         self.samples = 0
-        self.train_s = 0.0
+        self.data_s = 0.0
         self.loss_sum: torch.Tensor | float = 0.0
         self.steps = 0
+        self.carried_s = 0.0
+        self.start()
 
-    def add(self, samples: int, seconds: float, loss: torch.Tensor, timed: bool = True) -> None:
-        if timed:
-            self.samples += samples
-            self.train_s += seconds
+    def start(self) -> None:
+        """Start the clock (set-up before the first step is not training time)."""
+        self.started = time.perf_counter()
+        self.excluded_s = 0.0
+
+    def add(self, samples: int, loss: torch.Tensor, data_s: float) -> None:
+        self.samples += samples
+        self.data_s += data_s
         self.loss_sum = self.loss_sum + loss.float()
         self.steps += 1
 
+    def add_untimed(self, loss: torch.Tensor, seconds: float) -> None:
+        """A step whose time is not training throughput (compilation): its loss counts, its time does not."""
+        self.loss_sum = self.loss_sum + loss.float()
+        self.steps += 1
+        self.exclude(seconds)
+
+    def exclude(self, seconds: float) -> None:
+        self.excluded_s += seconds
+
+    @property
+    def train_s(self) -> float:
+        return self.carried_s + time.perf_counter() - self.started - self.excluded_s
+
+    def state(self) -> dict[str, float]:
+        return {"samples": self.samples, "data_s": self.data_s, "train_s": self.train_s,
+                "loss_sum": float(self.loss_sum), "steps": self.steps}
+
+    def load(self, state: Mapping[str, float]) -> None:
+        """Continue a checkpoint's interval."""
+        self.samples, self.data_s, self.steps = state["samples"], state["data_s"], state["steps"]
+        self.loss_sum = state["loss_sum"]
+        self.carried_s = state["train_s"]
+        self.start()
+
     def summary(self, runtime: Runtime, peak_tflops: float | None) -> dict[str, Any]:
-        images_per_s = self.samples / self.train_s if self.train_s > 0 else None
+        if runtime.device.type == "cuda":
+            torch.cuda.synchronize(runtime.device)
+        train_s = self.train_s
+        images_per_s = self.samples / train_s if self.samples and train_s > 0 else None
         loss = mean_over_ranks(torch.as_tensor(self.loss_sum, dtype=torch.float32, device=runtime.device), runtime)
-        metrics: dict[str, Any] = {"loss": loss / max(self.steps, 1), "train_s": self.train_s,
+        metrics: dict[str, Any] = {"loss": loss / max(self.steps, 1), "train_s": train_s, "data_s": self.data_s,
                                    "images_per_s": images_per_s}
         if runtime.device.type == "cuda":
             tflops = images_per_s * self.train_gflops / 1e3 if images_per_s else None
@@ -683,11 +717,13 @@ class Run:
         batches = _micro_batches(self.factory(self.samples_seen), per_rank_left)
         rungs = [r for r in (*config.rungs, config.samples) if r > self.samples_seen]
         next_checkpoint = self._next_multiple(config.checkpoint_interval)
+        self.meter.start()
         while self.samples_seen < config.samples:
+            begin = time.perf_counter()
             micro = [b for _, b in zip(range(config.accum_freq), batches, strict=False)]
             if not micro:
                 raise RuntimeError(f"the data ran out after {self.samples_seen} of {config.samples} samples")
-            loss = self._timed_step(micro)
+            loss = self._timed_step(micro, begin)
             if bar is not None:
                 bar.update(sum(len(i) for i, _ in micro) * runtime.world_size)
             if self.trainer.step % config.log_every == 0 and not self._log(loss, bar):
@@ -700,7 +736,9 @@ class Run:
             elif next_checkpoint is not None and self.samples_seen >= next_checkpoint:
                 if not self._finite():
                     return
+                begin = time.perf_counter()
                 self._save()
+                self.meter.exclude(time.perf_counter() - begin)
                 next_checkpoint = self._next_multiple(config.checkpoint_interval)
 
     def _next_multiple(self, interval: int) -> int | None:
@@ -708,8 +746,8 @@ class Run:
             return None
         return (self.samples_seen // interval + 1) * interval
 
-    def _timed_step(self, micro: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """One step, timed; the first compiled step's time is compilation and is kept apart from throughput."""
+    def _timed_step(self, micro: list[tuple[torch.Tensor, torch.Tensor]], fetched_from: float) -> torch.Tensor:
+        """One step; the first compiled step is compilation, counted in `compile_s` and not in throughput."""
         compiling = self.trainer.compile["compiled"] and self.trainer.step == self.first_step
         begin = time.perf_counter()
         try:
@@ -720,12 +758,13 @@ class Run:
             raise OOMError(self.config.batch_size, len(micro[0][0]), "train", str(self.runtime.device)) from err
         if self.runtime.device.type == "cuda" and (compiling or self.trainer.step % self.config.log_every == 0):
             torch.cuda.synchronize(self.runtime.device)
-        seconds = time.perf_counter() - begin
-        if compiling:
-            self.trainer.compile["compile_s"] += seconds
         samples = sum(len(i) for i, _ in micro) * self.runtime.world_size
         self.samples_seen += samples
-        self.meter.add(samples, seconds, loss, timed=not compiling)
+        if compiling:
+            self.trainer.compile["compile_s"] += time.perf_counter() - begin
+            self.meter.add_untimed(loss, time.perf_counter() - fetched_from)
+        else:
+            self.meter.add(samples, loss, begin - fetched_from)
         return loss
 
     def _step_with_fallback(self, micro: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
@@ -844,8 +883,7 @@ class Run:
                      "config": _jsonable(self.config.to_dict()), "world_size": self.runtime.world_size,
                      **self.trainer.state_dict(), "samples_seen": self.samples_seen, "rng": rng,
                      "rungs": [_jsonable(r) for r in self.rungs], "wall_s": self._wall(),
-                     "meter": {"samples": self.meter.samples, "train_s": self.meter.train_s,
-                               "loss_sum": float(self.meter.loss_sum), "steps": self.meter.steps},
+                     "meter": self.meter.state(),
                      "compile": dict(self.trainer.compile), "data": self._data_summary()}
             save_checkpoint(state, self.checkpoint_path)
         self.runtime.barrier()
@@ -861,9 +899,7 @@ class Run:
         self.samples_seen = state["samples_seen"]
         self.wall_offset = state["wall_s"]
         self.rungs = list(state["rungs"])
-        meter = state["meter"]
-        self.meter.samples, self.meter.train_s, self.meter.steps = meter["samples"], meter["train_s"], meter["steps"]
-        self.meter.loss_sum = meter["loss_sum"]
+        self.meter.load(state["meter"])
         self.trainer.compile["compile_s"] = state["compile"]["compile_s"]
         self.previous_skips = state["data"].get("skipped", {})
         set_rng_state(state["rng"][self.runtime.rank])

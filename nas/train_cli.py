@@ -27,7 +27,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                     "with warmup, InfoNCE, drop-path 0.1 in the Transformer stage; bf16 on GPU) on DataComp-format "
                     "shards, evaluate it at each rung, and export it for open_clip. Rerun the same command to "
                     "resume a killed run. Under torchrun it trains data-parallel.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+)
     what = parser.add_argument_group("what to train")
     what.add_argument("--arch", required=True, help="preset name (vitamin-nas arch --list) or FILE.json (Arch)")
     what.add_argument("--text", help="text tower: a preset name (its text tower) or FILE.json of TextTower fields; "
@@ -37,30 +37,34 @@ def register(commands: argparse._SubParsersAction) -> None:
     what.add_argument("--eval", help="zero-shot set: a class-folder directory, or a synthetic eval/ directory "
                                      "(its zeroshot/ and retrieval/ are both used)")
     what.add_argument("--retrieval", help="retrieval set: shards of held-out image-caption pairs")
-    what.add_argument("--out", help="run directory (default runs/<arch_id>)")
+    what.add_argument("--out", help="run directory (default: runs/<arch_id>)")
     recipe = parser.add_argument_group("recipe")
-    recipe.add_argument("--batch-size", type=int, default=256, help="global batch (the contrastive batch)")
-    recipe.add_argument("--lr", type=float, default=5e-4)
-    recipe.add_argument("--warmup", type=int, default=500, help="warmup steps")
-    recipe.add_argument("--weight-decay", type=float, default=0.2)
-    recipe.add_argument("--loss", choices=("clip", "siglip"), default="clip")
-    recipe.add_argument("--drop-path", type=float, default=0.1, help="stochastic depth of the Transformer stage")
-    recipe.add_argument("--grad-clip-norm", type=float)
+    recipe.add_argument("--batch-size", type=int, default=256,
+                        help="global batch, the contrastive batch (default: %(default)s)")
+    recipe.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default: %(default)s)")
+    recipe.add_argument("--warmup", type=int, default=500, help="linear warmup steps (default: %(default)s)")
+    recipe.add_argument("--weight-decay", type=float, default=0.2, help="AdamW's (default: %(default)s)")
+    recipe.add_argument("--loss", choices=("clip", "siglip"), default="clip", help="(default: %(default)s)")
+    recipe.add_argument("--drop-path", type=float, default=0.1,
+                        help="stochastic depth of the Transformer stage (default: %(default)s)")
+    recipe.add_argument("--grad-clip-norm", type=float, help="clip the gradient norm (default: no clipping)")
     recipe.add_argument("--lock-text", metavar="CHECKPOINT",
                         help="LTT: load the text tower from this checkpoint or export and freeze it")
-    recipe.add_argument("--seed", type=int, default=0)
+    recipe.add_argument("--seed", type=int, default=0, help="model init, data order, augmentation (default: 0)")
     engine = parser.add_argument_group("engineering")
     engine.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                         help="auto: bf16 autocast on GPU, fp32 on CPU")
     engine.add_argument("--compile", action="store_true", help="torch.compile (falls back to eager on failure)")
-    engine.add_argument("--grad-checkpointing", action="store_true")
-    engine.add_argument("--accum-freq", type=int, default=1, help="micro-batches per step (gradient accumulation)")
+    engine.add_argument("--grad-checkpointing", action="store_true", help="recompute activations in backward")
+    engine.add_argument("--accum-freq", type=int, default=1,
+                        help="micro-batches per step, gradient accumulation (default: %(default)s)")
     engine.add_argument("--rungs", default="", help="comma-separated samples-seen thresholds to evaluate at")
     engine.add_argument("--checkpoint-every", type=int, help="samples between checkpoints (default: 10 per run)")
-    engine.add_argument("--log-every", type=int, default=10, help="steps between metrics lines")
-    engine.add_argument("--workers", type=int, default=4, help="data loader workers per rank")
-    engine.add_argument("--augment", default="default", help="'default' or 'vitamin_long' (colour jitter, ...)")
-    engine.add_argument("--eval-batch-size", type=int, default=256)
+    engine.add_argument("--log-every", type=int, default=10, help="steps between metrics lines (default: %(default)s)")
+    engine.add_argument("--workers", type=int, default=4, help="data loader workers per rank (default: %(default)s)")
+    engine.add_argument("--augment", default="default",
+                        help="'default' (RandomResizedCrop 0.9-1) or 'vitamin_long' (0.4-1, colour jitter, grayscale)")
+    engine.add_argument("--eval-batch-size", type=int, default=256, help="(default: %(default)s)")
     engine.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=_train)
 

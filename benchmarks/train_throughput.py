@@ -1,0 +1,308 @@
+"""Training steps per second of `nas.train` against open_clip_train's `train_one_epoch`; on a GPU, img/s and MFU.
+
+    .venv/bin/python benchmarks/train_throughput.py --open-clip-python /tmp/ocenv/bin/python \\
+        [--arch NAME|FILE.json] [--image-size 64] [--batch-size 64] [--workers 1] [--steps 30] [--warmup 5] \\
+        [--repeats 3] [--data SHARDS]
+    .venv/bin/python benchmarks/train_throughput.py --gpu [--batch-size 256] [--compile]
+
+Trainer comparison (any device). Both sides train the same model (`nas.models.build_clip` of the same arch
+and text tower, the same initial weights), with the same recipe (AdamW 0.9/0.98, eps 1e-6, wd 0.2 with
+open_clip_train's exclusions, cosine schedule, ClipLoss, logit-scale clamp), the same precision (fp32 on
+CPU, bf16 autocast on GPU) and batch size, on the same shards through each trainer's own data pipeline
+with the same number of loader workers: `nas.train.train` over `nas.data.stream`, and open_clip_train's
+`train_one_epoch` over its `get_wds_dataset`, set up as its `main` sets them up. Each batch handed to the
+trainer is timestamped (a pass-through wrapper around the loader, the same on both sides), and a step's
+time is the time between consecutive batches: the whole training loop, data waits included. The figure
+is the median step time after `--warmup` steps; repeats alternate the sides so that a busy machine slows
+both alike, and the ratio printed is the median over repeats of (ours / theirs) in steps per second.
+open_clip_train needs webdataset<=0.2.86, so its side runs in another interpreter (`--open-clip-python`;
+see benchmarks/loader.py for how to make one that shares this venv's torch and open_clip).
+
+GPU mode (`--gpu`): the model-only training step of ViTamin-S and ViTamin-B at 224 px, batch 256, bf16,
+on batches already on the device, through `nas.train.train` (eager, and compiled with `--compile`), with
+images/s, achieved TFLOP/s and MFU from the analytic FLOPs, and peak memory, beside the anchors measured on
+an H100 with open_clip_train's own step (../shared/reference/gpu_anchors.md). On a machine without CUDA it
+says so and exits. Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from loader import cpu_seconds  # noqa: E402  (benchmarks/loader.py: CPU time of this process and its workers)
+
+#: ViTamin-S / -B model-only step on one H100 80GB, bf16, batch 256, open_clip_train's step (gpu_anchors.md):
+#: (GFLOP/sample by FlopCounterMode, eager img/s, compiled img/s, MFU vs 800 TFLOP/s compiled, peak GiB compiled).
+ANCHORS = {"ViTamin-S": (68.0, 1442, 2766, 0.235, 24.3), "ViTamin-B": (243.1, 825, 1379, 0.419, 46.4)}
+ANCHOR_PEAK_TFLOPS = 800.0
+
+
+class Stamped:
+    """A loader that records when each batch reaches the trainer; everything else passes through."""
+
+    def __init__(self, loader):
+        self.loader = loader
+        self.times: list[float] = []
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            self.times.append(time.perf_counter())
+            yield batch
+
+    def step_seconds(self, warmup: int) -> float:
+        """Median time between consecutive batches after `warmup` steps."""
+        gaps = [b - a for a, b in zip(self.times, self.times[1:], strict=False)][warmup:]
+        return statistics.median(gaps)
+
+
+def candidate(spec: str | None, image_size: int):
+    """The benchmarked model: a preset or arch file, or the tiny ViTamin-shaped proxy of the learning test."""
+    from nas.arch import Arch, Stage, Transformer
+    from nas.arch_cli import load_arch
+    from nas.presets import TextTower
+
+    if spec:
+        return load_arch(spec)
+    arch = Arch(stem="conv", stem_width=32, stages=(Stage("mbconv", 2, 32), Stage("mbconv", 2, 64)),
+                transformer=Transformer(width=128, depth=4, heads=4), image_size=image_size, embed_dim=128)
+    return arch, TextTower(width=128, layers=4, heads=4)
+
+
+def fresh_model(arch, text):
+    """The same initial weights on both sides: seed 0, then `nas.models.build_clip`."""
+    import torch
+
+    from nas.models import build_clip
+
+    torch.manual_seed(0)
+    return build_clip(arch, text, drop_path=0.1)  # the recipe's drop-path, as nas.train builds it
+
+
+# ---------------------------------------------------------------------------------------------------- ours
+
+
+def nas_side(args: argparse.Namespace) -> dict[str, float]:
+    from nas.data import StreamConfig, stream
+    from nas.train import TrainConfig, train
+
+    arch, text = candidate(args.arch, args.image_size)
+    samples = (args.steps + args.warmup + 1) * args.batch_size
+    config = TrainConfig(samples=samples, batch_size=args.batch_size, warmup=1, log_every=10**9,
+                         checkpoint_every=0)
+    stamped = []
+
+    def data(start_sample: int):
+        stream_config = StreamConfig(args.data, batch_size=args.batch_size, image_size=arch.image_size,
+                                     samples=samples, workers=args.workers, context_length=text.context_length,
+                                     start_sample=start_sample)
+        stamped.append(Stamped(stream(stream_config)[0]))
+        return stamped[-1]
+
+    start_cpu = cpu_seconds()
+    train(arch, text, data, config)
+    return _figures(stamped[0], args, cpu_seconds() - start_cpu)
+
+
+def _figures(stamped: Stamped, args: argparse.Namespace, cpu: float) -> dict[str, float]:
+    step = stamped.step_seconds(args.warmup)
+    return {"steps_per_second": 1 / step, "images_per_second": args.batch_size / step,
+            "cpu_seconds_per_step": cpu / max(len(stamped.times), 1)}
+
+
+# ------------------------------------------------------------------------------------------ open_clip_train
+
+
+def open_clip_side(args: argparse.Namespace) -> dict[str, float]:
+    """open_clip_train's `train_one_epoch`, with data, optimizer, scheduler and loss as its `main` makes them."""
+    import torch
+    from open_clip import create_loss, get_tokenizer, image_transform
+    from open_clip_train.data import get_data
+    from open_clip_train.params import parse_args
+    from open_clip_train.scheduler import cosine_lr
+    from open_clip_train.train import train_one_epoch
+
+    arch, text = candidate(args.arch, args.image_size)
+    samples = (args.steps + args.warmup + 1) * args.batch_size
+    precision = "amp_bf16" if torch.cuda.is_available() else "fp32"
+    oc = parse_args(["--train-data", args.data, "--dataset-type", "webdataset", "--train-num-samples", str(samples),
+                     "--batch-size", str(args.batch_size), "--workers", str(args.workers), "--precision", precision,
+                     "--lr", "5e-4", "--beta1", "0.9", "--beta2", "0.98", "--eps", "1e-6", "--wd", "0.2",
+                     "--warmup", "1", "--epochs", "1", "--log-every-n-steps", str(10**9), "--seed", "0"])
+    oc.device = "cuda" if torch.cuda.is_available() else "cpu"
+    oc.rank = oc.local_rank = 0
+    oc.world_size = 1
+    oc.distributed = False
+    oc.distill = False  # as main sets these without --distill-model and --report-to
+    oc.wandb = False
+    model = fresh_model(arch, text).to(oc.device)
+    preprocess = image_transform(arch.image_size, is_train=True)
+    data = get_data(oc, (preprocess, preprocess), epoch=0,
+                    tokenizer=get_tokenizer("ViT-B-32", context_length=text.context_length))
+    stamped = Stamped(data["train"].dataloader)
+    data["train"].dataloader = stamped
+    named = list(model.named_parameters())
+    exclude = lambda n, p: p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n  # noqa: E731
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for n, p in named if exclude(n, p) and p.requires_grad], "weight_decay": 0.0},
+         {"params": [p for n, p in named if not exclude(n, p) and p.requires_grad], "weight_decay": oc.wd}],
+        lr=oc.lr, betas=(oc.beta1, oc.beta2), eps=oc.eps)
+    steps = data["train"].dataloader.num_batches
+    scheduler = cosine_lr(optimizer, oc.lr, oc.warmup, steps)
+    start_cpu = cpu_seconds()
+    train_one_epoch(model, data, create_loss(oc), 0, optimizer, None, scheduler, None, oc)
+    return _figures(stamped, args, cpu_seconds() - start_cpu)
+
+
+def run_open_clip(args: argparse.Namespace) -> dict[str, float]:
+    command = [args.open_clip_python, __file__, "--side", "open_clip", "--data", args.data, "--image-size",
+               str(args.image_size), "--batch-size", str(args.batch_size), "--workers", str(args.workers),
+               "--steps", str(args.steps), "--warmup", str(args.warmup)] + (["--arch", args.arch] if args.arch else [])
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"open_clip_train side failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run_nas(args: argparse.Namespace) -> dict[str, float]:
+    """Our side in a fresh process too, so that both pay the same start-up and neither inherits warm caches."""
+    command = [sys.executable, __file__, "--side", "nas", "--data", args.data, "--image-size", str(args.image_size),
+               "--batch-size", str(args.batch_size), "--workers", str(args.workers), "--steps", str(args.steps),
+               "--warmup", str(args.warmup)] + (["--arch", args.arch] if args.arch else [])
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"nas side failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def compare(args: argparse.Namespace) -> None:
+    arch, text = candidate(args.arch, args.image_size)
+    print(f"model: {arch.name()} + text {text.width}x{text.layers}, batch {args.batch_size}, {args.workers} loader "
+          f"workers, {args.steps} timed steps after {args.warmup}, {args.repeats} repeats")
+    print(f"{'repeat':>6}  {'nas.train steps/s':>17}  {'open_clip_train steps/s':>23}  {'ratio':>6}  "
+          f"{'nas CPU-s/step':>14}  {'open_clip CPU-s/step':>20}")
+    ratios, runs = [], []
+    for repeat in range(1, args.repeats + 1):
+        ours = run_nas(args)
+        theirs = run_open_clip(args) if args.open_clip_python else None
+        ratio = ours["steps_per_second"] / theirs["steps_per_second"] if theirs else float("nan")
+        ratios.append(ratio)
+        runs.append((ours, theirs))
+        print(f"{repeat:>6}  {ours['steps_per_second']:>17.3f}  "
+              f"{theirs['steps_per_second'] if theirs else float('nan'):>23.3f}  {ratio:>6.2f}  "
+              f"{ours['cpu_seconds_per_step']:>14.2f}  "
+              f"{theirs['cpu_seconds_per_step'] if theirs else float('nan'):>20.2f}", flush=True)
+    ours_median = statistics.median(r[0]["steps_per_second"] for r in runs)
+    print(f"median: nas.train {ours_median:.3f} steps/s ({ours_median * args.batch_size:.1f} img/s)")
+    if not args.open_clip_python:
+        print("open_clip_train: not run (give --open-clip-python)", file=sys.stderr)
+        return
+    theirs_median = statistics.median(r[1]["steps_per_second"] for r in runs)
+    print(f"median: open_clip_train {theirs_median:.3f} steps/s ({theirs_median * args.batch_size:.1f} img/s)")
+    print(f"ratio nas.train / open_clip_train steps/s: {statistics.median(ratios):.2f} (median of paired repeats)")
+
+
+# ---------------------------------------------------------------------------------------------------- GPU
+
+
+def same_batch(images, tokens, start_sample: int):
+    """The data of a model-only step: one batch already on the device, for ever."""
+    while True:
+        yield images, tokens
+
+
+def gpu_mode(args: argparse.Namespace) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        print("GPU mode: no CUDA device on this machine; skipped (run it on a GPU: --gpu)")
+        return
+    from nas.presets import preset_with_text
+    from nas.train import TrainConfig, train
+
+    print(f"device: {torch.cuda.get_device_name()}, batch {args.batch_size}, bf16, model-only step "
+          f"(batches on the device), {args.steps} timed steps after {args.warmup}")
+    print(f"{'model':>10}  {'mode':>8}  {'img/s':>7}  {'TFLOP/s':>8}  {'MFU':>6}  {'MFU@800':>8}  {'peak GiB':>8}  "
+          f"{'anchor img/s':>12}  {'anchor MFU@800':>14}")
+    for name, (_, eager, compiled, anchor_mfu, _) in ANCHORS.items():
+        arch, text = preset_with_text(name)
+        for mode in ("eager", "compile") if args.compile else ("eager",):
+            torch.cuda.reset_peak_memory_stats()
+            images = torch.randn(args.batch_size, 3, arch.image_size, arch.image_size, device="cuda")
+            tokens = torch.randint(1, text.vocab_size, (args.batch_size, text.context_length), device="cuda")
+            samples = (args.warmup + args.steps) * args.batch_size
+            config = TrainConfig(samples=samples, batch_size=args.batch_size, warmup=1, compile=mode == "compile",
+                                 rungs=(args.warmup * args.batch_size,), checkpoint_every=0, log_every=10**9)
+            result = train(arch, text, functools.partial(same_batch, images, tokens), config)
+            steady = result.rungs[-1]
+            anchor = compiled if mode == "compile" else eager
+            mfu800 = steady["tflops"] / ANCHOR_PEAK_TFLOPS
+            print(f"{name:>10}  {mode:>8}  {steady['images_per_s']:>7.0f}  {steady['tflops']:>8.1f}  "
+                  f"{steady['mfu'] or float('nan'):>6.1%}  {mfu800:>8.1%}  {steady['peak_memory_gib']:>8.1f}  "
+                  f"{anchor:>12}  {anchor_mfu if mode == 'compile' else float('nan'):>14.1%}", flush=True)
+            if result.compile["error"]:
+                print(f"            compile failed, ran eager: {result.compile['error'][:200]}")
+    print("FLOPs: nas.cost train_gflops (3 x forward, attention included); the anchors' GFLOP/sample are "
+          "FlopCounterMode's: " + ", ".join(f"{n} {a[0]}" for n, a in ANCHORS.items()))
+
+
+# ---------------------------------------------------------------------------------------------------- main
+
+
+def synthetic_shards(args: argparse.Namespace, directory: str) -> str:
+    from nas.data import SynthConfig, synthesize
+
+    samples = max(2000, 4 * (args.steps + args.warmup + 1) * args.batch_size)
+    synthesize(directory, SynthConfig(samples=samples, size=args.image_size, seed=0, samples_per_shard=500,
+                                      zeroshot_per_class=0, retrieval_samples=0), progress=True)
+    return f"{directory}/shards"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", help="preset name or arch FILE.json (default: a tiny ViTamin-shaped proxy)")
+    parser.add_argument("--data", help="shards; default: synthetic, written to a temp dir at --image-size")
+    parser.add_argument("--image-size", type=int, default=64, help="image side of the default proxy and its data")
+    parser.add_argument("--batch-size", type=int, default=None, help="default 64 (CPU) / 256 (--gpu)")
+    parser.add_argument("--workers", type=int, default=1, help="loader workers on each side")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per run")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--open-clip-python", help="interpreter with open_clip_train and webdataset<=0.2.86")
+    parser.add_argument("--gpu", action="store_true", help="ViTamin-S/B img/s and MFU against the H100 anchors")
+    parser.add_argument("--compile", action="store_true", help="GPU mode: also torch.compile")
+    parser.add_argument("--side", choices=["nas", "open_clip"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.batch_size = args.batch_size or (256 if args.gpu else 64)
+    if args.side:  # a child process of run_nas / run_open_clip
+        print(json.dumps(nas_side(args) if args.side == "nas" else open_clip_side(args)))
+        return
+    if args.gpu:
+        gpu_mode(args)
+        return
+    from nas.data import expand_shards
+
+    with tempfile.TemporaryDirectory(prefix="train-bench-") as scratch:
+        # open_clip_train takes patterns and '::' lists but not directories: give both sides the same list
+        args.data = "::".join(expand_shards(args.data or synthetic_shards(args, scratch)))
+        compare(args)
+
+
+if __name__ == "__main__":
+    main()
