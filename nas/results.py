@@ -5,9 +5,9 @@ sampler resumes from it) and the toolkit's, prefixed `nas_`:
 
 - `nas_trials`: one row per trial (Ray Tune's trial id): its Optuna number, the arch (JSON, `arch_id`, name,
   family), the analytic cost, the status (`pending`, `running`, then `completed`, `stopped_early`, `oom`,
-  `diverged` or `failed` with the error), host, device, attempts, micro-batch accumulation, wall time.
+  `diverged` or `failed` with the error), host, Ray node, device, attempts, micro-batch accumulation, wall time.
 - `nas_rungs`: one row per trial and rung: the budget (samples seen the rung stands for), every metric the
-  trainer reported there (JSON), the checkpoint, the host and the training session that measured it.
+  trainer reported there (JSON), the checkpoint, the host, node and training session that measured it.
 - `nas_meta`: the resolved study, its objectives and rungs.
 
 Rows are keyed (trial, rung), so a resumed search that reports a rung again updates it instead of adding a
@@ -42,6 +42,7 @@ from nas.arch import Arch
 from nas.cost import cost
 from nas.errors import ConfigError
 from nas.presets import TextTower
+from nas.tables import format_table
 
 if TYPE_CHECKING:
     import optuna
@@ -66,23 +67,23 @@ CREATE TABLE IF NOT EXISTS nas_trials (
     image_gmacs REAL, image_gmacs_full REAL, image_params_m REAL, gmacs REAL, gmacs_full REAL, params_m REAL,
     train_gflops REAL,
     status TEXT NOT NULL, error TEXT, rung INTEGER, budget INTEGER, samples_seen INTEGER,
-    host TEXT, device TEXT, pid INTEGER, accum_freq INTEGER, attempts INTEGER NOT NULL DEFAULT 0,
+    host TEXT, node TEXT, device TEXT, pid INTEGER, accum_freq INTEGER, attempts INTEGER NOT NULL DEFAULT 0,
     resumed_from INTEGER, wall_s REAL, created_at REAL NOT NULL, started_at REAL, updated_at REAL, ended_at REAL
 );
 CREATE INDEX IF NOT EXISTS nas_trials_arch ON nas_trials (arch_id);
 CREATE TABLE IF NOT EXISTS nas_rungs (
     trial_id TEXT NOT NULL REFERENCES nas_trials (trial_id), rung INTEGER NOT NULL, budget INTEGER NOT NULL,
-    samples_seen INTEGER NOT NULL, metrics TEXT NOT NULL, checkpoint TEXT, host TEXT, device TEXT,
+    samples_seen INTEGER NOT NULL, metrics TEXT NOT NULL, checkpoint TEXT, host TEXT, node TEXT, device TEXT,
     session TEXT, reported_at REAL NOT NULL,
     PRIMARY KEY (trial_id, rung)
 );
 CREATE INDEX IF NOT EXISTS nas_rungs_budget ON nas_rungs (budget);
 """
 _TRIAL_COLUMNS = ("trial_id", "number", "arch_id", "arch_name", "family", "arch", *COST_METRICS, "status", "error",
-                  "rung", "budget", "samples_seen", "host", "device", "pid", "accum_freq", "attempts",
+                  "rung", "budget", "samples_seen", "host", "node", "device", "pid", "accum_freq", "attempts",
                   "resumed_from", "wall_s", "created_at", "started_at", "updated_at", "ended_at")
 #: Trial fields a search may update as a trial runs (what `update_trial` accepts).
-TRIAL_FIELDS = ("number", "status", "error", "rung", "budget", "samples_seen", "host", "device", "pid",
+TRIAL_FIELDS = ("number", "status", "error", "rung", "budget", "samples_seen", "host", "node", "device", "pid",
                 "accum_freq", "resumed_from", "wall_s", "started_at", "ended_at")
 
 
@@ -143,17 +144,24 @@ class ResultStore:
 
     @classmethod
     def create(cls, directory: str | os.PathLike, meta: Mapping[str, Any]) -> ResultStore:
-        """A new database in `directory` with Optuna's tables and the toolkit's, and the study's `meta`."""
+        """A new database in `directory` with Optuna's tables and the toolkit's, and the study's `meta`.
+
+        It is built aside and renamed into place, so that a reader never finds it half made.
+        """
         path = Path(directory) / FILENAME
         path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(path)
+        building = path.with_name(f".{FILENAME}.new")
+        building.unlink(missing_ok=True)
+        connection = sqlite3.connect(building)
         connection.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; persists in the file
         connection.close()
-        store = cls(path)
+        store = cls(building)
         for key, value in {"schema_version": SCHEMA_VERSION, "created_at": time.time(), **meta}.items():
             store.set_meta(key, value)
-        store.optuna_storage()  # Optuna's tables exist from the start: optuna-dashboard opens the file at once
-        return store
+        store.optuna_storage().engine.dispose()  # Optuna's tables from the start: optuna-dashboard opens it at once
+        store.close()
+        os.replace(building, path)
+        return cls(path)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "readonly": self.readonly}
@@ -217,23 +225,26 @@ class ResultStore:
                         "started_at = COALESCE(started_at, ?), updated_at = ? WHERE trial_id = ?", (now, now, trial_id))
 
     def record_rung(self, trial_id: str, metrics: Mapping[str, Any], *, budget: int, checkpoint: str | None = None,
-                    session: str | None = None) -> None:
-        """One rung's metrics (the trainer's flat dict); reporting a rung again replaces it."""
+                    session: str | None = None, replace: bool = True) -> None:
+        """One rung's metrics (the trainer's flat dict). A rung reported again replaces the row, unless
+        `replace` is False (a replay of a known result): then the first measurement stands."""
         numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        on_conflict = ("DO UPDATE SET budget = excluded.budget, samples_seen = excluded.samples_seen, "
+                       "metrics = excluded.metrics, checkpoint = excluded.checkpoint, host = excluded.host, "
+                       "node = excluded.node, device = excluded.device, session = excluded.session, "
+                       "reported_at = excluded.reported_at" if replace else "DO NOTHING")
+        where = {k: metrics.get(k) for k in ("host", "node", "device")}
         self.db.execute(
-            "INSERT INTO nas_rungs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (trial_id, rung) DO UPDATE SET "
-            "budget = excluded.budget, samples_seen = excluded.samples_seen, metrics = excluded.metrics, "
-            "checkpoint = excluded.checkpoint, host = excluded.host, device = excluded.device, "
-            "session = excluded.session, reported_at = excluded.reported_at",
+            f"INSERT INTO nas_rungs VALUES ({', '.join('?' * 11)}) ON CONFLICT (trial_id, rung) {on_conflict}",
             (trial_id, int(metrics["rung"]), int(budget), int(metrics["samples_seen"]), json.dumps(numeric),
-             checkpoint, metrics.get("host"), metrics.get("device"), session, time.time()))
+             checkpoint, *where.values(), session, time.time()))
         self.update_trial(trial_id, rung=int(metrics["rung"]), budget=int(budget),
-                          samples_seen=int(metrics["samples_seen"]), wall_s=metrics.get("wall_s"),
-                          host=metrics.get("host"), device=metrics.get("device"))
+                          samples_seen=int(metrics["samples_seen"]), wall_s=metrics.get("wall_s"), **where)
 
     def set_checkpoint(self, trial_id: str, rung: int, checkpoint: str) -> None:
-        self.db.execute("UPDATE nas_rungs SET checkpoint = ? WHERE trial_id = ? AND rung = ?",
-                        (checkpoint, trial_id, rung))
+        """The trial's persisted checkpoint, at its rung; earlier rungs' are gone (one is kept per trial)."""
+        self.db.execute("UPDATE nas_rungs SET checkpoint = CASE WHEN rung = ? THEN ? END WHERE trial_id = ?",
+                        (rung, checkpoint, trial_id))
 
     # ---- reading -----------------------------------------------------------------------------------------
     def trial(self, trial_id: str) -> dict[str, Any] | None:
@@ -271,6 +282,11 @@ class ResultStore:
             return None
         return Measured(best["trial_id"], best["status"], self.rungs(best["trial_id"]))
 
+    def arch_ids(self, statuses: Sequence[str]) -> set[str]:
+        """The archs of the trials with one of `statuses`."""
+        query = f"SELECT DISTINCT arch_id FROM nas_trials WHERE status IN ({', '.join('?' * len(statuses))})"
+        return {r[0] for r in self.db.execute(query, tuple(statuses))}
+
     def budgets(self) -> list[int]:
         """The budgets (samples seen) at which anything was measured, ascending."""
         return [r[0] for r in self.db.execute("SELECT DISTINCT budget FROM nas_rungs ORDER BY budget")]
@@ -289,8 +305,8 @@ class ResultStore:
                 continue
             metrics = {k: v for k, v in rung["metrics"].items() if k not in ("rung", "samples_seen")}
             records.append({**trial, "rung": rung["rung"], "budget": rung["budget"],
-                            "samples_seen": rung["samples_seen"], "host": rung["host"], "device": rung["device"],
-                            "checkpoint": rung["checkpoint"], **metrics})
+                            "samples_seen": rung["samples_seen"], "host": rung["host"], "node": rung["node"],
+                            "device": rung["device"], "checkpoint": rung["checkpoint"], **metrics})
         columns = [*_TRIAL_COLUMNS] + sorted({k for r in records for k in r} - set(_TRIAL_COLUMNS))
         frame = pd.DataFrame.from_records(records, columns=columns)
         return frame.sort_values(["budget", "created_at", "trial_id"], kind="stable").reset_index(drop=True)
@@ -446,6 +462,19 @@ def progress(store: ResultStore, now: float | None = None) -> tuple[list[dict[st
     return records, summary
 
 
+def progress_report(store: ResultStore, limit: int = 20) -> str:
+    """The live table of a search (`vitamin-nas status` prints the same from another shell)."""
+    records, summary = progress(store)
+    budgets = store.meta("rungs", [])
+    objectives = [name for name in store.objectives if name not in PROGRESS_COLUMNS]
+    columns = [*PROGRESS_COLUMNS[:5], *objectives, *PROGRESS_COLUMNS[5:]]
+    for record in records:
+        if record["rung"] is not None:
+            record["rung"] = f"{record['rung'] + 1}/{len(budgets)}"
+    table = format_table(headers(columns), rows(records[:limit], columns))
+    return f"\n[{time.strftime('%H:%M:%S')}] {summary}\n{table}"
+
+
 def _study_eta(running_left: list[float], finished_wall: list[float], pending: int, parallel: int) -> float | None:
     if pending and not finished_wall:
         return None
@@ -465,12 +494,26 @@ def format_duration(seconds: float | None) -> str:
 
 
 def rows(records: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> list[list[Any]]:
-    """Records as table rows (missing values as '-', seconds as durations)."""
-    return [[format_duration(r.get(c)) if c in ("wall", "eta", "wall_s") else _value(r.get(c)) for c in columns]
-            for r in records]
+    """Records as table rows: accuracies and recalls in percent, seconds as durations, small numbers to three
+    significant digits, missing values as '-'."""
+    return [[_cell(c, r.get(c)) for c in columns] for r in records]
 
 
-def _value(value: Any) -> Any:
+def headers(columns: Sequence[str]) -> list[str]:
+    """Column names for `rows`: percentages say so."""
+    return [f"{c} %" if c in PERCENT_METRICS else c for c in columns]
+
+
+PERCENT_METRICS = frozenset(TRAINED_METRICS) - {"loss"}
+
+
+def _cell(column: str, value: Any) -> Any:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "-"
+    if column in ("wall", "eta", "wall_s"):
+        return format_duration(value)
+    if column in PERCENT_METRICS:
+        return 100.0 * value
+    if isinstance(value, float) and abs(value) < 10:
+        return f"{value:.3g}"
     return value
