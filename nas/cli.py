@@ -18,6 +18,10 @@ COMMANDS = {
     "data": ("nas.data.cli", "datasets: synthesize, subset by metadata, inspect shards"),
     "fit": ("nas.scaling_cli", "fit a scaling law to a CSV or a study's results, print it with its uncertainty "
                                "and plot it"),
+    "search": ("nas.search_cli", "run an architecture search study (Ray Tune + Optuna + ASHA)"),
+    "status": ("nas.search_cli", "progress of a search (from another shell while it runs)"),
+    "results": ("nas.search_cli", "leaderboard and per-budget Pareto fronts of a search; export them"),
+    "quickstart": ("nas.search_cli", "the main job: a small search on synthetic data on this machine, in minutes"),
     "train": ("nas.train_cli", "proxy-train one candidate for a budget of samples seen, evaluate and export it"),
     "select": ("nas.analysis_cli", "choose the final designs: Pareto fronts, extrapolated ranking, open_clip configs"),
     "plot": ("nas.analysis_cli", "write every figure of a study (PNG and SVG)"),

@@ -80,7 +80,8 @@ class Resources:
 
     `memory_gib` caps what a trial may allocate: on a GPU, its share of the device's memory; on a CPU, the
     address space it may add to its worker, so that a candidate too big for the machine fails with `oom`
-    instead of taking the node down. Ray also reserves it when placing trials.
+    instead of taking the node down. Ray also reserves it when placing trials, and each trial then runs in
+    a fresh worker process.
     """
 
     cpus: float = 1.0

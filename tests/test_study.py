@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,9 @@ def test_bad_input_names_the_file_and_field(tmp_path, fields, field, message):
     assert info.value.source.endswith(".yaml")
     assert info.value.field == field
 
+
+def test_a_bad_study_exits_with_code_2_naming_the_field(tmp_path, cli):
+    path = write(tmp_path, objectives={"zeroshot_top1": "up"})
+    run = subprocess.run([*cli, "search", str(path)], capture_output=True, text=True)
+    assert run.returncode == 2
+    assert f"{path}: objectives.zeroshot_top1: 'up' is not one of max, min" in run.stderr

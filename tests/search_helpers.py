@@ -1,0 +1,120 @@
+"""Shared pieces of the search tests: a tiny space, synthetic data, study files, and finding the processes a
+test started (by the unique paths on their command lines, never by a program's name)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nas.arch import Arch, Stage, Transformer
+from nas.data.synth import SynthConfig, synthesize
+
+#: Eight towers at 32 px (4 x 4 tokens): one conv stage, a 32- or 64-wide Transformer of depth 1 or 2.
+SPACE = {
+    "name": "test", "image_size": 32, "embed_dim": 32,
+    "stages": [{"block": ["mbconv", "convnext"], "depth": 1, "width": 16,
+                "kernel": {"by": "block", "values": {"mbconv": 3, "convnext": 3}}}],
+    "transformer": {"width": [32, 64], "depth": [1, 2], "head_dim": 16, "mlp": ["geglu", "mlp"]},
+    "text": {"width": 32, "layers": 1, "heads": 2, "context_length": 16},
+}
+SYNTH = {"samples": 1200, "size": 32, "samples_per_shard": 300, "zeroshot_per_class": 2, "retrieval_samples": 40}
+
+
+def tower(width: int = 32, depth: int = 1, image_size: int = 32, block: str = "mbconv") -> Arch:
+    """A tower of SPACE's shape (any resolution: the stream resizes the 32 px images)."""
+    return Arch(stem_width=16, image_size=image_size, embed_dim=32, stages=(Stage(block, 1, 16, kernel=3),),
+                transformer=Transformer(width=width, depth=depth, heads=width // 16, mlp="geglu"))
+
+
+def synthetic_data(base: Path) -> Path:
+    """The tests' dataset, written once per test session (a complete one is reused)."""
+    root = base / "search-data"
+    if not (root / "synth.json").exists() or '"complete": true' not in (root / "synth.json").read_text():
+        synthesize(root, SynthConfig(**SYNTH))
+    return root
+
+
+def write_study(directory: Path, data: Path, **fields: Any) -> Path:
+    """A study over SPACE on the tests' data: 1 CPU per trial, rungs at 64/128/256 samples; `fields` override."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "space.yaml").write_text(yaml.safe_dump(SPACE))
+    study = {"name": "test", "space": "space.yaml",
+             "data": {"urls": str(data / "shards"), "zeroshot": str(data / "eval" / "zeroshot"),
+                      "retrieval": str(data / "eval" / "retrieval")},
+             "train": {"batch_size": 32, "warmup": 1, "lr": 0.002, "checkpoint_every": 32},
+             "objectives": {"loss": "min"}, "algorithm": "random", "trials": 4, "seed": 0,
+             "budget": {"min_samples": 64, "max_samples": 256, "reduction_factor": 2},
+             "resources": {"cpus": 1}, "failures": {"max_retries": 2, "oom_retries": 1}}
+    study.update(fields)
+    path = directory / "study.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids of this machine's processes whose command line contains `text` (a path unique to one test)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def children(pid: int) -> list[int]:
+    """Every descendant of `pid`, recursively (from /proc)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def terminate(pids: list[int], grace: float = 10.0) -> None:
+    """SIGTERM the given processes, then SIGKILL those still alive after `grace` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + grace
+        while time.time() < deadline and any(alive(p) for p in pids):
+            time.sleep(0.2)
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_for(condition, timeout: float, interval: float = 0.2, what: str = "condition") -> Any:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not reached in {timeout} s")

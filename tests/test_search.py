@@ -1,0 +1,256 @@
+"""Searches with a real Ray runtime, real Optuna and a real SQLite file, on CPU-sized towers and budgets.
+
+The module shares one local Ray instance (2 CPUs, no dashboard, on 127.0.0.1); `nas.search.run` uses the
+caller's Ray when one is running.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import optuna
+import pytest
+import ray
+from optuna.trial import TrialState
+from ray.tune.schedulers.async_hyperband import _Bracket
+from search_helpers import synthetic_data, tower, wait_for, write_study
+
+from nas.arch import Arch
+from nas.results import ResultStore
+from nas.search import ParetoASHA, StudySearcher, _ParetoBracket, final_status, run
+from nas.study import Study
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", _temp_dir=temp,
+             log_to_driver=False)
+    yield
+    ray.shutdown()
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return synthetic_data(tmp_path_factory.getbasetemp())
+
+
+def optuna_trials(store: ResultStore, name: str = "test") -> dict[int, optuna.trial.FrozenTrial]:
+    return {t.number: t for t in optuna.load_study(study_name=name, storage=store.url).trials}
+
+
+def skip_reason(trial: optuna.trial.FrozenTrial) -> str:
+    """Why the searcher told Optuna a proposal at once instead of training it ('trained' when it did not)."""
+    return trial.user_attrs.get("skipped", "trained").split(":")[0]
+
+
+@pytest.mark.slow
+def test_search_end_to_end_asha_stops_trials_at_rungs(local_ray, data, tmp_path):
+    study = Study.load(write_study(tmp_path, data, algorithm="tpe", sampler={"n_startup_trials": 3}, trials=6))
+    store = run(study, tmp_path / "out")
+    trials = store.trials()
+    budgets = list(study.budget.rungs)
+    assert budgets == [64, 128, 256]
+    assert len(trials) == 6 and len({t["arch_id"] for t in trials}) == 6
+    statuses = Counter(t["status"] for t in trials)
+    assert set(statuses) <= {"completed", "stopped_early"}, statuses
+    assert statuses["completed"] >= 1 and statuses["stopped_early"] >= 1, statuses
+
+    rungs = store.rungs()
+    by_budget = {b: {r["trial_id"]: r["metrics"]["loss"] for r in rungs if r["budget"] == b} for b in budgets}
+    for trial in trials:
+        mine = store.rungs(trial["trial_id"])
+        assert [r["budget"] for r in mine] == budgets[: len(mine)]  # every rung, in order, measured once
+        assert all(0 <= r["samples_seen"] - r["budget"] < 32 for r in mine)
+        assert trial["attempts"] == 1 and trial["device"] == "cpu" and trial["host"] and trial["node"]
+        assert not study.space.violations(Arch.from_json(trial["arch"]))
+        if trial["status"] == "completed":
+            assert len(mine) == 3 and trial["samples_seen"] == 256
+        else:  # ASHA stopped it at a rung where another trial did better
+            assert len(mine) < 3
+            stopped_at = mine[-1]["budget"]
+            assert min(by_budget[stopped_at].values()) < by_budget[stopped_at][trial["trial_id"]]
+    # only the last rung's checkpoint is kept, in the experiment storage
+    for trial in trials:
+        checkpoints = [r["checkpoint"] for r in store.rungs(trial["trial_id"]) if r["checkpoint"]]
+        assert len(checkpoints) == 1 and (Path(checkpoints[0]) / "checkpoint.pt").is_file()
+
+    told = optuna_trials(store)
+    assert {skip_reason(t) for t in told.values()} <= {"trained", "duplicate", "measured"}  # all feasible
+    for trial in trials:
+        frozen = told[trial["number"]]
+        losses = {r["budget"]: r["metrics"]["loss"] for r in store.rungs(trial["trial_id"])}
+        assert frozen.intermediate_values == pytest.approx(losses)
+        if trial["status"] == "completed":
+            assert frozen.state == TrialState.COMPLETE and frozen.value == pytest.approx(losses[256])
+        else:
+            assert frozen.state == TrialState.PRUNED
+        assert frozen.user_attrs["arch_id"] == trial["arch_id"]
+
+    assert len(store.frame()) == len(rungs)
+    assert store.leaderboard().status.iloc[0] == "completed"
+
+
+@pytest.mark.slow
+def test_multi_objective_fronts_hold_only_results_measured_at_their_budget(local_ray, data, tmp_path):
+    objectives = {"zeroshot_top1": "max", "image_gmacs": "min"}
+    study = Study.load(write_study(tmp_path, data, objectives=objectives, algorithm="nsga2",
+                                   sampler={"population_size": 4}, trials=6, seed=1))
+    store = run(study, tmp_path / "out")
+    trials = {t["trial_id"]: t for t in store.trials()}
+    statuses = Counter(t["status"] for t in trials.values())
+    assert statuses["stopped_early"] >= 1 and statuses["completed"] >= 1, statuses
+
+    measured = {(r["trial_id"], r["budget"]) for r in store.rungs()}
+    fronts = store.pareto_front()
+    assert set(fronts.budget) == {64, 128, 256}
+    for row in fronts.itertuples():
+        assert (row.trial_id, row.budget) in measured  # each point was measured at its budget
+    full = fronts[fronts.budget == 256]
+    assert set(full.status) == {"completed"} and not set(full.trial_id) & {
+        t for t, row in trials.items() if row["status"] == "stopped_early"}
+
+    told = optuna_trials(store)
+    for trial in trials.values():
+        frozen = told[trial["number"]]
+        if trial["status"] == "completed":
+            final = store.rungs(trial["trial_id"])[-1]["metrics"]
+            assert frozen.state == TrialState.COMPLETE
+            assert frozen.values == pytest.approx([final["zeroshot_top1"], trial["image_gmacs"]])
+        else:  # never COMPLETE with low-budget metrics
+            assert frozen.state == TrialState.PRUNED and frozen.values is None
+    best = {t.number for t in optuna.load_study(study_name="test", storage=store.url).best_trials}
+    assert best <= {t["number"] for t in trials.values() if t["status"] == "completed"}
+
+
+@pytest.mark.slow
+def test_infeasible_and_measured_archs_are_never_trained(local_ray, data, tmp_path):
+    space = Study.load(write_study(tmp_path, data)).space
+    gmacs = sorted(space.measures(a)["image_gmacs"] for a in space.enumerate())
+    limit = (gmacs[2] + gmacs[3]) / 2  # three of the eight archs are feasible
+    study = Study.load(write_study(tmp_path, data, constraints={"image_gmacs": {"max": limit}}, trials=6,
+                                   budget={"min_samples": 64, "max_samples": 128, "reduction_factor": 2}))
+    store = run(study, tmp_path / "out")
+    trials = store.trials()
+    assert len(trials) == 3 and len({t["arch_id"] for t in trials}) == 3  # each feasible arch trained once
+    assert all(t["image_gmacs"] <= limit for t in trials)
+    recorded = {t["number"]: t for t in trials}
+    told = optuna_trials(store)
+    skipped = Counter(skip_reason(t) for t in told.values())
+    assert skipped["trained"] == 3 and skipped["infeasible"] > 0  # then it ends: every feasible arch is known
+    for frozen in told.values():
+        if skip_reason(frozen) == "infeasible":
+            assert frozen.state == TrialState.PRUNED and frozen.constraints["image_gmacs"] > 0
+        elif skip_reason(frozen) == "measured":  # told the recorded result of the trial that measured it
+            original = next(t for t in told.values() if t.number in recorded and
+                            t.user_attrs["arch_id"] == frozen.user_attrs["arch_id"])
+            assert frozen.state == original.state and frozen.values == original.values
+
+
+@pytest.mark.slow
+def test_a_trial_killed_mid_run_resumes_from_its_checkpoint(local_ray, data, tmp_path):
+    study = Study.load(write_study(
+        tmp_path, data, algorithm="fixed", archs=[tower(64, 2).to_dict()],
+        budget={"min_samples": 64, "max_samples": 1024, "reduction_factor": 4}))
+    out = tmp_path / "out"
+    killed = {}
+
+    def kill_after_first_rung():
+        store = wait_for(lambda: (out / "study.db").exists() and ResultStore.open(out, readonly=True), 120,
+                         what="the database")  # created whole: a reader never sees it half made
+        trial = wait_for(lambda: next((t for t in store.trials() if t["rung"] == 0 and t["pid"]), None), 120,
+                         what="the first rung")
+        killed.update(pid=trial["pid"], samples_seen=trial["samples_seen"])
+        wait_for(lambda: store.trial(trial["trial_id"])["samples_seen"] is not None, 5)
+        os.kill(trial["pid"], signal.SIGKILL)  # the worker process dies mid-run, as on a lost node
+
+    killer = threading.Thread(target=kill_after_first_rung, daemon=True)
+    killer.start()
+    store = run(study, out)
+    killer.join(timeout=5)
+    (trial,) = store.trials()
+    assert killed["pid"] != trial["pid"]
+    assert trial["status"] == "completed" and trial["attempts"] == 2 and trial["samples_seen"] == 1024
+    assert trial["resumed_from"] >= killed["samples_seen"]  # from a checkpoint, not from scratch
+    sessions = [r["session"] for r in store.rungs(trial["trial_id"])]
+    assert len(sessions) == 3 and sessions[0] != sessions[-1]
+    assert optuna_trials(store)[trial["number"]].state == TrialState.COMPLETE
+
+
+@pytest.mark.slow
+def test_out_of_memory_is_retried_with_smaller_micro_batches_then_recorded(local_ray, data, tmp_path):
+    # Working memory in a Ray worker at batch 512 (measured): ~0.36 GiB; ~1.2 GiB, ~0.81 GiB in 2 micro-batches;
+    # ~1.7 GiB in 2. Under a 1 GiB limit the first fits, the second fits after one retry, the third runs out
+    # of memory twice and is recorded as `oom`. The allocations fail for real (RLIMIT_AS on the worker).
+    small, medium, huge = tower(32, 1, 32), tower(64, 2, 64), tower(128, 4, 64)
+    study = Study.load(write_study(
+        tmp_path, data, algorithm="fixed", archs=[a.to_dict() for a in (small, medium, huge)],
+        train={"batch_size": 512, "warmup": 1}, budget={"min_samples": 1024, "max_samples": 1024},
+        resources={"cpus": 1, "memory_gib": 1.0}, failures={"max_retries": 0, "oom_retries": 1}))
+    store = run(study, tmp_path / "out")
+    rows = {t["arch_id"]: t for t in store.trials()}
+    assert rows[small.arch_id]["status"] == "completed" and rows[small.arch_id]["accum_freq"] == 1
+    assert rows[medium.arch_id]["status"] == "completed" and rows[medium.arch_id]["accum_freq"] == 2
+    assert rows[huge.arch_id]["status"] == "oom" and "out of memory" in rows[huge.arch_id]["error"]
+    assert store.rungs(rows[huge.arch_id]["trial_id"]) == []
+    frozen = optuna_trials(store)[rows[huge.arch_id]["number"]]
+    assert frozen.state == TrialState.PRUNED and frozen.user_attrs["status"] == "oom"
+    assert frozen.constraints["trainable"] > 0
+
+
+def test_a_measured_arch_proposed_again_is_told_its_recorded_result(data, tmp_path):
+    """No Ray needed: the searcher on a real Optuna study in a real results database."""
+    study = Study.load(write_study(tmp_path, data, objectives={"zeroshot_top1": "max", "image_gmacs": "min"}))
+    store = ResultStore.create(tmp_path / "out", {"objectives": study.objectives})
+    searcher = StudySearcher(study, store)
+    done, stopped = study.space.sample(0), study.space.sample(1)
+    for trial_id, arch, budgets in (("done", done, (64, 128, 256)), ("stopped", stopped, (64,))):
+        store.add_trial(trial_id, arch, study.text, number=-1)
+        for rung, budget in enumerate(budgets):
+            store.record_rung(trial_id, {"rung": rung, "samples_seen": budget, "zeroshot_top1": 0.1 * (rung + 1)},
+                              budget=budget)
+        store.update_trial(trial_id, status="completed" if len(budgets) == 3 else "stopped_early")
+    for arch, state, values in ((done, TrialState.COMPLETE, [pytest.approx(0.3), store.trial("done")["image_gmacs"]]),
+                                (stopped, TrialState.PRUNED, None)):
+        ot_trial = searcher._ot_study.ask()
+        assert searcher._skipped(ot_trial, arch)
+        frozen = searcher._ot_study.trials[-1]
+        assert frozen.state == state and frozen.values == values
+        assert frozen.user_attrs["skipped"].startswith("measured: by trial")
+    assert not searcher._skipped(searcher._ot_study.ask(), study.space.sample(2))  # unknown: to be trained
+
+
+def test_final_status_reads_the_budget_reached():
+    assert final_status({"samples_seen": 256}, False, 256) == "completed"
+    assert final_status({"samples_seen": 128}, False, 256) == "stopped_early"
+    assert final_status({"samples_seen": 64, "trial_status": "diverged"}, False, 256) == "diverged"
+    assert final_status({"trial_status": "oom"}, False, 256) == "oom"
+    assert final_status({"samples_seen": 256}, True, 256) == "failed"
+    assert final_status(None, False, 256) == "failed"
+
+
+def test_pareto_asha_promotes_by_pareto_rank_not_one_metric():
+    points = [(0.5, 2.0), (0.4, 3.0), (0.3, 2.5), (0.2, 2.8), (0.1, 0.5), (0.6, 1.0)]  # (accuracy, gmacs)
+    trials = [SimpleNamespace(trial_id=str(i)) for i in range(len(points))]
+    pareto = _ParetoBracket(min_t=100, max_t=900, reduction_factor=3, s=0)
+    accuracy_only = _Bracket(min_t=100, max_t=900, reduction_factor=3, s=0)
+    decisions = [pareto.on_result(t, 100, np.array([-a, g])) for t, (a, g) in zip(trials, points)]
+    # 0 is first at the rung; 1-3 are dominated by 0; 4 is the cheapest, on the front despite the lowest accuracy
+    # (ASHA on accuracy alone stops it); 5 dominates 0, and the front's two ends go on.
+    assert decisions == ["CONTINUE", "STOP", "STOP", "STOP", "CONTINUE", "CONTINUE"]
+    assert [accuracy_only.on_result(t, 100, a) for t, (a, _) in zip(trials, points)][4] == "STOP"
+    assert pareto.on_result(trials[0], 150, np.array([-0.5, 2.0])) == "CONTINUE"  # recorded once per rung
+    scheduler = ParetoASHA({"zeroshot_top1": "max", "image_gmacs": "min"}, time_attr="samples_seen", max_t=900,
+                           grace_period=100, reduction_factor=3)
+    assert scheduler._reward({"samples_seen": 100, "zeroshot_top1": 0.5, "image_gmacs": 2.0}).tolist() == [-0.5, 2.0]
+    assert scheduler._reward({"samples_seen": 100, "trial_status": "oom"}) is None
+    assert "ParetoBracket" in scheduler.debug_string()
