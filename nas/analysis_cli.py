@@ -115,7 +115,7 @@ def _select(args: argparse.Namespace) -> int:
 
 
 def _fronts_text(store, metric: str) -> str:
-    from nas.results import rows
+    from nas.results import headers, rows
     from nas.select import fronts
     from nas.tables import format_table
 
@@ -127,7 +127,7 @@ def _fronts_text(store, metric: str) -> str:
     for axis, members in front.groupby("axis", sort=False):
         columns = ["label", "arch_name", metric, axis]
         text += [f"Pareto front of {metric} against {axis} at {budgets[-1]:,} samples seen:",
-                 format_table(columns, rows(members.to_dict("records"), columns)), ""]
+                 format_table(headers(columns), rows(members.to_dict("records"), columns)), ""]
     return "\n".join(text)
 
 
