@@ -14,7 +14,7 @@ $(BIN)/vitamin-nas: pyproject.toml
 install: $(BIN)/vitamin-nas
 
 quickstart: install
-	$(BIN)/vitamin-nas space show search_spaces/vitamin.yaml
+	$(BIN)/vitamin-nas quickstart
 
 test: install
 	$(BIN)/pytest -q
