@@ -78,6 +78,12 @@ RUNG_METRICS = {
     "checkpoint": "path of the checkpoint written at this rung",
 }
 
+#: What a resumed run must share with its checkpoint: what decides the trajectory. Rungs, checkpointing, logging,
+#: evaluation, compilation and gradient checkpointing may change between a run and its resumption; so may
+#: `accum_freq` (accumulation is exact), which lets a run that ran out of memory go on with smaller micro-batches.
+TRAJECTORY_FIELDS = ("samples", "batch_size", "lr", "betas", "eps", "weight_decay", "warmup", "loss", "drop_path",
+                     "precision", "grad_clip_norm", "lock_text", "lock_text_unlocked_layers", "seed")
+
 #: Dense bf16 peak TFLOP/s by device-name fragment, most specific first (vendor datasheets).
 PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("GH200", 989.4), ("B200", 2250.0),
                     ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0), ("A10G", 70.0), ("A10", 125.0))
@@ -914,9 +920,13 @@ class Run:
         if state["arch"] != self.arch.to_json() or state["text"] != asdict(self.text):
             raise ConfigError("holds a different arch or text tower than this run; use another --out",
                               source=str(path))
-        if state["config"] != _jsonable(self.config.to_dict()) or state["world_size"] != self.runtime.world_size:
-            raise ConfigError("was written with another training config or world size; resuming would not "
-                              "reproduce the run (use another --out)", source=str(path))
+        ours = _jsonable(self.config.to_dict())
+        changed = sorted(f for f in TRAJECTORY_FIELDS if state["config"][f] != ours[f])
+        if state["world_size"] != self.runtime.world_size:
+            changed.append(f"world_size ({state['world_size']} -> {self.runtime.world_size})")
+        if changed:
+            raise ConfigError(f"was written with another {', '.join(changed)}; resuming would not continue that "
+                              "run (use another --out)", source=str(path))
 
     def _truncate_metrics(self, samples_seen: int) -> None:
         """Keep the metrics lines up to the checkpoint: the rest will be written again by this run."""
