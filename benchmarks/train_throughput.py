@@ -49,11 +49,15 @@ ANCHOR_PEAK_TFLOPS = 800.0
 
 
 class Stamped:
-    """A loader that records when each batch reaches the trainer; everything else passes through."""
+    """A loader that records when each batch reaches the trainer, and the CPU time of this process and its
+    loader workers at the first timed batch and at the last; everything else passes through."""
 
-    def __init__(self, loader):
+    def __init__(self, loader, warmup: int, last: int):
         self.loader = loader
+        self.warmup = warmup
+        self.last = last
         self.times: list[float] = []
+        self.cpu: list[float] = []
 
     def __getattr__(self, name):
         return getattr(self.loader, name)
@@ -64,12 +68,16 @@ class Stamped:
     def __iter__(self):
         for batch in self.loader:
             self.times.append(time.perf_counter())
+            if len(self.times) - 1 in (self.warmup, self.last):
+                self.cpu.append(cpu_seconds())
             yield batch
 
-    def step_seconds(self, warmup: int) -> float:
-        """Median time between consecutive batches after `warmup` steps."""
-        gaps = [b - a for a, b in zip(self.times, self.times[1:], strict=False)][warmup:]
-        return statistics.median(gaps)
+    def figures(self, batch_size: int) -> dict[str, float]:
+        """Median step time and CPU-seconds per step between batch `warmup` and batch `last`."""
+        gaps = [b - a for a, b in zip(self.times, self.times[1:], strict=False)][self.warmup : self.last]
+        step = statistics.median(gaps)
+        return {"steps_per_second": 1 / step, "images_per_second": batch_size / step,
+                "cpu_seconds_per_step": (self.cpu[1] - self.cpu[0]) / (self.last - self.warmup)}
 
 
 def candidate(spec: str | None, image_size: int):
@@ -112,18 +120,11 @@ def nas_side(args: argparse.Namespace) -> dict[str, float]:
         stream_config = StreamConfig(args.data, batch_size=args.batch_size, image_size=arch.image_size,
                                      samples=samples, workers=args.workers, context_length=text.context_length,
                                      start_sample=start_sample)
-        stamped.append(Stamped(stream(stream_config)[0]))
+        stamped.append(Stamped(stream(stream_config)[0], args.warmup, args.warmup + args.steps))
         return stamped[-1]
 
-    start_cpu = cpu_seconds()
     train(arch, text, data, config)
-    return _figures(stamped[0], args, cpu_seconds() - start_cpu)
-
-
-def _figures(stamped: Stamped, args: argparse.Namespace, cpu: float) -> dict[str, float]:
-    step = stamped.step_seconds(args.warmup)
-    return {"steps_per_second": 1 / step, "images_per_second": args.batch_size / step,
-            "cpu_seconds_per_step": cpu / max(len(stamped.times), 1)}
+    return stamped[0].figures(args.batch_size)
 
 
 # ------------------------------------------------------------------------------------------ open_clip_train
@@ -155,7 +156,7 @@ def open_clip_side(args: argparse.Namespace) -> dict[str, float]:
     preprocess = image_transform(arch.image_size, is_train=True)
     data = get_data(oc, (preprocess, preprocess), epoch=0,
                     tokenizer=get_tokenizer("ViT-B-32", context_length=text.context_length))
-    stamped = Stamped(data["train"].dataloader)
+    stamped = Stamped(data["train"].dataloader, args.warmup, args.warmup + args.steps)
     data["train"].dataloader = stamped
     named = list(model.named_parameters())
     exclude = lambda n, p: p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n  # noqa: E731
@@ -165,9 +166,8 @@ def open_clip_side(args: argparse.Namespace) -> dict[str, float]:
         lr=oc.lr, betas=(oc.beta1, oc.beta2), eps=oc.eps)
     steps = data["train"].dataloader.num_batches
     scheduler = cosine_lr(optimizer, oc.lr, oc.warmup, steps)
-    start_cpu = cpu_seconds()
     train_one_epoch(model, data, create_loss(oc), 0, optimizer, None, scheduler, None, oc)
-    return _figures(stamped, args, cpu_seconds() - start_cpu)
+    return stamped.figures(args.batch_size)
 
 
 def run_open_clip(args: argparse.Namespace) -> dict[str, float]:
@@ -216,6 +216,9 @@ def compare(args: argparse.Namespace) -> None:
     theirs_median = statistics.median(r[1]["steps_per_second"] for r in runs)
     print(f"median: open_clip_train {theirs_median:.3f} steps/s ({theirs_median * args.batch_size:.1f} img/s)")
     print(f"ratio nas.train / open_clip_train steps/s: {statistics.median(ratios):.2f} (median of paired repeats)")
+    per_cpu = statistics.median(r[1]["cpu_seconds_per_step"] / r[0]["cpu_seconds_per_step"] for r in runs)
+    print(f"ratio nas.train / open_clip_train steps per CPU-second: {per_cpu:.2f} (median of paired repeats; "
+          "hardly moved by other work on the machine)")
 
 
 # ---------------------------------------------------------------------------------------------------- GPU
