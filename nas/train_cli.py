@@ -37,6 +37,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     what.add_argument("--eval", help="zero-shot set: a class-folder directory, or a synthetic eval/ directory "
                                      "(its zeroshot/ and retrieval/ are both used)")
     what.add_argument("--retrieval", help="retrieval set: shards of held-out image-caption pairs")
+    what.add_argument("--captions", metavar="TEMPLATE",
+                      help="caption each sample from its metadata row instead of its .txt, e.g. '{color} {shape}' "
+                           "(needs --metadata)")
+    what.add_argument("--metadata", help="the metadata parquet (file or directory) with a uid column, for --captions")
     what.add_argument("--out", help="run directory (default: runs/<arch_id>)")
     recipe = parser.add_argument_group("recipe")
     recipe.add_argument("--batch-size", type=int, default=256,
@@ -119,7 +123,8 @@ def _train(args: argparse.Namespace) -> int:
         grad_clip_norm=args.grad_clip_norm, lock_text=args.lock_text, rungs=_rungs(args.rungs),
         checkpoint_every=args.checkpoint_every, log_every=args.log_every, eval_batch_size=args.eval_batch_size,
         seed=args.seed)
-    data = StreamConfig(urls=args.data, workers=args.workers, augment=args.augment, seed=args.seed)
+    data = StreamConfig(urls=args.data, workers=args.workers, augment=args.augment, seed=args.seed,
+                        captions=args.captions, metadata=args.metadata)
     zeroshot, retrieval = _eval_sets(args, arch.image_size)
     out = Path(args.out or f"runs/{arch.arch_id}")
     try:

@@ -154,6 +154,39 @@ def test_uid_allow_list_keeps_only_its_samples(shards, tmp_path):
         assert stats.filtered == len(expected) - len(keep)
 
 
+def test_captions_from_the_metadata_replace_the_shards_own(shards, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nas.data import tokenizer
+
+    directory, expected = shards
+    rows = expected[:-5]  # the last five samples have no metadata row: skipped and counted
+    (tmp_path / "metadata").mkdir()
+    pq.write_table(pa.table({"uid": rows, "color": ["red", "blue"] * (len(rows) // 2) + ["red"] * (len(rows) % 2),
+                             "n": list(range(len(rows)))}), tmp_path / "metadata" / "0.parquet")
+    loader, stats = stream(str(directory), train=False, captions="a {color} thing, number {n}",
+                           metadata=str(tmp_path / "metadata"), **SMALL)
+    tokenize = tokenizer(context_length=16)
+    seen = []
+    for batch in loader:
+        for uid_, tokens in zip(batch.uids, batch.texts, strict=True):
+            index = rows.index(uid_)
+            expected_caption = f"a {['red', 'blue'][index % 2]} thing, number {index}"
+            assert torch.equal(tokens, tokenize([expected_caption])[0])
+            seen.append(uid_)
+    assert sorted(seen) == sorted(rows) and stats.skipped == Counter(no_metadata_row=5)
+
+    with pytest.raises(ConfigError, match=r"no column\(s\) shape.*it has uid, color, n") as missing:
+        stream(str(directory), captions="{color} {shape}", metadata=str(tmp_path / "metadata"), **SMALL)
+    assert missing.value.field == "captions"
+    with pytest.raises(ConfigError, match="template over metadata columns"):
+        stream(str(directory), captions="no fields", metadata=str(tmp_path / "metadata"), **SMALL)
+    with pytest.raises(ConfigError) as alone:
+        StreamConfig(str(directory), captions="{color}")
+    assert alone.value.field == "metadata"
+
+
 def test_first_and_random_shard_subsets(shards):
     directory, expected = shards
     first, _, _ = run(str(directory), train=False, shards=2)

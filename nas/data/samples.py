@@ -30,6 +30,7 @@ SKIP_REASONS = {
     "empty_caption": "a sample's .txt is empty or only whitespace",
     "undecodable_caption": "a sample's .txt is not UTF-8 text",
     "corrupt_image": "a sample's image does not decode (truncated, wrong format, too large)",
+    "no_metadata_row": "captions come from the metadata (`captions`) and it has no row for the sample's uid",
 }
 """Why a sample or shard was skipped. `StreamStats.skipped` counts by these names."""
 

@@ -45,7 +45,7 @@ from webdataset.filters import shuffle as shuffle_stage
 
 from nas.data.samples import RawSample, decode_or_count, decoded, read_shard
 from nas.data.shards import dataset_size, expand_shards, select_shards
-from nas.data.subset import UidSet
+from nas.data.subset import UidSet, metadata_captions
 from nas.data.transforms import Augment, BatchPreprocess, image_transform, tokenizer
 from nas.errors import ConfigError
 
@@ -60,7 +60,9 @@ class StreamConfig:
     urls: shard source(s) (see `nas.data.shards`). batch_size: per rank. samples: the budget over all
     ranks (None: one pass). resample: draw shards with replacement. train: shuffle and augment (else
     center crop, shard order). shards / shard_selection: use the first or a seeded random K shards.
-    subset: a uid allow-list (.npy or .parquet). augment: an `Augment`, its fields, or "vitamin_long".
+    subset: a uid allow-list (.npy or .parquet). captions / metadata: caption each sample from its metadata
+    row instead of its .txt, with a template over the parquet's columns (e.g. "{color} {shape}"; a sample
+    without a row is skipped and counted). augment: an `Augment`, its fields, or "vitamin_long".
     tokenizer / context_length: open_clip tokenizer name and text length. start_sample: resume at this
     many samples seen (a multiple of batch_size * world_size); resume_positions: from
     `StreamStats.resume_positions()`, to resume without decoding the samples before it.
@@ -76,6 +78,8 @@ class StreamConfig:
     shards: int | None = None
     shard_selection: str = "first"
     subset: str | None = None
+    captions: str | None = None
+    metadata: str | None = None
     workers: int = 2
     shuffle_buffer: int = 5000
     augment: Augment = field(default_factory=Augment)
@@ -103,6 +107,9 @@ class StreamConfig:
             if not self.start_sample or len(self.resume_positions) != max(self.workers, 1):
                 raise ConfigError(f"needs start_sample and one position per worker ({max(self.workers, 1)}), got "
                                   f"{self.resume_positions}", field="resume_positions")
+        if (self.captions is None) != (self.metadata is None):
+            raise ConfigError("captions from the metadata need both a template (captions) and the parquet "
+                              "(metadata)", field="captions" if self.captions is None else "metadata")
         if self.resample and self.samples is None:
             raise ConfigError("resampling never ends a pass, so it needs a budget (samples)", field="resample")
 
@@ -118,7 +125,7 @@ class StreamConfig:
         try:
             return cls(**values)
         except ConfigError as err:
-            raise ConfigError(str(err), source=source, field=None) from err
+            raise ConfigError(err.message, source=source, field=err.field) from err
 
 
 class Batch(NamedTuple):
@@ -271,13 +278,14 @@ class ShardStream(IterableDataset):
     """One rank's stream. Each DataLoader worker yields its own batches plus a final count of skips."""
 
     def __init__(self, config: StreamConfig, urls: Sequence[str], rank: int, world_size: int,
-                 uids: UidSet | None):
+                 uids: UidSet | None, captions: dict[str, str] | None = None):
         super().__init__()
         self.config = config
         self.urls = list(urls)
         self.rank = rank
         self.world_size = world_size
         self.uids = uids
+        self.captions = captions
         self.plan = BatchPlan.for_budget(config.samples, config.batch_size, world_size) if config.samples else None
         self.first_step = self.plan.first_step(config.start_sample, world_size) if self.plan else 0
         self.epoch = 0
@@ -345,11 +353,13 @@ class ShardStream(IterableDataset):
     def _allowed(self, url: str, counts: Counter, guard: _Guard) -> Iterator[RawSample]:
         produced = False
         for sample in read_shard(url, counts):
-            if self.uids is None or sample.uid in self.uids:
+            if self.uids is not None and sample.uid not in self.uids:
+                counts[FILTERED] += 1
+            elif self.captions is not None and sample.uid not in self.captions:
+                counts["no_metadata_row"] += 1
+            else:
                 produced = True
                 yield sample
-            else:
-                counts[FILTERED] += 1
         guard.shard_read(url, produced, counts)
 
     @staticmethod
@@ -395,7 +405,8 @@ class ShardStream(IterableDataset):
     def _collate(self, pairs: list, batch_seed: int, counts: Counter) -> dict:
         with _seeded(batch_seed):
             images = self.preprocess([image for _, image in pairs])
-        texts = self.tokenize([sample.caption for sample, _ in pairs])
+        captions = self.captions
+        texts = self.tokenize([captions[sample.uid] if captions else sample.caption for sample, _ in pairs])
         return {"final": False, "images": images, "texts": texts, "uids": [sample.uid for sample, _ in pairs],
                 "counts": self._drain(counts)}
 
@@ -459,10 +470,11 @@ def stream(source: str | Sequence[str] | StreamConfig, *, rank: int | None = Non
     rank, world_size = _rank_and_world(rank, world_size)
     urls = select_shards(expand_shards(config.urls), config.shards, config.shard_selection, config.seed)
     uids = UidSet.load(config.subset) if config.subset else None
+    captions = metadata_captions(config.metadata, config.captions) if config.captions else None
     _check_start(config, world_size)
     _preflight(urls, uids)
     stats = StreamStats(dataset_samples=dataset_size(urls))
-    return Loader(ShardStream(config, urls, rank, world_size, uids), stats), stats
+    return Loader(ShardStream(config, urls, rank, world_size, uids, captions), stats), stats
 
 
 def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import math
 import os
+import string
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -179,6 +180,34 @@ def filter_metadata(metadata: str | os.PathLike, where: str | None = None, *, to
         order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")[:keep]
         uids = uids[np.sort(order)]
     return UidSet(uids)
+
+
+def caption_fields(template: str) -> list[str]:
+    """The metadata columns a caption template names ('{color} {shape}' -> ['color', 'shape'])."""
+    try:
+        return sorted({name for _, name, _, _ in string.Formatter().parse(template) if name})
+    except ValueError:  # an unbalanced brace
+        return []
+
+
+def metadata_captions(metadata: str | os.PathLike, template: str) -> dict[str, str]:
+    """uid -> caption: `template` (str.format over column names, e.g. "{color} {shape}") filled from each
+    metadata row, for training on captions other than the shards' own (labels, a re-captioning's column)."""
+    import pyarrow.dataset as pads
+
+    dataset = _open_metadata(metadata, pads)
+    names = caption_fields(template)
+    if not names:
+        raise ConfigError(f"a template over metadata columns, e.g. '{{color}} {{shape}}'; got {template!r}",
+                          field="captions")
+    missing = sorted({"uid", *names} - set(dataset.schema.names))
+    if missing:
+        raise ConfigError(f"the metadata has no column(s) {', '.join(missing)}; it has "
+                          f"{', '.join(dataset.schema.names)}", source=str(metadata), field="captions")
+    table = dataset.to_table(columns=["uid", *names]).to_pydict()
+    rows = zip(*(table[name] for name in names), strict=True)
+    return {uid: template.format(**dict(zip(names, row, strict=True))) for uid, row in zip(table["uid"], rows,
+                                                                                             strict=True)}
 
 
 def _open_metadata(metadata: str | os.PathLike, pads):
