@@ -28,6 +28,7 @@ from scipy import optimize, special, stats
 from threadpoolctl import threadpool_limits
 
 from nas.errors import ConfigError
+from nas.results import pareto_mask
 from nas.tables import format_table
 
 LAWS = ("power", "pareto-power", "saturating", "joint", "isoflop")
@@ -234,14 +235,9 @@ def _size(law: str, x: np.ndarray) -> np.ndarray:
     return x[..., 0] * x[..., 1] if law == "joint" else x
 
 
-def pareto_mask(cost: np.ndarray, error: np.ndarray) -> np.ndarray:
-    """Runs that no cheaper-or-equal run beats: the compute-error frontier."""
-    cost, error = np.asarray(cost, dtype=float), np.asarray(error, dtype=float)
-    order = np.lexsort((error, cost))
-    best_before = np.minimum.accumulate(np.concatenate([[np.inf], error[order][:-1]]))
-    mask = np.zeros(len(cost), dtype=bool)
-    mask[order] = error[order] < best_before
-    return mask
+def cost_frontier(cost: np.ndarray, error: np.ndarray) -> np.ndarray:
+    """Runs that no cheaper-or-equal run beats: the compute-error Pareto front."""
+    return pareto_mask(np.column_stack([np.asarray(cost, dtype=float), np.asarray(error, dtype=float)]))
 
 
 def _goodness(law: str, theta: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -337,7 +333,7 @@ def _ols_power(law: str, x, y, *, level: float, frontier: np.ndarray, fit_x=None
 def fit_power(compute, error, *, level: float = 0.95) -> Fit:
     """E = beta * C^alpha by least squares on (log C, log E)."""
     compute, error = _check_positive("x", compute), _check_positive("y", error)
-    return _ols_power("power", compute, error, level=level, frontier=pareto_mask(compute, error))
+    return _ols_power("power", compute, error, level=level, frontier=cost_frontier(compute, error))
 
 
 def pareto_bins(compute, error, *, bins: int = 5, pad: float = 0.1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -415,7 +411,7 @@ def fit_saturating(compute, error, *, n_bootstrap: int = 0, seed: int = 0, level
     draws = None
     if n_bootstrap:
         draws = _bootstrap(lambda w: _saturating_refit(theta, log_x, log_y, w), len(error), n_bootstrap, seed)
-    return _make_fit("saturating", theta, compute, error, frontier=pareto_mask(compute, error), cov=cov,
+    return _make_fit("saturating", theta, compute, error, frontier=cost_frontier(compute, error), cov=cov,
                      draws=draws, resid_sd=resid_sd, dof=None if draws is not None else dof, level=level)
 
 
@@ -500,7 +496,7 @@ def fit_joint(n, d, loss, *, delta: float = 1e-3, grid: np.ndarray = CHINCHILLA_
     # Robust scale: the Huber fit ignores outliers, so the prediction noise should too.
     resid_sd = float(1.4826 * np.median(np.abs(resid - np.median(resid))))
     cov = None if draws is not None else np.full((5, 5), np.nan)
-    return _make_fit("joint", theta, x, loss, frontier=pareto_mask(n * d, loss), cov=cov, draws=draws,
+    return _make_fit("joint", theta, x, loss, frontier=cost_frontier(n * d, loss), cov=cov, draws=draws,
                      resid_sd=resid_sd, dof=None, level=level, huber=float(best.fun))
 
 
@@ -622,7 +618,7 @@ def held_out_check(law: str, x, y, *, n_test: int | None = None, test_fraction: 
     test = np.zeros(len(y), dtype=bool)
     test[np.argsort(size, kind="stable")[-n_test:]] = True
     train_fit = refit(x[~test], y[~test])
-    scored = test & pareto_mask(size, y) if law == "pareto-power" else test
+    scored = test & cost_frontier(size, y) if law == "pareto-power" else test
     if not scored.any():
         raise ConfigError(f"none of the {n_test} held-out runs is on the compute-error frontier", field="n_test")
     prediction = train_fit.extrapolate(x[scored], level=level)
@@ -725,5 +721,4 @@ __all__ = [
     "held_out_check",
     "isoflop_optima",
     "pareto_bins",
-    "pareto_mask",
 ]

@@ -60,3 +60,30 @@ def test_fit_csv_still_needs_its_y_column(tmp_path, capsys):
     path.write_text("c,e\n1,2\n")
     assert cli.main(["fit", str(path), "--law", "power", "--x", "c"]) == 2
     assert "--y: the error or loss column is required for a CSV" in capsys.readouterr().err
+
+
+def test_fit_dir_joint_law_recovers_a_known_law_over_sizes_and_budgets(tmp_path, capsys):
+    """The model-scaling ladder, each size trained to three budgets in runs of their own (schedule: per_budget),
+    with error = E + A / N^alpha + B / D^beta exactly (N: image params in M, D: samples seen)."""
+    from study_helpers import REPO
+
+    from nas.study import Study
+
+    study = Study.load(REPO / "studies" / "model_scaling.yaml")
+    law = {"E": 0.2, "A": 0.1, "alpha": 0.5, "B": 5.0, "beta": 0.3}
+    store = ResultStore.create(tmp_path, {"study": study.resolved(), "objectives": study.objectives,
+                                          "rungs": list(study.budget.rungs)})
+    for number, (arch, budget) in enumerate((a, b) for b in study.schedules for a in study.archs):
+        trial_id = f"t{number:02d}"
+        store.add_trial(trial_id, arch, study.text, number=number, schedule=budget)
+        n = store.trial(trial_id)["image_params_m"]
+        error = law["E"] + law["A"] / n ** law["alpha"] + law["B"] / budget ** law["beta"]
+        store.record_rung(trial_id, {"rung": 0, "samples_seen": budget, "zeroshot_top1": 1 - error}, budget=budget)
+        store.update_trial(trial_id, status="completed")
+    store.close()
+    assert cli.main(["fit", str(tmp_path), "--law", "joint", "--n", "image_params_m", "--d", "samples_seen",
+                     "--by", "none", "--bootstrap", "20"]) == 0
+    printed = capsys.readouterr().out
+    assert f"joint law, {len(study.archs) * 3} runs" in printed
+    fitted = {name: float(value) for name, value in re.findall(r"^(E|A|B|alpha|beta)\s+(\S+)", printed, re.M)}
+    assert fitted == pytest.approx(law, rel=0.02)
