@@ -270,7 +270,10 @@ def _header(store: ResultStore, frame: pd.DataFrame, metric: str) -> list[str]:
         lines += [study["description"], ""]
     lines += [f"- results: `{store.path}`", f"- trials: {len(store.trials())} ({counts})",
               f"- budgets (samples seen): {budgets}", f"- metric: `{metric}` (percent)"]
-    if study.get("budget", {}).get("early_stopping") == "none" and frame.budget.nunique() > 1:
+    budget = study.get("budget", {})
+    if budget.get("schedule") == "per_budget":
+        lines.append("- each budget is a run of its own, with a cosine schedule that ends at that budget")
+    elif budget.get("early_stopping") == "none" and frame.budget.nunique() > 1:
         lines.append("- the budgets are rungs of one training schedule per candidate: all but the last are measured "
                      "mid-schedule, so they compare candidates fairly but understate what a run of that length reaches")
     return lines

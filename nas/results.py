@@ -66,7 +66,7 @@ CREATE TABLE IF NOT EXISTS nas_trials (
     family TEXT NOT NULL, arch TEXT NOT NULL,
     image_gmacs REAL, image_gmacs_full REAL, image_params_m REAL, gmacs REAL, gmacs_full REAL, params_m REAL,
     train_gflops REAL,
-    status TEXT NOT NULL, error TEXT, rung INTEGER, budget INTEGER, samples_seen INTEGER,
+    schedule INTEGER, status TEXT NOT NULL, error TEXT, rung INTEGER, budget INTEGER, samples_seen INTEGER,
     host TEXT, node TEXT, device TEXT, pid INTEGER, accum_freq INTEGER, attempts INTEGER NOT NULL DEFAULT 0,
     resumed_from INTEGER, wall_s REAL, created_at REAL NOT NULL, started_at REAL, updated_at REAL, ended_at REAL
 );
@@ -79,7 +79,8 @@ CREATE TABLE IF NOT EXISTS nas_rungs (
 );
 CREATE INDEX IF NOT EXISTS nas_rungs_budget ON nas_rungs (budget);
 """
-_TRIAL_COLUMNS = ("trial_id", "number", "arch_id", "arch_name", "family", "arch", *COST_METRICS, "status", "error",
+_TRIAL_COLUMNS = ("trial_id", "number", "arch_id", "arch_name", "family", "arch", *COST_METRICS, "schedule",
+                  "status", "error",
                   "rung", "budget", "samples_seen", "host", "node", "device", "pid", "accum_freq", "attempts",
                   "resumed_from", "wall_s", "created_at", "started_at", "updated_at", "ended_at")
 #: Trial fields a search may update as a trial runs (what `update_trial` accepts).
@@ -272,12 +273,13 @@ class ResultStore:
             rows.append(row)
         return rows
 
-    def measured(self, arch_id: str) -> Measured | None:
-        """The furthest measurement of an arch (the trial that reached the largest budget, first such trial)."""
+    def measured(self, arch_id: str, schedule: int) -> Measured | None:
+        """The furthest measurement of an arch in runs whose schedule ends at `schedule` samples (the trial
+        that reached the largest budget, first such trial)."""
         best = self.db.execute(
             "SELECT t.trial_id, t.status FROM nas_trials t JOIN nas_rungs r USING (trial_id) WHERE t.arch_id = ? "
-            "GROUP BY t.trial_id ORDER BY MAX(r.budget) DESC, t.status = 'completed' DESC, t.created_at LIMIT 1",
-            (arch_id,)).fetchone()
+            "AND t.schedule = ? GROUP BY t.trial_id ORDER BY MAX(r.budget) DESC, t.status = 'completed' DESC, "
+            "t.created_at LIMIT 1", (arch_id, schedule)).fetchone()
         if best is None:
             return None
         return Measured(best["trial_id"], best["status"], self.rungs(best["trial_id"]))
@@ -442,8 +444,9 @@ def progress(store: ResultStore, now: float | None = None) -> tuple[list[dict[st
                   "eta": None, "host": trial["host"], "updated_at": trial["updated_at"] or trial["created_at"]}
         for name in objectives:
             record[name] = rung["metrics"].get(name, trial.get(name)) if rung else trial.get(name)
-        if trial["status"] == "running" and rung and max_budget and trial["samples_seen"]:
-            record["eta"] = trial["wall_s"] / trial["samples_seen"] * (max_budget - trial["samples_seen"])
+        end = trial["schedule"] or max_budget
+        if trial["status"] == "running" and rung and end and trial["samples_seen"]:
+            record["eta"] = trial["wall_s"] / trial["samples_seen"] * (end - trial["samples_seen"])
             running_left.append(record["eta"])
         elif trial["status"] in FINAL_STATUSES and trial["wall_s"]:
             finished_wall.append(trial["wall_s"])
@@ -452,9 +455,9 @@ def progress(store: ResultStore, now: float | None = None) -> tuple[list[dict[st
     counts = {s: sum(r["status"] == s for r in records) for s in STATUSES}
     finished = sum(counts[s] for s in FINAL_STATUSES)
     total = study.get("trials", len(records))
-    summary = (f"{study.get('name', 'study')}: {finished}/{total} trials finished (" +
-               ", ".join(f"{counts[s]} {s.replace('_', ' ')}" for s in FINAL_STATUSES if counts[s]) +
-               f"), {counts['running']} running")
+    ended = ", ".join(f"{counts[s]} {s.replace('_', ' ')}" for s in FINAL_STATUSES if counts[s])
+    summary = (f"{study.get('name', 'study')}: {finished}/{total} trials finished" + (f" ({ended})" if ended else "")
+               + f", {counts['running']} running" + (f", {counts['pending']} pending" if counts["pending"] else ""))
     eta = _study_eta(running_left, finished_wall, max(0, total - finished - counts["running"]),
                      max(1, counts["running"]))
     if eta is not None:

@@ -56,7 +56,7 @@ from nas.arch import Arch
 from nas.errors import ConfigError
 from nas.results import COST_METRICS, ResultStore, minimization, pareto_order, progress_report
 from nas.study import Study
-from nas.trial import LEDGER_NAMESPACE, REPORT_KEYS, TrialSettings, run_trial
+from nas.trial import LEDGER_NAMESPACE, REPORT_KEYS, TrialSettings, candidate_key, run_trial
 
 logger = logging.getLogger(__name__)
 
@@ -73,13 +73,14 @@ NOT_METRICS = frozenset(REPORT_KEYS) | set(COST_METRICS) | set(AUTO_RESULT_KEYS)
     {"done", "should_checkpoint", "trial_id", "experiment_tag"}
 
 
-def final_status(result: Mapping[str, Any] | None, error: bool, max_budget: int) -> str:
-    """How a trial ended, from its last result: the trial's own verdict, else the budget it reached."""
+def final_status(result: Mapping[str, Any] | None, error: bool) -> str:
+    """How a trial ended, from its last result: the trial's own verdict, else whether it reached the end of
+    its schedule."""
     if error or not result:
         return "failed"
     if result.get(STATUS_KEY) in UNTRAINABLE:
         return result[STATUS_KEY]
-    return "completed" if result.get("samples_seen", 0) >= max_budget else "stopped_early"
+    return "completed" if result.get("samples_seen", 0) >= result["schedule"] else "stopped_early"
 
 
 # ---- running a study ---------------------------------------------------------------------------------------
@@ -102,15 +103,17 @@ def run(study: Study, out: str | os.PathLike, *, resume: bool = False, address: 
     # One checkpoint kept per trial makes Tune save its state at every rung: what resume wants, not a warning.
     os.environ["TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"] = "0"
     with ray_session(address, dashboard=dashboard, dashboard_host=dashboard_host, verbose=verbose):
+        restore = tune.Tuner.can_restore(experiment)
+        if restore and not resume:
+            raise ConfigError(f"a search of this study already exists at {experiment}; use --resume",
+                              field="--storage")
+        store = store or new_store(study, out)  # once Ray is up: a failed start leaves no search to --resume
         ledger_name = f"ledger-{study.name}-{hashlib.sha1(str(store.path).encode()).hexdigest()[:10]}"
         ledger = Ledger.options(name=ledger_name, namespace=LEDGER_NAMESPACE).remote(ledger_entries(store))
         try:
             trainable = tune.with_resources(
                 tune.with_parameters(run_trial, settings=TrialSettings(study, ledger_name)), trial_resources(study))
-            if tune.Tuner.can_restore(experiment):
-                if not resume:
-                    raise ConfigError(f"a search of this study already exists at {experiment}; use --resume",
-                                      field="--storage")
+            if restore:
                 tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True,
                                            resume_errored=True)
             else:
@@ -122,25 +125,32 @@ def run(study: Study, out: str | os.PathLike, *, resume: bool = False, address: 
     return store
 
 
-def open_store(study: Study, out: Path, resume: bool) -> ResultStore:
-    """The study's database: new, or (with `resume`) the existing one, which must hold this very study."""
+def open_store(study: Study, out: Path, resume: bool) -> ResultStore | None:
+    """With `resume`, the existing database, which must hold this very study; otherwise None (a new search),
+    after checking that `out` holds none."""
     exists = (out / "study.db").exists()
     if exists and not resume:
         raise ConfigError("holds a search already: add --resume to continue it, or choose another --out",
                           source=str(out))
     if not exists and resume:
         raise ConfigError("holds no search to resume (no study.db)", source=str(out))
-    resolved = json.loads(json.dumps(study.resolved()))
     if not exists:
-        return ResultStore.create(out, {"study": resolved, "objectives": study.objectives,
-                                        "rungs": list(study.budget.rungs)})
+        return None
+    resolved = json.loads(json.dumps(study.resolved()))
     store = ResultStore.open(out)
     recorded = store.meta("study")
     changed = sorted(k for k in resolved.keys() | recorded.keys() if resolved.get(k) != recorded.get(k))
     if changed:
         raise ConfigError(f"the study changed since this search began ({', '.join(changed)}); resuming would mix "
                           "results: run it with another --out", source=study.source)
+    for row in store.trials(status="running"):  # until Tune restarts them (or finds it never knew them)
+        store.update_trial(row["trial_id"], status="pending")
     return store
+
+
+def new_store(study: Study, out: Path) -> ResultStore:
+    return ResultStore.create(out, {"study": json.loads(json.dumps(study.resolved())), "objectives": study.objectives,
+                                    "rungs": list(study.budget.rungs)})
 
 
 def prepare_data(study: Study) -> None:
@@ -164,6 +174,14 @@ def prepare_data(study: Study) -> None:
     if data.zeroshot and not Path(data.zeroshot).is_dir():
         raise ConfigError(f"{data.zeroshot} is not a directory of class folders", source=study.source,
                           field="data.zeroshot")
+    if data.stream.get("captions"):  # the template's columns are in the metadata (the trials would each fail)
+        from nas.data.subset import metadata_captions
+
+        try:
+            metadata_captions(data.stream["metadata"], data.stream["captions"])
+        except ConfigError as err:
+            message = f"{err.source}: {err.message}" if err.source else err.message
+            raise ConfigError(message, source=study.source, field=f"data.{err.field or 'metadata'}") from None
 
 
 @contextlib.contextmanager
@@ -175,7 +193,12 @@ def ray_session(address: str | None, *, dashboard: bool = False, dashboard_host:
         return
     options = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.WARNING}
     if address:
-        ray.init(address=address, **options)
+        try:
+            ray.init(address=address, **options)
+        except ConnectionError as err:
+            raise ConfigError(f"cannot join the Ray cluster: {err} ({err.__cause__ or 'no cause given'}). A cluster "
+                              "started with `ray start` authenticates with a token: set RAY_AUTH_MODE=token here, "
+                              "with its token in ~/.ray/auth_token or RAY_AUTH_TOKEN", field="--address") from None
     else:  # never join a cluster by accident (RAY_ADDRESS, /tmp/ray): a private instance on the loopback
         ray.init(address="local", include_dashboard=dashboard, dashboard_host=dashboard_host,
                  _node_ip_address="127.0.0.1", **options)
@@ -230,23 +253,27 @@ def trial_name(trial: Any) -> str:
 
 @dataclass(frozen=True)
 class Proposer:
-    """The define-by-run space given to Optuna: the space's `suggest`, or the index of a listed candidate."""
+    """The define-by-run space given to Optuna: the space's `suggest`, or the index of a listed candidate (and,
+    with `schedule: per_budget`, the index of the budget its run ends at)."""
 
     study: Study
 
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
-        """The arch, with the space's constraints on its analytic cost set on the trial (<= 0: feasible), which
-        TPE and NSGA-II take into account."""
-        space = self.study.space
+        """The arch and its schedule, with the space's constraints on its analytic cost set on the trial (<= 0:
+        feasible), which TPE and NSGA-II take into account."""
+        space, schedules = self.study.space, self.study.schedules
         if self.study.archs:
             arch = self.study.archs[trial.suggest_int("candidate", 0, len(self.study.archs) - 1)]
             trial.set_user_attr("arch", arch.to_json())
             trial.set_user_attr("arch_id", arch.arch_id)
         else:
             arch = space.suggest(trial)
+        schedule = schedules[trial.suggest_int("schedule", 0, len(schedules) - 1)] if len(schedules) > 1 \
+            else schedules[0]
+        trial.set_user_attr("schedule", schedule)
         for name, value in zip(space.constraints, space.constraint_values(arch)):
             trial.set_constraint(name, value)
-        return {"arch": arch.to_json()}
+        return {"arch": arch.to_json(), "schedule": schedule}
 
 
 def feasible_archs(study: Study) -> frozenset[str] | None:
@@ -278,22 +305,26 @@ class StudySearcher(OptunaSearch):
                          study_name=study.name, storage=store.optuna_storage())
         self._study = study
         self._store = store
-        self._in_flight: dict[str, str] = {}  # Tune trial id -> arch_id
+        self._in_flight: dict[str, tuple[str, int]] = {}  # Tune trial id -> (arch_id, schedule)
         self._reported: dict[str, set[int]] = {}  # Tune trial id -> budgets told to Optuna
         self._feasible = feasible_archs(study)
-        for index in range(len(study.archs)):
-            self._ot_study.enqueue_trial({"candidate": index}, skip_if_exists=True)
+        per_budget = len(study.schedules) > 1  # every candidate at the smallest budget first, then the next
+        for budget in range(len(study.schedules)):
+            for index in range(len(study.archs)):
+                self._ot_study.enqueue_trial({"candidate": index, **({"schedule": budget} if per_budget else {})},
+                                             skip_if_exists=True)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         for _ in range(MAX_PROPOSALS):
             if self._exhausted():
                 return Searcher.FINISHED
             ot_trial = self._ot_study.ask()
-            arch = Arch.from_json(self._space(ot_trial)["arch"])
-            if not self._skipped(ot_trial, arch):
+            config = self._space(ot_trial)
+            arch = Arch.from_json(config["arch"])
+            if not self._skipped(ot_trial, arch, config["schedule"]):
                 self._ot_trials[trial_id] = ot_trial
-                self._in_flight[trial_id] = arch.arch_id
-                return {"arch": arch.to_json(), "number": ot_trial.number}
+                self._in_flight[trial_id] = (arch.arch_id, config["schedule"])
+                return {**config, "number": ot_trial.number}
         logger.warning("the last %d proposals were all infeasible or measured already: the search stops proposing",
                        MAX_PROPOSALS)
         return Searcher.FINISHED
@@ -304,28 +335,29 @@ class StudySearcher(OptunaSearch):
             return not self._ot_study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         if self._feasible is None:
             return False
-        return self._feasible <= set(self._in_flight.values()) | self._store.arch_ids(KNOWN)
+        return self._feasible <= {a for a, _ in self._in_flight.values()} | self._store.arch_ids(KNOWN)
 
-    def _skipped(self, ot_trial: optuna.Trial, arch: Arch) -> bool:
+    def _skipped(self, ot_trial: optuna.Trial, arch: Arch, schedule: int) -> bool:
         """Tell Optuna at once what is known about `arch`; False when it must be trained."""
         violations = self._study.space.violations(arch)
         if violations:
             ot_trial.set_user_attr("skipped", f"infeasible: {'; '.join(violations)}")
             self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
             return True
-        training = next((t for t, a in self._in_flight.items() if a == arch.arch_id), None)
+        training = next((t for t, key in self._in_flight.items() if key == (arch.arch_id, schedule)), None)
         if training is not None:
             ot_trial.set_user_attr("skipped", f"duplicate: the arch is being trained by trial {training}")
             self._ot_study.tell(ot_trial, state=TrialState.FAIL)
             return True
-        measured = self._store.measured(arch.arch_id)
+        measured = self._store.measured(arch.arch_id, schedule)
         if measured is None or measured.status not in KNOWN:
             return False
         ot_trial.set_user_attr("skipped", f"measured: by trial {measured.trial_id}")
         trial = self._store.trial(measured.trial_id)
         for rung in measured.rungs:
             self._report(ot_trial, None, rung["budget"], rung["metrics"])
-        last = {**measured.rungs[-1]["metrics"], **{k: trial[k] for k in COST_METRICS}, STATUS_KEY: measured.status}
+        last = {**measured.rungs[-1]["metrics"], **{k: trial[k] for k in COST_METRICS}, STATUS_KEY: measured.status,
+                "schedule": schedule}
         self._tell(ot_trial, measured.status, last)
         return True
 
@@ -350,7 +382,7 @@ class StudySearcher(OptunaSearch):
             return  # told before the driver was killed; Tune's experiment state did not know yet
         if result and "budget" in result:  # the rung where the scheduler stopped it reaches no on_trial_result
             self._report(ot_trial, trial_id, result["budget"], result)
-        self._tell(ot_trial, final_status(result, error, self._study.budget.max_samples), result)
+        self._tell(ot_trial, final_status(result, error), result)
 
     def _tell(self, ot_trial: optuna.Trial, status: str, result: Mapping[str, Any] | None) -> None:
         """COMPLETE only at the full budget; an early stop is PRUNED; oom/diverged are PRUNED and violate a
@@ -450,14 +482,14 @@ class Ledger:
     def __init__(self, entries: dict[str, dict[str, Any]]):
         self.entries = entries
 
-    def lookup(self, trial_id: str, arch_id: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        """This trial's own entry, and the furthest-measured entry of its arch."""
-        same = [e for e in self.entries.values() if e["arch_id"] == arch_id and e["rungs"]]
+    def lookup(self, trial_id: str, key: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """This trial's own entry, and the furthest-measured entry of its candidate (`candidate_key`)."""
+        same = [e for e in self.entries.values() if e["key"] == key and e["rungs"]]
         furthest = max(same, key=lambda e: (e["rungs"][-1]["rung"], e["status"] == "completed"), default=None)
         return self.entries.get(trial_id), furthest
 
-    def update(self, trial_id: str, arch_id: str, rung: dict[str, Any] | None = None, **changes: Any) -> None:
-        entry = self.entries.setdefault(trial_id, {"arch_id": arch_id, "status": "running", "rungs": [],
+    def update(self, trial_id: str, key: str, rung: dict[str, Any] | None = None, **changes: Any) -> None:
+        entry = self.entries.setdefault(trial_id, {"key": key, "status": "running", "rungs": [],
                                                    "checkpoint": None, "error": None})
         entry.update(changes)
         if rung is not None:
@@ -467,8 +499,8 @@ class Ledger:
 
 def ledger_entries(store: ResultStore) -> dict[str, dict[str, Any]]:
     """The ledger's starting content: every trial in the database, with its latest persisted checkpoint."""
-    entries = {t["trial_id"]: {"arch_id": t["arch_id"], "status": t["status"], "rungs": [], "checkpoint": None,
-                               "error": t["error"]} for t in store.trials()}
+    entries = {t["trial_id"]: {"key": candidate_key(t["arch_id"], t["schedule"]), "status": t["status"],
+                               "rungs": [], "checkpoint": None, "error": t["error"]} for t in store.trials()}
     for row in store.rungs():
         entry = entries[row["trial_id"]]
         entry["rungs"].append(row["metrics"])
@@ -503,9 +535,11 @@ class Recorder(tune.Callback):
     # ---- Tune's events -------------------------------------------------------------------------------------
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         arch = Arch.from_json(trial.config["arch"])
-        self.store.add_trial(trial.trial_id, arch, self.study.text, number=trial.config["number"])
+        self.store.add_trial(trial.trial_id, arch, self.study.text, number=trial.config["number"],
+                             schedule=trial.config["schedule"])
         self.store.start_attempt(trial.trial_id)
-        self.ledger.update.remote(trial.trial_id, arch.arch_id, status="running")
+        self.ledger.update.remote(trial.trial_id, candidate_key(arch.arch_id, trial.config["schedule"]),
+                                  status="running")
         self.started.add(trial.trial_id)
         self._print(force=True)
 
@@ -519,17 +553,20 @@ class Recorder(tune.Callback):
         self.store.update_trial(trial.trial_id, pid=result["pid"], accum_freq=result["accum_freq"],
                                 resumed_from=result["resumed_from"])
         if not result["replay"]:
-            self.ledger.update.remote(trial.trial_id, result["arch_id"], rung=metrics)
+            self.ledger.update.remote(trial.trial_id, candidate_key(result["arch_id"], result["schedule"]),
+                                      rung=metrics)
         self._print(force=True)
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
         uri = checkpoint.path if self.scheme is None else f"{self.scheme}://{checkpoint.path}"
         self.store.set_checkpoint(trial.trial_id, checkpoint.get_metadata()["rung"], uri)
-        self.ledger.update.remote(trial.trial_id, trial.last_result["arch_id"], checkpoint=checkpoint)
+        result = trial.last_result
+        self.ledger.update.remote(trial.trial_id, candidate_key(result["arch_id"], result["schedule"]),
+                                  checkpoint=checkpoint)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result
-        self._finish(trial, final_status(result, False, self.study.budget.max_samples), result.get("error") or None)
+        self._finish(trial, final_status(result, False), result.get("error") or None)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.store.update_trial(trial.trial_id, status="pending", error=_error_text(trial))
@@ -560,7 +597,8 @@ class Recorder(tune.Callback):
             return  # a replayed end: the recorded one stands
         self.store.update_trial(trial.trial_id, status=status, error=error, ended_at=time.time())
         arch_id = row["arch_id"] if row else Arch.from_json(trial.config["arch"]).arch_id
-        self.ledger.update.remote(trial.trial_id, arch_id, status=status, error=error)
+        self.ledger.update.remote(trial.trial_id, candidate_key(arch_id, trial.config["schedule"]), status=status,
+                                  error=error)
         self._print(force=True)
 
     def _print(self, force: bool = False, final: bool = False) -> None:

@@ -7,6 +7,7 @@
       dir: ../data/quickstart                # where the synthetic data lives (written when absent)
       zeroshot: ...                          # eval sets (default for synthetic: dir/eval/...)
       retrieval: ...
+      captions: "{color} {shape}"            # optional: caption each image from its metadata row (a template)
       workers: auto                          # + any other nas.data.StreamConfig field: subset, shards, augment, ...
     text: {width: 64, layers: 2, heads: 2, context_length: 32}   # or a preset name; default: the space's
     train: {batch_size: 64, lr: 0.001, warmup: 20}               # nas.train.TrainConfig fields
@@ -17,6 +18,7 @@
     sampler: {n_startup_trials: 4}           # keyword arguments of the Optuna sampler
     trials: 12
     budget: {min_samples: 1500, max_samples: 13500, reduction_factor: 3}   # ASHA rungs in samples seen
+                                             # (+ early_stopping: asha|none, schedule: shared|per_budget)
     constraints: {image_gmacs: {max: 0.05}}  # on top of the space's
     resources: {cpus: 1, gpus: 0, memory_gib: null, concurrency: 2}
     seed: 0
@@ -46,6 +48,7 @@ from nas.space import SearchSpace
 ALGORITHMS = ("tpe", "nsga2", "random", "grid", "fixed")
 DIRECTIONS = ("max", "min")
 EARLY_STOPPING = ("asha", "none")
+SCHEDULES = ("shared", "per_budget")
 TOP_FIELDS = ("name", "description", "space", "data", "text", "train", "objectives", "algorithm", "sampler",
               "archs", "groups", "trials", "budget", "constraints", "resources", "seed", "failures")
 #: Stream fields the trainer sets per candidate (budget, batch, resolution, resume point): not for the study.
@@ -57,12 +60,23 @@ BUDGET_TRAIN_FIELDS = ("samples", "rungs")
 
 @dataclass(frozen=True)
 class Budget:
-    """ASHA's rungs in samples seen: min_samples x reduction_factor^k below max_samples, then max_samples."""
+    """ASHA's rungs in samples seen: min_samples x reduction_factor^k below max_samples, then max_samples.
+
+    `schedule: shared` trains a candidate once, with one cosine schedule to max_samples, and measures it at
+    every rung (what ASHA needs; the smaller budgets are then measured mid-schedule). `schedule: per_budget`
+    trains every (candidate, budget) pair in a run of its own whose schedule ends at that budget, as data
+    scaling laws are fitted (fixed and grid studies, without early stopping; trials = candidates x rungs).
+    """
 
     min_samples: int
     max_samples: int
     reduction_factor: float = 3.0
     early_stopping: str = "asha"
+    schedule: str = "shared"
+
+    @property
+    def per_budget(self) -> bool:
+        return self.schedule == "per_budget"
 
     @property
     def rungs(self) -> tuple[int, ...]:
@@ -165,11 +179,19 @@ class Study:
     def multi_objective(self) -> bool:
         return len(self.objectives) > 1
 
-    def train_config(self, accum_freq: int | None = None) -> Any:
-        """The trainer's config for one candidate: the recipe, the budget's rungs, an OOM retry's accumulation."""
+    @property
+    def schedules(self) -> tuple[int, ...]:
+        """The budgets that training runs end at: every rung with `schedule: per_budget`, else max_samples."""
+        return self.budget.rungs if self.budget.per_budget else (self.budget.max_samples,)
+
+    def train_config(self, accum_freq: int | None = None, schedule: int | None = None) -> Any:
+        """The trainer's config for one run: the recipe, its budget (`schedule`, one of `schedules`; default the
+        largest) and the rungs below it that a shared schedule is measured at, an OOM retry's accumulation."""
         from nas.train import TrainConfig
 
-        values = {**self.train, "samples": self.budget.max_samples, "rungs": self.budget.rungs[:-1]}
+        samples = schedule or self.budget.max_samples
+        rungs = () if self.budget.per_budget else self.budget.rungs[:-1]
+        values = {**self.train, "samples": samples, "rungs": rungs}
         if accum_freq is not None:
             values["accum_freq"] = accum_freq
         return TrainConfig(**values)
@@ -234,10 +256,13 @@ class _Reader:
         budget = self.budget(raw.get("budget"))
         seed = self.integer(raw.get("seed", 0), "seed")
         archs = self.archs(raw, algorithm, space, seed)
+        if budget.per_budget and not archs:
+            raise self.error("per_budget needs the candidates listed: algorithm fixed or grid", "budget.schedule")
         labels = tuple(raw["archs"])[:len(archs)] if isinstance(raw.get("archs"), dict) else ()
+        runs = len(archs) * (len(budget.rungs) if budget.per_budget else 1)
         study = Study(
             name=name, source=self.source, space=space, data=data, train=self.train(raw.get("train"), budget),
-            objectives=objectives, algorithm=algorithm, trials=len(archs) if archs else self.trials(raw),
+            objectives=objectives, algorithm=algorithm, trials=runs if archs else self.trials(raw),
             budget=budget, resources=self.section(raw, "resources", Resources),
             failures=self.section(raw, "failures", FailurePolicy), seed=seed,
             archs=archs, labels=labels, groups=self.groups(raw.get("groups"), labels),
@@ -316,6 +341,8 @@ class _Reader:
             synthetic = self.section({"synthetic": synthetic}, "synthetic", SynthConfig, "data.")
             directory = self.path(directory, "data.dir")
             value["urls"] = str(Path(directory) / "shards")
+            if "captions" in value and "metadata" not in value:
+                value["metadata"] = str(Path(directory) / "metadata")
             defaults = {"zeroshot": synthetic.zeroshot_per_class, "retrieval": synthetic.retrieval_samples}
             for kind, enabled in defaults.items():
                 if kind not in self.raw["data"] and enabled:
@@ -329,8 +356,9 @@ class _Reader:
                 raise self.error("set per candidate by the trainer (from train, budget and the arch)", f"data.{name}")
         if isinstance(value["urls"], str) and synthetic is None:
             value["urls"] = self.path(value["urls"], "data.urls")
-        if value.get("subset"):
-            value["subset"] = self.path(value["subset"], "data.subset")
+        for name in ("subset", "metadata"):
+            if value.get(name):
+                value[name] = self.path(value[name], f"data.{name}")
         try:
             StreamConfig.from_dict({**value, "workers": 0})
         except ConfigError as err:
@@ -354,6 +382,10 @@ class _Reader:
         if not isinstance(budget.reduction_factor, (int, float)) or budget.reduction_factor <= 1:
             raise self.error(f"must be > 1, got {budget.reduction_factor!r}", "budget.reduction_factor")
         self.choice(budget.early_stopping, EARLY_STOPPING, "budget.early_stopping")
+        self.choice(budget.schedule, SCHEDULES, "budget.schedule")
+        if budget.per_budget and budget.early_stopping != "none":
+            raise self.error("per_budget trains each budget in a run of its own: set early_stopping: none",
+                             "budget.schedule")
         return budget
 
     def train(self, value: Any, budget: Budget) -> dict[str, Any]:
@@ -366,7 +398,9 @@ class _Reader:
             if name in value:
                 raise self.error("set by budget (max_samples and the rungs)", f"train.{name}")
         try:
-            TrainConfig.from_dict({**value, "samples": budget.max_samples, "rungs": budget.rungs[:-1]})
+            for samples in budget.rungs if budget.per_budget else (budget.max_samples,):  # valid for every run
+                TrainConfig.from_dict({**value, "samples": samples,
+                                       "rungs": () if budget.per_budget else budget.rungs[:-1]})
         except ConfigError as err:
             raise self.error(err.message, f"train.{err.field}" if err.field else "train") from None
         except TypeError as err:

@@ -44,8 +44,13 @@ from nas.study import Study
 
 LEDGER_NAMESPACE = "vitamin-nas"
 #: Keys a trial adds to the trainer's metrics in its reports (the rest are metrics).
-REPORT_KEYS = ("budget", "trial_status", "replay", "arch_id", "host", "node", "device", "pid", "session",
+REPORT_KEYS = ("budget", "schedule", "trial_status", "replay", "arch_id", "host", "node", "device", "pid", "session",
                "accum_freq", "resumed_from", "error")
+
+
+def candidate_key(arch_id: str, schedule: int) -> str:
+    """What one trial measures: an arch trained with a schedule that ends at `schedule` samples seen."""
+    return f"{arch_id}@{schedule}"
 
 
 @dataclass(frozen=True)
@@ -67,21 +72,24 @@ class StartingPoint:
 
 
 def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
-    """Ray Tune's trainable: measure `config["arch"]` under `settings.study`."""
+    """Ray Tune's trainable: measure `config["arch"]` trained to `config["schedule"]` under `settings.study`."""
     import ray
     from ray import tune
 
     ledger = ray.get_actor(settings.ledger, namespace=LEDGER_NAMESPACE)
     context = tune.get_context()
-    TrialRun(settings.study, Arch.from_json(config["arch"]), context.get_trial_id(),
+    TrialRun(settings.study, Arch.from_json(config["arch"]), config["schedule"], context.get_trial_id(),
              Path(context.get_trial_dir()), ledger).run()
 
 
 class TrialRun:
     """The state of one trial on its worker; its methods are the steps of `run`."""
 
-    def __init__(self, study: Study, arch: Arch, trial_id: str, workdir: Path, ledger: Any):
+    def __init__(self, study: Study, arch: Arch, schedule: int, trial_id: str, workdir: Path, ledger: Any):
         self.study, self.arch, self.trial_id, self.workdir, self.ledger = study, arch, trial_id, workdir, ledger
+        self.schedule = schedule
+        #: The budget of each of the run's rungs: the study's, or only its own end with `schedule: per_budget`.
+        self.budgets = (schedule,) if study.budget.per_budget else study.budget.rungs
         self.cost = cost_metrics(arch, study.text)
         gpu = study.resources.gpus > 0 and torch.cuda.is_available()
         self.device = "cuda" if gpu else "cpu"
@@ -95,7 +103,8 @@ class TrialRun:
     def run(self) -> None:
         import ray
 
-        own, furthest = ray.get(self.ledger.lookup.remote(self.trial_id, self.arch.arch_id))
+        own, furthest = ray.get(self.ledger.lookup.remote(self.trial_id, candidate_key(self.arch.arch_id,
+                                                                                         self.schedule)))
         if own is not None and own["status"] in ("completed", "stopped_early", "oom", "diverged"):
             self._replay(own["rungs"])
             if own["status"] in ("oom", "diverged"):
@@ -119,7 +128,8 @@ class TrialRun:
         while True:
             try:
                 with memory_limit(self.study.resources.memory_gib, self.device):
-                    result = train(self.arch, self.study.text, data, self.study.train_config(self.accum_freq),
+                    config = self.study.train_config(self.accum_freq, self.schedule)
+                    result = train(self.arch, self.study.text, data, config,
                                    out=self.out, zeroshot=zeroshot, retrieval=retrieval, on_rung=self._report,
                                    device=self.device)
                 break
@@ -192,9 +202,10 @@ class TrialRun:
         extras = {"arch_id": self.arch.arch_id, "host": socket.gethostname(),
                   "node": ray.get_runtime_context().get_node_id(), "device": self.device,
                   "pid": os.getpid(), "session": self.session, "accum_freq": self.accum_freq,
-                  "resumed_from": self.resumed_from, "replay": replay, "trial_status": "running", **self.cost}
+                  "resumed_from": self.resumed_from, "replay": replay, "trial_status": "running",
+                  "schedule": self.schedule, **self.cost}
         if rung is not None:
-            extras["budget"] = self.study.budget.rungs[rung]
+            extras["budget"] = self.budgets[rung]
         return extras
 
     def _report(self, metrics: dict[str, Any]) -> bool:

@@ -77,6 +77,17 @@ def test_report_sets_the_study_beside_the_paper(paper, store):
     assert "mid-schedule" in text  # the budgets are rungs of one schedule
 
 
+def test_report_says_when_each_budget_was_a_run_of_its_own(paper, design_results, tmp_path):
+    import shutil
+
+    shutil.copy(design_results / "study.db", tmp_path / "study.db")
+    store = ResultStore.open(tmp_path)
+    study = store.meta("study")
+    store.set_meta("study", {**study, "budget": {**study["budget"], "schedule": "per_budget"}})
+    text = report(store, paper)
+    assert "each budget is a run of its own" in text and "mid-schedule" not in text
+
+
 def test_report_refuses_a_loss(paper, store):
     with pytest.raises(ConfigError, match="accuracies"):
         report(store, paper, metric="loss")

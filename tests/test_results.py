@@ -51,7 +51,7 @@ def fill(store: ResultStore) -> dict[str, Arch]:
     the best low-budget accuracy of all (which must never enter the full-budget front)."""
     archs = {"big": tower(96, 4), "small": tower(64), "mid": tower(64, 3), "odd": tower(80, 2, "convnext")}
     for number, (name, arch) in enumerate(archs.items()):
-        store.add_trial(name, arch, TEXT, number=number)
+        store.add_trial(name, arch, TEXT, number=number, schedule=BUDGETS[-1])
         store.start_attempt(name)
     for rung, accuracy in enumerate((0.05, 0.10, 0.20)):
         report(store, "big", rung, accuracy)
@@ -133,14 +133,15 @@ def test_frame_filters_by_budget_and_family(store):
     assert set(store.frame(budget=900, status="completed").trial_id) == {"big", "small"}
 
 
-def test_measured_returns_the_furthest_trial_of_an_arch(store):
+def test_measured_returns_the_furthest_trial_of_an_arch_and_schedule(store):
     archs = fill(store)
-    store.add_trial("again", archs["big"], TEXT, number=5)
+    store.add_trial("again", archs["big"], TEXT, number=5, schedule=BUDGETS[-1])
     report(store, "again", 0, 0.3)
-    measured = store.measured(archs["big"].arch_id)
+    measured = store.measured(archs["big"].arch_id, BUDGETS[-1])
     assert measured.trial_id == "big" and measured.status == "completed" and measured.budget == 900
     assert [r["budget"] for r in measured.rungs] == list(BUDGETS)
-    assert store.measured(tower(128).arch_id) is None
+    assert store.measured(tower(128).arch_id, BUDGETS[-1]) is None
+    assert store.measured(archs["big"].arch_id, BUDGETS[0]) is None  # a run to another budget is another trial
 
 
 def test_export_csv_and_parquet_round_trip(store, tmp_path):

@@ -19,11 +19,11 @@ import numpy as np
 import optuna
 import pytest
 import ray
+import torch
 from optuna.trial import TrialState
 from ray.tune.schedulers.async_hyperband import _Bracket
 from search_helpers import synthetic_data, tower, wait_for, write_study
 
-from nas.arch import Arch
 from nas.results import ResultStore
 from nas.search import ParetoASHA, StudySearcher, _ParetoBracket, final_status, run
 from nas.study import Study
@@ -55,11 +55,16 @@ def skip_reason(trial: optuna.trial.FrozenTrial) -> str:
 
 @pytest.mark.slow
 def test_search_end_to_end_asha_stops_trials_at_rungs(local_ray, data, tmp_path):
-    study = Study.load(write_study(tmp_path, data, algorithm="tpe", sampler={"n_startup_trials": 3}, trials=6))
+    space = Study.load(write_study(tmp_path, data)).space
+    gmacs = sorted(space.measures(a)["image_gmacs"] for a in space.enumerate())
+    limit = (gmacs[5] + gmacs[6]) / 2  # six of the eight archs are feasible: trials=8 cannot all be new
+    study = Study.load(write_study(tmp_path, data, algorithm="tpe", sampler={"n_startup_trials": 3}, trials=8,
+                                   constraints={"image_gmacs": {"max": limit}}))
     store = run(study, tmp_path / "out")
     trials = store.trials()
     budgets = list(study.budget.rungs)
     assert budgets == [64, 128, 256]
+    # each feasible arch trained once, then the search ends: the space holds nothing new
     assert len(trials) == 6 and len({t["arch_id"] for t in trials}) == 6
     statuses = Counter(t["status"] for t in trials)
     assert set(statuses) <= {"completed", "stopped_early"}, statuses
@@ -72,7 +77,7 @@ def test_search_end_to_end_asha_stops_trials_at_rungs(local_ray, data, tmp_path)
         assert [r["budget"] for r in mine] == budgets[: len(mine)]  # every rung, in order, measured once
         assert all(0 <= r["samples_seen"] - r["budget"] < 32 for r in mine)
         assert trial["attempts"] == 1 and trial["device"] == "cpu" and trial["host"] and trial["node"]
-        assert not study.space.violations(Arch.from_json(trial["arch"]))
+        assert trial["image_gmacs"] <= limit
         if trial["status"] == "completed":
             assert len(mine) == 3 and trial["samples_seen"] == 256
         else:  # ASHA stopped it at a rung where another trial did better
@@ -85,16 +90,20 @@ def test_search_end_to_end_asha_stops_trials_at_rungs(local_ray, data, tmp_path)
         assert len(checkpoints) == 1 and (Path(checkpoints[0]) / "checkpoint.pt").is_file()
 
     told = optuna_trials(store)
-    assert {skip_reason(t) for t in told.values()} <= {"trained", "duplicate", "measured"}  # all feasible
+    reasons = Counter(skip_reason(t) for t in told.values())
+    assert reasons["trained"] == 6 and set(reasons) <= {"trained", "infeasible", "duplicate", "measured"}
+    for frozen in told.values():
+        if skip_reason(frozen) == "infeasible":  # told at once, with the violated constraint, never trained
+            assert frozen.state == TrialState.PRUNED and frozen.constraints["image_gmacs"] > 0
     for trial in trials:
         frozen = told[trial["number"]]
         losses = {r["budget"]: r["metrics"]["loss"] for r in store.rungs(trial["trial_id"])}
         assert frozen.intermediate_values == pytest.approx(losses)
+        assert frozen.constraints["image_gmacs"] <= 0 and frozen.user_attrs["arch_id"] == trial["arch_id"]
         if trial["status"] == "completed":
             assert frozen.state == TrialState.COMPLETE and frozen.value == pytest.approx(losses[256])
         else:
             assert frozen.state == TrialState.PRUNED
-        assert frozen.user_attrs["arch_id"] == trial["arch_id"]
 
     assert len(store.frame()) == len(rungs)
     assert store.leaderboard().status.iloc[0] == "completed"
@@ -133,27 +142,30 @@ def test_multi_objective_fronts_hold_only_results_measured_at_their_budget(local
 
 
 @pytest.mark.slow
-def test_infeasible_and_measured_archs_are_never_trained(local_ray, data, tmp_path):
-    space = Study.load(write_study(tmp_path, data)).space
-    gmacs = sorted(space.measures(a)["image_gmacs"] for a in space.enumerate())
-    limit = (gmacs[2] + gmacs[3]) / 2  # three of the eight archs are feasible
-    study = Study.load(write_study(tmp_path, data, constraints={"image_gmacs": {"max": limit}}, trials=6,
-                                   budget={"min_samples": 64, "max_samples": 128, "reduction_factor": 2}))
+def test_per_budget_schedules_train_each_candidate_and_budget_in_a_run_of_its_own(local_ray, data, tmp_path):
+    archs = [tower(32), tower(64)]
+    study = Study.load(write_study(
+        tmp_path, data, algorithm="fixed", archs=[a.to_dict() for a in archs], objectives={"zeroshot_top1": "max"},
+        budget={"min_samples": 64, "max_samples": 128, "reduction_factor": 2, "early_stopping": "none",
+                "schedule": "per_budget"}))
+    assert study.trials == 4 and study.schedules == (64, 128)
     store = run(study, tmp_path / "out")
     trials = store.trials()
-    assert len(trials) == 3 and len({t["arch_id"] for t in trials}) == 3  # each feasible arch trained once
-    assert all(t["image_gmacs"] <= limit for t in trials)
-    recorded = {t["number"]: t for t in trials}
+    assert sorted((t["arch_id"], t["schedule"]) for t in trials) == sorted(
+        (a.arch_id, b) for a in archs for b in (64, 128))
+    assert [t["schedule"] for t in trials] == [64, 64, 128, 128]  # every candidate at the small budget first
+    for trial in trials:
+        (rung,) = store.rungs(trial["trial_id"])  # measured once, at the end of its own schedule
+        assert trial["status"] == "completed" and rung["budget"] == trial["schedule"] == rung["samples_seen"]
+        checkpoint = Path(rung["checkpoint"]) / "checkpoint.pt"
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        assert state["config"]["samples"] == trial["schedule"] and state["config"]["rungs"] == []
+        steps = trial["schedule"] // study.train["batch_size"]  # its cosine schedule ran to its end, and no further
+        lr = state["scheduler"]["_last_lr"][0]
+        assert state["scheduler"]["last_epoch"] == steps and lr < 1e-6 * study.train["lr"]
+    assert len(store.frame(budget=64)) == 2 and len(store.frame(budget=128)) == 2
     told = optuna_trials(store)
-    skipped = Counter(skip_reason(t) for t in told.values())
-    assert skipped["trained"] == 3 and skipped["infeasible"] > 0  # then it ends: every feasible arch is known
-    for frozen in told.values():
-        if skip_reason(frozen) == "infeasible":
-            assert frozen.state == TrialState.PRUNED and frozen.constraints["image_gmacs"] > 0
-        elif skip_reason(frozen) == "measured":  # told the recorded result of the trial that measured it
-            original = next(t for t in told.values() if t.number in recorded and
-                            t.user_attrs["arch_id"] == frozen.user_attrs["arch_id"])
-            assert frozen.state == original.state and frozen.values == original.values
+    assert all(told[t["number"]].state == TrialState.COMPLETE for t in trials)
 
 
 @pytest.mark.slow
@@ -214,7 +226,7 @@ def test_a_measured_arch_proposed_again_is_told_its_recorded_result(data, tmp_pa
     searcher = StudySearcher(study, store)
     done, stopped = study.space.sample(0), study.space.sample(1)
     for trial_id, arch, budgets in (("done", done, (64, 128, 256)), ("stopped", stopped, (64,))):
-        store.add_trial(trial_id, arch, study.text, number=-1)
+        store.add_trial(trial_id, arch, study.text, number=-1, schedule=256)
         for rung, budget in enumerate(budgets):
             store.record_rung(trial_id, {"rung": rung, "samples_seen": budget, "zeroshot_top1": 0.1 * (rung + 1)},
                               budget=budget)
@@ -222,20 +234,22 @@ def test_a_measured_arch_proposed_again_is_told_its_recorded_result(data, tmp_pa
     for arch, state, values in ((done, TrialState.COMPLETE, [pytest.approx(0.3), store.trial("done")["image_gmacs"]]),
                                 (stopped, TrialState.PRUNED, None)):
         ot_trial = searcher._ot_study.ask()
-        assert searcher._skipped(ot_trial, arch)
+        assert searcher._skipped(ot_trial, arch, 256)
         frozen = searcher._ot_study.trials[-1]
         assert frozen.state == state and frozen.values == values
         assert frozen.user_attrs["skipped"].startswith("measured: by trial")
-    assert not searcher._skipped(searcher._ot_study.ask(), study.space.sample(2))  # unknown: to be trained
+    assert not searcher._skipped(searcher._ot_study.ask(), study.space.sample(2), 256)  # unknown: to be trained
+    assert not searcher._skipped(searcher._ot_study.ask(), done, 128)  # a run of its own to another budget
 
 
 def test_final_status_reads_the_budget_reached():
-    assert final_status({"samples_seen": 256}, False, 256) == "completed"
-    assert final_status({"samples_seen": 128}, False, 256) == "stopped_early"
-    assert final_status({"samples_seen": 64, "trial_status": "diverged"}, False, 256) == "diverged"
-    assert final_status({"trial_status": "oom"}, False, 256) == "oom"
-    assert final_status({"samples_seen": 256}, True, 256) == "failed"
-    assert final_status(None, False, 256) == "failed"
+    assert final_status({"samples_seen": 256, "schedule": 256}, False) == "completed"
+    assert final_status({"samples_seen": 128, "schedule": 256}, False) == "stopped_early"
+    assert final_status({"samples_seen": 128, "schedule": 128}, False) == "completed"  # its own budget's run
+    assert final_status({"samples_seen": 64, "schedule": 256, "trial_status": "diverged"}, False) == "diverged"
+    assert final_status({"trial_status": "oom", "schedule": 256}, False) == "oom"
+    assert final_status({"samples_seen": 256, "schedule": 256}, True) == "failed"
+    assert final_status(None, False) == "failed"
 
 
 def test_pareto_asha_promotes_by_pareto_rank_not_one_metric():

@@ -49,6 +49,13 @@ def test_quickstart_study_is_a_small_pareto_search():
     assert study.data.zeroshot == str(REPO / "data" / "quickstart" / "eval" / "zeroshot")
 
 
+def test_captions_of_synthetic_data_come_from_its_metadata(tmp_path):
+    study = Study.load(write(tmp_path, data={"synthetic": {"samples": 1000, "size": 64}, "dir": "data",
+                                             "captions": "{color} {shape}"}))
+    stream = study.data.stream_config(seed=0, cpus=1)
+    assert stream.captions == "{color} {shape}" and stream.metadata == str(tmp_path / "data" / "metadata")
+
+
 def test_defaults_and_derived_values(tmp_path):
     study = Study.load(write(tmp_path))
     assert study.budget.rungs == (100, 300, 900)
@@ -106,6 +113,7 @@ def test_fixed_and_grid_studies_list_their_candidates(tmp_path):
     ({"data": {"urls": "shards", "batch_size": 4}}, "data.batch_size", "set per candidate"),
     ({"data": {"dir": "x"}}, "data.urls", "missing"),
     ({"data": {"synthetic": {"samples": 10, "colours": 3}, "dir": "x"}}, "data.synthetic", "unknown field"),
+    ({"data": {"urls": "shards", "zeroshot": "z", "captions": "{color}"}}, "data.metadata", "need both"),
     ({"data": {"urls": "shards", "retrieval": "r"}}, "data.zeroshot", "needs an evaluation set"),
     ({"resources": {"cpus": -1}}, "resources.cpus", ">= 0"),
     ({"resources": {"gpus": 1.5}}, "resources.gpus", "whole"),
