@@ -474,7 +474,7 @@ class Trainer:
         self.forward = self.module
         self.optimizer = torch.optim.AdamW(param_groups(self.model, config.weight_decay), lr=config.lr,
                                            betas=config.betas, eps=config.eps,
-                                           fused=runtime.device.type == "cuda")
+                                           fused=runtime.device.type in ("cpu", "cuda"))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
                                                            cosine_schedule(config.warmup, config.steps))
         self.loss = make_loss(config, runtime)

@@ -219,6 +219,21 @@ def test_out_of_memory_is_retried_with_smaller_micro_batches_then_recorded(local
     assert frozen.constraints["trainable"] > 0
 
 
+@pytest.mark.slow
+def test_a_diverging_trial_is_recorded_and_stopped(local_ray, data, tmp_path):
+    study = Study.load(write_study(
+        tmp_path, data, algorithm="fixed", archs=[tower(32).to_dict()],
+        train={"batch_size": 32, "warmup": 1, "lr": 1e30},
+        budget={"min_samples": 64, "max_samples": 256, "reduction_factor": 2}, failures={"max_retries": 1}))
+    store = run(study, tmp_path / "out")
+    (trial,) = store.trials()
+    assert trial["status"] == "diverged" and trial["attempts"] == 1  # stopped, not retried
+    assert "non-finite loss" in trial["error"] and (trial["samples_seen"] or 0) < 256
+    frozen = optuna_trials(store)[trial["number"]]
+    assert frozen.state == TrialState.PRUNED and frozen.user_attrs["status"] == "diverged"
+    assert frozen.constraints["trainable"] > 0
+
+
 def test_a_measured_arch_proposed_again_is_told_its_recorded_result(data, tmp_path):
     """No Ray needed: the searcher on a real Optuna study in a real results database."""
     study = Study.load(write_study(tmp_path, data, objectives={"zeroshot_top1": "max", "image_gmacs": "min"}))
