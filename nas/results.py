@@ -440,7 +440,8 @@ def progress(store: ResultStore, now: float | None = None) -> tuple[list[dict[st
     for trial in store.trials():
         rung = latest.get(trial["trial_id"])
         record = {"trial": trial["number"], "arch": trial["arch_name"], "status": trial["status"],
-                  "rung": trial["rung"], "samples_seen": trial["samples_seen"], "wall": trial["wall_s"],
+                  "rung": trial["rung"], "budget": trial["budget"], "samples_seen": trial["samples_seen"],
+                  "wall": trial["wall_s"],
                   "eta": None, "host": trial["host"], "updated_at": trial["updated_at"] or trial["created_at"]}
         for name in objectives:
             record[name] = rung["metrics"].get(name, trial.get(name)) if rung else trial.get(name)
@@ -471,9 +472,10 @@ def progress_report(store: ResultStore, limit: int = 20) -> str:
     budgets = store.meta("rungs", [])
     objectives = [name for name in store.objectives if name not in PROGRESS_COLUMNS]
     columns = [*PROGRESS_COLUMNS[:5], *objectives, *PROGRESS_COLUMNS[5:]]
-    for record in records:
+    for record in records:  # the study's rung that the budget reached is (a run of its own has one rung)
         if record["rung"] is not None:
-            record["rung"] = f"{record['rung'] + 1}/{len(budgets)}"
+            rung = budgets.index(record["budget"]) if record["budget"] in budgets else record["rung"]
+            record["rung"] = f"{rung + 1}/{len(budgets)}"
     table = format_table(headers(columns), rows(records[:limit], columns))
     return f"\n[{time.strftime('%H:%M:%S')}] {summary}\n{table}"
 

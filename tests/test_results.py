@@ -22,6 +22,7 @@ from nas.results import (
     pareto_mask,
     pareto_order,
     progress,
+    progress_report,
 )
 
 TEXT = TextTower(width=64, layers=2, heads=2, context_length=32)
@@ -174,6 +175,17 @@ def test_progress_lists_running_first_with_etas(store):
     assert records[0]["trial"] == 4 and records[0]["status"] == "running"
     assert records[0]["eta"] == pytest.approx(10.0 / 104 * (900 - 104))
     assert summary.startswith("demo: 4/4 trials finished (2 completed, 2 stopped early), 1 running, ETA ~")
+
+
+def test_progress_of_a_run_of_its_own_to_a_smaller_budget(store):
+    """schedule: per_budget: a run to 300 samples has one rung (0), at the study's second budget."""
+    store.add_trial("short", tower(72), TEXT, number=0, schedule=300)
+    store.start_attempt("short")
+    store.record_rung("short", {"rung": 0, "samples_seen": 150, "zeroshot_top1": 0.02, "wall_s": 15.0}, budget=300)
+    records, _ = progress(store)
+    assert records[0]["eta"] == pytest.approx(15.0 / 150 * (300 - 150))  # to the end of its own schedule
+    row = next(line for line in progress_report(store).splitlines() if line.lstrip().startswith("0 "))
+    assert " 2/3 " in row
 
 
 def test_pareto_helpers_against_brute_force():
