@@ -428,8 +428,9 @@ PROGRESS_COLUMNS = ("trial", "arch", "status", "rung", "samples_seen", "wall", "
 def progress(store: ResultStore, now: float | None = None) -> tuple[list[dict[str, Any]], str]:
     """Each trial's state (running first, then the most recent) and a one-line summary with the study's ETA.
 
-    A trial's ETA extrapolates its wall time per sample seen to the full budget; the study's adds the
-    remaining trials at the mean wall time of the finished ones, spread over the trials running at once.
+    A trial's ETA extrapolates its wall time per sample seen to the end of its schedule (before its first rung,
+    at the study's wall time per sample so far); the study's adds the remaining trials at the mean wall time of
+    the finished ones, spread over the trials running at once. Unknown (None) until there is a rate to use.
     """
     now = time.time() if now is None else now
     study = store.meta("study", {})
@@ -437,7 +438,10 @@ def progress(store: ResultStore, now: float | None = None) -> tuple[list[dict[st
     objectives = store.objectives
     latest = {r["trial_id"]: r for r in store.rungs()}  # rows come by rung: the last one wins
     records, running_left, finished_wall = [], [], []
-    for trial in store.trials():
+    trials = store.trials()
+    measured = [t for t in trials if t["wall_s"] and t["samples_seen"]]
+    rate = sum(t["wall_s"] for t in measured) / sum(t["samples_seen"] for t in measured) if measured else None
+    for trial in trials:
         rung = latest.get(trial["trial_id"])
         record = {"trial": trial["number"], "arch": trial["arch_name"], "status": trial["status"],
                   "rung": trial["rung"], "budget": trial["budget"], "samples_seen": trial["samples_seen"],
@@ -448,6 +452,10 @@ def progress(store: ResultStore, now: float | None = None) -> tuple[list[dict[st
         end = trial["schedule"] or max_budget
         if trial["status"] == "running" and rung and end and trial["samples_seen"]:
             record["eta"] = trial["wall_s"] / trial["samples_seen"] * (end - trial["samples_seen"])
+            running_left.append(record["eta"])
+        elif trial["status"] == "running":  # no rung yet
+            started = trial["started_at"]
+            record["eta"] = max(0.0, rate * end - (now - started)) if rate and end and started else None
             running_left.append(record["eta"])
         elif trial["status"] in FINAL_STATUSES and trial["wall_s"]:
             finished_wall.append(trial["wall_s"])
@@ -480,8 +488,9 @@ def progress_report(store: ResultStore, limit: int = 20) -> str:
     return f"\n[{time.strftime('%H:%M:%S')}] {summary}\n{table}"
 
 
-def _study_eta(running_left: list[float], finished_wall: list[float], pending: int, parallel: int) -> float | None:
-    if pending and not finished_wall:
+def _study_eta(running_left: list[float | None], finished_wall: list[float], pending: int,
+               parallel: int) -> float | None:
+    if (pending and not finished_wall) or None in running_left:
         return None
     waiting = pending * (sum(finished_wall) / len(finished_wall)) if pending else 0.0
     return (sum(running_left) + waiting) / parallel

@@ -186,6 +186,11 @@ def test_progress_of_a_run_of_its_own_to_a_smaller_budget(store):
     assert records[0]["eta"] == pytest.approx(15.0 / 150 * (300 - 150))  # to the end of its own schedule
     row = next(line for line in progress_report(store).splitlines() if line.lstrip().startswith("0 "))
     assert " 2/3 " in row
+    store.add_trial("next", tower(80), TEXT, number=1, schedule=900)
+    store.start_attempt("next")  # no rung yet: the study's wall time per sample so far, less its time running
+    started = store.trial("next")["started_at"]
+    records, _ = progress(store, now=started + 20)
+    assert next(r for r in records if r["trial"] == 1)["eta"] == pytest.approx(15.0 / 150 * 900 - 20)
 
 
 def test_pareto_helpers_against_brute_force():
