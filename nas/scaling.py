@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -396,7 +396,9 @@ def _saturating_starts(compute, error) -> np.ndarray:
 def fit_saturating(compute, error, *, n_bootstrap: int = 0, seed: int = 0, level: float = 0.95) -> Fit:
     """E = E_inf + A * C^(-alpha) by least squares on log E from a spread of starts.
 
-    Uncertainty is the Wald (Jacobian) covariance, or a bootstrap over runs when `n_bootstrap` > 0.
+    Uncertainty is the Wald (Jacobian) covariance, or a bootstrap over runs when `n_bootstrap` > 0. When the
+    best floor is negligible at every point (the data follow a plain power law over their range), the floor is
+    not identified: its standard error is NaN and its interval [0, the smallest error measured].
     """
     compute, error = _check_positive("x", compute), _check_positive("y", error)
     _check_points("saturating", len(error), 4)
@@ -411,8 +413,13 @@ def fit_saturating(compute, error, *, n_bootstrap: int = 0, seed: int = 0, level
     draws = None
     if n_bootstrap:
         draws = _bootstrap(lambda w: _saturating_refit(theta, log_x, log_y, w), len(error), n_bootstrap, seed)
-    return _make_fit("saturating", theta, compute, error, frontier=cost_frontier(compute, error), cov=cov,
-                     draws=draws, resid_sd=resid_sd, dof=None if draws is not None else dof, level=level)
+    result = _make_fit("saturating", theta, compute, error, frontier=cost_frontier(compute, error), cov=cov,
+                       draws=draws, resid_sd=resid_sd, dof=None if draws is not None else dof, level=level)
+    floor_share = 1.0 - special.expit(theta[1] - theta[2] * log_x - theta[0])  # E_inf / E at each point
+    if floor_share.max() < 1e-6:
+        result = replace(result, stderr={**result.stderr, "E_inf": float("nan")},
+                         ci={**result.ci, "E_inf": (0.0, float(error.min()))})
+    return result
 
 
 def _bootstrap(refit: Callable[[np.ndarray], np.ndarray], n_points: int, n_bootstrap: int,

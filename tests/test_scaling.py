@@ -238,6 +238,18 @@ def test_saturating_law_recovered_analytic_and_reproducible_bootstrap():
     assert not np.array_equal(fit_saturating(compute, error, n_bootstrap=60, seed=1).draws, bootstrap.draws)
 
 
+def test_a_floor_the_data_cannot_see_is_reported_as_not_identified():
+    """Error that keeps falling as a plain power law (as a short data ladder does): the best floor is ~0, and
+    its interval must say "anywhere below the smallest error", not a zero-width interval at ~0."""
+    rng = np.random.default_rng(4)
+    samples = np.geomspace(2e3, 3.2e4, 5)
+    error = 1.2 * samples**-0.028 * np.exp(rng.normal(0, 0.003, samples.size))
+    for result in (fit_saturating(samples, error), fit_saturating(samples, error, n_bootstrap=40, seed=0)):
+        assert np.isnan(result.stderr["E_inf"]) and result.ci["E_inf"] == (0.0, error.min())
+        assert result.params["alpha"] == pytest.approx(0.028, abs=0.005)
+        assert "nan" in result.summary()
+
+
 def test_joint_law_recovered_with_covering_bootstrap_intervals():
     rng = np.random.default_rng(3)
     n, d = (grid.ravel() for grid in np.meshgrid(np.geomspace(5e7, 1e10, 8), np.geomspace(1e9, 3e11, 8)))
