@@ -27,6 +27,17 @@ def cli() -> list[str]:
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test (as a 1-CPU worker runs), restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def design_results(tmp_path_factory) -> Path:
     """A results database of the design-choice study whose metrics follow known laws (tests/study_helpers.py)."""

@@ -52,14 +52,6 @@ def _losses(out) -> list[float]:
     return [r["loss"] for r in lines if r["event"] == "train"]
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_two_ranks_take_the_single_process_steps(tmp_path, repo, one_thread):
     script = tmp_path / "rank.py"
     script.write_text(RANK % repr(CONFIG))

@@ -39,14 +39,6 @@ def shards(tmp_path_factory):
     return str(root / "shards")
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _kill_after_a_checkpoint(process: subprocess.Popen, checkpoint, samples: int) -> int:
     deadline = time.time() + 240
     while time.time() < deadline and process.poll() is None:
