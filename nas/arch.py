@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, reject_unknown
 
 CONV_BLOCKS = ("mbconv", "convnext")
 STAGE_BLOCKS = (*CONV_BLOCKS, "attention")
@@ -209,11 +209,7 @@ class Arch:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | None = None) -> Arch:
-        allowed = {f.name for f in dataclasses.fields(cls) if f.init}
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            raise ConfigError(f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
-                              source=source)
+        reject_unknown(data, (f.name for f in dataclasses.fields(cls) if f.init), source=source)
         try:
             stages = tuple(_make(Stage, s, f"stages[{i}]") for i, s in enumerate(data.get("stages", ())))
             transformer = _make(Transformer, data["transformer"], "transformer")
@@ -256,11 +252,7 @@ class Arch:
 def _make(kind: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"expected a mapping, got {type(data).__name__}", field=where)
-    allowed = {f.name for f in dataclasses.fields(kind)}
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ConfigError(f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
-                          field=where)
+    reject_unknown(data, (f.name for f in dataclasses.fields(kind)), field=where)
     try:
         return kind(**data)
     except ConfigError as err:

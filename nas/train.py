@@ -44,7 +44,7 @@ from torch import nn
 
 from nas.arch import Arch
 from nas.cost import cost
-from nas.errors import ConfigError
+from nas.errors import ConfigError, reject_unknown
 from nas.models import build_clip
 from nas.presets import TextTower
 
@@ -167,10 +167,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str | None = None) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown field(s) {unknown}; known: {sorted(known)}", source=source)
+        reject_unknown(values, (f.name for f in fields(cls)), source=source)
         return cls(**values)
 
 

@@ -47,7 +47,7 @@ from nas.data.samples import RawSample, decode_or_count, decoded, read_shard
 from nas.data.shards import dataset_size, expand_shards, select_shards
 from nas.data.subset import UidSet, metadata_captions
 from nas.data.transforms import Augment, BatchPreprocess, image_transform, tokenizer
-from nas.errors import ConfigError
+from nas.errors import ConfigError, reject_unknown
 
 FILTERED = "not_in_subset"
 """Counted apart from the skip reasons: a sample outside the uid allow-list is selection, not failure."""
@@ -116,10 +116,7 @@ class StreamConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str | None = None) -> StreamConfig:
         """From a study file's mapping; an unknown key is an error that names it and the file."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown field(s) {unknown}; known: {sorted(known)}", source=source)
+        reject_unknown(values, (f.name for f in fields(cls)), source=source)
         if "urls" not in values:
             raise ConfigError("missing (a path, brace pattern, URL or list of them)", source=source, field="urls")
         try:

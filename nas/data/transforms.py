@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, reject_unknown
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,7 @@ class Augment:
             return presets[value]()
         if not isinstance(value, Mapping):
             raise ConfigError(f"must be a preset name or a mapping, got {value!r}", field="augment")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise ConfigError(f"unknown field(s) {unknown}; known: {sorted(known)}", field="augment")
+        reject_unknown(value, (f.name for f in fields(cls)), field="augment")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
 
 
