@@ -175,10 +175,10 @@ def prepare_data(study: Study) -> None:
         raise ConfigError(f"{data.zeroshot} is not a directory of class folders", source=study.source,
                           field="data.zeroshot")
     if data.stream.get("captions"):  # the template's columns are in the metadata (the trials would each fail)
-        from nas.data.subset import metadata_captions
+        from nas.data.subset import caption_source
 
         try:
-            metadata_captions(data.stream["metadata"], data.stream["captions"])
+            caption_source(data.stream["metadata"], data.stream["captions"])
         except ConfigError as err:
             message = f"{err.source}: {err.message}" if err.source else err.message
             raise ConfigError(message, source=study.source, field=f"data.{err.field or 'metadata'}") from None
@@ -261,14 +261,14 @@ class Proposer:
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         """The arch and its schedule, with the space's constraints on its analytic cost set on the trial (<= 0:
         feasible), which TPE and NSGA-II take into account."""
-        space, schedules = self.study.space, self.study.schedules
+        space, schedules = self.study.space, self.study.budget.schedules
         if self.study.archs:
             arch = self.study.archs[trial.suggest_int("candidate", 0, len(self.study.archs) - 1)]
             trial.set_user_attr("arch", arch.to_json())
             trial.set_user_attr("arch_id", arch.arch_id)
         else:
             arch = space.suggest(trial)
-        schedule = schedules[trial.suggest_int("schedule", 0, len(schedules) - 1)] if len(schedules) > 1 \
+        schedule = schedules[trial.suggest_int("schedule", 0, len(schedules) - 1)] if self.study.budget.per_budget \
             else schedules[0]
         trial.set_user_attr("schedule", schedule)
         for name, value in zip(space.constraints, space.constraint_values(arch)):
@@ -308,8 +308,8 @@ class StudySearcher(OptunaSearch):
         self._in_flight: dict[str, tuple[str, int]] = {}  # Tune trial id -> (arch_id, schedule)
         self._reported: dict[str, set[int]] = {}  # Tune trial id -> budgets told to Optuna
         self._feasible = feasible_archs(study)
-        per_budget = len(study.schedules) > 1  # every candidate at the smallest budget first, then the next
-        for budget in range(len(study.schedules)):
+        per_budget = study.budget.per_budget  # every candidate at the smallest budget first, then the next
+        for budget in range(len(study.budget.schedules)):
             for index in range(len(study.archs)):
                 self._ot_study.enqueue_trial({"candidate": index, **({"schedule": budget} if per_budget else {})},
                                              skip_if_exists=True)

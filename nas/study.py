@@ -79,6 +79,16 @@ class Budget:
         return self.schedule == "per_budget"
 
     @property
+    def schedules(self) -> tuple[int, ...]:
+        """The budgets that training runs end at: every rung with `schedule: per_budget`, else max_samples."""
+        return self.rungs if self.per_budget else (self.max_samples,)
+
+    def measured_at(self, schedule: int) -> tuple[int, ...]:
+        """The budgets a run whose schedule ends at `schedule` is measured at: every rung of a shared schedule,
+        or only its own end."""
+        return (schedule,) if self.per_budget else self.rungs
+
+    @property
     def rungs(self) -> tuple[int, ...]:
         """The budgets at which every candidate is evaluated; ASHA decides at all but the last."""
         rungs, k = [], 0
@@ -179,19 +189,13 @@ class Study:
     def multi_objective(self) -> bool:
         return len(self.objectives) > 1
 
-    @property
-    def schedules(self) -> tuple[int, ...]:
-        """The budgets that training runs end at: every rung with `schedule: per_budget`, else max_samples."""
-        return self.budget.rungs if self.budget.per_budget else (self.budget.max_samples,)
-
     def train_config(self, accum_freq: int | None = None, schedule: int | None = None) -> Any:
-        """The trainer's config for one run: the recipe, its budget (`schedule`, one of `schedules`; default the
-        largest) and the rungs below it that a shared schedule is measured at, an OOM retry's accumulation."""
+        """The trainer's config for one run: the recipe, its budget (`schedule`, one of `budget.schedules`;
+        default the largest) and the rungs before its end, an OOM retry's accumulation."""
         from nas.train import TrainConfig
 
         samples = schedule or self.budget.max_samples
-        rungs = () if self.budget.per_budget else self.budget.rungs[:-1]
-        values = {**self.train, "samples": samples, "rungs": rungs}
+        values = {**self.train, "samples": samples, "rungs": self.budget.measured_at(samples)[:-1]}
         if accum_freq is not None:
             values["accum_freq"] = accum_freq
         return TrainConfig(**values)
@@ -259,7 +263,7 @@ class _Reader:
         if budget.per_budget and not archs:
             raise self.error("per_budget needs the candidates listed: algorithm fixed or grid", "budget.schedule")
         labels = tuple(raw["archs"])[:len(archs)] if isinstance(raw.get("archs"), dict) else ()
-        runs = len(archs) * (len(budget.rungs) if budget.per_budget else 1)
+        runs = len(archs) * len(budget.schedules)
         study = Study(
             name=name, source=self.source, space=space, data=data, train=self.train(raw.get("train"), budget),
             objectives=objectives, algorithm=algorithm, trials=runs if archs else self.trials(raw),
@@ -398,9 +402,8 @@ class _Reader:
             if name in value:
                 raise self.error("set by budget (max_samples and the rungs)", f"train.{name}")
         try:
-            for samples in budget.rungs if budget.per_budget else (budget.max_samples,):  # valid for every run
-                TrainConfig.from_dict({**value, "samples": samples,
-                                       "rungs": () if budget.per_budget else budget.rungs[:-1]})
+            for samples in budget.schedules:  # valid for every run
+                TrainConfig.from_dict({**value, "samples": samples, "rungs": budget.measured_at(samples)[:-1]})
         except ConfigError as err:
             raise self.error(err.message, f"train.{err.field}" if err.field else "train") from None
         except TypeError as err:

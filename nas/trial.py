@@ -88,8 +88,7 @@ class TrialRun:
     def __init__(self, study: Study, arch: Arch, schedule: int, trial_id: str, workdir: Path, ledger: Any):
         self.study, self.arch, self.trial_id, self.workdir, self.ledger = study, arch, trial_id, workdir, ledger
         self.schedule = schedule
-        #: The budget of each of the run's rungs: the study's, or only its own end with `schedule: per_budget`.
-        self.budgets = (schedule,) if study.budget.per_budget else study.budget.rungs
+        self.budgets = study.budget.measured_at(schedule)  # the budget of each of the run's rungs
         self.cost = cost_metrics(arch, study.text)
         gpu = study.resources.gpus > 0 and torch.cuda.is_available()
         self.device = "cuda" if gpu else "cpu"

@@ -39,13 +39,13 @@ def synthetic_data(base: Path) -> Path:
     return root
 
 
-def write_study(directory: Path, data: Path, **fields: Any) -> Path:
+def write_study(directory: Path, data_dir: Path, **fields: Any) -> Path:
     """A study over SPACE on the tests' data: 1 CPU per trial, rungs at 64/128/256 samples; `fields` override."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "space.yaml").write_text(yaml.safe_dump(SPACE))
     study = {"name": "test", "space": "space.yaml",
-             "data": {"urls": str(data / "shards"), "zeroshot": str(data / "eval" / "zeroshot"),
-                      "retrieval": str(data / "eval" / "retrieval")},
+             "data": {"urls": str(data_dir / "shards"), "zeroshot": str(data_dir / "eval" / "zeroshot"),
+                      "retrieval": str(data_dir / "eval" / "retrieval")},
              "train": {"batch_size": 32, "warmup": 1, "lr": 0.002, "checkpoint_every": 32},
              "objectives": {"loss": "min"}, "algorithm": "random", "trials": 4, "seed": 0,
              "budget": {"min_samples": 64, "max_samples": 256, "reduction_factor": 2},

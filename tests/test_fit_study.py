@@ -73,7 +73,7 @@ def test_fit_dir_joint_law_recovers_a_known_law_over_sizes_and_budgets(tmp_path,
     law = {"E": 0.2, "A": 0.1, "alpha": 0.5, "B": 5.0, "beta": 0.3}
     store = ResultStore.create(tmp_path, {"study": study.resolved(), "objectives": study.objectives,
                                           "rungs": list(study.budget.rungs)})
-    for number, (arch, budget) in enumerate((a, b) for b in study.schedules for a in study.archs):
+    for number, (arch, budget) in enumerate((a, b) for b in study.budget.schedules for a in study.archs):
         trial_id = f"t{number:02d}"
         store.add_trial(trial_id, arch, study.text, number=number, schedule=budget)
         n = store.trial(trial_id)["image_params_m"]

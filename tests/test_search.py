@@ -24,8 +24,9 @@ from optuna.trial import TrialState
 from ray.tune.schedulers.async_hyperband import _Bracket
 from search_helpers import synthetic_data, tower, wait_for, write_study
 
+from nas.errors import ConfigError
 from nas.results import ResultStore
-from nas.search import ParetoASHA, StudySearcher, _ParetoBracket, final_status, run
+from nas.search import ParetoASHA, StudySearcher, _ParetoBracket, final_status, prepare_data, run
 from nas.study import Study
 
 
@@ -148,7 +149,7 @@ def test_per_budget_schedules_train_each_candidate_and_budget_in_a_run_of_its_ow
         tmp_path, data, algorithm="fixed", archs=[a.to_dict() for a in archs], objectives={"zeroshot_top1": "max"},
         budget={"min_samples": 64, "max_samples": 128, "reduction_factor": 2, "early_stopping": "none",
                 "schedule": "per_budget"}))
-    assert study.trials == 4 and study.schedules == (64, 128)
+    assert study.trials == 4 and study.budget.schedules == (64, 128)
     store = run(study, tmp_path / "out")
     trials = store.trials()
     assert sorted((t["arch_id"], t["schedule"]) for t in trials) == sorted(
@@ -255,6 +256,15 @@ def test_a_measured_arch_proposed_again_is_told_its_recorded_result(data, tmp_pa
         assert frozen.user_attrs["skipped"].startswith("measured: by trial")
     assert not searcher._skipped(searcher._ot_study.ask(), study.space.sample(2), 256)  # unknown: to be trained
     assert not searcher._skipped(searcher._ot_study.ask(), done, 128)  # a run of its own to another budget
+
+
+def test_a_caption_template_over_missing_columns_fails_before_any_trial(data, tmp_path):
+    stream = {"urls": str(data / "shards"), "zeroshot": str(data / "eval" / "zeroshot"),
+              "metadata": str(data / "metadata")}
+    prepare_data(Study.load(write_study(tmp_path, data, data={**stream, "captions": "{color} {shape}"})))
+    with pytest.raises(ConfigError, match="no column.s. colour; it has uid") as info:
+        prepare_data(Study.load(write_study(tmp_path, data, data={**stream, "captions": "{colour} {shape}"})))
+    assert info.value.field == "data.captions"
 
 
 def test_final_status_reads_the_budget_reached():

@@ -190,9 +190,8 @@ def caption_fields(template: str) -> list[str]:
         return []
 
 
-def metadata_captions(metadata: str | os.PathLike, template: str) -> dict[str, str]:
-    """uid -> caption: `template` (str.format over column names, e.g. "{color} {shape}") filled from each
-    metadata row, for training on captions other than the shards' own (labels, a re-captioning's column)."""
+def caption_source(metadata: str | os.PathLike, template: str):
+    """The metadata dataset and the columns `template` names, checked against its schema (nothing is read)."""
     import pyarrow.dataset as pads
 
     dataset = _open_metadata(metadata, pads)
@@ -204,6 +203,13 @@ def metadata_captions(metadata: str | os.PathLike, template: str) -> dict[str, s
     if missing:
         raise ConfigError(f"the metadata has no column(s) {', '.join(missing)}; it has "
                           f"{', '.join(dataset.schema.names)}", source=str(metadata), field="captions")
+    return dataset, names
+
+
+def metadata_captions(metadata: str | os.PathLike, template: str) -> dict[str, str]:
+    """uid -> caption: `template` (str.format over column names, e.g. "{color} {shape}") filled from each
+    metadata row, for training on captions other than the shards' own (labels, a re-captioning's column)."""
+    dataset, names = caption_source(metadata, template)
     table = dataset.to_table(columns=["uid", *names]).to_pydict()
     rows = zip(*(table[name] for name in names), strict=True)
     return {uid: template.format(**dict(zip(names, row, strict=True))) for uid, row in zip(table["uid"], rows,
