@@ -83,8 +83,7 @@ class Stamped:
 def candidate(spec: str | None, image_size: int):
     """The benchmarked model: a preset or arch file, or the tiny ViTamin-shaped proxy of the learning test."""
     from nas.arch import Arch, Stage, Transformer
-    from nas.arch_cli import load_arch
-    from nas.presets import TextTower
+    from nas.presets import TextTower, load_arch
 
     if spec:
         return load_arch(spec)
@@ -107,7 +106,7 @@ def fresh_model(arch, text):
 
 
 def nas_side(args: argparse.Namespace) -> dict[str, float]:
-    from nas.data import StreamConfig, stream
+    from nas.data import StreamSettings, stream
     from nas.train import TrainConfig, train
 
     arch, text = candidate(args.arch, args.image_size)
@@ -117,10 +116,9 @@ def nas_side(args: argparse.Namespace) -> dict[str, float]:
     stamped = []
 
     def data(start_sample: int):
-        stream_config = StreamConfig(args.data, batch_size=args.batch_size, image_size=arch.image_size,
-                                     samples=samples, workers=args.workers, context_length=text.context_length,
-                                     start_sample=start_sample)
-        stamped.append(Stamped(stream(stream_config)[0], args.warmup, args.warmup + args.steps))
+        settings = StreamSettings(batch_size=args.batch_size, image_size=arch.image_size, samples=samples,
+                                  workers=args.workers, context_length=text.context_length, start_sample=start_sample)
+        stamped.append(Stamped(stream(args.data, settings)[0], args.warmup, args.warmup + args.steps))
         return stamped[-1]
 
     train(arch, text, data, config)

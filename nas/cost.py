@@ -214,6 +214,12 @@ def _sum(parts: tuple[Part, ...] | list[Part], name: str) -> Part:
     return Part(name, *map(sum, columns))
 
 
+#: The analytic cost under the names results, objectives and constraints use: image tower alone, or with the
+#: text tower (`gmacs`, `params_m`); `_full` counts the attention matmuls; `train_gflops` per training sample.
+COST_METRICS = ("image_gmacs", "image_gmacs_full", "image_params_m", "gmacs", "gmacs_full", "params_m",
+                "train_gflops")
+
+
 class Cost(NamedTuple):
     """What a candidate costs. MACs in the paper's convention unless the name says `full`.
 
@@ -277,6 +283,12 @@ class Cost(NamedTuple):
     def train_memory_bytes(self, batch: int, bytes_per_element: int = BF16) -> int:
         """Estimated peak training memory: fp32 weights, gradients and AdamW's two moments, plus activations."""
         return 16 * self.params + self.activation_bytes(batch, bytes_per_element)
+
+    def metrics(self) -> dict[str, float]:
+        """The cost under the `COST_METRICS` names."""
+        return {"image_gmacs": self.image_gmacs, "image_gmacs_full": self.image_gmacs_full,
+                "image_params_m": self.image_params / 1e6, "gmacs": self.gmacs, "gmacs_full": self.gmacs_full,
+                "params_m": self.params / 1e6, "train_gflops": self.train_gflops}
 
 
 def cost(arch: Arch, text: TextTower | None = None) -> Cost:

@@ -22,8 +22,7 @@ from open_clip import build_zero_shot_classifier
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-ZEROSHOT_KS = (1, 5)
-RETRIEVAL_KS = (1, 5, 10)
+from nas.metrics import RETRIEVAL_KS, ZEROSHOT_KS
 
 
 def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = ZEROSHOT_KS) -> dict[int, float]:

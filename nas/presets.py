@@ -6,7 +6,9 @@ follow open_clip (`ViTamin-L-336`, `ViT-B-16`); `ViT-B/16` is accepted too.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from nas.arch import Arch, Stage, Transformer
 from nas.errors import ConfigError
@@ -123,3 +125,27 @@ def preset_with_text(name: str) -> tuple[Arch, TextTower]:
         return PRESETS[_canonical(name)]
     except KeyError:
         raise ConfigError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}", field="arch") from None
+
+
+def load_arch(spec: str) -> tuple[Arch, TextTower]:
+    """A preset name, or a JSON file holding an arch: `Arch.to_json`'s output, or any object with the arch under
+    `arch` (what `vitamin-nas arch --json`, `space sample --json` and an export's `arch.json` write; the latter
+    with its `text` tower). Without a text tower in the file, open_clip's default one."""
+    if not spec.endswith(".json"):
+        return preset_with_text(spec)
+    path = Path(spec)
+    if not path.is_file():
+        raise ConfigError("no such file", source=spec)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"not valid JSON ({err})", source=spec) from None
+    if isinstance(data, dict) and isinstance(data.get("arch"), dict):
+        text = data.get("text")
+        try:
+            return Arch.from_dict(data["arch"], source=spec), TextTower(**text) if text else TextTower()
+        except TypeError as err:
+            raise ConfigError(f"not a text tower: {err}", source=spec, field="text") from None
+    if not isinstance(data, dict):
+        raise ConfigError("an arch is a JSON object", source=spec)
+    return Arch.from_dict(data, source=spec), TextTower()

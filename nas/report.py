@@ -7,13 +7,16 @@ first) at every budget, or a metric that rises with data or with a cost. The sam
 
     paper = load_paper(PAPER)
     text = report(ResultStore.open("runs/vitamin_design_choices", readonly=True), paper, figures)
+
+`figures` maps figure names to paths relative to the report (`plots.study.study_figures` writes them and names
+them): the report links `group:NAME` in that group's section and the rest at its end.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,10 +25,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from nas import status
 from nas.errors import ConfigError
-from nas.results import FINAL_STATUSES, ResultStore
-from nas.select import at_target, direction, family_laws, measurements, study_groups, study_meta
-from plots.study import slug
+from nas.metrics import direction
+from nas.results import ResultStore
+from nas.select import at_target, family_laws, measurements
 
 PAPER = Path(__file__).resolve().parents[1] / "studies" / "paper" / "vitamin.yaml"
 PAPER_FIELDS = ("paper", "source", "metric", "benchmark", "ablations", "models", "families", "claims")
@@ -261,19 +265,19 @@ def _samples(value: float) -> str:
 
 
 def _header(store: ResultStore, frame: pd.DataFrame, metric: str) -> list[str]:
-    study = study_meta(store)
+    study = store.study()
     statuses = pd.Series([t["status"] for t in store.trials()]).value_counts()
-    counts = ", ".join(f"{statuses[s]} {s.replace('_', ' ')}" for s in (*FINAL_STATUSES, "running") if s in statuses)
+    counts = ", ".join(f"{statuses[s]} {s.replace('_', ' ')}" for s in (*status.FINAL, status.RUNNING)
+                       if s in statuses)
     budgets = ", ".join(_samples(b) for b in sorted(frame.budget.unique()))
-    lines = [f"# Study report: {study.get('name', store.path.parent.name)}", ""]
-    if study.get("description"):
-        lines += [study["description"], ""]
+    lines = [f"# Study report: {study.name}", ""]
+    if study.description:
+        lines += [study.description, ""]
     lines += [f"- results: `{store.path}`", f"- trials: {len(store.trials())} ({counts})",
               f"- budgets (samples seen): {budgets}", f"- metric: `{metric}` (percent)"]
-    budget = study.get("budget", {})
-    if budget.get("schedule") == "per_budget":
+    if study.budget.per_budget:
         lines.append("- each budget is a run of its own, with a cosine schedule that ends at that budget")
-    elif budget.get("early_stopping") == "none" and frame.budget.nunique() > 1:
+    elif study.budget.early_stopping == "none" and frame.budget.nunique() > 1:
         lines.append("- the budgets are rungs of one training schedule per candidate: all but the last are measured "
                      "mid-schedule, so they compare candidates fairly but understate what a run of that length reaches")
     return lines
@@ -392,9 +396,9 @@ def _ranking_section(store: ResultStore, frame: pd.DataFrame, metric: str, law: 
             verdict]
 
 
-def report(store: ResultStore, paper: Paper, figures: Sequence[str] = (), metric: str = "zeroshot_top1",
-           law: str = "power") -> str:
-    """The markdown report. `figures` are paths relative to where the report is written (PNG)."""
+def report(store: ResultStore, paper: Paper, figures: Mapping[str, str] | None = None,
+           metric: str = "zeroshot_top1", law: str = "power") -> str:
+    """The markdown report. `figures` are figures by name, their paths relative to where the report is written."""
     if direction(metric) != "max":
         raise ConfigError("the report sets accuracies beside the paper's: give a zero-shot or retrieval metric",
                           field="--metric")
@@ -402,18 +406,18 @@ def report(store: ResultStore, paper: Paper, figures: Sequence[str] = (), metric
     if frame.empty:
         raise ConfigError(f"no measurement of {metric} yet", source=str(store.path))
     table = study_table(frame, metric)
-    figure_of = {Path(f).stem: str(f) for f in figures}
+    figure_of = dict(figures or {})
     lines = _header(store, frame, metric)
     lines += _claims_section(verdicts(paper, frame, metric), paper)
-    groups = study_groups(store) or {"all candidates": list(table.index[:20])}
+    groups = store.study().groups or {"all candidates": list(table.index[:20])}
     lines += ["", "## Tables beside the paper", "",
               f"This study's {metric} (%) at each budget; the paper's zero-shot ImageNet top-1 (%) of the benchmark "
               f"model each label stands for ({paper.title}; {paper.source})."]
     for name, labels in groups.items():
-        lines += _group_section(name, labels, frame, table, paper, metric, figure_of.pop(f"group_{slug(name)}", None))
+        lines += _group_section(name, labels, frame, table, paper, metric, figure_of.pop(f"group:{name}", None))
     lines += _ablation_section(frame, paper)
     lines += _scaling_section(frame, paper, law)
     lines += _ranking_section(store, frame, metric, law)
     if figure_of:
-        lines += ["", "## Figures", ""] + [f"![{stem}]({path})" for stem, path in figure_of.items()]
+        lines += ["", "## Figures", ""] + [f"![{name}]({path})" for name, path in figure_of.items()]
     return "\n".join(lines) + "\n"

@@ -4,11 +4,12 @@ The file holds Optuna's own tables (so `optuna-dashboard sqlite:///DIR/study.db`
 sampler resumes from it) and the toolkit's, prefixed `nas_`:
 
 - `nas_trials`: one row per trial (Ray Tune's trial id): its Optuna number, the arch (JSON, `arch_id`, name,
-  family), the analytic cost, the status (`pending`, `running`, then `completed`, `stopped_early`, `oom`,
-  `diverged` or `failed` with the error), host, Ray node, device, attempts, micro-batch accumulation, wall time.
-- `nas_rungs`: one row per trial and rung: the budget (samples seen the rung stands for), every metric the
-  trainer reported there (JSON), the checkpoint, the host, node and training session that measured it.
-- `nas_meta`: the resolved study, its objectives and rungs.
+  family), the analytic cost, the status (`nas.status`: `pending`, `running`, then one of its final statuses,
+  with the error), host, Ray node, device, attempts, micro-batch accumulation, wall time.
+- `nas_rungs`: one row per trial and rung (the index of the budget in the study's ladder): the budget (samples
+  seen the rung stands for), every metric the trainer reported there (JSON), the checkpoint, the host, node and
+  training session that measured it.
+- `nas_meta`: the resolved study (`store.study()` reads it back as a `nas.study.Study`).
 
 Rows are keyed (trial, rung), so a resumed search that reports a rung again updates it instead of adding a
 duplicate. Only the search driver writes; readers (`vitamin-nas status` from another shell, the scaling
@@ -17,6 +18,7 @@ and selection code) open the file read-only while it runs (WAL mode).
 Reading, for the scaling, selection and plotting code:
 
     store = ResultStore.open("runs/quickstart", readonly=True)
+    store.study()                                  # the nas.study.Study that was run
     store.budgets()                                # [1500, 4500, 13500]
     df = store.frame(budget=13500, family="C-C-T/geglu")   # one row per trial and rung: cost, metrics, arch
     store.at_budget(13500)                         # one row per arch measured at that budget
@@ -38,26 +40,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nas import status
 from nas.arch import Arch
-from nas.cost import cost
+from nas.cost import COST_METRICS
 from nas.errors import ConfigError
-from nas.presets import TextTower
+from nas.metrics import EVALUATED
 from nas.tables import format_table
 
 if TYPE_CHECKING:
     import optuna
     import pandas as pd
 
+    from nas.study import Study
+
 FILENAME = "study.db"
-SCHEMA_VERSION = 1
-FINAL_STATUSES = ("completed", "stopped_early", "oom", "diverged", "failed")
-STATUSES = ("pending", "running", *FINAL_STATUSES)
-#: Metrics training measures at every rung (`nas.train.RUNG_METRICS`, `nas.evaluate`) that a study may optimise.
-TRAINED_METRICS = ("zeroshot_top1", "zeroshot_top5", "loss",
-                   *(f"{d}_R@{k}" for d in ("image_to_text", "text_to_image") for k in (1, 5, 10)))
-#: Metrics the analytic cost model gives before training (image tower; `gmacs`/`params_m` add the text tower).
-COST_METRICS = ("image_gmacs", "image_gmacs_full", "image_params_m", "gmacs", "gmacs_full", "params_m",
-                "train_gflops")
+SCHEMA_VERSION = 2
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS nas_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -86,14 +83,6 @@ _TRIAL_COLUMNS = ("trial_id", "number", "arch_id", "arch_name", "family", "arch"
 #: Trial fields a search may update as a trial runs (what `update_trial` accepts).
 TRIAL_FIELDS = ("number", "status", "error", "rung", "budget", "samples_seen", "host", "node", "device", "pid",
                 "accum_freq", "resumed_from", "wall_s", "started_at", "ended_at")
-
-
-def cost_metrics(arch: Arch, text: TextTower) -> dict[str, float]:
-    """The candidate's analytic cost under the names results and objectives use (`COST_METRICS`)."""
-    c = cost(arch, text)
-    return {"image_gmacs": c.image_gmacs, "image_gmacs_full": c.image_gmacs_full,
-            "image_params_m": c.image_params / 1e6, "gmacs": c.gmacs, "gmacs_full": c.gmacs_full,
-            "params_m": c.params / 1e6, "train_gflops": c.train_gflops}
 
 
 def arch_family(arch: Arch) -> str:
@@ -131,6 +120,7 @@ class ResultStore:
         uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
         self.db = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
+        self._study: Study | None = None
         if not readonly:
             self.db.executescript(_TABLES)
         version = self.meta("schema_version")
@@ -144,8 +134,8 @@ class ResultStore:
         return cls(where / FILENAME if where.is_dir() else where, readonly=readonly)
 
     @classmethod
-    def create(cls, directory: str | os.PathLike, meta: Mapping[str, Any]) -> ResultStore:
-        """A new database in `directory` with Optuna's tables and the toolkit's, and the study's `meta`.
+    def create(cls, directory: str | os.PathLike, study: Study) -> ResultStore:
+        """A new database of `study` in `directory`, with Optuna's tables and the toolkit's.
 
         It is built aside and renamed into place, so that a reader never finds it half made.
         """
@@ -157,7 +147,8 @@ class ResultStore:
         connection.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; persists in the file
         connection.close()
         store = cls(building)
-        for key, value in {"schema_version": SCHEMA_VERSION, "created_at": time.time(), **meta}.items():
+        for key, value in {"schema_version": SCHEMA_VERSION, "created_at": time.time(),
+                           "study": study.resolved()}.items():
             store.set_meta(key, value)
         store.optuna_storage().engine.dispose()  # Optuna's tables from the start: optuna-dashboard opens it at once
         store.close()
@@ -166,6 +157,17 @@ class ResultStore:
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "readonly": self.readonly}
+
+    def study(self) -> Study:
+        """The study this database holds the results of, as it was run (read once per store)."""
+        if self._study is None:
+            from nas.study import Study
+
+            resolved = self.meta("study")
+            if resolved is None:
+                raise ConfigError("holds no study (not a search's results database)", source=str(self.path))
+            self._study = Study.from_dict(resolved, source=str(self.path))
+        return self._study
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["path"], state["readonly"])
@@ -197,14 +199,15 @@ class ResultStore:
 
     @property
     def objectives(self) -> dict[str, str]:
-        return self.meta("objectives", {})
+        return self.study().objectives
 
     # ---- writing (the search driver) ---------------------------------------------------------------------
-    def add_trial(self, trial_id: str, arch: Arch, text: TextTower, **fields: Any) -> None:
-        """Register a trial (idempotent: a trial already there keeps its row)."""
+    def add_trial(self, trial_id: str, arch: Arch, cost: Mapping[str, float], **fields: Any) -> None:
+        """Register a trial with its analytic cost (`Cost.metrics()`), idempotently: a trial already there keeps
+        its row."""
         values = {"trial_id": trial_id, "arch_id": arch.arch_id, "arch_name": arch.name(),
-                  "family": arch_family(arch), "arch": arch.to_json(), **cost_metrics(arch, text),
-                  "status": "pending", "created_at": time.time(), **fields}
+                  "family": arch_family(arch), "arch": arch.to_json(), **{k: cost[k] for k in COST_METRICS},
+                  "status": status.PENDING, "created_at": time.time(), **fields}
         names = ", ".join(values)
         self.db.execute(f"INSERT INTO nas_trials ({names}) VALUES ({', '.join('?' * len(values))}) "
                         "ON CONFLICT (trial_id) DO NOTHING", tuple(values.values()))
@@ -213,8 +216,8 @@ class ResultStore:
         unknown = set(fields) - set(TRIAL_FIELDS)
         if unknown:
             raise ValueError(f"not trial fields: {sorted(unknown)}")
-        if "status" in fields and fields["status"] not in STATUSES:
-            raise ValueError(f"status {fields['status']!r} is not one of {STATUSES}")
+        if "status" in fields and fields["status"] not in status.ALL:
+            raise ValueError(f"status {fields['status']!r} is not one of {status.ALL}")
         fields["updated_at"] = time.time()
         assignments = ", ".join(f"{name} = ?" for name in fields)
         self.db.execute(f"UPDATE nas_trials SET {assignments} WHERE trial_id = ?", (*fields.values(), trial_id))
@@ -222,25 +225,27 @@ class ResultStore:
     def start_attempt(self, trial_id: str) -> None:
         """A trial (re)starts on a worker: one more attempt, running again."""
         now = time.time()
-        self.db.execute("UPDATE nas_trials SET attempts = attempts + 1, status = 'running', ended_at = NULL, "
-                        "started_at = COALESCE(started_at, ?), updated_at = ? WHERE trial_id = ?", (now, now, trial_id))
+        self.db.execute("UPDATE nas_trials SET attempts = attempts + 1, status = ?, ended_at = NULL, "
+                        "started_at = COALESCE(started_at, ?), updated_at = ? WHERE trial_id = ?",
+                        (status.RUNNING, now, now, trial_id))
 
-    def record_rung(self, trial_id: str, metrics: Mapping[str, Any], *, budget: int, checkpoint: str | None = None,
+    def record_rung(self, trial_id: str, metrics: Mapping[str, Any], *, rung: int, checkpoint: str | None = None,
                     session: str | None = None, replace: bool = True) -> None:
-        """One rung's metrics (the trainer's flat dict). A rung reported again replaces the row, unless
-        `replace` is False (a replay of a known result): then the first measurement stands."""
+        """One rung's metrics (the trainer's flat dict, with the rung's `budget`). A rung reported again replaces
+        the row, unless `replace` is False (a replay of a known result): then the first measurement stands."""
         numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         on_conflict = ("DO UPDATE SET budget = excluded.budget, samples_seen = excluded.samples_seen, "
                        "metrics = excluded.metrics, checkpoint = excluded.checkpoint, host = excluded.host, "
                        "node = excluded.node, device = excluded.device, session = excluded.session, "
                        "reported_at = excluded.reported_at" if replace else "DO NOTHING")
         where = {k: metrics.get(k) for k in ("host", "node", "device")}
+        budget = int(metrics["budget"])
         self.db.execute(
             f"INSERT INTO nas_rungs VALUES ({', '.join('?' * 11)}) ON CONFLICT (trial_id, rung) {on_conflict}",
-            (trial_id, int(metrics["rung"]), int(budget), int(metrics["samples_seen"]), json.dumps(numeric),
+            (trial_id, rung, budget, int(metrics["samples_seen"]), json.dumps(numeric),
              checkpoint, *where.values(), session, time.time()))
-        self.update_trial(trial_id, rung=int(metrics["rung"]), budget=int(budget),
-                          samples_seen=int(metrics["samples_seen"]), wall_s=metrics.get("wall_s"), **where)
+        self.update_trial(trial_id, rung=rung, budget=budget, samples_seen=int(metrics["samples_seen"]),
+                          wall_s=metrics.get("wall_s"), **where)
 
     def set_checkpoint(self, trial_id: str, rung: int, checkpoint: str) -> None:
         """The trial's persisted checkpoint, at its rung; earlier rungs' are gone (one is kept per trial)."""
@@ -278,8 +283,8 @@ class ResultStore:
         that reached the largest budget, first such trial)."""
         best = self.db.execute(
             "SELECT t.trial_id, t.status FROM nas_trials t JOIN nas_rungs r USING (trial_id) WHERE t.arch_id = ? "
-            "AND t.schedule = ? GROUP BY t.trial_id ORDER BY MAX(r.budget) DESC, t.status = 'completed' DESC, "
-            "t.created_at LIMIT 1", (arch_id, schedule)).fetchone()
+            "AND t.schedule = ? GROUP BY t.trial_id ORDER BY MAX(r.budget) DESC, t.status = ? DESC, "
+            "t.created_at LIMIT 1", (arch_id, schedule, status.COMPLETED)).fetchone()
         if best is None:
             return None
         return Measured(best["trial_id"], best["status"], self.rungs(best["trial_id"]))
@@ -305,7 +310,7 @@ class ResultStore:
             if trial is None or (budget is not None and rung["budget"] != budget) or \
                     (family is not None and trial["family"] != family):
                 continue
-            metrics = {k: v for k, v in rung["metrics"].items() if k not in ("rung", "samples_seen")}
+            metrics = {k: v for k, v in rung["metrics"].items() if k not in ("budget", "samples_seen")}
             records.append({**trial, "rung": rung["rung"], "budget": rung["budget"],
                             "samples_seen": rung["samples_seen"], "host": rung["host"], "node": rung["node"],
                             "device": rung["device"], "checkpoint": rung["checkpoint"], **metrics})
@@ -420,7 +425,27 @@ def pareto_order(points: np.ndarray) -> np.ndarray:
     return np.lexsort((-crowding, ranks))
 
 
-# ---- progress ----------------------------------------------------------------------------------------------
+# ---- text reports ------------------------------------------------------------------------------------------
+
+
+def results_report(store: ResultStore, budget: int | None = None, top: int = 10) -> str:
+    """The leaderboard and the Pareto front at every budget (or one), as text."""
+    objectives = store.objectives
+    board = store.leaderboard(budget=budget).head(top)
+    if board.empty:
+        return "no results yet"
+    columns = ["number", "arch_name", "status", "budget", *objectives,
+               *[c for c in ("image_params_m", "zeroshot_top5", "loss") if c not in objectives], "wall_s"]
+    text = [f"leaderboard ({len(store.trials())} trials; furthest budget first, then {next(iter(objectives))}):",
+            format_table(headers(columns), rows(board.to_dict("records"), columns))]
+    fronts = store.pareto_front(budget=budget)
+    for front_budget, front in fronts.groupby("budget", sort=False):
+        title = ", ".join(f"{k} {v}" for k, v in objectives.items())
+        text += [f"\nPareto front at {front_budget:,} samples seen ({title}):",
+                 format_table(headers(["number", "arch_name", *objectives]),
+                              rows(front.to_dict("records"), ["number", "arch_name", *objectives]))]
+    return "\n".join(text)
+
 
 PROGRESS_COLUMNS = ("trial", "arch", "status", "rung", "samples_seen", "wall", "eta")
 
@@ -433,9 +458,9 @@ def progress(store: ResultStore, now: float | None = None) -> tuple[list[dict[st
     the finished ones, spread over the trials running at once. Unknown (None) until there is a rate to use.
     """
     now = time.time() if now is None else now
-    study = store.meta("study", {})
-    max_budget = study.get("budget", {}).get("max_samples")
-    objectives = store.objectives
+    study = store.study()
+    max_budget = study.budget.max_samples
+    objectives = study.objectives
     latest = {r["trial_id"]: r for r in store.rungs()}  # rows come by rung: the last one wins
     records, running_left, finished_wall = [], [], []
     trials = store.trials()
@@ -450,25 +475,26 @@ def progress(store: ResultStore, now: float | None = None) -> tuple[list[dict[st
         for name in objectives:
             record[name] = rung["metrics"].get(name, trial.get(name)) if rung else trial.get(name)
         end = trial["schedule"] or max_budget
-        if trial["status"] == "running" and rung and end and trial["samples_seen"]:
+        if trial["status"] == status.RUNNING and rung and end and trial["samples_seen"]:
             record["eta"] = trial["wall_s"] / trial["samples_seen"] * (end - trial["samples_seen"])
             running_left.append(record["eta"])
-        elif trial["status"] == "running":  # no rung yet
+        elif trial["status"] == status.RUNNING:  # no rung yet
             started = trial["started_at"]
             record["eta"] = max(0.0, rate * end - (now - started)) if rate and end and started else None
             running_left.append(record["eta"])
-        elif trial["status"] in FINAL_STATUSES and trial["wall_s"]:
+        elif trial["status"] in status.FINAL and trial["wall_s"]:
             finished_wall.append(trial["wall_s"])
         records.append(record)
-    records.sort(key=lambda r: (r["status"] != "running", -r["updated_at"]))
-    counts = {s: sum(r["status"] == s for r in records) for s in STATUSES}
-    finished = sum(counts[s] for s in FINAL_STATUSES)
-    total = study.get("trials", len(records))
-    ended = ", ".join(f"{counts[s]} {s.replace('_', ' ')}" for s in FINAL_STATUSES if counts[s])
-    summary = (f"{study.get('name', 'study')}: {finished}/{total} trials finished" + (f" ({ended})" if ended else "")
-               + f", {counts['running']} running" + (f", {counts['pending']} pending" if counts["pending"] else ""))
-    eta = _study_eta(running_left, finished_wall, max(0, total - finished - counts["running"]),
-                     max(1, counts["running"]))
+    records.sort(key=lambda r: (r["status"] != status.RUNNING, -r["updated_at"]))
+    counts = {s: sum(r["status"] == s for r in records) for s in status.ALL}
+    finished = sum(counts[s] for s in status.FINAL)
+    total = study.trials
+    ended = ", ".join(f"{counts[s]} {s.replace('_', ' ')}" for s in status.FINAL if counts[s])
+    summary = (f"{study.name}: {finished}/{total} trials finished" + (f" ({ended})" if ended else "")
+               + f", {counts[status.RUNNING]} running"
+               + (f", {counts[status.PENDING]} pending" if counts[status.PENDING] else ""))
+    eta = _study_eta(running_left, finished_wall, max(0, total - finished - counts[status.RUNNING]),
+                     max(1, counts[status.RUNNING]))
     if eta is not None:
         summary += f", ETA ~{format_duration(eta)}"
     return records, summary
@@ -477,13 +503,12 @@ def progress(store: ResultStore, now: float | None = None) -> tuple[list[dict[st
 def progress_report(store: ResultStore, limit: int = 20) -> str:
     """The live table of a search (`vitamin-nas status` prints the same from another shell)."""
     records, summary = progress(store)
-    budgets = store.meta("rungs", [])
+    rungs = len(store.study().budget.rungs)
     objectives = [name for name in store.objectives if name not in PROGRESS_COLUMNS]
     columns = [*PROGRESS_COLUMNS[:5], *objectives, *PROGRESS_COLUMNS[5:]]
-    for record in records:  # the study's rung that the budget reached is (a run of its own has one rung)
+    for record in records:
         if record["rung"] is not None:
-            rung = budgets.index(record["budget"]) if record["budget"] in budgets else record["rung"]
-            record["rung"] = f"{rung + 1}/{len(budgets)}"
+            record["rung"] = f"{record['rung'] + 1}/{rungs}"
     table = format_table(headers(columns), rows(records[:limit], columns))
     return f"\n[{time.strftime('%H:%M:%S')}] {summary}\n{table}"
 
@@ -518,7 +543,7 @@ def headers(columns: Sequence[str]) -> list[str]:
     return [f"{c} %" if c in PERCENT_METRICS else c for c in columns]
 
 
-PERCENT_METRICS = frozenset(TRAINED_METRICS) - {"loss"}
+PERCENT_METRICS = frozenset(EVALUATED)
 
 
 def _cell(column: str, value: Any) -> Any:

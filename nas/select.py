@@ -31,18 +31,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nas import status
 from nas.arch import Arch
 from nas.errors import ConfigError
+from nas.metrics import TRAINED, direction, to_error
 from nas.presets import TextTower
-from nas.results import TRAINED_METRICS, ResultStore
+from nas.results import ResultStore
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from nas.scaling import Fit
 
-#: Trials whose rungs are measurements (a failed, out-of-memory or diverged trial's are not a candidate's).
-USABLE = ("completed", "stopped_early", "running")
 #: The costs accuracy is traded against, and which way each is better.
 COST_AXES = {"image_gmacs": "min", "image_params_m": "min", "images_per_s": "max"}
 #: What one ranked candidate is: an arch (law in samples seen), or a family (law in compute, over its members).
@@ -54,35 +54,6 @@ TOWER_FILE = "tower.json"
 # ---- what a study measured ---------------------------------------------------------------------------------
 
 
-def direction(metric: str) -> str:
-    """Accuracies and recalls are maximised; the loss is minimised."""
-    return "min" if metric == "loss" else "max"
-
-
-def to_error(values: Any, metric: str) -> Any:
-    """What a scaling law describes: 1 - accuracy (it falls towards a floor), or the loss itself."""
-    return values if direction(metric) == "min" else 1.0 - values
-
-
-def study_meta(store: ResultStore) -> dict[str, Any]:
-    return store.meta("study", {}) or {}
-
-
-def study_labels(store: ResultStore) -> dict[str, str]:
-    """arch_id -> the label a study gave its candidate (`archs` as a mapping in the study file)."""
-    study = study_meta(store)
-    return {Arch.from_dict(arch).arch_id: label for arch, label in zip(study.get("archs", []), study.get("labels", []))}
-
-
-def study_groups(store: ResultStore) -> dict[str, list[str]]:
-    return dict(study_meta(store).get("groups", {}))
-
-
-def study_text(store: ResultStore) -> TextTower:
-    """The text tower every candidate of the study was trained with."""
-    return TextTower(**(study_meta(store).get("space", {}).get("text") or {}))
-
-
 def with_labels(frame: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
     """`frame` with a `label` column: the study's label of each arch_id, else the arch's name."""
     return frame.assign(label=[labels.get(a, name) for a, name in zip(frame.arch_id, frame.arch_name)])
@@ -92,7 +63,7 @@ def measurements(store: ResultStore, metric: str = "zeroshot_top1") -> pd.DataFr
     """One row per usable trial and rung (`ResultStore.frame`), with `label` (the study's, else the arch name),
     `compute` (image GMACs x samples seen: the searched tower's forward compute over training, in the units of
     `--target-gmacs` x `--target-samples`) and `error` (`to_error`)."""
-    frame = with_labels(store.frame(status=USABLE), study_labels(store))
+    frame = with_labels(store.frame(status=status.MEASURED), store.study().label_of)
     frame["compute"] = frame.image_gmacs.astype(float) * frame.samples_seen.astype(float)
     if metric not in frame:
         if not frame.empty:
@@ -104,7 +75,7 @@ def measurements(store: ResultStore, metric: str = "zeroshot_top1") -> pd.DataFr
 
 
 def _metrics(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if c in TRAINED_METRICS or c == "images_per_s"]
+    return [c for c in frame.columns if c in TRAINED or c == "images_per_s"]
 
 
 def fronts(store: ResultStore, metric: str = "zeroshot_top1", axes: dict[str, str] | None = None,
@@ -117,7 +88,7 @@ def fronts(store: ResultStore, metric: str = "zeroshot_top1", axes: dict[str, st
     parts = [store.pareto_front({metric: direction(metric), axis: way}, budget=budget).assign(axis=axis)
              for axis, way in (axes or COST_AXES).items() if axis in columns]
     front = pd.concat(parts, ignore_index=True) if parts else store.frame().iloc[0:0].assign(axis=None)
-    return with_labels(front, study_labels(store))
+    return with_labels(front, store.study().label_of)
 
 
 def family_laws(frame: pd.DataFrame, law: str = "power", level: float = 0.95) -> dict[str, Fit]:
@@ -291,14 +262,15 @@ def write_selection(store: ResultStore, ranking: list[Prediction], chosen: list[
     `nas.export.load_open_clip(dir)` (open_clip warns that it found no weights)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    text = study_text(store)
+    study = store.study()
+    text = study.text
     written = []
     for rank, prediction in enumerate(chosen, start=1):
         directory = out / f"{rank:02d}-{prediction.arch.arch_id}"
         write_model_config(prediction.arch, text, directory)
         written.append({**prediction.to_dict(), "dir": str(directory),
                         "load": f"nas.export.load_open_clip({str(directory)!r})"})
-    summary = {"study": study_meta(store).get("name"), "database": str(store.path), "target": target,
+    summary = {"study": study.name, "database": str(store.path), "target": target,
                "text": asdict(text), "chosen": written, "ranking": [p.to_dict() for p in ranking]}
     path = out / SELECTION_FILE
     path.write_text(json.dumps(summary, indent=2) + "\n")
@@ -317,6 +289,5 @@ def write_model_config(arch: Arch, text: TextTower, directory: Path) -> Path:
     return directory
 
 
-__all__ = ["BY", "COST_AXES", "USABLE", "Prediction", "at_target", "choose", "direction", "family_laws", "fronts",
-           "measurements", "study_groups", "study_labels", "study_text", "to_error", "with_labels",
-           "write_model_config", "write_selection"]
+__all__ = ["BY", "COST_AXES", "Prediction", "at_target", "choose", "family_laws", "fronts", "measurements",
+           "with_labels", "write_model_config", "write_selection"]

@@ -369,22 +369,22 @@ class SearchSpace:
     def cost(self, arch: Arch) -> Cost:
         return cost(arch, self.text)
 
-    def measures(self, arch: Arch) -> dict[str, float]:
-        """The constrained quantities of `arch`, by constraint name."""
-        c = self.cost(arch)
+    def measures(self, arch: Arch, cost: Cost | None = None) -> dict[str, float]:
+        """The constrained quantities of `arch` (from its `cost` when the caller has it), by constraint name."""
+        c = cost or self.cost(arch)
         values = {"image_gmacs": c.image_gmacs, "image_params_m": c.image_params / 1e6}
         if "train_memory_gib" in self.constraints:
             values["train_memory_gib"] = c.train_memory_bytes(self.constraints["train_memory_gib"].batch) / 2**30
         return values
 
-    def constraint_values(self, arch: Arch) -> list[float]:
+    def constraint_values(self, arch: Arch, cost: Cost | None = None) -> list[float]:
         """One value per constraint, <= 0 when satisfied (Optuna's `constraints_func` convention)."""
-        measured = self.measures(arch)
+        measured = self.measures(arch, cost)
         return [k.value(measured[name]) for name, k in self.constraints.items()]
 
-    def violations(self, arch: Arch) -> list[str]:
+    def violations(self, arch: Arch, cost: Cost | None = None) -> list[str]:
         """Human-readable constraint violations, e.g. `image_gmacs 91.20 > max 80`."""
-        measured, out = self.measures(arch), []
+        measured, out = self.measures(arch, cost), []
         for name, k in self.constraints.items():
             if k.low is not None and measured[name] < k.low:
                 out.append(f"{name} {measured[name]:.2f} < min {k.low}")

@@ -1,14 +1,14 @@
 """`Study`: what one search runs, read from a YAML file in `studies/` and checked before anything starts.
 
     name: quickstart
-    space: ../search_spaces/tiny.yaml        # the search space (its text tower and constraints apply)
+    space: ../search_spaces/tiny.yaml        # the search space (its text tower and constraints apply), or inline
     data:
       synthetic: {samples: 12000, size: 64}  # or urls: shards (dir, brace pattern, URL, pipe:)
       dir: ../data/quickstart                # where the synthetic data lives (written when absent)
       zeroshot: ...                          # eval sets (default for synthetic: dir/eval/...)
       retrieval: ...
       captions: "{color} {shape}"            # optional: caption each image from its metadata row (a template)
-      workers: auto                          # + any other nas.data.StreamConfig field: subset, shards, augment, ...
+      workers: auto                          # loader workers per trial + any nas.data.DataSource field
     text: {width: 64, layers: 2, heads: 2, context_length: 32}   # or a preset name; default: the space's
     train: {batch_size: 64, lr: 0.001, warmup: 20}               # nas.train.TrainConfig fields
     objectives: {zeroshot_top1: max, image_gmacs: min}           # one, or several (a Pareto search)
@@ -25,7 +25,10 @@
     failures: {max_retries: 2, oom_retries: 1}
 
 Relative paths are relative to the study file. Every error names the file and the field, and the CLI exits
-with code 2 on it. A `Study` is plain data (picklable): Ray ships it to every trial.
+with code 2 on it. A `Study` is plain, typed data (picklable): Ray ships it to every trial. What one training
+run of it needs is `study.run_config(schedule, accum_freq)`, derived from `study.train` in that one place.
+`study.resolved()` is the study in file form (space inlined, paths absolute): stored in the results database,
+it reads back with `Study.from_dict` (`nas.results.ResultStore.study()`).
 """
 
 from __future__ import annotations
@@ -40,10 +43,14 @@ from typing import Any
 import yaml
 
 from nas.arch import Arch
-from nas.errors import ConfigError
-from nas.presets import PRESETS, TextTower, preset_with_text
-from nas.results import COST_METRICS, TRAINED_METRICS
+from nas.cost import COST_METRICS
+from nas.data import Augment, DataSource, SynthConfig
+from nas.data.streaming import SETTINGS_FIELDS
+from nas.errors import ConfigError, reject_unknown
+from nas.metrics import EVALUATED, TRAINED
+from nas.presets import PRESETS, TextTower, load_arch, preset_with_text
 from nas.space import SearchSpace
+from nas.train import TrainConfig
 
 ALGORITHMS = ("tpe", "nsga2", "random", "grid", "fixed")
 DIRECTIONS = ("max", "min")
@@ -51,11 +58,18 @@ EARLY_STOPPING = ("asha", "none")
 SCHEDULES = ("shared", "per_budget")
 TOP_FIELDS = ("name", "description", "space", "data", "text", "train", "objectives", "algorithm", "sampler",
               "archs", "groups", "trials", "budget", "constraints", "resources", "seed", "failures")
-#: Stream fields the trainer sets per candidate (budget, batch, resolution, resume point): not for the study.
-TRAINER_STREAM_FIELDS = ("batch_size", "image_size", "samples", "context_length", "start_sample",
-                         "resume_positions", "pin_memory", "train", "seed")
-#: Train fields the budget sets.
-BUDGET_TRAIN_FIELDS = ("samples", "rungs")
+#: Train fields the study sets from elsewhere: the budget (samples, rungs) and data.workers.
+DERIVED_TRAIN_FIELDS = {"samples": "budget (max_samples and the rungs)", "rungs": "budget (max_samples and the rungs)",
+                        "workers": "data.workers"}
+
+
+def _require(ok: bool, name: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(message, field=name)
+
+
+def _is_int(value: Any, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
 @dataclass(frozen=True)
@@ -66,6 +80,7 @@ class Budget:
     every rung (what ASHA needs; the smaller budgets are then measured mid-schedule). `schedule: per_budget`
     trains every (candidate, budget) pair in a run of its own whose schedule ends at that budget, as data
     scaling laws are fitted (fixed and grid studies, without early stopping; trials = candidates x rungs).
+    A rung is the index of a budget in `rungs`, the same for every trial of the study.
     """
 
     min_samples: int
@@ -74,9 +89,30 @@ class Budget:
     early_stopping: str = "asha"
     schedule: str = "shared"
 
+    def __post_init__(self) -> None:
+        _require(_is_int(self.min_samples, 1) and _is_int(self.max_samples, 1)
+                 and self.min_samples <= self.max_samples, "",
+                 f"needs integers 0 < min_samples <= max_samples, got {self.min_samples} and {self.max_samples}")
+        _require(isinstance(self.reduction_factor, (int, float)) and not isinstance(self.reduction_factor, bool)
+                 and self.reduction_factor > 1, "reduction_factor", f"must be > 1, got {self.reduction_factor!r}")
+        _require(self.early_stopping in EARLY_STOPPING, "early_stopping",
+                 f"{self.early_stopping!r} is not one of {', '.join(EARLY_STOPPING)}")
+        _require(self.schedule in SCHEDULES, "schedule", f"{self.schedule!r} is not one of {', '.join(SCHEDULES)}")
+        _require(not self.per_budget or self.early_stopping == "none", "schedule",
+                 "per_budget trains each budget in a run of its own: set early_stopping: none")
+
     @property
     def per_budget(self) -> bool:
         return self.schedule == "per_budget"
+
+    @property
+    def rungs(self) -> tuple[int, ...]:
+        """The budgets at which every candidate is evaluated; ASHA decides at all but the last."""
+        rungs, k = [], 0
+        while (budget := int(round(self.min_samples * self.reduction_factor**k))) < self.max_samples:
+            rungs.append(budget)
+            k += 1
+        return (*rungs, self.max_samples)
 
     @property
     def schedules(self) -> tuple[int, ...]:
@@ -88,14 +124,9 @@ class Budget:
         or only its own end."""
         return (schedule,) if self.per_budget else self.rungs
 
-    @property
-    def rungs(self) -> tuple[int, ...]:
-        """The budgets at which every candidate is evaluated; ASHA decides at all but the last."""
-        rungs, k = [], 0
-        while (budget := int(round(self.min_samples * self.reduction_factor**k))) < self.max_samples:
-            rungs.append(budget)
-            k += 1
-        return (*rungs, self.max_samples)
+    def rung_of(self, budget: int) -> int:
+        """The rung a budget stands for."""
+        return self.rungs.index(budget)
 
 
 @dataclass(frozen=True)
@@ -113,10 +144,28 @@ class Resources:
     memory_gib: float | None = None
     concurrency: int | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("cpus", "gpus"):
+            value = getattr(self, name)
+            _require(isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0, name,
+                     f"must be a number >= 0, got {value!r}")
+        _require(self.cpus > 0 or self.gpus > 0, "cpus", "a trial needs some CPU or GPU")
+        _require(self.gpus <= 1 or self.gpus == int(self.gpus), "gpus", "above 1, GPUs per trial must be whole")
+        _require(self.memory_gib is None or (isinstance(self.memory_gib, (int, float)) and self.memory_gib > 0),
+                 "memory_gib", f"must be a positive number of GiB or null, got {self.memory_gib!r}")
+        _require(self.concurrency is None or _is_int(self.concurrency, 1), "concurrency",
+                 f"must be an integer >= 1, got {self.concurrency!r}")
+
     @property
     def threads(self) -> int:
         """Torch threads of one trial: its whole CPUs (at least one)."""
         return max(1, int(self.cpus))
+
+    @property
+    def loader_workers(self) -> int:
+        """Loader processes for the trial's CPU share: none below 3 CPUs (decoding in the training process costs
+        less than a worker's start and memory there), else one per CPU beyond the training thread's, up to 8."""
+        return 0 if self.cpus < 3 else min(8, int(self.cpus) - 1)
 
 
 @dataclass(frozen=True)
@@ -128,41 +177,34 @@ class FailurePolicy:
     max_retries: int = 2
     oom_retries: int = 1
 
+    def __post_init__(self) -> None:
+        for name in ("max_retries", "oom_retries"):
+            _require(_is_int(getattr(self, name)), name, f"must be an integer >= 0, got {getattr(self, name)!r}")
+
 
 @dataclass(frozen=True)
-class DataSpec:
-    """Training shards, their stream settings and the evaluation sets, with absolute local paths."""
+class StudyData:
+    """Which data a study trains on (`source`) and evaluates on (local paths), and where synthetic data lives."""
 
-    stream: dict[str, Any]
+    source: DataSource
     zeroshot: str | None = None
     retrieval: str | None = None
-    synthetic: dict[str, Any] | None = None
+    synthetic: SynthConfig | None = None
     dir: str | None = None
-    workers: int | None = None
-
-    def stream_config(self, seed: int, cpus: float) -> Any:
-        """A `nas.data.StreamConfig`; the trainer sets batch, resolution, budget and resume point."""
-        from nas.data import StreamConfig
-
-        workers = self.workers if self.workers is not None else auto_workers(cpus)
-        return StreamConfig(**{**self.stream, "workers": workers, "seed": seed})
-
-
-def auto_workers(cpus: float) -> int:
-    """Loader processes for a trial's CPU share: none below 3 CPUs (decoding in the training process costs
-    less than a worker's start and memory there), else one per CPU beyond the training thread's, up to 8."""
-    return 0 if cpus < 3 else min(8, int(cpus) - 1)
 
 
 @dataclass(frozen=True)
 class Study:
-    """A validated study file. See the module docstring for the fields."""
+    """A validated study file. See the module docstring for the fields.
+
+    `train` is the recipe as one run to the full budget trains it; `run_config` derives every other run.
+    """
 
     name: str
     source: str
     space: SearchSpace
-    data: DataSpec
-    train: dict[str, Any]
+    data: StudyData
+    train: TrainConfig
     objectives: dict[str, str]
     algorithm: str
     trials: int
@@ -181,37 +223,48 @@ class Study:
         return self.space.text
 
     @property
-    def trained_objectives(self) -> dict[str, str]:
-        """The objectives that training measures (ASHA decides on these; cost objectives are known ahead)."""
-        return {k: v for k, v in self.objectives.items() if k in TRAINED_METRICS}
-
-    @property
     def multi_objective(self) -> bool:
         return len(self.objectives) > 1
 
-    def train_config(self, accum_freq: int | None = None, schedule: int | None = None) -> Any:
-        """The trainer's config for one run: the recipe, its budget (`schedule`, one of `budget.schedules`;
-        default the largest) and the rungs before its end, an OOM retry's accumulation."""
-        from nas.train import TrainConfig
+    @property
+    def label_of(self) -> dict[str, str]:
+        """arch_id -> the label the study gave its candidate (`archs` as a mapping of label: arch)."""
+        return {arch.arch_id: label for arch, label in zip(self.archs, self.labels)}
 
+    def run_config(self, schedule: int | None = None, accum_freq: int | None = None) -> TrainConfig:
+        """The trainer's config for one run: the recipe, its budget (`schedule`, one of `budget.schedules`;
+        default the largest) with the rungs before its end, and an OOM retry's accumulation."""
         samples = schedule or self.budget.max_samples
-        values = {**self.train, "samples": samples, "rungs": self.budget.measured_at(samples)[:-1]}
-        if accum_freq is not None:
-            values["accum_freq"] = accum_freq
-        return TrainConfig(**values)
+        return dataclasses.replace(self.train, samples=samples, rungs=self.budget.measured_at(samples)[:-1],
+                                   accum_freq=accum_freq or self.train.accum_freq)
 
     def resolved(self) -> dict[str, Any]:
-        """What defines the study's results: the file's content with the space inlined and paths made absolute.
+        """The study in file form, with the space inlined and paths absolute: what defines its results.
 
-        Stored in the results database; `--resume` refuses a study whose resolved form has changed.
+        Stored in the results database; `--resume` refuses a study whose resolved form has changed, and
+        `Study.from_dict` reads it back.
         """
-        return {"name": self.name, "space": self.space.spec, "data": dataclasses.asdict(self.data),
-                "train": dict(self.train), "objectives": dict(self.objectives), "algorithm": self.algorithm,
-                "sampler": dict(self.sampler), "archs": [a.to_dict() for a in self.archs], "trials": self.trials,
-                "budget": dataclasses.asdict(self.budget), "resources": dataclasses.asdict(self.resources),
-                "seed": self.seed, "failures": dataclasses.asdict(self.failures),
-                **({"labels": list(self.labels), "groups": {k: list(v) for k, v in self.groups.items()}}
-                   if self.labels else {})}
+        source = {f.name: getattr(self.data.source, f.name) for f in dataclasses.fields(DataSource)
+                  if getattr(self.data.source, f.name) != f.default and f.name != "augment"}
+        if self.data.source.augment != Augment():
+            source["augment"] = dataclasses.asdict(self.data.source.augment)
+        if self.data.synthetic is not None:
+            source.pop("urls")
+        data = {**source, "zeroshot": self.data.zeroshot, "retrieval": self.data.retrieval,
+                "workers": self.train.workers}
+        if self.data.synthetic is not None:
+            data.update(synthetic=dataclasses.asdict(self.data.synthetic), dir=self.data.dir)
+        train = {k: v for k, v in self.train.to_dict().items() if k not in DERIVED_TRAIN_FIELDS}
+        archs = [a.to_dict() for a in self.archs]
+        return _plain({
+            "name": self.name, "description": self.description, "space": self.space.spec, "data": data,
+            "train": train, "objectives": self.objectives, "algorithm": self.algorithm,
+            **({"sampler": self.sampler} if self.sampler else {}),
+            **({"archs": dict(zip(self.labels, archs)) if self.labels else archs} if self.archs else {}),
+            **({"groups": self.groups} if self.groups else {}),
+            "trials": len(self.archs) if self.archs else self.trials,
+            "budget": dataclasses.asdict(self.budget), "resources": dataclasses.asdict(self.resources),
+            "seed": self.seed, "failures": dataclasses.asdict(self.failures)})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Study:
@@ -227,6 +280,15 @@ class Study:
     @classmethod
     def from_dict(cls, raw: Any, source: str = "<study>") -> Study:
         return _Reader(raw, source).study()
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, for YAML and JSON."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 class _Reader:
@@ -256,25 +318,22 @@ class _Reader:
         algorithm = self.choice(raw.get("algorithm", "tpe"), ALGORITHMS, "algorithm")
         space = self.space(raw)
         objectives = self.objectives(raw.get("objectives"))
-        data = self.data(raw.get("data"), objectives)
-        budget = self.budget(raw.get("budget"))
+        data, workers = self.data(raw.get("data"), objectives)
+        budget = self.section(raw, "budget", Budget)
+        resources = self.section(raw, "resources", Resources)
         seed = self.integer(raw.get("seed", 0), "seed")
         archs = self.archs(raw, algorithm, space, seed)
         if budget.per_budget and not archs:
             raise self.error("per_budget needs the candidates listed: algorithm fixed or grid", "budget.schedule")
         labels = tuple(raw["archs"])[:len(archs)] if isinstance(raw.get("archs"), dict) else ()
         runs = len(archs) * len(budget.schedules)
-        study = Study(
-            name=name, source=self.source, space=space, data=data, train=self.train(raw.get("train"), budget),
+        return Study(
+            name=name, source=self.source, space=space, data=data,
+            train=self.train(raw.get("train"), budget, resources.loader_workers if workers is None else workers),
             objectives=objectives, algorithm=algorithm, trials=runs if archs else self.trials(raw),
-            budget=budget, resources=self.section(raw, "resources", Resources),
-            failures=self.section(raw, "failures", FailurePolicy), seed=seed,
+            budget=budget, resources=resources, failures=self.section(raw, "failures", FailurePolicy), seed=seed,
             archs=archs, labels=labels, groups=self.groups(raw.get("groups"), labels),
-            sampler=self.sampler(raw.get("sampler"), algorithm),
-            description=str(raw.get("description", "")))
-        self.check_resources(study.resources)
-        self.check_failures(study.failures)
-        return study
+            sampler=self.sampler(raw.get("sampler"), algorithm), description=str(raw.get("description", "")))
 
     # ---- fields ------------------------------------------------------------------------------------------
     def path(self, value: Any, field_name: str) -> str:
@@ -285,8 +344,12 @@ class _Reader:
         return str((self.base / Path(value).expanduser()).resolve())
 
     def space(self, raw: dict[str, Any]) -> SearchSpace:
-        space = SearchSpace.load(self.path(raw["space"], "space"))
-        spec = dict(space.spec)
+        """The space file (or an inline mapping, as `resolved` writes it), with the study's text and constraints."""
+        if isinstance(raw["space"], dict):
+            spec, where = dict(raw["space"]), f"{self.source} (space)"
+        else:
+            space = SearchSpace.load(self.path(raw["space"], "space"))
+            spec, where = dict(space.spec), space.source
         if "text" in raw:
             spec["text"] = self.text(raw["text"])
         constraints = raw.get("constraints") or {}
@@ -295,7 +358,7 @@ class _Reader:
                              "constraints")
         spec["constraints"] = {**(spec.get("constraints") or {}), **constraints}
         try:
-            return SearchSpace(spec, source=space.source)
+            return SearchSpace(spec, source=where)
         except ConfigError as err:
             raise self.error(err.message, err.field) from None
 
@@ -313,19 +376,17 @@ class _Reader:
             raise self.error("a mapping of metric: max|min, e.g. {zeroshot_top1: max, image_gmacs: min}",
                              "objectives")
         for metric, direction in value.items():
-            if metric not in TRAINED_METRICS + COST_METRICS:
-                raise self.error(f"unknown metric; measured: {', '.join(TRAINED_METRICS)}; from the cost model: "
+            if metric not in TRAINED + COST_METRICS:
+                raise self.error(f"unknown metric; measured: {', '.join(TRAINED)}; from the cost model: "
                                  f"{', '.join(COST_METRICS)}", f"objectives.{metric}")
             self.choice(direction, DIRECTIONS, f"objectives.{metric}")
-        if not any(m in TRAINED_METRICS for m in value):
+        if not any(m in TRAINED for m in value):
             raise self.error("needs at least one measured metric (the cost model's are known without training)",
                              "objectives")
         return dict(value)
 
-    def data(self, value: Any, objectives: dict[str, str]) -> DataSpec:
-        from nas.data import StreamConfig
-        from nas.data.synth import SynthConfig
-
+    def data(self, value: Any, objectives: dict[str, str]) -> tuple[StudyData, int | None]:
+        """The data section, and its loader workers per trial (None: from the trial's CPUs)."""
         if not isinstance(value, dict):
             raise self.error("a mapping with urls (shards) or synthetic, and the eval sets", "data")
         value = dict(value)
@@ -349,66 +410,50 @@ class _Reader:
                 value["metadata"] = str(Path(directory) / "metadata")
             defaults = {"zeroshot": synthetic.zeroshot_per_class, "retrieval": synthetic.retrieval_samples}
             for kind, enabled in defaults.items():
-                if kind not in self.raw["data"] and enabled:
+                if evals[kind] is None and enabled:
                     evals[kind] = str(Path(directory) / "eval" / kind)
-            synthetic = dataclasses.asdict(synthetic)
         elif "urls" not in value:
             raise self.error("missing: the training shards (a directory, brace pattern, URL or pipe: command), "
                              "or synthetic", "data.urls")
-        for name in TRAINER_STREAM_FIELDS:
-            if name in value:
-                raise self.error("set per candidate by the trainer (from train, budget and the arch)", f"data.{name}")
+        for name in sorted(SETTINGS_FIELDS & set(value)):
+            raise self.error("set per candidate by the trainer (from train, budget and the arch)", f"data.{name}")
         if isinstance(value["urls"], str) and synthetic is None:
             value["urls"] = self.path(value["urls"], "data.urls")
         for name in ("subset", "metadata"):
             if value.get(name):
                 value[name] = self.path(value[name], f"data.{name}")
         try:
-            StreamConfig.from_dict({**value, "workers": 0})
+            source = DataSource.from_dict(value)
         except ConfigError as err:
             raise self.error(err.message, f"data.{err.field}" if err.field else "data") from None
         evals = {k: self.path(v, f"data.{k}") if v is not None else None for k, v in evals.items()}
         for metric in objectives:
-            kind = "zeroshot" if metric.startswith("zeroshot") else "retrieval" if "_R@" in metric else None
+            kind = "zeroshot" if metric.startswith("zeroshot") else "retrieval" if metric in EVALUATED else None
             if kind and evals[kind] is None:
                 raise self.error(f"objective {metric} needs an evaluation set", f"data.{kind}")
         if workers != "auto":
             workers = self.integer(workers, "data.workers")
-        return DataSpec(stream=value, zeroshot=evals["zeroshot"], retrieval=evals["retrieval"],
-                        synthetic=synthetic, dir=directory, workers=None if workers == "auto" else workers)
+        return (StudyData(source=source, zeroshot=evals["zeroshot"], retrieval=evals["retrieval"],
+                          synthetic=synthetic, dir=directory), None if workers == "auto" else workers)
 
-    def budget(self, value: Any) -> Budget:
-        budget = self.section({"budget": value}, "budget", Budget)
-        if not (isinstance(budget.min_samples, int) and isinstance(budget.max_samples, int)
-                and 0 < budget.min_samples <= budget.max_samples):
-            raise self.error(f"needs integers 0 < min_samples <= max_samples, got {budget.min_samples} and "
-                             f"{budget.max_samples}", "budget")
-        if not isinstance(budget.reduction_factor, (int, float)) or budget.reduction_factor <= 1:
-            raise self.error(f"must be > 1, got {budget.reduction_factor!r}", "budget.reduction_factor")
-        self.choice(budget.early_stopping, EARLY_STOPPING, "budget.early_stopping")
-        self.choice(budget.schedule, SCHEDULES, "budget.schedule")
-        if budget.per_budget and budget.early_stopping != "none":
-            raise self.error("per_budget trains each budget in a run of its own: set early_stopping: none",
-                             "budget.schedule")
-        return budget
-
-    def train(self, value: Any, budget: Budget) -> dict[str, Any]:
-        from nas.train import TrainConfig
-
+    def train(self, value: Any, budget: Budget, workers: int) -> TrainConfig:
+        """The recipe at the full budget, checked for every run the study makes."""
         value = {} if value is None else value
         if not isinstance(value, dict):
             raise self.error("a mapping of nas.train.TrainConfig fields", "train")
-        for name in BUDGET_TRAIN_FIELDS:
+        for name, where in DERIVED_TRAIN_FIELDS.items():
             if name in value:
-                raise self.error("set by budget (max_samples and the rungs)", f"train.{name}")
+                raise self.error(f"set by {where}", f"train.{name}")
         try:
-            for samples in budget.schedules:  # valid for every run
-                TrainConfig.from_dict({**value, "samples": samples, "rungs": budget.measured_at(samples)[:-1]})
+            reject_unknown(value, (f.name for f in dataclasses.fields(TrainConfig)))
+            for samples in budget.schedules:  # valid for every run (the warmup fits the smallest)
+                config = TrainConfig(**value, samples=samples, rungs=budget.measured_at(samples)[:-1],
+                                     workers=workers)
         except ConfigError as err:
             raise self.error(err.message, f"train.{err.field}" if err.field else "train") from None
         except TypeError as err:
             raise self.error(str(err), "train") from None
-        return dict(value)
+        return config
 
     def archs(self, raw: dict[str, Any], algorithm: str, space: SearchSpace, seed: int) -> tuple[Arch, ...]:
         """The candidates of a `fixed` or `grid` study, in the order they are measured (none otherwise)."""
@@ -428,8 +473,6 @@ class _Reader:
         return tuple(self.fixed(value, space)[: self.integer(raw.get("trials", len(value or [])), "trials", low=1)])
 
     def fixed(self, value: Any, space: SearchSpace) -> list[Arch]:
-        from nas.arch_cli import load_arch
-
         if not isinstance(value, (list, dict)) or not value or \
                 (isinstance(value, dict) and not all(isinstance(k, str) and k for k in value)):
             raise self.error("algorithm fixed needs a list of presets, arch JSON files or arch mappings, or a "
@@ -488,6 +531,7 @@ class _Reader:
 
     # ---- helpers -----------------------------------------------------------------------------------------
     def section(self, raw: dict[str, Any], key: str, kind: type, prefix: str = "") -> Any:
+        """A mapping read into a self-validating dataclass; its errors name `prefix + key + .field`."""
         value = raw.get(key) or {}
         where = f"{prefix}{key}"
         if not isinstance(value, dict):
@@ -509,26 +553,6 @@ class _Reader:
         return value
 
     def integer(self, value: Any, field_name: str, low: int = 0) -> int:
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        if not _is_int(value, low):
             raise self.error(f"must be an integer >= {low}, got {value!r}", field_name)
         return value
-
-    def check_resources(self, resources: Resources) -> None:
-        for name in ("cpus", "gpus"):
-            value = getattr(resources, name)
-            if not isinstance(value, (int, float)) or value < 0:
-                raise self.error(f"must be a number >= 0, got {value!r}", f"resources.{name}")
-        if resources.cpus <= 0 and resources.gpus <= 0:
-            raise self.error("a trial needs some CPU or GPU", "resources.cpus")
-        if resources.gpus > 1 and resources.gpus != int(resources.gpus):
-            raise self.error("above 1, GPUs per trial must be whole", "resources.gpus")
-        if resources.memory_gib is not None and (not isinstance(resources.memory_gib, (int, float))
-                                                 or resources.memory_gib <= 0):
-            raise self.error(f"must be a positive number of GiB or null, got {resources.memory_gib!r}",
-                             "resources.memory_gib")
-        if resources.concurrency is not None:
-            self.integer(resources.concurrency, "resources.concurrency", low=1)
-
-    def check_failures(self, failures: FailurePolicy) -> None:
-        self.integer(failures.max_retries, "failures.max_retries")
-        self.integer(failures.oom_retries, "failures.oom_retries")

@@ -1,6 +1,6 @@
 """Proxy CLIP training of one candidate for a budget of samples seen: one trial of a search.
 
-    result = train(arch, text, StreamConfig("shards/"), TrainConfig(samples=2_000_000, batch_size=1024),
+    result = train(arch, text, DataSource("shards/"), TrainConfig(samples=2_000_000, batch_size=1024),
                    zeroshot=zeroshot_set("eval/zeroshot", 64), out="runs/a1b2c3", on_rung=report)
 
 The recipe is the OpenCLIP one the ViTamin paper trains with (its section 4): AdamW with betas (0.9, 0.98),
@@ -12,14 +12,16 @@ bf16 autocast on CUDA, fp32 on CPU.
 
 What a search needs from a trial, beyond the loop:
 
-- Rungs: at chosen samples-seen thresholds (and at the end of the budget) the model is evaluated, a
-  checkpoint is written and `on_rung(metrics)` is called; it returns True to stop the trial there.
-  Metrics are one flat dict (`RUNG_METRICS` names the keys) so that Ray Tune and Optuna take it as is.
-- Kill and resume: checkpoints hold the model, optimizer, scheduler, every rank's RNG states and the data
-  position, and are written atomically; `train` resumes from `out/checkpoint.pt` when it exists, and
-  ends where the uninterrupted run ends.
-- Failures are results: a non-finite loss ends the run with status `diverged`; out-of-memory raises
-  `OOMError`, which carries the batch size so that a search can record `oom` and never retry it as is.
+- Rungs: at chosen samples-seen thresholds, the budgets (and at the end of the budget), the model is
+  evaluated, a checkpoint is written and `on_rung(metrics)` is called with the rung's budget among the
+  metrics; it returns True to stop the run there. Metrics are one flat dict (`RUNG_METRICS` names the keys)
+  so that Ray Tune and Optuna take it as is.
+- Kill and resume: a run's `RunState` (where it stands) is exactly what its checkpoint stores beside the
+  model, optimizer, scheduler and every rank's RNG states; checkpoints are written atomically; `train`
+  resumes from `out/checkpoint.pt` when it exists, and ends where the uninterrupted run ends.
+  `run_progress(out)` reads how far a run got without loading its tensors.
+- Failures are results: a non-finite loss ends the run with status `diverged` (`nas.status`); out-of-memory
+  raises `OOMError`, which carries the batch size so that a search can record `oom` and never retry it as is.
 - Several GPUs: run under `torchrun`; the process group is set up from its environment.
 """
 
@@ -42,14 +44,12 @@ import torch
 from open_clip.loss import ClipLoss, SigLipLoss
 from torch import nn
 
+from nas import status
 from nas.arch import Arch
 from nas.cost import cost
 from nas.errors import ConfigError, reject_unknown
 from nas.models import build_clip
 from nas.presets import TextTower
-
-STATUSES = ("completed", "diverged", "stopped")
-"""How a run ends: the budget was trained; the loss went non-finite; `on_rung` asked to stop."""
 
 LOSSES = ("clip", "siglip")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -59,8 +59,8 @@ METRICS = "metrics.jsonl"
 CHECKPOINT_FORMAT = 1
 
 RUNG_METRICS = {
-    "rung": "index of the rung (0-based); the last is the end of the budget",
-    "samples_seen": "training samples seen by all ranks together",
+    "budget": "the samples-seen threshold the rung stands for (one of the config's rungs, or its samples)",
+    "samples_seen": "training samples seen by all ranks together (the budget, or up to one batch more)",
     "step": "optimizer steps taken",
     "loss": "mean training loss since the previous rung",
     "lr": "learning rate of the last step",
@@ -78,11 +78,12 @@ RUNG_METRICS = {
     "checkpoint": "path of the checkpoint written at this rung",
 }
 
-#: What a resumed run must share with its checkpoint: what decides the trajectory. Rungs, checkpointing, logging,
-#: evaluation, compilation and gradient checkpointing may change between a run and its resumption; so may
-#: `accum_freq` (accumulation is exact), which lets a run that ran out of memory go on with smaller micro-batches.
+#: What a resumed run must share with its checkpoint: what decides the trajectory (loader workers decide the data
+#: order). Rungs, checkpointing, logging, evaluation, compilation and gradient checkpointing may change between a
+#: run and its resumption; so may `accum_freq` (accumulation is exact), which lets a run that ran out of memory go
+#: on with smaller micro-batches.
 TRAJECTORY_FIELDS = ("samples", "batch_size", "lr", "betas", "eps", "weight_decay", "warmup", "loss", "drop_path",
-                     "precision", "grad_clip_norm", "lock_text", "lock_text_unlocked_layers", "seed")
+                     "precision", "grad_clip_norm", "lock_text", "lock_text_unlocked_layers", "seed", "workers")
 
 #: Dense bf16 peak TFLOP/s by device-name fragment, most specific first (vendor datasheets).
 PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("GH200", 989.4), ("B200", 2250.0),
@@ -98,6 +99,7 @@ class TrainConfig:
     as open_clip_train does with `--accum-freq` (features of the whole batch are the negatives).
     `warmup` is in optimizer steps. `rungs` are samples-seen thresholds; the end of the budget is always
     one. `checkpoint_every` is in samples; None writes ten checkpoints over the run, 0 only at rungs.
+    `workers` are data loader processes per rank (with a `nas.data.DataSource`).
     """
 
     samples: int
@@ -122,6 +124,7 @@ class TrainConfig:
     log_every: int = 10
     eval_batch_size: int = 256
     eval_workers: int = 0
+    workers: int = 2
     seed: int = 0
     peak_tflops: float | None = None
 
@@ -130,7 +133,7 @@ class TrainConfig:
         object.__setattr__(self, "rungs", tuple(sorted(set(self.rungs))))
         for name in ("samples", "batch_size", "accum_freq", "log_every", "eval_batch_size"):
             _require_int(self, name, low=1)
-        for name in ("warmup", "lock_text_unlocked_layers", "eval_workers", "seed"):
+        for name in ("warmup", "lock_text_unlocked_layers", "eval_workers", "workers", "seed"):
             _require_int(self, name, low=0)
         _choice(self.loss, LOSSES, "loss")
         _choice(self.precision, PRECISIONS, "precision")
@@ -200,7 +203,8 @@ class OOMError(RuntimeError):
 
 @dataclass
 class TrainResult:
-    """What one run measured. `rungs` holds the metrics of every rung reached, in order."""
+    """What one run measured. `rungs` holds the metrics of every rung reached, in order; `status` is
+    `completed`, `stopped_early` (`on_rung` asked to stop) or `diverged` (`nas.status`)."""
 
     status: str
     samples_seen: int
@@ -419,21 +423,22 @@ DataFactory = Callable[[int], Iterable[Any]]
 
 def _data_factory(data: Any, arch: Arch, text: TextTower, config: TrainConfig, runtime: Runtime,
                   stats: dict[str, Any]) -> DataFactory:
-    """Wrap a `nas.data.StreamConfig` so that the trainer owns what must agree with the model and budget."""
-    from nas.data import StreamConfig, stream
+    """Connect a `nas.data.DataSource` to this run: the trainer supplies what must agree with the model, the
+    budget and the ranks (`StreamSettings`); `stats["stream"]` follows the stream's skip counts."""
+    from nas.data import DataSource, StreamSettings, stream
 
-    if not isinstance(data, StreamConfig):
+    if not isinstance(data, DataSource):
         if not callable(data):
-            raise ConfigError("data must be a nas.data.StreamConfig or a callable(start_sample) -> batches",
+            raise ConfigError("data must be a nas.data.DataSource or a callable(start_sample) -> batches",
                               field="data")
         return data
     micro = config.batch_size // (runtime.world_size * config.accum_freq)
 
     def factory(start_sample: int) -> Iterable[Any]:
-        stream_config = replace(data, samples=config.samples, batch_size=micro, image_size=arch.image_size,
-                                context_length=text.context_length, start_sample=start_sample,
-                                pin_memory=runtime.device.type == "cuda")
-        loader, stream_stats = stream(stream_config, rank=runtime.rank, world_size=runtime.world_size)
+        settings = StreamSettings(batch_size=micro, image_size=arch.image_size, samples=config.samples,
+                                  start_sample=start_sample, seed=config.seed, workers=config.workers,
+                                  context_length=text.context_length, pin_memory=runtime.device.type == "cuda")
+        loader, stream_stats = stream(data, settings, rank=runtime.rank, world_size=runtime.world_size)
         stats["stream"] = stream_stats
         return loader
 
@@ -477,13 +482,40 @@ class Trainer:
         self.loss = make_loss(config, runtime)
         self.step = 0
         self.compile = {"requested": config.compile, "compiled": False, "error": None, "compile_s": 0.0}
+        self.compiled_from: int | None = None
 
     def enable_compile(self) -> None:
+        """Compile the forward pass; the first step after this compiles (see `compiling`)."""
         self.forward = torch.compile(self.module, backend=self.config.compile_backend)
         self.compile["compiled"] = True
+        self.compiled_from = self.step
+
+    @property
+    def compiling(self) -> bool:
+        """Whether the next step is the one that compiles (its time is compilation, not training)."""
+        return self.compile["compiled"] and self.step == self.compiled_from
 
     def train_step(self, micro: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """One optimizer step over `micro` (one or `accum_freq` micro-batches); returns the loss, on device."""
+        """One optimizer step over `micro` (one or `accum_freq` micro-batches); returns the loss, on device.
+
+        A compiled step that fails (the first, or a recompilation) reruns eagerly and the run records why.
+        Compilation fails inside the forward pass, before the optimizer steps, so the rerun starts from the
+        same weights; the RNG is rewound so that it also draws the same drop-path masks.
+        """
+        if not self.compile["compiled"]:
+            return self._step(micro)
+        state, step = rng_state(), self.step
+        try:
+            return self._step(micro)
+        except Exception as err:
+            if is_oom(err):
+                raise
+            self.compile.update(compiled=False, error=f"{type(err).__name__}: {err}"[:2000])
+            self.forward, self.step = self.module, step
+            set_rng_state(state)
+            return self._step(micro)
+
+    def _step(self, micro: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         micro = [(i.to(self.runtime.device, non_blocking=True), t.to(self.runtime.device, non_blocking=True))
@@ -645,7 +677,68 @@ def is_oom(err: BaseException) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The run.
+# The run: its state (what the checkpoint holds), its log, and the loop.
+
+
+@dataclass
+class RunState:
+    """Where a run stands: with the trainer's state (model, optimizer, scheduler, step) and every rank's RNG,
+    exactly what its checkpoint stores and reloads.
+
+    `rungs` holds the metrics of every rung reached; `wall_s` the wall time of earlier sessions; `meter` the
+    interval since the last rung (`Meter.state`); `compile_s` the time spent compiling; `skipped` the samples
+    the stream skipped, by reason.
+    """
+
+    samples_seen: int = 0
+    rungs: list[dict[str, Any]] = field(default_factory=list)
+    wall_s: float = 0.0
+    meter: dict[str, float] = field(default_factory=dict)
+    compile_s: float = 0.0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Mapping[str, Any]) -> RunState:
+        return cls(**{f.name: checkpoint[f.name] for f in fields(cls)})
+
+
+def run_progress(out: str | os.PathLike) -> tuple[RunState, TrainConfig] | None:
+    """How far the run in `out` got and the config it ran with, read from its checkpoint without loading its
+    tensors (memory-mapped); None when it has written none."""
+    path = Path(out) / CHECKPOINT
+    if not path.exists():
+        return None
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return RunState.from_checkpoint(checkpoint), TrainConfig.from_dict(checkpoint["config"])
+
+
+class MetricsLog:
+    """A run's `metrics.jsonl` (one JSON object per line: `train` every `log_every` steps, `rung`, `diverged`)
+    and its `config.json`; written by the main rank only, nothing without a run directory."""
+
+    def __init__(self, out: Path | None, runtime: Runtime):
+        self.path = out / METRICS if out is not None and runtime.is_main else None
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(_jsonable(record)) + "\n")
+
+    def truncate(self, samples_seen: int) -> None:
+        """Keep the lines up to a resumed checkpoint: the rest will be written again by this run."""
+        if self.path is None or not self.path.exists():
+            return
+        records = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        kept = [r for r in records if 0 < r["samples_seen"] <= samples_seen and r["event"] != "diverged"]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+    def write_config(self, resolved: dict[str, Any]) -> None:
+        """The resolved config next to the checkpoints (litgpt's habit): what produced them."""
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            (self.path.parent / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
 
 
 def train(arch: Arch, text: TextTower, data: Any, config: TrainConfig, *, out: str | os.PathLike | None = None,
@@ -653,17 +746,17 @@ def train(arch: Arch, text: TextTower, data: Any, config: TrainConfig, *, out: s
           progress: bool = False, device: str | None = None) -> TrainResult:
     """Train `build_clip(arch, text)` on `data` for `config.samples` samples seen; evaluate at every rung.
 
-    `data` is a `nas.data.StreamConfig` (the trainer sets its budget, batch size, image size, context
-    length and resume position) or a callable `(start_sample) -> iterable of (images, texts) batches`.
-    `zeroshot` / `retrieval` are `nas.data` eval sets. With `out`, checkpoints and `metrics.jsonl` go
-    there and a run found there is resumed. Returns when the budget is spent, the loss diverges or
+    `data` is a `nas.data.DataSource` (the trainer reads it with its budget, micro-batch, resolution, context
+    length, seed, workers and resume position) or a callable `(start_sample) -> iterable of (images, texts)
+    batches`. `zeroshot` / `retrieval` are `nas.data` eval sets. With `out`, checkpoints and `metrics.jsonl`
+    go there and a run found there is resumed. Returns when the budget is spent, the loss diverges or
     `on_rung` returns True; raises `OOMError` on out-of-memory.
     """
-    return Run(arch, text, data, config, out, zeroshot, retrieval, on_rung, progress, device).execute()
+    return TrainingLoop(arch, text, data, config, out, zeroshot, retrieval, on_rung, progress, device).execute()
 
 
-class Run:
-    """The state of one `train` call; its methods are the loop's parts."""
+class TrainingLoop:
+    """One `train` call: the trainer, the run's state, its log; its methods are the loop's parts."""
 
     def __init__(self, arch: Arch, text: TextTower, data: Any, config: TrainConfig, out: str | os.PathLike | None,
                  zeroshot: Any, retrieval: Any, on_rung: Callable | None, progress: bool, device: str | None):
@@ -675,20 +768,17 @@ class Run:
                  f"{config.accum_freq} micro-batches")
         self.out = Path(out) if out is not None else None
         self.zeroshot, self.retrieval, self.on_rung, self.progress = zeroshot, retrieval, on_rung, progress
-        self.data_stats: dict[str, Any] = {}
-        self.factory = _data_factory(data, arch, text, config, self.runtime, self.data_stats)
+        self.stream_stats: dict[str, Any] = {}
+        self.factory = _data_factory(data, arch, text, config, self.runtime, self.stream_stats)
         _seed_everything(config.seed)
         self.trainer = Trainer(build_model(arch, text, config), config, self.runtime)
         _seed_everything(config.seed + self.runtime.rank)
         self.meter = Meter(cost(arch, text).train_gflops)
-        self.samples_seen = 0
-        self.wall_offset = 0.0
-        self.rungs: list[dict[str, Any]] = []
+        self.log = MetricsLog(self.out, self.runtime)
+        self.state = RunState()
         self.resumed_from: int | None = None
-        self.first_step = 0
         self.last_window = (0, 0.0)
-        self.previous_skips: dict[str, int] = {}
-        self.status = "completed"
+        self.status = status.COMPLETED
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -699,7 +789,7 @@ class Run:
         self._resume()
         if self.config.compile:
             self.trainer.enable_compile()
-        self._write_config()
+        self.log.write_config(self._resolved())
         bar = self._progress_bar()
         try:
             self._loop(bar)
@@ -707,36 +797,38 @@ class Run:
             if bar is not None:
                 bar.close()
         self.runtime.barrier()
-        return TrainResult(self.status, self.samples_seen, self.trainer.step, self.rungs, self._wall(),
+        self.trainer.compile["compile_s"] += self.state.compile_s
+        return TrainResult(self.status, self.state.samples_seen, self.trainer.step, self.state.rungs, self._wall(),
                            str(self.checkpoint_path) if self.checkpoint_path else None, dict(self.trainer.compile),
-                           self._data_summary(), self.resumed_from)
+                           {"skipped": self._skipped()}, self.resumed_from)
 
     def _wall(self) -> float:
-        return self.wall_offset + time.perf_counter() - self.start
+        return self.state.wall_s + time.perf_counter() - self.start
 
     def _loop(self, bar: Any) -> None:
         config, runtime = self.config, self.runtime
-        per_rank_left = (config.samples - self.samples_seen) // runtime.world_size
-        batches = _micro_batches(self.factory(self.samples_seen), per_rank_left)
-        rungs = [r for r in (*config.rungs, config.samples) if r > self.samples_seen]
+        per_rank_left = (config.samples - self.state.samples_seen) // runtime.world_size
+        batches = _micro_batches(self.factory(self.state.samples_seen), per_rank_left)
+        budgets = [r for r in (*config.rungs, config.samples) if r > self.state.samples_seen]
         next_checkpoint = self._next_multiple(config.checkpoint_interval)
         self.meter.start()
-        while self.samples_seen < config.samples:
+        while self.state.samples_seen < config.samples:
             begin = time.perf_counter()
             micro = [b for _, b in zip(range(config.accum_freq), batches, strict=False)]
             if not micro:
-                raise RuntimeError(f"the data ran out after {self.samples_seen} of {config.samples} samples")
+                raise RuntimeError(f"the data ran out after {self.state.samples_seen} of {config.samples} samples")
             loss = self._timed_step(micro, begin)
             if bar is not None:
                 bar.update(sum(len(i) for i, _ in micro) * runtime.world_size)
             if self.trainer.step % config.log_every == 0 and not self._log(loss, bar):
                 return
-            if self.samples_seen >= rungs[0]:
-                if not self._finite() or self._rung(len(self.rungs)):
+            if self.state.samples_seen >= budgets[0]:
+                reached = max(b for b in budgets if b <= self.state.samples_seen)
+                if not self._finite() or self._rung(reached):
                     return
-                rungs = [r for r in rungs if r > self.samples_seen]
+                budgets = [b for b in budgets if b > self.state.samples_seen]
                 next_checkpoint = self._next_multiple(config.checkpoint_interval)
-            elif next_checkpoint is not None and self.samples_seen >= next_checkpoint:
+            elif next_checkpoint is not None and self.state.samples_seen >= next_checkpoint:
                 if not self._finite():
                     return
                 begin = time.perf_counter()
@@ -747,14 +839,14 @@ class Run:
     def _next_multiple(self, interval: int) -> int | None:
         if not interval or self.out is None:
             return None
-        return (self.samples_seen // interval + 1) * interval
+        return (self.state.samples_seen // interval + 1) * interval
 
     def _timed_step(self, micro: list[tuple[torch.Tensor, torch.Tensor]], fetched_from: float) -> torch.Tensor:
-        """One step; the first compiled step is compilation, counted in `compile_s` and not in throughput."""
-        compiling = self.trainer.compile["compiled"] and self.trainer.step == self.first_step
+        """One step; the step that compiles is counted in `compile_s`, not in throughput."""
+        compiling = self.trainer.compiling
         begin = time.perf_counter()
         try:
-            loss = self._step_with_fallback(micro)
+            loss = self.trainer.train_step(micro)
         except Exception as err:
             if not is_oom(err):
                 raise
@@ -762,34 +854,13 @@ class Run:
         if self.runtime.device.type == "cuda" and (compiling or self.trainer.step % self.config.log_every == 0):
             torch.cuda.synchronize(self.runtime.device)
         samples = sum(len(i) for i, _ in micro) * self.runtime.world_size
-        self.samples_seen += samples
+        self.state.samples_seen += samples
         if compiling:
             self.trainer.compile["compile_s"] += time.perf_counter() - begin
             self.meter.add_untimed(loss, time.perf_counter() - fetched_from)
         else:
             self.meter.add(samples, loss, begin - fetched_from)
         return loss
-
-    def _step_with_fallback(self, micro: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """A compiled step that fails (the first, or a recompilation) reruns eagerly; the run records why.
-
-        Compilation fails inside the forward pass, before the optimizer steps, so the rerun starts from the
-        same weights; the RNG is rewound so that it also draws the same drop-path masks.
-        """
-        if not self.trainer.compile["compiled"]:
-            return self.trainer.train_step(micro)
-        state = rng_state()
-        step = self.trainer.step
-        try:
-            return self.trainer.train_step(micro)
-        except Exception as err:
-            if is_oom(err):
-                raise
-            self.trainer.compile.update(compiled=False, error=f"{type(err).__name__}: {err}"[:2000])
-            self.trainer.forward = self.trainer.module
-            self.trainer.step = step
-            set_rng_state(state)
-            return self.trainer.train_step(micro)
 
     def _finite(self) -> bool:
         """Whether the loss has stayed finite; otherwise the run ends here as `diverged` (on every rank)."""
@@ -798,9 +869,9 @@ class Run:
         if self.runtime.distributed:
             torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
         if bad.item():
-            self.status = "diverged"
-            self._emit({"event": "diverged", "samples_seen": self.samples_seen, "step": self.trainer.step,
-                        "wall_s": self._wall()})
+            self.status = status.DIVERGED
+            self.log.write({"event": "diverged", "samples_seen": self.state.samples_seen, "step": self.trainer.step,
+                            "wall_s": self._wall()})
             return False
         return True
 
@@ -810,12 +881,13 @@ class Run:
             return False
         value = mean_over_ranks(loss, self.runtime)
         lr = self.trainer.optimizer.param_groups[0]["lr"]
-        record = {"event": "train", "samples_seen": self.samples_seen, "step": self.trainer.step, "loss": value,
-                  "lr": lr, "logit_scale": self.trainer.model.logit_scale.exp().item(), "wall_s": self._wall()}
+        record = {"event": "train", "samples_seen": self.state.samples_seen, "step": self.trainer.step,
+                  "loss": value, "lr": lr, "logit_scale": self.trainer.model.logit_scale.exp().item(),
+                  "wall_s": self._wall()}
         rate = self._window_rate()
         if rate is not None:
             record["images_per_s"] = rate
-        self._emit(record)
+        self.log.write(record)
         if bar is not None:
             bar.set_postfix({"loss": f"{value:.3f}", "img/s": f"{rate:.0f}" if rate else "-", "lr": f"{lr:.2e}"},
                             refresh=False)
@@ -830,12 +902,12 @@ class Run:
             return None
         return (samples - prev_samples) / (seconds - prev_seconds)
 
-    def _rung(self, index: int) -> bool:
-        """Evaluate, checkpoint and report; True when `on_rung` asks to stop."""
+    def _rung(self, budget: int) -> bool:
+        """Evaluate, checkpoint and report the rung at `budget`; True when `on_rung` asks to stop."""
         from nas.evaluate import evaluate
 
-        metrics: dict[str, Any] = {"rung": index, "samples_seen": self.samples_seen, "step": self.trainer.step,
-                                   "lr": self.trainer.optimizer.param_groups[0]["lr"],
+        metrics: dict[str, Any] = {"budget": budget, "samples_seen": self.state.samples_seen,
+                                   "step": self.trainer.step, "lr": self.trainer.optimizer.param_groups[0]["lr"],
                                    "logit_scale": self.trainer.model.logit_scale.exp().item()}
         metrics.update(self.meter.summary(self.runtime, self.config.peak_tflops))
         begin = time.perf_counter()
@@ -855,15 +927,14 @@ class Run:
         metrics["wall_s"] = self._wall()
         self.meter.reset()
         self.last_window = (0, 0.0)
-        self.rungs.append(metrics)
+        self.state.rungs.append(metrics)
         if self.checkpoint_path is not None:
             metrics["checkpoint"] = str(self.checkpoint_path)
         self._save()
-        self._emit({"event": "rung", **metrics})
+        self.log.write({"event": "rung", **metrics})
         stop = bool(self.on_rung(dict(metrics))) if self.on_rung is not None and self.runtime.is_main else False
-        stop = self._agree(stop)
-        if stop and self.samples_seen < self.config.samples:
-            self.status = "stopped"
+        if self._agree(stop) and self.state.samples_seen < self.config.samples:
+            self.status = status.STOPPED_EARLY
             return True
         return False
 
@@ -877,97 +948,72 @@ class Run:
 
     # -- persistence ---------------------------------------------------------------------------------------
 
+    def _identity(self) -> dict[str, Any]:
+        """What the run is (a checkpoint of another run must not be resumed as this one)."""
+        return {"format": CHECKPOINT_FORMAT, "arch": self.arch.to_json(), "text": asdict(self.text),
+                "config": _jsonable(self.config.to_dict()), "world_size": self.runtime.world_size}
+
     def _save(self) -> None:
         if self.checkpoint_path is None:
             return
         rng = _gather_objects(rng_state(), self.runtime)
         if self.runtime.is_main:
-            state = {"format": CHECKPOINT_FORMAT, "arch": self.arch.to_json(), "text": asdict(self.text),
-                     "config": _jsonable(self.config.to_dict()), "world_size": self.runtime.world_size,
-                     **self.trainer.state_dict(), "samples_seen": self.samples_seen, "rng": rng,
-                     "rungs": [_jsonable(r) for r in self.rungs], "wall_s": self._wall(),
-                     "meter": self.meter.state(),
-                     "compile": dict(self.trainer.compile), "data": self._data_summary()}
-            save_checkpoint(state, self.checkpoint_path)
+            state = replace(self.state, wall_s=self._wall(), meter=self.meter.state(), skipped=self._skipped(),
+                            compile_s=self.state.compile_s + self.trainer.compile["compile_s"])
+            save_checkpoint({**self._identity(), **_jsonable(asdict(state)), **self.trainer.state_dict(), "rng": rng},
+                            self.checkpoint_path)
         self.runtime.barrier()
 
     def _resume(self) -> None:
         path = self.checkpoint_path
         if path is None or not path.exists():
-            self._truncate_metrics(0)
+            self.log.truncate(0)
             return
-        state = load_checkpoint(path)
-        self._check_compatible(state, path)
-        self.trainer.load_state_dict(state)
-        self.samples_seen = state["samples_seen"]
-        self.wall_offset = state["wall_s"]
-        self.rungs = list(state["rungs"])
-        self.meter.load(state["meter"])
-        self.trainer.compile["compile_s"] = state["compile"]["compile_s"]
-        self.previous_skips = state["data"].get("skipped", {})
-        set_rng_state(state["rng"][self.runtime.rank])
-        self.resumed_from = self.samples_seen
-        self.first_step = self.trainer.step
-        self._truncate_metrics(self.samples_seen)
+        checkpoint = load_checkpoint(path)
+        self._check_compatible(checkpoint, path)
+        self.trainer.load_state_dict(checkpoint)
+        self.state = RunState.from_checkpoint(checkpoint)
+        self.meter.load(self.state.meter)
+        set_rng_state(checkpoint["rng"][self.runtime.rank])
+        self.resumed_from = self.state.samples_seen
+        self.log.truncate(self.state.samples_seen)
 
-    def _check_compatible(self, state: Mapping[str, Any], path: Path) -> None:
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ConfigError(f"checkpoint format {state.get('format')!r}, expected {CHECKPOINT_FORMAT}",
+    def _check_compatible(self, checkpoint: Mapping[str, Any], path: Path) -> None:
+        if checkpoint.get("format") != CHECKPOINT_FORMAT:
+            raise ConfigError(f"checkpoint format {checkpoint.get('format')!r}, expected {CHECKPOINT_FORMAT}",
                               source=str(path))
-        if state["arch"] != self.arch.to_json() or state["text"] != asdict(self.text):
+        ours = self._identity()
+        if checkpoint["arch"] != ours["arch"] or checkpoint["text"] != ours["text"]:
             raise ConfigError("holds a different arch or text tower than this run; use another --out",
                               source=str(path))
-        ours = _jsonable(self.config.to_dict())
-        changed = sorted(f for f in TRAJECTORY_FIELDS if state["config"][f] != ours[f])
-        if state["world_size"] != self.runtime.world_size:
-            changed.append(f"world_size ({state['world_size']} -> {self.runtime.world_size})")
+        changed = sorted(f for f in TRAJECTORY_FIELDS if checkpoint["config"].get(f) != ours["config"][f])
+        if checkpoint["world_size"] != self.runtime.world_size:
+            changed.append(f"world_size ({checkpoint['world_size']} -> {self.runtime.world_size})")
         if changed:
             raise ConfigError(f"was written with another {', '.join(changed)}; resuming would not continue that "
                               "run (use another --out)", source=str(path))
 
-    def _truncate_metrics(self, samples_seen: int) -> None:
-        """Keep the metrics lines up to the checkpoint: the rest will be written again by this run."""
-        if self.out is None or not self.runtime.is_main:
-            return
-        path = self.out / METRICS
-        if not path.exists():
-            return
-        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        kept = [r for r in records if 0 < r["samples_seen"] <= samples_seen and r["event"] != "diverged"]
-        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    def _resolved(self) -> dict[str, Any]:
+        return {"arch": json.loads(self.arch.to_json()), "arch_name": self.arch.name(),
+                "arch_id": self.arch.arch_id, "text": asdict(self.text),
+                "train": _jsonable(self.config.to_dict()), "world_size": self.runtime.world_size,
+                "device": str(self.runtime.device), "bf16": self.runtime.bf16}
 
-    def _emit(self, record: dict[str, Any]) -> None:
-        if self.out is None or not self.runtime.is_main:
-            return
-        self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.out / METRICS, "a") as f:
-            f.write(json.dumps(_jsonable(record)) + "\n")
-
-    def _write_config(self) -> None:
-        """The resolved config next to the checkpoints (litgpt's habit): what produced them."""
-        if self.out is None or not self.runtime.is_main:
-            return
-        self.out.mkdir(parents=True, exist_ok=True)
-        resolved = {"arch": json.loads(self.arch.to_json()), "arch_name": self.arch.name(),
-                    "arch_id": self.arch.arch_id, "text": asdict(self.text),
-                    "train": _jsonable(self.config.to_dict()), "world_size": self.runtime.world_size,
-                    "device": str(self.runtime.device), "bf16": self.runtime.bf16}
-        (self.out / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
-
-    def _data_summary(self) -> dict[str, Any]:
-        stream_stats = self.data_stats.get("stream")
-        skipped = dict(self.previous_skips)
+    def _skipped(self) -> dict[str, int]:
+        """Skips by reason over the whole run: earlier sessions' and this one's stream."""
+        skipped = dict(self.state.skipped)
+        stream_stats = self.stream_stats.get("stream")
         if stream_stats is not None:
             for reason, count in stream_stats.skipped.items():
                 skipped[reason] = skipped.get(reason, 0) + count
-        return {"skipped": skipped}
+        return skipped
 
     def _progress_bar(self) -> Any:
         if not self.progress or not self.runtime.is_main:
             return None
         from tqdm import tqdm
 
-        return tqdm(total=self.config.samples, initial=self.samples_seen, unit="img", unit_scale=True,
+        return tqdm(total=self.config.samples, initial=self.state.samples_seen, unit="img", unit_scale=True,
                     dynamic_ncols=True, desc=self.arch.name())
 
 

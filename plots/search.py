@@ -1,4 +1,7 @@
-"""Figures of a search: the measured candidates and their Pareto front at every budget, and the search history."""
+"""Figures of a search: the measured candidates and their Pareto front at every budget, and the search history.
+
+    search_figures(ResultStore.open("runs/qs", readonly=True), "runs/qs/figures")   # both, as PNG and SVG
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from nas.results import minimization, pareto_mask
+from nas.cost import COST_METRICS
+from nas.data.evalsets import class_count
+from nas.results import ResultStore, minimization, pareto_mask
 from plots.style import OKABE_ITO, new_figure, save
 
 _BUDGET_STYLES = [(OKABE_ITO["sky_blue"], "o"), (OKABE_ITO["orange"], "s"), (OKABE_ITO["green"], "^"),
@@ -74,3 +79,20 @@ def search_history(frame: pd.DataFrame, objective: str, direction: str = "max",
     if path is not None:
         save(fig, path)
     return fig
+
+
+def search_figures(store: ResultStore, directory: str | Path) -> list[Path]:
+    """The per-budget Pareto fronts and the search history of a study, as PNG and SVG; the PNG paths."""
+    frame = store.frame()
+    if frame.empty:
+        return []
+    directory = Path(directory)
+    objectives = store.objectives
+    y = next(k for k in objectives if k not in COST_METRICS)
+    x = next((k for k in objectives if k != y), "image_gmacs")
+    zeroshot = store.study().data.zeroshot
+    classes = class_count(zeroshot) if y == "zeroshot_top1" and zeroshot else None
+    written = [directory / "pareto_fronts", directory / "search_history"]
+    pareto_fronts(frame, x, y, objectives, path=written[0], chance=1 / classes if classes else None)
+    search_history(frame, y, objectives[y], path=written[1])
+    return [p.with_suffix(".png") for p in written]

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from nas.cost import cost
 from nas.results import ResultStore
 from nas.study import Study
 
@@ -58,28 +59,27 @@ def error(label: str, samples: float) -> float:
 def write_design_results(directory: Path) -> ResultStore:
     """The database of the design-choice study, measured as the module docstring says."""
     study = design_study()
-    store = ResultStore.create(directory, {"study": study.resolved(), "objectives": study.objectives,
-                                           "rungs": list(BUDGETS)})
+    store = ResultStore.create(directory, study)
     rng = np.random.default_rng(0)
     clock = START
     for number, (label, arch) in enumerate(zip(study.labels, study.archs)):
         _, _, rungs, last = LAWS[label]
         trial_id = f"t{number:02d}"
-        store.add_trial(trial_id, arch, study.text, number=number, created_at=START)
+        store.add_trial(trial_id, arch, cost(arch, study.text).metrics(), number=number, created_at=START)
         store.update_trial(trial_id, started_at=clock)
         store.start_attempt(trial_id)
         speed = 4e5 / (1e3 * store.trial(trial_id)["image_gmacs"] + 10)
         for rung, budget in enumerate(BUDGETS[:rungs]):
             err = error(label, budget) * (1 + WOBBLE * rng.standard_normal())
             err *= last if rung == len(BUDGETS) - 1 else 1.0
-            store.record_rung(trial_id, {"rung": rung, "samples_seen": budget, "zeroshot_top1": 1 - err,
+            store.record_rung(trial_id, {"budget": budget, "samples_seen": budget, "zeroshot_top1": 1 - err,
                                          "zeroshot_top5": 1 - err / 2, "loss": 1 + 3 * err, "images_per_s": speed,
                                          "wall_s": budget / speed + 5, "host": "node-a", "device": "cpu"},
-                              budget=budget, session="s1")
+                              rung=rung, session="s1")
         status = "completed" if rungs == len(BUDGETS) else "stopped_early"
         store.update_trial(trial_id, status=status, ended_at=clock + BUDGETS[rungs - 1] / speed)
         clock += 60
     oom = Study.load(REPO / "studies" / "model_scaling.yaml").archs[-1]
-    store.add_trial("t99", oom, study.text, number=99, created_at=START)
+    store.add_trial("t99", oom, cost(oom, study.text).metrics(), number=99, created_at=START)
     store.update_trial("t99", status="oom", error="CUDA out of memory")
     return store

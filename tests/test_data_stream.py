@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import itertools
 import threading
 from collections import Counter
 
@@ -13,7 +12,7 @@ import pytest
 import torch
 from data_helpers import uid, write_shards
 
-from nas.data import Augment, BatchPlan, StreamConfig, UidSet, stream
+from nas.data import Augment, BatchPlan, DataSource, StreamSettings, UidSet, stream
 from nas.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(120)
@@ -112,20 +111,9 @@ def test_resume_continues_with_the_batches_an_uninterrupted_run_draws(shards):
     assert stats.samples_seen == 28
 
 
-def test_resume_from_recorded_positions_skips_without_decoding(shards):
-    directory, _ = shards
-    loader, stats = stream(str(directory), samples=48, seed=1, **SMALL)
-    full = [batch.uids for batch in loader]
-    interrupted, stats = stream(str(directory), samples=48, seed=1, **SMALL)
-    list(itertools.islice(interrupted, 5))  # stop after 5 batches, as a crash would
-    positions = stats.resume_positions()
-    assert len(positions) == 2 and sum(positions) == 20  # nothing was broken, so 20 samples were consumed
-    resumed, _ = stream(str(directory), samples=48, seed=1, start_sample=20, resume_positions=positions, **SMALL)
-    assert [batch.uids for batch in resumed] == full[5:]
-    finished, _ = stream(str(directory), samples=48, seed=1, start_sample=48, **SMALL)
+def test_a_stream_resumed_at_its_end_draws_nothing(shards):
+    finished, _ = stream(str(shards[0]), samples=48, seed=1, start_sample=48, **SMALL)
     assert len(finished) == 0 and list(finished) == []
-    with pytest.raises(ConfigError, match="one position per worker"):
-        stream(str(directory), samples=48, start_sample=20, resume_positions=(3,), **SMALL)
 
 
 def test_resume_must_start_at_a_batch_boundary(shards):
@@ -183,7 +171,7 @@ def test_captions_from_the_metadata_replace_the_shards_own(shards, tmp_path):
     with pytest.raises(ConfigError, match="template over metadata columns"):
         stream(str(directory), captions="no fields", metadata=str(tmp_path / "metadata"), **SMALL)
     with pytest.raises(ConfigError) as alone:
-        StreamConfig(str(directory), captions="{color}")
+        DataSource(str(directory), captions="{color}")
     assert alone.value.field == "metadata"
 
 
@@ -234,15 +222,21 @@ def test_a_budget_that_can_never_be_met_stops_with_an_error(shards, tmp_path):
         list(loader)
 
 
-def test_config_from_a_study_file_names_bad_fields():
-    config = StreamConfig.from_dict({"urls": ["a.tar", "b.tar"], "augment": "vitamin_long", "batch_size": 8})
-    assert config.urls == ("a.tar", "b.tar") and config.augment.grayscale_prob == 0.2
+def test_a_source_from_a_study_file_names_bad_fields():
+    source = DataSource.from_dict({"urls": ["a.tar", "b.tar"], "augment": "vitamin_long", "shards": 2})
+    assert source.urls == ("a.tar", "b.tar") and source.augment.grayscale_prob == 0.2
     with pytest.raises(ConfigError, match="unknown field"):
-        StreamConfig.from_dict({"urls": "a.tar", "batchsize": 8}, source="study.yaml")
-    with pytest.raises(ConfigError, match="batch_size"):
-        StreamConfig.from_dict({"urls": "a.tar", "batch_size": 0}, source="study.yaml")
+        DataSource.from_dict({"urls": "a.tar", "shard": 8}, source="study.yaml")
+    with pytest.raises(ConfigError, match="unknown field.*batch_size"):  # the run decides, not the data
+        DataSource.from_dict({"urls": "a.tar", "batch_size": 8}, source="study.yaml")
+    with pytest.raises(ConfigError, match="shuffle_buffer"):
+        DataSource.from_dict({"urls": "a.tar", "shuffle_buffer": 0}, source="study.yaml")
     with pytest.raises(ConfigError, match="augment.scale"):
-        StreamConfig.from_dict({"urls": "a.tar", "augment": {"scale": [0.5, 2.0]}})
+        DataSource.from_dict({"urls": "a.tar", "augment": {"scale": [0.5, 2.0]}})
+    with pytest.raises(ConfigError, match="batch_size"):
+        StreamSettings(batch_size=0)
+    with pytest.raises(ConfigError, match="unknown field.*batchsize"):
+        stream("a.tar", batchsize=8)
 
 
 def test_batch_plan_splits_a_budget_evenly_over_ranks():

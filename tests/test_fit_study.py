@@ -67,18 +67,19 @@ def test_fit_dir_joint_law_recovers_a_known_law_over_sizes_and_budgets(tmp_path,
     with error = E + A / N^alpha + B / D^beta exactly (N: image params in M, D: samples seen)."""
     from study_helpers import REPO
 
+    from nas.cost import cost
     from nas.study import Study
 
     study = Study.load(REPO / "studies" / "model_scaling.yaml")
     law = {"E": 0.2, "A": 0.1, "alpha": 0.5, "B": 5.0, "beta": 0.3}
-    store = ResultStore.create(tmp_path, {"study": study.resolved(), "objectives": study.objectives,
-                                          "rungs": list(study.budget.rungs)})
+    store = ResultStore.create(tmp_path, study)
     for number, (arch, budget) in enumerate((a, b) for b in study.budget.schedules for a in study.archs):
         trial_id = f"t{number:02d}"
-        store.add_trial(trial_id, arch, study.text, number=number, schedule=budget)
+        store.add_trial(trial_id, arch, cost(arch, study.text).metrics(), number=number, schedule=budget)
         n = store.trial(trial_id)["image_params_m"]
         error = law["E"] + law["A"] / n ** law["alpha"] + law["B"] / budget ** law["beta"]
-        store.record_rung(trial_id, {"rung": 0, "samples_seen": budget, "zeroshot_top1": 1 - error}, budget=budget)
+        store.record_rung(trial_id, {"budget": budget, "samples_seen": budget, "zeroshot_top1": 1 - error},
+                          rung=study.budget.rung_of(budget))
         store.update_trial(trial_id, status="completed")
     store.close()
     assert cli.main(["fit", str(tmp_path), "--law", "joint", "--n", "image_params_m", "--d", "samples_seen",

@@ -63,7 +63,7 @@ def test_verdicts_on_the_design_study(paper, store):
 
 
 def test_report_sets_the_study_beside_the_paper(paper, store):
-    text = report(store, paper, ["figures/group_family.png", "figures/scaling.png"])
+    text = report(store, paper, {"group:family": "figures/group_family.png", "scaling": "figures/scaling.png"})
     assert text.startswith("# Study report: vitamin_design_choices")
     assert "| hybrids beat the plain ViT | reproduced (4/4 budgets" in text
     assert "| GeGLU at depth 14 beats MLP at depth 12 (matched) | partly (2/4 budgets" in text
@@ -82,8 +82,9 @@ def test_report_says_when_each_budget_was_a_run_of_its_own(paper, design_results
 
     shutil.copy(design_results / "study.db", tmp_path / "study.db")
     store = ResultStore.open(tmp_path)
-    study = store.meta("study")
-    store.set_meta("study", {**study, "budget": {**study["budget"], "schedule": "per_budget"}})
+    study = store.meta("study")  # the same study with each budget in a run of its own
+    store.set_meta("study", {**study, "budget": {**study["budget"], "schedule": "per_budget"},
+                             "train": {**study["train"], "warmup": 2}})  # 1k-sample runs need a short warmup
     text = report(store, paper)
     assert "each budget is a run of its own" in text and "mid-schedule" not in text
 

@@ -3,7 +3,9 @@ Pareto fronts, leaderboard, exports, read-only readers, progress."""
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -11,12 +13,12 @@ import pandas as pd
 import pytest
 
 from nas.arch import Arch, Stage, Transformer
+from nas.cost import cost
 from nas.errors import ConfigError
 from nas.presets import TextTower, preset
 from nas.results import (
     ResultStore,
     arch_family,
-    cost_metrics,
     crowding_distance,
     nondominated_ranks,
     pareto_mask,
@@ -24,7 +26,9 @@ from nas.results import (
     progress,
     progress_report,
 )
+from nas.study import Study
 
+REPO = Path(__file__).resolve().parents[1]
 TEXT = TextTower(width=64, layers=2, heads=2, context_length=32)
 OBJECTIVES = {"zeroshot_top1": "max", "image_gmacs": "min"}
 BUDGETS = (100, 300, 900)
@@ -37,14 +41,23 @@ def tower(width: int, depth: int = 2, block: str = "mbconv") -> Arch:
 
 @pytest.fixture
 def store(tmp_path) -> ResultStore:
-    return ResultStore.create(tmp_path, {"objectives": OBJECTIVES, "rungs": list(BUDGETS),
-                                         "study": {"name": "demo", "trials": 4, "budget": {"max_samples": 900}}})
+    """The database of a 4-trial study of the tiny space with rungs at 100, 300 and 900 samples."""
+    study = Study.from_dict({"name": "demo", "space": str(REPO / "search_spaces" / "tiny.yaml"),
+                             "data": {"urls": str(tmp_path / "shards"), "zeroshot": str(tmp_path / "zeroshot")},
+                             "text": dataclasses.asdict(TEXT), "objectives": OBJECTIVES, "trials": 4,
+                             "train": {"batch_size": 32, "warmup": 1},
+                             "budget": {"min_samples": 100, "max_samples": 900, "reduction_factor": 3}})
+    return ResultStore.create(tmp_path, study)
+
+
+def add(store: ResultStore, trial_id: str, arch: Arch, **fields) -> None:
+    store.add_trial(trial_id, arch, cost(arch, TEXT).metrics(), **fields)
 
 
 def report(store: ResultStore, trial_id: str, rung: int, accuracy: float, **extra) -> None:
-    store.record_rung(trial_id, {"rung": rung, "samples_seen": BUDGETS[rung] + 4, "zeroshot_top1": accuracy,
-                                 "loss": 4.0 - accuracy, "wall_s": 10.0 * (rung + 1), "host": "node-a",
-                                 "device": "cpu", **extra}, budget=BUDGETS[rung], session="s1")
+    store.record_rung(trial_id, {"budget": BUDGETS[rung], "samples_seen": BUDGETS[rung] + 4,
+                                 "zeroshot_top1": accuracy, "loss": 4.0 - accuracy, "wall_s": 10.0 * (rung + 1),
+                                 "host": "node-a", "device": "cpu", **extra}, rung=rung, session="s1")
 
 
 def fill(store: ResultStore) -> dict[str, Arch]:
@@ -52,7 +65,7 @@ def fill(store: ResultStore) -> dict[str, Arch]:
     the best low-budget accuracy of all (which must never enter the full-budget front)."""
     archs = {"big": tower(96, 4), "small": tower(64), "mid": tower(64, 3), "odd": tower(80, 2, "convnext")}
     for number, (name, arch) in enumerate(archs.items()):
-        store.add_trial(name, arch, TEXT, number=number, schedule=BUDGETS[-1])
+        add(store, name, arch, number=number, schedule=BUDGETS[-1])
         store.start_attempt(name)
     for rung, accuracy in enumerate((0.05, 0.10, 0.20)):
         report(store, "big", rung, accuracy)
@@ -82,7 +95,7 @@ def test_optuna_and_toolkit_tables_share_one_file(store):
 def test_rows_are_keyed_so_that_reporting_again_adds_nothing(store):
     archs = fill(store)
     before = len(store.rungs())
-    store.add_trial("big", archs["big"], TEXT, number=99)  # a resumed search registers the trial again
+    add(store, "big", archs["big"], number=99)  # a resumed search registers the trial again
     report(store, "big", 2, 0.21)  # and reports its last rung again
     assert len(store.rungs()) == before
     assert len(store.trials()) == 4
@@ -99,7 +112,7 @@ def test_trial_rows_hold_arch_cost_and_attempts(store):
     assert Arch.from_json(row["arch"]) == archs["big"]
     assert row["arch_id"] == archs["big"].arch_id and row["arch_name"] == archs["big"].name()
     assert row["family"] == "C-C-T/geglu"
-    assert row["image_gmacs"] == pytest.approx(cost_metrics(archs["big"], TEXT)["image_gmacs"])
+    assert row["image_gmacs"] == pytest.approx(cost(archs["big"], TEXT).image_gmacs)
     assert row["attempts"] == 2 and row["status"] == "running"
     assert row["rung"] == 2 and row["budget"] == 900 and row["samples_seen"] == 904 and row["host"] == "node-a"
 
@@ -136,7 +149,7 @@ def test_frame_filters_by_budget_and_family(store):
 
 def test_measured_returns_the_furthest_trial_of_an_arch_and_schedule(store):
     archs = fill(store)
-    store.add_trial("again", archs["big"], TEXT, number=5, schedule=BUDGETS[-1])
+    add(store, "again", archs["big"], number=5, schedule=BUDGETS[-1])
     report(store, "again", 0, 0.3)
     measured = store.measured(archs["big"].arch_id, BUDGETS[-1])
     assert measured.trial_id == "big" and measured.status == "completed" and measured.budget == 900
@@ -168,7 +181,7 @@ def test_a_reader_sees_the_writer_live_and_cannot_write(store):
 
 def test_progress_lists_running_first_with_etas(store):
     fill(store)
-    store.add_trial("run", tower(72), TEXT, number=4)
+    add(store, "run", tower(72), number=4)
     store.start_attempt("run")
     report(store, "run", 0, 0.04)
     records, summary = progress(store)
@@ -179,14 +192,14 @@ def test_progress_lists_running_first_with_etas(store):
 
 def test_progress_of_a_run_of_its_own_to_a_smaller_budget(store):
     """schedule: per_budget: a run to 300 samples has one rung (0), at the study's second budget."""
-    store.add_trial("short", tower(72), TEXT, number=0, schedule=300)
+    add(store, "short", tower(72), number=0, schedule=300)
     store.start_attempt("short")
-    store.record_rung("short", {"rung": 0, "samples_seen": 150, "zeroshot_top1": 0.02, "wall_s": 15.0}, budget=300)
+    store.record_rung("short", {"budget": 300, "samples_seen": 150, "zeroshot_top1": 0.02, "wall_s": 15.0}, rung=1)
     records, _ = progress(store)
     assert records[0]["eta"] == pytest.approx(15.0 / 150 * (300 - 150))  # to the end of its own schedule
     row = next(line for line in progress_report(store).splitlines() if line.lstrip().startswith("0 "))
     assert " 2/3 " in row
-    store.add_trial("next", tower(80), TEXT, number=1, schedule=900)
+    add(store, "next", tower(80), number=1, schedule=900)
     store.start_attempt("next")  # no rung yet: the study's wall time per sample so far, less its time running
     started = store.trial("next")["started_at"]
     records, _ = progress(store, now=started + 20)

@@ -15,18 +15,21 @@ from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import optuna
 import pytest
 import ray
 import torch
 from optuna.trial import TrialState
-from ray.tune.schedulers.async_hyperband import _Bracket
+from ray.tune.schedulers import AsyncHyperBandScheduler
 from search_helpers import synthetic_data, tower, wait_for, write_study
 
+from nas.cost import cost
 from nas.errors import ConfigError
 from nas.results import ResultStore
-from nas.search import ParetoASHA, StudySearcher, _ParetoBracket, final_status, prepare_data, run
+from nas.search import prepare_data
+from nas.search import search as run
+from nas.search.schedulers import ParetoASHA
+from nas.search.searcher import Candidate, StudySearcher, final_status
 from nas.study import Study
 
 
@@ -54,49 +57,72 @@ def skip_reason(trial: optuna.trial.FrozenTrial) -> str:
     return trial.user_attrs.get("skipped", "trained").split(":")[0]
 
 
-@pytest.mark.slow
-def test_search_end_to_end_asha_stops_trials_at_rungs(local_ray, data, tmp_path):
-    space = Study.load(write_study(tmp_path, data)).space
+@pytest.fixture(scope="module")
+def asha_search(local_ray, data, tmp_path_factory) -> tuple[Study, ResultStore, float]:
+    """One real TPE + ASHA search, run once for the tests that read it: six of the space's eight archs are
+    feasible, and the study asks for eight trials (the search ends when the space holds nothing new)."""
+    directory = tmp_path_factory.mktemp("asha")
+    space = Study.load(write_study(directory, data)).space
     gmacs = sorted(space.measures(a)["image_gmacs"] for a in space.enumerate())
-    limit = (gmacs[5] + gmacs[6]) / 2  # six of the eight archs are feasible: trials=8 cannot all be new
-    study = Study.load(write_study(tmp_path, data, algorithm="tpe", sampler={"n_startup_trials": 3}, trials=8,
+    limit = (gmacs[5] + gmacs[6]) / 2
+    study = Study.load(write_study(directory, data, algorithm="tpe", sampler={"n_startup_trials": 3}, trials=8,
                                    constraints={"image_gmacs": {"max": limit}}))
-    store = run(study, tmp_path / "out")
+    return study, run(study, directory / "out"), limit
+
+
+@pytest.mark.slow
+def test_a_search_trains_each_feasible_arch_once_and_asha_stops_some(asha_search):
+    study, store, limit = asha_search
     trials = store.trials()
-    budgets = list(study.budget.rungs)
-    assert budgets == [64, 128, 256]
-    # each feasible arch trained once, then the search ends: the space holds nothing new
+    assert study.budget.rungs == (64, 128, 256)
     assert len(trials) == 6 and len({t["arch_id"] for t in trials}) == 6
     statuses = Counter(t["status"] for t in trials)
     assert set(statuses) <= {"completed", "stopped_early"}, statuses
     assert statuses["completed"] >= 1 and statuses["stopped_early"] >= 1, statuses
-
-    rungs = store.rungs()
-    by_budget = {b: {r["trial_id"]: r["metrics"]["loss"] for r in rungs if r["budget"] == b} for b in budgets}
     for trial in trials:
-        mine = store.rungs(trial["trial_id"])
-        assert [r["budget"] for r in mine] == budgets[: len(mine)]  # every rung, in order, measured once
-        assert all(0 <= r["samples_seen"] - r["budget"] < 32 for r in mine)
         assert trial["attempts"] == 1 and trial["device"] == "cpu" and trial["host"] and trial["node"]
         assert trial["image_gmacs"] <= limit
+
+
+@pytest.mark.slow
+def test_every_rung_is_measured_once_in_order_and_asha_stops_only_the_worse(asha_search):
+    study, store, _ = asha_search
+    budgets = list(study.budget.rungs)
+    rungs = store.rungs()
+    by_budget = {b: {r["trial_id"]: r["metrics"]["loss"] for r in rungs if r["budget"] == b} for b in budgets}
+    for trial in store.trials():
+        mine = store.rungs(trial["trial_id"])
+        assert [r["budget"] for r in mine] == budgets[: len(mine)]  # every rung, in order, measured once
+        assert [r["rung"] for r in mine] == list(range(len(mine)))  # the study's rung each budget stands for
+        assert all(0 <= r["samples_seen"] - r["budget"] < 32 for r in mine)
         if trial["status"] == "completed":
             assert len(mine) == 3 and trial["samples_seen"] == 256
         else:  # ASHA stopped it at a rung where another trial did better
             assert len(mine) < 3
             stopped_at = mine[-1]["budget"]
             assert min(by_budget[stopped_at].values()) < by_budget[stopped_at][trial["trial_id"]]
-    # only the last rung's checkpoint is kept, in the experiment storage
-    for trial in trials:
+    assert len(store.frame()) == len(rungs)
+    assert store.leaderboard().status.iloc[0] == "completed"
+
+
+@pytest.mark.slow
+def test_only_the_last_rungs_checkpoint_is_kept_in_the_experiment_storage(asha_search):
+    _, store, _ = asha_search
+    for trial in store.trials():
         checkpoints = [r["checkpoint"] for r in store.rungs(trial["trial_id"]) if r["checkpoint"]]
         assert len(checkpoints) == 1 and (Path(checkpoints[0]) / "checkpoint.pt").is_file()
 
+
+@pytest.mark.slow
+def test_optuna_is_told_each_trial_at_the_budget_it_reached(asha_search):
+    _, store, _ = asha_search
     told = optuna_trials(store)
     reasons = Counter(skip_reason(t) for t in told.values())
     assert reasons["trained"] == 6 and set(reasons) <= {"trained", "infeasible", "duplicate", "measured"}
     for frozen in told.values():
         if skip_reason(frozen) == "infeasible":  # told at once, with the violated constraint, never trained
             assert frozen.state == TrialState.PRUNED and frozen.constraints["image_gmacs"] > 0
-    for trial in trials:
+    for trial in store.trials():
         frozen = told[trial["number"]]
         losses = {r["budget"]: r["metrics"]["loss"] for r in store.rungs(trial["trial_id"])}
         assert frozen.intermediate_values == pytest.approx(losses)
@@ -105,9 +131,6 @@ def test_search_end_to_end_asha_stops_trials_at_rungs(local_ray, data, tmp_path)
             assert frozen.state == TrialState.COMPLETE and frozen.value == pytest.approx(losses[256])
         else:
             assert frozen.state == TrialState.PRUNED
-
-    assert len(store.frame()) == len(rungs)
-    assert store.leaderboard().status.iloc[0] == "completed"
 
 
 @pytest.mark.slow
@@ -161,9 +184,9 @@ def test_per_budget_schedules_train_each_candidate_and_budget_in_a_run_of_its_ow
         checkpoint = Path(rung["checkpoint"]) / "checkpoint.pt"
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         assert state["config"]["samples"] == trial["schedule"] and state["config"]["rungs"] == []
-        steps = trial["schedule"] // study.train["batch_size"]  # its cosine schedule ran to its end, and no further
+        steps = trial["schedule"] // study.train.batch_size  # its cosine schedule ran to its end, and no further
         lr = state["scheduler"]["_last_lr"][0]
-        assert state["scheduler"]["last_epoch"] == steps and lr < 1e-6 * study.train["lr"]
+        assert state["scheduler"]["last_epoch"] == steps and lr < 1e-6 * study.train.lr
     assert len(store.frame(budget=64)) == 2 and len(store.frame(budget=128)) == 2
     told = optuna_trials(store)
     assert all(told[t["number"]].state == TrialState.COMPLETE for t in trials)
@@ -238,24 +261,29 @@ def test_a_diverging_trial_is_recorded_and_stopped(local_ray, data, tmp_path):
 def test_a_measured_arch_proposed_again_is_told_its_recorded_result(data, tmp_path):
     """No Ray needed: the searcher on a real Optuna study in a real results database."""
     study = Study.load(write_study(tmp_path, data, objectives={"zeroshot_top1": "max", "image_gmacs": "min"}))
-    store = ResultStore.create(tmp_path / "out", {"objectives": study.objectives})
+    store = ResultStore.create(tmp_path / "out", study)
     searcher = StudySearcher(study, store)
     done, stopped = study.space.sample(0), study.space.sample(1)
     for trial_id, arch, budgets in (("done", done, (64, 128, 256)), ("stopped", stopped, (64,))):
-        store.add_trial(trial_id, arch, study.text, number=-1, schedule=256)
+        store.add_trial(trial_id, arch, cost(arch, study.text).metrics(), number=-1, schedule=256)
         for rung, budget in enumerate(budgets):
-            store.record_rung(trial_id, {"rung": rung, "samples_seen": budget, "zeroshot_top1": 0.1 * (rung + 1)},
-                              budget=budget)
+            store.record_rung(trial_id, {"budget": budget, "samples_seen": budget, "zeroshot_top1": 0.1 * (rung + 1)},
+                              rung=rung)
         store.update_trial(trial_id, status="completed" if len(budgets) == 3 else "stopped_early")
+
+    def candidate(arch, schedule):
+        return Candidate(arch, schedule, cost(arch, study.text).metrics())
+
     for arch, state, values in ((done, TrialState.COMPLETE, [pytest.approx(0.3), store.trial("done")["image_gmacs"]]),
                                 (stopped, TrialState.PRUNED, None)):
-        ot_trial = searcher._ot_study.ask()
-        assert searcher._skipped(ot_trial, arch, 256)
-        frozen = searcher._ot_study.trials[-1]
+        ot_trial = searcher.ot_study.ask()
+        assert searcher._skipped(ot_trial, candidate(arch, 256))
+        frozen = searcher.ot_study.trials[-1]
         assert frozen.state == state and frozen.values == values
         assert frozen.user_attrs["skipped"].startswith("measured: by trial")
-    assert not searcher._skipped(searcher._ot_study.ask(), study.space.sample(2), 256)  # unknown: to be trained
-    assert not searcher._skipped(searcher._ot_study.ask(), done, 128)  # a run of its own to another budget
+    assert not searcher._skipped(searcher.ot_study.ask(), candidate(study.space.sample(2), 256))  # to be trained
+    assert not searcher._skipped(searcher.ot_study.ask(), candidate(done, 128))  # a run of its own to another budget
+    assert searcher.ot_study.metric_names == ["zeroshot_top1", "image_gmacs"]  # named for optuna-dashboard
 
 
 def test_a_caption_template_over_missing_columns_fails_before_any_trial(data, tmp_path):
@@ -280,16 +308,21 @@ def test_final_status_reads_the_budget_reached():
 def test_pareto_asha_promotes_by_pareto_rank_not_one_metric():
     points = [(0.5, 2.0), (0.4, 3.0), (0.3, 2.5), (0.2, 2.8), (0.1, 0.5), (0.6, 1.0)]  # (accuracy, gmacs)
     trials = [SimpleNamespace(trial_id=str(i)) for i in range(len(points))]
-    pareto = _ParetoBracket(min_t=100, max_t=900, reduction_factor=3, s=0)
-    accuracy_only = _Bracket(min_t=100, max_t=900, reduction_factor=3, s=0)
-    decisions = [pareto.on_result(t, 100, np.array([-a, g])) for t, (a, g) in zip(trials, points)]
+    common = {"time_attr": "samples_seen", "max_t": 900, "grace_period": 100, "reduction_factor": 3}
+    pareto = ParetoASHA({"zeroshot_top1": "max", "image_gmacs": "min"}, **common)
+    accuracy_only = AsyncHyperBandScheduler(metric="zeroshot_top1", mode="max", brackets=1, **common)
+    decisions = [pareto.on_trial_result(None, t, {"samples_seen": 100, "zeroshot_top1": a, "image_gmacs": g})
+                 for t, (a, g) in zip(trials, points)]
     # 0 is first at the rung; 1-3 are dominated by 0; 4 is the cheapest, on the front despite the lowest accuracy
     # (ASHA on accuracy alone stops it); 5 dominates 0, and the front's two ends go on.
     assert decisions == ["CONTINUE", "STOP", "STOP", "STOP", "CONTINUE", "CONTINUE"]
-    assert [accuracy_only.on_result(t, 100, a) for t, (a, _) in zip(trials, points)][4] == "STOP"
-    assert pareto.on_result(trials[0], 150, np.array([-0.5, 2.0])) == "CONTINUE"  # recorded once per rung
-    scheduler = ParetoASHA({"zeroshot_top1": "max", "image_gmacs": "min"}, time_attr="samples_seen", max_t=900,
-                           grace_period=100, reduction_factor=3)
-    assert scheduler._reward({"samples_seen": 100, "zeroshot_top1": 0.5, "image_gmacs": 2.0}).tolist() == [-0.5, 2.0]
-    assert scheduler._reward({"samples_seen": 100, "trial_status": "oom"}) is None
-    assert "ParetoBracket" in scheduler.debug_string()
+    for trial in trials:
+        accuracy_only.on_trial_add(None, trial)
+    assert [accuracy_only.on_trial_result(None, t, {"samples_seen": 100, "zeroshot_top1": a})
+            for t, (a, _) in zip(trials, points)][4] == "STOP"
+    again = {"samples_seen": 150, "zeroshot_top1": 0.5, "image_gmacs": 2.0}
+    assert pareto.on_trial_result(None, trials[0], again) == "CONTINUE"  # recorded once per rung
+    assert pareto.on_trial_result(None, trials[0], {**again, "samples_seen": 900}) == "STOP"  # the end of the budget
+    assert pareto.reward({"samples_seen": 100, "zeroshot_top1": 0.5, "image_gmacs": 2.0}).tolist() == [-0.5, 2.0]
+    assert pareto.reward({"samples_seen": 100, "trial_status": "oom"}) is None
+    assert "ParetoASHA" in pareto.debug_string()

@@ -13,7 +13,8 @@ import pytest
 from optuna.trial import TrialState
 from search_helpers import alive, children, synthetic_data, terminate, wait_for, write_study
 
-from nas.results import FINAL_STATUSES, ResultStore
+from nas.results import ResultStore
+from nas.status import FINAL as FINAL_STATUSES
 
 OPTUNA_STATE = {"completed": TrialState.COMPLETE, "stopped_early": TrialState.PRUNED, "failed": TrialState.FAIL}
 

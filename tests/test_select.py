@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from study_helpers import BUDGETS, DESIGN, LAWS, error
 
+from nas.cost import cost
 from nas.errors import ConfigError
 from nas.export import load_open_clip, read_arch
-from nas.presets import TextTower
 from nas.results import ResultStore, minimization, pareto_mask
-from nas.select import COST_AXES, at_target, choose, fronts, measurements, study_labels, write_selection
+from nas.select import COST_AXES, at_target, choose, fronts, measurements, write_selection
 from nas.study import Study
 
 CLEAN = ["MLP-d12", "ViTamin", "CoAtNet-style", "ConvNeXt-style", "ViT"]  # exact power laws, best first at scale
@@ -34,7 +34,7 @@ def test_measurements_carry_labels_compute_and_error(store):
     assert set(frame.label) == set(LAWS)  # the out-of-memory trial measured nothing and is not a candidate
     assert np.allclose(frame.compute, frame.image_gmacs * frame.samples_seen)
     assert np.allclose(frame.error, 1 - frame.zeroshot_top1)
-    assert len(set(study_labels(store).values())) == len(LAWS)
+    assert len(set(store.study().label_of.values())) == len(LAWS)
 
 
 def test_fronts_are_per_budget_and_per_cost_axis(store):
@@ -86,11 +86,12 @@ def test_early_stopped_archs_have_no_law_and_rank_last(store):
 
 
 def test_an_accuracy_extrapolated_from_a_rising_error_stays_in_0_1(tmp_path):
-    falling = ResultStore.create(tmp_path, {})
-    arch = Study.load(DESIGN).archs[0]
-    falling.add_trial("t", arch, TextTower(width=64, layers=2, heads=2, context_length=32))
+    study = Study.load(DESIGN)
+    falling = ResultStore.create(tmp_path, study)
+    arch = study.archs[0]
+    falling.add_trial("t", arch, cost(arch, study.text).metrics())
     for rung, (budget, accuracy) in enumerate([(100, 0.3), (300, 0.1), (900, 0.02)]):
-        falling.record_rung("t", {"rung": rung, "samples_seen": budget, "zeroshot_top1": accuracy}, budget=budget)
+        falling.record_rung("t", {"budget": budget, "samples_seen": budget, "zeroshot_top1": accuracy}, rung=rung)
     falling.update_trial("t", status="completed")
     (prediction,) = at_target(falling, target_samples=1e6)
     assert prediction.value == prediction.lower == 0.0 and 0.0 <= prediction.upper <= 1.0

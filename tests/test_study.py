@@ -11,7 +11,7 @@ import yaml
 
 from nas.errors import ConfigError
 from nas.presets import preset
-from nas.study import Budget, Study, auto_workers
+from nas.study import Budget, Resources, Study
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = sorted((REPO / "studies").glob("*.yaml"))
@@ -39,7 +39,11 @@ def test_every_study_file_parses(path):
     study = Study.load(path)
     assert study.trials >= 1 and study.budget.rungs[-1] == study.budget.max_samples
     assert pickle.loads(pickle.dumps(study)).resolved() == study.resolved()
-    study.train_config()  # the recipe is a valid TrainConfig at the full budget
+    for schedule in study.budget.schedules:  # the recipe is a valid TrainConfig for every run
+        assert study.run_config(schedule).samples == schedule
+    # the resolved form is a study file: it reads back as the same study (what the results database stores)
+    again = Study.from_dict(study.resolved(), source=str(path))
+    assert again.resolved() == study.resolved() and again.archs == study.archs and again.train == study.train
 
 
 def test_quickstart_study_is_a_small_pareto_search():
@@ -52,21 +56,22 @@ def test_quickstart_study_is_a_small_pareto_search():
 def test_captions_of_synthetic_data_come_from_its_metadata(tmp_path):
     study = Study.load(write(tmp_path, data={"synthetic": {"samples": 1000, "size": 64}, "dir": "data",
                                              "captions": "{color} {shape}"}))
-    stream = study.data.stream_config(seed=0, cpus=1)
-    assert stream.captions == "{color} {shape}" and stream.metadata == str(tmp_path / "data" / "metadata")
+    source = study.data.source
+    assert source.captions == "{color} {shape}" and source.metadata == str(tmp_path / "data" / "metadata")
 
 
 def test_defaults_and_derived_values(tmp_path):
     study = Study.load(write(tmp_path))
     assert study.budget.rungs == (100, 300, 900)
-    config = study.train_config(accum_freq=2)
+    config = study.run_config(accum_freq=2)
     assert config.samples == 900 and config.rungs == (100, 300) and config.accum_freq == 2
-    assert study.data.stream["urls"] == str(tmp_path / "data" / "shards")
+    assert study.data.source.urls == str(tmp_path / "data" / "shards")
     assert study.data.retrieval == str(tmp_path / "data" / "eval" / "retrieval")
     assert study.resources.cpus == 1 and study.failures.max_retries == 2 and study.algorithm == "tpe"
-    stream = study.data.stream_config(seed=3, cpus=1)
-    assert stream.workers == 0 and stream.seed == 3
-    assert [auto_workers(c) for c in (1, 2, 4, 32)] == [0, 0, 3, 8]
+    assert study.train.workers == 0 and study.run_config().seed == 0  # loader workers for 1 CPU: none
+    assert [Resources(cpus=c).loader_workers for c in (1, 2, 4, 32)] == [0, 0, 3, 8]
+    assert Study.load(write(tmp_path, data={"synthetic": {"samples": 1000, "size": 64}, "dir": "data",
+                                            "workers": 3})).train.workers == 3
 
 
 @pytest.mark.parametrize("minimum, maximum, factor, rungs", [
@@ -114,6 +119,8 @@ def test_fixed_and_grid_studies_list_their_candidates(tmp_path):
     ({"budget": {"min_samples": 100, "max_samples": 900, "schedule": "each"}}, "budget.schedule", "not one of"),
     ({"train": {"lr": -1}}, "train.lr", "positive"),
     ({"train": {"samples": 10}}, "train.samples", "set by budget"),
+    ({"train": {"workers": 2}}, "train.workers", "set by data.workers"),
+    ({"train": {"learning_rate": 0.1}}, "train", "unknown field"),
     ({"train": {"batch_size": 64, "warmup": 100}}, "train.warmup", "warmup steps"),
     ({"data": {"urls": "shards", "batch_size": 4}}, "data.batch_size", "set per candidate"),
     ({"data": {"dir": "x"}}, "data.urls", "missing"),

@@ -153,8 +153,8 @@ def test_rungs_report_metrics_and_a_rung_can_stop_the_run(tmp_path):
     seen = []
     result = train(TINY_ARCH, TINY_TEXT, factory(16), tiny_config(samples=96, rungs=(32, 64)), out=tmp_path,
                    on_rung=lambda metrics: seen.append(metrics) or metrics["samples_seen"] >= 64, device="cpu")
-    assert result.status == "stopped" and result.samples_seen == 64 and result.step == 4
-    assert [m["samples_seen"] for m in seen] == [32, 64] and [m["rung"] for m in seen] == [0, 1]
+    assert result.status == "stopped_early" and result.samples_seen == 64 and result.step == 4
+    assert [m["samples_seen"] for m in seen] == [32, 64] and [m["budget"] for m in seen] == [32, 64]
     for metrics in seen:
         assert {"loss", "lr", "logit_scale", "wall_s", "train_s", "images_per_s", "step"} <= set(metrics)
         assert math.isfinite(metrics["loss"]) and metrics["images_per_s"] > 0

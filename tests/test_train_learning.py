@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from nas.arch import Arch, Stage, Transformer
-from nas.data import StreamConfig, SynthConfig, synthesize, zeroshot_set
+from nas.data import DataSource, SynthConfig, synthesize, zeroshot_set
 from nas.presets import TextTower
 from nas.train import TrainConfig, train
 
@@ -31,9 +31,8 @@ CHANCE = 1 / 80
 def test_a_tiny_candidate_learns_zero_shot_on_synthetic_data(tmp_path):
     synthesize(tmp_path, SynthConfig(samples=6000, size=64, zeroshot_per_class=10, retrieval_samples=0, workers=2))
     torch.set_num_threads(2)
-    config = TrainConfig(samples=9_600, batch_size=32, lr=1e-3, warmup=20, rungs=(4_800,), log_every=50)
-    data = StreamConfig(str(tmp_path / "shards"), workers=1, captions="{color} {shape}",
-                        metadata=str(tmp_path / "metadata"))
+    config = TrainConfig(samples=9_600, batch_size=32, lr=1e-3, warmup=20, rungs=(4_800,), log_every=50, workers=1)
+    data = DataSource(str(tmp_path / "shards"), captions="{color} {shape}", metadata=str(tmp_path / "metadata"))
     result = train(ARCH, TEXT, data, config, out=tmp_path / "run",
                    zeroshot=zeroshot_set(tmp_path / "eval" / "zeroshot", 64), device="cpu")
     top1 = [r["zeroshot_top1"] for r in result.rungs]

@@ -33,10 +33,10 @@ def factory(batch_size: int, seed: int = 0):
 
 def stream_run(shards: str, out: str, samples: int = 160):
     """A run on the real data stream with drop-path and a checkpoint every 4 steps (the resume tests' run)."""
-    from nas.data import StreamConfig
+    from nas.data import DataSource
     from nas.train import TrainConfig, train
 
     text = TextTower(width=32, layers=1, heads=2, context_length=16)
     config = TrainConfig(samples=samples, batch_size=8, warmup=2, drop_path=0.1, rungs=(samples // 2,),
-                         checkpoint_every=32, log_every=2)
-    return train(TINY_ARCH, text, StreamConfig(shards, workers=1, shuffle_buffer=50), config, out=out, device="cpu")
+                         checkpoint_every=32, log_every=2, workers=1)
+    return train(TINY_ARCH, text, DataSource(shards, shuffle_buffer=50), config, out=out, device="cpu")

@@ -2,8 +2,10 @@
 
 Training stream (`nas.data.streaming`)::
 
-    loader, stats = nas.data.stream("data/shards", batch_size=256, image_size=224, samples=1_000_000,
-                                    workers=8, seed=0)                     # or stream(StreamConfig(...))
+    source = nas.data.DataSource("data/shards", subset="keep.npy")       # which data (a study's `data:`)
+    settings = nas.data.StreamSettings(batch_size=256, image_size=224, samples=1_000_000, workers=8, seed=0)
+    loader, stats = nas.data.stream(source, settings)                    # how one run reads it
+    loader, stats = nas.data.stream("data/shards", batch_size=256, ...)  # the same, as keywords
     for images, texts, uids in loader:  # (B,3,H,W) float, (B,77) int64, list of uids; len(loader) batches
         ...
     print(stats.summary())              # samples_seen, skipped by reason (nas.data.SKIP_REASONS)
@@ -13,8 +15,7 @@ Training stream (`nas.data.streaming`)::
     Subsets: `shards=K` with `shard_selection="first"|"random"`, `subset="uids.npy"|"uids.parquet"`
     (DataComp's uid allow-lists), `samples=N` (an exact budget of samples seen, over as many passes as it
     takes; `resample=True` draws shards with replacement). `start_sample` resumes a budgeted stream at a
-    batch boundary exactly (add `resume_positions=stats.resume_positions()` from the interrupted run to
-    skip ahead without decoding). Augmentation: `augment=Augment(...)` or "vitamin_long".
+    batch boundary exactly. Augmentation: `augment=Augment(...)` or "vitamin_long".
 
 Subsets (`nas.data.subset`): `UidSet.load(path)`, `UidSet.save(path)`, and
 `filter_metadata(metadata_dir, "clip_l14_similarity_score >= 0.3", top_fraction=None, by=None)`.
@@ -37,8 +38,8 @@ import importlib
 from typing import TYPE_CHECKING
 
 _EXPORTS = {
-    "stream": "streaming", "StreamConfig": "streaming", "StreamStats": "streaming", "Loader": "streaming",
-    "Batch": "streaming", "BatchPlan": "streaming", "SKIP_REASONS": "samples",
+    "stream": "streaming", "DataSource": "streaming", "StreamSettings": "streaming", "StreamStats": "streaming",
+    "Loader": "streaming", "Batch": "streaming", "BatchPlan": "streaming", "SKIP_REASONS": "samples",
     "Augment": "transforms", "image_transform": "transforms", "tokenizer": "transforms",
     "UidSet": "subset", "filter_metadata": "subset",
     "expand_shards": "shards", "select_shards": "shards", "dataset_size": "shards",
@@ -50,6 +51,7 @@ __all__ = [
     "Augment",
     "Batch",
     "BatchPlan",
+    "DataSource",
     "dataset_size",
     "expand_shards",
     "filter_metadata",
@@ -60,7 +62,7 @@ __all__ = [
     "select_shards",
     "SKIP_REASONS",
     "stream",
-    "StreamConfig",
+    "StreamSettings",
     "StreamStats",
     "SynthConfig",
     "synthesize",
@@ -74,7 +76,7 @@ if TYPE_CHECKING:
     from nas.data.evalsets import RetrievalSet, ZeroShotSet, retrieval_set, zeroshot_set
     from nas.data.samples import SKIP_REASONS
     from nas.data.shards import dataset_size, expand_shards, select_shards
-    from nas.data.streaming import Batch, BatchPlan, Loader, StreamConfig, StreamStats, stream
+    from nas.data.streaming import Batch, BatchPlan, DataSource, Loader, StreamSettings, StreamStats, stream
     from nas.data.subset import UidSet, filter_metadata
     from nas.data.synth import SynthConfig, synthesize
     from nas.data.transforms import Augment, image_transform, tokenizer

@@ -81,6 +81,14 @@ def zeroshot_set(path: str | os.PathLike, image_size: int = 224, transform: Call
     return ZeroShotSet(dataset, classnames, templates)
 
 
+def class_count(path: str | os.PathLike) -> int | None:
+    """How many classes a class-folder set has (chance top-1 is one over it); None when it cannot be read."""
+    root = Path(path)
+    if not root.is_dir():
+        return None
+    return sum(1 for entry in os.scandir(root) if entry.is_dir()) or None
+
+
 def _load_rgb(path: str) -> Image.Image:
     try:
         with open(path, "rb") as f:

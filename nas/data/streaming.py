@@ -54,67 +54,44 @@ FILTERED = "not_in_subset"
 
 
 @dataclass(frozen=True)
-class StreamConfig:
-    """Everything a stream needs, as it appears under `data:` in a study file.
+class DataSource:
+    """Which data: the shards and how their samples are chosen and captioned, as `data:` of a study file says.
 
-    urls: shard source(s) (see `nas.data.shards`). batch_size: per rank. samples: the budget over all
-    ranks (None: one pass). resample: draw shards with replacement. train: shuffle and augment (else
-    center crop, shard order). shards / shard_selection: use the first or a seeded random K shards.
-    subset: a uid allow-list (.npy or .parquet). captions / metadata: caption each sample from its metadata
-    row instead of its .txt, with a template over the parquet's columns (e.g. "{color} {shape}"; a sample
-    without a row is skipped and counted). augment: an `Augment`, its fields, or "vitamin_long".
-    tokenizer / context_length: open_clip tokenizer name and text length. start_sample: resume at this
-    many samples seen (a multiple of batch_size * world_size); resume_positions: from
-    `StreamStats.resume_positions()`, to resume without decoding the samples before it.
+    urls: shard source(s) (see `nas.data.shards`). resample: draw shards with replacement (open_clip's
+    `--dataset-resampled`). shards / shard_selection: use the first or a seeded random K shards. subset: a
+    uid allow-list (.npy or .parquet). captions / metadata: caption each sample from its metadata row instead
+    of its .txt, with a template over the parquet's columns (e.g. "{color} {shape}"; a sample without a row
+    is skipped and counted). augment: an `Augment`, its fields, or "vitamin_long". tokenizer: open_clip's
+    tokenizer name. shuffle_buffer: samples shuffled together (encoded, before decoding).
+
+    How one run reads it (batch size, resolution, budget, resume point, seed, workers) is that run's
+    business: `StreamSettings`, given to `stream` together with the source.
     """
 
     urls: str | tuple[str, ...]
-    batch_size: int = 256
-    image_size: int = 224
-    samples: int | None = None
     resample: bool = False
-    train: bool = True
-    seed: int = 0
     shards: int | None = None
     shard_selection: str = "first"
     subset: str | None = None
     captions: str | None = None
     metadata: str | None = None
-    workers: int = 2
     shuffle_buffer: int = 5000
     augment: Augment = field(default_factory=Augment)
     tokenizer: str = "ViT-B-32"
-    context_length: int = 77
-    start_sample: int = 0
-    resume_positions: tuple[int, ...] | None = None
-    pin_memory: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.urls, str):
             object.__setattr__(self, "urls", tuple(self.urls))
         object.__setattr__(self, "augment", Augment.from_value(self.augment))
-        for name, low in (("batch_size", 1), ("image_size", 1), ("workers", 0), ("shuffle_buffer", 1),
-                          ("start_sample", 0)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(f"must be an integer >= {low}, got {value!r}", field=name)
-        if self.samples is not None and (not isinstance(self.samples, int) or self.samples < 1):
-            raise ConfigError(f"must be a positive integer or null, got {self.samples!r}", field="samples")
-        if self.start_sample and self.samples is None:
-            raise ConfigError("resuming needs a budget (samples)", field="start_sample")
-        if self.resume_positions is not None:
-            object.__setattr__(self, "resume_positions", tuple(self.resume_positions))
-            if not self.start_sample or len(self.resume_positions) != max(self.workers, 1):
-                raise ConfigError(f"needs start_sample and one position per worker ({max(self.workers, 1)}), got "
-                                  f"{self.resume_positions}", field="resume_positions")
+        _require_int(self.shuffle_buffer, "shuffle_buffer", 1)
+        if self.shards is not None:
+            _require_int(self.shards, "shards", 1)
         if (self.captions is None) != (self.metadata is None):
             raise ConfigError("captions from the metadata need both a template (captions) and the parquet "
                               "(metadata)", field="captions" if self.captions is None else "metadata")
-        if self.resample and self.samples is None:
-            raise ConfigError("resampling never ends a pass, so it needs a budget (samples)", field="resample")
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any], source: str | None = None) -> StreamConfig:
+    def from_dict(cls, values: Mapping[str, Any], source: str | None = None) -> DataSource:
         """From a study file's mapping; an unknown key is an error that names it and the file."""
         reject_unknown(values, (f.name for f in fields(cls)), source=source)
         if "urls" not in values:
@@ -123,6 +100,41 @@ class StreamConfig:
             return cls(**values)
         except ConfigError as err:
             raise ConfigError(err.message, source=source, field=err.field) from err
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """How one run reads a `DataSource`: what only the run knows (litgpt's `DataModule.connect` arguments).
+
+    batch_size: per rank. image_size: the candidate's resolution. samples: the budget over all ranks (None:
+    one pass). start_sample: resume a budgeted stream here (a multiple of batch_size * world_size). seed:
+    the run's seed (shard order, shuffle, augmentation). workers: loader processes per rank. context_length:
+    the text tower's. train: shuffle and augment (else center crop, shard order). pin_memory: for a GPU.
+    """
+
+    batch_size: int = 256
+    image_size: int = 224
+    samples: int | None = None
+    start_sample: int = 0
+    seed: int = 0
+    workers: int = 2
+    context_length: int = 77
+    train: bool = True
+    pin_memory: bool = False
+
+    def __post_init__(self) -> None:
+        for name, low in (("batch_size", 1), ("image_size", 1), ("workers", 0), ("start_sample", 0),
+                          ("context_length", 1)):
+            _require_int(getattr(self, name), name, low)
+        if self.samples is not None:
+            _require_int(self.samples, "samples", 1)
+        if self.start_sample and self.samples is None:
+            raise ConfigError("resuming needs a budget (samples)", field="start_sample")
+
+
+def _require_int(value: Any, name: str, low: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ConfigError(f"must be an integer >= {low}, got {value!r}", field=name)
 
 
 class Batch(NamedTuple):
@@ -142,7 +154,6 @@ class StreamStats:
     skipped: Counter = field(default_factory=Counter)
     filtered: int = 0
     dataset_samples: int | None = None
-    positions: dict[int, int] = field(default_factory=dict)
 
     @property
     def total_skipped(self) -> int:
@@ -159,17 +170,6 @@ class StreamStats:
         reasons = ", ".join(f"{r}={n}" for r, n in sorted(self.skipped.items())) or "none"
         text = f"samples_seen={self.samples_seen} batches={self.batches} skipped: {reasons}"
         return text + (f"; not in subset: {self.filtered}" if self.filtered else "")
-
-    def as_dict(self) -> dict[str, Any]:
-        """For a checkpoint or a results row."""
-        return {"samples_seen": self.samples_seen, "batches": self.batches, "skipped": dict(self.skipped),
-                "filtered": self.filtered, "dataset_samples": self.dataset_samples,
-                "positions": dict(self.positions)}
-
-    def resume_positions(self) -> tuple[int, ...]:
-        """Where each worker stands in its stream after the batches delivered so far: give it back as
-        `StreamConfig.resume_positions` (with `start_sample`) to resume without decoding what came before."""
-        return tuple(self.positions.get(worker, 0) for worker in range(max(self.positions, default=0) + 1))
 
 
 @dataclass(frozen=True)
@@ -229,22 +229,6 @@ def _seeded(seed: int) -> Iterator[None]:
             random.setstate(state)
 
 
-class _Counted:
-    """An iterator that counts what it has handed out: a worker's position in its stream of samples."""
-
-    def __init__(self, items: Iterator):
-        self.items = items
-        self.count = 0
-
-    def __iter__(self) -> _Counted:
-        return self
-
-    def __next__(self):
-        item = next(self.items)
-        self.count += 1
-        return item
-
-
 class _Guard:
     """Stops a budgeted stream that would otherwise spin for ever on input in which nothing is usable.
 
@@ -274,20 +258,21 @@ class _Guard:
 class ShardStream(IterableDataset):
     """One rank's stream. Each DataLoader worker yields its own batches plus a final count of skips."""
 
-    def __init__(self, config: StreamConfig, urls: Sequence[str], rank: int, world_size: int,
-                 uids: UidSet | None, captions: dict[str, str] | None = None):
+    def __init__(self, source: DataSource, settings: StreamSettings, urls: Sequence[str], rank: int,
+                 world_size: int, uids: UidSet | None, captions: dict[str, str] | None = None):
         super().__init__()
-        self.config = config
+        self.source = source
+        self.settings = settings
         self.urls = list(urls)
         self.rank = rank
         self.world_size = world_size
         self.uids = uids
         self.captions = captions
-        self.plan = BatchPlan.for_budget(config.samples, config.batch_size, world_size) if config.samples else None
-        self.first_step = self.plan.first_step(config.start_sample, world_size) if self.plan else 0
-        self.epoch = 0
-        self.preprocess = BatchPreprocess(image_transform(config.image_size, config.train, config.augment))
-        self.tokenize = tokenizer(config.tokenizer, config.context_length)
+        self.plan = BatchPlan.for_budget(settings.samples, settings.batch_size, world_size) if settings.samples \
+            else None
+        self.first_step = self.plan.first_step(settings.start_sample, world_size) if self.plan else 0
+        self.preprocess = BatchPreprocess(image_transform(settings.image_size, settings.train, source.augment))
+        self.tokenize = tokenizer(source.tokenizer, settings.context_length)
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -298,36 +283,33 @@ class ShardStream(IterableDataset):
         slot = _Slot(self.rank * workers + worker, self.world_size * workers)
         counts: Counter = Counter()
         guard = _Guard(4 * max(len(self.urls), slot.count) + 16, 10_000) if self.plan else _Guard(None, None)
-        raw = _Counted(self._resampled(slot, counts, guard) if self.config.resample
-                       else self._passes(slot, counts, guard))
-        if self.config.resume_positions:  # skip what this worker had consumed, without decoding it
-            collections.deque(itertools.islice(raw, self.config.resume_positions[worker]), maxlen=0)
+        raw = self._resampled(slot, counts, guard) if self.source.resample else self._passes(slot, counts, guard)
         images = self._decoded(raw, counts, guard)
         if self.plan:
             batches = self._budget_batches(images, worker, workers, counts)
         else:
             batches = self._pass_batches(images, slot)
         for batch_seed, pairs in batches:
-            yield {**self._collate(pairs, batch_seed, counts), "worker": worker, "position": raw.count}
+            yield self._collate(pairs, batch_seed, counts)
         yield {"final": True, "counts": self._drain(counts)}
 
     def _resampled(self, slot: _Slot, counts: Counter, guard: _Guard) -> Iterator[RawSample]:
         """Shards drawn with replacement, from a stream of draws of this slot's own, shuffled as one stream."""
-        rng = random.Random(_seed(self.config.seed, "resample", slot.index, slot.count))
+        rng = random.Random(_seed(self.settings.seed, "resample", slot.index, slot.count))
 
         def draws() -> Iterator[RawSample]:
             while True:
                 yield from self._allowed(rng.choice(self.urls), counts, guard)
 
-        return self._shuffled(draws(), _seed(self.config.seed, "samples", slot.index, slot.count, "resample"))
+        return self._shuffled(draws(), _seed(self.settings.seed, "samples", slot.index, slot.count, "resample"))
 
     def _passes(self, slot: _Slot, counts: Counter, guard: _Guard) -> Iterator[RawSample]:
         """This slot's share of each pass (of one pass without a budget), shuffled within the pass only, so
         that no sample can appear twice in a pass however small the data is next to the shuffle buffer."""
         positions = itertools.count()
-        for pass_index in itertools.count(self.epoch) if self.plan else [self.epoch]:
+        for pass_index in itertools.count() if self.plan else [0]:
             samples = self._one_pass(slot, pass_index, counts, guard, positions)
-            yield from self._shuffled(samples, _seed(self.config.seed, "samples", slot.index, slot.count, pass_index))
+            yield from self._shuffled(samples, _seed(self.settings.seed, "samples", slot.index, slot.count, pass_index))
 
     def _one_pass(self, slot: _Slot, pass_index: int, counts: Counter, guard: _Guard,
                   positions: Iterator[int]) -> Iterator[RawSample]:
@@ -343,8 +325,8 @@ class ShardStream(IterableDataset):
 
     def _shard_order(self, pass_index: int) -> list[str]:
         order = list(self.urls)
-        if self.config.train:
-            random.Random(_seed(self.config.seed, "shards", pass_index)).shuffle(order)
+        if self.settings.train:
+            random.Random(_seed(self.settings.seed, "shards", pass_index)).shuffle(order)
         return order
 
     def _allowed(self, url: str, counts: Counter, guard: _Guard) -> Iterator[RawSample]:
@@ -369,35 +351,34 @@ class ShardStream(IterableDataset):
 
     def _shuffled(self, samples: Iterator[RawSample], seed: int) -> Iterator[RawSample]:
         """Shuffle encoded samples in a seeded buffer (cheap: nothing is decoded yet)."""
-        if not self.config.train:
+        if not self.settings.train:
             return samples
-        size = self.config.shuffle_buffer
+        size = self.source.shuffle_buffer
         return shuffle_stage(size, min(size, 1000), seed=seed)(samples)
 
     def _budget_batches(self, images: Iterator, worker: int, workers: int,
                         counts: Counter) -> Iterator[tuple[int, list]]:
         """Worker w draws the rank's batches w, w+W, ...: the DataLoader's round-robin order, exactly.
 
-        Resuming without positions replays the batches before `start_sample` (decoding, since an image that
-        does not decode changes which samples fill a batch, but not transforming) and forgets their skips,
-        which the interrupted run reported already.
+        Resuming replays the batches before `start_sample` (decoding, since an image that does not decode
+        changes which samples fill a batch, but not transforming) and forgets their skips, which the
+        interrupted run reported already.
         """
         for step in range(worker, self.plan.steps, workers):
             if step < self.first_step:
-                if not self.config.resume_positions:
-                    collections.deque(itertools.islice(images, self.plan.size(step)), maxlen=0)
+                collections.deque(itertools.islice(images, self.plan.size(step)), maxlen=0)
                 continue
             if step - workers < self.first_step:
                 counts.clear()
             pairs = list(itertools.islice(images, self.plan.size(step)))
-            yield _seed(self.config.seed, "augment", self.rank, step), pairs
+            yield _seed(self.settings.seed, "augment", self.rank, step), pairs
 
     def _pass_batches(self, images: Iterator, slot: _Slot) -> Iterator[tuple[int, list]]:
         for number in itertools.count():
-            pairs = list(itertools.islice(images, self.config.batch_size))
+            pairs = list(itertools.islice(images, self.settings.batch_size))
             if not pairs:
                 return
-            yield _seed(self.config.seed, "augment", self.epoch, slot.index, slot.count, number), pairs
+            yield _seed(self.settings.seed, "augment", slot.index, slot.count, number), pairs
 
     def _collate(self, pairs: list, batch_seed: int, counts: Counter) -> dict:
         with _seeded(batch_seed):
@@ -420,7 +401,7 @@ class Loader:
 
     def __init__(self, dataset: ShardStream, stats: StreamStats):
         self.dataset = dataset
-        self.config = dataset.config
+        self.settings = dataset.settings
         self.stats = stats
 
     def __len__(self) -> int:
@@ -429,13 +410,9 @@ class Loader:
             raise TypeError("a single-pass stream has no fixed length; give a budget (samples) for one")
         return self.dataset.plan.steps - self.dataset.first_step
 
-    def set_epoch(self, epoch: int) -> None:
-        """Which pass a single-pass stream makes next: it seeds that pass's shuffle."""
-        self.dataset.epoch = epoch
-
     def __iter__(self) -> Iterator[Batch]:
-        items = iter(DataLoader(self.dataset, batch_size=None, num_workers=self.config.workers,
-                                pin_memory=self.config.pin_memory))
+        items = iter(DataLoader(self.dataset, batch_size=None, num_workers=self.settings.workers,
+                                pin_memory=self.settings.pin_memory))
         try:
             for item in items:
                 self.stats.absorb(item["counts"])
@@ -443,7 +420,6 @@ class Loader:
                     continue
                 self.stats.samples_seen += len(item["uids"])
                 self.stats.batches += 1
-                self.stats.positions[item["worker"]] = item["position"]
                 yield Batch(item["images"], item["texts"], item["uids"])
         finally:
             # Stop the workers now: left to garbage collection (an abandoned loop, or an error whose traceback
@@ -454,24 +430,33 @@ class Loader:
                 shutdown()
 
 
-def stream(source: str | Sequence[str] | StreamConfig, *, rank: int | None = None, world_size: int | None = None,
-           **options: Any) -> tuple[Loader, StreamStats]:
-    """A loader for this rank and its stats: `stream(config)` or `stream(urls, batch_size=..., ...)`.
+SOURCE_FIELDS = frozenset(f.name for f in fields(DataSource))
+SETTINGS_FIELDS = frozenset(f.name for f in fields(StreamSettings))
+
+
+def stream(source: str | Sequence[str] | DataSource, settings: StreamSettings | None = None, *,
+           rank: int | None = None, world_size: int | None = None, **options: Any) -> tuple[Loader, StreamStats]:
+    """A loader for this rank and its stats: `stream(source, settings)`, or `stream(urls, batch_size=..., ...)`
+    with the fields of `DataSource` and `StreamSettings` as keywords.
 
     `rank` and `world_size` default to torch.distributed's when it is initialised, else 0 and 1. Checks the
     source before any worker starts: paths exist, the subset file loads, a first sample decodes.
     """
-    config = source if isinstance(source, StreamConfig) else StreamConfig(urls=source, **options)
-    if isinstance(source, StreamConfig) and options:
-        config = replace(config, **options)
+    reject_unknown(options, SOURCE_FIELDS | SETTINGS_FIELDS)
+    if not isinstance(source, DataSource):
+        source = DataSource(urls=source)
+    source = replace(source, **{k: v for k, v in options.items() if k in SOURCE_FIELDS})
+    settings = replace(settings or StreamSettings(), **{k: v for k, v in options.items() if k in SETTINGS_FIELDS})
     rank, world_size = _rank_and_world(rank, world_size)
-    urls = select_shards(expand_shards(config.urls), config.shards, config.shard_selection, config.seed)
-    uids = UidSet.load(config.subset) if config.subset else None
-    captions = metadata_captions(config.metadata, config.captions) if config.captions else None
-    _check_start(config, world_size)
+    urls = select_shards(expand_shards(source.urls), source.shards, source.shard_selection, settings.seed)
+    uids = UidSet.load(source.subset) if source.subset else None
+    captions = metadata_captions(source.metadata, source.captions) if source.captions else None
+    _check_start(settings, world_size)
     _preflight(urls, uids)
+    if source.resample and settings.samples is None:
+        raise ConfigError("resampling never ends a pass, so it needs a budget (samples)", field="resample")
     stats = StreamStats(dataset_samples=dataset_size(urls))
-    return Loader(ShardStream(config, urls, rank, world_size, uids, captions), stats), stats
+    return Loader(ShardStream(source, settings, urls, rank, world_size, uids, captions), stats), stats
 
 
 def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -485,13 +470,13 @@ def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]
     return rank, world_size
 
 
-def _check_start(config: StreamConfig, world_size: int) -> None:
-    step = config.batch_size * world_size
-    if config.start_sample and config.start_sample != config.samples and config.start_sample % step:
-        raise ConfigError(f"resume at a batch boundary: {config.start_sample} is not a multiple of the global "
+def _check_start(settings: StreamSettings, world_size: int) -> None:
+    step = settings.batch_size * world_size
+    if settings.start_sample and settings.start_sample != settings.samples and settings.start_sample % step:
+        raise ConfigError(f"resume at a batch boundary: {settings.start_sample} is not a multiple of the global "
                           f"batch {step}", field="start_sample")
-    if config.samples is not None and config.start_sample > config.samples:
-        raise ConfigError(f"{config.start_sample} is past the budget of {config.samples}", field="start_sample")
+    if settings.samples is not None and settings.start_sample > settings.samples:
+        raise ConfigError(f"{settings.start_sample} is past the budget of {settings.samples}", field="start_sample")
 
 
 def _preflight(urls: Sequence[str], uids: UidSet | None, attempts: int = 8) -> None:

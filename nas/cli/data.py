@@ -1,6 +1,10 @@
 """`vitamin-nas data`: synthesize a dataset, write a uid subset from metadata, inspect shards.
 
-Kept free of heavy imports at module level: the whole CLI imports this to build its parser.
+    vitamin-nas data synth --out data/synth --samples 20000 --size 64
+    vitamin-nas data subset --metadata metadata/ --where "clip_l14_similarity_score >= 0.3" --out keep.npy
+    vitamin-nas data inspect data/synth/shards
+
+Kept free of heavy imports at module level.
 """
 
 from __future__ import annotations

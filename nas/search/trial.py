@@ -1,9 +1,10 @@
 """One trial of a search as it runs on a Ray worker: train a candidate through its rungs, report each to Tune.
 
-`run_trial(config, settings)` is Ray Tune's function trainable. It is idempotent, so that retries, resumed
-searches and repeated candidates never train what is already measured:
+`trainable(config, settings)` is Ray Tune's function trainable; `config["candidate"]` is the
+`nas.search.searcher.Candidate` (arch, schedule, analytic cost) it measures. It is idempotent, so that
+retries, resumed searches and repeated candidates never train what is already measured:
 
-- It first asks the search's ledger (`nas.search.Ledger`, kept by the driver from the results database)
+- It first asks the search's ledger (`nas.search.ledger.Ledger`, kept by the driver from the results database)
   what is known. A trial that already ended (a driver killed after the trial finished but before Ray Tune
   saved that) reports its rungs again and ends the same way; an arch measured to the full budget by another
   trial reports those results. Reports of known results carry `replay: True` and are not written again.
@@ -38,19 +39,14 @@ from typing import Any
 
 import torch
 
-from nas.arch import Arch
-from nas.results import cost_metrics
+from nas import status
+from nas.search.searcher import Candidate
 from nas.study import Study
 
 LEDGER_NAMESPACE = "vitamin-nas"
 #: Keys a trial adds to the trainer's metrics in its reports (the rest are metrics).
-REPORT_KEYS = ("budget", "schedule", "trial_status", "replay", "arch_id", "host", "node", "device", "pid", "session",
+REPORT_KEYS = ("schedule", "trial_status", "replay", "arch_id", "host", "node", "device", "pid", "session",
                "accum_freq", "resumed_from", "error")
-
-
-def candidate_key(arch_id: str, schedule: int) -> str:
-    """What one trial measures: an arch trained with a schedule that ends at `schedule` samples seen."""
-    return f"{arch_id}@{schedule}"
 
 
 @dataclass(frozen=True)
@@ -71,64 +67,59 @@ class StartingPoint:
     remote: Any = None
 
 
-def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
-    """Ray Tune's trainable: measure `config["arch"]` trained to `config["schedule"]` under `settings.study`."""
+def trainable(config: dict[str, Any], settings: TrialSettings) -> None:
+    """Ray Tune's trainable: measure `config["candidate"]` under `settings.study`."""
     import ray
     from ray import tune
 
     ledger = ray.get_actor(settings.ledger, namespace=LEDGER_NAMESPACE)
     context = tune.get_context()
-    TrialRun(settings.study, Arch.from_json(config["arch"]), config["schedule"], context.get_trial_id(),
-             Path(context.get_trial_dir()), ledger).run()
+    Trial(settings.study, config["candidate"], context.get_trial_id(), Path(context.get_trial_dir()), ledger).run()
 
 
-class TrialRun:
-    """The state of one trial on its worker; its methods are the steps of `run`."""
+class Trial:
+    """One trial on its worker; its methods are the steps of `run`."""
 
-    def __init__(self, study: Study, arch: Arch, schedule: int, trial_id: str, workdir: Path, ledger: Any):
-        self.study, self.arch, self.trial_id, self.workdir, self.ledger = study, arch, trial_id, workdir, ledger
-        self.schedule = schedule
-        self.budgets = study.budget.measured_at(schedule)  # the budget of each of the run's rungs
-        self.cost = cost_metrics(arch, study.text)
+    def __init__(self, study: Study, candidate: Candidate, trial_id: str, workdir: Path, ledger: Any):
+        self.study, self.candidate, self.trial_id, self.workdir, self.ledger = study, candidate, trial_id, workdir, \
+            ledger
+        self.arch, self.schedule = candidate.arch, candidate.schedule
         gpu = study.resources.gpus > 0 and torch.cuda.is_available()
         self.device = "cuda" if gpu else "cpu"
         self.session = uuid.uuid4().hex[:12]
-        self.base_accum = int(study.train.get("accum_freq", 1))
-        self.accum_freq = self.base_accum
+        self.accum_freq = study.train.accum_freq
         self.resumed_from: int | None = None
-        self.reported_rungs: set[int] = set()
+        self.reported: set[int] = set()  # budgets reported in this session
 
     # ---- the trial -------------------------------------------------------------------------------------------
     def run(self) -> None:
         import ray
 
-        own, furthest = ray.get(self.ledger.lookup.remote(self.trial_id, candidate_key(self.arch.arch_id,
-                                                                                         self.schedule)))
-        if own is not None and own["status"] in ("completed", "stopped_early", "oom", "diverged"):
+        own, furthest = ray.get(self.ledger.lookup.remote(self.trial_id, self.candidate.key))
+        if own is not None and own["status"] in status.KNOWN:
             self._replay(own["rungs"])
-            if own["status"] in ("oom", "diverged"):
+            if own["status"] in status.UNTRAINABLE:
                 self._report_end(own["status"], own.get("error"), replay=True)
             return
-        if furthest is not None and furthest["status"] == "completed":
+        if furthest is not None and furthest["status"] == status.COMPLETED:
             self._replay(furthest["rungs"])
             return
         with cpu_share(self.study.resources.threads):
             self._train(self._starting_point(furthest))
 
     def _train(self, start: StartingPoint | None) -> None:
-        from nas.train import OOMError, is_oom, train
+        from nas.train import OOMError, is_oom, run_progress, train
 
         if start is not None:
             self.accum_freq = start.accum_freq
             self.resumed_from = start.samples_seen
-            self._replay(self._checkpoint_rungs(self._materialize(start)))
+            self._replay(run_progress(self._materialize(start))[0].rungs)
         zeroshot, retrieval = eval_sets(self.study.data.zeroshot, self.study.data.retrieval, self.arch.image_size)
-        data = self.study.data.stream_config(self.study.train_config().seed, self.study.resources.cpus)
         while True:
             try:
                 with memory_limit(self.study.resources.memory_gib, self.device):
-                    config = self.study.train_config(self.accum_freq, self.schedule)
-                    result = train(self.arch, self.study.text, data, config,
+                    config = self.study.run_config(self.schedule, self.accum_freq)
+                    result = train(self.arch, self.study.text, self.study.data.source, config,
                                    out=self.out, zeroshot=zeroshot, retrieval=retrieval, on_rung=self._report,
                                    device=self.device)
                 break
@@ -138,18 +129,19 @@ class TrialRun:
                 message = f"{type(err).__name__}: {err}"
             free_memory()
             if not self._halve_micro_batch():
-                self._report_end("oom", message)
+                self._report_end(status.OOM, message)
                 return
-        if result.status == "diverged":
-            self._report_end("diverged", f"non-finite loss by step {result.step} ({result.samples_seen} samples)")
-        elif result.rungs and result.rungs[-1]["rung"] not in self.reported_rungs:
+        if result.status == status.DIVERGED:
+            self._report_end(status.DIVERGED,
+                             f"non-finite loss by step {result.step} ({result.samples_seen} samples)")
+        elif result.rungs and result.rungs[-1]["budget"] not in self.reported:
             self._replay(result.rungs[-1:])  # resumed from the final checkpoint: the end is known, report it
 
     def _halve_micro_batch(self) -> bool:
         """The next OOM retry: twice the accumulation, if the policy and the batch allow it."""
         accum = self.accum_freq * 2
-        retries = (accum // self.base_accum).bit_length() - 1
-        if retries > self.study.failures.oom_retries or self.study.train_config().batch_size % accum:
+        retries = (accum // self.study.train.accum_freq).bit_length() - 1
+        if retries > self.study.failures.oom_retries or self.study.train.batch_size % accum:
             return False
         self.accum_freq = accum
         self.resumed_from = None
@@ -175,11 +167,14 @@ class TrialRun:
         return max(candidates, key=lambda c: (c.samples_seen, c.local is not None), default=None)
 
     def _local_checkpoint(self) -> StartingPoint | None:
+        from nas.train import run_progress
+
         for out in sorted(self.workdir.glob("train-accum*"), key=lambda p: int(p.name.removeprefix("train-accum")),
                           reverse=True):
-            if (out / "checkpoint.pt").exists():
-                state = _checkpoint_state(out)
-                return StartingPoint(state["samples_seen"], state["config"]["accum_freq"], local=out)
+            progress = run_progress(out)
+            if progress is not None:
+                state, config = progress
+                return StartingPoint(state.samples_seen, config.accum_freq, local=out)
         return None
 
     def _materialize(self, start: StartingPoint) -> Path:
@@ -191,21 +186,15 @@ class TrialRun:
         start.remote.to_directory(str(self.out))
         return self.out
 
-    def _checkpoint_rungs(self, out: Path) -> list[dict[str, Any]]:
-        return _checkpoint_state(out)["rungs"]
-
     # ---- reporting ---------------------------------------------------------------------------------------------
-    def _extras(self, rung: int | None, replay: bool) -> dict[str, Any]:
+    def _extras(self, replay: bool) -> dict[str, Any]:
         import ray
 
-        extras = {"arch_id": self.arch.arch_id, "host": socket.gethostname(),
-                  "node": ray.get_runtime_context().get_node_id(), "device": self.device,
-                  "pid": os.getpid(), "session": self.session, "accum_freq": self.accum_freq,
-                  "resumed_from": self.resumed_from, "replay": replay, "trial_status": "running",
-                  "schedule": self.schedule, **self.cost}
-        if rung is not None:
-            extras["budget"] = self.budgets[rung]
-        return extras
+        return {"arch_id": self.arch.arch_id, "host": socket.gethostname(),
+                "node": ray.get_runtime_context().get_node_id(), "device": self.device,
+                "pid": os.getpid(), "session": self.session, "accum_freq": self.accum_freq,
+                "resumed_from": self.resumed_from, "replay": replay, "trial_status": status.RUNNING,
+                "schedule": self.schedule, **self.candidate.cost}
 
     def _report(self, metrics: dict[str, Any]) -> bool:
         """The trainer's rung callback: report with a checkpoint Ray persists. Never asks to stop: when ASHA
@@ -214,9 +203,9 @@ class TrialRun:
 
         checkpoint = tune.Checkpoint.from_directory(str(self.out))
         checkpoint.set_metadata({"samples_seen": metrics["samples_seen"], "accum_freq": self.accum_freq,
-                                 "rung": metrics["rung"]})
-        self.reported_rungs.add(metrics["rung"])
-        tune.report({**_numbers(metrics), **self._extras(metrics["rung"], replay=False)}, checkpoint=checkpoint)
+                                 "budget": metrics["budget"]})
+        self.reported.add(metrics["budget"])
+        tune.report({**_numbers(metrics), **self._extras(replay=False)}, checkpoint=checkpoint)
         return False
 
     def _replay(self, rungs: list[dict[str, Any]]) -> None:
@@ -224,23 +213,17 @@ class TrialRun:
         from ray import tune
 
         for metrics in rungs:
-            self.reported_rungs.add(metrics["rung"])
-            tune.report({**_numbers(metrics), **self._extras(metrics["rung"], replay=True)})
+            self.reported.add(metrics["budget"])
+            tune.report({**_numbers(metrics), **self._extras(replay=True)})
 
-    def _report_end(self, status: str, error: str | None, replay: bool = False) -> None:
+    def _report_end(self, end: str, error: str | None, replay: bool = False) -> None:
         from ray import tune
 
-        tune.report({**self._extras(None, replay), "trial_status": status, "error": error or ""})
+        tune.report({**self._extras(replay), "trial_status": end, "error": error or ""})
 
 
 def _numbers(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-def _checkpoint_state(out: Path) -> dict[str, Any]:
-    """The trainer checkpoint's bookkeeping, read without loading its tensors (memory-mapped)."""
-    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True, mmap=True)
-    return {"samples_seen": state["samples_seen"], "config": state["config"], "rungs": state["rungs"]}
 
 
 @functools.lru_cache(maxsize=4)

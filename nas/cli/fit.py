@@ -59,7 +59,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--hold-out", type=int, metavar="K",
                         help="also fit without the K largest runs (budgets for isoflop) and score them")
     parser.add_argument("--out", type=Path, metavar="FIG.png", help="write the figure here (and as .svg)")
-    parser.set_defaults(func=run_fit)
+    parser.set_defaults(func=_fit)
 
 
 def read_runs(path: Path, where: str | None, metric: str = "zeroshot_top1") -> pd.DataFrame:
@@ -151,7 +151,7 @@ def _fit_group(frame: pd.DataFrame, args: argparse.Namespace, options: dict, sou
     return result
 
 
-def run_fit(args: argparse.Namespace) -> int:
+def _fit(args: argparse.Namespace) -> int:
     source = str(args.source)
     study = args.source.is_dir() or args.source.suffix == ".db"
     if study:

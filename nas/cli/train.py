@@ -109,9 +109,10 @@ def _eval_sets(args: argparse.Namespace, image_size: int) -> tuple:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from nas.arch_cli import load_arch
-    from nas.data import StreamConfig
+    from nas import status
+    from nas.data import DataSource
     from nas.export import export_checkpoint
+    from nas.presets import load_arch
     from nas.train import OOMError, TrainConfig, train
 
     arch, default_text = load_arch(args.arch)
@@ -122,9 +123,8 @@ def _train(args: argparse.Namespace) -> int:
         compile=args.compile, grad_checkpointing=args.grad_checkpointing, accum_freq=args.accum_freq,
         grad_clip_norm=args.grad_clip_norm, lock_text=args.lock_text, rungs=_rungs(args.rungs),
         checkpoint_every=args.checkpoint_every, log_every=args.log_every, eval_batch_size=args.eval_batch_size,
-        seed=args.seed)
-    data = StreamConfig(urls=args.data, workers=args.workers, augment=args.augment, seed=args.seed,
-                        captions=args.captions, metadata=args.metadata)
+        workers=args.workers, seed=args.seed)
+    data = DataSource(urls=args.data, augment=args.augment, captions=args.captions, metadata=args.metadata)
     zeroshot, retrieval = _eval_sets(args, arch.image_size)
     out = Path(args.out or f"runs/{arch.arch_id}")
     try:
@@ -136,7 +136,7 @@ def _train(args: argparse.Namespace) -> int:
         return 1
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports and exports
         return 0
-    if result.status == "diverged":
+    if result.status == status.DIVERGED:
         print(f"vitamin-nas train: the loss diverged at {result.samples_seen} samples (step {result.step}); "
               f"try a lower --lr or a longer --warmup", file=sys.stderr)
         return 1
