@@ -96,17 +96,6 @@ def cost_metrics(arch: Arch, text: TextTower) -> dict[str, float]:
             "params_m": c.params / 1e6, "train_gflops": c.train_gflops}
 
 
-def arch_family(arch: Arch) -> str:
-    """The layout of a tower without its sizes: stage block types, then the Transformer's MLP.
-
-    `C-C-T/geglu` is ViTamin's (two MBConv stages, a GeGLU Transformer), `P-T/mlp` a ViT; scaling studies
-    compare members of one family at several widths and depths.
-    """
-    letters = ["P"] if arch.stem == "patch" else [{"mbconv": "C", "convnext": "N", "attention": "A"}[s.block]
-                                                  for s in arch.stages]
-    return "-".join([*letters, "T"]) + f"/{arch.transformer.mlp}"
-
-
 @dataclass(frozen=True)
 class Measured:
     """How far an arch has been measured: the furthest trial's rungs (budget order) and its status."""
@@ -203,7 +192,7 @@ class ResultStore:
     def add_trial(self, trial_id: str, arch: Arch, text: TextTower, **fields: Any) -> None:
         """Register a trial (idempotent: a trial already there keeps its row)."""
         values = {"trial_id": trial_id, "arch_id": arch.arch_id, "arch_name": arch.name(),
-                  "family": arch_family(arch), "arch": arch.to_json(), **cost_metrics(arch, text),
+                  "family": arch.family, "arch": arch.to_json(), **cost_metrics(arch, text),
                   "status": "pending", "created_at": time.time(), **fields}
         names = ", ".join(values)
         self.db.execute(f"INSERT INTO nas_trials ({names}) VALUES ({', '.join('?' * len(values))}) "
