@@ -66,7 +66,8 @@ def _positive_int(value: Any, field_name: str) -> None:
 
 @dataclass(frozen=True)
 class Stage:
-    """A 2D stage: `depth` blocks of one type at `width` channels; the stage halves the resolution once.
+    """A 2D stage: `depth` blocks of one type at `width` channels; every stage but a ConvNeXt's first halves the
+    resolution once.
 
     `expansion` is MBConv's inverted-bottleneck ratio (of the output channels, as ViTamin and CoAtNet),
     ConvNeXt's MLP ratio, or an attention stage's MLP ratio. `kernel` is the depthwise kernel of conv
