@@ -4,8 +4,10 @@ Two counting conventions, both named wherever they appear:
 
 * **paper** (`gmacs`): what fvcore's `FlopCountAnalysis` reports for the built model, as the ViTamin paper
   and its tables do. Convolutions and linear layers count their multiply-accumulates, LayerNorm counts
-  5 per element (fvcore's rule), and the attention matmuls (QK^T, AV) are *not* counted, because fvcore has
-  no handle for fused `scaled_dot_product_attention`.
+  5 per element (fvcore's rule), BatchNorm 2 per element (fvcore's rule in eval mode, in which the authors
+  profiled), an adaptive average pool 1 per input element (ConvNeXt's and CoAtNet's heads; a ViT's token
+  mean counts nothing), and the attention matmuls (QK^T, AV) are *not* counted, because fvcore has no handle
+  for fused `scaled_dot_product_attention`.
 * **full** (`gmacs_full`): the paper count plus the attention matmuls, 2 * N^2 * D MACs per attention layer;
   this is what fvcore reports once an SDPA handle is registered (`fvcore_gmacs(..., count_attention=True)`).
 
@@ -26,6 +28,8 @@ from nas.presets import TextTower
 
 #: fvcore's LayerNorm count: 5 "flops" per element with an affine transform (fvcore.nn.jit_handles).
 LN = 5
+#: fvcore's BatchNorm count in eval mode: 2 per element with an affine transform (`batchnorm_flop_jit`).
+BN = 2
 #: Autograd keeps about this many bytes per element of activation: bf16 autocast on GPU keeps most
 #: activations in 2 bytes; fp32 on CPU in 4. Pass `bytes_per_element` explicitly for anything else.
 BF16 = 2
@@ -72,6 +76,10 @@ def _ln(channels: int, positions: int) -> Part:
     return Part("ln", 2 * channels, LN * channels * positions)
 
 
+def _bn(channels: int, positions: int) -> Part:
+    return Part("bn", 2 * channels, BN * channels * positions)
+
+
 def _linear(cin: int, cout: int, tokens: int, bias: bool = True) -> Part:
     return Part("linear", cin * cout + (cout if bias else 0), cin * cout * tokens)
 
@@ -111,9 +119,10 @@ def _convnext(cin: int, cout: int, stride: int, expansion: float, kernel: int, h
 
 
 @functools.lru_cache(maxsize=65536)
-def _strided_conv(cin: int, cout: int, hw_in: int) -> Part:
-    """LayerNorm2d then a 3x3 stride-2 conv (ViTamin's transition into the Transformer stage)."""
-    part = _ln(cin, hw_in) + _conv(cin, cout, 3, hw_in // 4)
+def _strided_conv(cin: int, cout: int, hw_in: int, kernel: int = 3) -> Part:
+    """LayerNorm2d then a stride-2 conv: ViTamin's 3x3 transition into the Transformer stage, ConvNeXt's 2x2
+    downsampling at the start of each later stage."""
+    part = _ln(cin, hw_in) + _conv(cin, cout, kernel, hw_in // 4)
     return part.named("down", 2 * cin * hw_in)  # kept: input, LN out
 
 
@@ -166,12 +175,116 @@ def _transformer(width: int, depth: int, mlp: str, hidden: int, tokens: int) -> 
     return _block(width, mlp, hidden, tokens).times(depth).named(f"transformer:{mlp}")
 
 
+@functools.lru_cache(maxsize=65536)
+def _patchify_stem(c: int, patch: int, image_size: int) -> Part:
+    """timm ConvNeXt's stem: a `patch` x `patch` conv of stride `patch`, then LayerNorm2d."""
+    hw = (image_size // patch) ** 2
+    part = _conv(3, c, patch, hw) + _ln(c, hw)
+    return part.named("stem", 3 * image_size**2 + c * hw)  # kept: the image, conv out (LN in)
+
+
+@functools.lru_cache(maxsize=65536)
+def _convnext_stage(index: int, cin: int, width: int, depth: int, kernel: int, hw_in: int) -> Part:
+    """A stage of timm's ConvNeXt: after the first, LayerNorm2d and a 2x2 stride-2 conv; then `depth` blocks."""
+    down, hw = (_strided_conv(cin, width, hw_in, kernel=2), hw_in // 4) if index else (Part("down"), hw_in)
+    return (down + _convnext(width, width, 1, 4.0, kernel, hw).times(depth)).named(f"stage{index + 1}:convnext")
+
+
+@functools.lru_cache(maxsize=65536)
+def _coatnet_stem(c: int, image_size: int) -> Part:
+    """timm MaxxVit's stem: 3x3 stride-2 conv, BatchNorm + GELU, 3x3 conv, both convs bias-free."""
+    hw = (image_size // 2) ** 2
+    part = _conv(3, c, 3, hw, bias=False) + _bn(c, hw) + _conv(c, c, 3, hw, bias=False)
+    return part.named("stem", 3 * image_size**2 + 3 * c * hw)  # kept: the image, conv1 out, BN out, GELU out
+
+
+@functools.lru_cache(maxsize=65536)
+def _mbconv_bn(cin: int, cout: int, stride: int, expansion: float, kernel: int, hw_in: int) -> Part:
+    """timm `maxxvit.MbConvBlock` (CoAtNet's): pre-BN, 1x1 expand, BN-GELU, depthwise, BN-GELU, squeeze-excite
+    (a quarter of the output width, SiLU), 1x1 project; bias only on the projection and shortcut convs."""
+    hw_out = hw_in // (stride * stride)
+    mid, squeeze = make_divisible(cout * expansion), int(0.25 * cout)
+    part = _bn(cin, hw_in) + _conv(cin, mid, 1, hw_in, bias=False) + _bn(mid, hw_in) \
+        + _conv(mid, mid, kernel, hw_out, groups=mid, bias=False) + _bn(mid, hw_out) \
+        + _conv(mid, squeeze, 1, 1) + _conv(squeeze, mid, 1, 1) + _conv(mid, cout, 1, hw_out)
+    # kept: input, pre-norm out, expand out and its BN out, GELU out, depthwise out, its BN out, GELU out (the
+    # excitation's input), the excited map (projection input); the squeeze's vectors are negligible
+    kept = 2 * cin * hw_in + 3 * mid * hw_in + 4 * mid * hw_out
+    if cin != cout:  # the shortcut: 2x2 average pool, then a 1x1 conv
+        part, kept = part + _conv(cin, cout, 1, hw_out), kept + cin * hw_out
+    return part.named("mbconv_bn", kept)
+
+
+@functools.lru_cache(maxsize=65536)
+def _rel_attention(cin: int, cout: int, stride: int, heads: int, hidden: int, side: int) -> Part:
+    """timm `maxxvit.TransformerBlock2d` (CoAtNet's) with output map `side` x `side`: LayerNorm2d (then a 2x2
+    average pool when strided), 1x1-conv qkv and projection, relative position bias over the whole map (a
+    (2 side - 1)^2 x heads table), LayerNorm2d and a 1x1-conv MLP."""
+    hw_out = side * side
+    hw_in = hw_out * stride * stride
+    part = _ln(cin, hw_in) + _conv(cin, 3 * cout, 1, hw_out) + Part("rel_pos", (2 * side - 1) ** 2 * heads) \
+        + Part("sdpa", attn_macs=2 * hw_out * hw_out * cout) + _conv(cout, cout, 1, hw_out) + _ln(cout, hw_out) \
+        + _conv(cout, hidden, 1, hw_out) + _conv(hidden, cout, 1, hw_out)
+    # kept: input and LN out at the input size; the pooled map (qkv input) when strided; q, k, v, SDPA out,
+    # proj in, LN2 in and out; fc1 out and its GELU; the bias SDPA adds to the scores
+    kept = 2 * cin * hw_in + (cin * hw_out if stride > 1 else 0) + 7 * cout * hw_out + 2 * hidden * hw_out \
+        + heads * hw_out * hw_out
+    if cin != cout:  # the shortcut: 2x2 average pool, then a 1x1 conv
+        part, kept = part + _conv(cin, cout, 1, hw_out), kept + cin * hw_out
+    return part.named("rel_attention", kept)
+
+
+@functools.lru_cache(maxsize=65536)
+def _coatnet_stage(index: int, cin: int, stage: Stage, side_in: int) -> Part:
+    side = side_in // 2
+    if stage.block == "mbconv_bn":
+        first = _mbconv_bn(cin, stage.width, 2, stage.expansion, stage.kernel, side_in**2)
+        rest = _mbconv_bn(stage.width, stage.width, 1, stage.expansion, stage.kernel, side**2)
+    else:
+        hidden = int(stage.width * stage.expansion)
+        first = _rel_attention(cin, stage.width, 2, stage.heads, hidden, side)
+        rest = _rel_attention(stage.width, stage.width, 1, stage.heads, hidden, side)
+    return (first + rest.times(stage.depth - 1)).named(f"stage{index + 1}:{stage.block}")
+
+
+@functools.lru_cache(maxsize=65536)
+def _pooled_head(width: int, hw: int, embed_dim: int, hidden: bool) -> Part:
+    """timm's `NormMlpClassifierHead` (global average pool, LayerNorm, for CoAtNet a tanh hidden layer as wide
+    as its input), then the CLIP projection."""
+    part = Part("pool", macs=width * hw) + _ln(width, 1)
+    if hidden:
+        part = part + _linear(width, width, 1)
+    part = part + _linear(width, embed_dim, 1, bias=False)
+    # kept: the pool's input, LN in and out; the hidden layer's output and its tanh
+    return part.named("head", width * hw + (4 if hidden else 2) * width)
+
+
+def _pure_parts(arch: Arch) -> list[Part]:
+    """A tower without a Transformer stage: timm's ConvNeXt (patch stem) or CoAtNet (conv stem)."""
+    last = arch.stages[-1].width
+    if arch.stem == "patch":
+        parts = [_patchify_stem(arch.stages[0].width, arch.patch_size, arch.image_size)]
+        cin, hw = arch.stages[0].width, (arch.image_size // arch.patch_size) ** 2
+        for i, stage in enumerate(arch.stages):
+            parts.append(_convnext_stage(i, cin, stage.width, stage.depth, stage.kernel, hw))
+            cin, hw = stage.width, hw // 4 if i else hw
+        return [*parts, _pooled_head(last, hw, arch.embed_dim, hidden=False)]
+    parts = [_coatnet_stem(arch.stem_width, arch.image_size)]
+    cin, side = arch.stem_width, arch.image_size // 2
+    for i, stage in enumerate(arch.stages):
+        parts.append(_coatnet_stage(i, cin, stage, side))
+        cin, side = stage.width, side // 2
+    return [*parts, _pooled_head(last, side * side, arch.embed_dim, hidden=True)]
+
+
 def image_parts(arch: Arch) -> list[Part]:
     """The cost of each part of the image tower, in forward order.
 
     Each part is one cached call on plain numbers: candidates of a space share most of their parts, which is
     what lets `cost` price 10,000+ candidates per second on one core.
     """
+    if arch.transformer is None:
+        return _pure_parts(arch)
     t = arch.transformer
     if arch.stem == "patch":
         patch_embed = _conv(3, t.width, arch.patch_size, arch.grid_size**2, bias=False)
@@ -312,7 +425,10 @@ def fvcore_gmacs(arch: Arch, text: TextTower | None = None, count_attention: boo
 
     from nas.models import build_clip
 
-    model = build_clip(arch, text or TextTower()).train()  # train mode: no MHA fast path (pitfalls.md)
+    # The text tower in train mode: no MHA fast path (pitfalls.md). The image tower in eval mode, as the authors
+    # profiled: fvcore counts BatchNorm 2 per element in eval mode, 5 in train mode.
+    model = build_clip(arch, text or TextTower()).train()
+    model.visual.eval()
 
     class EncodeText(torch.nn.Module):
         def __init__(self, clip: torch.nn.Module):

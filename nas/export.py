@@ -8,8 +8,8 @@ An export directory is what open_clip's `local-dir:` schema reads, plus the arch
 
 The image tower is described to open_clip as a timm model (`vision_cfg.timm_model_name`), which open_clip
 wraps exactly as `nas.models` does (trunk, then dropout and a bias-free projection), so the state dict
-loads strictly. For a ViTamin preset the timm model is timm's own (`vitamin_small_224`, ...) and open_clip
-loads the export with nothing else imported:
+loads strictly. For a ViTamin, ConvNeXt or CoAtNet preset the timm model is timm's own (`vitamin_small_224`,
+`convnext_tiny`, `coatnet_0_224`, ...) and open_clip loads the export with nothing else imported:
 
     model, _, preprocess = open_clip.create_model_and_transforms("local-dir:runs/a1b2/open_clip")
 
@@ -41,9 +41,14 @@ LOCAL_DIR = "local-dir:"
 
 
 def timm_name(arch: Arch) -> str:
-    """timm's model name for the trunk: timm's own for a ViTamin preset (any embed_dim), else `nas_<arch_id>`."""
+    """timm's model name for the trunk: timm's own for a ViTamin, ConvNeXt or CoAtNet preset (any embed_dim), else
+    `nas_<arch_id>`. A ConvNeXt trunk has nothing that depends on the image size, so any size matches."""
+    size_free = arch.transformer is None and arch.stem == "patch"
     for name, timm_model in TIMM_NAMES.items():
-        if PRESETS[name][0].replace(embed_dim=arch.embed_dim) == arch:
+        reference = PRESETS[name][0]
+        if size_free and reference.family == arch.family:
+            reference = reference.replace(image_size=arch.image_size)
+        if reference.replace(embed_dim=arch.embed_dim) == arch:
             return timm_model
     return f"nas_{arch.arch_id}"
 

@@ -1,4 +1,5 @@
-"""Named towers: the ViTamin family as released (timm / open_clip names) and the baselines it is compared with.
+"""Named towers: the ViTamin family as released (timm / open_clip names) and the baselines it is compared with
+(ViT, ConvNeXt and CoAtNet as the paper trained them; ConvNeXt- and CoAtNet-style hybrids for ablations).
 
 Each preset is an image `Arch` plus the text tower it was trained with (open_clip's model configs). Names
 follow open_clip (`ViTamin-L-336`, `ViT-B-16`); `ViT-B/16` is accepted too.
@@ -53,13 +54,28 @@ def vit(patch_size: int, width: int, depth: int, heads: int, embed_dim: int, ima
                 transformer=Transformer(width=width, depth=depth, heads=heads, mlp="mlp"))
 
 
-def coatnet(stem: int, widths: tuple[int, int, int, int], depths: tuple[int, int, int, int],
-            embed_dim: int, head_dim: int = 32, image_size: int = 224) -> Arch:
-    """A CoAtNet-style 4-stage hybrid (C-C-T-T, output stride 32) built from this space's blocks.
+def convnext(widths: tuple[int, int, int, int], depths: tuple[int, int, int, int], embed_dim: int,
+             image_size: int = 224) -> Arch:
+    """timm's ConvNeXt (`convnext_tiny`, ...): patchify stem 4, four ConvNeXt stages, avg pool, LayerNorm."""
+    return Arch(stem="patch", patch_size=4, image_size=image_size, embed_dim=embed_dim,
+                stages=tuple(Stage("convnext", d, w) for w, d in zip(widths, depths)))
+
+
+def coatnet(stem: int, widths: tuple[int, int, int, int], depths: tuple[int, int, int, int], embed_dim: int,
+            head_dim: int = 32, image_size: int = 224) -> Arch:
+    """timm's CoAtNet (`coatnet_0_224`, ...): two MBConv-BN stages, two relative-attention stages (M-M-R-R)."""
+    return Arch(stem="conv", stem_width=stem, image_size=image_size, embed_dim=embed_dim, stages=(
+        *(Stage("mbconv_bn", d, w) for w, d in zip(widths[:2], depths[:2])),
+        *(Stage("rel_attention", d, w, heads=w // head_dim) for w, d in zip(widths[2:], depths[2:]))))
+
+
+def coatnet_hybrid(stem: int, widths: tuple[int, int, int, int], depths: tuple[int, int, int, int],
+                   embed_dim: int, head_dim: int = 32, image_size: int = 224) -> Arch:
+    """A CoAtNet-style 4-stage hybrid (C-C-A-T, output stride 32) built from the hybrid layout's blocks.
 
     As CoAtNet: two MBConv stages, an attention stage at stride 16 and a Transformer stage at stride 32,
-    MLP ratio 4, 32-wide heads. Unlike timm's CoAtNet, the MBConv is ViTamin's MBConv-LN and attention uses
-    learned absolute position embeddings instead of relative position bias.
+    MLP ratio 4, 32-wide heads. Unlike timm's CoAtNet (`coatnet`), the MBConv is ViTamin's MBConv-LN and
+    attention uses learned absolute position embeddings instead of relative position bias.
     """
     return Arch(
         stem="conv", stem_width=stem, image_size=image_size, pool="avg", embed_dim=embed_dim,
@@ -67,6 +83,15 @@ def coatnet(stem: int, widths: tuple[int, int, int, int], depths: tuple[int, int
                 Stage("attention", depths[2], widths[2], heads=widths[2] // head_dim)),
         transformer=Transformer(width=widths[3], depth=depths[3], heads=widths[3] // head_dim, mlp="mlp"),
     )
+
+
+#: timm's ConvNeXt and CoAtNet shapes (`timm.models.convnext`, `timm.models.maxxvit.model_cfgs`).
+CONVNEXT_T = ((96, 192, 384, 768), (3, 3, 9, 3))
+CONVNEXT_B = ((128, 256, 512, 1024), (3, 3, 27, 3))
+CONVNEXT_XL = ((256, 512, 1024, 2048), (3, 3, 27, 3))
+COATNET_0 = (64, (96, 192, 384, 768), (2, 3, 5, 2))
+COATNET_2 = (128, (128, 256, 512, 1024), (2, 6, 14, 2))
+COATNET_4 = (192, (192, 384, 768, 1536), (2, 12, 28, 2))
 
 
 def _build() -> dict[str, tuple[Arch, TextTower]]:
@@ -93,9 +118,18 @@ def _build() -> dict[str, tuple[Arch, TextTower]]:
         # ViTamin with ConvNeXt blocks in the conv stages: the paper's MBConv-vs-ConvNeXt micro-design axis.
         "ConvNeXtHybrid-S": (vitamin(64, 128, 384, 14, 6, embed_dim=384, conv_block="convnext"), TEXT_S),
         "ConvNeXtHybrid-B": (vitamin(128, 256, 768, 14, 12, embed_dim=512, conv_block="convnext"), TEXT_B),
-        # CoAtNet-0 and CoAtNet-2 shapes (timm coatnet_0_224 / coatnet_2_224) in this space's blocks.
-        "CoAtNetHybrid-0": (coatnet(64, (96, 192, 384, 768), (2, 3, 5, 2), embed_dim=384), TEXT_S),
-        "CoAtNetHybrid-2": (coatnet(128, (128, 256, 512, 1024), (2, 6, 14, 2), embed_dim=512), TEXT_B),
+        # CoAtNet-0 and CoAtNet-2 shapes in the hybrid layout's blocks (MBConv-LN, absolute positions).
+        "CoAtNetHybrid-0": (coatnet_hybrid(*COATNET_0, embed_dim=384), TEXT_S),
+        "CoAtNetHybrid-2": (coatnet_hybrid(*COATNET_2, embed_dim=512), TEXT_B),
+        # The paper's ConvNeXt and CoAtNet baselines as the authors trained them (ViTamin repo,
+        # configs/short_schedule/*.yaml and open_clip/model_configs: convnext_tiny_d384, convnext_base,
+        # convnext_xlarge_t768, coatnet_0/2/4; every one trained with force_image_size 224).
+        "ConvNeXt-T": (convnext(*CONVNEXT_T, embed_dim=384), TEXT_S),
+        "ConvNeXt-B": (convnext(*CONVNEXT_B, embed_dim=512), TEXT_B),
+        "ConvNeXt-XL": (convnext(*CONVNEXT_XL, embed_dim=768), TEXT_L),
+        "CoAtNet-0": (coatnet(*COATNET_0, embed_dim=384), TEXT_S),
+        "CoAtNet-2": (coatnet(*COATNET_2, embed_dim=512), TEXT_B),
+        "CoAtNet-4": (coatnet(*COATNET_4, embed_dim=768), TEXT_L),
     })
     return presets
 
@@ -108,6 +142,8 @@ TIMM_NAMES = {
     **{f"ViTamin-L{'' if s == 224 else f'-{s}'}": f"vitamin_large_{s}" for s in (224, 256, 336, 384)},
     **{f"ViTamin-L2{'' if s == 224 else f'-{s}'}": f"vitamin_large2_{s}" for s in (224, 256, 336, 384)},
     **{f"ViTamin-XL-{s}": f"vitamin_xlarge_{s}" for s in (256, 336, 384)},
+    "ConvNeXt-T": "convnext_tiny", "ConvNeXt-B": "convnext_base", "ConvNeXt-XL": "convnext_xlarge",
+    "CoAtNet-0": "coatnet_0_224", "CoAtNet-2": "coatnet_2_224", "CoAtNet-4": "coatnet_4_224",
 }
 
 

@@ -85,17 +85,6 @@ TRIAL_FIELDS = ("number", "status", "error", "rung", "budget", "samples_seen", "
                 "accum_freq", "resumed_from", "wall_s", "started_at", "ended_at")
 
 
-def arch_family(arch: Arch) -> str:
-    """The layout of a tower without its sizes: stage block types, then the Transformer's MLP.
-
-    `C-C-T/geglu` is ViTamin's (two MBConv stages, a GeGLU Transformer), `P-T/mlp` a ViT; scaling studies
-    compare members of one family at several widths and depths.
-    """
-    letters = ["P"] if arch.stem == "patch" else [{"mbconv": "C", "convnext": "N", "attention": "A"}[s.block]
-                                                  for s in arch.stages]
-    return "-".join([*letters, "T"]) + f"/{arch.transformer.mlp}"
-
-
 @dataclass(frozen=True)
 class Measured:
     """How far an arch has been measured: the furthest trial's rungs (budget order) and its status."""
@@ -206,7 +195,7 @@ class ResultStore:
         """Register a trial with its analytic cost (`Cost.metrics()`), idempotently: a trial already there keeps
         its row."""
         values = {"trial_id": trial_id, "arch_id": arch.arch_id, "arch_name": arch.name(),
-                  "family": arch_family(arch), "arch": arch.to_json(), **{k: cost[k] for k in COST_METRICS},
+                  "family": arch.family, "arch": arch.to_json(), **{k: cost[k] for k in COST_METRICS},
                   "status": status.PENDING, "created_at": time.time(), **fields}
         names = ", ".join(values)
         self.db.execute(f"INSERT INTO nas_trials ({names}) VALUES ({', '.join('?' * len(values))}) "

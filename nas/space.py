@@ -1,8 +1,8 @@
 """`SearchSpace`: a YAML description of which `Arch`s a search may propose, and the constraints they must meet.
 
 A space file has top-level fields (`image_size`, `base_width`, `embed_dim`, `pos_embed`, `pool`, `stem`), a
-list of 2D `stages`, a `transformer` section, an optional fixed `text` tower (used for costing) and
-`constraints`. Each value is a *domain*:
+list of 2D `stages`, a `transformer` section (left out for ConvNeXt and CoAtNet towers, see `nas.arch`), an
+optional fixed `text` tower (used for costing) and `constraints`. Each value is a *domain*:
 
 * a scalar: fixed;
 * a list: a categorical choice;
@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from nas.arch import MLP_TYPES, POOLS, POS_EMBEDS, STAGE_BLOCKS, STEMS, Arch, Stage, Transformer
+from nas.arch import ATTENTION_BLOCKS, MLP_TYPES, POOLS, POS_EMBEDS, STAGE_BLOCKS, STEMS, Arch, Stage, Transformer
 from nas.cost import Cost, cost
 from nas.errors import ConfigError
 from nas.presets import TextTower
@@ -138,10 +138,12 @@ class SearchSpace:
         if not isinstance(stages, list):
             raise self._error("a list of stage sections", "stages")
         self.stages = [self._stage_section(s, i) for i, s in enumerate(stages)]
-        if "transformer" not in spec:
-            raise self._error("missing (every tower ends in a Transformer stage)", "transformer")
-        self._check_fields(spec["transformer"], TRANSFORMER_FIELDS, "transformer")
-        self.transformer = self._section(spec["transformer"], TRANSFORMER_FIELDS, "transformer")
+        if not self.stages and "transformer" not in spec:
+            raise self._error("missing: a tower needs a Transformer stage, 2D stages or both", "transformer")
+        self.transformer: list[Param] | None = None  # None: ConvNeXt and CoAtNet towers
+        if "transformer" in spec:
+            self._check_fields(spec["transformer"], TRANSFORMER_FIELDS, "transformer")
+            self.transformer = self._section(spec["transformer"], TRANSFORMER_FIELDS, "transformer")
         self.text = self._text(spec.get("text") or {})
         self.constraints = self._constraints(spec.get("constraints") or {})
         self._check_sections()
@@ -246,9 +248,11 @@ class SearchSpace:
     def _check_sections(self) -> None:
         fields = {p.field for p in self.top}
         needs_base = any(p.field == "width_mult" for s in self.stages for p in s) or \
-            any(p.field == "width_mult" for p in self.transformer) or "stem_mult" in fields
+            any(p.field == "width_mult" for p in self.transformer or ()) or "stem_mult" in fields
         if needs_base and "base_width" not in fields:
             raise self._error("width_mult/stem_mult need a base_width", "base_width")
+        if self.transformer is None:
+            return
         tfields = {p.field for p in self.transformer}
         for required, alternatives in (("depth", ("depth",)), ("width", ("width", "width_mult")),
                                        ("heads", ("heads", "head_dim"))):
@@ -260,9 +264,9 @@ class SearchSpace:
     def _walk(self, choose: Chooser) -> Arch:
         top = _choose(self.top, choose, _never, {})
         stages = [_choose(s, choose, _stage_skip, top) for s in self.stages]
-        return self._build(top, stages, _choose(self.transformer, choose, _never, top))
+        return self._build(top, stages, _choose(self.transformer, choose, _never, top) if self.transformer else None)
 
-    def _build(self, top: dict, stages: list[dict], tf: dict) -> Arch:
+    def _build(self, top: dict, stages: list[dict], tf: dict | None) -> Arch:
         base = top.get("base_width")
 
         def width(section: dict) -> int:
@@ -278,14 +282,16 @@ class SearchSpace:
         built_stages = []
         for s in stages:
             w = width(s)
-            attention = s["block"] == "attention"
+            attention = s["block"] in ATTENTION_BLOCKS
             built_stages.append(Stage(
                 block=s["block"], depth=int(s["depth"]), width=w, expansion=float(s.get("expansion", 4.0)),
                 kernel=None if attention else s.get("kernel"), heads=heads(s, w) if attention else None,
                 mlp=s.get("mlp") if attention else None))
-        tw = width(tf)
-        transformer = Transformer(width=tw, depth=int(tf["depth"]), heads=heads(tf, tw), mlp=tf.get("mlp", "geglu"),
-                                  mlp_ratio=tf.get("mlp_ratio"))
+        transformer = None
+        if tf is not None:
+            tw = width(tf)
+            transformer = Transformer(width=tw, depth=int(tf["depth"]), heads=heads(tf, tw),
+                                      mlp=tf.get("mlp", "geglu"), mlp_ratio=tf.get("mlp_ratio"))
         stem = top.get("stem", "conv")
         stem_width = None
         if stem == "conv":
@@ -293,7 +299,7 @@ class SearchSpace:
                 int(round(top.get("stem_mult", 1) * base)) if base else built_stages[0].width
         return Arch(transformer=transformer, stages=tuple(built_stages), stem=stem, stem_width=stem_width,
                     patch_size=top.get("patch_size"), image_size=int(top.get("image_size", 224)),
-                    pos_embed=top.get("pos_embed", "learn"), pool=top.get("pool", "avg"),
+                    pos_embed=top.get("pos_embed"), pool=top.get("pool", "avg"),
                     embed_dim=int(top.get("embed_dim", 512)))
 
     # ---- the public API --------------------------------------------------------------------------------------
@@ -325,7 +331,7 @@ class SearchSpace:
 
     def params(self) -> Iterator[tuple[str, Domain]]:
         """Every parameter name and domain of the space (conditional branches listed separately)."""
-        for param in [*self.top, *itertools.chain(*self.stages), *self.transformer]:
+        for param in [*self.top, *itertools.chain(*self.stages), *(self.transformer or ())]:
             for key, domain in param.domains.items():
                 yield (param.name if key is None else f"{param.name}[{key}]"), domain
 
@@ -346,9 +352,10 @@ class SearchSpace:
         self._require_finite()
         for top in _assignments(self.top, _never, {}):
             sections = [list(_assignments(params, skip, top)) for params, skip in self._sections()]
-            for *stages, tf in itertools.product(*sections):
+            for chosen in itertools.product(*sections):
+                stages, tf = (chosen[:-1], chosen[-1]) if self.transformer else (chosen, None)
                 try:
-                    arch = self._build(top, stages, tf)
+                    arch = self._build(top, list(stages), tf)
                 except ConfigError:
                     continue
                 if not feasible or self.is_feasible(arch):
@@ -398,7 +405,8 @@ class SearchSpace:
     # ---- internals -----------------------------------------------------------------------------------------
     def _sections(self) -> list[tuple[list[Param], Callable]]:
         """The stage and transformer sections, each with its rule for fields that do not apply."""
-        return [*[(s, _stage_skip) for s in self.stages], (self.transformer, _never)]
+        transformer = [(self.transformer, _never)] if self.transformer else []
+        return [*[(s, _stage_skip) for s in self.stages], *transformer]
 
     def _require_finite(self) -> None:
         if not self.finite:
@@ -415,8 +423,8 @@ def _join(where: str, field: str) -> str:
 
 
 def _stage_skip(field: str, chosen: dict) -> bool:
-    block = chosen.get("block")
-    return (block == "attention" and field in _CONV_ONLY) or (block != "attention" and field in _ATTENTION_ONLY)
+    attention = chosen.get("block") in ATTENTION_BLOCKS
+    return (attention and field in _CONV_ONLY) or (not attention and field in _ATTENTION_ONLY)
 
 
 def _never(field: str, chosen: dict) -> bool:
@@ -464,7 +472,9 @@ def _arch_values(arch: Arch, base: int | None) -> dict[str, Any]:
         _fill_section(values, f"stages.{i}", stage.width, base, stage.heads, dict(
             block=stage.block, depth=stage.depth, expansion=stage.expansion, kernel=stage.kernel, mlp=stage.mlp))
     t = arch.transformer
-    _fill_section(values, "transformer", t.width, base, t.heads, dict(depth=t.depth, mlp=t.mlp, mlp_ratio=t.mlp_ratio))
+    if t is not None:
+        _fill_section(values, "transformer", t.width, base, t.heads,
+                      dict(depth=t.depth, mlp=t.mlp, mlp_ratio=t.mlp_ratio))
     return values
 
 

@@ -23,6 +23,8 @@ STYLES = {
     "mbconv": ("MBConv-LN", OKABE_ITO["blue"], "//"),
     "convnext": ("ConvNeXt", OKABE_ITO["orange"], "\\\\"),
     "attention": ("attention (2D)", OKABE_ITO["green"], "xx"),
+    "mbconv_bn": ("MBConv-BN", OKABE_ITO["sky_blue"], "||"),
+    "rel_attention": ("rel. attention (2D)", OKABE_ITO["purple"], "++"),
     "transformer": ("Transformer", OKABE_ITO["vermillion"], ".."),
 }
 
@@ -31,15 +33,18 @@ def _boxes(arch: Arch) -> list[tuple[str, str, int, int, int]]:
     """(kind, label, width, depth, resolution) for each part, in forward order."""
     t = arch.transformer
     if arch.stem == "patch":
-        boxes = [("patch", f"patch {arch.patch_size}", t.width, 1, arch.grid_size)]
+        size = arch.image_size // arch.patch_size
+        boxes = [("patch", f"patch {arch.patch_size}", arch.stages[0].width if arch.stages else t.width, 1, size)]
     else:
         size = arch.image_size // 2
         boxes = [("stem", "stem", arch.stem_width, 2, size)]
-        for stage in arch.stages:
+    for i, stage in enumerate(arch.stages):
+        if i or arch.stem == "conv":  # a ConvNeXt's first stage stays at its patchify stem's resolution
             size //= 2
-            extra = f" h{stage.heads}" if stage.block == "attention" else f" k{stage.kernel}"
-            boxes.append((stage.block, f"{stage.block}{extra}", stage.width, stage.depth, size))
-    boxes.append(("transformer", f"{t.mlp} x{t.mlp_ratio:g}, h{t.heads}", t.width, t.depth, arch.grid_size))
+        extra = f" h{stage.heads}" if stage.heads else f" k{stage.kernel}"
+        boxes.append((stage.block, f"{stage.block}{extra}", stage.width, stage.depth, size))
+    if t is not None:
+        boxes.append(("transformer", f"{t.mlp} x{t.mlp_ratio:g}, h{t.heads}", t.width, t.depth, arch.grid_size))
     return boxes
 
 

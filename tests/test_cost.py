@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from nas.arch import Arch, Stage
 from nas.cost import cost, fvcore_gmacs, make_divisible
 from nas.models import build_clip, build_vision_tower
 from nas.presets import PRESETS, TextTower, preset, preset_with_text
@@ -35,6 +36,47 @@ PAPER = {
     "ViT-L-16": (304.09, 59.70, 123.65, 6.55),
     "ViT-L-14": (303.97, 77.83, 123.65, 6.55),
 }
+
+
+# The paper's ConvNeXt and CoAtNet baselines (vitamin.md section 2.2; the authors' MODEL_HUB.md). The towers are
+# the presets as the authors trained them (ViTamin repo: configs/short_schedule/*.yaml name the open_clip model
+# configs convnext_tiny_d384, convnext_base, convnext_xlarge_t768, coatnet_0/2/4, all with force_image_size 224).
+# For CoAtNet-0/2/4 and ConvNeXt-B both columns are those towers'. The image column of two rows was profiled on
+# open_clip's stock configs instead, so it needs the change given here:
+# * ConvNeXt-T: open_clip's convnext_tiny.json, embed_dim 1024 (trained: 384): 27.82 M trunk + 768 x 1024 = 28.61
+#   (with the trained 768 x 384 projection 28.12; GMACs 4.47 either way);
+# * ConvNeXt-XL: open_clip's convnext_xlarge.json, embed_dim 1024 at 256 px (trained: 768 at 224 px): 348.15 M
+#   trunk + 2048 x 1024 = 350.25 and 79.65 GMACs (at 256 px with the 768-wide projection, 79.64; the trained
+#   tower: 349.72 M, 60.98 GMACs).
+# Their text column is the trained text tower's (12/384 and 12/768, projecting to the trained embed_dim), so no
+# single CLIP model has both columns of those two rows.
+BASELINES = {
+    # name: (image params M, image GMACs, text params M, text GMACs, the image column's profiled change)
+    "ConvNeXt-T": (28.61, 4.47, 40.44, 1.64, {"embed_dim": 1024}),
+    "ConvNeXt-B": (88.09, 15.38, 63.43, 2.91, {}),
+    "ConvNeXt-XL": (350.25, 79.65, 123.65, 6.55, {"embed_dim": 1024, "image_size": 256}),
+    "CoAtNet-0": (24.56, 4.43, 40.44, 1.64, {}),
+    "CoAtNet-2": (74.18, 15.94, 63.43, 2.91, {}),
+    "CoAtNet-4": (275.07, 60.81, 123.65, 6.55, {}),
+}
+
+
+@pytest.mark.parametrize("name", list(BASELINES))
+def test_convnext_and_coatnet_paper_numbers(name):
+    image_params, image_gmacs, text_params, text_gmacs, profiled = BASELINES[name]
+    arch, text = preset_with_text(name)
+    c = cost(arch.replace(**profiled))
+    assert round(c.image_params / 1e6, 2) == image_params and round(c.image_gmacs, 2) == image_gmacs
+    c = cost(arch, text)
+    assert round(c.text_params / 1e6, 2) == text_params and round(c.text_gmacs, 2) == text_gmacs
+
+
+def test_convnext_t_and_xl_as_trained():
+    """The trained towers differ from the paper's image column only by the projection (and XL's resolution)."""
+    t, xl = cost(preset("ConvNeXt-T")), cost(preset("ConvNeXt-XL"))
+    assert round(t.image_params / 1e6, 2) == 28.12 and round(t.image_gmacs, 2) == 4.47
+    assert cost(preset("ConvNeXt-T").replace(embed_dim=1024)).image_params - t.image_params == 768 * (1024 - 384)
+    assert round(xl.image_params / 1e6, 2) == 349.72 and round(xl.image_gmacs, 2) == 60.98
 
 
 @pytest.mark.parametrize("name", list(PAPER))
@@ -86,7 +128,15 @@ def _fvcore_cases() -> list:
     rng = random.Random(7)
     samples = [(space.sample(rng), space.text) for _ in range(6)]
     small = [preset(n).replace(image_size=64) for n in ("ConvNeXtHybrid-S", "CoAtNetHybrid-0")]
-    return [preset_with_text("ViTamin-S"), *samples, *((a, TextTower(width=64, layers=2, heads=2)) for a in small)]
+    # ConvNeXt and CoAtNet with every knob away from the presets' (kernels, expansions, head widths, depths).
+    small += [Arch(stem="patch", patch_size=4, image_size=64, embed_dim=32, stages=tuple(
+                  Stage("convnext", d, w, kernel=k) for w, d, k in ((16, 1, 3), (24, 2, 5), (40, 1, 7), (48, 1, 3)))),
+              Arch(stem_width=8, image_size=64, embed_dim=32, stages=(
+                  *(Stage("mbconv_bn", d, w, kernel=5, expansion=3.0) for w, d in ((16, 1), (24, 2))),
+                  Stage("rel_attention", 2, 48, heads=3, expansion=2.0), Stage("mbconv_bn", 1, 64, kernel=5,
+                                                                                  expansion=3.0)))]
+    return [*(preset_with_text(n) for n in ("ViTamin-S", "ConvNeXt-T", "CoAtNet-0")), *samples,
+            *((a, TextTower(width=64, layers=2, heads=2)) for a in small)]
 
 
 @pytest.mark.parametrize("arch, text", _fvcore_cases(), ids=lambda v: v.name() if hasattr(v, "name") else "")
@@ -114,7 +164,8 @@ def _saved_tensor_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
     return sum(n for ptr, n in storages.items() if ptr not in params)
 
 
-@pytest.mark.parametrize("name", ["ViTamin-S", "ViT-B-16", "ConvNeXtHybrid-S", "CoAtNetHybrid-0"])
+@pytest.mark.parametrize("name", ["ViTamin-S", "ViT-B-16", "ConvNeXtHybrid-S", "CoAtNetHybrid-0", "ConvNeXt-T",
+                                  "CoAtNet-0"])
 def test_activation_estimate_close_to_measured(name):
     arch = preset(name).replace(image_size=64)
     model = build_vision_tower(arch).train()

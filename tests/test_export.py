@@ -9,6 +9,7 @@ import pytest
 import torch
 from train_helpers import TINY_ARCH, TINY_TEXT, factory
 
+from nas.arch import Arch, Stage
 from nas.errors import ConfigError
 from nas.export import export, export_checkpoint, load_open_clip, register, timm_name
 from nas.models import build_clip
@@ -56,6 +57,30 @@ def test_a_vitamin_preset_loads_with_open_clip_alone(tmp_path):
     assert {k: ours["vision_cfg"][k] for k in builtin["vision_cfg"] if k != "timm_drop_path"} == {
         k: v for k, v in builtin["vision_cfg"].items() if k != "timm_drop_path"}
     assert {k: ours["text_cfg"][k] for k in builtin["text_cfg"]} == builtin["text_cfg"]
+
+
+@pytest.mark.parametrize("name, image_size, timm_model", [("ConvNeXt-T", 64, "convnext_tiny"),
+                                                          ("CoAtNet-0", 224, "coatnet_0_224")])
+def test_convnext_and_coatnet_presets_load_with_open_clip_alone(name, image_size, timm_model, tmp_path):
+    """The trunk is timm's model itself; a ConvNeXt trunk has no size-dependent part, so any resolution is timm's."""
+    arch = preset_with_text(name)[0].replace(image_size=image_size, embed_dim=48)
+    assert timm_name(arch) == timm_model
+    model = build_clip(arch, TINY_TEXT)
+    export(model.state_dict(), arch, TINY_TEXT, tmp_path)
+    loaded, _, _ = open_clip.create_model_and_transforms(f"local-dir:{tmp_path}")
+    _same_embeddings(model, loaded, image_size, TINY_TEXT.context_length, batch=1)
+
+
+def test_other_convnext_and_coatnet_towers_register_their_trunk(tmp_path):
+    coatnet = preset_with_text("CoAtNet-0")[0]
+    assert timm_name(coatnet.replace(image_size=256)).startswith("nas_")  # its relative position tables grow
+    arch = Arch(stem_width=8, image_size=64, embed_dim=32,
+                stages=(Stage("mbconv_bn", 1, 16), Stage("mbconv_bn", 1, 24), Stage("rel_attention", 2, 32, heads=2)))
+    model = build_clip(arch, TINY_TEXT)
+    export(model.state_dict(), arch, TINY_TEXT, tmp_path)
+    assert register(tmp_path) == f"nas_{arch.arch_id}"
+    loaded, _, _ = open_clip.create_model_and_transforms(f"local-dir:{tmp_path}")
+    _same_embeddings(model, loaded, 64, TINY_TEXT.context_length)
 
 
 def test_a_training_checkpoint_exports_with_its_siglip_bias(tmp_path):

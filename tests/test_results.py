@@ -15,10 +15,9 @@ import pytest
 from nas.arch import Arch, Stage, Transformer
 from nas.cost import cost
 from nas.errors import ConfigError
-from nas.presets import TextTower, preset
+from nas.presets import TextTower
 from nas.results import (
     ResultStore,
-    arch_family,
     crowding_distance,
     nondominated_ranks,
     pareto_mask,
@@ -221,8 +220,3 @@ def test_pareto_helpers_against_brute_force():
     assert pareto_order(np.array([[2.0, 2.0], [1.0, 1.0], [0.0, 3.0]])).tolist()[0] in (1, 2)
     assert pareto_order(np.array([[2.0, 2.0], [1.0, 1.0], [0.0, 3.0]])).tolist()[-1] == 0
 
-
-def test_families_name_layouts():
-    assert arch_family(preset("ViTamin-S")) == "C-C-T/geglu"
-    assert arch_family(preset("ViT-B-16")) == "P-T/mlp"
-    assert arch_family(preset("CoAtNetHybrid-0")) == "C-C-A-T/mlp"

@@ -65,6 +65,54 @@ def test_vitamin_space_spans_the_paper_family(vitamin):
     assert vitamin.size() == sum(1 for _ in vitamin.enumerate(feasible=False))
 
 
+CONVNEXT_SPACE = """
+name: convnext
+image_size: 224
+embed_dim: 384
+stem: patch
+patch_size: 4
+base_width: [64, 96, 128]
+stages:
+  - {block: convnext, depth: 3, width_mult: 1}
+  - {block: convnext, depth: 3, width_mult: 2}
+  - {block: convnext, depth: [9, 27], width_mult: 4}
+  - {block: convnext, depth: 3, width_mult: 8}
+"""
+COATNET_SPACE = """
+name: coatnet
+image_size: 224
+embed_dim: 384
+stem_width: 64
+base_width: [96, 128]
+stages:
+  - {block: mbconv_bn, depth: 2, width_mult: 1}
+  - {block: mbconv_bn, depth: [3, 6], width_mult: 2}
+  - {block: [rel_attention, mbconv_bn], depth: [5, 14], width_mult: 4, head_dim: 32}
+  - {block: rel_attention, depth: 2, width_mult: 8, head_dim: 32}
+"""
+
+
+@pytest.mark.parametrize("text, name, size", [(CONVNEXT_SPACE, "ConvNeXt-T", 6), (COATNET_SPACE, "CoAtNet-0", 16)])
+def test_convnext_and_coatnet_spaces_have_no_transformer_section(text, name, size):
+    space = SearchSpace(yaml.safe_load(text), "families.yaml")
+    assert space.transformer is None and space.size() == size
+    archs = list(space.enumerate())
+    assert len(archs) == size and {a.family for a in archs} >= {preset(name).family}
+    assert space.contains(preset(name)) and space.sample(0).transformer is None
+    assert not space.contains(preset("ViTamin-S").replace(embed_dim=384))
+    assert not SearchSpace.load(REPO / "search_spaces" / "tiny.yaml").contains(preset(name).replace(embed_dim=64))
+    names = {n for n, _ in space.params()}
+    assert not any(n.startswith("transformer") for n in names)
+    # heads apply to attention stages only, in either kind of attention
+    assert ("stages.2.head_dim" in names) == (name == "CoAtNet-0")
+
+
+def test_a_space_needs_a_transformer_or_stages():
+    with pytest.raises(ConfigError, match="a Transformer stage, 2D stages or both") as err:
+        SearchSpace({"name": "t", "image_size": 64}, "spaces/bad.yaml")
+    assert err.value.field == "transformer" and err.value.source == "spaces/bad.yaml"
+
+
 def test_enumerate_and_sample_respect_constraints(vitamin):
     archs = list(vitamin.enumerate())
     assert archs and all(2.0 <= cost(a).image_gmacs <= 100.0 for a in archs)

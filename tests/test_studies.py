@@ -13,7 +13,6 @@ from nas.arch import Arch
 from nas.cost import cost
 from nas.errors import ConfigError
 from nas.report import load_paper
-from nas.results import arch_family
 from nas.study import Study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,7 +69,7 @@ def test_ablation_variants_differ_in_gmacs_as_the_authors_variants_do():
 
 def test_design_choices_are_the_papers_families_at_three_data_budgets():
     study = load("vitamin_design_choices")
-    families = {label: arch_family(arch) for label, arch in labelled(study).items()}
+    families = {label: arch.family for label, arch in labelled(study).items()}
     assert families["ViTamin"] == "C-C-T/geglu" and families["ViT"] == "P-T/mlp"
     assert families["ConvNeXt-style"] == "N-N-T/geglu" and families["CoAtNet-style"] == "C-C-A-T/mlp"
     assert families["MLP-d12"] == "C-C-T/mlp"
@@ -83,7 +82,7 @@ def test_model_ladder_grows_at_fixed_data():
     sizes = [cost(arch) for arch in study.archs]
     assert all(a.image_gmacs < b.image_gmacs and a.image_params < b.image_params for a, b in zip(sizes, sizes[1:]))
     assert sizes[-1].image_gmacs / sizes[0].image_gmacs > 30
-    assert {arch_family(arch) for arch in study.archs} == {"C-C-T/geglu"}
+    assert {arch.family for arch in study.archs} == {"C-C-T/geglu"}
     assert labelled(study)["M"] == labelled(load("vitamin_design_choices"))["ViTamin"]
     assert study.budget.early_stopping == "none"
 

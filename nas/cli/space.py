@@ -66,13 +66,16 @@ def _space_show(args: argparse.Namespace) -> int:
     costs = [space.cost(a) for a in archs]
     print(f"size: {size:,} combinations" if size is not None else "size: infinite (continuous parameters)")
     print(f"ranges ({how}):")
-    print(format_table(["quantity", "min", "median", "max"], [
+    rows = [
         _range("image params M", [c.image_params / 1e6 for c in costs]),
         _range("image GMACs (paper)", [c.image_gmacs for c in costs]),
         _range("image GMACs full", [c.image_gmacs_full for c in costs]),
-        _range("transformer depth", [a.transformer.depth for a in archs]),
-        _range("transformer width", [a.transformer.width for a in archs]),
-    ]))
+    ]
+    transformers = [a.transformer for a in archs if a.transformer]  # none in a ConvNeXt or CoAtNet space
+    if transformers:
+        rows += [_range("transformer depth", [t.depth for t in transformers]),
+                 _range("transformer width", [t.width for t in transformers])]
+    print(format_table(["quantity", "min", "median", "max"], rows))
     return 0
 
 

@@ -1,4 +1,8 @@
-"""Image tower and CLIP assembly. Layers come from timm and open_clip; only the stage composition is new."""
+"""Image tower and CLIP assembly. Layers come from timm and open_clip; only the hybrid's stage composition is new.
+
+ConvNeXt and CoAtNet towers are timm's own `ConvNeXt` and `MaxxVit` models, configured from the arch: their
+trunks are those classes, so timm's `convnext_*` / `coatnet_*` state dicts load into them unchanged.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ import torch
 from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 from timm.layers import HybridEmbed, Mlp, trunc_normal_
 from timm.models._manipulate import checkpoint_seq
-from timm.models.convnext import ConvNeXtBlock
+from timm.models.convnext import ConvNeXt, ConvNeXtBlock
+from timm.models.maxxvit import MaxxVit, MaxxVitCfg, MaxxVitConvCfg, MaxxVitTransformerCfg
 from timm.models.vision_transformer import Block, VisionTransformer
 from timm.models.vitamin import GeGluMlp, MbConvLNBlock, Stem, StridedConv
 from torch import nn
@@ -94,11 +99,15 @@ class ConvStages(nn.Module):
         return self.pool(x)
 
 
-def build_trunk(arch: Arch, drop_path: float = 0.0, init_weights: bool = True) -> VisionTransformer:
-    """The timm `VisionTransformer` of an arch, with no classifier (`num_classes=0`).
+def build_trunk(arch: Arch, drop_path: float = 0.0, init_weights: bool = True) -> nn.Module:
+    """The timm model of an arch, with no classifier (`num_classes=0`): it outputs the pooled features.
 
-    `init_weights=False` skips timm's ViT initialisation (for weights about to be loaded, or the meta device).
+    A `VisionTransformer` for ViT and hybrid towers, a `ConvNeXt` or a `MaxxVit` for the towers without a
+    Transformer stage. `init_weights=False` skips timm's ViT and MaxxVit initialisation (for weights about to
+    be loaded, or the meta device); timm's ConvNeXt always initialises.
     """
+    if arch.transformer is None:
+        return _convnext(arch, drop_path) if arch.stem == "patch" else _coatnet(arch, drop_path, init_weights)
     t = arch.transformer
     kwargs = dict(weight_init="" if init_weights else "skip",
         img_size=arch.image_size, num_classes=0, embed_dim=t.width, depth=t.depth, num_heads=t.heads,
@@ -113,6 +122,32 @@ def build_trunk(arch: Arch, drop_path: float = 0.0, init_weights: bool = True) -
     return VisionTransformer(patch_size=1, embed_layer=embed, **kwargs)
 
 
+def _convnext(arch: Arch, drop_path: float) -> ConvNeXt:
+    """timm's ConvNeXt: `convnext_tiny` is `depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)` with every default."""
+    return ConvNeXt(num_classes=0, depths=tuple(s.depth for s in arch.stages), dims=tuple(s.width for s in arch.stages),
+                    kernel_sizes=tuple(s.kernel for s in arch.stages), patch_size=arch.patch_size,
+                    drop_path_rate=drop_path)
+
+
+def _coatnet(arch: Arch, drop_path: float, init_weights: bool) -> MaxxVit:
+    """timm's MaxxVit as its `coatnet_N` configs build it (timm.models.maxxvit.model_cfgs), from the arch's stages.
+
+    The configs' other fields are MaxxVit's defaults: BatchNorm MBConv with squeeze-excitation, attention with
+    relative position bias, and a head whose hidden layer is as wide as the last stage.
+    """
+    conv = next(s for s in arch.stages if s.block == "mbconv_bn")
+    attention = next((s for s in arch.stages if s.block == "rel_attention"), None)
+    cfg = MaxxVitCfg(
+        embed_dim=tuple(s.width for s in arch.stages), depths=tuple(s.depth for s in arch.stages),
+        block_type=tuple("C" if s.block == "mbconv_bn" else "T" for s in arch.stages), stem_width=arch.stem_width,
+        head_hidden_size=arch.stages[-1].width, weight_init="vit_eff" if init_weights else "",
+        conv_cfg=MaxxVitConvCfg(expand_ratio=conv.expansion, kernel_size=conv.kernel),
+        transformer_cfg=MaxxVitTransformerCfg(dim_head=attention.head_dim, expand_ratio=attention.expansion)
+        if attention else MaxxVitTransformerCfg(),
+    )
+    return MaxxVit(cfg, img_size=arch.image_size, num_classes=0, drop_path_rate=drop_path)
+
+
 class VisionTower(nn.Module):
     """A CLIP image tower: timm trunk, then open_clip's `TimmModel` head (dropout, bias-free projection)."""
 
@@ -122,7 +157,7 @@ class VisionTower(nn.Module):
         self.image_size = (arch.image_size, arch.image_size)
         self.trunk = build_trunk(arch, drop_path, init_weights)
         self.head = nn.Sequential(OrderedDict(
-            drop=nn.Dropout(0.0), proj=nn.Linear(arch.transformer.width, arch.embed_dim, bias=False)))
+            drop=nn.Dropout(0.0), proj=nn.Linear(self.trunk.num_features, arch.embed_dim, bias=False)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.trunk(x))
@@ -138,7 +173,8 @@ class VisionTower(nn.Module):
 
 
 def build_vision_tower(arch: Arch, drop_path: float = 0.0, init_weights: bool = True) -> VisionTower:
-    """The image tower of `arch`. `drop_path` is the stochastic-depth rate of the last Transformer block."""
+    """The image tower of `arch`. `drop_path` is the stochastic-depth rate of the last block: of the Transformer
+    stage in ViT and hybrid towers, of the last stage in ConvNeXt and CoAtNet (timm's rule, as open_clip does)."""
     return VisionTower(arch, drop_path, init_weights)
 
 
