@@ -71,17 +71,24 @@ def spearman(cheap: np.ndarray, expensive: np.ndarray) -> np.ndarray:
         return (x * y).sum(axis=-1) / np.sqrt((x * x).sum(axis=-1) * (y * y).sum(axis=-1))
 
 
+def _signs(values: np.ndarray) -> np.ndarray:
+    """sign(v_i - v_j) for every pair of each row, as int8 (a quarter of the memory of floats)."""
+    above = values[:, :, None] > values[:, None, :]
+    below = values[:, :, None] < values[:, None, :]
+    return above.view(np.int8) - below.view(np.int8)
+
+
 def kendall(cheap: np.ndarray, expensive: np.ndarray) -> np.ndarray:
     """Kendall's tau-b of each row pair (pairs tied on one side count on neither); NaN where a row is constant."""
     x, y = np.atleast_2d(cheap).astype(float), np.atleast_2d(expensive).astype(float)
     out = np.empty(len(x))
     chunk = max(1, _CHUNK_PAIRS // max(1, x.shape[1] ** 2))
     for start in range(0, len(x), chunk):
-        sx = np.sign(x[start:start + chunk, :, None] - x[start:start + chunk, None, :])
-        sy = np.sign(y[start:start + chunk, :, None] - y[start:start + chunk, None, :])
+        sx, sy = _signs(x[start:start + chunk]), _signs(y[start:start + chunk])
+        concordance = np.einsum("bij,bij->b", sx, sy, dtype=np.int64)
         with np.errstate(divide="ignore", invalid="ignore"):
-            out[start:start + chunk] = (sx * sy).sum(axis=(1, 2)) / np.sqrt(
-                (sx * sx).sum(axis=(1, 2)) * (sy * sy).sum(axis=(1, 2)))
+            out[start:start + chunk] = concordance / np.sqrt(
+                np.count_nonzero(sx, axis=(1, 2)) * np.count_nonzero(sy, axis=(1, 2)).astype(float))
     return out
 
 
