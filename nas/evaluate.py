@@ -7,47 +7,116 @@ an image may have several captions; image-to-text counts a hit when any of the i
 top k, text-to-image when the caption's image is.
 
 Everything runs batched, under `torch.no_grad()` and (on GPU) bf16 autocast, with the model in eval mode.
-The metric functions (`topk_accuracy`, `retrieval_recall`) take embeddings, so they can be checked on
-constructed ones.
+The metric functions (`topk_accuracy`, `retrieval_recall`, and their per-item `topk_hits`, `retrieval_hits`) take
+embeddings, so they can be checked on constructed ones.
+
+An evaluation is an `Evaluation`: every metric with the number of items it rests on, its 95 % interval and
+its per-item hits (for paired comparisons of two models on the same items, `nas.uncertainty`). Top-k and
+image-to-text recall are proportions over independent items (Wilson interval); text-to-image recall is a
+mean over captions that share images, so its interval comes from resampling images (`bootstrap_recall_interval`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from open_clip import build_zero_shot_classifier
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from nas.metrics import RETRIEVAL_KS, ZEROSHOT_KS
+from nas.uncertainty import bootstrap_recall_interval, pack_hits, wilson_interval
+
+
+def topk_hits(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = ZEROSHOT_KS) -> dict[int, torch.Tensor]:
+    """Per row, whether its label is among the k highest logits, for each k (k capped at the classes)."""
+    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
+    hits = top == labels.view(-1, 1)
+    return {k: hits[:, :k].any(dim=1) for k in ks}
 
 
 def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = ZEROSHOT_KS) -> dict[int, float]:
     """Fraction of rows whose label is among the k highest logits, for each k (k capped at the classes)."""
-    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
-    hits = top == labels.view(-1, 1)
-    return {k: hits[:, :k].any(dim=1).float().mean().item() for k in ks}
+    return {k: hits.float().mean().item() for k, hits in topk_hits(logits, labels, ks).items()}
+
+
+def retrieval_hits(image_features: torch.Tensor, text_features: torch.Tensor, text_to_image: torch.Tensor,
+                   ks: Sequence[int] = RETRIEVAL_KS) -> dict[str, torch.Tensor]:
+    """Per image (image-to-text) and per caption (text-to-image), whether retrieval@k finds a match;
+    `text_to_image[t]` is the index of caption t's image (images may have several)."""
+    similarity = image_features @ text_features.T  # (images, texts)
+    text_to_image = text_to_image.to(similarity.device)
+    k_max = max(ks)
+    hits = {}
+    top_texts = similarity.topk(min(k_max, similarity.shape[1]), dim=1).indices  # (images, k)
+    owner = text_to_image[top_texts] == torch.arange(len(similarity), device=similarity.device).view(-1, 1)
+    for k in ks:
+        hits[f"image_to_text_R@{k}"] = owner[:, :k].any(dim=1)
+    top_images = similarity.T.topk(min(k_max, similarity.shape[0]), dim=1).indices  # (texts, k)
+    found = top_images == text_to_image.view(-1, 1)
+    for k in ks:
+        hits[f"text_to_image_R@{k}"] = found[:, :k].any(dim=1)
+    return hits
 
 
 def retrieval_recall(image_features: torch.Tensor, text_features: torch.Tensor, text_to_image: torch.Tensor,
                      ks: Sequence[int] = RETRIEVAL_KS) -> dict[str, float]:
     """Recall@k both ways; `text_to_image[t]` is the index of caption t's image (images may have several)."""
-    similarity = image_features @ text_features.T  # (images, texts)
-    text_to_image = text_to_image.to(similarity.device)
-    k_max = max(ks)
-    metrics = {}
-    top_texts = similarity.topk(min(k_max, similarity.shape[1]), dim=1).indices  # (images, k)
-    owner = text_to_image[top_texts] == torch.arange(len(similarity), device=similarity.device).view(-1, 1)
-    for k in ks:
-        metrics[f"image_to_text_R@{k}"] = owner[:, :k].any(dim=1).float().mean().item()
-    top_images = similarity.T.topk(min(k_max, similarity.shape[0]), dim=1).indices  # (texts, k)
-    found = top_images == text_to_image.view(-1, 1)
-    for k in ks:
-        metrics[f"text_to_image_R@{k}"] = found[:, :k].any(dim=1).float().mean().item()
-    return metrics
+    return {name: hits.float().mean().item()
+            for name, hits in retrieval_hits(image_features, text_features, text_to_image, ks).items()}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation: each metric, the number of items it rests on (`n`), its interval at the evaluation's
+    level and its per-item hits (`hits[m]` has `n[m]` entries; text-to-image recall's are per caption)."""
+
+    metrics: dict[str, float]
+    n: dict[str, int]
+    intervals: dict[str, tuple[float, float]]
+    hits: dict[str, np.ndarray]
+
+    def __post_init__(self):
+        for name in ("n", "intervals", "hits"):
+            if set(getattr(self, name)) != set(self.metrics):
+                raise ValueError(f"Evaluation.{name} must name the same metrics as Evaluation.metrics")
+
+    @classmethod
+    def from_hits(cls, hits: Mapping[str, Any], images: Mapping[str, Any] | None = None,
+                  level: float = 0.95) -> Evaluation:
+        """Metrics of per-item hits: a Wilson interval, or, for a metric in `images` (item -> its image),
+        the interval of a bootstrap over images."""
+        images = images or {}
+        metrics, n, intervals, arrays = {}, {}, {}, {}
+        for name, values in hits.items():
+            values = np.asarray(values.cpu() if isinstance(values, torch.Tensor) else values, dtype=bool)
+            arrays[name], n[name] = values, len(values)
+            metrics[name] = float(values.mean()) if len(values) else float("nan")
+            intervals[name] = (bootstrap_recall_interval(values, images[name], level=level) if name in images
+                               else wilson_interval(int(values.sum()), len(values), level))
+        return cls(metrics, n, intervals, arrays)
+
+    def __or__(self, other: Evaluation) -> Evaluation:
+        return Evaluation({**self.metrics, **other.metrics}, {**self.n, **other.n},
+                          {**self.intervals, **other.intervals}, {**self.hits, **other.hits})
+
+    def flat(self) -> dict[str, float | int]:
+        """Numbers only (what a Ray Tune report and the results database take): every metric, and for each
+        its `_n`, `_low` and `_high`."""
+        flat: dict[str, float | int] = {}
+        for name, value in self.metrics.items():
+            low, high = self.intervals[name]
+            flat.update({name: value, f"{name}_n": self.n[name], f"{name}_low": low, f"{name}_high": high})
+        return flat
+
+    def packed_hits(self) -> dict[str, str]:
+        """Every metric's hits as `nas.uncertainty.pack_hits` text (unpack with `n[metric]` items)."""
+        return {name: pack_hits(values) for name, values in self.hits.items()}
 
 
 def _autocast(device: torch.device, bf16: bool):
@@ -97,29 +166,31 @@ def zero_shot_classifier(model: nn.Module, classnames: Sequence[str], templates:
 
 def zeroshot_metrics(model: nn.Module, images: Any, classnames: Sequence[str], templates: Sequence[str | Callable],
                      tokenizer: Callable, device: torch.device, bf16: bool = False, batch_size: int = 256,
-                     workers: int = 0) -> dict[str, float]:
+                     workers: int = 0, level: float = 0.95) -> Evaluation:
     """Top-1 and top-5 zero-shot accuracy; `images` yields (images, labels) batches or is such a dataset."""
     classifier = zero_shot_classifier(model, classnames, templates, tokenizer, device, bf16)
     features, labels = encode_images(model, images, device, bf16, batch_size, workers)
     if labels is None:
         raise ValueError("zero-shot images must come with labels: (images, labels) pairs")
-    accuracy = topk_accuracy(features @ classifier, labels.to(features.device), ZEROSHOT_KS)
-    return {f"zeroshot_top{k}": value for k, value in accuracy.items()}
+    hits = topk_hits(features @ classifier, labels.to(features.device), ZEROSHOT_KS)
+    return Evaluation.from_hits({f"zeroshot_top{k}": value for k, value in hits.items()}, level=level)
 
 
 def retrieval_metrics(model: nn.Module, images: Any, texts: Sequence[str], text_to_image: Sequence[int],
                       tokenizer: Callable, device: torch.device, bf16: bool = False, batch_size: int = 256,
-                      workers: int = 0) -> dict[str, float]:
+                      workers: int = 0, level: float = 0.95) -> Evaluation:
     """Recall@1/5/10 both ways over held-out pairs (`text_to_image[t]`: index of caption t's image)."""
     image_features, _ = encode_images(model, images, device, bf16, batch_size, workers)
     text_features = encode_texts(model, texts, tokenizer, device, bf16, batch_size)
-    return retrieval_recall(image_features, text_features, torch.as_tensor(list(text_to_image)), RETRIEVAL_KS)
+    owners = torch.as_tensor(list(text_to_image))
+    hits = retrieval_hits(image_features, text_features, owners, RETRIEVAL_KS)
+    return Evaluation.from_hits(hits, {f"text_to_image_R@{k}": owners.numpy() for k in RETRIEVAL_KS}, level)
 
 
 def evaluate(model: nn.Module, zeroshot: Any = None, retrieval: Any = None, *, context_length: int = 77,
              device: str | torch.device = "cpu", bf16: bool = False, batch_size: int = 256, workers: int = 0,
-             tokenizer: Callable | None = None) -> dict[str, float]:
-    """All metrics of one evaluation, as one flat dict; the model is left in the mode it was in.
+             tokenizer: Callable | None = None, level: float = 0.95) -> Evaluation:
+    """Every metric of one evaluation with its interval at `level`; the model is left in the mode it was in.
 
     `zeroshot` is a `nas.data.ZeroShotSet` (`dataset` of (image, label), `classnames`, `templates`) and
     `retrieval` a `nas.data.RetrievalSet` (`images`, `texts`, `text_to_image`); `workers` decode images.
@@ -131,14 +202,14 @@ def evaluate(model: nn.Module, zeroshot: Any = None, retrieval: Any = None, *, c
     tokenizer = tokenizer or make_tokenizer(context_length=context_length)
     was_training = model.training
     model.eval()
-    metrics: dict[str, float] = {}
+    evaluation = Evaluation({}, {}, {}, {})
     try:
         if zeroshot is not None:
-            metrics.update(zeroshot_metrics(model, zeroshot.dataset, zeroshot.classnames, zeroshot.templates,
-                                            tokenizer, device, bf16, batch_size, workers))
+            evaluation |= zeroshot_metrics(model, zeroshot.dataset, zeroshot.classnames, zeroshot.templates,
+                                           tokenizer, device, bf16, batch_size, workers, level)
         if retrieval is not None:
-            metrics.update(retrieval_metrics(model, retrieval.images, retrieval.texts, retrieval.text_to_image,
-                                             tokenizer, device, bf16, batch_size, workers))
+            evaluation |= retrieval_metrics(model, retrieval.images, retrieval.texts, retrieval.text_to_image,
+                                            tokenizer, device, bf16, batch_size, workers, level)
     finally:
         model.train(was_training)
-    return metrics
+    return evaluation

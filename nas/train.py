@@ -913,10 +913,12 @@ class TrainingLoop:
         begin = time.perf_counter()
         if self.runtime.is_main and (self.zeroshot is not None or self.retrieval is not None):
             try:
-                metrics.update(evaluate(self.trainer.model, zeroshot=self.zeroshot, retrieval=self.retrieval,
-                                        context_length=self.text.context_length, device=self.runtime.device,
-                                        bf16=self.runtime.bf16, batch_size=self.config.eval_batch_size,
-                                        workers=self.config.eval_workers))
+                evaluation = evaluate(self.trainer.model, zeroshot=self.zeroshot, retrieval=self.retrieval,
+                                      context_length=self.text.context_length, device=self.runtime.device,
+                                      bf16=self.runtime.bf16, batch_size=self.config.eval_batch_size,
+                                      workers=self.config.eval_workers)
+                metrics.update(evaluation.flat())
+                metrics["hits"] = evaluation.packed_hits()  # per item, for paired tests (nas.uncertainty)
             except Exception as err:
                 if not is_oom(err):
                     raise

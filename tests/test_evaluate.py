@@ -11,7 +11,8 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from nas.data import RetrievalSet, ZeroShotSet
-from nas.evaluate import evaluate, retrieval_recall, topk_accuracy
+from nas.evaluate import Evaluation, evaluate, retrieval_hits, retrieval_recall, topk_accuracy, topk_hits
+from nas.uncertainty import bootstrap_recall_interval, unpack_hits, wilson_interval
 
 
 def test_topk_accuracy_counts_the_label_among_the_k_highest():
@@ -55,6 +56,39 @@ def test_retrieval_recall_on_constructed_embeddings():
     # Image 2's best caption is its own (0.45 vs 0), images 0 and 1 find theirs: all hit at 1.
     assert recall["image_to_text_R@1"] == pytest.approx(1.0)
     assert recall["image_to_text_R@5"] == pytest.approx(1.0)
+
+
+def test_per_item_hits_are_what_the_accuracies_average():
+    logits = torch.tensor([[0.9, 0.5, 0.1], [0.1, 0.2, 0.9], [0.6, 0.5, 0.4]])
+    hits = topk_hits(logits, torch.tensor([0, 1, 1]), ks=(1, 2))
+    assert hits[1].tolist() == [True, False, False] and hits[2].tolist() == [True, True, True]
+    images = F.normalize(torch.eye(3, 4), dim=1)
+    texts = F.normalize(torch.tensor([[1.0, 0.1, 0, 0], [0.1, 1.0, 0, 0], [1.0, 0, 0.5, 0]]), dim=1)
+    per_item = retrieval_hits(images, texts, torch.tensor([0, 1, 2]), ks=(1,))
+    assert per_item["text_to_image_R@1"].tolist() == [True, True, False]  # caption 2 looks like image 0
+    assert per_item["image_to_text_R@1"].tolist() == [True, True, True]
+
+
+def test_evaluation_from_hits_uses_wilson_per_item_and_the_image_bootstrap_for_captions():
+    captions = [True, False, True, True, False, True]
+    images = [0, 0, 1, 1, 2, 2]
+    evaluation = Evaluation.from_hits({"zeroshot_top1": [True, False, True, True], "text_to_image_R@1": captions},
+                                      {"text_to_image_R@1": images})
+    assert evaluation.metrics == {"zeroshot_top1": 0.75, "text_to_image_R@1": pytest.approx(4 / 6)}
+    assert evaluation.n == {"zeroshot_top1": 4, "text_to_image_R@1": 6}
+    assert evaluation.intervals["zeroshot_top1"] == pytest.approx((0.3006, 0.9544), abs=5e-5)  # Wilson 3/4
+    assert evaluation.intervals["text_to_image_R@1"] == bootstrap_recall_interval(captions, images)
+    assert evaluation.intervals["text_to_image_R@1"] != wilson_interval(4, 6)
+    assert evaluation.flat() == {
+        "zeroshot_top1": 0.75, "zeroshot_top1_n": 4, "zeroshot_top1_low": evaluation.intervals["zeroshot_top1"][0],
+        "zeroshot_top1_high": evaluation.intervals["zeroshot_top1"][1],
+        "text_to_image_R@1": pytest.approx(4 / 6), "text_to_image_R@1_n": 6,
+        "text_to_image_R@1_low": evaluation.intervals["text_to_image_R@1"][0],
+        "text_to_image_R@1_high": evaluation.intervals["text_to_image_R@1"][1]}
+    packed = evaluation.packed_hits()
+    assert unpack_hits(packed["text_to_image_R@1"], 6).tolist() == captions
+    with pytest.raises(ValueError, match="same metrics"):
+        Evaluation({"zeroshot_top1": 0.5}, {}, {}, {})
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -112,9 +146,14 @@ def test_zero_shot_top1_top5_on_an_oracle_model():
     dataset = TensorDataset(_images(labels), torch.tensor(labels))
     zeroshot = ZeroShotSet(dataset, CLASSNAMES, ["a photo of a {}.", "a {} on white."])
     model = OracleCLIP(confuse={1: 2})  # class-1 images look like class 2: 2 of 10 wrong at top-1, right at 2
-    metrics = evaluate(model, zeroshot=zeroshot, tokenizer=oracle_tokenizer, batch_size=4)
-    assert metrics["zeroshot_top1"] == pytest.approx(0.8)
-    assert metrics["zeroshot_top5"] == pytest.approx(1.0)
+    evaluation = evaluate(model, zeroshot=zeroshot, tokenizer=oracle_tokenizer, batch_size=4)
+    assert evaluation.metrics["zeroshot_top1"] == pytest.approx(0.8)
+    assert evaluation.metrics["zeroshot_top5"] == pytest.approx(1.0)
+    assert evaluation.hits["zeroshot_top1"].tolist() == [label != 1 for label in labels]
+    assert evaluation.n == {"zeroshot_top1": 10, "zeroshot_top5": 10}
+    # Wilson 95 %: 8/10 -> [0.4902, 0.9433] (centre 0.7167, half-width 0.2266); 10/10 -> [10/(10 + z^2), 1].
+    assert evaluation.intervals["zeroshot_top1"] == pytest.approx((0.4902, 0.9433), abs=1e-4)
+    assert evaluation.intervals["zeroshot_top5"] == pytest.approx((10 / (10 + 1.959964**2), 1.0))
     # The classifier is built once per evaluation: 7 classes x 2 templates in batches of 10 classes.
     assert model.text_batches == math.ceil(len(CLASSNAMES) / 10)
 
@@ -124,10 +163,17 @@ def test_evaluate_runs_retrieval_and_restores_the_training_mode():
     retrieval = RetrievalSet(TensorDataset(_images(labels)), ["the red circle", "a red circle", "blue square",
                                                                "green star", "pink heart"], [0, 0, 1, 2, 3])
     model = OracleCLIP().train()
-    metrics = evaluate(model, retrieval=retrieval, tokenizer=oracle_tokenizer)
+    evaluation = evaluate(model, retrieval=retrieval, tokenizer=oracle_tokenizer)
+    metrics = evaluation.metrics
     assert model.training
     assert {k: metrics[k] for k in ("image_to_text_R@1", "text_to_image_R@1", "text_to_image_R@10")} == {
         "image_to_text_R@1": 1.0, "text_to_image_R@1": 1.0, "text_to_image_R@10": 1.0}
+    # Image-to-text rests on the 4 images, text-to-image on 5 captions of 4 images: every caption hits, so
+    # the bootstrap has nothing to resample and the interval is Wilson's over the 4 images.
+    assert evaluation.n["image_to_text_R@1"] == 4 and evaluation.n["text_to_image_R@1"] == 5
+    assert evaluation.intervals["image_to_text_R@1"] == wilson_interval(4, 4)
+    assert evaluation.intervals["text_to_image_R@1"] == pytest.approx((4 / (4 + 1.959964**2), 1.0))
+    assert all(isinstance(v, (int, float)) for v in evaluation.flat().values())
 
 
 def test_zero_shot_set_from_class_folders_through_a_real_model(tmp_path):
@@ -146,7 +192,7 @@ def test_zero_shot_set_from_class_folders_through_a_real_model(tmp_path):
     arch = Arch(stem="conv", stem_width=8, stages=(Stage("mbconv", 1, 16),),
                 transformer=Transformer(width=32, depth=1, heads=2), image_size=32, embed_dim=16)
     model = build_clip(arch, TextTower(width=32, layers=1, heads=2, context_length=16))
-    metrics = evaluate(model, zeroshot=zeroshot_set(tmp_path, 32), context_length=16)
+    metrics = evaluate(model, zeroshot=zeroshot_set(tmp_path, 32), context_length=16).metrics
     assert set(metrics) == {"zeroshot_top1", "zeroshot_top5"}
     assert metrics["zeroshot_top5"] == 1.0  # two classes
     assert metrics["zeroshot_top1"] in (0.0, 0.5, 1.0)

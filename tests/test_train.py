@@ -164,6 +164,30 @@ def test_rungs_report_metrics_and_a_rung_can_stop_the_run(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["arch_id"] == TINY_ARCH.arch_id
 
 
+def test_a_rung_reports_each_metric_with_its_interval_and_its_packed_hits(tmp_path):
+    from torch.utils.data import TensorDataset
+
+    from nas.data import ZeroShotSet
+    from nas.presets import TextTower
+    from nas.uncertainty import unpack_hits, wilson_interval
+
+    text = TextTower(width=32, layers=1, heads=2, context_length=8)  # the CLIP vocabulary, for the real tokenizer
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    images = torch.randn(len(labels), 3, TINY_ARCH.image_size, TINY_ARCH.image_size,
+                         generator=torch.Generator().manual_seed(0))
+    zeroshot = ZeroShotSet(TensorDataset(images, labels), ["red circle", "blue square", "green star"], ["a {}."])
+    result = train(TINY_ARCH, text, factory(16), tiny_config(samples=32), out=tmp_path, zeroshot=zeroshot,
+                   device="cpu")
+    final = result.final
+    hits = unpack_hits(final["hits"]["zeroshot_top1"], final["zeroshot_top1_n"])
+    assert final["zeroshot_top1_n"] == 7 and final["zeroshot_top1"] == pytest.approx(hits.mean())
+    assert (final["zeroshot_top1_low"], final["zeroshot_top1_high"]) == wilson_interval(int(hits.sum()), 7)
+    assert set(final["hits"]) == {"zeroshot_top1", "zeroshot_top5"}
+    rung = next(json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+                if json.loads(line)["event"] == "rung")
+    assert rung["hits"] == final["hits"]
+
+
 def test_budget_that_is_not_a_multiple_of_the_batch_ends_exactly():
     result = train(TINY_ARCH, TINY_TEXT, factory(16), tiny_config(samples=40), device="cpu")
     assert (result.status, result.samples_seen, result.step) == ("completed", 40, 3)
