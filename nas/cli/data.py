@@ -1,4 +1,5 @@
-"""`vitamin-nas data`: synthesize a dataset, write a uid subset from metadata, inspect shards.
+"""`vitamin-nas data`: synthesize a dataset, write the handwritten digits, write a uid subset from metadata,
+inspect shards.
 
     vitamin-nas data synth --out data/synth --samples 20000 --size 64
     vitamin-nas data subset --metadata metadata/ --where "clip_l14_similarity_score >= 0.3" --out keep.npy
@@ -19,10 +20,11 @@ from nas.errors import ConfigError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    data = commands.add_parser("data", help="datasets: synthesize, subset by metadata, inspect shards",
+    data = commands.add_parser("data", help="datasets: synthesize, handwritten digits, subset by metadata, inspect",
                                description="Make and check the image-text data that proxies train on.")
     sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
     _register_synth(sub)
+    _register_digits(sub)
     _register_subset(sub)
     _register_inspect(sub)
 
@@ -47,6 +49,26 @@ def _register_synth(sub: argparse._SubParsersAction) -> None:
                        help="fraction of training captions that do not describe their image (default 0.1)")
     synth.add_argument("--workers", type=int, default=0, help="processes (default: one per CPU core)")
     synth.set_defaults(func=_synth)
+
+
+def _register_digits(sub: argparse._SubParsersAction) -> None:
+    digits = sub.add_parser(
+        "digits", help="write scikit-learn's 1,797 handwritten digits as captioned shards and a zero-shot set",
+        description="Write the handwritten digits that ship with scikit-learn (real images, nothing to download) "
+                    "as DataComp-format shards captioned from several templates ('a handwritten digit seven', 'a "
+                    "photo of the number 7', ...), with a metadata parquet, and hold out a fraction of every "
+                    "class as a zero-shot set (class folders, class names, prompt templates). Deterministic for "
+                    "a seed. Needs the digits extra: pip install 'vitamin-nas[digits]'. Example: vitamin-nas data "
+                    "digits --out data/digits; then train with --data data/digits/shards --eval "
+                    "data/digits/eval/zeroshot.")
+    digits.add_argument("--out", required=True, help="output directory (new, or an earlier run's with the same "
+                                                     "settings)")
+    digits.add_argument("--size", type=int, default=32, help="image side in pixels, upscaled from 8 (default 32)")
+    digits.add_argument("--held-out", type=float, default=0.3,
+                        help="fraction of every class held out for the zero-shot set (default 0.3)")
+    digits.add_argument("--seed", type=int, default=0, help="random seed: split, shard order, captions (default 0)")
+    digits.add_argument("--samples-per-shard", type=int, default=500, help="samples per tar shard (default 500)")
+    digits.set_defaults(func=_digits)
 
 
 def _register_subset(sub: argparse._SubParsersAction) -> None:
@@ -93,6 +115,19 @@ def _synth(args: argparse.Namespace) -> int:
               f"{record['zeroshot_images']} images)")
     if record["retrieval_samples"]:
         print(f"retrieval set: {out / 'eval' / 'retrieval'} ({record['retrieval_samples']} images)")
+    return 0
+
+
+def _digits(args: argparse.Namespace) -> int:
+    from nas.data.digits import write_digits
+
+    record = write_digits(args.out, size=args.size, seed=args.seed, held_out=args.held_out,
+                          samples_per_shard=args.samples_per_shard)
+    out = Path(args.out)
+    print(f"wrote {record['train_samples']} digits in {record['train_shards']} shards to {out / 'shards'}")
+    print(f"metadata: {out / 'metadata'}")
+    print(f"zero-shot set: {out / 'eval' / 'zeroshot'} ({record['zeroshot_classes']} classes, "
+          f"{record['zeroshot_images']} images)")
     return 0
 
 

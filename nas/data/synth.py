@@ -34,7 +34,6 @@ import io
 import json
 import math
 import os
-import tarfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
@@ -43,6 +42,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
+from nas.data.writers import write_parquet, write_shard, write_sizes, write_zeroshot_prompts
 from nas.errors import ConfigError
 
 SHAPES = ("circle", "square", "triangle", "star", "hexagon", "diamond", "cross", "ring", "crescent", "heart")
@@ -467,7 +467,7 @@ def _run_task(task: tuple) -> tuple[str, int]:
         records = [_record(uid, image, text, extra, config) for uid, image, text, extra in make(config, first, count)]
         if split == "train":  # metadata first: a shard that exists always has its metadata
             _write_metadata(root / "metadata" / f"{index:08d}.parquet", [meta for meta, _ in records], index)
-        _write_shard(directory / name, records)
+        write_shard(directory / name, [members for _, members in records])
     return f"{directory.name}/{name}", count
 
 
@@ -509,27 +509,7 @@ def _record(uid: str, image: Image.Image, text: str, extra: dict, config: SynthC
                   "json": json.dumps(meta, sort_keys=True).encode()}
 
 
-def _write_shard(path: Path, records: list[tuple[dict, dict]]) -> None:
-    """Write to a temporary name and rename, so that a killed run leaves no half shard behind.
-
-    Plain `tarfile` rather than webdataset's TarWriter, which is the same thing, because importing
-    webdataset imports torch: seconds of the one-minute budget. Fixed mtime and owner: same seed, same bytes.
-    """
-    partial = path.with_suffix(".tar.partial")
-    with tarfile.open(partial, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for _, members in records:
-            key = members["__key__"]
-            for extension in ("jpg", "txt", "json"):
-                info = tarfile.TarInfo(f"{key}.{extension}")
-                info.size, info.mode = len(members[extension]), 0o444
-                tar.addfile(info, io.BytesIO(members[extension]))
-    partial.rename(path)
-
-
 def _write_metadata(path: Path, rows: list[dict], shard: int) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     columns = {"uid": [r["uid"] for r in rows], "url": [r["url"] for r in rows], "text": [r["caption"] for r in rows],
                "original_width": [r["original_width"] for r in rows],
                "original_height": [r["original_height"] for r in rows],
@@ -538,9 +518,7 @@ def _write_metadata(path: Path, rows: list[dict], shard: int) -> None:
                "caption_matches": [r["caption_matches"] for r in rows], "shard": [shard] * len(rows)}
     for label in rows[0]["labels"] if rows else ():
         columns[label] = [r["labels"][label] for r in rows]
-    partial = path.with_suffix(".parquet.partial")
-    pq.write_table(pa.table(columns), partial)
-    partial.rename(path)
+    write_parquet(path, columns)
 
 
 def _write_zeroshot_class(directory: Path, config: SynthConfig, label: int, first: int, count: int) -> tuple[str, int]:
@@ -562,13 +540,12 @@ def _write_zeroshot_class(directory: Path, config: SynthConfig, label: int, firs
 def _finish(root: Path, config: SynthConfig, written: dict[str, int]) -> dict:
     shard_sizes = {name.split("/", 1)[1]: n for name, n in sorted(written.items()) if name.startswith("shards/")}
     retrieval_sizes = {name.split("/", 1)[1]: n for name, n in sorted(written.items()) if name.startswith("retrieval/")}
-    (root / "shards" / "sizes.json").write_text(json.dumps(shard_sizes, indent=1) + "\n")
+    write_sizes(root / "shards", shard_sizes)
     if retrieval_sizes:
-        (root / "eval" / "retrieval" / "sizes.json").write_text(json.dumps(retrieval_sizes, indent=1) + "\n")
+        write_sizes(root / "eval" / "retrieval", retrieval_sizes)
     if config.zeroshot_per_class:
-        zeroshot = root / "eval" / "zeroshot"
-        (zeroshot / "classnames.txt").write_text("".join(f"{c} {s}\n" for c, s in zeroshot_classes()))
-        (zeroshot / "templates.txt").write_text("".join(f"{t}\n" for t in ZEROSHOT_TEMPLATES))
+        write_zeroshot_prompts(root / "eval" / "zeroshot", [f"{c} {s}" for c, s in zeroshot_classes()],
+                               ZEROSHOT_TEMPLATES)
     record = {"settings": config.settings(), "complete": True, "train_samples": config.samples,
               "train_shards": len(shard_sizes), "retrieval_samples": config.retrieval_samples,
               "zeroshot_classes": len(zeroshot_classes()) if config.zeroshot_per_class else 0,
