@@ -22,7 +22,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from nas.arch import Arch, Stage, Transformer
-from nas.data import StreamConfig, stream, zeroshot_set
+from nas.data import DataSource, stream, zeroshot_set
 from nas.data.digits import CAPTION_TEMPLATES, CLASSNAMES, write_digits
 from nas.errors import ConfigError
 from nas.presets import TextTower
@@ -76,7 +76,7 @@ def test_captions_name_their_digit_in_several_phrasings(digits):
 
 def test_the_stream_and_the_zero_shot_reader_read_them_back(digits):
     root, record = digits
-    loader, stats = stream(StreamConfig(str(root / "shards"), batch_size=100, image_size=32, train=False, workers=0))
+    loader, stats = stream(str(root / "shards"), batch_size=100, image_size=32, train=False, workers=0)
     uids = [uid for _, _, batch_uids in loader for uid in batch_uids]
     assert len(set(uids)) == len(uids) == record["train_samples"] and not stats.skipped
     zeroshot = zeroshot_set(root / "eval" / "zeroshot", 32)
@@ -149,8 +149,8 @@ def test_a_tiny_tower_learns_real_handwritten_digits_zero_shot(digits, tmp_path,
     spin against each other (measured: 4x the CPU time, same result)."""
     root, _ = digits
     config = TrainConfig(samples=3200, batch_size=16, lr=1e-3, warmup=20, rungs=(1600,), log_every=50,
-                         checkpoint_every=0)
-    result = train(ARCH, TEXT, StreamConfig(str(root / "shards"), workers=1), config, out=tmp_path / "run",
+                         checkpoint_every=0, workers=1)
+    result = train(ARCH, TEXT, DataSource(str(root / "shards")), config, out=tmp_path / "run",
                    zeroshot=zeroshot_set(root / "eval" / "zeroshot", 32), device="cpu")
     top1 = [r["zeroshot_top1"] for r in result.rungs]
     train_s = sum(r["train_s"] for r in result.rungs)
