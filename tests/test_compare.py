@@ -144,3 +144,17 @@ def test_zero_cost_proxies_and_size_are_ranked_against_the_measurement(store):
     assert set(rows) == {"image_params_m", "image_gmacs", "naswot"} and rows["naswot"].candidates == 4
     assert all(row.expensive == 900 and -1 <= row.spearman <= 1 for row in rows.values())
     assert study_fidelity(store, proxies=None)[0].cheap == "image_params_m"  # none scored: size only
+
+
+def test_figures_draw_each_accuracy_with_its_interval(store):
+    from matplotlib.collections import LineCollection
+
+    from plots.pareto import pareto_front
+    from plots.search import pareto_fronts
+
+    ax = pareto_fronts(store.frame(), "image_gmacs", "zeroshot_top1").axes[0]
+    bars = [c for c in ax.collections if isinstance(c, LineCollection)]
+    assert bars and sum(len(c.get_segments()) for c in bars) == 4  # one bar per candidate measured
+    (segment,) = [s for c in bars for s in c.get_segments() if abs(s[1][1] - 0.295) < 0.001]
+    assert segment[0][1] == pytest.approx(wilson_interval(100, N)[0])  # best: its Wilson interval
+    assert pareto_front(store.at_budget(900), axes={"image_gmacs": "min"}).axes[0].containers
