@@ -63,7 +63,8 @@ CREATE TABLE IF NOT EXISTS nas_trials (
     family TEXT NOT NULL, arch TEXT NOT NULL,
     image_gmacs REAL, image_gmacs_full REAL, image_params_m REAL, gmacs REAL, gmacs_full REAL, params_m REAL,
     train_gflops REAL, naswot REAL, synflow REAL,
-    schedule INTEGER, status TEXT NOT NULL, error TEXT, rung INTEGER, budget INTEGER, samples_seen INTEGER,
+    schedule INTEGER, seed INTEGER, status TEXT NOT NULL, error TEXT, rung INTEGER, budget INTEGER,
+    samples_seen INTEGER,
     host TEXT, node TEXT, device TEXT, pid INTEGER, accum_freq INTEGER, attempts INTEGER NOT NULL DEFAULT 0,
     resumed_from INTEGER, wall_s REAL, created_at REAL NOT NULL, started_at REAL, updated_at REAL, ended_at REAL
 );
@@ -77,7 +78,7 @@ CREATE TABLE IF NOT EXISTS nas_rungs (
 CREATE INDEX IF NOT EXISTS nas_rungs_budget ON nas_rungs (budget);
 """
 _TRIAL_COLUMNS = ("trial_id", "number", "arch_id", "arch_name", "family", "arch", *COST_METRICS, *ZERO_COST, "schedule",
-                  "status", "error",
+                  "seed", "status", "error",
                   "rung", "budget", "samples_seen", "host", "node", "device", "pid", "accum_freq", "attempts",
                   "resumed_from", "wall_s", "created_at", "started_at", "updated_at", "ended_at")
 #: Trial fields a search may update as a trial runs (what `update_trial` accepts).
@@ -112,6 +113,9 @@ class ResultStore:
         self._study: Study | None = None
         if not readonly:
             self.db.executescript(_TABLES)
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(nas_trials)")}
+            if "seed" not in columns:  # a database written before repeats: every trial ran with train.seed
+                self.db.execute("ALTER TABLE nas_trials ADD COLUMN seed INTEGER")
         version = self.meta("schema_version")
         if version not in (None, SCHEMA_VERSION):
             raise ConfigError(f"schema version {version}, this toolkit reads {SCHEMA_VERSION}", source=str(self.path))
@@ -270,13 +274,13 @@ class ResultStore:
             rows.append(row)
         return rows
 
-    def measured(self, arch_id: str, schedule: int) -> Measured | None:
-        """The furthest measurement of an arch in runs whose schedule ends at `schedule` samples (the trial
-        that reached the largest budget, first such trial)."""
+    def measured(self, arch_id: str, schedule: int, seed: int | None = None) -> Measured | None:
+        """The furthest measurement of an arch in runs whose schedule ends at `schedule` samples with `seed`
+        (None: the study's own) (the trial that reached the largest budget, first such trial)."""
         best = self.db.execute(
             "SELECT t.trial_id, t.status FROM nas_trials t JOIN nas_rungs r USING (trial_id) WHERE t.arch_id = ? "
-            "AND t.schedule = ? GROUP BY t.trial_id ORDER BY MAX(r.budget) DESC, t.status = ? DESC, "
-            "t.created_at LIMIT 1", (arch_id, schedule, status.COMPLETED)).fetchone()
+            "AND t.schedule = ? AND t.seed IS ? GROUP BY t.trial_id ORDER BY MAX(r.budget) DESC, t.status = ? DESC, "
+            "t.created_at LIMIT 1", (arch_id, schedule, seed, status.COMPLETED)).fetchone()
         if best is None:
             return None
         return Measured(best["trial_id"], best["status"], self.rungs(best["trial_id"]))

@@ -57,7 +57,7 @@ class Ledger:
 
 def ledger_entries(store: ResultStore) -> dict[str, dict[str, Any]]:
     """The ledger's starting content: every trial in the database, with its latest persisted checkpoint."""
-    entries = {t["trial_id"]: {"key": (t["arch_id"], t["schedule"]), "status": t["status"], "rungs": [],
+    entries = {t["trial_id"]: {"key": (t["arch_id"], t["schedule"], t["seed"]), "status": t["status"], "rungs": [],
                                "checkpoint": None, "error": t["error"]} for t in store.trials()}
     for row in store.rungs():
         entry = entries[row["trial_id"]]
@@ -94,7 +94,7 @@ class Recorder(tune.Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         candidate = trial.config["candidate"]
         self.store.add_trial(trial.trial_id, candidate.arch, candidate.cost, number=trial.config["number"],
-                             schedule=candidate.schedule)
+                             schedule=candidate.schedule, seed=candidate.seed)
         self.store.start_attempt(trial.trial_id)
         self.ledger.update.remote(trial.trial_id, candidate.key, status=status.RUNNING)
         self.started.add(trial.trial_id)

@@ -119,7 +119,7 @@ class Trial:
         while True:
             try:
                 with memory_limit(self.study.resources.memory_gib, self.device):
-                    config = self.study.run_config(self.schedule, self.accum_freq)
+                    config = self.study.run_config(self.schedule, self.accum_freq, self.candidate.seed)
                     result = train(self.arch, self.study.text, self.study.data.source, config,
                                    out=self.out, zeroshot=zeroshot, retrieval=retrieval, on_rung=self._report,
                                    device=self.device)
