@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/tabular.py --resume          # continue after an interruption
     .venv/bin/python benchmarks/tabular.py --study S.yaml --out runs/S --csv T.csv
     .venv/bin/python benchmarks/tabular.py --from-run runs/tabular_tiny --csv T.csv    # the CSV of a finished run
+    .venv/bin/python benchmarks/tabular.py --fidelity FULL.csv CHEAP.csv [...]   # cheaper measurements, ranked
 
 The study must list its candidates (algorithm fixed, or grid: the space's feasible archs in a stratified order,
 `nas.stratified`) and run without early stopping, so that every candidate is measured at every rung
@@ -21,6 +22,13 @@ per trial and rung:
 pairs a study measured at a lower `image_size` with the full one. `seed` is the training seed (the recipe's,
 or a repeat's). `benchmarks/search_efficiency.py` replays searches over the table. Prints the time it took;
 asserts nothing.
+
+Fidelity axes beyond samples seen are tables of the same candidates measured more cheaply: a study that
+extends this one with `image_size: 32` (studies/tabular_tiny_32px.yaml) or `train: {mask_ratio: 0.5}`
+(studies/tabular_tiny_masked.yaml). `--fidelity FULL.csv CHEAP.csv ...` ranks the candidates by every budget of
+each cheaper table, by every earlier budget of the full one, and by the size and zero-cost scores, against
+the full table's last budget (`nas.fidelity`: Spearman and Kendall with bootstrap intervals, top-k overlap,
+promotions that would change; a candidate's value is its mean over seeds).
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ sys.path.insert(0, str(REPO))
 from nas import status  # noqa: E402
 from nas.arch import Arch  # noqa: E402
 from nas.errors import ConfigError  # noqa: E402
+from nas.fidelity import SIZE_SCORES, FidelityRow, compare, format_fidelity  # noqa: E402
 from nas.metrics import EVALUATED, ZERO_COST  # noqa: E402
 from nas.results import ResultStore  # noqa: E402
 from nas.study import Study  # noqa: E402
@@ -122,6 +131,41 @@ def summary(frame: pd.DataFrame, metric: str = "zeroshot_top1") -> str:
     return "\n".join(lines)
 
 
+def measurement(frame: pd.DataFrame) -> str:
+    """How a table measured its candidates, for a fidelity label: '32 px', 'mask 0.5', '32 px, mask 0.5'."""
+    parts = []
+    if frame.image_size.nunique() == 1:
+        parts.append(f"{int(frame.image_size.iloc[0])} px")
+    if frame.mask_ratio.max() > 0:
+        parts.append(f"mask {frame.mask_ratio.max():g}")
+    return ", ".join(parts)
+
+
+def fidelity(full: pd.DataFrame, cheap: Sequence[pd.DataFrame] = (), metric: str = "zeroshot_top1",
+             reduction_factor: float = 3.0, **options) -> list[FidelityRow]:
+    """Each cheaper measurement against `full`'s last budget, on the candidates both measured (the module
+    docstring); `options` go to `nas.fidelity.compare`."""
+    target = int(full.budget.max())
+    truth = full[full.budget == target].groupby("candidate_id")[metric].mean()
+    rows = []
+    for table, own in [(full[full.budget < target], True), *((t, False) for t in cheap)]:
+        for budget, at in table.groupby("budget"):
+            both = pd.concat([at.groupby("candidate_id")[metric].mean(), truth], axis=1, join="inner").dropna()
+            if len(both) >= 3:
+                name = f"{int(budget):,}" if own else f"{measurement(table)} {int(budget):,}"
+                rows.append(compare(both.iloc[:, 0], both.iloc[:, 1], cheap_label=name, expensive_label=target,
+                                    reduction_factor=reduction_factor, **options))
+    per_candidate = full.drop_duplicates("candidate_id").set_index("candidate_id")
+    for score, way in {**SIZE_SCORES, **dict.fromkeys(ZERO_COST, "max")}.items():
+        if score in per_candidate:
+            both = pd.concat([per_candidate[score].astype(float) * (1 if way == "max" else -1), truth], axis=1,
+                             join="inner").dropna()
+            if len(both) >= 3:
+                rows.append(compare(both.iloc[:, 0], both.iloc[:, 1], cheap_label=score,
+                                    expensive_label=target, reduction_factor=reduction_factor, **options))
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -130,7 +174,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--csv", help="the table (default benchmarks/tables/<study name>.csv)")
     parser.add_argument("--resume", action="store_true", help="continue the search in --out")
     parser.add_argument("--from-run", metavar="DIR", help="write the table of a finished search; run nothing")
+    parser.add_argument("--fidelity", nargs="+", metavar="CSV",
+                        help="the full table, then cheaper tables of its candidates: print their fidelity; run nothing")
     args = parser.parse_args(argv)
+    if args.fidelity:
+        full, *cheap = (pd.read_csv(path) for path in args.fidelity)
+        print(f"ranking of {full.candidate_id.nunique()} candidates at {int(full.budget.max()):,} samples "
+              f"({measurement(full)}) by cheaper measurements:")
+        print(format_fidelity(fidelity(full, cheap)))
+        return 0
     try:
         begin = time.perf_counter()
         if args.from_run:

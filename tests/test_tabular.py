@@ -88,3 +88,26 @@ def test_the_tabular_study_extends_the_quickstart_and_covers_the_space_evenly():
     assert len(blocks) == 6  # every pair of stage blocks the space offers
     assert {a.transformer.depth for a in study.archs} == {2, 3, 4}
     assert {a.stages[0].width for a in study.archs} == {16, 24, 32}
+
+
+def test_fidelity_ranks_cheaper_tables_of_the_same_candidates_against_the_full_one():
+    ids = [f"c{i}" for i in range(6)]
+    truth = [0.10, 0.30, 0.20, 0.50, 0.40, 0.60]
+
+    def frame(values: dict[int, list[float]], image_size: int = 64, mask_ratio: float = 0.0) -> pd.DataFrame:
+        return pd.DataFrame([{"candidate_id": c, "seed": 0, "budget": budget, "zeroshot_top1": v[i],
+                              "image_size": image_size, "mask_ratio": mask_ratio, "image_params_m": float(i),
+                              "image_gmacs": 1.0 - i / 10, "naswot": -truth[i]} for budget, v in values.items()
+                             for i, c in enumerate(ids)])
+
+    reversed_order = [1 - t for t in truth]
+    full = frame({100: reversed_order, 900: truth})
+    low = frame({100: [t / 2 for t in truth]}, image_size=32)  # the same order: a perfect proxy
+    masked = frame({100: reversed_order}, mask_ratio=0.5)
+    rows = {r.cheap: r for r in tabular.fidelity(full, [low, masked], n_bootstrap=200)}
+    assert {"100", "32 px 100", "64 px, mask 0.5 100", "image_params_m", "image_gmacs", "naswot", "synflow"} - \
+        set(rows) == {"synflow"}  # no synflow column in these tables
+    assert rows["32 px 100"].spearman == pytest.approx(1.0) and rows["32 px 100"].top_overlap == 1.0
+    assert rows["100"].spearman == pytest.approx(-1.0) and rows["64 px, mask 0.5 100"].spearman == pytest.approx(-1)
+    assert rows["naswot"].spearman == pytest.approx(-1.0) and all(r.expensive == 900 for r in rows.values())
+    assert rows["image_gmacs"].spearman == pytest.approx(-rows["image_params_m"].spearman)  # larger predicts better
