@@ -25,13 +25,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from nas import status
+from nas import shipped, status
 from nas.errors import ConfigError
 from nas.metrics import direction
 from nas.results import ResultStore
 from nas.select import at_target, family_laws, measurements
 
-PAPER = Path(__file__).resolve().parents[1] / "studies" / "paper" / "vitamin.yaml"
+PAPER = shipped.PAPER
 PAPER_FIELDS = ("paper", "source", "metric", "benchmark", "ablations", "models", "families", "claims")
 BENCHMARK_FIELDS = ("model", "samples", "image_params_m", "image_gmacs", "imagenet", "avg38")
 CLAIM_FIELDS = ("id", "text", "order", "monotonic", "labels", "paper")

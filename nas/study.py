@@ -24,7 +24,8 @@
     seed: 0
     failures: {max_retries: 2, oom_retries: 1}
 
-Relative paths are relative to the study file. Every error names the file and the field, and the CLI exits
+Relative paths are relative to the study file, except the `data.dir` of a study installed with the package,
+which lands under the current directory (`nas.shipped`). Every error names the file and the field, and the CLI exits
 with code 2 on it. A `Study` is plain, typed data (picklable): Ray ships it to every trial. What one training
 run of it needs is `study.run_config(schedule, accum_freq)`, derived from `study.train` in that one place.
 `study.resolved()` is the study in file form (space inlined, paths absolute): stored in the results database,
@@ -335,13 +336,19 @@ class _Reader:
             archs=archs, labels=labels, groups=self.groups(raw.get("groups"), labels),
             sampler=self.sampler(raw.get("sampler"), algorithm), description=str(raw.get("description", "")))
 
+    def data_base(self) -> Path:
+        """A study installed with the package writes its data under the current directory (`nas.shipped`)."""
+        from nas.shipped import data_base
+
+        return data_base(self.source) if Path(self.source).exists() else self.base
+
     # ---- fields ------------------------------------------------------------------------------------------
-    def path(self, value: Any, field_name: str) -> str:
+    def path(self, value: Any, field_name: str, base: Path | None = None) -> str:
         if not isinstance(value, str) or not value:
             raise self.error(f"expected a path, got {value!r}", field_name)
         if "://" in value or value.startswith("pipe:"):
             return value
-        return str((self.base / Path(value).expanduser()).resolve())
+        return str(((base or self.base) / Path(value).expanduser()).resolve())
 
     def space(self, raw: dict[str, Any]) -> SearchSpace:
         """The space file (or an inline mapping, as `resolved` writes it), with the study's text and constraints."""
@@ -404,7 +411,7 @@ class _Reader:
             if "urls" in value:
                 raise self.error("give urls or synthetic, not both", "data.urls")
             synthetic = self.section({"synthetic": synthetic}, "synthetic", SynthConfig, "data.")
-            directory = self.path(directory, "data.dir")
+            directory = self.path(directory, "data.dir", self.data_base())
             value["urls"] = str(Path(directory) / "shards")
             if "captions" in value and "metadata" not in value:
                 value["metadata"] = str(Path(directory) / "metadata")

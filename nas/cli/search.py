@@ -24,7 +24,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                     "(locally on 127.0.0.1, or on a cluster with --address), record every trial and rung in "
                     "OUT/study.db. Kill it at any time; --resume continues without losing or retraining "
                     "finished trials.")
-    search.add_argument("study", help="study YAML file (see studies/)")
+    search.add_argument("study", help="study YAML file, or the name of a shipped one (vitamin-nas studies)")
     search.add_argument("--out", help="output directory (default runs/<study name>)")
     search.add_argument("--resume", action="store_true", help="continue the search in --out")
     search.add_argument("--address", metavar="HOST:PORT|auto",
@@ -42,9 +42,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _search(args: argparse.Namespace) -> int:
+    from nas.shipped import study_file
     from nas.study import Study
 
-    study = Study.load(args.study)
+    study = Study.load(study_file(args.study))
     out = Path(args.out or Path("runs") / study.name)
     search_and_report(study, out, args.resume, address=args.address, storage=args.storage, dashboard=args.dashboard,
                       dashboard_host=args.dashboard_host, progress_every=args.progress_every, verbose=args.verbose)

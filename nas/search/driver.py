@@ -74,8 +74,8 @@ def search(study: Study, out: str | os.PathLike, *, resume: bool = False, addres
         ledger_name = f"ledger-{study.name}-{hashlib.sha1(str(store.path).encode()).hexdigest()[:10]}"
         ledger = Ledger.options(name=ledger_name, namespace=LEDGER_NAMESPACE).remote(ledger_entries(store))
         try:
-            function = tune.with_resources(
-                tune.with_parameters(trainable, settings=TrialSettings(study, ledger_name)), trial_resources(study))
+            settings = TrialSettings(study, ledger_name, str(out))
+            function = tune.with_resources(tune.with_parameters(trainable, settings=settings), trial_resources(study))
             if restore:
                 tuner = tune.Tuner.restore(experiment, trainable=function, resume_unfinished=True,
                                            resume_errored=True)
