@@ -1,7 +1,8 @@
 """`Study`: what one search runs, read from a YAML file in `studies/` and checked before anything starts.
 
     name: quickstart
-    space: ../search_spaces/tiny.yaml        # the search space (its text tower and constraints apply), or inline
+    space: ../search_spaces/tiny.yaml        # the search space (its text tower and constraints apply), the name
+                                             # of a shipped one (tiny, vitamin: `vitamin-nas studies`), or inline
     data:
       synthetic: {samples: 12000, size: 64}  # or urls: shards (dir, brace pattern, URL, pipe:)
       dir: ../data/quickstart                # where the synthetic data lives (written when absent)
@@ -352,10 +353,13 @@ class _Reader:
 
     def space(self, raw: dict[str, Any]) -> SearchSpace:
         """The space file (or an inline mapping, as `resolved` writes it), with the study's text and constraints."""
+        from nas.shipped import spaces
+
         if isinstance(raw["space"], dict):
             spec, where = dict(raw["space"]), f"{self.source} (space)"
         else:
-            space = SearchSpace.load(self.path(raw["space"], "space"))
+            shipped = spaces().get(raw["space"]) if isinstance(raw["space"], str) else None
+            space = SearchSpace.load(shipped or self.path(raw["space"], "space"))
             spec, where = dict(space.spec), space.source
         if "text" in raw:
             spec["text"] = self.text(raw["text"])

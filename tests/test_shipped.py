@@ -111,3 +111,12 @@ def test_an_unknown_study_names_the_shipped_ones(tmp_path):
 
     with pytest.raises(ConfigError, match="nor a shipped study of that name .shipped: data_scaling, model_scaling"):
         shipped.study_file(str(tmp_path / "nope.yaml"))
+
+
+def test_a_study_names_a_shipped_space(tmp_path):
+    from search_helpers import write_study
+
+    from nas.study import Study
+
+    study = Study.load(write_study(tmp_path, tmp_path / "data", space="tiny"))
+    assert Path(study.space.source) == shipped.spaces()["tiny"] and study.space.size() == 432
