@@ -144,6 +144,25 @@ class Prediction:
         """Not distinguishable: the two prediction intervals share a value."""
         return self.fitted and other.fitted and self.lower <= other.upper and other.lower <= self.upper
 
+    @property
+    def degenerate(self) -> str:
+        """Why this prediction's interval cannot separate it from anything ("" when it can): not finite, of
+        zero width, or cut off at an accuracy of 0 or 1 (the law's interval ran past what accuracy can be)."""
+        if not self.fitted:
+            return "no law"
+        if not (math.isfinite(self.lower) and math.isfinite(self.upper)):
+            return "interval not finite"
+        if self.upper - self.lower <= 0:
+            return "zero-width interval"
+        if self.lower <= 0.0 or self.upper >= 1.0:
+            return "interval cut off at an accuracy of 0 or 1"
+        return ""
+
+    @property
+    def decades(self) -> float:
+        """How far the target lies beyond the largest measured value, in decades (0 inside the data)."""
+        return max(0.0, math.log10(self.target / self.measured)) if self.measured > 0 else math.inf
+
     def to_dict(self) -> dict[str, Any]:
         fitted = {"law": self.fit.law, "params": self.fit.params, "ci": self.fit.ci, "r2_log": self.fit.r2_log} \
             if self.fit else None
@@ -252,6 +271,49 @@ def choose(ranking: list[Prediction]) -> list[Prediction]:
     return [best, *(p for p in fitted[1:] if p.overlaps(best))]
 
 
+def separation(ranking: list[Prediction], chosen: list[Prediction], level: float = 0.95) -> str:
+    """One sentence on whether the best candidate can be told from the others at the target, never claiming
+    more than the intervals hold: "distinguishable" only when at least one other candidate has a law, and the
+    best's interval and every other fitted one are sound and apart."""
+    if not chosen:
+        return "no candidate was measured at enough budgets to fit a law: nothing can be ranked"
+    best, *tied = chosen
+    others = [p for p in ranking if p is not best]
+    unfitted = [p.label for p in others if not p.fitted]
+    if tied:
+        return (f"{best.label} is best, but not distinguishable from {', '.join(p.label for p in tied)} "
+                f"({level:.0%} prediction intervals overlap)")
+    if not [p for p in others if p.fitted]:
+        reason = f" ({', '.join(unfitted)} had too few budgets for a law)" if unfitted else ""
+        return f"{best.label} is the only candidate with a law{reason}: it cannot be called distinguishable"
+    unsound = [f"{p.label}: {p.degenerate}" for p in [best, *others] if p.fitted and p.degenerate]
+    if unsound:
+        return (f"{best.label} is best, but its separation from the others cannot be claimed: "
+                f"{'; '.join(unsound)}")
+    note = f"; {', '.join(unfitted)} had no law and are not compared" if unfitted else ""
+    return f"{best.label} is best, distinguishable from every other fitted candidate at {level:.0%}{note}"
+
+
+def extrapolation_warnings(ranking: list[Prediction], max_gmacs: float | None = None) -> list[str]:
+    """Where a target lies more than one decade beyond the data: in samples seen or compute (each candidate's
+    law), or in GMACs (a target tower far larger than any candidate measured)."""
+    warnings = []
+    far = [p for p in ranking if p.decades > 1]
+    if far:
+        worst = max(far, key=lambda p: p.decades)
+        warnings.append(f"the target is {worst.decades:.1f} decades beyond the data for {worst.label} (more than one "
+                        f"decade for {len(far)} of {len(ranking)} candidates): these are extrapolations, not "
+                        "measurements")
+    if max_gmacs is not None and ranking:
+        largest = max(p.image_gmacs for p in ranking)
+        decades = math.log10(max_gmacs / largest) if largest > 0 else math.inf
+        if decades > 1:
+            warnings.append(f"--target-gmacs {max_gmacs:g} is {decades:.1f} decades beyond the largest candidate "
+                            f"measured ({largest:.3g} GMACs): the ranking says nothing measured about towers that "
+                            "large")
+    return warnings
+
+
 # ---- writing the choice --------------------------------------------------------------------------------------
 
 
@@ -282,6 +344,8 @@ def write_selection(store: ResultStore, ranking: list[Prediction], chosen: list[
         written.append({**prediction.to_dict(), "dir": str(directory), "weights": weights,
                         "load": f"nas.export.load_open_clip({str(directory)!r})" if kept else None})
     summary = {"study": study.name, "database": str(store.path), "target": target,
+               "separation": separation(ranking, chosen, target.get("level", 0.95)),
+               "warnings": extrapolation_warnings(ranking, target.get("max_image_gmacs")),
                "text": asdict(text), "chosen": written, "ranking": [p.to_dict() for p in ranking]}
     path = out / SELECTION_FILE
     path.write_text(json.dumps(summary, indent=2) + "\n")
@@ -300,5 +364,5 @@ def write_model_config(arch: Arch, text: TextTower, directory: Path) -> Path:
     return directory
 
 
-__all__ = ["BY", "COST_AXES", "Prediction", "at_target", "choose", "family_laws", "fronts", "measurements",
-           "with_labels", "write_model_config", "write_selection"]
+__all__ = ["BY", "COST_AXES", "Prediction", "at_target", "choose", "extrapolation_warnings", "family_laws", "fronts",
+           "measurements", "separation", "with_labels", "write_model_config", "write_selection"]

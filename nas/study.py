@@ -49,7 +49,7 @@ from nas.cost import COST_METRICS
 from nas.data import Augment, DataSource, SynthConfig
 from nas.data.streaming import SETTINGS_FIELDS
 from nas.errors import ConfigError, reject_unknown
-from nas.metrics import EVALUATED, TRAINED
+from nas.metrics import EVALUATED, TRAINED, ZERO_COST
 from nas.presets import PRESETS, TextTower, load_arch, preset_with_text
 from nas.space import SearchSpace
 from nas.train import TrainConfig
@@ -387,9 +387,10 @@ class _Reader:
             raise self.error("a mapping of metric: max|min, e.g. {zeroshot_top1: max, image_gmacs: min}",
                              "objectives")
         for metric, direction in value.items():
-            if metric not in TRAINED + COST_METRICS:
+            if metric not in TRAINED + COST_METRICS + ZERO_COST:
                 raise self.error(f"unknown metric; measured: {', '.join(TRAINED)}; from the cost model: "
-                                 f"{', '.join(COST_METRICS)}", f"objectives.{metric}")
+                                 f"{', '.join(COST_METRICS)}; zero-cost, before training: {', '.join(ZERO_COST)}",
+                                 f"objectives.{metric}")
             self.choice(direction, DIRECTIONS, f"objectives.{metric}")
         if not any(m in TRAINED for m in value):
             raise self.error("needs at least one measured metric (the cost model's are known without training)",

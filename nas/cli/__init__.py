@@ -28,6 +28,7 @@ COMMANDS = {
     "plot": "write every figure of a study (PNG and SVG)",
     "report": "a markdown report of a study beside the ViTamin paper's numbers",
     "fit": "fit a scaling law to a CSV or a study's results, print it with its uncertainty and plot it",
+    "fidelity": "how well early rungs, size and zero-cost proxies rank a study's candidates",
 }
 
 

@@ -97,10 +97,12 @@ def _ranking_text(ranking, chosen, args: argparse.Namespace) -> str:
                f"predicted {args.metric}", f"{level} prediction interval", ""]
     text = [f"\nRanking by {args.metric} extrapolated with a {args.law} law in {x} ({args.by}):",
             format_table(headers, table)]
-    if not chosen:
-        return "\n".join([*text, "\nno candidate was measured at enough budgets to fit a law"])
-    best, *tied = chosen
-    text.append(f"\nchosen: {best.label}" + (f"; not distinguishable from it ({level} prediction intervals overlap), "
-                                             f"so chosen too: {', '.join(p.label for p in tied)}" if tied else
-                                             f" (distinguishable from every other candidate at {level})"))
+    from nas.select import extrapolation_warnings, separation
+
+    text.append(f"\n{separation(ranking, chosen, args.level)}.")
+    if len(chosen) > 1:
+        text.append(f"chosen: {', '.join(p.label for p in chosen)} (they cannot be told apart)")
+    elif chosen:
+        text.append(f"chosen: {chosen[0].label}")
+    text += [f"warning: {w}" for w in extrapolation_warnings(ranking, args.target_gmacs)]
     return "\n".join(text)

@@ -31,6 +31,7 @@ import contextlib
 import ctypes
 import functools
 import gc
+import json
 import os
 import resource
 import shutil
@@ -222,7 +223,7 @@ class Trial:
         checkpoint.set_metadata({"samples_seen": metrics["samples_seen"], "accum_freq": self.accum_freq,
                                  "budget": metrics["budget"]})
         self.reported.add(metrics["budget"])
-        tune.report({**_numbers(metrics), **self._extras(replay=False)}, checkpoint=checkpoint)
+        tune.report({**_reported(metrics), **self._extras(replay=False)}, checkpoint=checkpoint)
         return False
 
     def _replay(self, rungs: list[dict[str, Any]]) -> None:
@@ -231,7 +232,7 @@ class Trial:
 
         for metrics in rungs:
             self.reported.add(metrics["budget"])
-            tune.report({**_numbers(metrics), **self._extras(replay=True)})
+            tune.report({**_reported(metrics), **self._extras(replay=True)})
 
     def _report_end(self, end: str, error: str | None, replay: bool = False) -> None:
         from ray import tune
@@ -239,8 +240,14 @@ class Trial:
         tune.report({**self._extras(replay), "trial_status": end, "error": error or ""})
 
 
-def _numbers(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+def _reported(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A rung's metrics as Tune takes them: the numbers, and the per-item eval hits as JSON text (the trainer
+    gives them as a mapping; the ledger, replaying a measurement, as the text it was recorded with)."""
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    hits = metrics.get("hits")
+    if hits:
+        numbers["hits"] = hits if isinstance(hits, str) else json.dumps(hits, sort_keys=True)
+    return numbers
 
 
 @functools.lru_cache(maxsize=4)
