@@ -79,3 +79,16 @@ def test_wandb_without_wandb_installed_is_a_one_line_error(tmp_path):
     with pytest.raises(ConfigError, match=r"wandb is not installed: `pip install wandb`") as err:
         ReportTo.parse("tensorboard,wandb", tmp_path)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed here")
+def test_a_search_asking_for_wandb_without_it_stops_before_starting(tmp_path, capsys):
+    from search_helpers import write_study
+
+    from nas.cli import main
+
+    study = write_study(tmp_path, tmp_path / "data")
+    assert main(["search", str(study), "--out", str(tmp_path / "out"), "--report-to", "tensorboard,wandb"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "wandb is not installed: `pip install wandb`" in err
+    assert not (tmp_path / "out").exists()

@@ -33,6 +33,9 @@ def _quickstart(args: argparse.Namespace) -> int:
     study = Study.load(study_file("quickstart"))
     begin = time.perf_counter()
     search_and_report(study, Path(args.out), args.resume, progress_every=30.0)
-    print(f"\nquickstart finished in {time.perf_counter() - begin:.0f} s; "
-          f"optuna-dashboard sqlite:///{Path(args.out).resolve() / 'study.db'} shows the search")
+    out = Path(args.out)
+    print(f"\nquickstart finished in {time.perf_counter() - begin:.0f} s. Next:\n"
+          f"  every trial's training curves:   tensorboard --logdir {out / 'tensorboard'}\n"
+          f"  Optuna's view of the search:     optuna-dashboard sqlite:///{out.resolve() / 'study.db'}\n"
+          f"  the best trial, for open_clip:   vitamin-nas export {out} --best --out winner")
     return 0

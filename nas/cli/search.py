@@ -37,6 +37,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="interface the dashboard binds to (default 127.0.0.1: this machine only)")
     search.add_argument("--progress-every", type=float, default=30.0, metavar="S",
                         help="print the progress table at least every S seconds (default 30)")
+    search.add_argument("--report-to", default="tensorboard", metavar="tensorboard,wandb",
+                        help="where every trial's curves go: tensorboard (OUT/tensorboard/<trial>), wandb (if "
+                             "installed, one run per trial grouped by the study), both, or none (default: tensorboard)")
     search.add_argument("--verbose", action="store_true", help="show Ray's and the workers' logs")
     search.set_defaults(func=_search)
 
@@ -48,7 +51,8 @@ def _search(args: argparse.Namespace) -> int:
     study = Study.load(study_file(args.study))
     out = Path(args.out or Path("runs") / study.name)
     search_and_report(study, out, args.resume, address=args.address, storage=args.storage, dashboard=args.dashboard,
-                      dashboard_host=args.dashboard_host, progress_every=args.progress_every, verbose=args.verbose)
+                      dashboard_host=args.dashboard_host, progress_every=args.progress_every, verbose=args.verbose,
+                      report_to=args.report_to)
     return 0
 
 
