@@ -323,7 +323,7 @@ def write_selection(store: ResultStore, ranking: list[Prediction], chosen: list[
     `tower.json` (the Arch, for `vitamin-nas arch` and `train --arch`) and the layout `nas.export` writes, with
     the trained weights of the furthest rung whose checkpoint the search kept (`nas.export.load_open_clip(dir)`
     loads the trained model), or without weights when it kept none (each entry's `weights` is then null)."""
-    from nas.export import WEIGHTS_FILE, export_trained, furthest_trained
+    from nas.export import MEASURED_FILE, WEIGHTS_FILE, export_trained, furthest_trained
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -334,7 +334,8 @@ def write_selection(store: ResultStore, ranking: list[Prediction], chosen: list[
         directory = out / f"{rank:02d}-{prediction.arch.arch_id}"
         kept = furthest_trained(store, prediction.arch.arch_id)
         if kept is None:
-            (directory / WEIGHTS_FILE).unlink(missing_ok=True)  # a previous selection's
+            for stale in (WEIGHTS_FILE, MEASURED_FILE):  # a previous selection's
+                (directory / stale).unlink(missing_ok=True)
             write_model_config(prediction.arch, text, directory)
         else:
             export_trained(store, kept, directory)
