@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from nas import status
+from nas import shipped, status
 from nas.errors import ConfigError
 from nas.metrics import direction
 from nas.presets import PRESETS
@@ -32,7 +32,7 @@ from nas.results import ResultStore
 from nas.select import at_target, choose, extrapolation_warnings, family_laws, measurements, separation
 from nas.uncertainty import PairedDifference, paired_difference
 
-PAPER = Path(__file__).resolve().parents[1] / "studies" / "paper" / "vitamin.yaml"
+PAPER = shipped.PAPER
 PAPER_FIELDS = ("paper", "source", "metric", "benchmark", "ablations", "models", "families", "claims")
 BENCHMARK_FIELDS = ("model", "samples", "image_params_m", "image_gmacs", "imagenet", "avg38")
 CLAIM_FIELDS = ("id", "text", "order", "monotonic", "labels", "paper")

@@ -363,6 +363,14 @@ class ResultStore:
         return path
 
 
+def rung_checkpoint(store: ResultStore, trial_id: str, rung: int) -> str | None:
+    """Where the checkpoint of a trial's rung is: a directory (or a storage URI) holding `checkpoint.pt`, as
+    recorded; None when none was kept (Ray Tune keeps one per trial, its last rung's)."""
+    row = store.db.execute("SELECT checkpoint FROM nas_rungs WHERE trial_id = ? AND rung = ?",
+                           (trial_id, rung)).fetchone()
+    return row[0] if row and row[0] else None
+
+
 # ---- Pareto fronts ---------------------------------------------------------------------------------------
 
 

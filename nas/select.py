@@ -12,8 +12,9 @@ Two questions, both answered from a study's results database (`nas.results.Resul
   Two candidates whose intervals overlap cannot be told apart: `choose` keeps the best and every candidate
   that is not distinguishable from it, rather than pretend to a winner.
 
-`write_selection` writes the chosen archs as JSON and as open_clip model configs (`nas.export`'s layout,
-without weights: the archs are to be trained at the target scale).
+`write_selection` writes each chosen arch as `nas.export` does, with the trained weights of the furthest rung the
+search kept a checkpoint of (open_clip loads them), or as its open_clip config alone when none was kept; and as
+arch JSON (`tower.json`), to train it at the target scale.
 
     store = ResultStore.open("runs/vitamin_design_choices", readonly=True)
     ranking = at_target(store, target_samples=1_280_000, max_gmacs=0.03)
@@ -319,9 +320,11 @@ def extrapolation_warnings(ranking: list[Prediction], max_gmacs: float | None = 
 def write_selection(store: ResultStore, ranking: list[Prediction], chosen: list[Prediction],
                     out: str | os.PathLike, **target: Any) -> Path:
     """`out/selection.json` (the ranking, the choice, the target) and, per chosen arch, `out/NN-<arch_id>/`:
-    `tower.json` (the Arch, for `vitamin-nas arch` and `train --arch`) and open_clip's `open_clip_config.json`
-    with `arch.json`, the layout `nas.export` writes, without weights. Load an untrained model with
-    `nas.export.load_open_clip(dir)` (open_clip warns that it found no weights)."""
+    `tower.json` (the Arch, for `vitamin-nas arch` and `train --arch`) and the layout `nas.export` writes, with
+    the trained weights of the furthest rung whose checkpoint the search kept (`nas.export.load_open_clip(dir)`
+    loads the trained model), or without weights when it kept none (each entry's `weights` is then null)."""
+    from nas.export import MEASURED_FILE, WEIGHTS_FILE, export_trained, furthest_trained
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     study = store.study()
@@ -329,9 +332,18 @@ def write_selection(store: ResultStore, ranking: list[Prediction], chosen: list[
     written = []
     for rank, prediction in enumerate(chosen, start=1):
         directory = out / f"{rank:02d}-{prediction.arch.arch_id}"
-        write_model_config(prediction.arch, text, directory)
-        written.append({**prediction.to_dict(), "dir": str(directory),
-                        "load": f"nas.export.load_open_clip({str(directory)!r})"})
+        kept = furthest_trained(store, prediction.arch.arch_id)
+        if kept is None:
+            for stale in (WEIGHTS_FILE, MEASURED_FILE):  # a previous selection's
+                (directory / stale).unlink(missing_ok=True)
+            write_model_config(prediction.arch, text, directory)
+        else:
+            export_trained(store, kept, directory)
+            (directory / TOWER_FILE).write_text(prediction.arch.to_json(indent=2) + "\n")
+        weights = None if kept is None else {"trial": kept.number, "rung": kept.rung, "budget": kept.budget,
+                                             "samples_seen": kept.samples_seen}
+        written.append({**prediction.to_dict(), "dir": str(directory), "weights": weights,
+                        "load": f"nas.export.load_open_clip({str(directory)!r})" if kept else None})
     summary = {"study": study.name, "database": str(store.path), "target": target,
                "separation": separation(ranking, chosen, target.get("level", 0.95)),
                "warnings": extrapolation_warnings(ranking, target.get("max_image_gmacs")),

@@ -1,7 +1,8 @@
 """`Study`: what one search runs, read from a YAML file in `studies/` and checked before anything starts.
 
     name: quickstart
-    space: ../search_spaces/tiny.yaml        # the search space (its text tower and constraints apply), or inline
+    space: ../search_spaces/tiny.yaml        # the search space (its text tower and constraints apply), the name
+                                             # of a shipped one (tiny, vitamin: `vitamin-nas studies`), or inline
     data:
       synthetic: {samples: 12000, size: 64}  # or urls: shards (dir, brace pattern, URL, pipe:)
       dir: ../data/quickstart                # where the synthetic data lives (written when absent)
@@ -35,7 +36,8 @@ field given replaces the base's; the base's `sampler`, `archs`, `groups` and `tr
 study chooses another algorithm; `name` and `description` are never inherited. So a study that measures what
 another searches follows that study's recipe as it changes, instead of a copy of its numbers.
 
-Relative paths are relative to the study file. Every error names the file and the field, and the CLI exits
+Relative paths are relative to the study file, except the `data.dir` of a study installed with the package,
+which lands under the current directory (`nas.shipped`). Every error names the file and the field, and the CLI exits
 with code 2 on it. A `Study` is plain, typed data (picklable): Ray ships it to every trial. What one training
 run of it needs is `study.run_config(schedule, accum_freq)`, derived from `study.train` in that one place.
 `study.resolved()` is the study in file form (space inlined, paths absolute): stored in the results database,
@@ -480,20 +482,29 @@ class _Reader:
             raise self.error(f"masks the Transformer stage's tokens; {', '.join(without) or 'the space'} has no "
                              "Transformer stage", "train.mask_ratio")
 
+    def data_base(self) -> Path:
+        """A study installed with the package writes its data under the current directory (`nas.shipped`)."""
+        from nas.shipped import data_base
+
+        return data_base(self.source) if Path(self.source).exists() else self.base
+
     # ---- fields ------------------------------------------------------------------------------------------
-    def path(self, value: Any, field_name: str) -> str:
+    def path(self, value: Any, field_name: str, base: Path | None = None) -> str:
         if not isinstance(value, str) or not value:
             raise self.error(f"expected a path, got {value!r}", field_name)
         if "://" in value or value.startswith("pipe:"):
             return value
-        return str((self.base / Path(value).expanduser()).resolve())
+        return str(((base or self.base) / Path(value).expanduser()).resolve())
 
     def space(self, raw: dict[str, Any]) -> SearchSpace:
         """The space file (or an inline mapping, as `resolved` writes it), with the study's text and constraints."""
+        from nas.shipped import spaces
+
         if isinstance(raw["space"], dict):
             spec, where = dict(raw["space"]), f"{self.source} (space)"
         else:
-            space = SearchSpace.load(self.path(raw["space"], "space"))
+            shipped = spaces().get(raw["space"]) if isinstance(raw["space"], str) else None
+            space = SearchSpace.load(shipped or self.path(raw["space"], "space"))
             spec, where = dict(space.spec), space.source
         if "text" in raw:
             spec["text"] = self.text(raw["text"])
@@ -550,7 +561,7 @@ class _Reader:
             if "urls" in value:
                 raise self.error("give urls or synthetic, not both", "data.urls")
             synthetic = self.section({"synthetic": synthetic}, "synthetic", SynthConfig, "data.")
-            directory = self.path(directory, "data.dir")
+            directory = self.path(directory, "data.dir", self.data_base())
             value["urls"] = str(Path(directory) / "shards")
             if "captions" in value and "metadata" not in value:
                 value["metadata"] = str(Path(directory) / "metadata")

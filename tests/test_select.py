@@ -139,7 +139,7 @@ def test_bad_targets_name_the_option(store, options, field):
     assert info.value.field == field
 
 
-def test_the_chosen_archs_load_in_open_clip_untrained(store, tmp_path):
+def test_chosen_archs_without_a_checkpoint_load_in_open_clip_only_when_asked_untrained(store, tmp_path):
     import torch
 
     ranking = at_target(store, target_samples=1e6)
@@ -152,7 +152,10 @@ def test_the_chosen_archs_load_in_open_clip_untrained(store, tmp_path):
     assert first["lower"] <= first["value"] <= first["upper"] and first["fit"]["law"] == "power"
     arch, text = read_arch(first["dir"])
     assert arch == chosen[0].arch and text.width == 64
-    model, _, preprocess = load_open_clip(first["dir"])
+    assert first["weights"] is None and first["load"] is None  # this database kept no checkpoint
+    with pytest.raises(ConfigError, match="holds no trained weights"):
+        load_open_clip(first["dir"])
+    model, _, preprocess = load_open_clip(first["dir"], untrained=True)
     with torch.no_grad():
         features = model.encode_image(torch.zeros(1, 3, 64, 64))
     assert features.shape == (1, arch.embed_dim)
@@ -168,6 +171,7 @@ def test_select_command_writes_the_choice(design_results, tmp_path, cli):
     assert "no power law: the power law needs at least 3 points, got 2" in run.stdout
     chosen = json.loads((out / "selection.json").read_text())["chosen"]
     assert all((out / f"{i + 1:02d}-{c['arch_id']}" / "open_clip_config.json").is_file() for i, c in enumerate(chosen))
+    assert f"{out / ('01-' + chosen[0]['arch_id'])}: no checkpoint of it was kept" in run.stdout
 
 
 def prediction(label: str, value: float, lower: float, upper: float, fitted: bool = True, target: float = 1e6,
