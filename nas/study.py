@@ -27,7 +27,8 @@
     failures: {max_retries: 2, oom_retries: 1}
     repeats: {seeds: [1], fraction: 0.25}    # listed candidates: the first quarter again with train.seed 1
     image_size: 32                           # listed candidates: measured at this resolution (a fidelity axis)
-    extends: quickstart.yaml                 # every field not given here is that study's (see below)
+    extends: quickstart.yaml                 # every field not given here is that study's (see below); a path
+                                             # or the name of a shipped study
 
 A study that `extends` another takes the other's fields in their resolved form: `data`, `train`, `budget`,
 `resources` and `failures` are merged field by field (`budget: {early_stopping: none}` keeps the base's
@@ -453,8 +454,11 @@ class _Reader:
             repeats=repeats, image_size=image_size)
 
     def extended(self, value: Any) -> Study:
-        """The study this one extends (a path relative to this file)."""
-        path = self.path(value, "extends")
+        """The study this one extends: a path relative to this file, or the name of a shipped study."""
+        from nas.shipped import studies
+
+        shipped = studies().get(value) if isinstance(value, str) else None
+        path = str(shipped.resolve()) if shipped else self.path(value, "extends")
         chain = (*self.extending, str(Path(self.source).resolve()))
         if path in chain:
             raise self.error(f"extends itself: {' -> '.join([*chain, path])}", "extends")

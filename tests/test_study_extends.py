@@ -92,6 +92,13 @@ def test_extends_errors_name_the_file_and_the_cycle(tmp_path):
         Study.load(tmp_path / "c.yaml")
 
 
+def test_a_study_extends_a_shipped_study_by_name(tmp_path):
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump({"extends": "quickstart", "trials": 3}))
+    study, quickstart = Study.load(tmp_path / "mine.yaml"), Study.load(REPO / "studies" / "quickstart.yaml")
+    assert study.name == "mine" and study.trials == 3 and study.train == quickstart.train
+    assert study.data == quickstart.data and study.sampler == quickstart.sampler
+
+
 def test_repeats_train_the_first_candidates_again_with_other_seeds(tmp_path):
     study = Study.load(write(tmp_path / "s.yaml", repeats={"seeds": [7, 8], "fraction": 0.25}))
     assert study.trials == 8 + 2 * 2 and len(study.runs) == study.trials
