@@ -419,7 +419,8 @@ class Fit:
     def summary(self) -> str:
         """Parameters with uncertainty and goodness of fit, for a terminal; no NaN is printed: a parameter
         the data do not identify says so, with its admissible range."""
-        how = f"bootstrap, {len(self.draws)} resamples" if self.draws is not None else "analytic"
+        how = (f"bootstrap, {len(self.draws)} resamples" if self.draws is not None else
+               "no bootstrap: no intervals" if self.huber is not None else "analytic")
         rows = []
         for name, value in self.params.items():
             low, high = self.ci[name]

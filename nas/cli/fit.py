@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from nas.errors import ConfigError
@@ -38,7 +39,7 @@ examples:
       --at 1e13 --out fig.png
   # Besiroglu et al.'s Chinchilla replication: parameters, bootstrap intervals, compute-optimal N*, D* at 1e24 FLOPs
   vitamin-nas fit ../shared/reference/scaling_data/chinchilla_epoch/svg_extracted_data.csv --law joint \\
-      --n "Model Size" --x "Training FLOP" --y loss --where "loss < 3.8" --at 1e24
+      --n "Model Size" --x "Training FLOP" --y loss --where "loss < 3.44" --at 1e24
   # IsoFLOP optima (local fits around each budget's best size, each with its uncertainty) and N*(C)
   vitamin-nas fit ../shared/reference/scaling_data/porian2024/isoflop_points.csv --law isoflop --x flops \\
       --n n_params --y loss --where "source_file == 'summary_df' and hparams == 'tuned'" --by loss_split
@@ -186,6 +187,11 @@ def _interval(value: float, bounds, i: int) -> str:
     return f"{value:.4g}" + (f" [{bounds[0][i]:.4g}, {bounds[1][i]:.4g}]" if bounds is not None else "")
 
 
+def _range(low: float, high: float) -> str:
+    """An interval for a terminal; a fit without uncertainty (a Huber law without a bootstrap) says so."""
+    return "(no interval: fit without a bootstrap)" if np.isnan(low) or np.isnan(high) else f"[{low:.4g}, {high:.4g}]"
+
+
 def _print_targets(result: Fit, args: argparse.Namespace) -> None:
     level = f"{args.level:.0%}"
     if result.law in _ALLOCATED:
@@ -199,21 +205,22 @@ def _print_targets(result: Fit, args: argparse.Namespace) -> None:
         for i, compute in enumerate(allocation.compute):
             print(f"  C = {compute:.4g}: N* = {_interval(allocation.n[i], allocation.n_bounds, i)}, "
                   f"D* = {_interval(allocation.d[i], allocation.d_bounds, i)}, loss {loss.y[i]:.4g} "
-                  f"[{loss.lower[i]:.4g}, {loss.upper[i]:.4g}] ({level} intervals; the loss's is a prediction "
+                  f"{_range(loss.lower[i], loss.upper[i])} ({level} intervals; the loss's is a prediction "
                   "interval)")
         return
     prediction = result.extrapolate(args.at, level=args.level)
     for x, y, low, high, beyond in zip(prediction.x, prediction.y, prediction.lower, prediction.upper,
                                        prediction.extrapolated, strict=True):
         where = "extrapolated" if beyond else "within the fitted range"
-        print(f"  at {x:.4g}: {y:.4g} [{low:.4g}, {high:.4g}] ({level} prediction interval, {where})")
+        print(f"  at {x:.4g}: {y:.4g} {_range(low, high)} ({level} prediction interval, {where})")
 
 
 def _print_held_out(args: argparse.Namespace, xs, ys, options: dict) -> None:
     check = held_out_check(args.law, xs, ys, n_test=args.hold_out, **options)
+    inside = ("no prediction intervals (fit without a bootstrap)" if np.isnan(check.prediction.lower).any() else
+              f"{check.coverage:.0%} inside the {args.level:.0%} prediction interval")
     print(f"held-out check (fitted without the {args.hold_out} largest): mean |relative error| "
-          f"{check.mean_abs_relative_error:.2%}, RMSE (log) {check.rmse_log:.4f}, "
-          f"{check.coverage:.0%} inside the {args.level:.0%} prediction interval")
+          f"{check.mean_abs_relative_error:.2%}, RMSE (log) {check.rmse_log:.4f}, {inside}")
 
 
 def _study_defaults(args: argparse.Namespace) -> None:
