@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 
 import numpy as np
@@ -77,6 +78,8 @@ def run(law: str, ladders: int, n_bootstrap: int, sizes: int, data: int, noise: 
             refused.append(err.message)
             continue
         seconds.append(time.perf_counter() - start)
+        if (i + 1) % 10 == 0:
+            print(f"  {i + 1}/{ladders} ladders fitted, {sum(seconds):.0f} s", file=sys.stderr, flush=True)
         intervals = dict(result.ci)
         if "a" in truth:
             try:

@@ -46,7 +46,7 @@ examples:
   # Muennighoff et al.'s R_D*, R_N* with their C4 base law held fixed
   vitamin-nas fit ../shared/reference/scaling_data/datablations_muennighoff2023/fit_set_outliers_removed.csv \\
       --law data-constrained --n N_params --d D_tokens --u U_unique_tokens --y val_loss --bootstrap 100 \\
-      --fix E=1.8689,A=520.47,B=1488.1,alpha=0.35266,beta=0.35266
+      --fix E=1.86914,A=520.825,B=1487.72,alpha=0.35266,beta=0.35266
   # a broken neural scaling law fitted on all but the 3 largest runs, and scored on them
   vitamin-nas fit ../shared/reference/scaling_data/bnsl_caballero2022/four_digit_addition_dataset_size_vs_test_ce.csv \\
       --law bnsl --x train_dataset_size --y test_cross_entropy --hold-out 3
@@ -99,7 +99,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--fix", metavar="NAME=VALUE,...",
                         help="hold parameters at given values, e.g. Muennighoff et al.'s base law for "
-                             "data-constrained: E=1.8689,A=520.47,B=1488.1,alpha=0.35266,beta=0.35266")
+                             "data-constrained: E=1.86914,A=520.825,B=1487.72,alpha=0.35266,beta=0.35266")
     parser.add_argument("--breaks", type=int, default=1, metavar="K", help="bnsl: number of breaks (default 1)")
     parser.add_argument("--window", default="2", metavar="K|all",
                         help="isoflop: sizes on each side of a budget's best one in its local fit (default 2: a "
