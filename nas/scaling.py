@@ -85,6 +85,10 @@ CHINCHILLA_GRID = np.array(
     )
 )
 _DROPPED = -60.0  # a log-coefficient that removes its term (e^-60 ~ 1e-26)
+#: The exponents a variable projection tries (`_joint_profile`, `_saturating_profile`), and their spacing: a
+#: bootstrap refit whose exponents are within 1.5 steps of the full data's is in the same basin.
+_PROFILE_GRID = np.linspace(*EXPONENT_RANGE, 30)
+_PROFILE_STEP = float(_PROFILE_GRID[1] - _PROFILE_GRID[0])
 
 
 # --------------------------------------------------------------------------------------------- law forms
@@ -202,7 +206,8 @@ def _log_data_constrained(theta: np.ndarray, log_x: np.ndarray) -> np.ndarray:
     log_n, log_d, log_u = (log_x[..., i] for i in range(3))
     log_g = (np.log(alpha / beta) + a - b) / (alpha + beta)
     log_un = np.minimum(log_n, log_g + beta / alpha * (log_g + log_u))  # N*(C) at the C whose D*(C) = U
-    excess_params = np.expm1(log_n - log_un)
+    with np.errstate(over="ignore"):  # a size far above U_N: infinitely many excess multiples, fully decayed
+        excess_params = np.expm1(log_n - log_un)
     epochs = np.maximum(np.expm1(log_d - log_u), 0.0)
     rd, rn = np.exp(log_rd), np.exp(log_rn)
     log_data = log_u + np.log1p(-rd * np.expm1(-epochs / rd))
@@ -235,6 +240,8 @@ class _Form:
     criterion: str = "squares"
     jacobian: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
     exponents: tuple[int, ...] = ()  # bounded entries whose draws on a bound are counted
+    decays: tuple[int, ...] = ()  # of those, decay constants (R_D*, R_N*): on a bound, they leave their term's
+    # coefficient and exponent identified, where a power-law exponent on a bound does not
 
     def value_jac(self, theta: np.ndarray, log_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """log y and d log y / d theta at each point, (n,) and (n, p): analytic where the law has it, else
@@ -281,7 +288,7 @@ _FORMS = {
     "data-constrained": _Form(
         "data-constrained", ("E", "A", "B", "alpha", "beta", "R_D*", "R_N*"), (True,) * 3 + (False, False, True, True),
         _log_data_constrained, (_UNBOUNDED,) * 3 + (_EXP, _EXP, _LOG_DECAY, _LOG_DECAY),
-        _joint_family_terms((1, 3, 6), (2, 4, 5), 1, 2), "huber", exponents=(3, 4, 5, 6)),
+        _joint_family_terms((1, 3, 6), (2, 4, 5), 1, 2), "huber", exponents=(3, 4, 5, 6), decays=(5, 6)),
 }
 
 
@@ -835,7 +842,7 @@ def _refit(form: _Form, start: np.ndarray, free: np.ndarray, log_x: np.ndarray, 
         theta[free] = z
         return sqrt_w[:, None] * form.value_jac(theta, log_x)[1][:, free]
 
-    tolerance, evaluations = (1e-12, 200) if tight else (1e-8, 60)
+    tolerance, evaluations = (1e-12, 100) if tight else (1e-8, 60)
     result = optimize.least_squares(residuals, z0, jac=jacobian, bounds=(lower, upper), xtol=tolerance,
                                     ftol=tolerance, gtol=tolerance, max_nfev=evaluations)
     theta[free] = result.x
@@ -844,6 +851,8 @@ def _refit(form: _Form, start: np.ndarray, free: np.ndarray, log_x: np.ndarray, 
 
 def _best(form, starts: np.ndarray, free, log_x, log_y, weights, delta, tight: bool = True) -> tuple[np.ndarray, float]:
     """The best of refits from every start (each loosely), polished to the last digit when `tight`."""
+    if len(starts) == 1:
+        return _refit(form, starts[0], free, log_x, log_y, weights, delta, tight=tight)
     fits = [_refit(form, start, free, log_x, log_y, weights, delta, tight=False) for start in starts]
     best = min(fits, key=lambda pair: pair[1] if np.isfinite(pair[1]) else np.inf)
     return _refit(form, best[0], free, log_x, log_y, weights, delta) if tight else best
@@ -931,6 +940,8 @@ def _identification(form: _Form, theta: np.ndarray, value: float, free: np.ndarr
             if abs(theta[i] - bound) <= 1e-6 * span:
                 shown = math.exp(bound) if form.log[i] else bound
                 reasons.setdefault(i, f"the estimate is on the bound {shown:g} of its declared range")
+                if i in form.decays:
+                    continue
                 for term in form.terms:
                     if i in term.uses:
                         for j in term.uses:
@@ -998,18 +1009,21 @@ def _fit_form(form: _Form, x: np.ndarray, y: np.ndarray, grid: np.ndarray, *, n_
         rng = np.random.default_rng(seed + 1)
 
         def refit(weights: np.ndarray) -> np.ndarray:
-            warm = _refit(form, theta, free, log_x, log_y, weights, delta)
+            """From the full data's optimum and from a fresh start (the resample's own best exponents, else the
+            best of a fresh sample of the grid), each loosely, then the better one polished to the last digit.
+            A fresh start within 1.5 profile steps of where the warm refit went is the same basin: skipped."""
+            warm = _refit(form, theta, free, log_x, log_y, weights, delta, tight=False)
             if profile is not None:
-                fresh = _prepare_starts(form, profile(x, y, weights), template, free)
-                step = (EXPONENT_RANGE[1] - EXPONENT_RANGE[0]) / 29
+                start = _prepare_starts(form, profile(x, y, weights), template, free)[0]
                 exps = list(form.exponents)
-                if np.all(np.abs(fresh[:, exps] - warm[0][exps]) <= 1.5 * step):
-                    return warm[0]  # the resample's best exponents are the warm refit's basin: nothing to leave
+                same_basin = np.all(np.abs(start[exps] - warm[0][exps]) <= 1.5 * _PROFILE_STEP)
             else:
                 sample = grid[rng.choice(len(grid), size=min(64, len(grid)), replace=False)]
-                fresh = sample[np.argsort(_objectives(form, sample, log_x, log_y, weights, delta))[:1]]
-            cold = _best(form, fresh, free, log_x, log_y, weights, delta)
-            return min(warm, cold, key=lambda pair: pair[1])[0]
+                start = sample[np.argmin(_objectives(form, sample, log_x, log_y, weights, delta))]
+                same_basin = False
+            best = warm if same_basin else min(warm, _refit(form, start, free, log_x, log_y, weights, delta,
+                                                                 tight=False), key=lambda pair: pair[1])
+            return _refit(form, best[0], free, log_x, log_y, weights, delta)[0]
 
         draws = _bootstrap(refit, len(y), n_bootstrap, seed)
     if form.criterion == "huber":
@@ -1062,6 +1076,30 @@ def _draws_at_bound(form: _Form, draws: np.ndarray | None, free: np.ndarray) -> 
 # ------------------------------------------------------------------------ one-variable nonlinear laws
 
 
+def _saturating_profile(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Variable projection of the saturating law: for a fixed alpha, E_inf and A >= 0 solve a non-negative least
+    squares of relative residuals in closed form; the best alpha of the grid over the declared range, with its
+    coefficients, is a start (a floor NNLS sets to zero starts on its lower bound)."""
+    u = weights / y**2
+    power = np.exp(-np.outer(_PROFILE_GRID, np.log(x)))  # (30, n): C^-alpha at every grid alpha
+    g00, g01, g11 = u.sum(), power @ u, power**2 @ u
+    m0, m1 = u @ y, power @ (u * y)
+    det = g00 * g11 - g01**2
+    both = np.column_stack([(g11 * m0 - g01 * m1) / det, (g00 * m1 - g01 * m0) / det])
+    candidates = [(np.all(both >= 0, axis=1) & (det > 1e-12 * g00 * g11), both),
+                  (np.full(len(g01), True), np.column_stack([np.zeros(len(g01)), m1 / g11])),
+                  (np.full(len(g01), True), np.column_stack([np.full(len(g01), m0 / g00), np.zeros(len(g01))]))]
+    best, coef = np.full(len(g01), np.inf), np.zeros((len(g01), 2))
+    for ok, c in candidates:
+        residual = u @ y**2 - 2 * (c[:, 0] * m0 + c[:, 1] * m1) + c[:, 0] ** 2 * g00 + 2 * c[:, 0] * c[:, 1] * g01 \
+            + c[:, 1] ** 2 * g11
+        better = ok & (residual < best)
+        best[better], coef[better] = residual[better], c[better]
+    top = int(np.argmin(best))
+    floor = max(coef[top, 0], 1e-300)
+    return np.array([[math.log(floor), math.log(max(coef[top, 1], 1e-300)), _PROFILE_GRID[top]]])
+
+
 def _saturating_starts(compute, error) -> np.ndarray:
     """Starts spread over the floor E_inf (fractions of the best error) and the exponent; A by OLS given both."""
     starts = []
@@ -1073,17 +1111,18 @@ def _saturating_starts(compute, error) -> np.ndarray:
 
 
 def fit_saturating(compute, error, *, n_bootstrap: int = 0, seed: int = 0, level: float = 0.95,
-                   fixed: Mapping[str, float] | None = None, starts: int | None = None, checks: bool = True) -> Fit:
+                   fixed: Mapping[str, float] | None = None, starts: int | None = 10, checks: bool = True) -> Fit:
     """E = E_inf + A * C^(-alpha) by least squares on log E from a spread of starts.
 
-    Trust-region least squares refines the `starts` best starts (None: all of them, the default).
+    Trust-region least squares refines the `starts` best of 30 starts (None: all of them).
     Uncertainty is the Wald (Jacobian) covariance, or a bootstrap over runs when `n_bootstrap` > 0. When the
     fit is as good without the floor (the data follow a plain power law over their range), the floor is not
     identified: its standard error is NaN and its interval [0, the smallest error measured].
     """
     compute, error = _check_positive("x", compute), _check_positive("y", error)
     return _fit_form(_FORMS["saturating"], compute, error, _saturating_starts(compute, error), starts=starts,
-                     n_bootstrap=n_bootstrap, seed=seed, level=level, fixed=fixed, checks=checks)
+                     n_bootstrap=n_bootstrap, seed=seed, level=level, fixed=fixed, profile=_saturating_profile,
+                     checks=checks)
 
 
 def _bnsl_starts(x: np.ndarray, y: np.ndarray, breaks: int) -> np.ndarray:
@@ -1135,7 +1174,7 @@ def _joint_profile(tied: bool, count: int = 1) -> Callable[[np.ndarray, np.ndarr
     non-negative least squares with three coefficients is the best least-squares solution on a subset of them
     whose coefficients are all >= 0, so the whole profile costs about as much as one objective evaluation.
     """
-    grid = np.linspace(*EXPONENT_RANGE, 30)
+    grid = _PROFILE_GRID
     pairs = np.column_stack([grid, grid]) if tied else np.array(list(itertools.product(range(30), range(30))))
     i_alpha, i_beta = (np.arange(30), np.arange(30)) if tied else (pairs[:, 0], pairs[:, 1])
 

@@ -255,7 +255,7 @@ def test_muennighoff_data_constrained_fit(published):
     our optimiser finds a lower one further along a flat valley (their torch L-BFGS stopped after 50 steps):
     the runs pin down a ridge of (R_D*, R_N*), not each. So their values must lie inside our 95% bootstrap
     intervals, R_D*'s interval must reach the bound of its declared range (the runs give it no upper limit), and
-    R_N* must be bounded on both sides.
+    R_N* must be bounded on both sides. Fitting the base law on these runs too leaves R_N* unidentified.
     """
     runs = pd.read_csv(published / "datablations_muennighoff2023" / "fit_set_outliers_removed.csv")
     assert len(runs) == 182
@@ -272,6 +272,9 @@ def test_muennighoff_data_constrained_fit(published):
     assert result.ci["R_D*"][1] == pytest.approx(1000.0) and "R_D*" in result.draws_at_bound
     assert 0.1 < result.ci["R_N*"][0] and result.ci["R_N*"][1] < 100
     assert "fixed" in result.summary() and "nan" not in result.summary()
+    free = fit_frame(runs, "data-constrained", n="N_params", d="D_tokens", u="U_unique_tokens", y="val_loss",
+                     n_bootstrap=0)  # all seven free: the runs leave R_N* on its bound, and only it
+    assert free.not_identified == ("R_N*",) and free.params["R_N*"] == pytest.approx(1000.0)
 
 
 def test_caballero_bnsl_four_digit_addition(published):
@@ -440,7 +443,8 @@ def test_a_floor_far_below_every_loss_is_not_identified_and_the_allocation_does_
 
 def test_bootstrap_refits_on_an_exponent_bound_are_counted_and_reported():
     """A true exponent near the top of the declared range: some resamples want more, end on the bound, and are
-    counted; the interval ends on the bound; nothing printed is NaN."""
+    counted; the interval ends on the bound; nothing printed is NaN. A true exponent beyond the range leaves the
+    estimate on the bound: it and its coefficient are not identified."""
     rng = np.random.default_rng(0)
     compute = np.geomspace(1, 100, 12)
     error = (1 + 5 * compute**-2.9) * np.exp(rng.normal(0, 0.03, compute.size))
@@ -448,6 +452,9 @@ def test_bootstrap_refits_on_an_exponent_bound_are_counted_and_reported():
     assert 0 < result.draws_at_bound["alpha"] < 40 and result.ci["alpha"][1] == pytest.approx(EXPONENT_RANGE[1])
     assert any("alpha: " in w and "bootstrap refits ended on a bound" in w for w in result.warnings)
     assert np.all(np.isfinite(result.draws)) and "nan" not in result.summary()
+    steeper = fit_saturating(compute, (1 + 5 * compute**-4.5) * np.exp(rng.normal(0, 0.01, compute.size)))
+    assert steeper.params["alpha"] == pytest.approx(3.0) and set(steeper.not_identified) == {"A", "alpha"}
+    assert "alpha not identified: the estimate is on the bound 3 of its declared range" in steeper.warnings
 
 
 def test_minimum_points_per_law_and_a_clear_refusal():
