@@ -447,6 +447,10 @@ class Fit:
         lines = [f"{self.law} law, {fitted} ({how}); {quality}", table]
         if self.law in ("joint", "tied"):
             lines.append(_exponent_line(self))
+        if self.y_log_sd is not None:
+            lines.append("optima (x/÷ one sd): " + ", ".join(
+                f"{budget:.3g}: {optimum:.4g} x/÷ {math.exp(sd):.3f}"
+                for budget, optimum, sd in zip(self.x, self.y, self.y_log_sd, strict=True)))
         lines += [f"skipped {reason}" for reason in self.skipped]
         lines += [f"warning: {text}" for text in self.warnings]
         return "\n".join(lines)

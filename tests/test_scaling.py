@@ -666,7 +666,7 @@ def test_fit_command_isoflop_windows_and_skipped_budgets(tmp_path, capsys):
         assert cli.main(["fit", str(path), "--law", "isoflop", "--x", "flops", "--n", "params", "--y", "loss",
                          "--window", window]) == 0
         out = capsys.readouterr().out
-        assert "isoflop law, 4 budget optima" in out
+        assert "isoflop law, 4 budget optima" in out and "optima (x/÷ one sd): 1e+19: " in out
         assert "skipped budget 1e+18: its best size is the smallest tried: the optimum is not bracketed" in out
 
 
