@@ -15,9 +15,9 @@ Laws (names as in `LAWS`; docs/scaling_laws.md says what each assumes and which 
   plus a floor): the model and data terms interact.
 - ``data-constrained``: Muennighoff et al.'s (2023) law of repeated data, L(N, D, U): the joint law with
   effective data D' and effective size N' that decay with the epochs (R_D*) and the excess parameters (R_N*).
-- ``isoflop``: Hoffmann et al.'s approach 2: per compute budget, a parabola of log loss in log size around the
-  best size tried, its vertex (with its own uncertainty) as the optimal size, and N*(C) = coefficient *
-  C^exponent by weighted least squares through the vertices.
+- ``isoflop``: Hoffmann et al.'s approach 2: per compute budget, a local fit of log loss in log size around the
+  best size tried (a cubic through 5 sizes, else a parabola through 3), its minimum (with its own uncertainty)
+  as the optimal size, and N*(C) = coefficient * C^exponent by weighted least squares through the optima.
 
 What keeps a fit honest:
 
@@ -26,8 +26,8 @@ What keeps a fit honest:
 - every additive term tested by dropping it: a term the data cannot tell from zero (a floor far below every
   loss, a data term on runs that all share one data size) leaves its parameters "not identified", with their
   admissible range as interval (never a zero-width one), and `compute_optimal` refuses to build on them;
-- bootstrap refits restart from fresh starts (a profile over the exponents for the joint laws), not only from
-  the full-data optimum, so a resample can leave its basin;
+- bootstrap refits restart from fresh starts (a profile over the exponents for the joint, tied and saturating
+  laws), not only from the full-data optimum, so a resample can leave its basin;
 - a lack-of-fit check on every fit (a runs test of the residuals and, where there is one, a comparison with
   the next richer law, or a rival law, by BIC) whose warnings are on `Fit.warnings`.
 
