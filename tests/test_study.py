@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import subprocess
 from pathlib import Path
 
@@ -137,7 +138,7 @@ def test_fixed_and_grid_studies_list_their_candidates(tmp_path):
     ({"algorithm": "fixed", "archs": ["ViTamin-S"]}, "archs[0]", "violates the constraints"),
     ({"algorithm": "grid", "sampler": {"seed": 1}}, "sampler", "keyword arguments"),
     ({"name": "a b"}, "name", "letters, digits"),
-    ({"space": "nowhere.yaml"}, None, "no such file"),
+    ({"space": "nowhere.yaml"}, "space", "no such search space file: .*nowhere.yaml"),
 ])
 def test_bad_input_names_the_file_and_field(tmp_path, fields, field, message):
     with pytest.raises(ConfigError, match=message) as info:
@@ -151,3 +152,56 @@ def test_a_bad_study_exits_with_code_2_naming_the_field(tmp_path, cli):
     run = subprocess.run([*cli, "search", str(path)], capture_output=True, text=True)
     assert run.returncode == 2
     assert f"{path}: objectives.zeroshot_top1: 'up' is not one of max, min" in run.stderr
+
+
+def test_a_missing_space_file_names_the_study_file_and_its_space_field(tmp_path, cli):
+    path = write(tmp_path, space="spaces/nowhere.yaml")
+    run = subprocess.run([*cli, "search", str(path), "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == [
+        f"vitamin-nas search: error: {path}: space: no such search space file: {tmp_path / 'spaces' / 'nowhere.yaml'} "
+        "(relative paths are relative to the study file)"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_space_file_with_a_bad_value_fails_the_search_before_anything_is_written(tmp_path, cli):
+    space = tmp_path / "space.yaml"
+    space.write_text((REPO / "search_spaces" / "tiny.yaml").read_text().replace("depth: [2, 3, 4]",
+                                                                                 "depth: [2, three, 4]"))
+    path = write(tmp_path, space="space.yaml")
+    run = subprocess.run([*cli, "search", str(path), "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == [
+        f"vitamin-nas search: error: {space}: transformer.depth: 'three' is not a positive integer; depth takes "
+        "positive integers (one, a list of them or a range {low, high, step})"]
+    assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
+
+
+BAD_YAML = {  # text, (line, column) PyYAML reports, the problem
+    "unclosed_list": ("name: t\nbudget: {min_samples: 100, max_samples: [900\n", (3, 1), "expected ',' or ']'"),
+    "bad_indent": ("name: t\ndata:\n  dir: x\n   workers: 2\n", (4, 11), "mapping values are not allowed here"),
+    "tab": ("name: t\n\tseed: 1\n", (2, 1), "found character '\\t' that cannot start any token"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_YAML))
+def test_a_yaml_syntax_error_is_one_line_with_file_line_and_column(tmp_path, cli, case):
+    text, (line, column), problem = BAD_YAML[case]
+    study = tmp_path / "study.yaml"
+    study.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(problem)) as info:
+        Study.load(study)
+    assert info.value.source == str(study) and info.value.field == f"line {line}, column {column}"
+    run = subprocess.run([*cli, "search", str(study), "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    assert run.returncode == 2 and len(run.stderr.splitlines()) == 1, run.stderr
+    assert run.stderr.startswith(f"vitamin-nas search: error: {study}: line {line}, column {column}: not valid YAML: ")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_syntax_error_in_the_space_file_names_the_space_file(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text((REPO / "search_spaces" / "tiny.yaml").read_text().replace("depth: [2, 3, 4]", "depth: [2, 3, 4"))
+    with pytest.raises(ConfigError, match="not valid YAML: expected ',' or ']'") as info:
+        Study.load(write(tmp_path, space="space.yaml"))
+    # line 23 is "  depth: [2, 3, 4" (the list opens at column 10); line 24's "head_dim:" cannot continue it
+    assert info.value.source == str(space) and info.value.field == "line 24, column 11"
