@@ -242,7 +242,8 @@ def test_load_errors(tmp_path):
     ("depth: [2, three, 4]", "transformer.depth", "'three' is not a positive integer"),
     # line 23 is "  depth: [2, 3, 4" (the list opens at column 10); line 24's "head_dim:" cannot continue it
     ("depth: [2, 3, 4", "line 24, column 11",
-     "not valid YAML: expected ',' or ']', but got ':' (while parsing a flow sequence that starts at line 23, column 10)"),
+     "not valid YAML: expected ',' or ']', but got ':' "
+     "(while parsing a flow sequence that starts at line 23, column 10)"),
 ])
 def test_space_show_on_a_broken_space_exits_2_with_one_line(tmp_path, cli, broken, field, message):
     path = tmp_path / "space.yaml"
