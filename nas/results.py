@@ -129,8 +129,11 @@ def _damage(path: Path) -> str | None:
     pages = int.from_bytes(header[28:32], "big")
     if pages and header[24:28] == header[92:96] and size < pages * page_size:  # the header's page count is valid
         return f"cut short ({size:,} of {pages * page_size:,} bytes)"
+    # Without a WAL beside it no connection is writing, and `immutable` keeps SQLite from making one (and its
+    # shared-memory file); with one, a search may be writing, and SQLite must see its pages and locks.
+    immutable = "" if Path(f"{path}-wal").exists() else "&immutable=1"
     try:
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
+        connection = sqlite3.connect(f"file:{path}?mode=ro{immutable}", uri=True, timeout=60)
         try:
             verdict = connection.execute("PRAGMA quick_check").fetchall()
             tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
