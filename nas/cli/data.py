@@ -16,6 +16,7 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
+from nas.data.limits import MAX_PIXELS, MIN_SIDE, ImageLimits
 from nas.errors import ConfigError
 
 
@@ -96,6 +97,12 @@ def _register_inspect(sub: argparse._SubParsersAction) -> None:
     inspect.add_argument("--subset", help="uid list (.npy or .parquet) to apply, as a stream would")
     inspect.add_argument("--shards", type=int, help="read only the first K shards")
     inspect.add_argument("--examples", type=int, default=5, help="example captions to print (default 5)")
+    inspect.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+                         help=f"skip images above N pixels, from their header, as too_large (default {MAX_PIXELS:,}, "
+                              "a study's data.max_pixels)")
+    inspect.add_argument("--min-side", type=int, default=MIN_SIDE, metavar="PX",
+                         help=f"skip images with a side below PX as too_small (default {MIN_SIDE}, a study's "
+                              "data.min_side)")
     inspect.add_argument("--workers", type=int, default=0, help="processes (default: one per CPU core)")
     inspect.set_defaults(func=_inspect)
 
@@ -154,8 +161,12 @@ def _inspect(args: argparse.Namespace) -> int:
     subset = args.subset
     if subset is not None and not os.path.exists(subset):
         raise ConfigError("uid list not found", source=subset)
+    for name, value in (("--max-pixels", args.max_pixels), ("--min-side", args.min_side)):
+        if value < 1:
+            raise ConfigError(f"must be at least 1, got {value}", field=name)
+    limits = ImageLimits(args.max_pixels, args.min_side)
     workers = args.workers or min(len(urls), os.cpu_count() or 1)
-    tasks = [(url, subset, args.examples) for url in urls]
+    tasks = [(url, subset, args.examples, limits) for url in urls]
     summaries = []
     with tqdm(total=len(urls), desc="reading shards", unit="shard") as bar:
         if workers > 1:
@@ -171,16 +182,16 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inspect_shard(task: tuple[str, str | None, int]) -> dict:
+def _inspect_shard(task: tuple[str, str | None, int, ImageLimits]) -> dict:
     """What one shard holds: readable samples, skips by reason, image sizes, caption lengths, examples."""
     from nas.data.samples import decoded, read_shard
     from nas.data.subset import UidSet
 
-    url, subset, examples = task
+    url, subset, examples, limits = task
     uids = UidSet.load(subset) if subset else None
     skipped: Counter = Counter()
     summary = {"samples": 0, "filtered": 0, "sides": [], "words": [], "examples": []}
-    for sample, image in decoded(read_shard(url, skipped), skipped):
+    for sample, image in decoded(read_shard(url, skipped), skipped, limits):
         if uids is not None and sample.uid not in uids:
             summary["filtered"] += 1
             continue

@@ -115,11 +115,15 @@ def prepare_data(study: Study) -> None:
     """Write the synthetic data when it is absent; check that local shards and eval sets exist (on the driver,
     before any trial starts)."""
     from nas.data import expand_shards, synthesize
+    from nas.data.synth import synthesized
 
     data = study.data
     if data.synthetic is not None:
-        record = Path(data.dir) / "synth.json"
-        if not (record.exists() and json.loads(record.read_text()).get("complete")):
+        try:
+            complete = synthesized(data.dir, data.synthetic)
+        except ConfigError as err:  # data.dir holds another study's dataset: refused, never overwritten
+            raise ConfigError(f"data.dir {err.message}", source=study.source, field="data.synthetic") from None
+        if not complete:
             print(f"writing the synthetic dataset to {data.dir}", file=sys.stderr)
             synthesize(data.dir, data.synthetic, progress=True)
     for name, source in (("urls", data.source.urls), ("retrieval", data.retrieval)):
