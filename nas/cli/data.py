@@ -1,8 +1,9 @@
 """`vitamin-nas data`: synthesize a dataset, write the handwritten digits, write a uid subset from metadata,
-inspect shards.
+split metadata per shard, inspect shards.
 
     vitamin-nas data synth --out data/synth --samples 20000 --size 64
     vitamin-nas data subset --metadata metadata/ --where "clip_l14_similarity_score >= 0.3" --out keep.npy
+    vitamin-nas data split --metadata recaptions.parquet --shards shards/ --captions "{caption}" --out captions/
     vitamin-nas data inspect data/synth/shards
 
 Kept free of heavy imports at module level.
@@ -21,12 +22,14 @@ from nas.errors import ConfigError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    data = commands.add_parser("data", help="datasets: synthesize, handwritten digits, subset by metadata, inspect",
+    data = commands.add_parser("data",
+                               help="datasets: synthesize, handwritten digits, subset and split metadata, inspect",
                                description="Make and check the image-text data that proxies train on.")
     sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
     _register_synth(sub)
     _register_digits(sub)
     _register_subset(sub)
+    _register_split(sub)
     _register_inspect(sub)
 
 
@@ -88,6 +91,25 @@ def _register_subset(sub: argparse._SubParsersAction) -> None:
     subset.set_defaults(func=_subset)
 
 
+def _register_split(sub: argparse._SubParsersAction) -> None:
+    split = sub.add_parser(
+        "split", help="write metadata one file per shard (<shard>.parquet), as a stream reads it",
+        description="Join metadata of any layout (one table for the pool keyed by uid: DataComp's pool metadata, a "
+                    "re-captioning) to the shards and write one parquet per shard, OUT/<shard>.parquet, with the "
+                    "rows of that shard's samples: the layout a stream reads captions from (data.metadata), one "
+                    "shard at a time, so that a loader's memory does not grow with the pool. One pass over the "
+                    "shards' uids (their .json members) and one over the metadata in batches. Not needed for "
+                    "DataComp's or img2dataset's download, which writes a parquet beside each tar already.")
+    split.add_argument("--metadata", required=True, help="a parquet file or a directory of them")
+    split.add_argument("--shards", required=True, help="the shards: directory, path, brace pattern, URL or pipe:")
+    split.add_argument("--out", required=True, help="output directory (then give it as data.metadata)")
+    split.add_argument("--captions", metavar="TEMPLATE",
+                       help="keep the columns this caption template names, e.g. '{text}' (default: every column)")
+    split.add_argument("--subset", help="keep only the rows of these uids (.npy or .parquet)")
+    split.add_argument("--uid-column", default="uid", help="uid column name (default uid)")
+    split.set_defaults(func=_split)
+
+
 def _register_inspect(sub: argparse._SubParsersAction) -> None:
     inspect = sub.add_parser(
         "inspect", help="read shards once and report samples, skips by reason, sizes and example captions",
@@ -147,6 +169,25 @@ def _subset(args: argparse.Namespace) -> int:
                            uid_column=args.uid_column, progress=True)
     uids.save(args.out)
     print(f"wrote {len(uids)} uids to {args.out}")
+    return 0
+
+
+def _split(args: argparse.Namespace) -> int:
+    from nas.data.shard_metadata import split_metadata
+    from nas.data.shards import expand_shards
+    from nas.data.subset import UidSet, caption_fields
+
+    columns = None
+    if args.captions is not None:
+        columns = caption_fields(args.captions)
+        if not columns:
+            raise ConfigError(f"a template over metadata columns, e.g. '{{text}}'; got {args.captions!r}",
+                              field="--captions")
+    record = split_metadata(args.metadata, expand_shards(args.shards), args.out, columns,
+                            subset=UidSet.load(args.subset) if args.subset else None, uid_column=args.uid_column,
+                            progress=True)
+    print(f"wrote {record['rows']} rows for {record['shard_samples']} samples of {record['shards']} shards to "
+          f"{args.out} (columns: {', '.join(record['columns'])})")
     return 0
 
 

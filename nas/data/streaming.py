@@ -45,8 +45,9 @@ from webdataset.filters import shuffle as shuffle_stage
 
 from nas.data.limits import MAX_PIXELS, MIN_SIDE, ImageLimits
 from nas.data.samples import RawSample, decode_or_count, decoded, read_shard
+from nas.data.shard_metadata import ShardCaptions
 from nas.data.shards import dataset_size, expand_shards, select_shards
-from nas.data.subset import UidSet, metadata_captions
+from nas.data.subset import UidSet
 from nas.data.transforms import Augment, BatchPreprocess, image_transform, tokenizer
 from nas.errors import ConfigError, reject_unknown
 
@@ -62,11 +63,12 @@ class DataSource:
     `--dataset-resampled`). shards / shard_selection: use the first or a seeded random K shards. subset: a
     uid allow-list (.npy or .parquet). captions / metadata: caption each sample from its metadata row instead
     of its .txt, with a template over the parquet's columns (e.g. "{color} {shape}"; a sample without a row
-    is skipped and counted). augment: an `Augment`, its fields, or "vitamin_long". tokenizer: open_clip's
-    tokenizer name. shuffle_buffer: samples shuffled together (encoded, before decoding). max_pixels /
-    min_side: images above max_pixels (width x height; default 40 megapixels) are skipped as `too_large`
-    from their header, before any decoding (decompression bombs), and images with a side below min_side
-    (default 8 px) as `too_small` (`nas.data.limits`).
+    is skipped and counted); `metadata` is a directory of per-shard files, `<shard>.parquet`, each read when
+    its shard is opened (`nas.data.shard_metadata`). augment: an `Augment`, its fields, or "vitamin_long".
+    tokenizer: open_clip's tokenizer name. shuffle_buffer: samples shuffled together (encoded, before
+    decoding). max_pixels / min_side: images above max_pixels (width x height; default 40 megapixels) are
+    skipped as `too_large` from their header, before any decoding (decompression bombs), and images with a
+    side below min_side (default 8 px) as `too_small` (`nas.data.limits`).
 
     How one run reads it (batch size, resolution, budget, resume point, seed, workers) is that run's
     business: `StreamSettings`, given to `stream` together with the source.
@@ -271,7 +273,7 @@ class ShardStream(IterableDataset):
     """One rank's stream. Each DataLoader worker yields its own batches plus a final count of skips."""
 
     def __init__(self, source: DataSource, settings: StreamSettings, urls: Sequence[str], rank: int,
-                 world_size: int, uids: UidSet | None, captions: dict[str, str] | None = None):
+                 world_size: int, uids: UidSet | None, captions: ShardCaptions | None = None):
         super().__init__()
         self.source = source
         self.settings = settings
@@ -343,14 +345,15 @@ class ShardStream(IterableDataset):
 
     def _allowed(self, url: str, counts: Counter, guard: _Guard) -> Iterator[RawSample]:
         produced = False
+        captions = self.captions.for_shard(url) if self.captions is not None else None  # this shard's rows only
         for sample in read_shard(url, counts):
             if self.uids is not None and sample.uid not in self.uids:
                 counts[FILTERED] += 1
-            elif self.captions is not None and sample.uid not in self.captions:
+            elif captions is not None and sample.uid not in captions:
                 counts["no_metadata_row"] += 1
             else:
                 produced = True
-                yield sample
+                yield sample if captions is None else replace(sample, caption=captions[sample.uid])
         guard.shard_read(url, produced, counts)
 
     def _decoded(self, samples: Iterator[RawSample], counts: Counter, guard: _Guard) -> Iterator[tuple]:
@@ -395,8 +398,7 @@ class ShardStream(IterableDataset):
     def _collate(self, pairs: list, batch_seed: int, counts: Counter) -> dict:
         with _seeded(batch_seed):
             images = self.preprocess([image for _, image in pairs])
-        captions = self.captions
-        texts = self.tokenize([captions[sample.uid] if captions else sample.caption for sample, _ in pairs])
+        texts = self.tokenize([sample.caption for sample, _ in pairs])
         return {"final": False, "images": images, "texts": texts, "uids": [sample.uid for sample, _ in pairs],
                 "counts": self._drain(counts)}
 
@@ -462,7 +464,7 @@ def stream(source: str | Sequence[str] | DataSource, settings: StreamSettings | 
     rank, world_size = _rank_and_world(rank, world_size)
     urls = select_shards(expand_shards(source.urls), source.shards, source.shard_selection, settings.seed)
     uids = UidSet.load(source.subset) if source.subset else None
-    captions = metadata_captions(source.metadata, source.captions) if source.captions else None
+    captions = ShardCaptions(source.metadata, source.captions, urls) if source.captions else None
     _check_start(settings, world_size)
     _preflight(urls, uids, source.limits)
     if source.resample and settings.samples is None:

@@ -135,11 +135,11 @@ def prepare_data(study: Study) -> None:
     if data.zeroshot and not Path(data.zeroshot).is_dir():
         raise ConfigError(f"{data.zeroshot} is not a directory of class folders", source=study.source,
                           field="data.zeroshot")
-    if data.source.captions:  # the template's columns are in the metadata (the trials would each fail)
-        from nas.data.subset import caption_source
+    if data.source.captions:  # per-shard metadata with the template's columns (the trials would each fail)
+        from nas.data.shard_metadata import ShardCaptions
 
         try:
-            caption_source(data.source.metadata, data.source.captions)
+            ShardCaptions(data.source.metadata, data.source.captions, expand_shards(data.source.urls))
         except ConfigError as err:
             message = f"{err.source}: {err.message}" if err.source else err.message
             raise ConfigError(message, source=study.source, field=f"data.{err.field or 'metadata'}") from None
