@@ -123,6 +123,9 @@ def test_split_writes_each_shards_rows_and_the_stream_captions_from_them(shards,
                             subset=subset)
     kept = pq.read_table(tmp_path / "kept").column("uid").to_pylist()
     assert sorted(kept) == sorted(expected[:27:2]) and record["rows"] == 14
+    # the same directory is a per-shard uid allow-list: each shard's read when the shard is opened
+    loader, stats = stream(str(directory), subset=str(tmp_path / "kept"), **SMALL)
+    assert sorted(u for batch in loader for u in batch.uids) == sorted(kept) and stats.filtered == 30 - 14
 
 
 def test_metadata_beside_the_tars_is_read_as_it_is(shards):

@@ -28,7 +28,7 @@ from webdataset.gopen import gopen
 from webdataset.tariterators import base_plus_ext
 
 from nas.data.shards import is_remote, local_path
-from nas.data.subset import UidSet, caption_fields, metadata_batches, open_metadata
+from nas.data.subset import UidSet, caption_fields, encode_uids, metadata_batches, open_metadata
 from nas.errors import ConfigError
 
 RECORD = "_split.json"
@@ -110,6 +110,25 @@ class ShardCaptions:
         rows = zip(*(table[name] for name in self.names), strict=True)
         return {uid: self.template.format(**dict(zip(self.names, row, strict=True)))
                 for uid, row in zip(table["uid"], rows, strict=True)}
+
+
+class ShardSubset:
+    """A uid allow-list per shard: the `uid` column of each shard's file in a per-shard directory (what
+    `split_metadata` writes, with `subset=` to keep only a subset's rows), read when the stream opens the shard,
+    so that a loader holds one shard's uids instead of the whole list."""
+
+    def __init__(self, directory: str | Path, urls: Sequence[str]):
+        import pyarrow.parquet as pq
+
+        self.files = per_shard_files(directory, urls, field="subset")
+        first = next(iter(self.files.values()))
+        if "uid" not in pq.read_schema(first).names:
+            raise ConfigError("per-shard uid lists need a 'uid' column", source=str(first), field="subset")
+
+    def for_shard(self, url: str) -> UidSet:
+        import pyarrow.parquet as pq
+
+        return UidSet(encode_uids(pq.read_table(self.files[url], columns=["uid"]).column(0).to_pylist()))
 
 
 # ---- splitting metadata of another layout ---------------------------------------------------------------------

@@ -33,6 +33,7 @@ import contextlib
 import hashlib
 import itertools
 import math
+import os
 import random
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -45,7 +46,7 @@ from webdataset.filters import shuffle as shuffle_stage
 
 from nas.data.limits import MAX_PIXELS, MIN_SIDE, ImageLimits
 from nas.data.samples import RawSample, decode_or_count, decoded, read_shard
-from nas.data.shard_metadata import ShardCaptions
+from nas.data.shard_metadata import ShardCaptions, ShardSubset
 from nas.data.shards import dataset_size, expand_shards, select_shards
 from nas.data.subset import UidSet
 from nas.data.transforms import Augment, BatchPreprocess, image_transform, tokenizer
@@ -61,7 +62,8 @@ class DataSource:
 
     urls: shard source(s) (see `nas.data.shards`). resample: draw shards with replacement (open_clip's
     `--dataset-resampled`). shards / shard_selection: use the first or a seeded random K shards. subset: a
-    uid allow-list (.npy or .parquet). captions / metadata: caption each sample from its metadata row instead
+    uid allow-list (.npy or .parquet), or a directory of per-shard files whose `uid` column is each shard's
+    allow-list (read when the shard is opened). captions / metadata: caption each sample from its metadata row instead
     of its .txt, with a template over the parquet's columns (e.g. "{color} {shape}"; a sample without a row
     is skipped and counted); `metadata` is a directory of per-shard files, `<shard>.parquet`, each read when
     its shard is opened (`nas.data.shard_metadata`). augment: an `Augment`, its fields, or "vitamin_long".
@@ -273,7 +275,7 @@ class ShardStream(IterableDataset):
     """One rank's stream. Each DataLoader worker yields its own batches plus a final count of skips."""
 
     def __init__(self, source: DataSource, settings: StreamSettings, urls: Sequence[str], rank: int,
-                 world_size: int, uids: UidSet | None, captions: ShardCaptions | None = None):
+                 world_size: int, uids: UidSet | ShardSubset | None, captions: ShardCaptions | None = None):
         super().__init__()
         self.source = source
         self.settings = settings
@@ -346,8 +348,9 @@ class ShardStream(IterableDataset):
     def _allowed(self, url: str, counts: Counter, guard: _Guard) -> Iterator[RawSample]:
         produced = False
         captions = self.captions.for_shard(url) if self.captions is not None else None  # this shard's rows only
+        allowed = self.uids.for_shard(url) if isinstance(self.uids, ShardSubset) else self.uids
         for sample in read_shard(url, counts):
-            if self.uids is not None and sample.uid not in self.uids:
+            if allowed is not None and sample.uid not in allowed:
                 counts[FILTERED] += 1
             elif captions is not None and sample.uid not in captions:
                 counts["no_metadata_row"] += 1
@@ -463,10 +466,11 @@ def stream(source: str | Sequence[str] | DataSource, settings: StreamSettings | 
     settings = replace(settings or StreamSettings(), **{k: v for k, v in options.items() if k in SETTINGS_FIELDS})
     rank, world_size = _rank_and_world(rank, world_size)
     urls = select_shards(expand_shards(source.urls), source.shards, source.shard_selection, settings.seed)
-    uids = UidSet.load(source.subset) if source.subset else None
+    uids = (ShardSubset(source.subset, urls) if os.path.isdir(source.subset) else UidSet.load(source.subset)) \
+        if source.subset else None
     captions = ShardCaptions(source.metadata, source.captions, urls) if source.captions else None
     _check_start(settings, world_size)
-    _preflight(urls, uids, source.limits)
+    _preflight(urls, uids if isinstance(uids, UidSet) else None, source.limits)
     if source.resample and settings.samples is None:
         raise ConfigError("resampling never ends a pass, so it needs a budget (samples)", field="resample")
     stats = StreamStats(dataset_samples=dataset_size(urls))
