@@ -154,29 +154,6 @@ def test_a_bad_study_exits_with_code_2_naming_the_field(tmp_path, cli):
     assert f"{path}: objectives.zeroshot_top1: 'up' is not one of max, min" in run.stderr
 
 
-def test_a_missing_space_file_names_the_study_file_and_its_space_field(tmp_path, cli):
-    path = write(tmp_path, space="spaces/nowhere.yaml")
-    run = subprocess.run([*cli, "search", str(path), "--out", str(tmp_path / "run")], capture_output=True, text=True)
-    assert run.returncode == 2
-    assert run.stderr.splitlines() == [
-        f"vitamin-nas search: error: {path}: space: no such search space file: {tmp_path / 'spaces' / 'nowhere.yaml'} "
-        "(relative paths are relative to the study file)"]
-    assert not (tmp_path / "run").exists()
-
-
-def test_a_space_file_with_a_bad_value_fails_the_search_before_anything_is_written(tmp_path, cli):
-    space = tmp_path / "space.yaml"
-    space.write_text((REPO / "search_spaces" / "tiny.yaml").read_text().replace("depth: [2, 3, 4]",
-                                                                                 "depth: [2, three, 4]"))
-    path = write(tmp_path, space="space.yaml")
-    run = subprocess.run([*cli, "search", str(path), "--out", str(tmp_path / "run")], capture_output=True, text=True)
-    assert run.returncode == 2
-    assert run.stderr.splitlines() == [
-        f"vitamin-nas search: error: {space}: transformer.depth: 'three' is not a positive integer; depth takes "
-        "positive integers (one, a list of them or a range {low, high, step})"]
-    assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
-
-
 BAD_YAML = {  # text, (line, column) PyYAML reports, the problem
     "unclosed_list": ("name: t\nbudget: {min_samples: 100, max_samples: [900\n", (3, 1), "expected ',' or ']'"),
     "bad_indent": ("name: t\ndata:\n  dir: x\n   workers: 2\n", (4, 11), "mapping values are not allowed here"),
@@ -185,17 +162,42 @@ BAD_YAML = {  # text, (line, column) PyYAML reports, the problem
 
 
 @pytest.mark.parametrize("case", sorted(BAD_YAML))
-def test_a_yaml_syntax_error_is_one_line_with_file_line_and_column(tmp_path, cli, case):
+def test_a_yaml_syntax_error_is_one_line_with_file_line_and_column(tmp_path, case):
     text, (line, column), problem = BAD_YAML[case]
     study = tmp_path / "study.yaml"
     study.write_text(text)
     with pytest.raises(ConfigError, match=re.escape(problem)) as info:
         Study.load(study)
     assert info.value.source == str(study) and info.value.field == f"line {line}, column {column}"
-    run = subprocess.run([*cli, "search", str(study), "--out", str(tmp_path / "run")], capture_output=True, text=True)
-    assert run.returncode == 2 and len(run.stderr.splitlines()) == 1, run.stderr
-    assert run.stderr.startswith(f"vitamin-nas search: error: {study}: line {line}, column {column}: not valid YAML: ")
-    assert not (tmp_path / "run").exists()
+    assert "\n" not in str(info.value)
+
+
+def bad_input(tmp_path: Path, case: str) -> tuple[Path, str]:
+    """A study file with one kind of bad input, and the one line `vitamin-nas search` must print for it."""
+    space = tmp_path / "space.yaml"
+    if case == "missing_space":
+        path = write(tmp_path, space="spaces/nowhere.yaml")
+        return path, (f"{path}: space: no such search space file: {tmp_path / 'spaces' / 'nowhere.yaml'} (relative "
+                      "paths are relative to the study file)")
+    if case == "space_value":
+        space.write_text((REPO / "search_spaces" / "tiny.yaml").read_text().replace("depth: [2, 3, 4]",
+                                                                                     "depth: [2, three, 4]"))
+        return write(tmp_path, space="space.yaml"), (
+            f"{space}: transformer.depth: 'three' is not a positive integer; depth takes positive integers (one, a "
+            "list of them or a range {low, high, step})")
+    path = tmp_path / "study.yaml"
+    path.write_text(BAD_YAML["unclosed_list"][0])
+    return path, (f"{path}: line 3, column 1: not valid YAML: expected ',' or ']', but got '<stream end>' (while "
+                  "parsing a flow sequence that starts at line 2, column 41)")  # the [ of max_samples
+
+
+@pytest.mark.parametrize("case", ["missing_space", "space_value", "yaml_syntax"])
+def test_bad_input_ends_a_search_with_one_line_before_anything_is_written(tmp_path, cli, case):
+    path, line = bad_input(tmp_path, case)
+    run = subprocess.run([*cli, "search", str(path), "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == [f"vitamin-nas search: error: {line}"]
+    assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
 
 
 def test_a_syntax_error_in_the_space_file_names_the_space_file(tmp_path):
