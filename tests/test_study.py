@@ -12,6 +12,7 @@ import yaml
 
 from nas.errors import ConfigError
 from nas.presets import preset
+from nas.shipped import spaces
 from nas.study import Budget, Resources, Study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -178,7 +179,7 @@ def bad_input(tmp_path: Path, case: str) -> tuple[Path, str]:
     if case == "missing_space":
         path = write(tmp_path, space="spaces/nowhere.yaml")
         return path, (f"{path}: space: no such search space file: {tmp_path / 'spaces' / 'nowhere.yaml'} (relative "
-                      "paths are relative to the study file)")
+                      f"paths are relative to the study file; shipped spaces by name: {', '.join(spaces())})")
     if case == "space_value":
         space.write_text((REPO / "search_spaces" / "tiny.yaml").read_text().replace("depth: [2, 3, 4]",
                                                                                      "depth: [2, three, 4]"))

@@ -51,6 +51,9 @@ def _register_synth(sub: argparse._SubParsersAction) -> None:
                        help="retrieval images, five captions each (default 1000; 0 for none)")
     synth.add_argument("--caption-noise", type=float, default=0.1,
                        help="fraction of training captions that do not describe their image (default 0.1)")
+    synth.add_argument("--scenes", choices=("varied", "simple"), default="varied",
+                       help="varied: counts, sizes, textures, second objects, textured backgrounds; simple: one solid "
+                            "medium or large object on a plain background (default varied)")
     synth.add_argument("--workers", type=int, default=0, help="processes (default: one per CPU core)")
     synth.set_defaults(func=_synth)
 
@@ -134,7 +137,7 @@ def _synth(args: argparse.Namespace) -> int:
 
     config = SynthConfig(samples=args.samples, size=args.size, seed=args.seed, samples_per_shard=args.samples_per_shard,
                          zeroshot_per_class=args.zeroshot_per_class, retrieval_samples=args.retrieval_samples,
-                         caption_noise=args.caption_noise, workers=args.workers)
+                         caption_noise=args.caption_noise, scenes=args.scenes, workers=args.workers)
     record = synthesize(args.out, config, progress=True)
     out = Path(args.out)
     print(f"wrote {record['train_samples']} samples in {record['train_shards']} shards to {out / 'shards'}")

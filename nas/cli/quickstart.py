@@ -11,9 +11,6 @@ import time
 from pathlib import Path
 
 from nas.cli.search import search_and_report
-from nas.errors import ConfigError
-
-QUICKSTART = Path(__file__).resolve().parents[2] / "studies" / "quickstart.yaml"
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -30,14 +27,15 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _quickstart(args: argparse.Namespace) -> int:
+    from nas.shipped import study_file
     from nas.study import Study
 
-    if not QUICKSTART.is_file():
-        raise ConfigError("the quickstart study is missing (run from a checkout of the repository)",
-                          source=str(QUICKSTART))
-    study = Study.load(QUICKSTART)
+    study = Study.load(study_file("quickstart"))
     begin = time.perf_counter()
     search_and_report(study, Path(args.out), args.resume, progress_every=30.0)
-    print(f"\nquickstart finished in {time.perf_counter() - begin:.0f} s; "
-          f"optuna-dashboard sqlite:///{Path(args.out).resolve() / 'study.db'} shows the search")
+    out = Path(args.out)
+    print(f"\nquickstart finished in {time.perf_counter() - begin:.0f} s. Next:\n"
+          f"  every trial's training curves:   tensorboard --logdir {out / 'tensorboard'}\n"
+          f"  Optuna's view of the search:     optuna-dashboard sqlite:///{out.resolve() / 'study.db'}\n"
+          f"  the best trial, for open_clip:   vitamin-nas export {out} --best --out winner")
     return 0

@@ -24,7 +24,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                     "(locally on 127.0.0.1, or on a cluster with --address), record every trial and rung in "
                     "OUT/study.db. Kill it at any time; --resume continues without losing or retraining "
                     "finished trials.")
-    search.add_argument("study", help="study YAML file (see studies/)")
+    search.add_argument("study", help="study YAML file, or the name of a shipped one (vitamin-nas studies)")
     search.add_argument("--out", help="output directory (default runs/<study name>)")
     search.add_argument("--resume", action="store_true", help="continue the search in --out")
     search.add_argument("--address", metavar="HOST:PORT|auto",
@@ -37,17 +37,22 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="interface the dashboard binds to (default 127.0.0.1: this machine only)")
     search.add_argument("--progress-every", type=float, default=30.0, metavar="S",
                         help="print the progress table at least every S seconds (default 30)")
+    search.add_argument("--report-to", default="tensorboard", metavar="tensorboard,wandb",
+                        help="where every trial's curves go: tensorboard (OUT/tensorboard/<trial>), wandb (if "
+                             "installed, one run per trial grouped by the study), both, or none (default: tensorboard)")
     search.add_argument("--verbose", action="store_true", help="show Ray's and the workers' logs")
     search.set_defaults(func=_search)
 
 
 def _search(args: argparse.Namespace) -> int:
+    from nas.shipped import study_file
     from nas.study import Study
 
-    study = Study.load(args.study)
+    study = Study.load(study_file(args.study))
     out = Path(args.out or Path("runs") / study.name)
     search_and_report(study, out, args.resume, address=args.address, storage=args.storage, dashboard=args.dashboard,
-                      dashboard_host=args.dashboard_host, progress_every=args.progress_every, verbose=args.verbose)
+                      dashboard_host=args.dashboard_host, progress_every=args.progress_every, verbose=args.verbose,
+                      report_to=args.report_to)
     return 0
 
 

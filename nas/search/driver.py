@@ -45,19 +45,22 @@ from nas.search.schedulers import make_scheduler
 from nas.search.searcher import StudySearcher
 from nas.search.trial import LEDGER_NAMESPACE, TrialSettings, trainable
 from nas.study import Study
+from nas.train import ReportTo
 
 # ---- running a study ---------------------------------------------------------------------------------------
 
 
 def search(study: Study, out: str | os.PathLike, *, resume: bool = False, address: str | None = None,
            storage: str | None = None, dashboard: bool = False, dashboard_host: str = "127.0.0.1",
-           verbose: bool = False, progress_every: float = 30.0) -> ResultStore:
-    """Run (or with `resume`, continue) `study`; results go to `out/study.db`, Ray's experiment to `storage`.
+           verbose: bool = False, progress_every: float = 30.0, report_to: str = "tensorboard") -> ResultStore:
+    """Run (or with `resume`, continue) `study`; results go to `out/study.db`, Ray's experiment to `storage`,
+    the trials' curves to `out/tensorboard` (and W&B, with `report_to="tensorboard,wandb"`).
 
     Returns the results database. Raises `ConfigError` for a study that cannot run as given (an existing
     search without `resume`, a changed study, missing data).
     """
     out = Path(out).resolve()
+    ReportTo.parse(report_to, out)  # a missing wandb is a one-line error here, not in every trial
     store = open_store(study, out, resume)
     storage = storage or str(out / "ray")
     experiment = f"{storage.rstrip('/')}/{study.name}"
@@ -74,8 +77,8 @@ def search(study: Study, out: str | os.PathLike, *, resume: bool = False, addres
         ledger_name = f"ledger-{study.name}-{hashlib.sha1(str(store.path).encode()).hexdigest()[:10]}"
         ledger = Ledger.options(name=ledger_name, namespace=LEDGER_NAMESPACE).remote(ledger_entries(store))
         try:
-            function = tune.with_resources(
-                tune.with_parameters(trainable, settings=TrialSettings(study, ledger_name)), trial_resources(study))
+            settings = TrialSettings(study, ledger_name, str(out), report_to)
+            function = tune.with_resources(tune.with_parameters(trainable, settings=settings), trial_resources(study))
             if restore:
                 tuner = tune.Tuner.restore(experiment, trainable=function, resume_unfinished=True,
                                            resume_errored=True)

@@ -17,14 +17,15 @@ from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
 
 from nas import status
 from nas.cost import COST_METRICS
+from nas.metrics import ZERO_COST
 from nas.results import ResultStore, progress_report
 from nas.search.searcher import STATUS_KEY, OptunaStudy, final_status
 from nas.search.trial import LEDGER_NAMESPACE, REPORT_KEYS
 from nas.study import Study
 
 #: Keys in a Tune result that are not metrics of the rung.
-NOT_METRICS = frozenset(REPORT_KEYS) | set(COST_METRICS) | set(AUTO_RESULT_KEYS) | set(DEBUG_METRICS) | \
-    {"done", "should_checkpoint", "trial_id", "experiment_tag"}
+NOT_METRICS = frozenset(REPORT_KEYS) | set(COST_METRICS) | set(ZERO_COST) | set(AUTO_RESULT_KEYS) | \
+    set(DEBUG_METRICS) | {"done", "should_checkpoint", "trial_id", "experiment_tag", "hits"}
 
 
 @ray.remote(num_cpus=0)
@@ -60,7 +61,7 @@ def ledger_entries(store: ResultStore) -> dict[str, dict[str, Any]]:
                                "checkpoint": None, "error": t["error"]} for t in store.trials()}
     for row in store.rungs():
         entry = entries[row["trial_id"]]
-        entry["rungs"].append(row["metrics"])
+        entry["rungs"].append({**row["metrics"], **({"hits": row["hits"]} if row["hits"] else {})})
         if row["checkpoint"]:
             entry["checkpoint"] = tune.Checkpoint(row["checkpoint"])
     return entries
@@ -104,12 +105,14 @@ class Recorder(tune.Callback):
             return
         metrics = {k: v for k, v in result.items() if k not in NOT_METRICS and isinstance(v, (int, float))}
         where = {k: result[k] for k in ("host", "node", "device")}
+        hits = result.get("hits")
         self.store.record_rung(trial.trial_id, {**metrics, **where}, rung=self.study.budget.rung_of(result["budget"]),
-                               session=result["session"], replace=not result["replay"])
+                               hits=hits, session=result["session"], replace=not result["replay"])
         self.store.update_trial(trial.trial_id, pid=result["pid"], accum_freq=result["accum_freq"],
                                 resumed_from=result["resumed_from"])
         if not result["replay"]:
-            self.ledger.update.remote(trial.trial_id, trial.config["candidate"].key, rung=metrics)
+            self.ledger.update.remote(trial.trial_id, trial.config["candidate"].key,
+                                      rung={**metrics, **({"hits": hits} if hits else {})})
         self._print(force=True)
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
