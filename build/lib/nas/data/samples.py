@@ -1,0 +1,172 @@
+"""Reading DataComp-format samples out of tar shards, skipping and counting what is broken.
+
+A DataComp shard holds, per sample, `<key>.jpg` (or .png, .webp, .jpeg), `<key>.txt` (the caption) and
+`<key>.json` (the uid, url, sizes and scores). Web-scale shards are never clean: downloads fail, files end
+early, images do not decode. None of that may stop a run, and none of it may pass silently, so every
+skipped sample or shard is counted under one of `SKIP_REASONS`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from PIL import Image
+from webdataset.gopen import gopen
+from webdataset.tariterators import base_plus_ext
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+
+SKIP_REASONS = {
+    "unreadable_shard": "a shard could not be opened or is not a tar file (counted per shard)",
+    "truncated_tar": "a shard ended early or broke mid-way; samples before the break are kept (per shard)",
+    "missing_image": "a sample has no .jpg/.jpeg/.png/.webp file",
+    "missing_caption": "a sample has no .txt file",
+    "empty_caption": "a sample's .txt is empty or only whitespace",
+    "undecodable_caption": "a sample's .txt is not UTF-8 text",
+    "corrupt_image": "a sample's image does not decode (truncated, wrong format, too large)",
+    "no_metadata_row": "captions come from the metadata (`captions`) and it has no row for the sample's uid",
+}
+"""Why a sample or shard was skipped. `StreamStats.skipped` counts by these names."""
+
+
+@dataclass(frozen=True)
+class RawSample:
+    """One sample as stored: the image still encoded, so that it can be shuffled and filtered cheaply."""
+
+    uid: str
+    caption: str
+    image: bytes
+    url: str
+    meta: dict
+
+
+def read_shard(url: str, skipped: Counter) -> Iterator[RawSample]:
+    """Yield the complete samples of one shard, counting into `skipped` whatever is skipped and why."""
+    try:
+        stream = gopen(url, "rb")
+    except (OSError, ValueError):
+        skipped["unreadable_shard"] += 1
+        return
+    is_tar = False  # once a first header parses, any later failure is a cut, not an unreadable shard
+    try:
+        tar = tarfile.open(fileobj=stream, mode="r|*", tarinfo=_EndAwareTarInfo)
+        is_tar = True
+        for key, files in _grouped(tar):
+            sample = _complete(key, files, url, skipped)
+            if sample is not None:
+                yield sample
+        stream.close()  # a pipe reports its command's exit status here
+    except (OSError, EOFError, tarfile.TarError, ValueError):
+        skipped["truncated_tar" if is_tar else "unreadable_shard"] += 1
+    finally:
+        _close_quietly(stream)
+
+
+class _EndAwareTarInfo(tarfile.TarInfo):
+    """Notes a header cut short, which `tarfile` otherwise takes silently for the end of the archive."""
+
+    @classmethod
+    def fromtarfile(cls, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(tar)
+        except (tarfile.TruncatedHeaderError, tarfile.EmptyHeaderError):
+            tar.ended_early = True
+            raise
+
+
+def _close_quietly(stream: object) -> None:
+    """Close a shard that is abandoned part-way (a consumer stopped): its pipe's exit status is moot."""
+    try:
+        stream.close()
+    except (OSError, ValueError):
+        pass
+
+
+def _grouped(tar: tarfile.TarFile) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Consecutive tar members that share a key, as webdataset groups them (by `base_plus_ext`).
+
+    The last group of a cut-off archive may lack files, so a cut raises instead of yielding it.
+    """
+    key: str | None = None
+    files: dict[str, bytes] = {}
+    for member in tar:
+        if not member.isreg():
+            continue
+        prefix, suffix = base_plus_ext(member.name)
+        if prefix is None or prefix.rsplit("/", 1)[-1].startswith("__"):
+            continue
+        suffix = suffix.lower()
+        if prefix != key or suffix in files:
+            if key is not None:
+                yield key, files
+            key, files = prefix, {}
+        files[suffix] = tar.extractfile(member).read()
+    if getattr(tar, "ended_early", False):
+        raise tarfile.ReadError("archive ends in the middle of a header")
+    if key is not None:
+        yield key, files
+
+
+def _complete(key: str, files: dict[str, bytes], url: str, skipped: Counter) -> RawSample | None:
+    image = next((files[ext] for ext in IMAGE_EXTENSIONS if ext in files), None)
+    if image is None:
+        skipped["missing_image"] += 1
+        return None
+    if "txt" not in files:
+        skipped["missing_caption"] += 1
+        return None
+    try:
+        caption = files["txt"].decode("utf-8").strip()
+    except UnicodeDecodeError:
+        skipped["undecodable_caption"] += 1
+        return None
+    if not caption:
+        skipped["empty_caption"] += 1
+        return None
+    meta = _meta(files.get("json"))
+    uid = meta.get("uid")
+    return RawSample(uid=uid if isinstance(uid, str) else key.rsplit("/", 1)[-1], caption=caption,
+                     image=image, url=url, meta=meta)
+
+
+def _meta(raw: bytes | None) -> dict:
+    """The sample's json, or {} when absent or broken: the metadata is optional, the pair is what counts."""
+    if raw is None:
+        return {}
+    try:
+        meta = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def decode_image(data: bytes) -> Image.Image:
+    """Decode fully to RGB, so that a truncated file fails here and not later inside a transform."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def decode_or_count(sample: RawSample, skipped: Counter) -> Image.Image | None:
+    """The sample's image in RGB, or None (counted as `corrupt_image`) when it does not decode."""
+    try:
+        return decode_image(sample.image)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        skipped["corrupt_image"] += 1
+        return None
+
+
+def decoded(samples: Iterator[RawSample], skipped: Counter) -> Iterator[tuple[RawSample, Image.Image]]:
+    """Pair each sample with its decoded image, skipping (and counting) those that do not decode."""
+    for sample in samples:
+        image = decode_or_count(sample, skipped)
+        if image is not None:
+            yield sample, image

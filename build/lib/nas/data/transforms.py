@@ -1,0 +1,119 @@
+"""Preprocessing exactly as open_clip does it, so that a proxy trained here is comparable to open_clip runs.
+
+Training: RandomResizedCrop (bicubic, configurable scale range), then optionally the colour jitter and
+grayscale of the ViTamin long schedule, then CLIP's mean/std normalisation. Evaluation: bicubic resize of
+the shorter side and a center crop. Both come from `open_clip.image_transform`; only the choice of
+options lives here, and `BatchPreprocess`, which runs its final ToTensor and Normalize once per batch
+(same values, less work). Text goes through open_clip's tokenizer.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+from PIL import Image
+
+from nas.errors import ConfigError, reject_unknown
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training augmentation, in open_clip's `AugmentationCfg` terms.
+
+    The default is open_clip's (RandomResizedCrop scale 0.9-1.0, nothing else); `vitamin_long()` is the
+    ViTamin long schedule's (scale 0.4-1.0, colour jitter 0.32/0.32/0.32/0.08 with p=0.8, grayscale p=0.2).
+    """
+
+    scale: tuple[float, float] = (0.9, 1.0)
+    color_jitter: tuple[float, float, float, float] | None = None
+    color_jitter_prob: float = 0.0
+    grayscale_prob: float = 0.0
+
+    def __post_init__(self) -> None:
+        low, high = self.scale
+        if not 0 < low <= high <= 1:
+            raise ConfigError(f"needs 0 < low <= high <= 1, got {self.scale}", field="augment.scale")
+        if self.color_jitter_prob and (self.color_jitter is None or len(self.color_jitter) != 4):
+            raise ConfigError("color_jitter_prob needs color_jitter = (brightness, contrast, saturation, hue)",
+                              field="augment.color_jitter")
+        for name in ("color_jitter_prob", "grayscale_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"must be a probability, got {getattr(self, name)}", field=f"augment.{name}")
+
+    @classmethod
+    def vitamin_long(cls) -> Augment:
+        return cls(scale=(0.4, 1.0), color_jitter=(0.32, 0.32, 0.32, 0.08), color_jitter_prob=0.8,
+                   grayscale_prob=0.2)
+
+    @classmethod
+    def from_value(cls, value: Augment | str | Mapping | None) -> Augment:
+        """From a study file: a preset name (`default`, `vitamin_long`) or a mapping of fields."""
+        if value is None or isinstance(value, Augment):
+            return value or cls()
+        if isinstance(value, str):
+            presets = {"default": cls, "vitamin_long": cls.vitamin_long}
+            if value not in presets:
+                raise ConfigError(f"unknown preset {value!r}; use one of {sorted(presets)}", field="augment")
+            return presets[value]()
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"must be a preset name or a mapping, got {value!r}", field="augment")
+        reject_unknown(value, (f.name for f in fields(cls)), field="augment")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
+
+
+def image_transform(image_size: int, train: bool, augment: Augment | None = None) -> Callable:
+    """open_clip's transform: PIL RGB image in, normalised float tensor (3, image_size, image_size) out."""
+    from open_clip import image_transform as open_clip_transform
+    from open_clip.transform import AugmentationCfg
+
+    augment = augment or Augment()
+    config = AugmentationCfg(scale=augment.scale, color_jitter=augment.color_jitter,
+                             color_jitter_prob=augment.color_jitter_prob or None,
+                             gray_scale_prob=augment.grayscale_prob or None)
+    with warnings.catch_warnings():
+        # open_clip applies jitter and grayscale but still warns that they are "unused" (open_clip 3.3).
+        warnings.filterwarnings("ignore", message="Unused augmentation cfg items")
+        return open_clip_transform(image_size, is_train=train, interpolation="bicubic", aug_cfg=config)
+
+
+class BatchPreprocess:
+    """open_clip's transform with its last two steps, ToTensor and Normalize, done once per batch.
+
+    The per-image part (crop, resize, jitter, grayscale) runs on PIL images as open_clip runs it; the
+    batch is then stacked as uint8, converted and normalised in place with the same operations in the same
+    order, so the values are exactly open_clip's, at about half the tensor work and per-image overhead.
+    """
+
+    def __init__(self, transform: Callable):
+        from torchvision.transforms import Compose, Normalize, ToTensor
+
+        steps = list(getattr(transform, "transforms", []))
+        if len(steps) < 2 or not isinstance(steps[-2], ToTensor) or not isinstance(steps[-1], Normalize):
+            raise ValueError(f"expected a transform ending in ToTensor, Normalize; got {transform}")
+        self.per_image = Compose(steps[:-2])
+        self.mean = torch.tensor(steps[-1].mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(steps[-1].std, dtype=torch.float32).view(1, -1, 1, 1)
+
+    def __call__(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        pixels = np.stack([np.asarray(self.per_image(image), dtype=np.uint8) for image in images])
+        batch = torch.empty((len(images), pixels.shape[3], pixels.shape[1], pixels.shape[2]), dtype=torch.float32)
+        batch.copy_(torch.from_numpy(pixels).permute(0, 3, 1, 2))
+        return batch.div_(255).sub_(self.mean).div_(self.std)
+
+
+@functools.lru_cache(maxsize=8)
+def tokenizer(name: str = "ViT-B-32", context_length: int = 77) -> Callable:
+    """open_clip's tokenizer for a model name (CLIP's BPE for the OpenAI-style towers; no download).
+
+    Cached: building CLIP's BPE tables takes about a second, and every stream and eval set needs one.
+    """
+    import open_clip
+
+    if context_length < 2:
+        raise ConfigError(f"must be at least 2, got {context_length}", field="context_length")
+    return open_clip.get_tokenizer(name, context_length=context_length)

@@ -1,0 +1,311 @@
+"""Does a cheap measurement rank candidates as the expensive one does?
+
+Every multi-fidelity search bets that an early rung (or a smaller resolution, or a score computed at
+initialisation) orders candidates as the full budget would; this module measures the bet on a study's own
+results. For each pair (cheap, expensive), on the candidates measured at both:
+
+- Spearman's rho and Kendall's tau-b, each with a percentile bootstrap interval over candidates (seeded):
+  with a dozen candidates a rank correlation is itself noisy, and the interval says how much;
+- the top-k overlap: the share of the expensive top k (k a fraction of the candidates) that the cheap top k
+  also holds;
+- the promotions that would change: successive halving keeps the top 1/reduction_factor at a rung; of the
+  candidates the cheap ranking keeps, how many would the expensive one not keep. (ASHA decides
+  asynchronously, on the results in so far; this is the decision with all of them in.)
+- for a cheap budget whose eval-set size is known, whether its candidates can be told apart at all
+  (`nas.uncertainty.homogeneity`): a ranking the test cannot tell from noise promotes at random.
+
+Accuracies on a few hundred images tie often. Ties are never broken by row order: a candidate tied at the
+cut-off is kept with the probability a random tie-break gives it, so overlap and changed promotions are
+expectations over tie-breaks (a cheap measurement that ties everyone scores as a random one).
+
+Inputs are pandas frames with one row per (arch_id, fidelity), as `ResultStore.frame()` returns (an arch
+measured twice at one fidelity keeps its first row); everything else is numpy. `study_fidelity(store)` runs it
+on a study: its rungs, and the size and zero-cost scores of its candidates (`vitamin-nas fidelity RUN`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from nas import metrics, status
+from nas.arch import Arch
+from nas.errors import ConfigError
+from nas.metrics import ZERO_COST
+from nas.tables import format_table
+from nas.uncertainty import N_BOOTSTRAP, homogeneity
+
+if TYPE_CHECKING:
+    from nas.results import ResultStore
+
+#: Resampled candidate pairs held at once by Kendall's tau (bounds memory on large studies).
+_CHUNK_PAIRS = 4_000_000
+_DIRECTIONS = ("max", "min")
+
+
+@dataclass(frozen=True)
+class FidelityRow:
+    """How well `cheap` (a budget, or a score column) ranks `candidates` as the budget `expensive` does."""
+
+    cheap: int | float | str
+    expensive: int | float
+    candidates: int
+    spearman: float
+    spearman_low: float
+    spearman_high: float
+    kendall: float
+    kendall_low: float
+    kendall_high: float
+    top_k: int                  # ceil(top_fraction x candidates), at least 1
+    top_overlap: float          # expected share of the expensive top k in the cheap top k
+    promoted: int               # how many the cheap ranking promotes (1/reduction_factor, at least 1)
+    changed_promotions: float   # expected number of those the expensive ranking would not promote
+    noise_p_value: float | None = None  # homogeneity of the cheap measurement; None for a score or unknown n
+
+
+def spearman(cheap: np.ndarray, expensive: np.ndarray) -> np.ndarray:
+    """Spearman's rho of each row pair (average ranks for ties); NaN where a row is constant."""
+    ranks_x = stats.rankdata(np.atleast_2d(cheap), axis=-1)
+    ranks_y = stats.rankdata(np.atleast_2d(expensive), axis=-1)
+    x = ranks_x - ranks_x.mean(axis=-1, keepdims=True)
+    y = ranks_y - ranks_y.mean(axis=-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (x * y).sum(axis=-1) / np.sqrt((x * x).sum(axis=-1) * (y * y).sum(axis=-1))
+
+
+def _signs(values: np.ndarray) -> np.ndarray:
+    """sign(v_i - v_j) for every pair of each row, as int8 (a quarter of the memory of floats)."""
+    above = values[:, :, None] > values[:, None, :]
+    below = values[:, :, None] < values[:, None, :]
+    return above.view(np.int8) - below.view(np.int8)
+
+
+def kendall(cheap: np.ndarray, expensive: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b of each row pair (pairs tied on one side count on neither); NaN where a row is constant."""
+    x, y = np.atleast_2d(cheap).astype(float), np.atleast_2d(expensive).astype(float)
+    out = np.empty(len(x))
+    chunk = max(1, _CHUNK_PAIRS // max(1, x.shape[1] ** 2))
+    for start in range(0, len(x), chunk):
+        sx, sy = _signs(x[start:start + chunk]), _signs(y[start:start + chunk])
+        concordance = np.einsum("bij,bij->b", sx, sy, dtype=np.int64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[start:start + chunk] = concordance / np.sqrt(
+                np.count_nonzero(sx, axis=(1, 2)) * np.count_nonzero(sy, axis=(1, 2)).astype(float))
+    return out
+
+
+def bootstrap_correlation(cheap: Sequence[float], expensive: Sequence[float], method: str = "spearman", *,
+                          n_bootstrap: int = N_BOOTSTRAP, seed: int = 0,
+                          level: float = 0.95) -> tuple[float, float, float]:
+    """A rank correlation and its percentile bootstrap interval over candidates (resampled with
+    replacement, seeded). Resamples in which one side is constant have no correlation and are left out;
+    NaN throughout when the data themselves have none."""
+    correlation = {"spearman": spearman, "kendall": kendall}.get(method)
+    if correlation is None:
+        raise ConfigError(f"unknown method {method!r}; allowed: kendall, spearman", field="method")
+    x, y = np.asarray(cheap, dtype=float), np.asarray(expensive, dtype=float)
+    value = float(correlation(x, y)[0])
+    if math.isnan(value):
+        return value, math.nan, math.nan
+    drawn = np.random.default_rng(seed).integers(0, len(x), size=(n_bootstrap, len(x)))
+    draws = correlation(x[drawn], y[drawn])
+    draws = draws[np.isfinite(draws)]
+    low, high = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    return value, float(low), float(high)
+
+
+def kept(values: Sequence[float], k: int) -> np.ndarray:
+    """Each candidate's probability of being among the k highest `values` when ties at the cut-off are
+    broken at random: 1 above the k-th value, 0 below, (places left) / (tied) at it."""
+    values = np.asarray(values, dtype=float)
+    if k <= 0:
+        return np.zeros(len(values))
+    if k >= len(values):
+        return np.ones(len(values))
+    cut = np.sort(values)[::-1][k - 1]
+    above, tied = values > cut, values == cut
+    return np.where(above, 1.0, np.where(tied, (k - above.sum()) / tied.sum(), 0.0))
+
+
+def top_overlap(cheap: Sequence[float], expensive: Sequence[float], k: int) -> float:
+    """Expected share of the expensive top k that the cheap top k holds (1: the same set; k/n: chance)."""
+    return float((kept(cheap, k) * kept(expensive, k)).sum() / k)
+
+
+def promotions(candidates: int, reduction_factor: float) -> int:
+    """How many of `candidates` a rung promotes: the top 1/reduction_factor, at least one."""
+    return max(1, int(candidates // reduction_factor))
+
+
+def changed_promotions(cheap: Sequence[float], expensive: Sequence[float], reduction_factor: float) -> float:
+    """Expected number of candidates the cheap ranking promotes that the expensive ranking would not."""
+    k = promotions(len(cheap), reduction_factor)
+    return float((kept(cheap, k) * (1 - kept(expensive, k))).sum())
+
+
+def compare(cheap: Sequence[float], expensive: Sequence[float], *, cheap_label: int | float | str,
+            expensive_label: int | float, top_fraction: float = 1 / 3, reduction_factor: float = 3,
+            n_bootstrap: int = N_BOOTSTRAP, seed: int = 0, level: float = 0.95,
+            noise_p_value: float | None = None) -> FidelityRow:
+    """One pair's row; both sides are aligned per candidate, higher meaning better (or predicted better)."""
+    x, y = np.asarray(cheap, dtype=float), np.asarray(expensive, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError("cheap and expensive must be 1-D and aligned per candidate")
+    rho = bootstrap_correlation(x, y, "spearman", n_bootstrap=n_bootstrap, seed=seed, level=level)
+    tau = bootstrap_correlation(x, y, "kendall", n_bootstrap=n_bootstrap, seed=seed, level=level)
+    top_k = max(1, math.ceil(top_fraction * len(x)))
+    return FidelityRow(cheap_label, expensive_label, len(x), *rho, *tau, top_k, top_overlap(x, y, top_k),
+                       promotions(len(x), reduction_factor), changed_promotions(x, y, reduction_factor),
+                       noise_p_value)
+
+
+def _directions(scores: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
+    directions = dict(scores) if isinstance(scores, Mapping) else dict.fromkeys(scores, "max")
+    for name, direction in directions.items():
+        if direction not in _DIRECTIONS:
+            raise ConfigError(f"direction {direction!r} of score {name!r}; allowed: max, min", field="scores")
+    return directions
+
+
+def _require(frame: pd.DataFrame, columns: Sequence[str], field: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ConfigError(f"no column {', '.join(map(repr, missing))} in the results; "
+                          f"columns: {', '.join(map(str, frame.columns))}", field=field)
+
+
+def fidelity_table(frame: pd.DataFrame, metric: str, *, fidelity: str = "budget", mode: str = "max",
+                   scores: Sequence[str] | Mapping[str, str] = (), n_column: str | None = None,
+                   top_fraction: float = 1 / 3, reduction_factor: float = 3, min_candidates: int = 3,
+                   n_bootstrap: int = N_BOOTSTRAP, seed: int = 0, level: float = 0.95) -> list[FidelityRow]:
+    """Every pair of fidelities (each against every larger one), then every score against every fidelity.
+
+    `frame` has a row per (arch_id, `fidelity`) with `metric` (`mode` "max" or "min"); `scores` are
+    per-arch columns (params, GMACs, zero-cost proxies), each predicting better when higher (a sequence)
+    or in the direction given ({"gmacs": "max"}). With `n_column` (by default f"{metric}_n" when the frame
+    has it) each budget pair also tests whether the cheap budget's candidates differ at all. Pairs with
+    fewer than `min_candidates` common candidates are left out: their correlation says nothing.
+    """
+    if mode not in _DIRECTIONS:
+        raise ConfigError(f"unknown mode {mode!r}; allowed: max, min", field="mode")
+    directions = _directions(scores)
+    if n_column is None and f"{metric}_n" in frame.columns:
+        n_column = f"{metric}_n"
+    _require(frame, ["arch_id"], "arch_id")
+    _require(frame, [fidelity], "fidelity")
+    _require(frame, [metric], "metric")
+    _require(frame, list(directions), "scores")
+    if n_column:
+        _require(frame, [n_column], "n_column")
+    measured = frame.dropna(subset=[metric]).drop_duplicates(["arch_id", fidelity], keep="first")
+    sign = 1.0 if mode == "max" else -1.0
+    wide = measured.pivot(index="arch_id", columns=fidelity, values=metric).astype(float) * sign
+    sizes = measured.pivot(index="arch_id", columns=fidelity, values=n_column) if n_column else None
+    levels = sorted(wide.columns)
+    options = dict(top_fraction=top_fraction, reduction_factor=reduction_factor, n_bootstrap=n_bootstrap,
+                   seed=seed, level=level)
+    rows = []
+    for index, cheap in enumerate(levels):
+        for expensive in levels[index + 1:]:
+            both = wide[[cheap, expensive]].dropna()
+            if len(both) < min_candidates:
+                continue
+            noise = None
+            if sizes is not None:
+                n = sizes.loc[both.index, cheap].to_numpy(dtype=float)
+                if np.all(np.isfinite(n)):
+                    successes = np.rint(sign * both[cheap].to_numpy() * n)
+                    noise = homogeneity(successes, n, seed=seed).p_value
+            rows.append(compare(both[cheap], both[expensive], cheap_label=cheap, expensive_label=expensive,
+                                noise_p_value=noise, **options))
+    per_arch = frame.drop_duplicates("arch_id", keep="first").set_index("arch_id")
+    for score, direction in directions.items():
+        predicted = per_arch[score].astype(float) * (1.0 if direction == "max" else -1.0)
+        for expensive in levels:
+            both = pd.concat([predicted, wide[expensive]], axis=1, join="inner").dropna()
+            if len(both) < min_candidates:
+                continue
+            rows.append(compare(both.iloc[:, 0], both.iloc[:, 1], cheap_label=score, expensive_label=expensive,
+                                **options))
+    return rows
+
+
+def _number(value: float) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.2f}"
+
+
+def format_correlation(value: float, low: float, high: float, candidates: int | None = None) -> str:
+    """'0.83 [0.41, 0.97] (12 candidates)'; 'n/a' where a side was constant."""
+    text = _number(value) if math.isnan(value) else f"{_number(value)} [{_number(low)}, {_number(high)}]"
+    return text if candidates is None else f"{text} ({candidates} candidates)"
+
+
+def _fidelity_label(value: int | float | str) -> str:
+    if isinstance(value, str):
+        return value
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
+
+
+def _count(value: float) -> str:
+    """An expected count to one decimal, whole numbers without one: '2', '1.5'."""
+    return f"{value:.1f}".removesuffix(".0")
+
+
+def fidelity_line(row: FidelityRow, alpha: float = 0.05) -> str:
+    """One sentence per pair, for a search's or a report's summary."""
+    line = (f"{_fidelity_label(row.cheap)} -> {_fidelity_label(row.expensive)}: Spearman "
+            f"{format_correlation(row.spearman, row.spearman_low, row.spearman_high, row.candidates)}, "
+            f"{_count(row.changed_promotions)} of {row.promoted} promotions would change")
+    if row.noise_p_value is not None and row.noise_p_value > alpha:
+        line += f"; the cheap ranking cannot be told from noise (p = {row.noise_p_value:.2f})"
+    return line
+
+
+def format_fidelity(rows: Sequence[FidelityRow]) -> str:
+    """The table of `fidelity_table`, one line per pair."""
+    headers = ("cheap", "expensive", "candidates", "spearman [95 %]", "kendall [95 %]", "top-k overlap",
+               "changed promotions", "noise p")
+    cells = [[_fidelity_label(r.cheap), _fidelity_label(r.expensive), r.candidates,
+              format_correlation(r.spearman, r.spearman_low, r.spearman_high),
+              format_correlation(r.kendall, r.kendall_low, r.kendall_high),
+              f"{r.top_overlap:.2f} (top {r.top_k})", f"{_count(r.changed_promotions)} of {r.promoted}",
+              "-" if r.noise_p_value is None else f"{r.noise_p_value:.3f}"] for r in rows]
+    return format_table(headers, cells)
+
+
+#: What a study's cheap predictors are, besides its earlier rungs: the analytic size, and the zero-cost proxies.
+SIZE_SCORES = {"image_params_m": "max", "image_gmacs": "max"}
+
+
+def study_fidelity(store: ResultStore, metric: str = "zeroshot_top1", proxies: Sequence[str] | None = ZERO_COST,
+                   progress: bool = False, **options) -> list[FidelityRow]:
+    """`fidelity_table` of a study's results: every rung against every later one, then the image tower's
+    parameters and GMACs (larger predicting better) and the zero-cost `proxies` (computed here for every arch
+    the study measured, unless the study already scored them: a second or so per small tower, much more for deep
+    ones) against every rung. `proxies=None`: only those the study scored."""
+    from nas.proxies import zero_cost_scores
+
+    study = store.study()
+    frame = store.frame(status=status.MEASURED).dropna(subset=[metric])
+    if frame.empty:
+        return []
+    archs = frame.drop_duplicates("arch_id").set_index("arch_id").arch
+    if proxies is None:
+        proxies = [p for p in ZERO_COST if p in frame and frame[p].notna().all()]
+    missing = [p for p in proxies if p not in frame or frame[p].isna().any()]
+    if missing:
+        from tqdm import tqdm
+
+        scores = {arch_id: zero_cost_scores(Arch.from_json(text), names=tuple(missing))
+                  for arch_id, text in tqdm(archs.items(), total=len(archs), desc="zero-cost proxies",
+                                            unit="arch", disable=not progress)}
+        frame = frame.assign(**{p: frame.arch_id.map(lambda a, p=p: scores[a][p]) for p in missing})
+    return fidelity_table(frame, metric, mode=metrics.direction(metric),
+                          scores={**SIZE_SCORES, **{p: "max" for p in proxies}},
+                          reduction_factor=study.budget.reduction_factor, **options)

@@ -1,0 +1,499 @@
+"""A study's report: its tables beside the ViTamin paper's numbers, and which of the paper's findings it reproduces.
+
+The paper's side comes from a data file (`studies/paper/vitamin.yaml`: the authors' published benchmark, the
+cost of their ablation variants, and the findings as checkable claims), never from this code; the study's
+side is computed from its results database. A claim is an ordering of labelled candidates (tiers, best
+first) at every budget, or a metric that rises with data or with a cost. The same check runs on both sides:
+
+    paper = load_paper(PAPER)
+    text = report(ResultStore.open("runs/vitamin_design_choices", readonly=True), paper, figures)
+
+`figures` maps figure names to paths relative to the report (`plots.study.study_figures` writes them and names
+them): the report links `group:NAME` in that group's section and the rest at its end.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from nas import shipped, status
+from nas.errors import ConfigError
+from nas.metrics import direction
+from nas.presets import PRESETS
+from nas.results import ResultStore
+from nas.select import at_target, choose, extrapolation_warnings, family_laws, measurements, separation
+from nas.uncertainty import PairedDifference, paired_difference
+
+PAPER = shipped.PAPER
+PAPER_FIELDS = ("paper", "source", "metric", "benchmark", "ablations", "models", "families", "claims")
+BENCHMARK_FIELDS = ("model", "samples", "image_params_m", "image_gmacs", "imagenet", "avg38")
+CLAIM_FIELDS = ("id", "text", "order", "monotonic", "labels", "paper")
+
+
+# ---- the paper's side ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A finding of the paper. `order`: tiers of labels, best first (each label of a tier beats each of the
+    next) at every budget. `monotonic`: the metric rises with samples_seen (each candidate), or with a cost
+    column across `labels` at every budget. `paper`: the benchmark models a monotonic claim is checked on."""
+
+    id: str
+    text: str
+    order: tuple[tuple[str, ...], ...] = ()
+    monotonic: str | None = None
+    labels: tuple[str, ...] = ()
+    paper: tuple[str, ...] = ()
+
+    @property
+    def named(self) -> tuple[str, ...]:
+        """The labels a study must have for the claim to apply to it."""
+        return tuple(label for tier in self.order for label in tier) or self.labels
+
+
+@dataclass(frozen=True)
+class Paper:
+    """The paper's published numbers (`benchmark`: one row per model and budget) and its claims."""
+
+    title: str
+    source: str
+    metric: str
+    benchmark: pd.DataFrame
+    ablations: list[dict[str, Any]]
+    models: dict[str, str]
+    families: dict[str, list[str]]
+    claims: list[Claim]
+
+    def table(self, models: Sequence[str] | None = None) -> pd.DataFrame:
+        """The metric by model (rows) and samples seen (columns), as fractions like a study's accuracies."""
+        rows = self.benchmark if models is None else self.benchmark[self.benchmark.model.isin(models)]
+        table = rows.pivot_table(index="model", columns="samples", values=self.metric).sort_index(axis=1) / 100
+        return table.reindex([m for m in (models or table.index) if m in table.index])
+
+
+def load_paper(path: str | os.PathLike = PAPER) -> Paper:
+    """Read and check the paper's data file; errors name the file and the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("no such file", source=str(path))
+    raw = yaml.safe_load(path.read_text())
+    if not isinstance(raw, dict):
+        raise ConfigError("a mapping", source=str(path))
+    missing = [f for f in PAPER_FIELDS if f not in raw]
+    if missing:
+        raise ConfigError(f"missing field(s) {', '.join(missing)}", source=str(path))
+    benchmark = pd.DataFrame.from_records(raw["benchmark"])
+    if set(benchmark.columns) != set(BENCHMARK_FIELDS):
+        raise ConfigError(f"rows need exactly {', '.join(BENCHMARK_FIELDS)}", source=str(path), field="benchmark")
+    if raw["metric"] not in ("imagenet", "avg38"):
+        raise ConfigError(f"{raw['metric']!r} is not one of imagenet, avg38", source=str(path), field="metric")
+    known = set(benchmark.model)
+    for where, models in [("models", list(raw["models"].values())), *((f"families.{k}", v) for k, v in
+                                                                       raw["families"].items())]:
+        unknown = sorted(set(models) - known)
+        if unknown:
+            raise ConfigError(f"not benchmark models: {', '.join(unknown)}", source=str(path), field=where)
+    claims = [_claim(item, i, str(path), known) for i, item in enumerate(raw["claims"])]
+    return Paper(str(raw["paper"]), str(raw["source"]), raw["metric"], benchmark, list(raw["ablations"]),
+                 dict(raw["models"]), dict(raw["families"]), claims)
+
+
+def _claim(item: Any, index: int, source: str, models: set[str]) -> Claim:
+    where = f"claims[{index}]"
+    if not isinstance(item, dict) or set(item) - set(CLAIM_FIELDS) or not {"id", "text"} <= set(item):
+        raise ConfigError(f"a mapping with id, text and order or monotonic (fields: {', '.join(CLAIM_FIELDS)})",
+                          source=source, field=where)
+    if ("order" in item) == ("monotonic" in item):
+        raise ConfigError("give exactly one of order and monotonic", source=source, field=where)
+    order = tuple(tuple(tier) if isinstance(tier, list) else (tier,) for tier in item.get("order", ()))
+    if "order" in item and len(order) < 2:
+        raise ConfigError("an order needs at least two tiers", source=source, field=f"{where}.order")
+    unknown = sorted(set(item.get("paper", ())) - models)
+    if unknown:
+        raise ConfigError(f"not benchmark models: {', '.join(unknown)}", source=source, field=f"{where}.paper")
+    return Claim(str(item["id"]), str(item["text"]), order, item.get("monotonic"), tuple(item.get("labels", ())),
+                 tuple(item.get("paper", ())))
+
+
+# ---- checking a claim ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How a claim fares on one side, over `of` comparisons (budgets, or candidates for data scaling): it holds at
+    `held`, is reversed at `reversed`, and at the rest the data cannot tell. On a study, a comparison counts only
+    when McNemar's test on the same eval images rejects (5 %); on the paper's published numbers, which come
+    without their eval noise, the sign of the difference decides. `margin` is the smallest gap in the claimed
+    direction (metric points, negative where it fails), with its 95 % interval when the study measured it."""
+
+    held: int
+    of: int
+    margin: float | None
+    unit: str
+    reversed: int = 0
+    low: float | None = None
+    high: float | None = None
+
+    @property
+    def unclear(self) -> int:
+        return self.of - self.held - self.reversed
+
+    @property
+    def outcome(self) -> str:
+        if not self.of:
+            return "not measured"
+        if self.held == self.of:
+            return "reproduced"
+        if self.reversed == self.of:
+            return "reversed"
+        if not self.held and not self.reversed:
+            return "not distinguishable"
+        return "partly"
+
+    def describe(self, reference: bool = False) -> str:
+        """`reproduced (3/3 budgets, margin +1.2 pts [0.4, 2.0])`; for the paper itself, `holds` instead."""
+        if not self.of:
+            return "not measured"
+        word = self.outcome
+        if reference:
+            word = {"reproduced": "holds", "reversed": "does not hold", "partly": "partly",
+                    "not distinguishable": "does not hold"}[word]
+        counts = f"{self.held}/{self.of} {self.unit}"
+        if self.reversed:
+            counts += f", reversed at {self.reversed}"
+        if self.unclear and not reference:
+            counts += f", not distinguishable at {self.unclear}"
+        margin = ""
+        if self.margin is not None:
+            margin = f", margin {100 * self.margin:+.1f} pts"
+            if self.low is not None:
+                margin += f" [{100 * self.low:+.1f}, {100 * self.high:+.1f}]"
+        return f"{word} ({counts}{margin})"
+
+
+#: `compare((label, budget), (label, budget))`: the first's metric minus the second's on the same eval items.
+Compare = Callable[[tuple[str, float], tuple[str, float]], PairedDifference | None]
+
+
+def check(claim: Claim, table: pd.DataFrame, names: dict[str, str] | None = None,
+          cost: pd.Series | None = None, compare: Compare | None = None) -> Verdict:
+    """The claim on `table` (metric by name and budget, larger is better). `names` maps the claim's labels to
+    the table's rows (identity by default); `cost` is the column a `monotonic` claim on a cost rises with;
+    `compare` gives the paired difference of two measurements (None: the sign of the difference decides)."""
+    names = names or {}
+    tally = _Tally(table, compare)
+    if claim.order:
+        tiers = [[names.get(label, label) for label in tier] for tier in claim.order]
+        for budget in table.columns:
+            values = [table[budget].reindex(tier) for tier in tiers]
+            if not any(v.isna().any() for v in values):
+                tally.comparison([((u, budget), (lo, budget)) for upper, lower in zip(tiers, tiers[1:])
+                                  for u in upper for lo in lower])
+        return tally.verdict("budgets")
+    if claim.monotonic == "samples_seen":
+        for label, values in table.iterrows():
+            budgets = list(values.dropna().index)
+            if len(budgets) >= 2:
+                tally.comparison([((label, b), (label, a)) for a, b in zip(budgets, budgets[1:])])
+        return tally.verdict("models")
+    if cost is not None:
+        for budget in table.columns:
+            labels = list(cost.reindex(table[budget].dropna().index).sort_values().index)
+            if len(labels) >= 2:
+                tally.comparison([((b, budget), (a, budget)) for a, b in zip(labels, labels[1:])])
+    return tally.verdict("budgets")
+
+
+class _Tally:
+    """Counts comparisons (each a list of better-than pairs that must all hold) as held, reversed or unclear."""
+
+    def __init__(self, table: pd.DataFrame, compare: Compare | None):
+        self.table, self.compare = table, compare
+        self.held = self.reversed = self.of = 0
+        self.smallest: tuple[float, PairedDifference | None] | None = None
+
+    def comparison(self, pairs: list[tuple[tuple[str, float], tuple[str, float]]]) -> None:
+        signs = []
+        for better, worse in pairs:
+            gap = float(self.table.loc[better]) - float(self.table.loc[worse])
+            paired = self.compare(better, worse) if self.compare else None
+            if self.smallest is None or gap < self.smallest[0]:
+                self.smallest = (gap, paired)
+            if paired is None:
+                signs.append(1 if gap > 0 else -1)
+            else:
+                signs.append(0 if not paired.significant() else 1 if paired.difference > 0 else -1)
+        self.of += 1
+        self.held += all(sign > 0 for sign in signs)
+        self.reversed += any(sign < 0 for sign in signs) and all(sign <= 0 for sign in signs)
+
+    def verdict(self, unit: str) -> Verdict:
+        if self.smallest is None:
+            return Verdict(0, 0, None, unit)
+        gap, paired = self.smallest
+        return Verdict(self.held, self.of, gap, unit, self.reversed, paired.low if paired else None,
+                       paired.high if paired else None)
+
+
+# ---- the study's side --------------------------------------------------------------------------------------------
+
+
+def study_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The metric by label (rows, in study order) and budget (columns); the mean where an arch ran twice."""
+    table = frame.pivot_table(index="label", columns="budget", values=metric).sort_index(axis=1)
+    return table.reindex(list(dict.fromkeys(frame.label)))
+
+
+def paired_measurements(frame: pd.DataFrame, metric: str) -> Compare:
+    """Paired differences between the study's measurements (label, budget) from their per-item eval hits."""
+    from nas.compare import hits
+
+    found = {}
+    for row in frame.itertuples():
+        found.setdefault((row.label, row.budget), hits(row, metric))
+
+    def compare(better: tuple[str, float], worse: tuple[str, float]) -> PairedDifference | None:
+        a, b = found.get(better), found.get(worse)
+        if a is None or b is None or len(a) != len(b):
+            return None
+        return paired_difference(a, b)
+
+    return compare
+
+
+def verdicts(paper: Paper, frame: pd.DataFrame, metric: str) -> list[tuple[Claim, Verdict, Verdict | None]]:
+    """Each claim that applies to the study (all its labels measured): the study's verdict and the paper's
+    (None where the paper published no numbers for it: a design choice)."""
+    table = study_table(frame, metric)
+    costs = frame.drop_duplicates("label").set_index("label")
+    paper_cost = paper.benchmark.drop_duplicates("model").set_index("model").image_gmacs
+    compare = paired_measurements(frame, metric)
+    results = []
+    for claim in paper.claims:
+        if any(label not in table.index for label in claim.named):
+            continue
+        rows = table.loc[list(claim.labels)] if claim.labels else table
+        cost = costs[claim.monotonic] if claim.monotonic in costs else None
+        ours = check(claim, rows, cost=cost, compare=compare)
+        theirs = None
+        if claim.order and all(label in paper.models for label in claim.named):
+            theirs = check(claim, paper.table(), names=paper.models)
+        elif claim.monotonic:
+            models = list(claim.paper) or None
+            theirs = check(claim, paper.table(models), cost=paper_cost)
+        results.append((claim, ours, theirs))
+    return results
+
+
+# ---- markdown ----------------------------------------------------------------------------------------------------
+
+
+def _markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
+def _samples(value: float) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:g}{unit}"
+    return f"{value:g}"
+
+
+def _header(store: ResultStore, frame: pd.DataFrame, metric: str) -> list[str]:
+    study = store.study()
+    statuses = pd.Series([t["status"] for t in store.trials()]).value_counts()
+    counts = ", ".join(f"{statuses[s]} {s.replace('_', ' ')}" for s in (*status.FINAL, status.RUNNING)
+                       if s in statuses)
+    budgets = ", ".join(_samples(b) for b in sorted(frame.budget.unique()))
+    lines = [f"# Study report: {study.name}", ""]
+    if study.description:
+        lines += [study.description, ""]
+    lines += [f"- results: `{store.path}`", f"- trials: {len(store.trials())} ({counts})",
+              f"- budgets (samples seen): {budgets}", f"- metric: `{metric}` (percent)"]
+    if study.budget.per_budget:
+        lines.append("- each budget is a run of its own, with a cosine schedule that ends at that budget")
+    elif study.budget.early_stopping == "none" and frame.budget.nunique() > 1:
+        lines.append("- the budgets are rungs of one training schedule per candidate: all but the last are measured "
+                     "mid-schedule, so they compare candidates fairly but understate what a run of that length reaches")
+    return lines
+
+
+def _claims_section(results: list[tuple[Claim, Verdict, Verdict | None]], paper: Paper) -> list[str]:
+    lines = ["", "## The paper's findings at proxy scale", "",
+             f"Each finding is checked on this study's results and, with the same code, on the paper's published "
+             f"benchmark ({paper.source}); a finding whose accuracies the paper does not publish is its design "
+             f"choice. On the study, a comparison counts only where McNemar's exact test on the same eval images "
+             f"rejects at 5 % (the margin's interval is the paired difference's 95 % interval); where it does not, "
+             f"the study cannot tell.", ""]
+    if not results:
+        return lines + ["None of the paper's findings names this study's candidates."]
+    rows = [[claim.text, ours.describe(), theirs.describe(reference=True) if theirs else "design choice (no "
+             "published accuracies)"] for claim, ours, theirs in results]
+    lines.append(_markdown_table(["finding", "this study", "paper"], rows))
+    reproduced = [c.text for c, v, _ in results if v.outcome == "reproduced"]
+    failed = [c.text for c, v, _ in results if v.outcome in ("partly", "reversed")]
+    unclear = [c.text for c, v, _ in results if v.outcome == "not distinguishable"]
+    lines += ["", f"Reproduced: {'; '.join(reproduced) or 'none'}.",
+              f"Not (or not at every budget) reproduced: {'; '.join(failed) or 'none'}.",
+              f"Not distinguishable at any budget (the eval set cannot tell): {'; '.join(unclear) or 'none'}."]
+    return lines
+
+
+def _group_section(name: str, labels: Sequence[str], frame: pd.DataFrame, table: pd.DataFrame, paper: Paper,
+                   metric: str, figure: str | None) -> list[str]:
+    budgets = list(table.columns)
+    paper_table = paper.table()
+    paper_budgets = list(paper_table.columns)
+    rows = []
+    for label in labels:
+        arch = frame[frame.label == label]
+        if arch.empty:
+            rows.append([label, "not measured", *["-"] * (2 + len(budgets) + 2 + len(paper_budgets))])
+            continue
+        first = arch.iloc[0]
+        model = paper.models.get(label)
+        theirs = [100 * paper_table.loc[model, b] if model in paper_table.index else None for b in paper_budgets]
+        gmacs = f"{paper.benchmark[paper.benchmark.model == model].image_gmacs.max():.2f}" if model else None
+        rows.append([label, f"`{first.arch_name}`", f"{1e3 * first.image_gmacs:.1f}", f"{first.image_params_m:.2f}",
+                     *(100 * table.loc[label, b] if label in table.index else None for b in budgets),
+                     model or "-", gmacs, *theirs])
+    headers = ["label", "arch", "image MMACs", "params (M)", *(f"{metric} @ {_samples(b)}" for b in budgets),
+               "paper model", "paper image GMACs", *(f"paper @ {_samples(b)}" for b in paper_budgets)]
+    lines = ["", f"### {name}", "", _markdown_table(headers, rows)]
+    if figure:
+        lines += ["", f"![{name}]({figure})"]
+    return lines
+
+
+def _ablation_section(frame: pd.DataFrame, paper: Paper) -> list[str]:
+    """The proxies' cost relative to the ViTamin proxy beside the authors' variants' relative to ViTamin-B."""
+    costs = frame.drop_duplicates("label").set_index("label").image_gmacs
+    base = next((a for a in paper.ablations if a["label"] == "ViTamin"), None)
+    variants = [a for a in paper.ablations if a["label"] in costs.index]
+    if base is None or "ViTamin" not in costs.index or len(variants) < 2:
+        return []
+    rows = [[a["label"], a["name"], f"{costs[a['label']] / costs['ViTamin']:.3f}",
+             f"{a['image_gmacs'] / base['image_gmacs']:.3f}"] for a in variants]
+    return ["", "### Ablation variants: GMACs relative to ViTamin", "",
+            "The proxies are the authors' own design variants scaled down; their cost ratios match the paper's.", "",
+            _markdown_table(["label", "authors' variant", "proxy GMACs / ViTamin proxy", "paper GMACs / ViTamin-B"],
+                            rows)]
+
+
+def _fidelity_section(store: ResultStore, metric: str) -> list[str]:
+    """How far the study's cheap measurements (earlier budgets, size, and the zero-cost proxies it scored) rank
+    its candidates as its most expensive one does (`vitamin-nas fidelity` adds the proxies it did not score)."""
+    from nas.fidelity import format_fidelity, study_fidelity
+
+    rows = study_fidelity(store, metric, proxies=None)
+    if not rows:
+        return []
+    return ["", "## Fidelity: do cheap measurements rank the candidates as the expensive ones do?", "",
+            "Rank correlations over the candidates measured at both, with 95 % bootstrap intervals; changed "
+            "promotions: of the candidates successive halving would keep on the cheap ranking, how many the "
+            "expensive one would not; noise p > 0.05: the cheap ranking cannot be told from eval noise.", "",
+            "```", format_fidelity(rows), "```"]
+
+
+def _scaling_section(frame: pd.DataFrame, paper: Paper, law: str) -> list[str]:
+    """Per family, the exponent of error against compute, beside the same law on the paper's S/B/L models."""
+    ours = family_laws(frame, law)
+    if not ours:
+        return []
+    rows, caveats = [], []
+    for family, fit in ours.items():
+        models = paper.families.get(family, [])
+        theirs = _paper_law(paper, models, law)
+        rows.append([family, frame[frame.family == family].arch_id.nunique(), len(fit.y), _exponent(fit),
+                     f"{fit.r2_log:.3f}", ", ".join(models) or "-", _exponent(theirs) if theirs else "-"])
+        published = sorted({PRESETS[m][0].family for m in models if m in PRESETS} - {family})
+        if published:
+            caveats.append(f"{family} is not the family of the paper's {', '.join(models)} ({', '.join(published)}): "
+                           "this study's towers are a hybrid stand-in for them, so their exponents compare different "
+                           "architectures.")
+    return ["", f"## Scaling: error against compute ({law} law)", "",
+            "Compute is image GMACs x samples seen on both sides; the exponent is d log(error) / d log(compute) "
+            "with its 95% interval. The paper's column fits the same law to its S/B/L models at 128M/512M/1.28B.", "",
+            _markdown_table(["family", "archs", "points", "exponent [95% CI]", "R^2 (log)", "paper models",
+                             "paper exponent [95% CI]"], rows), *(["", *(f"Caveat: {c}" for c in caveats)]
+                                                                 if caveats else [])]
+
+
+def _paper_law(paper: Paper, models: Sequence[str], law: str):
+    from nas.scaling import fit
+
+    rows = paper.benchmark[paper.benchmark.model.isin(models)]
+    if rows.empty:
+        return None
+    try:
+        return fit(law, rows.image_gmacs * rows.samples, 1 - rows[paper.metric] / 100)
+    except ConfigError:
+        return None
+
+
+def _exponent(fit) -> str:
+    name = "alpha"
+    low, high = fit.ci[name]
+    sign = 1 if fit.law in ("power", "pareto-power") else -1  # saturating: E_inf + A C^-alpha
+    value, low, high = sign * fit.params[name], sign * low, sign * high
+    return f"{value:.3f} [{min(low, high):.3f}, {max(low, high):.3f}]"
+
+
+def _ranking_section(store: ResultStore, frame: pd.DataFrame, metric: str, law: str) -> list[str]:
+    """The scaling-aware choice at ten times the largest budget (`vitamin-nas select` for other targets)."""
+    target = 10 * float(frame.budget.max())
+    ranking = [p for p in at_target(store, target_samples=target, law=law, metric=metric) if p.fitted]
+    if not ranking:
+        return []
+    best = ranking[0]
+    rows = [[p.label, f"`{p.arch.name()}`", 100 * p.value, f"[{100 * p.lower:.1f}, {100 * p.upper:.1f}]",
+             "best" if p is best else "not distinguishable" if p.overlaps(best) else ""] for p in ranking]
+    lines = ["", f"## Extrapolated to {_samples(target)} samples seen ({law} law per arch)", "",
+             _markdown_table(["label", "arch", f"predicted {metric}", "95% prediction interval", ""], rows), "",
+             f"{separation(ranking, choose(ranking))}."]
+    return lines + [f"Warning: {w}." for w in extrapolation_warnings(ranking)]
+
+
+def report(store: ResultStore, paper: Paper, figures: Mapping[str, str] | None = None,
+           metric: str = "zeroshot_top1", law: str = "power") -> str:
+    """The markdown report. `figures` are figures by name, their paths relative to where the report is written."""
+    if direction(metric) != "max":
+        raise ConfigError("the report sets accuracies beside the paper's: give a zero-shot or retrieval metric",
+                          field="--metric")
+    frame = measurements(store, metric).dropna(subset=[metric])
+    if frame.empty:
+        raise ConfigError(f"no measurement of {metric} yet", source=str(store.path))
+    table = study_table(frame, metric)
+    figure_of = dict(figures or {})
+    lines = _header(store, frame, metric)
+    lines += _claims_section(verdicts(paper, frame, metric), paper)
+    groups = store.study().groups or {"all candidates": list(table.index[:20])}
+    lines += ["", "## Tables beside the paper", "",
+              f"This study's {metric} (%) at each budget; the paper's zero-shot ImageNet top-1 (%) of the benchmark "
+              f"model each label stands for ({paper.title}; {paper.source})."]
+    for name, labels in groups.items():
+        lines += _group_section(name, labels, frame, table, paper, metric, figure_of.pop(f"group:{name}", None))
+    lines += _ablation_section(frame, paper)
+    lines += _fidelity_section(store, metric)
+    lines += _scaling_section(frame, paper, law)
+    lines += _ranking_section(store, frame, metric, law)
+    if figure_of:
+        lines += ["", "## Figures", ""] + [f"![{name}]({path})" for name, path in figure_of.items()]
+    return "\n".join(lines) + "\n"

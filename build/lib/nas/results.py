@@ -1,0 +1,621 @@
+"""`ResultStore`: one SQLite file per study (`DIR/study.db`) with everything a search measured.
+
+The file holds Optuna's own tables (so `optuna-dashboard sqlite:///DIR/study.db` shows the search, and the
+sampler resumes from it) and the toolkit's, prefixed `nas_`:
+
+- `nas_trials`: one row per trial (Ray Tune's trial id): its Optuna number, the arch (JSON, `arch_id`, name,
+  family), the analytic cost, the status (`nas.status`: `pending`, `running`, then one of its final statuses,
+  with the error), host, Ray node, device, attempts, micro-batch accumulation, wall time.
+- `nas_rungs`: one row per trial and rung (the index of the budget in the study's ladder): the budget (samples
+  seen the rung stands for), every metric the trainer reported there (JSON), the checkpoint, the host, node and
+  training session that measured it.
+- `nas_meta`: the resolved study (`store.study()` reads it back as a `nas.study.Study`).
+
+Rows are keyed (trial, rung), so a resumed search that reports a rung again updates it instead of adding a
+duplicate. Only the search driver writes; readers (`vitamin-nas status` from another shell, the scaling
+and selection code) open the file read-only while it runs (WAL mode).
+
+Reading, for the scaling, selection and plotting code:
+
+    store = ResultStore.open("runs/quickstart", readonly=True)
+    store.study()                                  # the nas.study.Study that was run
+    store.budgets()                                # [1500, 4500, 13500]
+    df = store.frame(budget=13500, family="C-C-T/geglu")   # one row per trial and rung: cost, metrics, arch
+    store.at_budget(13500)                         # one row per arch measured at that budget
+    store.pareto_front({"zeroshot_top1": "max", "image_gmacs": "min"}, budget=13500)
+    store.leaderboard()                            # every trial at the furthest budget it reached
+    Arch.from_json(df.arch[0])                     # the candidate itself
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from nas import status
+from nas.arch import Arch
+from nas.cost import COST_METRICS
+from nas.errors import ConfigError
+from nas.metrics import EVALUATED, ZERO_COST
+from nas.tables import format_table
+
+if TYPE_CHECKING:
+    import optuna
+    import pandas as pd
+
+    from nas.study import Study
+
+FILENAME = "study.db"
+SCHEMA_VERSION = 2
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS nas_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS nas_trials (
+    trial_id TEXT PRIMARY KEY, number INTEGER, arch_id TEXT NOT NULL, arch_name TEXT NOT NULL,
+    family TEXT NOT NULL, arch TEXT NOT NULL,
+    image_gmacs REAL, image_gmacs_full REAL, image_params_m REAL, gmacs REAL, gmacs_full REAL, params_m REAL,
+    train_gflops REAL, naswot REAL, synflow REAL,
+    schedule INTEGER, status TEXT NOT NULL, error TEXT, rung INTEGER, budget INTEGER, samples_seen INTEGER,
+    host TEXT, node TEXT, device TEXT, pid INTEGER, accum_freq INTEGER, attempts INTEGER NOT NULL DEFAULT 0,
+    resumed_from INTEGER, wall_s REAL, created_at REAL NOT NULL, started_at REAL, updated_at REAL, ended_at REAL
+);
+CREATE INDEX IF NOT EXISTS nas_trials_arch ON nas_trials (arch_id);
+CREATE TABLE IF NOT EXISTS nas_rungs (
+    trial_id TEXT NOT NULL REFERENCES nas_trials (trial_id), rung INTEGER NOT NULL, budget INTEGER NOT NULL,
+    samples_seen INTEGER NOT NULL, metrics TEXT NOT NULL, hits TEXT, checkpoint TEXT, host TEXT, node TEXT,
+    device TEXT, session TEXT, reported_at REAL NOT NULL,
+    PRIMARY KEY (trial_id, rung)
+);
+CREATE INDEX IF NOT EXISTS nas_rungs_budget ON nas_rungs (budget);
+"""
+_TRIAL_COLUMNS = ("trial_id", "number", "arch_id", "arch_name", "family", "arch", *COST_METRICS, *ZERO_COST, "schedule",
+                  "status", "error",
+                  "rung", "budget", "samples_seen", "host", "node", "device", "pid", "accum_freq", "attempts",
+                  "resumed_from", "wall_s", "created_at", "started_at", "updated_at", "ended_at")
+#: Trial fields a search may update as a trial runs (what `update_trial` accepts).
+TRIAL_FIELDS = ("number", "status", "error", "rung", "budget", "samples_seen", "host", "node", "device", "pid",
+                "accum_freq", "resumed_from", "wall_s", "started_at", "ended_at")
+
+
+@dataclass(frozen=True)
+class Measured:
+    """How far an arch has been measured: the furthest trial's rungs (budget order) and its status."""
+
+    trial_id: str
+    status: str
+    rungs: list[dict[str, Any]]
+
+    @property
+    def budget(self) -> int:
+        return self.rungs[-1]["budget"] if self.rungs else 0
+
+
+class ResultStore:
+    """The results database of one study. `ResultStore.create(dir, ...)` makes it; `open` reads it."""
+
+    def __init__(self, path: str | os.PathLike, readonly: bool = False):
+        self.path = Path(path).resolve()
+        self.readonly = readonly
+        if not self.path.is_file():
+            raise ConfigError("no results database here (run `vitamin-nas search` first)", source=str(self.path))
+        uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
+        self.db = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self._study: Study | None = None
+        if not readonly:
+            self.db.executescript(_TABLES)
+        version = self.meta("schema_version")
+        if version not in (None, SCHEMA_VERSION):
+            raise ConfigError(f"schema version {version}, this toolkit reads {SCHEMA_VERSION}", source=str(self.path))
+
+    @classmethod
+    def open(cls, where: str | os.PathLike, readonly: bool = False) -> ResultStore:
+        """A study directory or the database file itself."""
+        where = Path(where)
+        return cls(where / FILENAME if where.is_dir() else where, readonly=readonly)
+
+    @classmethod
+    def create(cls, directory: str | os.PathLike, study: Study) -> ResultStore:
+        """A new database of `study` in `directory`, with Optuna's tables and the toolkit's.
+
+        It is built aside and renamed into place, so that a reader never finds it half made.
+        """
+        path = Path(directory) / FILENAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        building = path.with_name(f".{FILENAME}.new")
+        building.unlink(missing_ok=True)
+        connection = sqlite3.connect(building)
+        connection.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; persists in the file
+        connection.close()
+        store = cls(building)
+        for key, value in {"schema_version": SCHEMA_VERSION, "created_at": time.time(),
+                           "study": study.resolved()}.items():
+            store.set_meta(key, value)
+        store.optuna_storage().engine.dispose()  # Optuna's tables from the start: optuna-dashboard opens it at once
+        store.close()
+        os.replace(building, path)
+        return cls(path)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "readonly": self.readonly}
+
+    def study(self) -> Study:
+        """The study this database holds the results of, as it was run (read once per store)."""
+        if self._study is None:
+            from nas.study import Study
+
+            resolved = self.meta("study")
+            if resolved is None:
+                raise ConfigError("holds no study (not a search's results database)", source=str(self.path))
+            self._study = Study.from_dict(resolved, source=str(self.path))
+        return self._study
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], state["readonly"])
+
+    def close(self) -> None:
+        self.db.close()
+
+    @property
+    def url(self) -> str:
+        """The SQLAlchemy URL of this file: Optuna's storage and `optuna-dashboard` take it."""
+        return f"sqlite:///{self.path}"
+
+    def optuna_storage(self) -> optuna.storages.RDBStorage:
+        import optuna
+
+        return optuna.storages.RDBStorage(self.url, engine_kwargs={"connect_args": {"timeout": 60}})
+
+    # ---- meta --------------------------------------------------------------------------------------------
+    def set_meta(self, key: str, value: Any) -> None:
+        self.db.execute("INSERT INTO nas_meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        (key, json.dumps(value)))
+
+    def meta(self, key: str, default: Any = None) -> Any:
+        try:
+            row = self.db.execute("SELECT value FROM nas_meta WHERE key = ?", (key,)).fetchone()
+        except sqlite3.OperationalError:  # a read-only open of a file whose tables are not written yet
+            return default
+        return json.loads(row[0]) if row else default
+
+    @property
+    def objectives(self) -> dict[str, str]:
+        return self.study().objectives
+
+    # ---- writing (the search driver) ---------------------------------------------------------------------
+    def add_trial(self, trial_id: str, arch: Arch, cost: Mapping[str, float], **fields: Any) -> None:
+        """Register a trial with its analytic cost (`Cost.metrics()`, and the zero-cost scores the study scored),
+        idempotently: a trial already there keeps its row."""
+        values = {"trial_id": trial_id, "arch_id": arch.arch_id, "arch_name": arch.name(),
+                  "family": arch.family, "arch": arch.to_json(), **{k: cost[k] for k in COST_METRICS},
+                  **{k: cost[k] for k in ZERO_COST if k in cost},
+                  "status": status.PENDING, "created_at": time.time(), **fields}
+        names = ", ".join(values)
+        self.db.execute(f"INSERT INTO nas_trials ({names}) VALUES ({', '.join('?' * len(values))}) "
+                        "ON CONFLICT (trial_id) DO NOTHING", tuple(values.values()))
+
+    def update_trial(self, trial_id: str, **fields: Any) -> None:
+        unknown = set(fields) - set(TRIAL_FIELDS)
+        if unknown:
+            raise ValueError(f"not trial fields: {sorted(unknown)}")
+        if "status" in fields and fields["status"] not in status.ALL:
+            raise ValueError(f"status {fields['status']!r} is not one of {status.ALL}")
+        fields["updated_at"] = time.time()
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        self.db.execute(f"UPDATE nas_trials SET {assignments} WHERE trial_id = ?", (*fields.values(), trial_id))
+
+    def start_attempt(self, trial_id: str) -> None:
+        """A trial (re)starts on a worker: one more attempt, running again."""
+        now = time.time()
+        self.db.execute("UPDATE nas_trials SET attempts = attempts + 1, status = ?, ended_at = NULL, "
+                        "started_at = COALESCE(started_at, ?), updated_at = ? WHERE trial_id = ?",
+                        (status.RUNNING, now, now, trial_id))
+
+    def record_rung(self, trial_id: str, metrics: Mapping[str, Any], *, rung: int, hits: str | None = None,
+                    checkpoint: str | None = None, session: str | None = None, replace: bool = True) -> None:
+        """One rung's metrics (the trainer's flat dict, with the rung's `budget`) and the evaluation's per-item
+        hits (JSON of `nas.uncertainty.pack_hits` text by metric). A rung reported again replaces the row,
+        unless `replace` is False (a replay of a known result): then the first measurement stands."""
+        numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        on_conflict = ("DO UPDATE SET budget = excluded.budget, samples_seen = excluded.samples_seen, "
+                       "metrics = excluded.metrics, hits = excluded.hits, checkpoint = excluded.checkpoint, "
+                       "host = excluded.host, "
+                       "node = excluded.node, device = excluded.device, session = excluded.session, "
+                       "reported_at = excluded.reported_at" if replace else "DO NOTHING")
+        where = {k: metrics.get(k) for k in ("host", "node", "device")}
+        budget = int(metrics["budget"])
+        self.db.execute(
+            f"INSERT INTO nas_rungs VALUES ({', '.join('?' * 12)}) ON CONFLICT (trial_id, rung) {on_conflict}",
+            (trial_id, rung, budget, int(metrics["samples_seen"]), json.dumps(numeric), hits,
+             checkpoint, *where.values(), session, time.time()))
+        self.update_trial(trial_id, rung=rung, budget=budget, samples_seen=int(metrics["samples_seen"]),
+                          wall_s=metrics.get("wall_s"), **where)
+
+    def set_checkpoint(self, trial_id: str, rung: int, checkpoint: str) -> None:
+        """The trial's persisted checkpoint, at its rung; earlier rungs' are gone (one is kept per trial)."""
+        self.db.execute("UPDATE nas_rungs SET checkpoint = CASE WHEN rung = ? THEN ? END WHERE trial_id = ?",
+                        (rung, checkpoint, trial_id))
+
+    # ---- reading -----------------------------------------------------------------------------------------
+    def trial(self, trial_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM nas_trials WHERE trial_id = ?", (trial_id,)).fetchone()
+        return dict(row) if row else None
+
+    def trials(self, status: str | Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Trial rows in the order trials were created, optionally only those with a status."""
+        statuses = [status] if isinstance(status, str) else status
+        query, args = "SELECT * FROM nas_trials", ()
+        if statuses:
+            query += f" WHERE status IN ({', '.join('?' * len(statuses))})"
+            args = tuple(statuses)
+        return [dict(r) for r in self.db.execute(query + " ORDER BY created_at, trial_id", args)]
+
+    def rungs(self, trial_id: str | None = None) -> list[dict[str, Any]]:
+        """Rung rows (metrics decoded; `hits` as recorded, JSON text or None), by trial then rung."""
+        query, args = "SELECT * FROM nas_rungs", ()
+        if trial_id is not None:
+            query, args = query + " WHERE trial_id = ?", (trial_id,)
+        rows = []
+        for row in self.db.execute(query + " ORDER BY trial_id, rung", args):
+            row = dict(row)
+            row["metrics"] = json.loads(row["metrics"])
+            rows.append(row)
+        return rows
+
+    def measured(self, arch_id: str, schedule: int) -> Measured | None:
+        """The furthest measurement of an arch in runs whose schedule ends at `schedule` samples (the trial
+        that reached the largest budget, first such trial)."""
+        best = self.db.execute(
+            "SELECT t.trial_id, t.status FROM nas_trials t JOIN nas_rungs r USING (trial_id) WHERE t.arch_id = ? "
+            "AND t.schedule = ? GROUP BY t.trial_id ORDER BY MAX(r.budget) DESC, t.status = ? DESC, "
+            "t.created_at LIMIT 1", (arch_id, schedule, status.COMPLETED)).fetchone()
+        if best is None:
+            return None
+        return Measured(best["trial_id"], best["status"], self.rungs(best["trial_id"]))
+
+    def arch_ids(self, statuses: Sequence[str]) -> set[str]:
+        """The archs of the trials with one of `statuses`."""
+        query = f"SELECT DISTINCT arch_id FROM nas_trials WHERE status IN ({', '.join('?' * len(statuses))})"
+        return {r[0] for r in self.db.execute(query, tuple(statuses))}
+
+    def budgets(self) -> list[int]:
+        """The budgets (samples seen) at which anything was measured, ascending."""
+        return [r[0] for r in self.db.execute("SELECT DISTINCT budget FROM nas_rungs ORDER BY budget")]
+
+    def frame(self, budget: int | None = None, family: str | None = None,
+              status: str | Sequence[str] | None = None) -> pd.DataFrame:
+        """One row per trial and rung: trial columns (arch, cost, status, ...), `budget`, and every metric."""
+        import pandas as pd
+
+        trials = {t["trial_id"]: t for t in self.trials(status)}
+        records = []
+        for rung in self.rungs():
+            trial = trials.get(rung["trial_id"])
+            if trial is None or (budget is not None and rung["budget"] != budget) or \
+                    (family is not None and trial["family"] != family):
+                continue
+            metrics = {k: v for k, v in rung["metrics"].items() if k not in ("budget", "samples_seen")}
+            records.append({**trial, "rung": rung["rung"], "budget": rung["budget"],
+                            "samples_seen": rung["samples_seen"], "host": rung["host"], "node": rung["node"],
+                            "device": rung["device"], "checkpoint": rung["checkpoint"], "hits": rung["hits"],
+                            **metrics})
+        columns = [*_TRIAL_COLUMNS] + sorted({k for r in records for k in r} - set(_TRIAL_COLUMNS))
+        frame = pd.DataFrame.from_records(records, columns=columns)
+        return frame.sort_values(["budget", "created_at", "trial_id"], kind="stable").reset_index(drop=True)
+
+    def at_budget(self, budget: int) -> pd.DataFrame:
+        """One row per arch measured at `budget` (an arch measured twice keeps its first trial)."""
+        frame = self.frame(budget=budget)
+        return frame.drop_duplicates("arch_id", keep="first").reset_index(drop=True)
+
+    def pareto_front(self, objectives: Mapping[str, str] | None = None, budget: int | None = None) -> pd.DataFrame:
+        """The non-dominated archs at each budget (or one): only results measured at that very budget compete,
+        so an early-stopped trial's low-budget accuracy is never set against a full-budget one."""
+        import pandas as pd
+
+        objectives = dict(objectives or self.objectives)
+        fronts = []
+        for b in [budget] if budget is not None else self.budgets():
+            frame = self.at_budget(b).dropna(subset=list(objectives))
+            if frame.empty:
+                continue
+            mask = pareto_mask(minimization(frame, objectives))
+            fronts.append(frame[mask].sort_values(list(objectives)[0], ascending=objectives[list(objectives)[0]]
+                                                  == "min"))
+        if not fronts:
+            return self.frame().iloc[0:0]
+        return pd.concat(fronts, ignore_index=True)
+
+    def leaderboard(self, objectives: Mapping[str, str] | None = None, budget: int | None = None) -> pd.DataFrame:
+        """Every trial at the furthest budget it reached (or at `budget`), best first: larger budgets first,
+        then by the first objective."""
+        objectives = dict(objectives or self.objectives)
+        frame = self.frame(budget=budget)
+        if frame.empty:
+            return frame
+        frame = frame.sort_values("budget").drop_duplicates("trial_id", keep="last")
+        first = next(iter(objectives))
+        return frame.sort_values(["budget", first], ascending=[False, objectives[first] == "min"],
+                                 na_position="last").reset_index(drop=True)
+
+    def export(self, path: str | os.PathLike, budget: int | None = None) -> Path:
+        """Write `frame(budget)` as CSV or parquet (by the suffix)."""
+        path = Path(path)
+        frame = self.frame(budget=budget)
+        if path.suffix == ".csv":
+            frame.to_csv(path, index=False)
+        elif path.suffix == ".parquet":
+            frame.to_parquet(path, index=False)
+        else:
+            raise ConfigError("export to a .csv or .parquet file", source=str(path))
+        return path
+
+
+def rung_checkpoint(store: ResultStore, trial_id: str, rung: int) -> str | None:
+    """Where the checkpoint of a trial's rung is: a directory (or a storage URI) holding `checkpoint.pt`, as
+    recorded; None when none was kept (Ray Tune keeps one per trial, its last rung's)."""
+    row = store.db.execute("SELECT checkpoint FROM nas_rungs WHERE trial_id = ? AND rung = ?",
+                           (trial_id, rung)).fetchone()
+    return row[0] if row and row[0] else None
+
+
+# ---- Pareto fronts ---------------------------------------------------------------------------------------
+
+
+def minimization(frame: Any, objectives: Mapping[str, str]) -> np.ndarray:
+    """(n, k) values, negated where the objective is maximised, so that smaller is better in every column."""
+    return np.column_stack([np.asarray(frame[name], dtype=float) * (-1.0 if direction == "max" else 1.0)
+                            for name, direction in objectives.items()])
+
+
+def pareto_mask(points: np.ndarray) -> np.ndarray:
+    """Which rows (minimisation) no other row dominates."""
+    points = np.asarray(points, dtype=float)
+    better_or_equal = (points[:, None, :] <= points[None, :, :]).all(axis=2)
+    strictly = (points[:, None, :] < points[None, :, :]).any(axis=2)
+    dominated = (better_or_equal & strictly).any(axis=0)
+    return ~dominated
+
+
+def nondominated_ranks(points: np.ndarray) -> np.ndarray:
+    """NSGA-II's front index of every row: 0 for the Pareto front, 1 for the front once it is removed, ..."""
+    points = np.asarray(points, dtype=float)
+    ranks = np.full(len(points), -1)
+    remaining = np.arange(len(points))
+    front = 0
+    while remaining.size:
+        mask = pareto_mask(points[remaining])
+        ranks[remaining[mask]] = front
+        remaining = remaining[~mask]
+        front += 1
+    return ranks
+
+
+def crowding_distance(points: np.ndarray) -> np.ndarray:
+    """NSGA-II's crowding distance within one front: larger for points in sparser regions (ends: infinite)."""
+    points = np.asarray(points, dtype=float)
+    n, k = points.shape
+    distance = np.zeros(n)
+    if n <= 2:
+        return np.full(n, np.inf)
+    for j in range(k):
+        order = np.argsort(points[:, j], kind="stable")
+        span = points[order[-1], j] - points[order[0], j]
+        distance[order[0]] = distance[order[-1]] = np.inf
+        if span > 0:
+            distance[order[1:-1]] += (points[order[2:], j] - points[order[:-2], j]) / span
+    return distance
+
+
+def pareto_order(points: np.ndarray) -> np.ndarray:
+    """Row indices best first: by front, then by crowding distance (as NSGA-II and MO-ASHA select)."""
+    points = np.asarray(points, dtype=float)
+    ranks = nondominated_ranks(points)
+    crowding = np.zeros(len(points))
+    for front in np.unique(ranks):
+        members = np.flatnonzero(ranks == front)
+        crowding[members] = crowding_distance(points[members])
+    return np.lexsort((-crowding, ranks))
+
+
+# ---- text reports ------------------------------------------------------------------------------------------
+
+
+def results_report(store: ResultStore, budget: int | None = None, top: int = 10) -> str:
+    """The leaderboard and the Pareto front at every budget (or one), as text, with each accuracy's interval,
+    the eval-set size it rests on, which candidates the same eval images cannot tell apart, and how far the
+    first rung's ranking can be trusted."""
+    from nas.compare import annotate, first_rung_noise, front_ties
+
+    objectives = store.objectives
+    first = next(iter(objectives))
+    board = store.leaderboard(budget=budget)
+    if board.empty:
+        return "no results yet"
+    measured = first in EVALUATED and f"{first}_low" in board
+    board = annotate(board, first).head(top)
+    shown = f"{first} % [95 % CI]" if measured else first
+    columns = ["number", "arch_name", "status", "budget", shown, *(["n", "vs best"] if measured else []),
+               *[c for c in objectives if c != first],
+               *[c for c in ("image_params_m", "zeroshot_top5", "loss") if c not in objectives], "wall_s"]
+    records = [_measured(r, first, shown) for r in board.to_dict("records")]
+    text = [f"leaderboard ({len(store.trials())} trials; furthest budget first, then {first}):",
+            format_table([shown if c == shown else headers([c])[0] for c in columns], rows(records, columns))]
+    fronts = store.pareto_front(budget=budget)
+    cost = next((c for c in objectives if c != first), None)
+    for front_budget, front in fronts.groupby("budget", sort=False):
+        title = ", ".join(f"{k} {v}" for k, v in objectives.items())
+        front_columns = ["number", "arch_name", shown, *[c for c in objectives if c != first]]
+        records = [_measured(r, first, shown) for r in front.to_dict("records")]
+        if measured and cost is not None:
+            front_columns.append("not distinguishable from")
+            for record, mark in zip(records, front_ties(front, first, cost)):
+                record["not distinguishable from"] = mark
+        text += [f"\nPareto front at {front_budget:,} samples seen ({title}):",
+                 format_table([shown if c == shown else headers([c])[0] for c in front_columns],
+                              rows(records, front_columns))]
+    if measured:
+        text.append(_trust_notes(store, first, first_rung_noise(store.frame(), first)))
+    return "\n".join(text)
+
+
+def fidelity_lines(store: ResultStore, metric: str) -> list[str]:
+    """How each rung's ranking agrees with the next rung's (`nas.fidelity`), one line a pair of rungs."""
+    from nas.fidelity import fidelity_line, study_fidelity
+
+    rows = study_fidelity(store, metric, proxies=())
+    rungs = store.study().budget.rungs
+    return [fidelity_line(r) for r in rows if not isinstance(r.cheap, str) and r.cheap in rungs
+            and r.expensive in rungs and rungs.index(r.expensive) == rungs.index(r.cheap) + 1]
+
+
+def _measured(record: dict[str, Any], metric: str, shown: str) -> dict[str, Any]:
+    """A row with its accuracy and interval as one cell, its eval-set size and its standing at its budget."""
+    from nas.compare import with_interval
+
+    low, high = record.get(f"{metric}_low"), record.get(f"{metric}_high")
+    flags = [record.get("tie", "")] + (["at chance"] if record.get("at_chance") else [])
+    n = record.get(f"{metric}_n")
+    return {**record, shown: with_interval(record.get(metric), low, high) if shown != metric else record.get(metric),
+            "n": int(n) if n is not None and not np.isnan(n) else None,
+            "vs best": ", ".join(f for f in flags if f)}
+
+
+def _trust_notes(store: ResultStore, metric: str, noise: Any) -> str:
+    """What the tables' marks mean, and whether the first rung's ranking (what ASHA first decides on) is signal."""
+    lines = ["", f"{metric}: 95 % Wilson interval over the n eval images; vs best: 'tie' = not distinguishable from "
+                 "the best candidate at its budget (McNemar's exact test on the same images, Holm-corrected, 5 %); "
+                 "'at chance' = not above guessing (exact binomial, 5 %); a front point 'not distinguishable from' "
+                 "a cheaper one buys its cost with no measurable gain."]
+    if noise is not None:
+        budget, test = noise
+        verdict = "can be told from noise" if test.distinguishable() else \
+            "CANNOT be told from noise: early stopping there decided on chance"
+        lines.append(f"first rung ({budget:,} samples seen): the ranking {verdict} "
+                     f"(Cochran's Q = {test.statistic:.1f}, {test.dof} dof, p = {test.p_value:.3g}).")
+    fidelity = fidelity_lines(store, metric)
+    if fidelity:
+        lines += ["rung against the next (`vitamin-nas fidelity` for every pair and the zero-cost proxies):",
+                  *(f"  {line}" for line in fidelity)]
+    return "\n".join(lines)
+
+
+# ---- progress ----------------------------------------------------------------------------------------------
+
+PROGRESS_COLUMNS = ("trial", "arch", "status", "rung", "samples_seen", "wall", "eta")
+
+
+def progress(store: ResultStore, now: float | None = None) -> tuple[list[dict[str, Any]], str]:
+    """Each trial's state (running first, then the most recent) and a one-line summary with the study's ETA.
+
+    A trial's ETA extrapolates its wall time per sample seen to the end of its schedule (before its first rung,
+    at the study's wall time per sample so far); the study's adds the remaining trials at the mean wall time of
+    the finished ones, spread over the trials running at once. Unknown (None) until there is a rate to use.
+    """
+    now = time.time() if now is None else now
+    study = store.study()
+    max_budget = study.budget.max_samples
+    objectives = study.objectives
+    latest = {r["trial_id"]: r for r in store.rungs()}  # rows come by rung: the last one wins
+    records, running_left, finished_wall = [], [], []
+    trials = store.trials()
+    measured = [t for t in trials if t["wall_s"] and t["samples_seen"]]
+    rate = sum(t["wall_s"] for t in measured) / sum(t["samples_seen"] for t in measured) if measured else None
+    for trial in trials:
+        rung = latest.get(trial["trial_id"])
+        record = {"trial": trial["number"], "arch": trial["arch_name"], "status": trial["status"],
+                  "rung": trial["rung"], "budget": trial["budget"], "samples_seen": trial["samples_seen"],
+                  "wall": trial["wall_s"],
+                  "eta": None, "host": trial["host"], "updated_at": trial["updated_at"] or trial["created_at"]}
+        for name in objectives:
+            record[name] = rung["metrics"].get(name, trial.get(name)) if rung else trial.get(name)
+        end = trial["schedule"] or max_budget
+        if trial["status"] == status.RUNNING and rung and end and trial["samples_seen"]:
+            record["eta"] = trial["wall_s"] / trial["samples_seen"] * (end - trial["samples_seen"])
+            running_left.append(record["eta"])
+        elif trial["status"] == status.RUNNING:  # no rung yet
+            started = trial["started_at"]
+            record["eta"] = max(0.0, rate * end - (now - started)) if rate and end and started else None
+            running_left.append(record["eta"])
+        elif trial["status"] in status.FINAL and trial["wall_s"]:
+            finished_wall.append(trial["wall_s"])
+        records.append(record)
+    records.sort(key=lambda r: (r["status"] != status.RUNNING, -r["updated_at"]))
+    counts = {s: sum(r["status"] == s for r in records) for s in status.ALL}
+    finished = sum(counts[s] for s in status.FINAL)
+    total = study.trials
+    ended = ", ".join(f"{counts[s]} {s.replace('_', ' ')}" for s in status.FINAL if counts[s])
+    summary = (f"{study.name}: {finished}/{total} trials finished" + (f" ({ended})" if ended else "")
+               + f", {counts[status.RUNNING]} running"
+               + (f", {counts[status.PENDING]} pending" if counts[status.PENDING] else ""))
+    eta = _study_eta(running_left, finished_wall, max(0, total - finished - counts[status.RUNNING]),
+                     max(1, counts[status.RUNNING]))
+    if eta is not None:
+        summary += f", ETA ~{format_duration(eta)}"
+    return records, summary
+
+
+def progress_report(store: ResultStore, limit: int = 20) -> str:
+    """The live table of a search (`vitamin-nas status` prints the same from another shell)."""
+    records, summary = progress(store)
+    rungs = len(store.study().budget.rungs)
+    objectives = [name for name in store.objectives if name not in PROGRESS_COLUMNS]
+    columns = [*PROGRESS_COLUMNS[:5], *objectives, *PROGRESS_COLUMNS[5:]]
+    for record in records:
+        if record["rung"] is not None:
+            record["rung"] = f"{record['rung'] + 1}/{rungs}"
+    table = format_table(headers(columns), rows(records[:limit], columns))
+    return f"\n[{time.strftime('%H:%M:%S')}] {summary}\n{table}"
+
+
+def _study_eta(running_left: list[float | None], finished_wall: list[float], pending: int,
+               parallel: int) -> float | None:
+    if (pending and not finished_wall) or None in running_left:
+        return None
+    waiting = pending * (sum(finished_wall) / len(finished_wall)) if pending else 0.0
+    return (sum(running_left) + waiting) / parallel
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or (isinstance(seconds, float) and np.isnan(seconds)):
+        return "-"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def rows(records: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> list[list[Any]]:
+    """Records as table rows: accuracies and recalls in percent, seconds as durations, small numbers to three
+    significant digits, missing values as '-'."""
+    return [[_cell(c, r.get(c)) for c in columns] for r in records]
+
+
+def headers(columns: Sequence[str]) -> list[str]:
+    """Column names for `rows`: percentages say so."""
+    return [f"{c} %" if c in PERCENT_METRICS else c for c in columns]
+
+
+PERCENT_METRICS = frozenset(EVALUATED)
+
+
+def _cell(column: str, value: Any) -> Any:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    if column in ("wall", "eta", "wall_s"):
+        return format_duration(value)
+    if column in PERCENT_METRICS:
+        return 100.0 * value
+    if isinstance(value, float) and abs(value) < 10:
+        return f"{value:.3g}"
+    return value

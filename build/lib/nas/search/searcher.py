@@ -1,0 +1,270 @@
+"""`StudySearcher`: Ray Tune's `Searcher` that asks an Optuna study for candidates and tells it what they measured.
+
+It owns an `optuna.Study` in the results database and drives it with Optuna's public ask/tell interface:
+
+- A proposal is the space's define-by-run `suggest` (or the index of a listed candidate, and with
+  `schedule: per_budget` the index of the budget its run ends at), sampled by a seeded TPE, NSGA-II or random
+  sampler; grid and fixed studies enqueue their candidates. Constraints are checked on the analytic cost
+  (computed once, and passed to the trial in its config) before a trial is created, and set on the Optuna
+  trial; an infeasible proposal, and one that ran out of memory or diverged, is told to Optuna as PRUNED with
+  a violated constraint, so that TPE learns to avoid it.
+- An arch already measured is not trained again: Optuna is told its known result.
+- Optuna is told a trial's result only at the budget it reached: a trial that ASHA stopped early is PRUNED
+  (with its intermediate values when there is one objective), never COMPLETE with low-budget metrics.
+
+Tune saves the searcher with its experiment; `restore` finds the Optuna trials still running by their numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+
+from nas import status
+from nas.arch import Arch
+from nas.errors import ConfigError
+from nas.metrics import ZERO_COST
+from nas.results import ResultStore
+from nas.study import Study
+
+logger = logging.getLogger(__name__)
+
+#: Consecutive proposals that may be infeasible or already measured before the searcher stops proposing.
+MAX_PROPOSALS = 1000
+#: Finite spaces up to this size are enumerated once, so that the search ends when every feasible arch is known.
+ENUMERATE_LIMIT = 100_000
+STATUS_KEY = "trial_status"
+
+
+def final_status(result: Mapping[str, Any] | None, error: bool) -> str:
+    """How a trial ended, from its last result: the trial's own verdict, else whether it reached the end of
+    its schedule."""
+    if error or not result:
+        return status.FAILED
+    if result.get(STATUS_KEY) in status.UNTRAINABLE:
+        return result[STATUS_KEY]
+    return status.COMPLETED if result.get("samples_seen", 0) >= result["schedule"] else status.STOPPED_EARLY
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What one trial measures: an arch with its analytic cost, trained with a schedule that ends at `schedule`
+    samples seen. It travels to the trial in Tune's config."""
+
+    arch: Arch
+    schedule: int
+    cost: dict[str, float]  # the cost metrics, and the zero-cost scores the study optimises
+    violations: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.arch.arch_id, self.schedule
+
+
+@dataclass(frozen=True)
+class Proposer:
+    """The define-by-run space given to Optuna."""
+
+    study: Study
+
+    def __call__(self, trial: optuna.Trial) -> Candidate:
+        """The candidate, with the space's constraints on its analytic cost set on the trial (<= 0: feasible),
+        which TPE and NSGA-II take into account."""
+        space, schedules = self.study.space, self.study.budget.schedules
+        if self.study.archs:
+            arch = self.study.archs[trial.suggest_int("candidate", 0, len(self.study.archs) - 1)]
+        else:
+            arch = space.suggest(trial)
+        trial.set_user_attr("arch", arch.to_json())
+        trial.set_user_attr("arch_id", arch.arch_id)
+        schedule = schedules[trial.suggest_int("schedule", 0, len(schedules) - 1)] if self.study.budget.per_budget \
+            else schedules[0]
+        trial.set_user_attr("schedule", schedule)
+        cost = space.cost(arch)
+        for name, value in zip(space.constraints, space.constraint_values(arch, cost)):
+            trial.set_constraint(name, value)
+        known = cost.metrics()
+        zero_cost = [name for name in self.study.objectives if name in ZERO_COST]
+        if zero_cost:  # objectives known before training, like the cost: scored once, here
+            from nas.proxies import zero_cost_scores
+
+            known.update(zero_cost_scores(arch, names=tuple(zero_cost)))
+        return Candidate(arch, schedule, known, tuple(space.violations(arch, cost)))
+
+
+def feasible_archs(study: Study) -> frozenset[str] | None:
+    """The ids of every feasible arch of a finite, enumerable space (None for other spaces)."""
+    space = study.space
+    if study.archs or not space.finite or space.size() > ENUMERATE_LIMIT:
+        return None
+    return frozenset(arch.arch_id for arch in space.enumerate(feasible=True))
+
+
+def make_sampler(study: Study) -> optuna.samplers.BaseSampler:
+    """The study's sampler, seeded; grid and fixed studies enqueue every parameter, so theirs is never asked."""
+    kind = {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler}.get(
+        study.algorithm, optuna.samplers.RandomSampler)
+    try:
+        return kind(seed=study.seed, **study.sampler)
+    except TypeError as err:
+        raise ConfigError(f"not an option of {kind.__name__}: {err}", source=study.source, field="sampler") from None
+
+
+class OptunaStudy:
+    """The study's Optuna study in its results database (created on first use, with its metric names), and the
+    storage it lives in, through which a trial asked in an earlier driver session is found by its number."""
+
+    def __init__(self, study: Study, store: ResultStore, sampler: optuna.samplers.BaseSampler | None = None):
+        self.storage = store.optuna_storage()
+        directions = ["maximize" if way == "max" else "minimize" for way in study.objectives.values()]
+        self.study = optuna.create_study(study_name=study.name, storage=self.storage, sampler=sampler,
+                                         directions=directions, load_if_exists=True)
+        if self.study.metric_names is None:
+            with warnings.catch_warnings():  # experimental since Optuna 3.2, and what optuna-dashboard shows
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.study.set_metric_names(list(study.objectives))
+
+    def trial(self, number: int) -> optuna.Trial:
+        """The `optuna.Trial` of a trial number, to report to, annotate or tell."""
+        study_id = self.storage.get_study_id_from_name(self.study.study_name)
+        return optuna.trial.Trial(self.study, self.storage.get_trial_id_from_study_id_trial_number(study_id, number))
+
+    def state(self, number: int) -> TrialState:
+        return self.study.get_trials(deepcopy=False)[number].state
+
+
+class StudySearcher(Searcher):
+    """Proposes only feasible, unmeasured candidates and tells Optuna the budget each reached."""
+
+    def __init__(self, study: Study, store: ResultStore):
+        names, modes = list(study.objectives), list(study.objectives.values())
+        super().__init__(metric=names if len(names) > 1 else names[0], mode=modes if len(modes) > 1 else modes[0])
+        self.study = study
+        self.store = store
+        self.propose = Proposer(study)
+        self.feasible = feasible_archs(study)
+        self.asked: dict[str, optuna.Trial] = {}  # Tune trial id -> its Optuna trial
+        self.in_flight: dict[str, tuple[str, int]] = {}  # Tune trial id -> (arch_id, schedule) being trained
+        self.reported: dict[str, set[int]] = {}  # Tune trial id -> budgets told to Optuna
+        self.told: set[str] = set()
+        self.optuna = OptunaStudy(study, store, make_sampler(study))
+        self.ot_study = self.optuna.study
+        per_budget = study.budget.per_budget  # every candidate at the smallest budget first, then the next
+        for budget in range(len(study.budget.schedules)):
+            for index in range(len(study.archs)):
+                self.ot_study.enqueue_trial({"candidate": index, **({"schedule": budget} if per_budget else {})},
+                                            skip_if_exists=True)
+
+    # ---- Tune's interface ------------------------------------------------------------------------------------
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        for _ in range(MAX_PROPOSALS):
+            if self._exhausted():
+                return Searcher.FINISHED
+            ot_trial = self.ot_study.ask()
+            candidate = self.propose(ot_trial)
+            if not self._skipped(ot_trial, candidate):
+                self.asked[trial_id] = ot_trial
+                self.in_flight[trial_id] = candidate.key
+                return {"candidate": candidate, "number": ot_trial.number}
+        logger.warning("the last %d proposals were all infeasible or measured already: the search stops proposing",
+                       MAX_PROPOSALS)
+        return Searcher.FINISHED
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if "budget" in result and trial_id in self.asked:
+            self._report(self.asked[trial_id], trial_id, result["budget"], result)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        ot_trial = self.asked.get(trial_id)
+        self.in_flight.pop(trial_id, None)
+        if ot_trial is None or trial_id in self.told:
+            return
+        self.told.add(trial_id)
+        if self.optuna.state(ot_trial.number).is_finished():
+            return  # told before the driver was killed; Tune's experiment state did not know yet
+        if result and "budget" in result:  # the rung where the scheduler stopped it reaches no on_trial_result
+            self._report(ot_trial, trial_id, result["budget"], result)
+        self._tell(ot_trial, final_status(result, error), result)
+
+    def save(self, checkpoint_path: str) -> None:
+        state = {"asked": {t: trial.number for t, trial in self.asked.items()}, "in_flight": self.in_flight,
+                 "reported": self.reported, "told": self.told}
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(state, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        self.asked = {t: self.optuna.trial(number) for t, number in state["asked"].items()}
+        self.in_flight, self.reported, self.told = state["in_flight"], state["reported"], state["told"]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Without the Optuna study (a database connection): `__setstate__` opens it again."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("optuna", "ot_study", "asked")} | \
+            {"asked": {t: trial.number for t, trial in self.asked.items()}}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.optuna = OptunaStudy(self.study, self.store, make_sampler(self.study))
+        self.ot_study = self.optuna.study
+        self.asked = {t: self.optuna.trial(number) for t, number in state["asked"].items()}
+
+    # ---- deciding what to train ------------------------------------------------------------------------------
+    def _exhausted(self) -> bool:
+        """No candidate left: a grid or fixed list all asked, or every feasible arch of a finite space known."""
+        if self.study.archs:
+            return not self.ot_study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if self.feasible is None:
+            return False
+        return self.feasible <= {a for a, _ in self.in_flight.values()} | self.store.arch_ids(status.KNOWN)
+
+    def _skipped(self, ot_trial: optuna.Trial, candidate: Candidate) -> bool:
+        """Tell Optuna at once what is known about the candidate; False when it must be trained."""
+        if candidate.violations:
+            ot_trial.set_user_attr("skipped", f"infeasible: {'; '.join(candidate.violations)}")
+            self.ot_study.tell(ot_trial, state=TrialState.PRUNED)
+            return True
+        training = next((t for t, key in self.in_flight.items() if key == candidate.key), None)
+        if training is not None:
+            ot_trial.set_user_attr("skipped", f"duplicate: the arch is being trained by trial {training}")
+            self.ot_study.tell(ot_trial, state=TrialState.FAIL)
+            return True
+        measured = self.store.measured(*candidate.key)
+        if measured is None or measured.status not in status.KNOWN:
+            return False
+        ot_trial.set_user_attr("skipped", f"measured: by trial {measured.trial_id}")
+        for rung in measured.rungs:
+            self._report(ot_trial, None, rung["budget"], rung["metrics"])
+        last = {**measured.rungs[-1]["metrics"], **candidate.cost, STATUS_KEY: measured.status,
+                "schedule": candidate.schedule}
+        self._tell(ot_trial, measured.status, last)
+        return True
+
+    def _report(self, ot_trial: optuna.Trial, trial_id: str | None, budget: int, metrics: Mapping[str, Any]) -> None:
+        """An intermediate value at a budget (one objective only: Optuna takes none for several)."""
+        reported = self.reported.setdefault(trial_id, set()) if trial_id else set()
+        if isinstance(self.metric, str) and budget not in reported and self.metric in metrics:
+            ot_trial.report(metrics[self.metric], step=int(budget))
+            reported.add(budget)
+
+    def _tell(self, ot_trial: optuna.Trial, end: str, result: Mapping[str, Any] | None) -> None:
+        """COMPLETE only at the full budget; an early stop is PRUNED; oom/diverged are PRUNED and violate a
+        `trainable` constraint, so that samplers learn to avoid such archs as they avoid infeasible ones."""
+        ot_trial.set_user_attr("status", end)
+        if end in status.UNTRAINABLE:
+            ot_trial.set_constraint("trainable", 1.0)
+        if end == status.COMPLETED:
+            values = [result[name] for name in self.study.objectives]
+            self.ot_study.tell(ot_trial, values if len(values) > 1 else values[0])
+        elif end == status.FAILED:
+            self.ot_study.tell(ot_trial, state=TrialState.FAIL)
+        else:
+            self.ot_study.tell(ot_trial, state=TrialState.PRUNED)

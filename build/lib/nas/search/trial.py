@@ -1,0 +1,320 @@
+"""One trial of a search as it runs on a Ray worker: train a candidate through its rungs, report each to Tune.
+
+`trainable(config, settings)` is Ray Tune's function trainable; `config["candidate"]` is the
+`nas.search.searcher.Candidate` (arch, schedule, analytic cost) it measures. It is idempotent, so that
+retries, resumed searches and repeated candidates never train what is already measured:
+
+- It first asks the search's ledger (`nas.search.ledger.Ledger`, kept by the driver from the results database)
+  what is known. A trial that already ended (a driver killed after the trial finished but before Ray Tune
+  saved that) reports its rungs again and ends the same way; an arch measured to the full budget by another
+  trial reports those results. Reports of known results carry `replay: True` and are not written again.
+- Otherwise it starts from the furthest checkpoint of the arch: this worker's own (a retry on the same
+  node), Ray Tune's (`tune.get_checkpoint()`, from the experiment storage on any node) or the ledger's, and
+  `nas.train.train` resumes from it exactly. At every rung the trainer's metrics, the analytic cost and
+  where it ran are reported with a checkpoint that Ray persists to the experiment storage.
+- Failures are results: a non-finite loss ends the trial as `diverged`; out of memory is retried with half
+  the micro-batch and twice the gradient accumulation (same effective batch) up to the study's
+  `oom_retries`, then ends as `oom`. Anything else raises, and Ray Tune retries the trial from its last
+  checkpoint up to `max_retries` times before recording `failed`.
+
+Its training curves go to TensorBoard under the study's run directory, `RUN/tensorboard/<number>-<arch name>`
+(`trial_events`), so that `tensorboard --logdir RUN/tensorboard` compares every trial of the study; on a
+cluster, RUN must then be on a filesystem the nodes share. With `report_to` naming wandb too, each trial is also
+a W&B run, grouped by the study's name.
+
+The trial takes exactly its CPU share (torch threads, loader workers) and, with `resources.memory_gib`,
+at most that much memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import gc
+import json
+import os
+import resource
+import shutil
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nas import status
+from nas.search.searcher import Candidate
+from nas.study import Study
+from nas.train import ReportTo
+
+LEDGER_NAMESPACE = "vitamin-nas"
+#: Keys a trial adds to the trainer's metrics in its reports (the rest are metrics).
+REPORT_KEYS = ("schedule", "trial_status", "replay", "arch_id", "host", "node", "device", "pid", "session",
+               "accum_freq", "resumed_from", "error")
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """What every trial of a search shares: the study, where to find the driver's ledger, the study's run
+    directory (where the trials' TensorBoard events go) and where the curves go (`--report-to`)."""
+
+    study: Study
+    ledger: str
+    run_dir: str
+    report_to: str = "tensorboard"
+
+
+def trial_events(run_dir: str | os.PathLike, number: int, candidate: Candidate) -> Path:
+    """A trial's TensorBoard directory: named by its Optuna number and arch, the run's name in TensorBoard."""
+    from nas.train import TENSORBOARD
+
+    return Path(run_dir) / TENSORBOARD / f"{number:03d}-{candidate.arch.name()}"
+
+
+@dataclass
+class StartingPoint:
+    """Where training starts: a checkpoint directory (local, or a Ray `Checkpoint`) and what it holds."""
+
+    samples_seen: int
+    accum_freq: int
+    local: Path | None = None
+    remote: Any = None
+
+
+def trainable(config: dict[str, Any], settings: TrialSettings) -> None:
+    """Ray Tune's trainable: measure `config["candidate"]` under `settings.study`."""
+    import ray
+    from ray import tune
+
+    ledger = ray.get_actor(settings.ledger, namespace=LEDGER_NAMESPACE)
+    context = tune.get_context()
+    events = trial_events(settings.run_dir, config["number"], config["candidate"])
+    report_to = ReportTo.parse(settings.report_to, events, name=events.name, group=settings.study.name)
+    Trial(settings.study, config["candidate"], context.get_trial_id(), Path(context.get_trial_dir()), ledger,
+          report_to).run()
+
+
+class Trial:
+    """One trial on its worker; its methods are the steps of `run`."""
+
+    def __init__(self, study: Study, candidate: Candidate, trial_id: str, workdir: Path, ledger: Any,
+                 report_to: ReportTo | None = None):
+        self.study, self.candidate, self.trial_id, self.workdir, self.ledger = study, candidate, trial_id, workdir, \
+            ledger
+        self.report_to = report_to
+        self.arch, self.schedule = candidate.arch, candidate.schedule
+        gpu = study.resources.gpus > 0 and torch.cuda.is_available()
+        self.device = "cuda" if gpu else "cpu"
+        self.session = uuid.uuid4().hex[:12]
+        self.accum_freq = study.train.accum_freq
+        self.resumed_from: int | None = None
+        self.reported: set[int] = set()  # budgets reported in this session
+
+    # ---- the trial -------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        import ray
+
+        own, furthest = ray.get(self.ledger.lookup.remote(self.trial_id, self.candidate.key))
+        if own is not None and own["status"] in status.KNOWN:
+            self._replay(own["rungs"])
+            if own["status"] in status.UNTRAINABLE:
+                self._report_end(own["status"], own.get("error"), replay=True)
+            return
+        if furthest is not None and furthest["status"] == status.COMPLETED:
+            self._replay(furthest["rungs"])
+            return
+        with cpu_share(self.study.resources.threads):
+            self._train(self._starting_point(furthest))
+
+    def _train(self, start: StartingPoint | None) -> None:
+        from nas.train import OOMError, is_oom, run_progress, train
+
+        if start is not None:
+            self.accum_freq = start.accum_freq
+            self.resumed_from = start.samples_seen
+            self._replay(run_progress(self._materialize(start))[0].rungs)
+        zeroshot, retrieval = eval_sets(self.study.data.zeroshot, self.study.data.retrieval, self.arch.image_size)
+        while True:
+            try:
+                with memory_limit(self.study.resources.memory_gib, self.device):
+                    config = self.study.run_config(self.schedule, self.accum_freq)
+                    result = train(self.arch, self.study.text, self.study.data.source, config,
+                                   out=self.out, zeroshot=zeroshot, retrieval=retrieval, on_rung=self._report,
+                                   device=self.device, report_to=self.report_to)
+                break
+            except Exception as err:  # OOM can also hit building the model or the loader, outside the trainer
+                if not (isinstance(err, OOMError) or is_oom(err)):
+                    raise
+                message = f"{type(err).__name__}: {err}"
+            free_memory()
+            if not self._halve_micro_batch():
+                self._report_end(status.OOM, message)
+                return
+        if result.status == status.DIVERGED:
+            self._report_end(status.DIVERGED,
+                             f"non-finite loss by step {result.step} ({result.samples_seen} samples)")
+        elif result.rungs and result.rungs[-1]["budget"] not in self.reported:
+            self._replay(result.rungs[-1:])  # resumed from the final checkpoint: the end is known, report it
+
+    def _halve_micro_batch(self) -> bool:
+        """The next OOM retry: twice the accumulation, if the policy and the batch allow it."""
+        accum = self.accum_freq * 2
+        retries = (accum // self.study.train.accum_freq).bit_length() - 1
+        if retries > self.study.failures.oom_retries or self.study.train.batch_size % accum:
+            return False
+        self.accum_freq = accum
+        self.resumed_from = None
+        return True
+
+    @property
+    def out(self) -> Path:
+        """This worker's training directory; one per accumulation, since a checkpoint is tied to its config."""
+        return self.workdir / f"train-accum{self.accum_freq}"
+
+    # ---- where to start ------------------------------------------------------------------------------------
+    def _starting_point(self, furthest: dict[str, Any] | None) -> StartingPoint | None:
+        """The furthest of: this worker's last checkpoint, Ray Tune's, and the ledger's for this arch."""
+        from ray import tune
+
+        candidates = [self._local_checkpoint()]
+        for checkpoint in (tune.get_checkpoint(), furthest and furthest.get("checkpoint")):
+            if checkpoint is not None:
+                meta = checkpoint.get_metadata()
+                if "samples_seen" in meta:
+                    candidates.append(StartingPoint(meta["samples_seen"], meta["accum_freq"], remote=checkpoint))
+        candidates = [c for c in candidates if c is not None]
+        return max(candidates, key=lambda c: (c.samples_seen, c.local is not None), default=None)
+
+    def _local_checkpoint(self) -> StartingPoint | None:
+        from nas.train import run_progress
+
+        for out in sorted(self.workdir.glob("train-accum*"), key=lambda p: int(p.name.removeprefix("train-accum")),
+                          reverse=True):
+            progress = run_progress(out)
+            if progress is not None:
+                state, config = progress
+                return StartingPoint(state.samples_seen, config.accum_freq, local=out)
+        return None
+
+    def _materialize(self, start: StartingPoint) -> Path:
+        """The starting checkpoint in this worker's training directory (downloaded when it is remote)."""
+        if start.local is not None:
+            return start.local
+        if self.out.exists():
+            shutil.rmtree(self.out)
+        start.remote.to_directory(str(self.out))
+        return self.out
+
+    # ---- reporting ---------------------------------------------------------------------------------------------
+    def _extras(self, replay: bool) -> dict[str, Any]:
+        import ray
+
+        return {"arch_id": self.arch.arch_id, "host": socket.gethostname(),
+                "node": ray.get_runtime_context().get_node_id(), "device": self.device,
+                "pid": os.getpid(), "session": self.session, "accum_freq": self.accum_freq,
+                "resumed_from": self.resumed_from, "replay": replay, "trial_status": status.RUNNING,
+                "schedule": self.schedule, **self.candidate.cost}
+
+    def _report(self, metrics: dict[str, Any]) -> bool:
+        """The trainer's rung callback: report with a checkpoint Ray persists. Never asks to stop: when ASHA
+        stops the trial, Ray ends this thread inside `tune.report`."""
+        from ray import tune
+
+        checkpoint = tune.Checkpoint.from_directory(str(self.out))
+        checkpoint.set_metadata({"samples_seen": metrics["samples_seen"], "accum_freq": self.accum_freq,
+                                 "budget": metrics["budget"]})
+        self.reported.add(metrics["budget"])
+        tune.report({**_reported(metrics), **self._extras(replay=False)}, checkpoint=checkpoint)
+        return False
+
+    def _replay(self, rungs: list[dict[str, Any]]) -> None:
+        """Report rungs measured before (by this trial in an earlier session, or by another trial of the arch)."""
+        from ray import tune
+
+        for metrics in rungs:
+            self.reported.add(metrics["budget"])
+            tune.report({**_reported(metrics), **self._extras(replay=True)})
+
+    def _report_end(self, end: str, error: str | None, replay: bool = False) -> None:
+        from ray import tune
+
+        tune.report({**self._extras(replay), "trial_status": end, "error": error or ""})
+
+
+def _reported(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A rung's metrics as Tune takes them: the numbers, and the per-item eval hits as JSON text (the trainer
+    gives them as a mapping; the ledger, replaying a measurement, as the text it was recorded with)."""
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    hits = metrics.get("hits")
+    if hits:
+        numbers["hits"] = hits if isinstance(hits, str) else json.dumps(hits, sort_keys=True)
+    return numbers
+
+
+@functools.lru_cache(maxsize=4)
+def eval_sets(zeroshot: str | None, retrieval: str | None, image_size: int) -> tuple[Any, Any]:
+    """The zero-shot and retrieval sets at a resolution, loaded once per worker process (Ray reuses workers)."""
+    from nas.data import retrieval_set, zeroshot_set
+
+    return (zeroshot_set(zeroshot, image_size) if zeroshot else None,
+            retrieval_set(retrieval, image_size) if retrieval else None)
+
+
+@contextlib.contextmanager
+def cpu_share(threads: int) -> Iterator[None]:
+    """Torch's intra-op threads set to the trial's CPUs (trials sharing a node do not oversubscribe it)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def memory_limit(gib: float | None, device: str) -> Iterator[None]:
+    """At most `gib` of memory for what runs inside: on a GPU, that fraction of the device; on a CPU, that
+    much address space beyond what the process holds now (RLIMIT_AS), so that an allocation past it fails
+    with an out-of-memory error the trainer reports, instead of the kernel killing the node's processes.
+
+    Each training attempt takes its own: the heap a failed attempt leaves mapped (free, and reused by the
+    next) is not counted against the retry."""
+    if gib is None:
+        yield
+        return
+    if device == "cuda":
+        total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, gib * 2**30 / total))
+        try:
+            yield
+        finally:
+            torch.cuda.set_per_process_memory_fraction(1.0)
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = _address_space() + int(gib * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _address_space() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no VmSize in /proc/self/status")
+
+
+def free_memory() -> None:
+    """Return what a failed attempt allocated before the next one (its frames are gone once the error is):
+    to the GPU's pool, and to the operating system, since glibc keeps freed heap memory in the process."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    with contextlib.suppress(OSError, AttributeError):  # glibc only
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
