@@ -126,6 +126,7 @@ class Row:
     anchor: str = ""
     note: str = ""
     failed: bool = False  # the part ran and broke (not: skipped, or stopped at the deadline)
+    device: str = ""  # the device's name, as the trainer's process saw it
 
 
 #: The table's columns: (header, Row field, how its figures read).
@@ -166,7 +167,8 @@ def rows_from_throughput(lines: list[dict], model: str, took_s: float) -> list[R
         rows.append(Row(f"nas.train {figures['part']}", model, figures["mode"], figures["images_per_s"],
                         figures["tflops"], figures["mfu"], figures["peak_memory_gib"], figures["data_wait_share"],
                         figures["compile_s"] if figures["mode"] == "compile" else None, took_s,
-                        (OPEN_CLIP_TRAIN_ANCHORS if on_shards else MODEL_STEP_ANCHORS).get(key, ""), note))
+                        (OPEN_CLIP_TRAIN_ANCHORS if on_shards else MODEL_STEP_ANCHORS).get(key, ""), note,
+                        device=figures["device"]))
     return rows
 
 
@@ -228,7 +230,8 @@ class Check:
         self.data_dir = self.out / "data" / f"shards-{self.sizes.data['size']}"
         self.pack_dir = self.out / "data" / f"shards-{self.sizes.pack_data['size']}"
         self.proxy_file = self.out / "proxy.json"
-        self.env = dict(os.environ)
+        self.rows: list[Row] = []  # what ran so far
+        self.env = dict(os.environ, HF_HUB_OFFLINE="1")  # nothing here downloads; GPU machines have no network
         if self.cpu:  # one thread per process: several of them share the cores, and oversubscribed threads crawl
             self.env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
@@ -372,8 +375,9 @@ class Check:
             return [dataclasses.replace(label, took_s=result.seconds, note=result.failure() or "no steady-state steps",
                                         failed=not result.timed_out)]
         tflops = steady["images_per_s"] * train_gflops(part.model) / 1e3
+        peak = self.peak_tflops()
         return [dataclasses.replace(label, images_per_s=steady["images_per_s"], tflops=tflops,
-                                    mfu=tflops / self.peak_tflops() if self.peak_tflops() else None,
+                                    mfu=tflops / peak if peak else None,
                                     data_wait_share=steady["data_wait_share"], took_s=result.seconds,
                                     anchor=OPEN_CLIP_TRAIN_ANCHORS.get((part.model, part.mode), ""),
                                     note=result.failure() if result.returncode else "", failed=result.broke)]
@@ -432,18 +436,13 @@ class Check:
         return path, ""
 
     def peak_tflops(self) -> float | None:
-        if self.cpu:
-            return None
-        import torch
-
-        from nas.train import device_peak_tflops
-
-        return device_peak_tflops(torch.device("cuda")) if torch.cuda.is_available() else None
+        """The device's peak as the trainer's rows measured it (TFLOP/s over MFU): this process stays off the GPU."""
+        return next((row.tflops / row.mfu for row in self.rows if row.tflops and row.mfu), None)
 
     def header(self) -> str:
         import torch
 
-        device = torch.cuda.get_device_name() if torch.cuda.is_available() and not self.cpu else "CPU"
+        device = "CPU" if self.cpu else next((row.device for row in self.rows if row.device), "a GPU")
         s = self.sizes
         return (f"vitamin-nas GPU check on {device} ({self.args.gpus} GPU(s), {os.cpu_count()} CPUs), torch "
                 f"{torch.__version__}: batch {s.batch_size}, {'fp32' if self.cpu else 'bf16'}, {s.steps} timed steps "
@@ -589,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("    " + shlex.join(command))
         return 0
     check.prepare_data()
-    rows: list[Row] = []
+    rows = check.rows
     for part in parts:
         print(f"[{time.time() - check.started:5.0f} s] {part.name}", file=sys.stderr, flush=True)
         rows.extend(check.run(part))

@@ -274,7 +274,8 @@ def gpu_phases(arch, text, mode: str, args: argparse.Namespace) -> list[tuple[st
 
 def measured(result, steady: dict, part: str, mode: str, args: argparse.Namespace) -> dict:
     tflops = steady.get("tflops")
-    return {"part": part, "model": args.arch_name, "mode": mode, "batch_size": args.batch_size, "steps": args.steps,
+    return {"part": part, "model": args.arch_name, "mode": mode, "device": args.device_name,
+            "batch_size": args.batch_size, "steps": args.steps,
             "images_per_s": steady["images_per_s"], "tflops": tflops, "mfu": steady.get("mfu"),
             "mfu_800": tflops / ANCHOR_PEAK_TFLOPS if tflops else None,
             "peak_memory_gib": steady.get("peak_memory_gib"), "data_wait_share": steady["data_wait_share"],
@@ -291,9 +292,9 @@ def gpu_mode(args: argparse.Namespace) -> None:
     from nas.presets import load_arch
 
     names = [args.arch] if args.arch else list(ANCHORS)
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device
+    args.device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device
     if not args.json:
-        print(f"device: {device}, batch {args.batch_size}, bf16 on CUDA, {args.steps} timed steps after "
+        print(f"device: {args.device_name}, batch {args.batch_size}, bf16 on CUDA, {args.steps} timed steps after "
               f"{args.warmup}; model step: batches on the device" + (f"; on shards: {args.data}" if args.data else ""))
         print(f"{'model':>10}  {'mode':>8}  {'part':>10}  {'img/s':>7}  {'TFLOP/s':>8}  {'MFU':>6}  {'MFU@800':>8}  "
               f"{'peak GiB':>8}  {'data wait':>9}  {'anchor img/s':>12}  {'anchor MFU@800':>14}")
