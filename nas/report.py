@@ -428,6 +428,7 @@ def _scaling_section(frame: pd.DataFrame, paper: Paper, law: str) -> list[str]:
             caveats.append(f"{family} is not the family of the paper's {', '.join(models)} ({', '.join(published)}): "
                            "this study's towers are a hybrid stand-in for them, so their exponents compare different "
                            "architectures.")
+        caveats += [f"{family}: {warning}" for warning in fit.warnings]  # lack of fit, unidentified terms
     return ["", f"## Scaling: error against compute ({law} law)", "",
             "Compute is image GMACs x samples seen on both sides; the exponent is d log(error) / d log(compute) "
             "with its 95% interval. The paper's column fits the same law to its S/B/L models at 128M/512M/1.28B.", "",

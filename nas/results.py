@@ -85,6 +85,75 @@ TRIAL_FIELDS = ("number", "status", "error", "rung", "budget", "samples_seen", "
                 "accum_freq", "resumed_from", "wall_s", "started_at", "ended_at")
 
 
+def _optuna_storage(url: str) -> optuna.storages.RDBStorage:
+    import optuna
+
+    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+
+
+#: The first bytes of every SQLite 3 database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
+#: What to do about a damaged results database (the toolkit never repairs one).
+RECOVERY = "restore study.db from a copy, or start the search again with another --out"
+#: Tables a results database has from its creation: the toolkit's and the core of Optuna's. A missing one means
+#: the file was damaged; creating it again, empty, would hide that and lose what it held.
+REQUIRED_TABLES = ("nas_meta", "nas_trials", "nas_rungs", "studies", "study_directions", "trials", "trial_params",
+                   "trial_values", "version_info")
+
+
+def check_database(path: str | os.PathLike) -> None:
+    """A `ConfigError` saying how to recover when the file at `path` is not a whole results database.
+
+    Read-only, and before anything else opens the file: neither SQLite (`CREATE TABLE IF NOT EXISTS`) nor
+    Optuna (which creates missing tables) may write into a damaged file, which is evidence and may be
+    restored from a copy.
+    """
+    problem = _damage(Path(path))
+    if problem:
+        raise ConfigError(f"damaged results database: {problem}. It was left as it is: {RECOVERY}", source=str(path))
+
+
+def _damage(path: Path) -> str | None:
+    """What is wrong with the file, or None. Cheap header checks first, then SQLite's own quick check."""
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    with open(path, "rb") as file:
+        header = file.read(100)
+    if not header.startswith(SQLITE_HEADER):
+        return "not an SQLite database (its first bytes are not SQLite's header)"
+    if len(header) < 100:
+        return f"cut short ({size} bytes, less than SQLite's 100-byte header)"
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    if pages and header[24:28] == header[92:96] and size < pages * page_size:  # the header's page count is valid
+        return f"cut short ({size:,} of {pages * page_size:,} bytes)"
+    # Without a WAL beside it no connection is writing, and `immutable` keeps SQLite from making one (and its
+    # shared-memory file); with one, a search may be writing, and SQLite must see its pages and locks.
+    immutable = "" if Path(f"{path}-wal").exists() else "&immutable=1"
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro{immutable}", uri=True, timeout=60)
+        try:
+            verdict = connection.execute("PRAGMA quick_check").fetchall()
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            connection.close()
+    except sqlite3.OperationalError as err:
+        if "locked" in str(err) or "busy" in str(err):
+            raise  # a writer holding it for over a minute: busy, not damaged
+        return f"SQLite cannot read it ({err})"
+    except sqlite3.DatabaseError as err:
+        return f"SQLite cannot read it ({err})"
+    if verdict != [("ok",)]:
+        found = " ".join(" ".join(str(row[0]) for row in verdict[:3]).split())
+        return f"SQLite's integrity check fails ({found})"
+    missing = [name for name in REQUIRED_TABLES if name not in tables]
+    if missing:
+        return f"table(s) {', '.join(missing)} missing"
+    return None
+
+
 @dataclass(frozen=True)
 class Measured:
     """How far an arch has been measured: the furthest trial's rungs (budget order) and its status."""
@@ -106,6 +175,7 @@ class ResultStore:
         self.readonly = readonly
         if not self.path.is_file():
             raise ConfigError("no results database here (run `vitamin-nas search` first)", source=str(self.path))
+        check_database(self.path)  # before a connection that could write: a damaged file is never altered
         uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
         self.db = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
@@ -134,12 +204,14 @@ class ResultStore:
         building.unlink(missing_ok=True)
         connection = sqlite3.connect(building)
         connection.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; persists in the file
+        connection.executescript(_TABLES)
         connection.close()
+        # Optuna's tables from the start: optuna-dashboard opens it at once, and an open checks that they are there
+        _optuna_storage(f"sqlite:///{building}").engine.dispose()
         store = cls(building)
         for key, value in {"schema_version": SCHEMA_VERSION, "created_at": time.time(),
                            "study": study.resolved()}.items():
             store.set_meta(key, value)
-        store.optuna_storage().engine.dispose()  # Optuna's tables from the start: optuna-dashboard opens it at once
         store.close()
         os.replace(building, path)
         return cls(path)
@@ -170,9 +242,7 @@ class ResultStore:
         return f"sqlite:///{self.path}"
 
     def optuna_storage(self) -> optuna.storages.RDBStorage:
-        import optuna
-
-        return optuna.storages.RDBStorage(self.url, engine_kwargs={"connect_args": {"timeout": 60}})
+        return _optuna_storage(self.url)
 
     # ---- meta --------------------------------------------------------------------------------------------
     def set_meta(self, key: str, value: Any) -> None:
@@ -184,7 +254,11 @@ class ResultStore:
             row = self.db.execute("SELECT value FROM nas_meta WHERE key = ?", (key,)).fetchone()
         except sqlite3.OperationalError:  # a read-only open of a file whose tables are not written yet
             return default
-        return json.loads(row[0]) if row else default
+        try:
+            return json.loads(row[0]) if row else default
+        except (json.JSONDecodeError, TypeError) as err:  # bytes changed inside a record: no page check sees it
+            raise ConfigError(f"damaged results database: nas_meta {key!r} is not JSON ({err}); {RECOVERY}",
+                              source=str(self.path)) from None
 
     @property
     def objectives(self) -> dict[str, str]:

@@ -259,7 +259,7 @@ def _predict(key: str, label: str, arch: Arch, row: Any, x: Any, error: Any, tar
     value, lower, upper = float(interval.y[0]), low, high
     if direction(metric) == "max":  # an error law may pass 1 (a rising error): accuracy stays in [0, 1]
         value, lower, upper = (float(np.clip(1.0 - v, 0.0, 1.0)) for v in (value, high, low))
-    return Prediction(**common, value=value, lower=lower, upper=upper, fit=law_fit)
+    return Prediction(**common, value=value, lower=lower, upper=upper, fit=law_fit, note="; ".join(law_fit.warnings))
 
 
 def choose(ranking: list[Prediction]) -> list[Prediction]:
@@ -296,7 +296,8 @@ def separation(ranking: list[Prediction], chosen: list[Prediction], level: float
 
 def extrapolation_warnings(ranking: list[Prediction], max_gmacs: float | None = None) -> list[str]:
     """Where a target lies more than one decade beyond the data: in samples seen or compute (each candidate's
-    law), or in GMACs (a target tower far larger than any candidate measured)."""
+    law), or in GMACs (a target tower far larger than any candidate measured); and what each candidate's law
+    warns of (`Fit.warnings`: lack of fit, unidentified terms)."""
     warnings = []
     far = [p for p in ranking if p.decades > 1]
     if far:
@@ -311,6 +312,7 @@ def extrapolation_warnings(ranking: list[Prediction], max_gmacs: float | None = 
             warnings.append(f"--target-gmacs {max_gmacs:g} is {decades:.1f} decades beyond the largest candidate "
                             f"measured ({largest:.3g} GMACs): the ranking says nothing measured about towers that "
                             "large")
+    warnings += [f"{p.label}: {p.note}" for p in ranking if p.fitted and p.note]  # its law's own Fit.warnings
     return warnings
 
 

@@ -42,13 +42,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from nas.arch import Arch
 from nas.cost import COST_METRICS
 from nas.data import Augment, DataSource, SynthConfig
 from nas.data.streaming import SETTINGS_FIELDS
-from nas.errors import ConfigError, reject_unknown
+from nas.errors import ConfigError, load_yaml, reject_unknown
 from nas.metrics import EVALUATED, TRAINED, ZERO_COST
 from nas.presets import PRESETS, TextTower, load_arch, preset_with_text
 from nas.space import SearchSpace
@@ -273,11 +271,7 @@ class Study:
         path = Path(path)
         if not path.is_file():
             raise ConfigError("no such study file", source=str(path))
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"not valid YAML ({err})", source=str(path)) from None
-        return cls.from_dict(raw, source=str(path))
+        return cls.from_dict(load_yaml(path), source=str(path))
 
     @classmethod
     def from_dict(cls, raw: Any, source: str = "<study>") -> Study:
@@ -359,7 +353,11 @@ class _Reader:
             spec, where = dict(raw["space"]), f"{self.source} (space)"
         else:
             shipped = spaces().get(raw["space"]) if isinstance(raw["space"], str) else None
-            space = SearchSpace.load(shipped or self.path(raw["space"], "space"))
+            path = shipped or self.path(raw["space"], "space")
+            if not Path(path).is_file():
+                raise self.error(f"no such search space file: {path} (relative paths are relative to the study "
+                                 f"file; shipped spaces by name: {', '.join(spaces())})", "space")
+            space = SearchSpace.load(path)
             spec, where = dict(space.spec), space.source
         if "text" in raw:
             spec["text"] = self.text(raw["text"])

@@ -16,7 +16,7 @@ from nas.errors import ConfigError
 COMMANDS = {
     "arch": "cost breakdown of one architecture (preset name or JSON file)",
     "space": "inspect a search space",
-    "data": "datasets: synthesize, subset by metadata, inspect shards",
+    "data": "datasets: synthesize, handwritten digits, subset by metadata, split metadata per shard, inspect",
     "train": "proxy-train one candidate for a budget of samples seen, evaluate and export it",
     "search": "run an architecture search study (Ray Tune + Optuna + ASHA)",
     "status": "progress of a search (from another shell while it runs)",

@@ -432,14 +432,32 @@ def synthesize(out: str | os.PathLike, config: SynthConfig | None = None, progre
     return _finish(root, config, written)
 
 
+def synthesized(out: str | os.PathLike, config: SynthConfig) -> bool:
+    """Whether `out` holds the complete dataset of `config` (False: absent, or begun with the same settings and
+    to be resumed). A dataset written with other settings is a `ConfigError` naming each difference: it is
+    never overwritten, since other studies and runs may train on it, and never used in place of the one asked."""
+    record = Path(out) / "synth.json"
+    if not record.exists():
+        return False
+    try:
+        written = json.loads(record.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"unreadable record of a synthetic dataset ({err}); delete the directory to write it "
+                          "again", source=str(record)) from None
+    previous, wanted = written.get("settings") or {}, config.settings()
+    differences = [f"{name} {previous.get(name)!r} (written) vs {wanted.get(name)!r} (asked)"
+                   for name in sorted(previous.keys() | wanted.keys()) if previous.get(name) != wanted.get(name)]
+    if differences:
+        raise ConfigError(f"holds a synthetic dataset written with other settings: {', '.join(differences)}; "
+                          f"write it elsewhere, or delete {Path(out)} to write it again", source=str(record))
+    return bool(written.get("complete"))
+
+
 def _claim(root: Path, config: SynthConfig) -> None:
     """Refuse a directory that holds something else; record the settings so that a rerun can resume."""
     record = root / "synth.json"
     if record.exists():
-        previous = json.loads(record.read_text()).get("settings")
-        if previous != config.settings():
-            raise ConfigError(f"holds a synthetic dataset with other settings ({previous}); choose another --out",
-                              source=str(record))
+        synthesized(root, config)
     elif root.exists() and any(root.iterdir()):
         raise ConfigError("exists and is not empty; choose a new directory for the synthetic dataset",
                           source=str(root))

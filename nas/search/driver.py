@@ -118,11 +118,15 @@ def prepare_data(study: Study) -> None:
     """Write the synthetic data when it is absent; check that local shards and eval sets exist (on the driver,
     before any trial starts)."""
     from nas.data import expand_shards, synthesize
+    from nas.data.synth import synthesized
 
     data = study.data
     if data.synthetic is not None:
-        record = Path(data.dir) / "synth.json"
-        if not (record.exists() and json.loads(record.read_text()).get("complete")):
+        try:
+            complete = synthesized(data.dir, data.synthetic)
+        except ConfigError as err:  # data.dir holds another study's dataset: refused, never overwritten
+            raise ConfigError(f"data.dir {err.message}", source=study.source, field="data.synthetic") from None
+        if not complete:
             print(f"writing the synthetic dataset to {data.dir}", file=sys.stderr)
             synthesize(data.dir, data.synthetic, progress=True)
     for name, source in (("urls", data.source.urls), ("retrieval", data.retrieval)):
@@ -134,11 +138,11 @@ def prepare_data(study: Study) -> None:
     if data.zeroshot and not Path(data.zeroshot).is_dir():
         raise ConfigError(f"{data.zeroshot} is not a directory of class folders", source=study.source,
                           field="data.zeroshot")
-    if data.source.captions:  # the template's columns are in the metadata (the trials would each fail)
-        from nas.data.subset import caption_source
+    if data.source.captions:  # per-shard metadata with the template's columns (the trials would each fail)
+        from nas.data.shard_metadata import ShardCaptions
 
         try:
-            caption_source(data.source.metadata, data.source.captions)
+            ShardCaptions(data.source.metadata, data.source.captions, expand_shards(data.source.urls))
         except ConfigError as err:
             message = f"{err.source}: {err.message}" if err.source else err.message
             raise ConfigError(message, source=study.source, field=f"data.{err.field or 'metadata'}") from None
