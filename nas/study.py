@@ -8,6 +8,7 @@
       dir: ../data/quickstart                # where the synthetic data lives (written when absent)
       zeroshot: ...                          # eval sets (default for synthetic: dir/eval/...)
       retrieval: ...
+      zeroshot_templates: ["{}"]             # optional: the zero-shot prompts (default: the set's templates.txt)
       captions: "{color} {shape}"            # optional: caption each image from its metadata row (a template)
       workers: auto                          # loader workers per trial + any nas.data.DataSource field
     text: {width: 64, layers: 2, heads: 2, context_length: 32}   # or a preset name; default: the space's
@@ -57,6 +58,7 @@ from typing import Any
 from nas.arch import Arch
 from nas.cost import COST_METRICS
 from nas.data import Augment, DataSource, SynthConfig
+from nas.data.evalsets import check_templates
 from nas.data.streaming import SETTINGS_FIELDS
 from nas.errors import ConfigError, load_yaml, reject_unknown
 from nas.metrics import EVALUATED, TRAINED, ZERO_COST
@@ -257,6 +259,7 @@ class StudyData:
     retrieval: str | None = None
     synthetic: SynthConfig | None = None
     dir: str | None = None
+    zeroshot_templates: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -331,6 +334,8 @@ class Study:
             source.pop("urls")
         data = {**source, "zeroshot": self.data.zeroshot, "retrieval": self.data.retrieval,
                 "workers": self.train.workers}
+        if self.data.zeroshot_templates is not None:
+            data["zeroshot_templates"] = list(self.data.zeroshot_templates)
         if self.data.synthetic is not None:
             data.update(synthetic=dataclasses.asdict(self.data.synthetic), dir=self.data.dir)
         train = {k: v for k, v in self.train.to_dict().items() if k not in DERIVED_TRAIN_FIELDS}
@@ -554,6 +559,12 @@ class _Reader:
         directory = value.pop("dir", None)
         workers = value.pop("workers", "auto")
         evals = {"zeroshot": value.pop("zeroshot", None), "retrieval": value.pop("retrieval", None)}
+        templates = value.pop("zeroshot_templates", None)
+        if templates is not None:
+            try:
+                templates = tuple(check_templates(templates, field="data.zeroshot_templates"))
+            except ConfigError as err:
+                raise self.error(err.message, err.field) from None
         if synthetic is not None:
             if not isinstance(synthetic, dict):
                 raise self.error("a mapping of nas.data.SynthConfig fields, e.g. {samples: 12000, size: 64}",
@@ -594,7 +605,8 @@ class _Reader:
         if workers != "auto":
             workers = self.integer(workers, "data.workers")
         return (StudyData(source=source, zeroshot=evals["zeroshot"], retrieval=evals["retrieval"],
-                          synthetic=synthetic, dir=directory), None if workers == "auto" else workers)
+                          synthetic=synthetic, dir=directory, zeroshot_templates=templates),
+                None if workers == "auto" else workers)
 
     def train(self, value: Any, budget: Budget, workers: int) -> TrainConfig:
         """The recipe at the full budget, checked for every run the study makes."""

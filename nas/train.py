@@ -78,7 +78,7 @@ RUNG_METRICS = {
     "images_per_s": "training throughput since the previous rung (all ranks; compiling steps excluded)",
     "data_wait_share": "the share of training time since the previous rung spent waiting for data",
     "tflops": "achieved training TFLOP/s (GPU; analytic FLOPs from nas.cost, full convention)",
-    "mfu": "tflops over the device's peak dense bf16 TFLOP/s (GPU)",
+    "mfu": "tflops over the peak dense bf16 TFLOP/s of the run's devices (GPU)",
     "peak_memory_gib": "peak GPU memory allocated on this rank (GPU)",
     "eval_s": "time the evaluation took",
     "checkpoint": "path of the checkpoint written at this rung",
@@ -271,6 +271,9 @@ def setup_runtime(precision: str = "auto", device: str | None = None) -> Runtime
     cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
     if cuda:
         torch.cuda.set_device(local_rank)
+        # cuDNN picks each convolution's algorithm by timing it (open_clip_train does the same): the depthwise
+        # convolutions of the conv stages are the step's memory-bound part, and its heuristics are no match for it.
+        torch.backends.cudnn.benchmark = True
     dev = torch.device(f"cuda:{local_rank}" if cuda else (device or "cpu"))
     if world_size > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend="nccl" if cuda else "gloo")
@@ -486,7 +489,7 @@ class Trainer:
             device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
             self.module = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids,
                                                               static_graph=config.grad_checkpointing)
-        self.forward = self.module
+        self.forward = self.module  # the compiled module once `enable_compile` ran, until compilation fails
         self.optimizer = torch.optim.AdamW(param_groups(self.model, config.weight_decay), lr=config.lr,
                                            betas=config.betas, eps=config.eps,
                                            fused=runtime.device.type in ("cpu", "cuda"))
@@ -496,6 +499,7 @@ class Trainer:
         self.step = 0
         self.compile = {"requested": config.compile, "compiled": False, "error": None, "compile_s": 0.0}
         self.compiled_from: int | None = None
+        self.compiled_batch: int | None = None
 
     def enable_compile(self) -> None:
         """Compile the forward pass; the first step after this compiles (see `compiling`)."""
@@ -512,28 +516,34 @@ class Trainer:
         """One optimizer step over `micro` (one or `accum_freq` micro-batches); returns the loss, on device.
 
         A compiled step that fails (the first, or a recompilation) reruns eagerly and the run records why.
-        Compilation fails inside the forward pass, before the optimizer steps, so the rerun starts from the
-        same weights; the RNG is rewound so that it also draws the same drop-path masks.
+        Compilation fails inside the forward or backward pass, before the optimizer steps, so the rerun starts
+        from the same weights; the RNG is rewound so that it also draws the same drop-path masks.
+
+        The compiled forward serves the micro-batch size it was compiled for; a smaller one (the budget's last
+        batch) runs eagerly: recompiling for a dynamic batch would cost more than the step and count as training.
         """
         if not self.compile["compiled"]:
-            return self._step(micro)
+            return self._step(micro, self.module)
+        self.compiled_batch = self.compiled_batch or len(micro[0][0])
+        if any(len(images) != self.compiled_batch for images, _ in micro):
+            return self._step(micro, self.module)
         state, step = rng_state(), self.step
         try:
-            return self._step(micro)
+            return self._step(micro, self.forward)
         except Exception as err:
             if is_oom(err):
                 raise
             self.compile.update(compiled=False, error=f"{type(err).__name__}: {err}"[:2000])
             self.forward, self.step = self.module, step
             set_rng_state(state)
-            return self._step(micro)
+            return self._step(micro, self.module)
 
-    def _step(self, micro: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    def _step(self, micro: list[tuple[torch.Tensor, torch.Tensor]], forward: Callable) -> torch.Tensor:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         micro = [(i.to(self.runtime.device, non_blocking=True), t.to(self.runtime.device, non_blocking=True))
                  for i, t in micro]
-        loss = self._single(*micro[0]) if len(micro) == 1 else self._accumulated(micro)
+        loss = self._single(forward, *micro[0]) if len(micro) == 1 else self._accumulated(forward, micro)
         if self.config.grad_clip_norm is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip_norm)
         self.optimizer.step()
@@ -550,13 +560,13 @@ class Trainer:
             kwargs["logit_bias"] = out["logit_bias"]
         return self.loss(**kwargs)
 
-    def _single(self, images: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
+    def _single(self, forward: Callable, images: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
         with self.runtime.autocast():
-            loss = self._loss(self.forward(images, texts))
+            loss = self._loss(forward(images, texts))
         loss.backward()
         return loss.detach()
 
-    def _accumulated(self, micro: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    def _accumulated(self, forward: Callable, micro: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """open_clip_train's `--accum-freq`: the features of every micro-batch are each one's negatives.
 
         Features are first computed without gradients; then each micro-batch is run again with gradients,
@@ -564,13 +574,13 @@ class Trainer:
         gradient from one pass only, so the step equals a step on the whole batch.
         """
         with torch.no_grad(), self.runtime.autocast():
-            cached = [self.forward(images, texts) for images, texts in micro]
+            cached = [forward(images, texts) for images, texts in micro]
         last = len(micro) - 1
         for j, (images, texts) in enumerate(micro):
             sync = nullcontext() if j == last or not self.runtime.distributed else self.module.no_sync()
             with sync:
                 with self.runtime.autocast():
-                    out = dict(self.forward(images, texts))
+                    out = dict(forward(images, texts))
                     if j != last:
                         out = {k: v.detach() if k in ("logit_scale", "logit_bias") else v for k, v in out.items()}
                     features = {key: torch.cat([c[key] for c in cached[:j]] + [out[key]] +
@@ -658,9 +668,14 @@ class Meter:
         if runtime.device.type == "cuda":
             tflops = images_per_s * self.train_gflops / 1e3 if images_per_s else None
             peak = peak_tflops or (device_peak_tflops(runtime.device) if runtime.bf16 else None)
-            metrics.update(tflops=tflops, mfu=tflops / peak if tflops and peak else None,
+            metrics.update(tflops=tflops, mfu=model_flops_utilization(tflops, peak, runtime.world_size),
                            peak_memory_gib=torch.cuda.max_memory_allocated(runtime.device) / 2**30)
         return metrics
+
+
+def model_flops_utilization(tflops: float | None, peak_tflops: float | None, devices: int) -> float | None:
+    """MFU: the TFLOP/s of all ranks together over the peak of as many devices (one GPU per rank)."""
+    return tflops / (peak_tflops * devices) if tflops and peak_tflops else None
 
 
 def mean_over_ranks(value: torch.Tensor, runtime: Runtime) -> float:
@@ -1053,7 +1068,9 @@ class TrainingLoop:
         self._save()
         self.log.write({"event": "rung", **metrics})
         stop = bool(self.on_rung(dict(metrics))) if self.on_rung is not None and self.runtime.is_main else False
-        if self._agree(stop) and self.state.samples_seen < self.config.samples:
+        stop = self._agree(stop)
+        self.meter.start()  # the checkpoint and the report are not the next interval's training time
+        if stop and self.state.samples_seen < self.config.samples:
             self.status = status.STOPPED_EARLY
             return True
         return False

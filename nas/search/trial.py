@@ -136,7 +136,8 @@ class Trial:
             self.accum_freq = start.accum_freq
             self.resumed_from = start.samples_seen
             self._replay(run_progress(self._materialize(start))[0].rungs)
-        zeroshot, retrieval = eval_sets(self.study.data.zeroshot, self.study.data.retrieval, self.arch.image_size)
+        data = self.study.data
+        zeroshot, retrieval = eval_sets(data.zeroshot, data.retrieval, self.arch.image_size, data.zeroshot_templates)
         while True:
             try:
                 with memory_limit(self.study.resources.memory_gib, self.device):
@@ -255,11 +256,12 @@ def _reported(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=4)
-def eval_sets(zeroshot: str | None, retrieval: str | None, image_size: int) -> tuple[Any, Any]:
+def eval_sets(zeroshot: str | None, retrieval: str | None, image_size: int,
+              templates: tuple[str, ...] | None = None) -> tuple[Any, Any]:
     """The zero-shot and retrieval sets at a resolution, loaded once per worker process (Ray reuses workers)."""
     from nas.data import retrieval_set, zeroshot_set
 
-    return (zeroshot_set(zeroshot, image_size) if zeroshot else None,
+    return (zeroshot_set(zeroshot, image_size, templates=templates) if zeroshot else None,
             retrieval_set(retrieval, image_size) if retrieval else None)
 
 
