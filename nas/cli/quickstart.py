@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 from pathlib import Path
 
@@ -37,7 +38,10 @@ def _quickstart(args: argparse.Namespace) -> int:
                           source=str(QUICKSTART))
     study = Study.load(QUICKSTART)
     begin = time.perf_counter()
-    search_and_report(study, Path(args.out), args.resume, progress_every=30.0)
-    print(f"\nquickstart finished in {time.perf_counter() - begin:.0f} s; "
-          f"optuna-dashboard sqlite:///{Path(args.out).resolve() / 'study.db'} shows the search")
-    return 0
+    code = search_and_report(study, Path(args.out), args.resume,
+                             shlex.join(["vitamin-nas", "quickstart", "--out", args.out, "--resume"]),
+                             progress_every=30.0)
+    if code == 0:
+        print(f"\nquickstart finished in {time.perf_counter() - begin:.0f} s; "
+              f"optuna-dashboard sqlite:///{Path(args.out).resolve() / 'study.db'} shows the search")
+    return code
