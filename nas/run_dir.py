@@ -65,11 +65,13 @@ class RunDir:
         return directory
 
     def size(self) -> dict[str, int]:
-        """Bytes on disk under the run, in total and by top-level entry (hard links counted once)."""
+        """Bytes on disk under the run, in total and by top-level entry (hard links counted once; SQLite's
+        -wal and -shm files with their database)."""
         seen: set[tuple[int, int]] = set()
         parts: dict[str, int] = {}
         for entry in sorted(self.root.iterdir()) if self.root.is_dir() else []:
-            parts[entry.name] = _disk_usage(entry, seen)
+            name = entry.name.removesuffix("-wal").removesuffix("-shm")
+            parts[name] = parts.get(name, 0) + _disk_usage(entry, seen)
         return {"total": sum(parts.values()), **parts}
 
 

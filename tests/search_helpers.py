@@ -118,3 +118,61 @@ def wait_for(condition, timeout: float, interval: float = 0.2, what: str = "cond
             return value
         time.sleep(interval)
     raise TimeoutError(f"{what} not reached in {timeout} s")
+
+
+def listening_sockets(pids: list[int]) -> list[tuple[str, int, int]]:
+    """(address, port, pid) of every TCP socket in LISTEN state that one of `pids` holds, from /proc/net/tcp{,6}
+    (what `ss -ltnp` reads): which interfaces a process accepts connections on."""
+    inodes = {}
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes[target[8:-1]] = pid
+        except OSError:
+            continue
+    found = []
+    for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state != "0A" or inode not in inodes:  # 0A: LISTEN
+                continue
+            address, port = local.split(":")
+            found.append((_address(bytes.fromhex(address), width), int(port, 16), inodes[inode]))
+    return found
+
+
+def _address(raw: bytes, width: int) -> str:
+    """/proc/net/tcp's address: 32-bit words in host (little-endian) order."""
+    import ipaddress
+
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, width, 4))
+    address = ipaddress.ip_address(words)
+    mapped = getattr(address, "ipv4_mapped", None)
+    return str(mapped or address)
+
+
+def progress_of(directory: Path) -> int | None:
+    """Samples seen in the checkpoint in `directory` (None without one)."""
+    from nas.train import run_progress
+
+    progress = run_progress(directory)
+    return None if progress is None else progress[0].samples_seen
+
+
+def last_logged_samples(directory: Path) -> int | None:
+    """Samples seen at the last step a training run logged (its metrics.jsonl; every step with log_every 1)."""
+    import json
+
+    path = directory / "metrics.jsonl"
+    if not path.exists():
+        return None
+    seen = []
+    for line in path.read_text().splitlines():
+        try:
+            seen.append(json.loads(line)["samples_seen"])
+        except (ValueError, KeyError):  # a line being written as we read
+            continue
+    return max(seen, default=None)
