@@ -120,9 +120,9 @@ def wait_for(condition, timeout: float, interval: float = 0.2, what: str = "cond
     raise TimeoutError(f"{what} not reached in {timeout} s")
 
 
-def listening_sockets(pids: list[int]) -> list[tuple[str, int, int]]:
-    """(address, port, pid) of every TCP socket in LISTEN state that one of `pids` holds, from /proc/net/tcp{,6}
-    (what `ss -ltnp` reads): which interfaces a process accepts connections on."""
+def listening_sockets(pids: list[int]) -> list[tuple[str, int, int, str]]:
+    """(address, port, pid, process name) of every TCP socket in LISTEN state that one of `pids` holds, from
+    /proc/net/tcp{,6} (what `ss -ltnp` reads): which interfaces a process accepts connections on."""
     inodes = {}
     for pid in pids:
         try:
@@ -140,7 +140,12 @@ def listening_sockets(pids: list[int]) -> list[tuple[str, int, int]]:
             if state != "0A" or inode not in inodes:  # 0A: LISTEN
                 continue
             address, port = local.split(":")
-            found.append((_address(bytes.fromhex(address), width), int(port, 16), inodes[inode]))
+            pid = inodes[inode]
+            try:
+                name = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                name = "?"
+            found.append((_address(bytes.fromhex(address), width), int(port, 16), pid, name))
     return found
 
 

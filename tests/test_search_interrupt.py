@@ -35,13 +35,13 @@ def stop(cli: list[str], study: Path, out: Path, sig: signal.Signals, log: Path,
                          what="the results database")
         started = {t["trial_id"]: t["attempts"] for t in store.trials()}
 
-        def past_a_rung() -> bool:  # every trial of this session trains beyond a rung it reported
+        def past_a_rung() -> bool:  # the trials this session runs train beyond a rung they reported
             running = [t for t in store.trials(status="running") if t["attempts"] > started.get(t["trial_id"], 0)]
-            return len(running) == 2 and all(
+            return len(store.trials()) == 2 and bool(running) and all(
                 t["rung"] is not None and (progress_of(run_dir.training(t["trial_id"], 1)) or 0) > t["budget"]
                 for t in running)
 
-        wait_for(past_a_rung, 400, what="both trials past a rung")
+        wait_for(past_a_rung, 400, what="running trials past a rung")
         processes = children(driver.pid)
         sockets = listening_sockets([driver.pid, *processes])
         driver.send_signal(sig)
@@ -56,7 +56,7 @@ def stop(cli: list[str], study: Path, out: Path, sig: signal.Signals, log: Path,
 def test_sigint_and_sigterm_stop_a_search_cleanly_and_resume_continues_it(tmp_path, tmp_path_factory, cli):
     data = synthetic_data(tmp_path_factory.getbasetemp())
     study = write_study(tmp_path, data, algorithm="fixed", archs=[tower(64, 2).to_dict(), tower(32, 2).to_dict()],
-                        budget={"min_samples": 64, "max_samples": 1024, "reduction_factor": 4,
+                        budget={"min_samples": 64, "max_samples": 512, "reduction_factor": 4,
                                 "early_stopping": "none"},
                         train={"batch_size": 32, "warmup": 1, "lr": 0.002, "checkpoint_every": CHECKPOINT_EVERY},
                         resources={"cpus": 1, "concurrency": 2})
@@ -67,10 +67,10 @@ def test_sigint_and_sigterm_stop_a_search_cleanly_and_resume_continues_it(tmp_pa
     assert code == 130, output[-3000:]
     assert output.rstrip().endswith(f"continue it with:\n  {resume}")
     assert "Tuner.restore" not in output and "Traceback" not in output
-    names = {Path(f"/proc/{pid}/comm").read_text().strip() for _, _, pid in sockets if alive(pid)} | \
-        {"driver" for _, _, pid in sockets if pid not in processes}
+    names = {"driver" if pid not in processes else name for _, _, pid, name in sockets}
     assert {"gcs_server", "raylet", "driver"} <= names, sockets  # the GCS, the raylet, the driver's gRPC server
-    assert {address for address, _, _ in sockets} == {"127.0.0.1"}, sockets  # ... and nothing else, on loopback
+    assert {address for address, *_ in sockets} == {"127.0.0.1"}, sockets  # ... and every other one: loopback
+    print("listening while the search ran:", sorted((name, address, port) for address, port, _, name in sockets))
     assert not any(alive(p) for p in processes)  # its Ray ended with it
 
     store = ResultStore.open(out, readonly=True)
@@ -78,7 +78,7 @@ def test_sigint_and_sigterm_stop_a_search_cleanly_and_resume_continues_it(tmp_pa
     assert driver["state"] == "interrupted" and driver["reason"] == "SIGINT" and driver["command"] == resume
     assert not Path(driver["ray_temp"]).exists()
     trials = store.trials()
-    assert {t["status"] for t in trials} == {"interrupted"}
+    assert {t["status"] for t in trials} == {"interrupted"} and len(trials) == 2
     assert all(t["error"] == "interrupted: the driver was stopped by SIGINT" for t in trials)
     told = {t.number: t for t in optuna.load_study(study_name="test", storage=store.url).trials}
     assert {t.state for t in told.values()} == {TrialState.RUNNING}  # told when a resume finishes them
@@ -97,7 +97,7 @@ def test_sigint_and_sigterm_stop_a_search_cleanly_and_resume_continues_it(tmp_pa
     assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
     assert store.meta("driver")["state"] == "finished"
     for trial in store.trials():
-        assert trial["status"] == "completed" and trial["samples_seen"] == 1024 and trial["attempts"] == 3
+        assert trial["status"] == "completed" and trial["samples_seen"] == 512 and trial["attempts"] >= 2
         assert trial["resumed_from"] == cut_off[trial["trial_id"]] > 64  # its newest checkpoint, past the rung
         assert [r["rung"] for r in store.rungs(trial["trial_id"])] == [0, 1, 2]
     told = optuna.load_study(study_name="test", storage=store.url).trials

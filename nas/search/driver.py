@@ -95,8 +95,10 @@ def search(study: Study, out: str | os.PathLike, *, resume: bool = False, addres
     os.environ["TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"] = "0"
     driver = DriverSession(study, run_dir, store)
     command = command or f"vitamin-nas search {study.source} --out {run_dir.root} --resume"
-    with running(driver), driver.catching_signals(), \
-            ray_session(address, dashboard=dashboard, dashboard_host=dashboard_host, verbose=verbose) as ray_temp:
+    # The session's handlers go in once Ray is up: Ray's core installs its own for SIGTERM (a stack dump, then abort).
+    with running(driver), \
+            ray_session(address, dashboard=dashboard, dashboard_host=dashboard_host, verbose=verbose) as ray_temp, \
+            driver.catching_signals():
         check_resources(study)
         restore = tune.Tuner.can_restore(experiment)
         if restore and not resume:

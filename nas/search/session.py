@@ -67,7 +67,7 @@ class DriverSession:
         tune_stop = signal.getsignal(signal.SIGUSR1)
         if callable(tune_stop):  # Ray Tune's handler, installed while an experiment runs: it stops cleanly
             tune_stop(signal.SIGUSR1, frame)
-        else:  # no experiment running yet (Ray starting, data being prepared): nothing to save
+        else:  # no experiment running yet: nothing to save
             raise KeyboardInterrupt
 
     @contextlib.contextmanager
