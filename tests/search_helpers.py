@@ -4,7 +4,6 @@ test started (by the unique paths on their command lines, never by a program's n
 from __future__ import annotations
 
 import os
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import yaml
 
 from nas.arch import Arch, Stage, Transformer
 from nas.data.synth import SynthConfig, synthesize
+from nas.search import reaper
 
 #: Eight towers at 32 px (4 x 4 tokens): one conv stage, a 32- or 64-wide Transformer of depth 1 or 2.
 SPACE = {
@@ -73,33 +73,13 @@ def processes_mentioning(text: str) -> list[int]:
 
 def children(pid: int) -> list[int]:
     """Every descendant of `pid`, recursively (from /proc)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            parents.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
+    return list(reaper.descendants(pid))
 
 
-def terminate(pids: list[int], grace: float = 10.0) -> None:
-    """SIGTERM the given processes, then SIGKILL those still alive after `grace` seconds."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.time() + grace
-        while time.time() < deadline and any(alive(p) for p in pids):
-            time.sleep(0.2)
+def terminate(pids: list[int]) -> None:
+    """SIGTERM the given processes, then SIGKILL those still alive after a grace period (as the driver's reaper
+    ends the Ray processes of a killed driver)."""
+    reaper.end({pid: started for pid in pids if (started := reaper.start_time(pid))})
 
 
 def alive(pid: int) -> bool:

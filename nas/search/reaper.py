@@ -66,7 +66,7 @@ def descendants(pid: int) -> dict[int, str]:
 def end(processes: dict[int, str]) -> None:
     """SIGTERM the processes that are still the ones noted, then SIGKILL those left after `GRACE_S`."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        left = [pid for pid, started in processes.items() if _start_time(pid) == started]
+        left = [pid for pid, started in processes.items() if start_time(pid) == started]
         for pid in left:
             try:
                 os.kill(pid, sig)
@@ -74,11 +74,12 @@ def end(processes: dict[int, str]) -> None:
                 pass
         deadline = time.time() + GRACE_S
         while left and time.time() < deadline:
-            left = [pid for pid in left if _start_time(pid) == processes[pid]]
+            left = [pid for pid in left if start_time(pid) == processes[pid]]
             time.sleep(0.1)
 
 
-def _start_time(pid: int) -> str | None:
+def start_time(pid: int) -> str | None:
+    """When process `pid` started (clock ticks after boot); None once it is gone or a zombie."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
