@@ -1,11 +1,15 @@
 """Errors that reach the user.
 
 A `ConfigError` is bad input (a file, a field, a value): the CLI prints it and exits with code 2.
+`load_yaml` reads the YAML files a user writes (studies, search spaces) and reports a syntax error as one.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -27,3 +31,29 @@ def reject_unknown(values: Iterable[str], allowed: Iterable[str], *, source: str
     if unknown:
         raise ConfigError(f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}", source=source,
                           field=field)
+
+
+def load_yaml(path: str | os.PathLike) -> Any:
+    """A YAML file's content; a file that does not parse is a `ConfigError` of one line naming the file, the line
+    and column (1-based, as editors count) and PyYAML's problem, instead of PyYAML's multi-line caret text."""
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"not UTF-8 text (byte {err.start}); a YAML file is UTF-8", source=str(path)) from None
+    except OSError as err:
+        raise ConfigError(f"cannot be read: {err.strerror}", source=str(path)) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
+        problem = " ".join(str(err.problem or err.context or "syntax error").split())
+        if err.context and err.problem:
+            start = err.context_mark
+            problem += f" ({err.context}" + (f" that starts at line {start.line + 1}, column {start.column + 1})"
+                                             if start and start is not mark else ")")
+        raise ConfigError(f"not valid YAML: {problem}", source=str(path), field=where) from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"not valid YAML: {' '.join(str(err).split())}", source=str(path)) from None

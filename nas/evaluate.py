@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -80,17 +80,20 @@ class Evaluation:
     n: dict[str, int]
     intervals: dict[str, tuple[float, float]]
     hits: dict[str, np.ndarray]
+    chance: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
         for name in ("n", "intervals", "hits"):
             if set(getattr(self, name)) != set(self.metrics):
                 raise ValueError(f"Evaluation.{name} must name the same metrics as Evaluation.metrics")
+        if not set(self.chance) <= set(self.metrics):
+            raise ValueError("Evaluation.chance names metrics the evaluation does not have")
 
     @classmethod
     def from_hits(cls, hits: Mapping[str, Any], images: Mapping[str, Any] | None = None,
-                  level: float = 0.95) -> Evaluation:
+                  level: float = 0.95, chance: Mapping[str, float] | None = None) -> Evaluation:
         """Metrics of per-item hits: a Wilson interval, or, for a metric in `images` (item -> its image),
-        the interval of a bootstrap over images."""
+        the interval of a bootstrap over images. `chance` is each metric's expected value under guessing."""
         images = images or {}
         metrics, n, intervals, arrays = {}, {}, {}, {}
         for name, values in hits.items():
@@ -99,19 +102,22 @@ class Evaluation:
             metrics[name] = float(values.mean()) if len(values) else float("nan")
             intervals[name] = (bootstrap_recall_interval(values, images[name], level=level) if name in images
                                else wilson_interval(int(values.sum()), len(values), level))
-        return cls(metrics, n, intervals, arrays)
+        return cls(metrics, n, intervals, arrays, dict(chance or {}))
 
     def __or__(self, other: Evaluation) -> Evaluation:
         return Evaluation({**self.metrics, **other.metrics}, {**self.n, **other.n},
-                          {**self.intervals, **other.intervals}, {**self.hits, **other.hits})
+                          {**self.intervals, **other.intervals}, {**self.hits, **other.hits},
+                          {**self.chance, **other.chance})
 
     def flat(self) -> dict[str, float | int]:
         """Numbers only (what a Ray Tune report and the results database take): every metric, and for each
-        its `_n`, `_low` and `_high`."""
+        its `_n`, `_low` and `_high` (and `_chance`, what guessing scores, where it is known)."""
         flat: dict[str, float | int] = {}
         for name, value in self.metrics.items():
             low, high = self.intervals[name]
             flat.update({name: value, f"{name}_n": self.n[name], f"{name}_low": low, f"{name}_high": high})
+            if name in self.chance:
+                flat[f"{name}_chance"] = self.chance[name]
         return flat
 
     def packed_hits(self) -> dict[str, str]:
@@ -173,7 +179,9 @@ def zeroshot_metrics(model: nn.Module, images: Any, classnames: Sequence[str], t
     if labels is None:
         raise ValueError("zero-shot images must come with labels: (images, labels) pairs")
     hits = topk_hits(features @ classifier, labels.to(features.device), ZEROSHOT_KS)
-    return Evaluation.from_hits({f"zeroshot_top{k}": value for k, value in hits.items()}, level=level)
+    classes = classifier.shape[1]
+    return Evaluation.from_hits({f"zeroshot_top{k}": value for k, value in hits.items()}, level=level,
+                                chance={f"zeroshot_top{k}": min(k, classes) / classes for k in hits})
 
 
 def retrieval_metrics(model: nn.Module, images: Any, texts: Sequence[str], text_to_image: Sequence[int],
@@ -184,7 +192,24 @@ def retrieval_metrics(model: nn.Module, images: Any, texts: Sequence[str], text_
     text_features = encode_texts(model, texts, tokenizer, device, bf16, batch_size)
     owners = torch.as_tensor(list(text_to_image))
     hits = retrieval_hits(image_features, text_features, owners, RETRIEVAL_KS)
-    return Evaluation.from_hits(hits, {f"text_to_image_R@{k}": owners.numpy() for k in RETRIEVAL_KS}, level)
+    return Evaluation.from_hits(hits, {f"text_to_image_R@{k}": owners.numpy() for k in RETRIEVAL_KS}, level,
+                                retrieval_chance(owners.numpy(), len(image_features)))
+
+
+def retrieval_chance(text_to_image: np.ndarray, images: int, ks: Sequence[int] = RETRIEVAL_KS) -> dict[str, float]:
+    """Recall@k of a random ranking: text-to-image finds its one image among `images` with probability k/images;
+    image-to-text finds one of an image's c captions among T texts with 1 - C(T - c, k) / C(T, k), averaged."""
+    texts = len(text_to_image)
+    captions = np.bincount(text_to_image, minlength=images)
+    chance = {}
+    for k in ks:
+        k_texts, k_images = min(k, texts), min(k, images)
+        miss = np.ones(images)  # C(T - c, k) / C(T, k) as a product, exactly
+        for j in range(k_texts):
+            miss *= np.clip(texts - captions - j, 0, None) / (texts - j)
+        chance[f"image_to_text_R@{k}"] = float(1 - miss.mean())
+        chance[f"text_to_image_R@{k}"] = k_images / images
+    return chance
 
 
 def evaluate(model: nn.Module, zeroshot: Any = None, retrieval: Any = None, *, context_length: int = 77,

@@ -19,7 +19,8 @@ cut-off is kept with the probability a random tie-break gives it, so overlap and
 expectations over tie-breaks (a cheap measurement that ties everyone scores as a random one).
 
 Inputs are pandas frames with one row per (arch_id, fidelity), as `ResultStore.frame()` returns (an arch
-measured twice at one fidelity keeps its first row); everything else is numpy.
+measured twice at one fidelity keeps its first row); everything else is numpy. `study_fidelity(store)` runs it
+on a study: its rungs, and the size and zero-cost scores of its candidates (`vitamin-nas fidelity RUN`).
 """
 
 from __future__ import annotations
@@ -27,14 +28,21 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from nas import metrics, status
+from nas.arch import Arch
 from nas.errors import ConfigError
+from nas.metrics import ZERO_COST
 from nas.tables import format_table
 from nas.uncertainty import N_BOOTSTRAP, homogeneity
+
+if TYPE_CHECKING:
+    from nas.results import ResultStore
 
 #: Resampled candidate pairs held at once by Kendall's tau (bounds memory on large studies).
 _CHUNK_PAIRS = 4_000_000
@@ -269,3 +277,35 @@ def format_fidelity(rows: Sequence[FidelityRow]) -> str:
               f"{r.top_overlap:.2f} (top {r.top_k})", f"{_count(r.changed_promotions)} of {r.promoted}",
               "-" if r.noise_p_value is None else f"{r.noise_p_value:.3f}"] for r in rows]
     return format_table(headers, cells)
+
+
+#: What a study's cheap predictors are, besides its earlier rungs: the analytic size, and the zero-cost proxies.
+SIZE_SCORES = {"image_params_m": "max", "image_gmacs": "max"}
+
+
+def study_fidelity(store: ResultStore, metric: str = "zeroshot_top1", proxies: Sequence[str] | None = ZERO_COST,
+                   progress: bool = False, **options) -> list[FidelityRow]:
+    """`fidelity_table` of a study's results: every rung against every later one, then the image tower's
+    parameters and GMACs (larger predicting better) and the zero-cost `proxies` (computed here for every arch
+    the study measured, unless the study already scored them: a second or so per small tower, much more for deep
+    ones) against every rung. `proxies=None`: only those the study scored."""
+    from nas.proxies import zero_cost_scores
+
+    study = store.study()
+    frame = store.frame(status=status.MEASURED).dropna(subset=[metric])
+    if frame.empty:
+        return []
+    archs = frame.drop_duplicates("arch_id").set_index("arch_id").arch
+    if proxies is None:
+        proxies = [p for p in ZERO_COST if p in frame and frame[p].notna().all()]
+    missing = [p for p in proxies if p not in frame or frame[p].isna().any()]
+    if missing:
+        from tqdm import tqdm
+
+        scores = {arch_id: zero_cost_scores(Arch.from_json(text), names=tuple(missing))
+                  for arch_id, text in tqdm(archs.items(), total=len(archs), desc="zero-cost proxies",
+                                            unit="arch", disable=not progress)}
+        frame = frame.assign(**{p: frame.arch_id.map(lambda a, p=p: scores[a][p]) for p in missing})
+    return fidelity_table(frame, metric, mode=metrics.direction(metric),
+                          scores={**SIZE_SCORES, **{p: "max" for p in proxies}},
+                          reduction_factor=study.budget.reduction_factor, **options)

@@ -15,6 +15,9 @@ RETRIEVAL = tuple(f"{direction}_R@{k}" for direction in ("image_to_text", "text_
 EVALUATED = ZEROSHOT + RETRIEVAL
 #: What training measures that a study may optimise.
 TRAINED = ("loss", *EVALUATED)
+#: Training-free scores of a candidate at initialisation (`nas.proxies`), higher predicting better: a study may
+#: use them, like the cost metrics, as objectives known before any training.
+ZERO_COST = ("naswot", "synflow")
 
 
 def direction(metric: str) -> str:

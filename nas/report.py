@@ -16,22 +16,23 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 
-from nas import status
+from nas import shipped, status
 from nas.errors import ConfigError
 from nas.metrics import direction
+from nas.presets import PRESETS
 from nas.results import ResultStore
-from nas.select import at_target, family_laws, measurements
+from nas.select import at_target, choose, extrapolation_warnings, family_laws, measurements, separation
+from nas.uncertainty import PairedDifference, paired_difference
 
-PAPER = Path(__file__).resolve().parents[1] / "studies" / "paper" / "vitamin.yaml"
+PAPER = shipped.PAPER
 PAPER_FIELDS = ("paper", "source", "metric", "benchmark", "ablations", "models", "families", "claims")
 BENCHMARK_FIELDS = ("model", "samples", "image_params_m", "image_gmacs", "imagenet", "avg38")
 CLAIM_FIELDS = ("id", "text", "order", "monotonic", "labels", "paper")
@@ -128,86 +129,119 @@ def _claim(item: Any, index: int, source: str, models: set[str]) -> Claim:
 
 @dataclass(frozen=True)
 class Verdict:
-    """How a claim fares on one side: it holds at `held` of `of` budgets (or candidates, for data scaling);
-    `margin` is the smallest gap (metric points, negative where it fails)."""
+    """How a claim fares on one side, over `of` comparisons (budgets, or candidates for data scaling): it holds at
+    `held`, is reversed at `reversed`, and at the rest the data cannot tell. On a study, a comparison counts only
+    when McNemar's test on the same eval images rejects (5 %); on the paper's published numbers, which come
+    without their eval noise, the sign of the difference decides. `margin` is the smallest gap in the claimed
+    direction (metric points, negative where it fails), with its 95 % interval when the study measured it."""
 
     held: int
     of: int
     margin: float | None
     unit: str
+    reversed: int = 0
+    low: float | None = None
+    high: float | None = None
+
+    @property
+    def unclear(self) -> int:
+        return self.of - self.held - self.reversed
 
     @property
     def outcome(self) -> str:
         if not self.of:
             return "not measured"
-        return "reproduced" if self.held == self.of else "partly" if self.held else "not reproduced"
+        if self.held == self.of:
+            return "reproduced"
+        if self.reversed == self.of:
+            return "reversed"
+        if not self.held and not self.reversed:
+            return "not distinguishable"
+        return "partly"
 
     def describe(self, reference: bool = False) -> str:
-        """`reproduced (3/3 budgets, margin +1.2 pts)`; for the paper itself, `holds` instead of `reproduced`."""
+        """`reproduced (3/3 budgets, margin +1.2 pts [0.4, 2.0])`; for the paper itself, `holds` instead."""
         if not self.of:
             return "not measured"
-        word = {"reproduced": "holds", "partly": "partly", "not reproduced": "does not hold"}[self.outcome] \
-            if reference else self.outcome
-        margin = f", margin {100 * self.margin:+.1f} pts" if self.margin is not None else ""
-        return f"{word} ({self.held}/{self.of} {self.unit}{margin})"
+        word = self.outcome
+        if reference:
+            word = {"reproduced": "holds", "reversed": "does not hold", "partly": "partly",
+                    "not distinguishable": "does not hold"}[word]
+        counts = f"{self.held}/{self.of} {self.unit}"
+        if self.reversed:
+            counts += f", reversed at {self.reversed}"
+        if self.unclear and not reference:
+            counts += f", not distinguishable at {self.unclear}"
+        margin = ""
+        if self.margin is not None:
+            margin = f", margin {100 * self.margin:+.1f} pts"
+            if self.low is not None:
+                margin += f" [{100 * self.low:+.1f}, {100 * self.high:+.1f}]"
+        return f"{word} ({counts}{margin})"
+
+
+#: `compare((label, budget), (label, budget))`: the first's metric minus the second's on the same eval items.
+Compare = Callable[[tuple[str, float], tuple[str, float]], PairedDifference | None]
 
 
 def check(claim: Claim, table: pd.DataFrame, names: dict[str, str] | None = None,
-          cost: pd.Series | None = None) -> Verdict:
+          cost: pd.Series | None = None, compare: Compare | None = None) -> Verdict:
     """The claim on `table` (metric by name and budget, larger is better). `names` maps the claim's labels to
-    the table's rows (identity by default); `cost` is the column a `monotonic` claim on a cost rises with."""
+    the table's rows (identity by default); `cost` is the column a `monotonic` claim on a cost rises with;
+    `compare` gives the paired difference of two measurements (None: the sign of the difference decides)."""
     names = names or {}
+    tally = _Tally(table, compare)
     if claim.order:
         tiers = [[names.get(label, label) for label in tier] for tier in claim.order]
-        return _check_order(tiers, table)
+        for budget in table.columns:
+            values = [table[budget].reindex(tier) for tier in tiers]
+            if not any(v.isna().any() for v in values):
+                tally.comparison([((u, budget), (lo, budget)) for upper, lower in zip(tiers, tiers[1:])
+                                  for u in upper for lo in lower])
+        return tally.verdict("budgets")
     if claim.monotonic == "samples_seen":
-        return _check_data(table)
-    return _check_cost(table, cost)
+        for label, values in table.iterrows():
+            budgets = list(values.dropna().index)
+            if len(budgets) >= 2:
+                tally.comparison([((label, b), (label, a)) for a, b in zip(budgets, budgets[1:])])
+        return tally.verdict("models")
+    if cost is not None:
+        for budget in table.columns:
+            labels = list(cost.reindex(table[budget].dropna().index).sort_values().index)
+            if len(labels) >= 2:
+                tally.comparison([((b, budget), (a, budget)) for a, b in zip(labels, labels[1:])])
+    return tally.verdict("budgets")
 
 
-def _check_order(tiers: list[list[str]], table: pd.DataFrame) -> Verdict:
-    held = of = 0
-    margins = []
-    for budget in table.columns:
-        values = [table[budget].reindex(tier) for tier in tiers]
-        if any(v.isna().any() for v in values):
-            continue
-        gap = min(upper.min() - lower.max() for upper, lower in zip(values, values[1:]))
-        of += 1
-        held += gap > 0
-        margins.append(gap)
-    return Verdict(held, of, min(margins) if margins else None, "budgets")
+class _Tally:
+    """Counts comparisons (each a list of better-than pairs that must all hold) as held, reversed or unclear."""
 
+    def __init__(self, table: pd.DataFrame, compare: Compare | None):
+        self.table, self.compare = table, compare
+        self.held = self.reversed = self.of = 0
+        self.smallest: tuple[float, PairedDifference | None] | None = None
 
-def _check_data(table: pd.DataFrame) -> Verdict:
-    held = of = 0
-    margins = []
-    for _, values in table.iterrows():
-        values = values.dropna()
-        if len(values) < 2:
-            continue
-        step = float(np.diff(values.to_numpy(dtype=float)).min())
-        of += 1
-        held += step > 0
-        margins.append(step)
-    return Verdict(held, of, min(margins) if margins else None, "models")
+    def comparison(self, pairs: list[tuple[tuple[str, float], tuple[str, float]]]) -> None:
+        signs = []
+        for better, worse in pairs:
+            gap = float(self.table.loc[better]) - float(self.table.loc[worse])
+            paired = self.compare(better, worse) if self.compare else None
+            if self.smallest is None or gap < self.smallest[0]:
+                self.smallest = (gap, paired)
+            if paired is None:
+                signs.append(1 if gap > 0 else -1)
+            else:
+                signs.append(0 if not paired.significant() else 1 if paired.difference > 0 else -1)
+        self.of += 1
+        self.held += all(sign > 0 for sign in signs)
+        self.reversed += any(sign < 0 for sign in signs) and all(sign <= 0 for sign in signs)
 
-
-def _check_cost(table: pd.DataFrame, cost: pd.Series | None) -> Verdict:
-    if cost is None:
-        return Verdict(0, 0, None, "budgets")
-    held = of = 0
-    margins = []
-    for budget in table.columns:
-        values = table[budget].dropna()
-        if len(values) < 2:
-            continue
-        ordered = values.reindex(cost.reindex(values.index).sort_values().index)
-        step = float(np.diff(ordered.to_numpy(dtype=float)).min())
-        of += 1
-        held += step > 0
-        margins.append(step)
-    return Verdict(held, of, min(margins) if margins else None, "budgets")
+    def verdict(self, unit: str) -> Verdict:
+        if self.smallest is None:
+            return Verdict(0, 0, None, unit)
+        gap, paired = self.smallest
+        return Verdict(self.held, self.of, gap, unit, self.reversed, paired.low if paired else None,
+                       paired.high if paired else None)
 
 
 # ---- the study's side --------------------------------------------------------------------------------------------
@@ -219,19 +253,37 @@ def study_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     return table.reindex(list(dict.fromkeys(frame.label)))
 
 
+def paired_measurements(frame: pd.DataFrame, metric: str) -> Compare:
+    """Paired differences between the study's measurements (label, budget) from their per-item eval hits."""
+    from nas.compare import hits
+
+    found = {}
+    for row in frame.itertuples():
+        found.setdefault((row.label, row.budget), hits(row, metric))
+
+    def compare(better: tuple[str, float], worse: tuple[str, float]) -> PairedDifference | None:
+        a, b = found.get(better), found.get(worse)
+        if a is None or b is None or len(a) != len(b):
+            return None
+        return paired_difference(a, b)
+
+    return compare
+
+
 def verdicts(paper: Paper, frame: pd.DataFrame, metric: str) -> list[tuple[Claim, Verdict, Verdict | None]]:
     """Each claim that applies to the study (all its labels measured): the study's verdict and the paper's
     (None where the paper published no numbers for it: a design choice)."""
     table = study_table(frame, metric)
     costs = frame.drop_duplicates("label").set_index("label")
     paper_cost = paper.benchmark.drop_duplicates("model").set_index("model").image_gmacs
+    compare = paired_measurements(frame, metric)
     results = []
     for claim in paper.claims:
         if any(label not in table.index for label in claim.named):
             continue
         rows = table.loc[list(claim.labels)] if claim.labels else table
         cost = costs[claim.monotonic] if claim.monotonic in costs else None
-        ours = check(claim, rows, cost=cost)
+        ours = check(claim, rows, cost=cost, compare=compare)
         theirs = None
         if claim.order and all(label in paper.models for label in claim.named):
             theirs = check(claim, paper.table(), names=paper.models)
@@ -287,16 +339,20 @@ def _claims_section(results: list[tuple[Claim, Verdict, Verdict | None]], paper:
     lines = ["", "## The paper's findings at proxy scale", "",
              f"Each finding is checked on this study's results and, with the same code, on the paper's published "
              f"benchmark ({paper.source}); a finding whose accuracies the paper does not publish is its design "
-             f"choice.", ""]
+             f"choice. On the study, a comparison counts only where McNemar's exact test on the same eval images "
+             f"rejects at 5 % (the margin's interval is the paired difference's 95 % interval); where it does not, "
+             f"the study cannot tell.", ""]
     if not results:
         return lines + ["None of the paper's findings names this study's candidates."]
     rows = [[claim.text, ours.describe(), theirs.describe(reference=True) if theirs else "design choice (no "
              "published accuracies)"] for claim, ours, theirs in results]
     lines.append(_markdown_table(["finding", "this study", "paper"], rows))
     reproduced = [c.text for c, v, _ in results if v.outcome == "reproduced"]
-    failed = [c.text for c, v, _ in results if v.outcome in ("partly", "not reproduced")]
+    failed = [c.text for c, v, _ in results if v.outcome in ("partly", "reversed")]
+    unclear = [c.text for c, v, _ in results if v.outcome == "not distinguishable"]
     lines += ["", f"Reproduced: {'; '.join(reproduced) or 'none'}.",
-              f"Not (or not at every budget) reproduced: {'; '.join(failed) or 'none'}."]
+              f"Not (or not at every budget) reproduced: {'; '.join(failed) or 'none'}.",
+              f"Not distinguishable at any budget (the eval set cannot tell): {'; '.join(unclear) or 'none'}."]
     return lines
 
 
@@ -341,22 +397,44 @@ def _ablation_section(frame: pd.DataFrame, paper: Paper) -> list[str]:
                             rows)]
 
 
+def _fidelity_section(store: ResultStore, metric: str) -> list[str]:
+    """How far the study's cheap measurements (earlier budgets, size, and the zero-cost proxies it scored) rank
+    its candidates as its most expensive one does (`vitamin-nas fidelity` adds the proxies it did not score)."""
+    from nas.fidelity import format_fidelity, study_fidelity
+
+    rows = study_fidelity(store, metric, proxies=None)
+    if not rows:
+        return []
+    return ["", "## Fidelity: do cheap measurements rank the candidates as the expensive ones do?", "",
+            "Rank correlations over the candidates measured at both, with 95 % bootstrap intervals; changed "
+            "promotions: of the candidates successive halving would keep on the cheap ranking, how many the "
+            "expensive one would not; noise p > 0.05: the cheap ranking cannot be told from eval noise.", "",
+            "```", format_fidelity(rows), "```"]
+
+
 def _scaling_section(frame: pd.DataFrame, paper: Paper, law: str) -> list[str]:
     """Per family, the exponent of error against compute, beside the same law on the paper's S/B/L models."""
     ours = family_laws(frame, law)
     if not ours:
         return []
-    rows = []
+    rows, caveats = [], []
     for family, fit in ours.items():
         models = paper.families.get(family, [])
         theirs = _paper_law(paper, models, law)
         rows.append([family, frame[frame.family == family].arch_id.nunique(), len(fit.y), _exponent(fit),
                      f"{fit.r2_log:.3f}", ", ".join(models) or "-", _exponent(theirs) if theirs else "-"])
+        published = sorted({PRESETS[m][0].family for m in models if m in PRESETS} - {family})
+        if published:
+            caveats.append(f"{family} is not the family of the paper's {', '.join(models)} ({', '.join(published)}): "
+                           "this study's towers are a hybrid stand-in for them, so their exponents compare different "
+                           "architectures.")
+        caveats += [f"{family}: {warning}" for warning in fit.warnings]  # lack of fit, unidentified terms
     return ["", f"## Scaling: error against compute ({law} law)", "",
             "Compute is image GMACs x samples seen on both sides; the exponent is d log(error) / d log(compute) "
             "with its 95% interval. The paper's column fits the same law to its S/B/L models at 128M/512M/1.28B.", "",
             _markdown_table(["family", "archs", "points", "exponent [95% CI]", "R^2 (log)", "paper models",
-                             "paper exponent [95% CI]"], rows)]
+                             "paper exponent [95% CI]"], rows), *(["", *(f"Caveat: {c}" for c in caveats)]
+                                                                 if caveats else [])]
 
 
 def _paper_law(paper: Paper, models: Sequence[str], law: str):
@@ -388,12 +466,10 @@ def _ranking_section(store: ResultStore, frame: pd.DataFrame, metric: str, law: 
     best = ranking[0]
     rows = [[p.label, f"`{p.arch.name()}`", 100 * p.value, f"[{100 * p.lower:.1f}, {100 * p.upper:.1f}]",
              "best" if p is best else "not distinguishable" if p.overlaps(best) else ""] for p in ranking]
-    tied = [p.label for p in ranking[1:] if p.overlaps(best)]
-    verdict = (f"{best.label} is best, but not distinguishable from {', '.join(tied)} (overlapping intervals)."
-               if tied else f"{best.label} is best, distinguishable from every other candidate.")
-    return ["", f"## Extrapolated to {_samples(target)} samples seen ({law} law per arch)", "",
-            _markdown_table(["label", "arch", f"predicted {metric}", "95% prediction interval", ""], rows), "",
-            verdict]
+    lines = ["", f"## Extrapolated to {_samples(target)} samples seen ({law} law per arch)", "",
+             _markdown_table(["label", "arch", f"predicted {metric}", "95% prediction interval", ""], rows), "",
+             f"{separation(ranking, choose(ranking))}."]
+    return lines + [f"Warning: {w}." for w in extrapolation_warnings(ranking)]
 
 
 def report(store: ResultStore, paper: Paper, figures: Mapping[str, str] | None = None,
@@ -416,6 +492,7 @@ def report(store: ResultStore, paper: Paper, figures: Mapping[str, str] | None =
     for name, labels in groups.items():
         lines += _group_section(name, labels, frame, table, paper, metric, figure_of.pop(f"group:{name}", None))
     lines += _ablation_section(frame, paper)
+    lines += _fidelity_section(store, metric)
     lines += _scaling_section(frame, paper, law)
     lines += _ranking_section(store, frame, metric, law)
     if figure_of:

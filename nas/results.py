@@ -46,7 +46,7 @@ from nas import status
 from nas.arch import Arch
 from nas.cost import COST_METRICS
 from nas.errors import ConfigError
-from nas.metrics import EVALUATED
+from nas.metrics import EVALUATED, ZERO_COST
 from nas.tables import format_table
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ CREATE TABLE IF NOT EXISTS nas_trials (
     trial_id TEXT PRIMARY KEY, number INTEGER, arch_id TEXT NOT NULL, arch_name TEXT NOT NULL,
     family TEXT NOT NULL, arch TEXT NOT NULL,
     image_gmacs REAL, image_gmacs_full REAL, image_params_m REAL, gmacs REAL, gmacs_full REAL, params_m REAL,
-    train_gflops REAL,
+    train_gflops REAL, naswot REAL, synflow REAL,
     schedule INTEGER, status TEXT NOT NULL, error TEXT, rung INTEGER, budget INTEGER, samples_seen INTEGER,
     host TEXT, node TEXT, device TEXT, pid INTEGER, accum_freq INTEGER, attempts INTEGER NOT NULL DEFAULT 0,
     resumed_from INTEGER, wall_s REAL, created_at REAL NOT NULL, started_at REAL, updated_at REAL, ended_at REAL
@@ -72,19 +72,88 @@ CREATE TABLE IF NOT EXISTS nas_trials (
 CREATE INDEX IF NOT EXISTS nas_trials_arch ON nas_trials (arch_id);
 CREATE TABLE IF NOT EXISTS nas_rungs (
     trial_id TEXT NOT NULL REFERENCES nas_trials (trial_id), rung INTEGER NOT NULL, budget INTEGER NOT NULL,
-    samples_seen INTEGER NOT NULL, metrics TEXT NOT NULL, checkpoint TEXT, host TEXT, node TEXT, device TEXT,
-    session TEXT, reported_at REAL NOT NULL,
+    samples_seen INTEGER NOT NULL, metrics TEXT NOT NULL, hits TEXT, checkpoint TEXT, host TEXT, node TEXT,
+    device TEXT, session TEXT, reported_at REAL NOT NULL,
     PRIMARY KEY (trial_id, rung)
 );
 CREATE INDEX IF NOT EXISTS nas_rungs_budget ON nas_rungs (budget);
 """
-_TRIAL_COLUMNS = ("trial_id", "number", "arch_id", "arch_name", "family", "arch", *COST_METRICS, "schedule",
+_TRIAL_COLUMNS = ("trial_id", "number", "arch_id", "arch_name", "family", "arch", *COST_METRICS, *ZERO_COST, "schedule",
                   "status", "error",
                   "rung", "budget", "samples_seen", "host", "node", "device", "pid", "accum_freq", "attempts",
                   "resumed_from", "wall_s", "created_at", "started_at", "updated_at", "ended_at")
 #: Trial fields a search may update as a trial runs (what `update_trial` accepts).
 TRIAL_FIELDS = ("number", "status", "error", "rung", "budget", "samples_seen", "host", "node", "device", "pid",
                 "accum_freq", "resumed_from", "wall_s", "started_at", "ended_at")
+
+
+def _optuna_storage(url: str) -> optuna.storages.RDBStorage:
+    import optuna
+
+    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+
+
+#: The first bytes of every SQLite 3 database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
+#: What to do about a damaged results database (the toolkit never repairs one).
+RECOVERY = "restore study.db from a copy, or start the search again with another --out"
+#: Tables a results database has from its creation: the toolkit's and the core of Optuna's. A missing one means
+#: the file was damaged; creating it again, empty, would hide that and lose what it held.
+REQUIRED_TABLES = ("nas_meta", "nas_trials", "nas_rungs", "studies", "study_directions", "trials", "trial_params",
+                   "trial_values", "version_info")
+
+
+def check_database(path: str | os.PathLike) -> None:
+    """A `ConfigError` saying how to recover when the file at `path` is not a whole results database.
+
+    Read-only, and before anything else opens the file: neither SQLite (`CREATE TABLE IF NOT EXISTS`) nor
+    Optuna (which creates missing tables) may write into a damaged file, which is evidence and may be
+    restored from a copy.
+    """
+    problem = _damage(Path(path))
+    if problem:
+        raise ConfigError(f"damaged results database: {problem}. It was left as it is: {RECOVERY}", source=str(path))
+
+
+def _damage(path: Path) -> str | None:
+    """What is wrong with the file, or None. Cheap header checks first, then SQLite's own quick check."""
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    with open(path, "rb") as file:
+        header = file.read(100)
+    if not header.startswith(SQLITE_HEADER):
+        return "not an SQLite database (its first bytes are not SQLite's header)"
+    if len(header) < 100:
+        return f"cut short ({size} bytes, less than SQLite's 100-byte header)"
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    if pages and header[24:28] == header[92:96] and size < pages * page_size:  # the header's page count is valid
+        return f"cut short ({size:,} of {pages * page_size:,} bytes)"
+    # Without a WAL beside it no connection is writing, and `immutable` keeps SQLite from making one (and its
+    # shared-memory file); with one, a search may be writing, and SQLite must see its pages and locks.
+    immutable = "" if Path(f"{path}-wal").exists() else "&immutable=1"
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro{immutable}", uri=True, timeout=60)
+        try:
+            verdict = connection.execute("PRAGMA quick_check").fetchall()
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            connection.close()
+    except sqlite3.OperationalError as err:
+        if "locked" in str(err) or "busy" in str(err):
+            raise  # a writer holding it for over a minute: busy, not damaged
+        return f"SQLite cannot read it ({err})"
+    except sqlite3.DatabaseError as err:
+        return f"SQLite cannot read it ({err})"
+    if verdict != [("ok",)]:
+        found = " ".join(" ".join(str(row[0]) for row in verdict[:3]).split())
+        return f"SQLite's integrity check fails ({found})"
+    missing = [name for name in REQUIRED_TABLES if name not in tables]
+    if missing:
+        return f"table(s) {', '.join(missing)} missing"
+    return None
 
 
 @dataclass(frozen=True)
@@ -108,6 +177,7 @@ class ResultStore:
         self.readonly = readonly
         if not self.path.is_file():
             raise ConfigError("no results database here (run `vitamin-nas search` first)", source=str(self.path))
+        check_database(self.path)  # before a connection that could write: a damaged file is never altered
         uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
         self.db = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
@@ -136,12 +206,14 @@ class ResultStore:
         building.unlink(missing_ok=True)
         connection = sqlite3.connect(building)
         connection.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; persists in the file
+        connection.executescript(_TABLES)
         connection.close()
+        # Optuna's tables from the start: optuna-dashboard opens it at once, and an open checks that they are there
+        _optuna_storage(f"sqlite:///{building}").engine.dispose()
         store = cls(building)
         for key, value in {"schema_version": SCHEMA_VERSION, "created_at": time.time(),
                            "study": study.resolved()}.items():
             store.set_meta(key, value)
-        store.optuna_storage().engine.dispose()  # Optuna's tables from the start: optuna-dashboard opens it at once
         store.close()
         os.replace(building, path)
         return cls(path)
@@ -172,9 +244,7 @@ class ResultStore:
         return f"sqlite:///{self.path}"
 
     def optuna_storage(self) -> optuna.storages.RDBStorage:
-        import optuna
-
-        return optuna.storages.RDBStorage(self.url, engine_kwargs={"connect_args": {"timeout": 60}})
+        return _optuna_storage(self.url)
 
     # ---- meta --------------------------------------------------------------------------------------------
     def set_meta(self, key: str, value: Any) -> None:
@@ -186,7 +256,11 @@ class ResultStore:
             row = self.db.execute("SELECT value FROM nas_meta WHERE key = ?", (key,)).fetchone()
         except sqlite3.OperationalError:  # a read-only open of a file whose tables are not written yet
             return default
-        return json.loads(row[0]) if row else default
+        try:
+            return json.loads(row[0]) if row else default
+        except (json.JSONDecodeError, TypeError) as err:  # bytes changed inside a record: no page check sees it
+            raise ConfigError(f"damaged results database: nas_meta {key!r} is not JSON ({err}); {RECOVERY}",
+                              source=str(self.path)) from None
 
     @property
     def objectives(self) -> dict[str, str]:
@@ -194,10 +268,11 @@ class ResultStore:
 
     # ---- writing (the search driver) ---------------------------------------------------------------------
     def add_trial(self, trial_id: str, arch: Arch, cost: Mapping[str, float], **fields: Any) -> None:
-        """Register a trial with its analytic cost (`Cost.metrics()`), idempotently: a trial already there keeps
-        its row."""
+        """Register a trial with its analytic cost (`Cost.metrics()`, and the zero-cost scores the study scored),
+        idempotently: a trial already there keeps its row."""
         values = {"trial_id": trial_id, "arch_id": arch.arch_id, "arch_name": arch.name(),
                   "family": arch.family, "arch": arch.to_json(), **{k: cost[k] for k in COST_METRICS},
+                  **{k: cost[k] for k in ZERO_COST if k in cost},
                   "status": status.PENDING, "created_at": time.time(), **fields}
         names = ", ".join(values)
         self.db.execute(f"INSERT INTO nas_trials ({names}) VALUES ({', '.join('?' * len(values))}) "
@@ -220,20 +295,22 @@ class ResultStore:
                         "started_at = COALESCE(started_at, ?), updated_at = ? WHERE trial_id = ?",
                         (status.RUNNING, now, now, trial_id))
 
-    def record_rung(self, trial_id: str, metrics: Mapping[str, Any], *, rung: int, checkpoint: str | None = None,
-                    session: str | None = None, replace: bool = True) -> None:
-        """One rung's metrics (the trainer's flat dict, with the rung's `budget`). A rung reported again replaces
-        the row, unless `replace` is False (a replay of a known result): then the first measurement stands."""
+    def record_rung(self, trial_id: str, metrics: Mapping[str, Any], *, rung: int, hits: str | None = None,
+                    checkpoint: str | None = None, session: str | None = None, replace: bool = True) -> None:
+        """One rung's metrics (the trainer's flat dict, with the rung's `budget`) and the evaluation's per-item
+        hits (JSON of `nas.uncertainty.pack_hits` text by metric). A rung reported again replaces the row,
+        unless `replace` is False (a replay of a known result): then the first measurement stands."""
         numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         on_conflict = ("DO UPDATE SET budget = excluded.budget, samples_seen = excluded.samples_seen, "
-                       "metrics = excluded.metrics, checkpoint = excluded.checkpoint, host = excluded.host, "
+                       "metrics = excluded.metrics, hits = excluded.hits, checkpoint = excluded.checkpoint, "
+                       "host = excluded.host, "
                        "node = excluded.node, device = excluded.device, session = excluded.session, "
                        "reported_at = excluded.reported_at" if replace else "DO NOTHING")
         where = {k: metrics.get(k) for k in ("host", "node", "device")}
         budget = int(metrics["budget"])
         self.db.execute(
-            f"INSERT INTO nas_rungs VALUES ({', '.join('?' * 11)}) ON CONFLICT (trial_id, rung) {on_conflict}",
-            (trial_id, rung, budget, int(metrics["samples_seen"]), json.dumps(numeric),
+            f"INSERT INTO nas_rungs VALUES ({', '.join('?' * 12)}) ON CONFLICT (trial_id, rung) {on_conflict}",
+            (trial_id, rung, budget, int(metrics["samples_seen"]), json.dumps(numeric), hits,
              checkpoint, *where.values(), session, time.time()))
         self.update_trial(trial_id, rung=rung, budget=budget, samples_seen=int(metrics["samples_seen"]),
                           wall_s=metrics.get("wall_s"), **where)
@@ -260,7 +337,7 @@ class ResultStore:
         return [dict(r) for r in self.db.execute(query + " ORDER BY created_at, trial_id", args)]
 
     def rungs(self, trial_id: str | None = None) -> list[dict[str, Any]]:
-        """Rung rows (metrics decoded), by trial then rung."""
+        """Rung rows (metrics decoded; `hits` as recorded, JSON text or None), by trial then rung."""
         query, args = "SELECT * FROM nas_rungs", ()
         if trial_id is not None:
             query, args = query + " WHERE trial_id = ?", (trial_id,)
@@ -306,7 +383,8 @@ class ResultStore:
             metrics = {k: v for k, v in rung["metrics"].items() if k not in ("budget", "samples_seen")}
             records.append({**trial, "rung": rung["rung"], "budget": rung["budget"],
                             "samples_seen": rung["samples_seen"], "host": rung["host"], "node": rung["node"],
-                            "device": rung["device"], "checkpoint": rung["checkpoint"], **metrics})
+                            "device": rung["device"], "checkpoint": rung["checkpoint"], "hits": rung["hits"],
+                            **metrics})
         columns = [*_TRIAL_COLUMNS] + sorted({k for r in records for k in r} - set(_TRIAL_COLUMNS))
         frame = pd.DataFrame.from_records(records, columns=columns)
         return frame.sort_values(["budget", "created_at", "trial_id"], kind="stable").reset_index(drop=True)
@@ -357,6 +435,14 @@ class ResultStore:
         else:
             raise ConfigError("export to a .csv or .parquet file", source=str(path))
         return path
+
+
+def rung_checkpoint(store: ResultStore, trial_id: str, rung: int) -> str | None:
+    """The directory holding the checkpoint of a trial's rung (`checkpoint.pt`), wherever the run directory now
+    is; None when none was kept."""
+    row = store.db.execute("SELECT checkpoint FROM nas_rungs WHERE trial_id = ? AND rung = ?",
+                           (trial_id, rung)).fetchone()
+    return str(store.checkpoint_path(row[0])) if row and row[0] else None
 
 
 # ---- Pareto fronts ---------------------------------------------------------------------------------------
@@ -422,23 +508,85 @@ def pareto_order(points: np.ndarray) -> np.ndarray:
 
 
 def results_report(store: ResultStore, budget: int | None = None, top: int = 10) -> str:
-    """The leaderboard and the Pareto front at every budget (or one), as text."""
+    """The leaderboard and the Pareto front at every budget (or one), as text, with each accuracy's interval,
+    the eval-set size it rests on, which candidates the same eval images cannot tell apart, and how far the
+    first rung's ranking can be trusted."""
+    from nas.compare import annotate, first_rung_noise, front_ties
+
     objectives = store.objectives
-    board = store.leaderboard(budget=budget).head(top)
+    first = next(iter(objectives))
+    board = store.leaderboard(budget=budget)
     if board.empty:
         return "no results yet"
-    columns = ["number", "arch_name", "status", "budget", *objectives,
+    measured = first in EVALUATED and f"{first}_low" in board
+    board = annotate(board, first).head(top)
+    shown = f"{first} % [95 % CI]" if measured else first
+    columns = ["number", "arch_name", "status", "budget", shown, *(["n", "vs best"] if measured else []),
+               *[c for c in objectives if c != first],
                *[c for c in ("image_params_m", "zeroshot_top5", "loss") if c not in objectives], "wall_s"]
-    text = [f"leaderboard ({len(store.trials())} trials; furthest budget first, then {next(iter(objectives))}):",
-            format_table(headers(columns), rows(board.to_dict("records"), columns))]
+    records = [_measured(r, first, shown) for r in board.to_dict("records")]
+    text = [f"leaderboard ({len(store.trials())} trials; furthest budget first, then {first}):",
+            format_table([shown if c == shown else headers([c])[0] for c in columns], rows(records, columns))]
     fronts = store.pareto_front(budget=budget)
+    cost = next((c for c in objectives if c != first), None)
     for front_budget, front in fronts.groupby("budget", sort=False):
         title = ", ".join(f"{k} {v}" for k, v in objectives.items())
+        front_columns = ["number", "arch_name", shown, *[c for c in objectives if c != first]]
+        records = [_measured(r, first, shown) for r in front.to_dict("records")]
+        if measured and cost is not None:
+            front_columns.append("not distinguishable from")
+            for record, mark in zip(records, front_ties(front, first, cost)):
+                record["not distinguishable from"] = mark
         text += [f"\nPareto front at {front_budget:,} samples seen ({title}):",
-                 format_table(headers(["number", "arch_name", *objectives]),
-                              rows(front.to_dict("records"), ["number", "arch_name", *objectives]))]
+                 format_table([shown if c == shown else headers([c])[0] for c in front_columns],
+                              rows(records, front_columns))]
+    if measured:
+        text.append(_trust_notes(store, first, first_rung_noise(store.frame(), first)))
     return "\n".join(text)
 
+
+def fidelity_lines(store: ResultStore, metric: str) -> list[str]:
+    """How each rung's ranking agrees with the next rung's (`nas.fidelity`), one line a pair of rungs."""
+    from nas.fidelity import fidelity_line, study_fidelity
+
+    rows = study_fidelity(store, metric, proxies=())
+    rungs = store.study().budget.rungs
+    return [fidelity_line(r) for r in rows if not isinstance(r.cheap, str) and r.cheap in rungs
+            and r.expensive in rungs and rungs.index(r.expensive) == rungs.index(r.cheap) + 1]
+
+
+def _measured(record: dict[str, Any], metric: str, shown: str) -> dict[str, Any]:
+    """A row with its accuracy and interval as one cell, its eval-set size and its standing at its budget."""
+    from nas.compare import with_interval
+
+    low, high = record.get(f"{metric}_low"), record.get(f"{metric}_high")
+    flags = [record.get("tie", "")] + (["at chance"] if record.get("at_chance") else [])
+    n = record.get(f"{metric}_n")
+    return {**record, shown: with_interval(record.get(metric), low, high) if shown != metric else record.get(metric),
+            "n": int(n) if n is not None and not np.isnan(n) else None,
+            "vs best": ", ".join(f for f in flags if f)}
+
+
+def _trust_notes(store: ResultStore, metric: str, noise: Any) -> str:
+    """What the tables' marks mean, and whether the first rung's ranking (what ASHA first decides on) is signal."""
+    lines = ["", f"{metric}: 95 % Wilson interval over the n eval images; vs best: 'tie' = not distinguishable from "
+                 "the best candidate at its budget (McNemar's exact test on the same images, Holm-corrected, 5 %); "
+                 "'at chance' = not above guessing (exact binomial, 5 %); a front point 'not distinguishable from' "
+                 "a cheaper one buys its cost with no measurable gain."]
+    if noise is not None:
+        budget, test = noise
+        verdict = "can be told from noise" if test.distinguishable() else \
+            "CANNOT be told from noise: early stopping there decided on chance"
+        lines.append(f"first rung ({budget:,} samples seen): the ranking {verdict} "
+                     f"(Cochran's Q = {test.statistic:.1f}, {test.dof} dof, p = {test.p_value:.3g}).")
+    fidelity = fidelity_lines(store, metric)
+    if fidelity:
+        lines += ["rung against the next (`vitamin-nas fidelity` for every pair and the zero-cost proxies):",
+                  *(f"  {line}" for line in fidelity)]
+    return "\n".join(lines)
+
+
+# ---- progress ----------------------------------------------------------------------------------------------
 
 PROGRESS_COLUMNS = ("trial", "arch", "status", "rung", "samples_seen", "wall", "eta")
 

@@ -12,8 +12,9 @@ Two questions, both answered from a study's results database (`nas.results.Resul
   Two candidates whose intervals overlap cannot be told apart: `choose` keeps the best and every candidate
   that is not distinguishable from it, rather than pretend to a winner.
 
-`write_selection` writes the chosen archs as JSON and as open_clip model configs (`nas.export`'s layout,
-without weights: the archs are to be trained at the target scale).
+`write_selection` writes each chosen arch as `nas.export` does, with the trained weights of the furthest rung the
+search kept a checkpoint of (open_clip loads them), or as its open_clip config alone when none was kept; and as
+arch JSON (`tower.json`), to train it at the target scale.
 
     store = ResultStore.open("runs/vitamin_design_choices", readonly=True)
     ranking = at_target(store, target_samples=1_280_000, max_gmacs=0.03)
@@ -143,6 +144,25 @@ class Prediction:
         """Not distinguishable: the two prediction intervals share a value."""
         return self.fitted and other.fitted and self.lower <= other.upper and other.lower <= self.upper
 
+    @property
+    def degenerate(self) -> str:
+        """Why this prediction's interval cannot separate it from anything ("" when it can): not finite, of
+        zero width, or cut off at an accuracy of 0 or 1 (the law's interval ran past what accuracy can be)."""
+        if not self.fitted:
+            return "no law"
+        if not (math.isfinite(self.lower) and math.isfinite(self.upper)):
+            return "interval not finite"
+        if self.upper - self.lower <= 0:
+            return "zero-width interval"
+        if self.lower <= 0.0 or self.upper >= 1.0:
+            return "interval cut off at an accuracy of 0 or 1"
+        return ""
+
+    @property
+    def decades(self) -> float:
+        """How far the target lies beyond the largest measured value, in decades (0 inside the data)."""
+        return max(0.0, math.log10(self.target / self.measured)) if self.measured > 0 else math.inf
+
     def to_dict(self) -> dict[str, Any]:
         fitted = {"law": self.fit.law, "params": self.fit.params, "ci": self.fit.ci, "r2_log": self.fit.r2_log} \
             if self.fit else None
@@ -239,7 +259,7 @@ def _predict(key: str, label: str, arch: Arch, row: Any, x: Any, error: Any, tar
     value, lower, upper = float(interval.y[0]), low, high
     if direction(metric) == "max":  # an error law may pass 1 (a rising error): accuracy stays in [0, 1]
         value, lower, upper = (float(np.clip(1.0 - v, 0.0, 1.0)) for v in (value, high, low))
-    return Prediction(**common, value=value, lower=lower, upper=upper, fit=law_fit)
+    return Prediction(**common, value=value, lower=lower, upper=upper, fit=law_fit, note="; ".join(law_fit.warnings))
 
 
 def choose(ranking: list[Prediction]) -> list[Prediction]:
@@ -251,15 +271,62 @@ def choose(ranking: list[Prediction]) -> list[Prediction]:
     return [best, *(p for p in fitted[1:] if p.overlaps(best))]
 
 
+def separation(ranking: list[Prediction], chosen: list[Prediction], level: float = 0.95) -> str:
+    """One sentence on whether the best candidate can be told from the others at the target, never claiming
+    more than the intervals hold: "distinguishable" only when at least one other candidate has a law, and the
+    best's interval and every other fitted one are sound and apart."""
+    if not chosen:
+        return "no candidate was measured at enough budgets to fit a law: nothing can be ranked"
+    best, *tied = chosen
+    others = [p for p in ranking if p is not best]
+    unfitted = [p.label for p in others if not p.fitted]
+    if tied:
+        return (f"{best.label} is best, but not distinguishable from {', '.join(p.label for p in tied)} "
+                f"({level:.0%} prediction intervals overlap)")
+    if not [p for p in others if p.fitted]:
+        reason = f" ({', '.join(unfitted)} had too few budgets for a law)" if unfitted else ""
+        return f"{best.label} is the only candidate with a law{reason}: it cannot be called distinguishable"
+    unsound = [f"{p.label}: {p.degenerate}" for p in [best, *others] if p.fitted and p.degenerate]
+    if unsound:
+        return (f"{best.label} is best, but its separation from the others cannot be claimed: "
+                f"{'; '.join(unsound)}")
+    note = f"; {', '.join(unfitted)} had no law and are not compared" if unfitted else ""
+    return f"{best.label} is best, distinguishable from every other fitted candidate at {level:.0%}{note}"
+
+
+def extrapolation_warnings(ranking: list[Prediction], max_gmacs: float | None = None) -> list[str]:
+    """Where a target lies more than one decade beyond the data: in samples seen or compute (each candidate's
+    law), or in GMACs (a target tower far larger than any candidate measured); and what each candidate's law
+    warns of (`Fit.warnings`: lack of fit, unidentified terms)."""
+    warnings = []
+    far = [p for p in ranking if p.decades > 1]
+    if far:
+        worst = max(far, key=lambda p: p.decades)
+        warnings.append(f"the target is {worst.decades:.1f} decades beyond the data for {worst.label} (more than one "
+                        f"decade for {len(far)} of {len(ranking)} candidates): these are extrapolations, not "
+                        "measurements")
+    if max_gmacs is not None and ranking:
+        largest = max(p.image_gmacs for p in ranking)
+        decades = math.log10(max_gmacs / largest) if largest > 0 else math.inf
+        if decades > 1:
+            warnings.append(f"--target-gmacs {max_gmacs:g} is {decades:.1f} decades beyond the largest candidate "
+                            f"measured ({largest:.3g} GMACs): the ranking says nothing measured about towers that "
+                            "large")
+    warnings += [f"{p.label}: {p.note}" for p in ranking if p.fitted and p.note]  # its law's own Fit.warnings
+    return warnings
+
+
 # ---- writing the choice --------------------------------------------------------------------------------------
 
 
 def write_selection(store: ResultStore, ranking: list[Prediction], chosen: list[Prediction],
                     out: str | os.PathLike, **target: Any) -> Path:
     """`out/selection.json` (the ranking, the choice, the target) and, per chosen arch, `out/NN-<arch_id>/`:
-    `tower.json` (the Arch, for `vitamin-nas arch` and `train --arch`) and open_clip's `open_clip_config.json`
-    with `arch.json`, the layout `nas.export` writes, without weights. Load an untrained model with
-    `nas.export.load_open_clip(dir)` (open_clip warns that it found no weights)."""
+    `tower.json` (the Arch, for `vitamin-nas arch` and `train --arch`) and the layout `nas.export` writes, with
+    the trained weights of the furthest rung whose checkpoint the search kept (`nas.export.load_open_clip(dir)`
+    loads the trained model), or without weights when it kept none (each entry's `weights` is then null)."""
+    from nas.export import MEASURED_FILE, WEIGHTS_FILE, export_trained, furthest_trained
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     study = store.study()
@@ -267,10 +334,21 @@ def write_selection(store: ResultStore, ranking: list[Prediction], chosen: list[
     written = []
     for rank, prediction in enumerate(chosen, start=1):
         directory = out / f"{rank:02d}-{prediction.arch.arch_id}"
-        write_model_config(prediction.arch, text, directory)
-        written.append({**prediction.to_dict(), "dir": str(directory),
-                        "load": f"nas.export.load_open_clip({str(directory)!r})"})
+        kept = furthest_trained(store, prediction.arch.arch_id)
+        if kept is None:
+            for stale in (WEIGHTS_FILE, MEASURED_FILE):  # a previous selection's
+                (directory / stale).unlink(missing_ok=True)
+            write_model_config(prediction.arch, text, directory)
+        else:
+            export_trained(store, kept, directory)
+            (directory / TOWER_FILE).write_text(prediction.arch.to_json(indent=2) + "\n")
+        weights = None if kept is None else {"trial": kept.number, "rung": kept.rung, "budget": kept.budget,
+                                             "samples_seen": kept.samples_seen}
+        written.append({**prediction.to_dict(), "dir": str(directory), "weights": weights,
+                        "load": f"nas.export.load_open_clip({str(directory)!r})" if kept else None})
     summary = {"study": study.name, "database": str(store.path), "target": target,
+               "separation": separation(ranking, chosen, target.get("level", 0.95)),
+               "warnings": extrapolation_warnings(ranking, target.get("max_image_gmacs")),
                "text": asdict(text), "chosen": written, "ranking": [p.to_dict() for p in ranking]}
     path = out / SELECTION_FILE
     path.write_text(json.dumps(summary, indent=2) + "\n")
@@ -289,5 +367,5 @@ def write_model_config(arch: Arch, text: TextTower, directory: Path) -> Path:
     return directory
 
 
-__all__ = ["BY", "COST_AXES", "Prediction", "at_target", "choose", "family_laws", "fronts", "measurements",
-           "with_labels", "write_model_config", "write_selection"]
+__all__ = ["BY", "COST_AXES", "Prediction", "at_target", "choose", "extrapolation_warnings", "family_laws", "fronts",
+           "measurements", "separation", "with_labels", "write_model_config", "write_selection"]

@@ -28,11 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from nas.arch import ATTENTION_BLOCKS, MLP_TYPES, POOLS, POS_EMBEDS, STAGE_BLOCKS, STEMS, Arch, Stage, Transformer
 from nas.cost import Cost, cost
-from nas.errors import ConfigError
+from nas.errors import ConfigError, load_yaml
 from nas.presets import TextTower
 
 TOP_FIELDS = ("name", "description", "image_size", "base_width", "stem", "stem_width", "stem_mult", "patch_size",
@@ -43,6 +41,11 @@ TEXT_FIELDS = ("width", "layers", "heads", "context_length", "vocab_size", "mlp_
 CONSTRAINT_FIELDS = ("image_gmacs", "image_params_m", "train_memory_gib")
 #: Values a field may take, where the field has a closed set.
 ALLOWED = {"block": STAGE_BLOCKS, "mlp": MLP_TYPES, "stem": STEMS, "pos_embed": POS_EMBEDS, "pool": POOLS}
+#: Fields that count something (channels, blocks, pixels, heads): whole numbers above zero.
+INTEGER_FIELDS = ("image_size", "base_width", "stem_width", "patch_size", "embed_dim", "depth", "width", "kernel",
+                  "heads", "head_dim")
+#: Fields that scale something (a width multiple, an expansion or MLP ratio): numbers above zero.
+NUMBER_FIELDS = ("stem_mult", "width_mult", "expansion", "mlp_ratio")
 #: Stage fields that only apply to some block types.
 _CONV_ONLY, _ATTENTION_ONLY = ("kernel",), ("heads", "head_dim", "mlp")
 
@@ -154,10 +157,7 @@ class SearchSpace:
         path = Path(path)
         if not path.is_file():
             raise ConfigError("no such file", source=str(path))
-        try:
-            spec = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"not valid YAML ({err})", source=str(path)) from None
+        spec = load_yaml(path)
         if not isinstance(spec, dict):
             raise ConfigError("a search space is a YAML mapping", source=str(path))
         return cls(spec, str(path))
@@ -180,22 +180,39 @@ class SearchSpace:
             unknown = set(raw) - {"low", "high", "step", "log"}
             if unknown or not {"low", "high"} <= set(raw):
                 raise self._error("a range is {low: X, high: Y} with optional step and log", where)
+            if field not in INTEGER_FIELDS + NUMBER_FIELDS:
+                raise self._error(f"takes one of {', '.join(ALLOWED[field])} or a list of them, not a range", where)
             low, high, step = raw["low"], raw["high"], raw.get("step")
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or low > high:
+            for name, value in (("low", low), ("high", high)):
+                self._check_type(value, where, field, f"{name}: ")
+            if low > high:
                 raise self._error(f"bad range low={low!r} high={high!r}", where)
-            if step is not None and (not isinstance(step, (int, float)) or step <= 0):
-                raise self._error(f"step must be positive, got {step!r}", where)
+            if step is not None:
+                self._check_type(step, where, field, "step: ")
+            if not isinstance(raw.get("log", False), bool):
+                raise self._error(f"log: {raw['log']!r} is not true or false", where)
             return Domain(low=low, high=high, step=step, log=bool(raw.get("log", False)))
         values = tuple(raw) if isinstance(raw, list) else (raw,)
         if not values:
             raise self._error("an empty list of choices", where)
-        allowed = ALLOWED.get(field)
         for value in values:
-            if allowed and value not in allowed:
-                raise self._error(f"{value!r} is not one of {', '.join(allowed)}", where)
-            if not allowed and (isinstance(value, (list, dict)) or value is None):
-                raise self._error(f"{value!r} is not a value", where)
+            self._check_type(value, where, field)
         return Domain(values=values)
+
+    def _check_type(self, value: Any, where: str, field: str, what: str = "") -> None:
+        """Every value of a field has the field's type, so that no candidate fails later, inside a trial."""
+        allowed = ALLOWED.get(field)
+        if allowed:
+            if value not in allowed:
+                raise self._error(f"{what}{value!r} is not one of {', '.join(allowed)}", where)
+            return
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if field in INTEGER_FIELDS and not (number and isinstance(value, int) and value > 0):
+            raise self._error(f"{what}{value!r} is not a positive integer; {field} takes positive integers (one, a "
+                              "list of them or a range {low, high, step})", where)
+        if field in NUMBER_FIELDS and not (number and value > 0):
+            raise self._error(f"{what}{value!r} is not a positive number; {field} takes positive numbers (one, a "
+                              "list of them or a range {low, high, step})", where)
 
     def _section(self, section: dict[str, Any], fields: Any, where: str) -> list[Param]:
         params: list[Param] = []
@@ -229,6 +246,11 @@ class SearchSpace:
 
     def _text(self, raw: Any) -> TextTower:
         self._check_fields(raw, TEXT_FIELDS, "text")
+        for key, value in raw.items():
+            number = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+            if not number or (key != "mlp_ratio" and not isinstance(value, int)):
+                kind = "a positive number" if key == "mlp_ratio" else "a positive integer"
+                raise self._error(f"{value!r} is not {kind}", f"text.{key}")
         try:
             return TextTower(**raw)
         except (TypeError, ConfigError) as err:
@@ -242,7 +264,13 @@ class SearchSpace:
             allowed = {"min", "max"} | ({"batch"} if key == "train_memory_gib" else set())
             if not isinstance(value, dict) or not value or set(value) - allowed:
                 raise self._error(f"expected a mapping with {', '.join(sorted(allowed))}", where)
-            out[key] = Constraint(value.get("min"), value.get("max"), int(value.get("batch", 256)))
+            for bound in ("min", "max"):
+                if not isinstance(value.get(bound, 0), (int, float)) or isinstance(value.get(bound), bool):
+                    raise self._error(f"{bound}: {value[bound]!r} is not a number", where)
+            batch = value.get("batch", 256)
+            if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+                raise self._error(f"batch: {batch!r} is not a positive integer", where)
+            out[key] = Constraint(value.get("min"), value.get("max"), batch)
         return out
 
     def _check_sections(self) -> None:

@@ -1,7 +1,8 @@
 """`Study`: what one search runs, read from a YAML file in `studies/` and checked before anything starts.
 
     name: quickstart
-    space: ../search_spaces/tiny.yaml        # the search space (its text tower and constraints apply), or inline
+    space: ../search_spaces/tiny.yaml        # the search space (its text tower and constraints apply), the name
+                                             # of a shipped one (tiny, vitamin: `vitamin-nas studies`), or inline
     data:
       synthetic: {samples: 12000, size: 64}  # or urls: shards (dir, brace pattern, URL, pipe:)
       dir: ../data/quickstart                # where the synthetic data lives (written when absent)
@@ -24,7 +25,8 @@
     seed: 0
     failures: {max_retries: 2, oom_retries: 1}
 
-Relative paths are relative to the study file. Every error names the file and the field, and the CLI exits
+Relative paths are relative to the study file, except the `data.dir` of a study installed with the package,
+which lands under the current directory (`nas.shipped`). Every error names the file and the field, and the CLI exits
 with code 2 on it. A `Study` is plain, typed data (picklable): Ray ships it to every trial. What one training
 run of it needs is `study.run_config(schedule, accum_freq)`, derived from `study.train` in that one place.
 `study.resolved()` is the study in file form (space inlined, paths absolute): stored in the results database,
@@ -40,14 +42,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from nas.arch import Arch
 from nas.cost import COST_METRICS
 from nas.data import Augment, DataSource, SynthConfig
 from nas.data.streaming import SETTINGS_FIELDS
-from nas.errors import ConfigError, reject_unknown
-from nas.metrics import EVALUATED, TRAINED
+from nas.errors import ConfigError, load_yaml, reject_unknown
+from nas.metrics import EVALUATED, TRAINED, ZERO_COST
 from nas.presets import PRESETS, TextTower, load_arch, preset_with_text
 from nas.space import SearchSpace
 from nas.train import TrainConfig
@@ -271,11 +271,7 @@ class Study:
         path = Path(path)
         if not path.is_file():
             raise ConfigError("no such study file", source=str(path))
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"not valid YAML ({err})", source=str(path)) from None
-        return cls.from_dict(raw, source=str(path))
+        return cls.from_dict(load_yaml(path), source=str(path))
 
     @classmethod
     def from_dict(cls, raw: Any, source: str = "<study>") -> Study:
@@ -335,20 +331,33 @@ class _Reader:
             archs=archs, labels=labels, groups=self.groups(raw.get("groups"), labels),
             sampler=self.sampler(raw.get("sampler"), algorithm), description=str(raw.get("description", "")))
 
+    def data_base(self) -> Path:
+        """A study installed with the package writes its data under the current directory (`nas.shipped`)."""
+        from nas.shipped import data_base
+
+        return data_base(self.source) if Path(self.source).exists() else self.base
+
     # ---- fields ------------------------------------------------------------------------------------------
-    def path(self, value: Any, field_name: str) -> str:
+    def path(self, value: Any, field_name: str, base: Path | None = None) -> str:
         if not isinstance(value, str) or not value:
             raise self.error(f"expected a path, got {value!r}", field_name)
         if "://" in value or value.startswith("pipe:"):
             return value
-        return str((self.base / Path(value).expanduser()).resolve())
+        return str(((base or self.base) / Path(value).expanduser()).resolve())
 
     def space(self, raw: dict[str, Any]) -> SearchSpace:
         """The space file (or an inline mapping, as `resolved` writes it), with the study's text and constraints."""
+        from nas.shipped import spaces
+
         if isinstance(raw["space"], dict):
             spec, where = dict(raw["space"]), f"{self.source} (space)"
         else:
-            space = SearchSpace.load(self.path(raw["space"], "space"))
+            shipped = spaces().get(raw["space"]) if isinstance(raw["space"], str) else None
+            path = shipped or self.path(raw["space"], "space")
+            if not Path(path).is_file():
+                raise self.error(f"no such search space file: {path} (relative paths are relative to the study "
+                                 f"file; shipped spaces by name: {', '.join(spaces())})", "space")
+            space = SearchSpace.load(path)
             spec, where = dict(space.spec), space.source
         if "text" in raw:
             spec["text"] = self.text(raw["text"])
@@ -376,9 +385,10 @@ class _Reader:
             raise self.error("a mapping of metric: max|min, e.g. {zeroshot_top1: max, image_gmacs: min}",
                              "objectives")
         for metric, direction in value.items():
-            if metric not in TRAINED + COST_METRICS:
+            if metric not in TRAINED + COST_METRICS + ZERO_COST:
                 raise self.error(f"unknown metric; measured: {', '.join(TRAINED)}; from the cost model: "
-                                 f"{', '.join(COST_METRICS)}", f"objectives.{metric}")
+                                 f"{', '.join(COST_METRICS)}; zero-cost, before training: {', '.join(ZERO_COST)}",
+                                 f"objectives.{metric}")
             self.choice(direction, DIRECTIONS, f"objectives.{metric}")
         if not any(m in TRAINED for m in value):
             raise self.error("needs at least one measured metric (the cost model's are known without training)",
@@ -404,7 +414,7 @@ class _Reader:
             if "urls" in value:
                 raise self.error("give urls or synthetic, not both", "data.urls")
             synthetic = self.section({"synthetic": synthetic}, "synthetic", SynthConfig, "data.")
-            directory = self.path(directory, "data.dir")
+            directory = self.path(directory, "data.dir", self.data_base())
             value["urls"] = str(Path(directory) / "shards")
             if "captions" in value and "metadata" not in value:
                 value["metadata"] = str(Path(directory) / "metadata")

@@ -27,6 +27,8 @@ What a search needs from a trial, beyond the loop:
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -48,6 +50,7 @@ from nas import status
 from nas.arch import Arch
 from nas.cost import cost
 from nas.errors import ConfigError, reject_unknown
+from nas.metrics import EVALUATED
 from nas.models import build_clip
 from nas.presets import TextTower
 
@@ -71,6 +74,7 @@ RUNG_METRICS = {
     "wall_s": "wall time of the whole run so far, across resumes: compilation, evaluation, checkpoints",
     "train_s": "time spent in training steps since the previous rung",
     "images_per_s": "training throughput since the previous rung (all ranks; compiling steps excluded)",
+    "data_wait_share": "the share of training time since the previous rung spent waiting for data",
     "tflops": "achieved training TFLOP/s (GPU; analytic FLOPs from nas.cost, full convention)",
     "mfu": "tflops over the device's peak dense bf16 TFLOP/s (GPU)",
     "peak_memory_gib": "peak GPU memory allocated on this rank (GPU)",
@@ -640,7 +644,8 @@ class Meter:
         images_per_s = self.samples / train_s if self.samples and train_s > 0 else None
         loss = mean_over_ranks(torch.as_tensor(self.loss_sum, dtype=torch.float32, device=runtime.device), runtime)
         metrics: dict[str, Any] = {"loss": loss / max(self.steps, 1), "train_s": train_s, "data_s": self.data_s,
-                                   "images_per_s": images_per_s}
+                                   "images_per_s": images_per_s,
+                                   "data_wait_share": self.data_s / train_s if train_s > 0 else None}
         if runtime.device.type == "cuda":
             tflops = images_per_s * self.train_gflops / 1e3 if images_per_s else None
             peak = peak_tflops or (device_peak_tflops(runtime.device) if runtime.bf16 else None)
@@ -712,21 +717,128 @@ def run_progress(out: str | os.PathLike) -> tuple[RunState, TrainConfig] | None:
     return RunState.from_checkpoint(checkpoint), TrainConfig.from_dict(checkpoint["config"])
 
 
-class MetricsLog:
-    """A run's `metrics.jsonl` (one JSON object per line: `train` every `log_every` steps, `rung`, `diverged`)
-    and its `config.json`; written by the main rank only, nothing without a run directory."""
+#: Where a run's TensorBoard events go by default: `OUT/tensorboard` for a single run, `RUN/tensorboard/<trial>`
+#: for the trials of a search (one `tensorboard --logdir RUN/tensorboard` compares them).
+TENSORBOARD = "tensorboard"
+#: What `--report-to` takes (open_clip_train's names); metrics.jsonl is always written.
+REPORT_TO = ("tensorboard", "wandb")
+#: Rung metrics that are positions or bookkeeping, not curves.
+_NOT_SCALARS = frozenset({"budget", "samples_seen", "step", "checkpoint", "hits"})
 
-    def __init__(self, out: Path | None, runtime: Runtime):
+
+@dataclass(frozen=True)
+class ReportTo:
+    """Where a run's scalars go besides its `metrics.jsonl`, all against samples seen (open_clip_train's
+    `--report-to`): TensorBoard event files in the directory `tensorboard`, and a W&B run in the project
+    `wandb_project`, named `name` and grouped by `group` (a study's trials share its name as their group).
+
+    `ReportTo.parse("tensorboard,wandb", ...)` reads the option; W&B must be installed (it is no dependency)."""
+
+    tensorboard: str | None = None
+    wandb_project: str | None = None
+    name: str | None = None
+    group: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.wandb_project is not None and importlib.util.find_spec("wandb") is None:
+            raise ConfigError("wandb is not installed: `pip install wandb`, or leave wandb out of --report-to",
+                              field="report_to")
+
+    @classmethod
+    def parse(cls, names: str | Iterable[str], tensorboard: str | os.PathLike | None,
+              wandb_project: str = "vitamin-nas", name: str | None = None, group: str | None = None) -> ReportTo:
+        """`names` as `--report-to` gives them ("tensorboard,wandb"; "" or "none" for neither)."""
+        chosen = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+        chosen = [n for n in chosen if n != "none"]
+        unknown = sorted(set(chosen) - set(REPORT_TO))
+        if unknown:
+            raise ConfigError(f"unknown {', '.join(unknown)}; allowed: {', '.join(REPORT_TO)} (comma-separated) or "
+                              "none", field="report_to")
+        return cls(tensorboard=str(tensorboard) if "tensorboard" in chosen and tensorboard is not None else None,
+                   wandb_project=wandb_project if "wandb" in chosen else None, name=name, group=group)
+
+
+def scalars(record: Mapping[str, Any]) -> dict[str, float]:
+    """A metrics line as the curves TensorBoard and W&B show: `train/*` every `log_every` steps, and at each rung
+    `eval/*` (every evaluation metric with its interval, `_low` and `_high`) and `rung/*` (the interval's mean
+    loss, images/s, data-wait share, time, and on GPU TFLOP/s, MFU and peak memory)."""
+    event = record.get("event")
+    if event not in ("train", "rung"):
+        return {}
+    out = {}
+    for key, value in record.items():
+        if key in _NOT_SCALARS or key == "event" or value is None or isinstance(value, bool) or \
+                not isinstance(value, (int, float)) or key.endswith("_n"):
+            continue
+        if event == "train":
+            out[f"train/{key}"] = float(value)
+        elif any(key == m or key in (f"{m}_low", f"{m}_high") for m in EVALUATED):
+            out[f"eval/{key}"] = float(value)
+        else:
+            out[f"rung/{key}"] = float(value)
+    return out
+
+
+class MetricsLog:
+    """A run's one metrics writer: `metrics.jsonl` (one JSON object per line: `train` every `log_every` steps,
+    `rung`, `diverged`) and `config.json` in the run directory, and the same scalars by samples seen to
+    TensorBoard and W&B (`ReportTo`); written by the main rank only.
+
+    A resumed run keeps what was written up to its checkpoint and writes the rest again: the JSON lines past it
+    are dropped, and TensorBoard is told to purge its events past it (a `SessionLog.START` at the next sample,
+    torch's `purge_step`), so that every curve holds each step once."""
+
+    def __init__(self, out: Path | None, runtime: Runtime, report_to: ReportTo | None = None):
         self.path = out / METRICS if out is not None and runtime.is_main else None
+        self.report_to = (report_to or ReportTo()) if runtime.is_main else ReportTo()
+        self.tensorboard: Any = None
+        self.wandb: Any = None
+        self.run_id = hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:16] if out is not None else None
+
+    def start(self, samples_seen: int, resolved: dict[str, Any]) -> None:
+        """Open the run's log at `samples_seen` (0, or where a resumed run's checkpoint stands)."""
+        self._truncate(samples_seen)
+        if self.path is not None:  # the resolved config next to the checkpoints (litgpt's habit): what produced them
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            (self.path.parent / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+        if self.report_to.tensorboard is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tensorboard = SummaryWriter(self.report_to.tensorboard, purge_step=samples_seen + 1, flush_secs=30)
+        if self.report_to.wandb_project is not None:
+            import wandb
+
+            self.wandb = wandb.init(project=self.report_to.wandb_project, name=self.report_to.name,
+                                    group=self.report_to.group, config=resolved, id=self.run_id, resume="allow",
+                                    dir=str(self.path.parent) if self.path is not None else None)
+            self.wandb.define_metric("samples_seen")
+            self.wandb.define_metric("*", step_metric="samples_seen")
 
     def write(self, record: dict[str, Any]) -> None:
-        if self.path is None:
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as f:
+                f.write(json.dumps(_jsonable(record)) + "\n")
+        values = scalars(record)
+        if not values:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(_jsonable(record)) + "\n")
+        if self.tensorboard is not None:
+            for tag, value in values.items():
+                self.tensorboard.add_scalar(tag, value, global_step=record["samples_seen"])
+            if record["event"] == "rung":
+                self.tensorboard.flush()
+        if self.wandb is not None:
+            self.wandb.log({**values, "samples_seen": record["samples_seen"]})
 
-    def truncate(self, samples_seen: int) -> None:
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
+        if self.wandb is not None:
+            self.wandb.finish()
+            self.wandb = None
+
+    def _truncate(self, samples_seen: int) -> None:
         """Keep the lines up to a resumed checkpoint: the rest will be written again by this run."""
         if self.path is None or not self.path.exists():
             return
@@ -734,32 +846,28 @@ class MetricsLog:
         kept = [r for r in records if 0 < r["samples_seen"] <= samples_seen and r["event"] != "diverged"]
         self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
-    def write_config(self, resolved: dict[str, Any]) -> None:
-        """The resolved config next to the checkpoints (litgpt's habit): what produced them."""
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            (self.path.parent / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
-
 
 def train(arch: Arch, text: TextTower, data: Any, config: TrainConfig, *, out: str | os.PathLike | None = None,
           zeroshot: Any = None, retrieval: Any = None, on_rung: Callable[[dict[str, Any]], bool | None] | None = None,
-          progress: bool = False, device: str | None = None) -> TrainResult:
+          progress: bool = False, device: str | None = None, report_to: ReportTo | None = None) -> TrainResult:
     """Train `build_clip(arch, text)` on `data` for `config.samples` samples seen; evaluate at every rung.
 
     `data` is a `nas.data.DataSource` (the trainer reads it with its budget, micro-batch, resolution, context
     length, seed, workers and resume position) or a callable `(start_sample) -> iterable of (images, texts)
     batches`. `zeroshot` / `retrieval` are `nas.data` eval sets. With `out`, checkpoints and `metrics.jsonl`
-    go there and a run found there is resumed. Returns when the budget is spent, the loss diverges or
-    `on_rung` returns True; raises `OOMError` on out-of-memory.
+    go there and a run found there is resumed; `report_to` sends the same curves to TensorBoard or W&B. Returns
+    when the budget is spent, the loss diverges or `on_rung` returns True; raises `OOMError` on out-of-memory.
     """
-    return TrainingLoop(arch, text, data, config, out, zeroshot, retrieval, on_rung, progress, device).execute()
+    return TrainingLoop(arch, text, data, config, out, zeroshot, retrieval, on_rung, progress, device,
+                        report_to).execute()
 
 
 class TrainingLoop:
     """One `train` call: the trainer, the run's state, its log; its methods are the loop's parts."""
 
     def __init__(self, arch: Arch, text: TextTower, data: Any, config: TrainConfig, out: str | os.PathLike | None,
-                 zeroshot: Any, retrieval: Any, on_rung: Callable | None, progress: bool, device: str | None):
+                 zeroshot: Any, retrieval: Any, on_rung: Callable | None, progress: bool, device: str | None,
+                 report_to: ReportTo | None = None):
         self.arch, self.text, self.config = arch, text, config
         self.runtime = setup_runtime(config.precision, device)
         world = self.runtime.world_size * config.accum_freq
@@ -774,10 +882,10 @@ class TrainingLoop:
         self.trainer = Trainer(build_model(arch, text, config), config, self.runtime)
         _seed_everything(config.seed + self.runtime.rank)
         self.meter = Meter(cost(arch, text).train_gflops)
-        self.log = MetricsLog(self.out, self.runtime)
+        self.log = MetricsLog(self.out, self.runtime, report_to)
         self.state = RunState()
         self.resumed_from: int | None = None
-        self.last_window = (0, 0.0)
+        self.last_window = (0, 0.0, 0.0)
         self.status = status.COMPLETED
 
     @property
@@ -789,13 +897,14 @@ class TrainingLoop:
         self._resume()
         if self.config.compile:
             self.trainer.enable_compile()
-        self.log.write_config(self._resolved())
+        self.log.start(self.state.samples_seen, self._resolved())
         bar = self._progress_bar()
         try:
             self._loop(bar)
         finally:
             if bar is not None:
                 bar.close()
+            self.log.close()
         self.runtime.barrier()
         self.trainer.compile["compile_s"] += self.state.compile_s
         return TrainResult(self.status, self.state.samples_seen, self.trainer.step, self.state.rungs, self._wall(),
@@ -884,23 +993,23 @@ class TrainingLoop:
         record = {"event": "train", "samples_seen": self.state.samples_seen, "step": self.trainer.step,
                   "loss": value, "lr": lr, "logit_scale": self.trainer.model.logit_scale.exp().item(),
                   "wall_s": self._wall()}
-        rate = self._window_rate()
+        rate, data_share = self._window()
         if rate is not None:
-            record["images_per_s"] = rate
+            record.update(images_per_s=rate, data_wait_share=data_share)
         self.log.write(record)
         if bar is not None:
             bar.set_postfix({"loss": f"{value:.3f}", "img/s": f"{rate:.0f}" if rate else "-", "lr": f"{lr:.2e}"},
                             refresh=False)
         return True
 
-    def _window_rate(self) -> float | None:
-        """Images/s since the previous log line (training time only)."""
-        samples, seconds = self.meter.samples, self.meter.train_s
-        prev_samples, prev_seconds = self.last_window
-        self.last_window = (samples, seconds)
+    def _window(self) -> tuple[float | None, float | None]:
+        """Images/s since the previous log line (training time only) and the share of it spent waiting for data."""
+        samples, seconds, data_s = self.meter.samples, self.meter.train_s, self.meter.data_s
+        prev_samples, prev_seconds, prev_data_s = self.last_window
+        self.last_window = (samples, seconds, data_s)
         if seconds - prev_seconds <= 0:
-            return None
-        return (samples - prev_samples) / (seconds - prev_seconds)
+            return None, None
+        return (samples - prev_samples) / (seconds - prev_seconds), (data_s - prev_data_s) / (seconds - prev_seconds)
 
     def _rung(self, budget: int) -> bool:
         """Evaluate, checkpoint and report the rung at `budget`; True when `on_rung` asks to stop."""
@@ -928,7 +1037,7 @@ class TrainingLoop:
         metrics["eval_s"] = time.perf_counter() - begin
         metrics["wall_s"] = self._wall()
         self.meter.reset()
-        self.last_window = (0, 0.0)
+        self.last_window = (0, 0.0, 0.0)
         self.state.rungs.append(metrics)
         if self.checkpoint_path is not None:
             metrics["checkpoint"] = str(self.checkpoint_path)
@@ -969,7 +1078,6 @@ class TrainingLoop:
     def _resume(self) -> None:
         path = self.checkpoint_path
         if path is None or not path.exists():
-            self.log.truncate(0)
             return
         checkpoint = load_checkpoint(path)
         self._check_compatible(checkpoint, path)
@@ -978,7 +1086,6 @@ class TrainingLoop:
         self.meter.load(self.state.meter)
         set_rng_state(checkpoint["rng"][self.runtime.rank])
         self.resumed_from = self.state.samples_seen
-        self.log.truncate(self.state.samples_seen)
 
     def _check_compatible(self, checkpoint: Mapping[str, Any], path: Path) -> None:
         if checkpoint.get("format") != CHECKPOINT_FORMAT:

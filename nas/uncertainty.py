@@ -111,6 +111,34 @@ def mcnemar(hits_a: Any, hits_b: Any) -> float:
     return float(stats.binomtest(only_a, only_a + only_b, 0.5).pvalue)
 
 
+@dataclass(frozen=True)
+class PairedDifference:
+    """How much better model A scores than model B on the same items: the difference of their accuracies, its
+    interval (Wald, for paired proportions: var = (b + c - (b - c)^2 / n) / n^2 with b, c the items only A, only
+    B gets right) and McNemar's exact p-value. `significant` when the test rejects at alpha."""
+
+    difference: float
+    low: float
+    high: float
+    p_value: float
+    n: int
+
+    def significant(self, alpha: float = 0.05) -> bool:
+        return self.p_value <= alpha
+
+
+def paired_difference(hits_a: Any, hits_b: Any, level: float = 0.95) -> PairedDifference:
+    """A's accuracy minus B's on the same items, with its interval and McNemar's p-value."""
+    _check_level(level)
+    a, b = _paired(hits_a, hits_b)
+    n = len(a)
+    only_a, only_b = int(np.count_nonzero(a & ~b)), int(np.count_nonzero(~a & b))
+    difference = (only_a - only_b) / n if n else float("nan")
+    se = np.sqrt(max(only_a + only_b - (only_a - only_b) ** 2 / n, 0.0)) / n if n else float("nan")
+    z = stats.norm.ppf(0.5 + level / 2)
+    return PairedDifference(difference, difference - z * se, difference + z * se, mcnemar(a, b), n)
+
+
 def holm_rejects(p_values: Sequence[float], alpha: float = 0.05) -> list[bool]:
     """Holm's step-down: which of several hypotheses are rejected with the family-wise error held at alpha."""
     order = np.argsort(p_values, kind="stable")

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from nas.results import minimization, pareto_mask
 from nas.select import COST_AXES
-from plots.style import OKABE_ITO, new_figure, save
+from plots.style import OKABE_ITO, interval_bars, new_figure, save
 
 LABELS = {"zeroshot_top1": "zero-shot top-1", "zeroshot_top5": "zero-shot top-5", "loss": "training loss",
           "image_gmacs": "image GMACs (paper convention)", "image_params_m": "image parameters (M)",
@@ -41,6 +41,7 @@ def _panel(ax, frame: pd.DataFrame, x: str, x_way: str, y: str, y_way: str) -> N
     front = pareto_mask(minimization(frame, {x: x_way, y: y_way}))
     ax.scatter(frame[x][~front], frame[y][~front], marker="o", s=30, facecolors="none", edgecolors="0.45",
                alpha=0.7, label="dominated", zorder=2)
+    interval_bars(ax, frame[x], frame, y, "0.6", zorder=1)
     members = frame[front].sort_values(x)
     ax.step(members[x], members[y], where="post" if x_way == "min" else "pre", color=OKABE_ITO["vermillion"],
             linewidth=1.6, zorder=3)

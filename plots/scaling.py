@@ -16,6 +16,7 @@ from plots.style import OKABE_ITO, SERIES_COLOURS, new_figure, save
 _FRONTIER_LABELS = {"pareto-power": "frontier (fitted)", "isoflop": "optimum per budget"}
 _DEFAULT_LABELS = {
     "joint": ("compute C = k N D", "loss"),
+    "tied": ("compute C = k N D", "loss"),
     "isoflop": ("compute budget", "compute-optimal size"),
 }
 
@@ -33,20 +34,25 @@ def formula(fit: Fit) -> str:
     p = {name: _tex(value) for name, value in fit.params.items()}
     if fit.law == "saturating":
         return rf"$E = {p['E_inf']} + {p['A']}\,C^{{-{p['alpha']}}}$"
-    if fit.law == "joint":
-        return rf"$L = {p['E']} + {p['A']}/N^{{{p['alpha']}}} + {p['B']}/D^{{{p['beta']}}}$"
+    if fit.law in ("joint", "tied"):
+        beta = p.get("beta", p["alpha"])
+        return rf"$L = {p['E']} + {p['A']}/N^{{{p['alpha']}}} + {p['B']}/D^{{{beta}}}$"
+    if fit.law == "bnsl":
+        breaks = "".join(rf"\,(1 + (C/{p[f'd{i}']})^{{1/{p[f'f{i}']}}})^{{-{p[f'c{i}']} \cdot {p[f'f{i}']}}}"
+                         for i in range(1, (len(fit.params) - 3) // 3 + 1))
+        return rf"$E = {p['E']} + {p['b']}\,C^{{-{p['c0']}}}{breaks}$"
     if fit.law == "isoflop":
         return rf"$N^* = {p['coefficient']}\,C^{{{p['exponent']}}}$"
     return rf"$E = {p['beta']}\,C^{{{p['alpha']}}}$"
 
 
 def _run_compute(fit: Fit, flops_per_param_token: float) -> np.ndarray:
-    return flops_per_param_token * fit.x[:, 0] * fit.x[:, 1] if fit.law == "joint" else fit.x
+    return flops_per_param_token * fit.x[:, 0] * fit.x[:, 1] if fit.law in ("joint", "tied") else fit.x
 
 
 def _curve(fit: Fit, compute: np.ndarray, level: float, flops_per_param_token: float) -> Interval:
-    """The law along compute; for the joint law, along the compute-optimal frontier N*(C), D*(C)."""
-    if fit.law == "joint":
+    """The law along compute; for the joint and tied laws, along the compute-optimal frontier N*(C), D*(C)."""
+    if fit.law in ("joint", "tied"):
         return compute_optimal(fit, compute, flops_per_param_token=flops_per_param_token, level=level).loss
     return fit.extrapolate(compute, level=level)
 

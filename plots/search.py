@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from nas.cost import COST_METRICS
 from nas.data.evalsets import class_count
 from nas.results import ResultStore, minimization, pareto_mask
-from plots.style import OKABE_ITO, new_figure, save
+from plots.style import OKABE_ITO, interval_bars, new_figure, save
 
 _BUDGET_STYLES = [(OKABE_ITO["sky_blue"], "o"), (OKABE_ITO["orange"], "s"), (OKABE_ITO["green"], "^"),
                   (OKABE_ITO["purple"], "v"), (OKABE_ITO["yellow"], "P"), (OKABE_ITO["vermillion"], "D")]
@@ -27,7 +27,8 @@ def pareto_fronts(frame: pd.DataFrame, x: str, y: str, objectives: Mapping[str, 
                   path: str | Path | None = None, chance: float | None = None) -> Figure:
     """Every measurement (`frame`: one row per trial and rung) as `y` against `x`, one colour and marker per
     budget, with each budget's Pareto front as a step line: fronts are per budget, never across budgets.
-    `objectives` gives the directions (default: `y` max, `x` min); `chance` draws a reference line."""
+    `objectives` gives the directions (default: `y` max, `x` min); `chance` draws a reference line; accuracies
+    carry their 95 % interval as error bars."""
     objectives = dict(objectives or {y: "max", x: "min"})
     fig = new_figure()
     ax = fig.add_subplot()
@@ -38,6 +39,7 @@ def pareto_fronts(frame: pd.DataFrame, x: str, y: str, objectives: Mapping[str, 
         last = i == len(budgets) - 1
         ax.scatter(at[x], at[y], color=color, marker=marker, s=40 if last else 22, alpha=1.0 if last else 0.7,
                    edgecolors="black" if last else "none", linewidths=0.6, label=f"{budget:,} samples", zorder=3)
+        interval_bars(ax, at[x], at, y, color, alpha=1.0 if last else 0.5, zorder=2)
         front = at[pareto_mask(minimization(at, {x: objectives.get(x, "min"), y: objectives.get(y, "max")}))]
         front = front.sort_values(x)
         ax.step(front[x], front[y], where="post", color=color, linewidth=2.2 if last else 1.2,

@@ -37,3 +37,15 @@ def save(fig: Figure, path: str | Path, *, dpi: int = 150) -> list[Path]:
     for target in written:
         fig.savefig(target, dpi=dpi)
     return written
+
+
+def interval_bars(ax, x, frame, y: str, color: str, **style) -> bool:
+    """Vertical bars of `y`'s 95 % interval (`<y>_low`, `<y>_high` columns of `frame`) at `x`; False (nothing
+    drawn) when the frame has no intervals, e.g. for the training loss."""
+    low, high = f"{y}_low", f"{y}_high"
+    if low not in frame or high not in frame or frame[[low, high]].isna().all().all():
+        return False
+    values = frame[y].to_numpy(dtype=float)
+    errors = [values - frame[low].to_numpy(dtype=float), frame[high].to_numpy(dtype=float) - values]
+    ax.errorbar(x, values, yerr=errors, fmt="none", ecolor=color, elinewidth=0.8, capsize=2, **style)
+    return True

@@ -64,3 +64,30 @@ def member_offset(path: Path, name: str, data: bool) -> int:
 
 def cut(path: Path, offset: int) -> None:
     path.write_bytes(path.read_bytes()[:offset])
+
+
+def png(width: int, height: int, mode: str = "RGB", seed: int = 0) -> bytes:
+    """A PNG of random pixels (mode "1" at 0: an all-black bilevel image that compresses ~1000:1)."""
+    if mode == "1":
+        image = Image.new("1", (width, height))
+    else:
+        image = Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+BOMB_SIDE = 12_000
+
+
+def write_bad_shard(path: Path) -> tuple[Path, list[str]]:
+    """A shard as the web makes them, with one of each new kind of bad sample; and the uids a stream keeps.
+
+    Sample 1 is a decompression bomb below PIL's own limit: a 12,000 x 12,000 PNG of ~18 KB (one bit per pixel,
+    all zero) that PIL alone decodes to 432 MB of RGB. Sample 2 is a 1x1 image. Sample 3 is written twice in a
+    row and sample 0 again at the end: each repeat is a `duplicate_key`. Sample 5 is a good PNG.
+    """
+    members = (sample(0) + sample(1, jpg=None, png=png(BOMB_SIDE, BOMB_SIDE, mode="1"))
+               + sample(2, jpg=jpeg(2, size=1)) + sample(3) + sample(3) + sample(4)
+               + sample(5, jpg=None, png=png(64, 48)) + sample(0))
+    return write_tar(path, members), [uid(i) for i in (0, 3, 4, 5)]

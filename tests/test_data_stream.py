@@ -151,8 +151,10 @@ def test_captions_from_the_metadata_replace_the_shards_own(shards, tmp_path):
     directory, expected = shards
     rows = expected[:-5]  # the last five samples have no metadata row: skipped and counted
     (tmp_path / "metadata").mkdir()
-    pq.write_table(pa.table({"uid": rows, "color": ["red", "blue"] * (len(rows) // 2) + ["red"] * (len(rows) % 2),
-                             "n": list(range(len(rows)))}), tmp_path / "metadata" / "0.parquet")
+    for shard in range(4):  # one file per shard, named as the shard (DataComp's layout), each read on its own
+        mine = [(i, u) for i, u in enumerate(rows) if i // 10 == shard]
+        pq.write_table(pa.table({"uid": [u for _, u in mine], "color": [["red", "blue"][i % 2] for i, _ in mine],
+                                 "n": [i for i, _ in mine]}), tmp_path / "metadata" / f"{shard:08d}.parquet")
     loader, stats = stream(str(directory), train=False, captions="a {color} thing, number {n}",
                            metadata=str(tmp_path / "metadata"), **SMALL)
     tokenize = tokenizer(context_length=16)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 from nas.data import SynthConfig, filter_metadata, retrieval_set, stream, synthesize, zeroshot_set
@@ -106,6 +109,32 @@ def test_a_rerun_resumes_and_other_settings_are_refused(synthetic, tmp_path):
     (tmp_path / "occupied" / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="not empty"):
         synthesize(tmp_path / "occupied", SynthConfig(**TINY))
+
+
+def test_a_study_refuses_a_data_dir_synthesized_with_other_settings(synthetic, tmp_path):
+    from nas.search.driver import prepare_data
+    from nas.study import Study
+
+    data = tmp_path / "data"
+    shutil.copytree(synthetic, data)
+    before = files(data)
+
+    def study(**synth) -> Study:
+        path = tmp_path / "study.yaml"
+        path.write_text(yaml.safe_dump({
+            "name": "t", "space": str(Path(__file__).resolve().parents[1] / "search_spaces" / "tiny.yaml"),
+            "data": {"synthetic": {**TINY, "seed": 7, **synth}, "dir": "data"}, "objectives": {"zeroshot_top1": "max"},
+            "trials": 2, "budget": {"min_samples": 40, "max_samples": 80}, "train": {"batch_size": 8, "warmup": 1}}))
+        return Study.load(path)
+
+    prepare_data(study(workers=2))  # the same dataset (workers change only the speed): used as it is
+    for change, difference in (({"seed": 8}, "seed 7 (written) vs 8 (asked)"),
+                               ({"samples": 120}, "samples 90 (written) vs 120 (asked)")):
+        with pytest.raises(ConfigError, match=re.escape(difference)) as info:
+            prepare_data(study(**change))
+        assert info.value.source == str(tmp_path / "study.yaml") and info.value.field == "data.synthetic"
+        assert f"delete {data}" in str(info.value)
+    assert files(data) == before  # neither used nor overwritten
 
 
 def test_synth_command(tmp_path, cli):

@@ -62,29 +62,67 @@ def test_fit_csv_still_needs_its_y_column(tmp_path, capsys):
     assert "--y: the error or loss column is required for a CSV" in capsys.readouterr().err
 
 
-def test_fit_dir_joint_law_recovers_a_known_law_over_sizes_and_budgets(tmp_path, capsys):
-    """The model-scaling ladder, each size trained to three budgets in runs of their own (schedule: per_budget),
-    with error = E + A / N^alpha + B / D^beta exactly (N: image params in M, D: samples seen)."""
+LADDER_LAW = {"E": 0.2, "A": 0.1, "alpha": 0.5, "B": 5.0, "beta": 0.3}
+
+
+def write_ladder_study(directory, budget=None, law=LADDER_LAW):
+    """The model-scaling ladder, each size trained to every budget (the study's three, or those of `budget`: a
+    mapping of Budget fields) in runs of their own (schedule: per_budget), with error = E + A / N^alpha +
+    B / D^beta exactly (N: image params in M, D: samples seen)."""
+    from dataclasses import replace
+
     from study_helpers import REPO
 
     from nas.cost import cost
     from nas.study import Study
 
     study = Study.load(REPO / "studies" / "model_scaling.yaml")
-    law = {"E": 0.2, "A": 0.1, "alpha": 0.5, "B": 5.0, "beta": 0.3}
-    store = ResultStore.create(tmp_path, study)
-    for number, (arch, budget) in enumerate((a, b) for b in study.budget.schedules for a in study.archs):
+    if budget:
+        study = replace(study, budget=replace(study.budget, **budget))
+    store = ResultStore.create(directory, study)
+    for number, (arch, samples) in enumerate((a, b) for b in study.budget.schedules for a in study.archs):
         trial_id = f"t{number:02d}"
-        store.add_trial(trial_id, arch, cost(arch, study.text).metrics(), number=number, schedule=budget)
+        store.add_trial(trial_id, arch, cost(arch, study.text).metrics(), number=number, schedule=samples)
         n = store.trial(trial_id)["image_params_m"]
-        error = law["E"] + law["A"] / n ** law["alpha"] + law["B"] / budget ** law["beta"]
-        store.record_rung(trial_id, {"budget": budget, "samples_seen": budget, "zeroshot_top1": 1 - error},
-                          rung=study.budget.rung_of(budget))
+        error = law["E"] + law["A"] / n ** law["alpha"] + law["B"] / samples ** law["beta"]
+        store.record_rung(trial_id, {"budget": samples, "samples_seen": samples, "zeroshot_top1": 1 - error},
+                          rung=study.budget.rung_of(samples))
         store.update_trial(trial_id, status="completed")
     store.close()
+    return study
+
+
+def test_fit_dir_joint_law_recovers_a_known_law_over_sizes_and_budgets(tmp_path, capsys):
+    """18 runs: the joint law is fitted (without a bootstrap: it needs 4 runs per parameter, 20, and says so)."""
+    study = write_ladder_study(tmp_path)
+    law = LADDER_LAW
     assert cli.main(["fit", str(tmp_path), "--law", "joint", "--n", "image_params_m", "--d", "samples_seen",
-                     "--by", "none", "--bootstrap", "20"]) == 0
+                     "--by", "none", "--bootstrap", "20"]) == 2
+    assert "the joint law needs at least 20 points for bootstrap intervals" in capsys.readouterr().err
+    assert cli.main(["fit", str(tmp_path), "--law", "joint", "--n", "image_params_m", "--d", "samples_seen",
+                     "--by", "none", "--bootstrap", "0"]) == 0
     printed = capsys.readouterr().out
     assert f"joint law, {len(study.archs) * 3} runs" in printed
     fitted = {name: float(value) for name, value in re.findall(r"^(E|A|B|alpha|beta)\s+(\S+)", printed, re.M)}
     assert fitted == pytest.approx(law, rel=0.02)
+    assert "compute-optimal exponent: N* ∝ C^0.3750" in printed  # beta / (alpha + beta) = 0.3 / 0.8
+
+
+def test_fit_dir_tied_law_on_a_ladder_with_two_exponents_warns(tmp_path, capsys):
+    write_ladder_study(tmp_path)
+    assert cli.main(["fit", str(tmp_path), "--law", "tied", "--n", "image_params_m", "--d", "samples_seen",
+                     "--by", "none", "--bootstrap", "0"]) == 0
+    assert "warning: lack of fit: a joint law fits these data much better" in capsys.readouterr().out
+
+
+def test_lack_of_fit_reaches_select_and_report(tmp_path, capsys):
+    """Every size measured at 8 budgets, its error bending to a floor (E = 0.2): a power law in samples seen is the
+    wrong shape for each arch, and `select` and `report` say so beside the ranking."""
+    from nas.report import load_paper, report
+
+    write_ladder_study(tmp_path, budget={"min_samples": 2_000, "max_samples": 256_000, "reduction_factor": 2.0})
+    assert cli.main(["select", str(tmp_path), "--target-samples", "1e6", "--out", str(tmp_path / "sel")]) == 0
+    printed = capsys.readouterr().out
+    assert len(re.findall(r"^warning: \S+: lack of fit: ", printed, re.M)) == 6
+    markdown = report(ResultStore.open(tmp_path, readonly=True), load_paper())
+    assert len(re.findall(r"^Warning: \S+: lack of fit: ", markdown, re.M)) == 6

@@ -125,3 +125,20 @@ def test_report_command_bad_paper_exits_2(design_results, tmp_path, cli):
     run = subprocess.run([*cli, "report", str(design_results), "--paper", str(tmp_path / "none.yaml")],
                          capture_output=True, text=True)
     assert run.returncode == 2 and "none.yaml: no such file" in run.stderr
+
+
+def test_fidelity_command_prints_rung_and_size_correlations(design_results, cli):
+    run = subprocess.run([*cli, "fidelity", str(design_results), "--no-proxies"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].split()[:3] == ["cheap", "expensive", "candidates"]
+    assert any(line.split()[:2] == ["1,000", "3,000"] for line in lines)  # the first rung against the next
+    assert any(line.startswith("image_gmacs") for line in lines) and not any(line.startswith("naswot")
+                                                                              for line in lines)
+
+
+def test_the_report_repeats_the_fidelity_table_and_the_hybrid_caveat(paper, store):
+    text = report(store, paper)
+    assert "## Fidelity: do cheap measurements rank" in text and "image_params_m" in text
+    assert "Caveat: N-N-T/geglu is not the family of the paper's ConvNeXt-T, ConvNeXt-B, ConvNeXt-XL (P-N-N-N-N)" \
+        in text

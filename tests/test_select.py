@@ -14,7 +14,17 @@ from nas.cost import cost
 from nas.errors import ConfigError
 from nas.export import load_open_clip, read_arch
 from nas.results import ResultStore, minimization, pareto_mask
-from nas.select import COST_AXES, at_target, choose, fronts, measurements, write_selection
+from nas.select import (
+    COST_AXES,
+    Prediction,
+    at_target,
+    choose,
+    extrapolation_warnings,
+    fronts,
+    measurements,
+    separation,
+    write_selection,
+)
 from nas.study import Study
 
 CLEAN = ["MLP-d12", "ViTamin", "CoAtNet-style", "ConvNeXt-style", "ViT"]  # exact power laws, best first at scale
@@ -129,7 +139,7 @@ def test_bad_targets_name_the_option(store, options, field):
     assert info.value.field == field
 
 
-def test_the_chosen_archs_load_in_open_clip_untrained(store, tmp_path):
+def test_chosen_archs_without_a_checkpoint_load_in_open_clip_only_when_asked_untrained(store, tmp_path):
     import torch
 
     ranking = at_target(store, target_samples=1e6)
@@ -142,7 +152,10 @@ def test_the_chosen_archs_load_in_open_clip_untrained(store, tmp_path):
     assert first["lower"] <= first["value"] <= first["upper"] and first["fit"]["law"] == "power"
     arch, text = read_arch(first["dir"])
     assert arch == chosen[0].arch and text.width == 64
-    model, _, preprocess = load_open_clip(first["dir"])
+    assert first["weights"] is None and first["load"] is None  # this database kept no checkpoint
+    with pytest.raises(ConfigError, match="holds no trained weights"):
+        load_open_clip(first["dir"])
+    model, _, preprocess = load_open_clip(first["dir"], untrained=True)
     with torch.no_grad():
         features = model.encode_image(torch.zeros(1, 3, 64, 64))
     assert features.shape == (1, arch.embed_dim)
@@ -154,10 +167,43 @@ def test_select_command_writes_the_choice(design_results, tmp_path, cli):
                           "--out", str(out)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "Pareto front of zeroshot_top1 against images_per_s" in run.stdout
-    assert "chosen: MLP-d12; not distinguishable from it" in run.stdout
+    assert "MLP-d12 is best, but not distinguishable from" in run.stdout and "chosen: MLP-d12, " in run.stdout
     assert "no power law: the power law needs at least 3 points, got 2" in run.stdout
     chosen = json.loads((out / "selection.json").read_text())["chosen"]
     assert all((out / f"{i + 1:02d}-{c['arch_id']}" / "open_clip_config.json").is_file() for i, c in enumerate(chosen))
+    assert f"{out / ('01-' + chosen[0]['arch_id'])}: no checkpoint of it was kept" in run.stdout
+
+
+def prediction(label: str, value: float, lower: float, upper: float, fitted: bool = True, target: float = 1e6,
+               measured: float = 1e5, gmacs: float = 0.03) -> Prediction:
+    from nas.scaling import fit
+
+    law = fit("power", [1e3, 1e4, 1e5], [0.9, 0.8, 0.7]) if fitted else None
+    arch = Study.load(DESIGN).archs[0]
+    return Prediction(label, label, arch, gmacs, 1.0, target, measured, 3, value, lower, upper, fit=law,
+                      note="" if fitted else "no power law")
+
+
+def test_select_never_calls_a_winner_distinguishable_on_degenerate_or_missing_rivals():
+    best = prediction("A", 0.2, 0.0, 0.3227)  # the interval is cut off at an accuracy of 0
+    rival = prediction("B", 0.1, 0.05, 0.15, fitted=False)
+    text = separation([best, rival], choose([best, rival]))
+    assert "distinguishable from every" not in text and "only candidate with a law" in text
+    sound, other = prediction("A", 0.30, 0.25, 0.35), prediction("B", 0.10, 0.05, 0.15)
+    assert "distinguishable from every other fitted candidate" in separation([sound, other], choose([sound, other]))
+    cut = prediction("B", 0.10, 0.0, 0.15)
+    assert "cannot be claimed: B: interval cut off" in separation([sound, cut], choose([sound, cut]))
+    close = prediction("B", 0.28, 0.22, 0.33)
+    assert "not distinguishable from B" in separation([sound, close], choose([sound, close]))
+
+
+def test_select_warns_when_the_target_is_more_than_a_decade_beyond_the_data():
+    near, far = prediction("A", 0.3, 0.25, 0.35, target=1e6), prediction("B", 0.2, 0.1, 0.3, target=1e8)
+    (samples,) = extrapolation_warnings([near], max_gmacs=None) or [None]
+    assert samples is None  # exactly one decade: no warning
+    warnings = extrapolation_warnings([near, far], max_gmacs=20)
+    assert any("3.0 decades beyond the data for B" in w for w in warnings)
+    assert any("--target-gmacs 20 is 2.8 decades beyond the largest candidate" in w for w in warnings)
 
 
 @pytest.mark.parametrize("args, message", [

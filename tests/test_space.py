@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import random
+import subprocess
 from pathlib import Path
 
 import optuna
@@ -198,6 +199,26 @@ BASE = {
      "not one of geglu, mlp"),
     ({"constraints": {"gflops": {"max": 1}}}, "constraints.gflops", "allowed: image_gmacs"),
     ({"text": {"width": 30, "heads": 4}}, "text", "not divisible"),
+    # every value's type, so that no candidate of the space fails later inside a trial
+    ({"transformer": {"width_mult": 4, "depth": [2, "three", 4], "head_dim": 32}}, "transformer.depth",
+     "'three' is not a positive integer; depth takes positive integers"),
+    ({"image_size": "64px"}, "image_size", "'64px' is not a positive integer"),
+    ({"base_width": [16, 24.5]}, "base_width", "24.5 is not a positive integer"),
+    ({"stages": [{"block": "mbconv", "depth": 1, "width_mult": "one"}]}, "stages.0.width_mult",
+     "'one' is not a positive number"),
+    ({"stages": [{"block": "mbconv", "depth": {"low": 1, "high": "6"}, "width_mult": 1}]}, "stages.0.depth",
+     "high: '6' is not a positive integer"),
+    ({"stages": [{"block": "mbconv", "depth": 1, "width_mult": 1, "expansion": {"by": "block",
+                                                                              "values": {"mbconv": True}}}]},
+     "stages.0.expansion.values.mbconv", "True is not a positive number"),
+    ({"stages": [{"block": "mbconv", "depth": 0, "width_mult": 1}]}, "stages.0.depth", "0 is not a positive integer"),
+    ({"stages": [{"block": {"low": 1, "high": 2}, "depth": 1, "width_mult": 1}]}, "stages.0.block", "not a range"),
+    ({"transformer": {"width_mult": 4, "depth": 2, "head_dim": 32, "mlp_ratio": [2, None]}},
+     "transformer.mlp_ratio", "None is not a positive number"),
+    ({"text": {"width": 64, "heads": 2, "layers": "two"}}, "text.layers", "'two' is not a positive integer"),
+    ({"constraints": {"image_gmacs": {"max": "1 GMAC"}}}, "constraints.image_gmacs", "max: '1 GMAC' is not a number"),
+    ({"constraints": {"train_memory_gib": {"max": 8, "batch": "big"}}}, "constraints.train_memory_gib",
+     "batch: 'big' is not a positive integer"),
 ])
 def test_bad_space_errors_name_file_and_field(change, field, fragment):
     with pytest.raises(ConfigError) as err:
@@ -210,7 +231,24 @@ def test_load_errors(tmp_path):
     with pytest.raises(ConfigError, match="no such file"):
         SearchSpace.load(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("stages: [\n")
-    with pytest.raises(ConfigError, match="not valid YAML") as err:
+    bad.write_text("name: t\nstages: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML: expected the node content, but found '<stream end>'") as err:
         SearchSpace.load(bad)
-    assert err.value.source == str(bad)
+    assert err.value.source == str(bad) and err.value.field == "line 3, column 1"
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("broken, field, message", [
+    ("depth: [2, three, 4]", "transformer.depth", "'three' is not a positive integer"),
+    # line 23 is "  depth: [2, 3, 4" (the list opens at column 10); line 24's "head_dim:" cannot continue it
+    ("depth: [2, 3, 4", "line 24, column 11",
+     "not valid YAML: expected ',' or ']', but got ':' "
+     "(while parsing a flow sequence that starts at line 23, column 10)"),
+])
+def test_space_show_on_a_broken_space_exits_2_with_one_line(tmp_path, cli, broken, field, message):
+    path = tmp_path / "space.yaml"
+    path.write_text((REPO / "search_spaces" / "tiny.yaml").read_text().replace("depth: [2, 3, 4]", broken))
+    run = subprocess.run([*cli, "space", "show", str(path)], capture_output=True, text=True)
+    assert run.returncode == 2 and run.stdout == ""
+    assert len(run.stderr.splitlines()) == 1 and run.stderr.startswith(
+        f"vitamin-nas space: error: {path}: {field}: {message}"), run.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import subprocess
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import yaml
 
 from nas.errors import ConfigError
 from nas.presets import preset
+from nas.shipped import spaces
 from nas.study import Budget, Resources, Study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,7 +139,7 @@ def test_fixed_and_grid_studies_list_their_candidates(tmp_path):
     ({"algorithm": "fixed", "archs": ["ViTamin-S"]}, "archs[0]", "violates the constraints"),
     ({"algorithm": "grid", "sampler": {"seed": 1}}, "sampler", "keyword arguments"),
     ({"name": "a b"}, "name", "letters, digits"),
-    ({"space": "nowhere.yaml"}, None, "no such file"),
+    ({"space": "nowhere.yaml"}, "space", "no such search space file: .*nowhere.yaml"),
 ])
 def test_bad_input_names_the_file_and_field(tmp_path, fields, field, message):
     with pytest.raises(ConfigError, match=message) as info:
@@ -151,3 +153,58 @@ def test_a_bad_study_exits_with_code_2_naming_the_field(tmp_path, cli):
     run = subprocess.run([*cli, "search", str(path)], capture_output=True, text=True)
     assert run.returncode == 2
     assert f"{path}: objectives.zeroshot_top1: 'up' is not one of max, min" in run.stderr
+
+
+BAD_YAML = {  # text, (line, column) PyYAML reports, the problem
+    "unclosed_list": ("name: t\nbudget: {min_samples: 100, max_samples: [900\n", (3, 1), "expected ',' or ']'"),
+    "bad_indent": ("name: t\ndata:\n  dir: x\n   workers: 2\n", (4, 11), "mapping values are not allowed here"),
+    "tab": ("name: t\n\tseed: 1\n", (2, 1), "found character '\\t' that cannot start any token"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_YAML))
+def test_a_yaml_syntax_error_is_one_line_with_file_line_and_column(tmp_path, case):
+    text, (line, column), problem = BAD_YAML[case]
+    study = tmp_path / "study.yaml"
+    study.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(problem)) as info:
+        Study.load(study)
+    assert info.value.source == str(study) and info.value.field == f"line {line}, column {column}"
+    assert "\n" not in str(info.value)
+
+
+def bad_input(tmp_path: Path, case: str) -> tuple[Path, str]:
+    """A study file with one kind of bad input, and the one line `vitamin-nas search` must print for it."""
+    space = tmp_path / "space.yaml"
+    if case == "missing_space":
+        path = write(tmp_path, space="spaces/nowhere.yaml")
+        return path, (f"{path}: space: no such search space file: {tmp_path / 'spaces' / 'nowhere.yaml'} (relative "
+                      f"paths are relative to the study file; shipped spaces by name: {', '.join(spaces())})")
+    if case == "space_value":
+        space.write_text((REPO / "search_spaces" / "tiny.yaml").read_text().replace("depth: [2, 3, 4]",
+                                                                                     "depth: [2, three, 4]"))
+        return write(tmp_path, space="space.yaml"), (
+            f"{space}: transformer.depth: 'three' is not a positive integer; depth takes positive integers (one, a "
+            "list of them or a range {low, high, step})")
+    path = tmp_path / "study.yaml"
+    path.write_text(BAD_YAML["unclosed_list"][0])
+    return path, (f"{path}: line 3, column 1: not valid YAML: expected ',' or ']', but got '<stream end>' (while "
+                  "parsing a flow sequence that starts at line 2, column 41)")  # the [ of max_samples
+
+
+@pytest.mark.parametrize("case", ["missing_space", "space_value", "yaml_syntax"])
+def test_bad_input_ends_a_search_with_one_line_before_anything_is_written(tmp_path, cli, case):
+    path, line = bad_input(tmp_path, case)
+    run = subprocess.run([*cli, "search", str(path), "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == [f"vitamin-nas search: error: {line}"]
+    assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
+
+
+def test_a_syntax_error_in_the_space_file_names_the_space_file(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text((REPO / "search_spaces" / "tiny.yaml").read_text().replace("depth: [2, 3, 4]", "depth: [2, 3, 4"))
+    with pytest.raises(ConfigError, match="not valid YAML: expected ',' or ']'") as info:
+        Study.load(write(tmp_path, space="space.yaml"))
+    # line 23 is "  depth: [2, 3, 4" (the list opens at column 10); line 24's "head_dim:" cannot continue it
+    assert info.value.source == str(space) and info.value.field == "line 24, column 11"

@@ -7,6 +7,7 @@ import importlib
 import os
 import sys
 
+from nas import __version__
 from nas.errors import ConfigError
 
 #: Every command and its one-line summary; each lives in the module of its name (`nas.cli.<command>`), whose
@@ -15,16 +16,19 @@ from nas.errors import ConfigError
 COMMANDS = {
     "arch": "cost breakdown of one architecture (preset name or JSON file)",
     "space": "inspect a search space",
-    "data": "datasets: synthesize, subset by metadata, inspect shards",
+    "data": "datasets: synthesize, handwritten digits, subset by metadata, split metadata per shard, inspect",
     "train": "proxy-train one candidate for a budget of samples seen, evaluate and export it",
     "search": "run an architecture search study (Ray Tune + Optuna + ASHA)",
     "status": "progress of a search (from another shell while it runs)",
     "results": "leaderboard and per-budget Pareto fronts of a search; export them",
     "quickstart": "the main job: a small search on synthetic data on this machine, in minutes",
-    "select": "choose the final designs: Pareto fronts, extrapolated ranking, open_clip configs",
+    "select": "choose the final designs: Pareto fronts, extrapolated ranking, trained open_clip models",
+    "export": "a search's trained candidate as an open_clip model (weights, config, preprocessing)",
+    "studies": "the studies and search spaces that ship with vitamin-nas",
     "plot": "write every figure of a study (PNG and SVG)",
     "report": "a markdown report of a study beside the ViTamin paper's numbers",
     "fit": "fit a scaling law to a CSV or a study's results, print it with its uncertainty and plot it",
+    "fidelity": "how well early rungs, size and zero-cost proxies rank a study's candidates",
 }
 
 
@@ -34,6 +38,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="vitamin-nas",
         description="Architecture search and scaling studies for CLIP image encoders of the ViTamin family.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     if command in COMMANDS:
         importlib.import_module(f"nas.cli.{command}").register(commands)

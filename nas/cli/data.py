@@ -1,8 +1,9 @@
 """`vitamin-nas data`: synthesize a dataset, write the handwritten digits, write a uid subset from metadata,
-inspect shards.
+split metadata per shard, inspect shards.
 
     vitamin-nas data synth --out data/synth --samples 20000 --size 64
     vitamin-nas data subset --metadata metadata/ --where "clip_l14_similarity_score >= 0.3" --out keep.npy
+    vitamin-nas data split --metadata recaptions.parquet --shards shards/ --captions "{caption}" --out captions/
     vitamin-nas data inspect data/synth/shards
 
 Kept free of heavy imports at module level.
@@ -16,16 +17,19 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
+from nas.data.limits import MAX_PIXELS, MIN_SIDE, ImageLimits
 from nas.errors import ConfigError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    data = commands.add_parser("data", help="datasets: synthesize, handwritten digits, subset by metadata, inspect",
+    data = commands.add_parser("data",
+                               help="datasets: synthesize, handwritten digits, subset and split metadata, inspect",
                                description="Make and check the image-text data that proxies train on.")
     sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
     _register_synth(sub)
     _register_digits(sub)
     _register_subset(sub)
+    _register_split(sub)
     _register_inspect(sub)
 
 
@@ -47,6 +51,9 @@ def _register_synth(sub: argparse._SubParsersAction) -> None:
                        help="retrieval images, five captions each (default 1000; 0 for none)")
     synth.add_argument("--caption-noise", type=float, default=0.1,
                        help="fraction of training captions that do not describe their image (default 0.1)")
+    synth.add_argument("--scenes", choices=("varied", "simple"), default="varied",
+                       help="varied: counts, sizes, textures, second objects, textured backgrounds; simple: one solid "
+                            "medium or large object on a plain background (default varied)")
     synth.add_argument("--workers", type=int, default=0, help="processes (default: one per CPU core)")
     synth.set_defaults(func=_synth)
 
@@ -87,6 +94,25 @@ def _register_subset(sub: argparse._SubParsersAction) -> None:
     subset.set_defaults(func=_subset)
 
 
+def _register_split(sub: argparse._SubParsersAction) -> None:
+    split = sub.add_parser(
+        "split", help="write metadata one file per shard (<shard>.parquet), as a stream reads it",
+        description="Join metadata of any layout (one table for the pool keyed by uid: DataComp's pool metadata, a "
+                    "re-captioning) to the shards and write one parquet per shard, OUT/<shard>.parquet, with the "
+                    "rows of that shard's samples: the layout a stream reads captions from (data.metadata), one "
+                    "shard at a time, so that a loader's memory does not grow with the pool. One pass over the "
+                    "shards' uids (their .json members) and one over the metadata in batches. Not needed for "
+                    "DataComp's or img2dataset's download, which writes a parquet beside each tar already.")
+    split.add_argument("--metadata", required=True, help="a parquet file or a directory of them")
+    split.add_argument("--shards", required=True, help="the shards: directory, path, brace pattern, URL or pipe:")
+    split.add_argument("--out", required=True, help="output directory (then give it as data.metadata)")
+    split.add_argument("--captions", metavar="TEMPLATE",
+                       help="keep the columns this caption template names, e.g. '{text}' (default: every column)")
+    split.add_argument("--subset", help="keep only the rows of these uids (.npy or .parquet)")
+    split.add_argument("--uid-column", default="uid", help="uid column name (default uid)")
+    split.set_defaults(func=_split)
+
+
 def _register_inspect(sub: argparse._SubParsersAction) -> None:
     inspect = sub.add_parser(
         "inspect", help="read shards once and report samples, skips by reason, sizes and example captions",
@@ -96,6 +122,12 @@ def _register_inspect(sub: argparse._SubParsersAction) -> None:
     inspect.add_argument("--subset", help="uid list (.npy or .parquet) to apply, as a stream would")
     inspect.add_argument("--shards", type=int, help="read only the first K shards")
     inspect.add_argument("--examples", type=int, default=5, help="example captions to print (default 5)")
+    inspect.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+                         help=f"skip images above N pixels, from their header, as too_large (default {MAX_PIXELS:,}, "
+                              "a study's data.max_pixels)")
+    inspect.add_argument("--min-side", type=int, default=MIN_SIDE, metavar="PX",
+                         help=f"skip images with a side below PX as too_small (default {MIN_SIDE}, a study's "
+                              "data.min_side)")
     inspect.add_argument("--workers", type=int, default=0, help="processes (default: one per CPU core)")
     inspect.set_defaults(func=_inspect)
 
@@ -105,7 +137,7 @@ def _synth(args: argparse.Namespace) -> int:
 
     config = SynthConfig(samples=args.samples, size=args.size, seed=args.seed, samples_per_shard=args.samples_per_shard,
                          zeroshot_per_class=args.zeroshot_per_class, retrieval_samples=args.retrieval_samples,
-                         caption_noise=args.caption_noise, workers=args.workers)
+                         caption_noise=args.caption_noise, scenes=args.scenes, workers=args.workers)
     record = synthesize(args.out, config, progress=True)
     out = Path(args.out)
     print(f"wrote {record['train_samples']} samples in {record['train_shards']} shards to {out / 'shards'}")
@@ -143,6 +175,25 @@ def _subset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split(args: argparse.Namespace) -> int:
+    from nas.data.shard_metadata import split_metadata
+    from nas.data.shards import expand_shards
+    from nas.data.subset import UidSet, caption_fields
+
+    columns = None
+    if args.captions is not None:
+        columns = caption_fields(args.captions)
+        if not columns:
+            raise ConfigError(f"a template over metadata columns, e.g. '{{text}}'; got {args.captions!r}",
+                              field="--captions")
+    record = split_metadata(args.metadata, expand_shards(args.shards), args.out, columns,
+                            subset=UidSet.load(args.subset) if args.subset else None, uid_column=args.uid_column,
+                            progress=True)
+    print(f"wrote {record['rows']} rows for {record['shard_samples']} samples of {record['shards']} shards to "
+          f"{args.out} (columns: {', '.join(record['columns'])})")
+    return 0
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from multiprocessing import get_context
 
@@ -154,8 +205,12 @@ def _inspect(args: argparse.Namespace) -> int:
     subset = args.subset
     if subset is not None and not os.path.exists(subset):
         raise ConfigError("uid list not found", source=subset)
+    for name, value in (("--max-pixels", args.max_pixels), ("--min-side", args.min_side)):
+        if value < 1:
+            raise ConfigError(f"must be at least 1, got {value}", field=name)
+    limits = ImageLimits(args.max_pixels, args.min_side)
     workers = args.workers or min(len(urls), os.cpu_count() or 1)
-    tasks = [(url, subset, args.examples) for url in urls]
+    tasks = [(url, subset, args.examples, limits) for url in urls]
     summaries = []
     with tqdm(total=len(urls), desc="reading shards", unit="shard") as bar:
         if workers > 1:
@@ -171,16 +226,16 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inspect_shard(task: tuple[str, str | None, int]) -> dict:
+def _inspect_shard(task: tuple[str, str | None, int, ImageLimits]) -> dict:
     """What one shard holds: readable samples, skips by reason, image sizes, caption lengths, examples."""
     from nas.data.samples import decoded, read_shard
     from nas.data.subset import UidSet
 
-    url, subset, examples = task
+    url, subset, examples, limits = task
     uids = UidSet.load(subset) if subset else None
     skipped: Counter = Counter()
     summary = {"samples": 0, "filtered": 0, "sides": [], "words": [], "examples": []}
-    for sample, image in decoded(read_shard(url, skipped), skipped):
+    for sample, image in decoded(read_shard(url, skipped), skipped, limits):
         if uids is not None and sample.uid not in uids:
             summary["filtered"] += 1
             continue

@@ -1,5 +1,5 @@
 """`vitamin-nas fit`: fit a scaling law to named columns of a CSV or of a study's results, print it with its
-uncertainty, plot it.
+uncertainty, what the data do not identify and how well the law fits, and plot it.
 
 A study directory is read as one row per trial and rung (`nas.select.measurements`: the results' columns plus
 `error` = 1 - zero-shot top-1, `compute` = image GMACs x samples seen, `label`), fitted per arch family by default.
@@ -10,37 +10,77 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from nas.errors import ConfigError
-from nas.scaling import LAWS, Fit, arrays_from_frame, compute_optimal, fit, held_out_check
+from nas.scaling import LAWS, VARIABLES, Fit, arrays_from_frame, compute_optimal, fit, held_out_check
 
-_BOOTSTRAPPED = ("saturating", "joint")
+#: Laws fitted by iteration, whose uncertainty may come from a bootstrap.
+_BOOTSTRAPPED = ("saturating", "bnsl", "joint", "tied", "kaplan", "data-constrained")
+#: Laws whose --at is a compute budget for the compute-optimal allocation N*(C), D*(C).
+_ALLOCATED = ("joint", "tied")
 #: What a study directory is fitted on unless told otherwise: error against compute, per arch family.
 STUDY_DEFAULTS = {"x": "compute", "y": "error", "n": "image_params_m", "d": "samples_seen", "by": "family"}
+
+_LAW_HELP = (
+    "power: E = beta C^alpha (least squares in log space); pareto-power: the same through Cherti et al.'s binned "
+    "frontier; saturating: E = E_inf + A C^-alpha; bnsl: a broken neural scaling law (Caballero et al.) with "
+    "--breaks breaks; joint: L = E + A/N^alpha + B/D^beta (Besiroglu et al.); tied: the same with alpha = beta; "
+    "kaplan: L = E + ((N_c/N)^(alpha_N/alpha_D) + D_c/D)^alpha_D, whose N and D terms interact; "
+    "data-constrained: Muennighoff et al.'s L(N, D, U) for repeated data (R_D*, R_N*; needs --u); isoflop: the "
+    "optimal size per compute budget from a local fit around each budget's best run, then N* = k C^a")
+
+_EXAMPLES = """\
+examples:
+  # Cherti et al.'s OpenCLIP ImageNet fit, extrapolated with a prediction interval
+  vitamin-nas fit ../shared/reference/scaling_data/openclip/zeroshot_results.csv --law pareto-power \\
+      --x gmacs_total --y "1 - acc1" --where "downstream_dataset == 'imagenet1k' and upstream_dataset != 'CLIP-WIT'" \\
+      --at 1e13 --out fig.png
+  # Besiroglu et al.'s Chinchilla replication: parameters, bootstrap intervals, compute-optimal N*, D* at 1e24 FLOPs
+  vitamin-nas fit ../shared/reference/scaling_data/chinchilla_epoch/svg_extracted_data.csv --law joint \\
+      --n "Model Size" --x "Training FLOP" --y loss --where "loss < 3.44" --at 1e24
+  # IsoFLOP optima (local fits around each budget's best size, each with its uncertainty) and N*(C)
+  vitamin-nas fit ../shared/reference/scaling_data/porian2024/isoflop_points.csv --law isoflop --x flops \\
+      --n n_params --y loss --where "source_file == 'summary_df' and hparams == 'tuned'" --by loss_split
+  # Muennighoff et al.'s R_D*, R_N* with their C4 base law held fixed
+  vitamin-nas fit ../shared/reference/scaling_data/datablations_muennighoff2023/fit_set_outliers_removed.csv \\
+      --law data-constrained --n N_params --d D_tokens --u U_unique_tokens --y val_loss --bootstrap 100 \\
+      --fix E=1.86914,A=520.825,B=1487.72,alpha=0.35266,beta=0.35266
+  # a broken neural scaling law fitted on all but the 3 largest runs, and scored on them
+  vitamin-nas fit ../shared/reference/scaling_data/bnsl_caballero2022/four_digit_addition_dataset_size_vs_test_ce.csv \\
+      --law bnsl --x train_dataset_size --y test_cross_entropy --hold-out 3
+  # a study's results, per arch family
+  vitamin-nas fit runs/study --law power --at 1e6
+
+Every fit prints its parameters with standard errors and intervals. A parameter the runs cannot pin down (a floor
+far below every loss, a data term on runs that all share one data size, an exponent on the bound of its declared
+range) is printed "not identified" with its admissible range, and the compute-optimal allocation is refused when
+it rests on one. Too few runs for a law (or for its bootstrap) is refused with the minimum. Lines starting
+"warning:" say when the law is the wrong shape for the data (a runs test of the residuals, a richer law's BIC).
+"""
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "fit", help="fit a scaling law to a CSV or a study's results, print it with its uncertainty and plot it",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EXAMPLES,
         description="Fit a scaling law to named columns of a CSV, or of a study's results (one row per trial and "
                     "rung, with error = 1 - zero-shot top-1 and compute = image GMACs x samples seen; by default error "
                     "against compute per arch family): parameters with standard errors and confidence intervals, "
-                    "goodness of fit, extrapolations with prediction intervals, and a log-log figure (PNG and "
-                    "SVG). Columns may be expressions of columns, e.g. --y '1 - acc1'; quote names with spaces in "
-                    "backticks inside expressions.")
+                    "what the runs do not identify, goodness and lack of fit, extrapolations with prediction "
+                    "intervals, and a log-log figure (PNG and SVG). Columns may be expressions of columns, e.g. --y "
+                    "'1 - acc1'; quote names with spaces in backticks inside expressions.")
     parser.add_argument("source", type=Path, metavar="CSV|DIR",
                         help="a CSV file with a header row, or a study's output directory (holding study.db)")
-    parser.add_argument("--law", choices=LAWS, required=True,
-                        help="power: E = beta C^alpha; pareto-power: the same through Cherti et al.'s binned "
-                             "frontier; saturating: E = E_inf + A C^-alpha; joint: L = E + A/N^alpha + B/D^beta "
-                             "(Besiroglu et al.); isoflop: parabola optima per budget, N* = k C^a")
-    parser.add_argument("--x", help="compute column (every law but joint with --d; study default: compute)")
+    parser.add_argument("--law", choices=LAWS, required=True, help=_LAW_HELP)
+    parser.add_argument("--x", help="compute column (every law but those of (N, D) with --d; study default: compute)")
     parser.add_argument("--y", help="error or loss column (required for a CSV; study default: error)")
-    parser.add_argument("--n", help="model size column (joint: parameters; isoflop: the size swept per budget; "
-                                    "study default: image_params_m)")
-    parser.add_argument("--d", help="data column for joint (default: D = x / (k N) from the compute column; "
-                                    "study default: samples_seen)")
+    parser.add_argument("--n", help="model size column (laws of (N, D): parameters; isoflop: the size swept per "
+                                    "budget; study default: image_params_m)")
+    parser.add_argument("--d", help="data column for the laws of (N, D) (default: D = x / (k N) from the compute "
+                                    "column; study default: samples_seen)")
+    parser.add_argument("--u", help="unique data column for data-constrained (tokens or samples before repetition)")
     parser.add_argument("--by", metavar="COLUMN",
                         help="fit each group of rows with the same value apart (study default: family; 'none': all "
                              "rows together)")
@@ -49,13 +89,26 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--where",
                         help="keep rows matching a pandas query, e.g. \"downstream_dataset == 'imagenet1k'\"")
     parser.add_argument("--at", type=float, nargs="+", default=[], metavar="X",
-                        help="extrapolate to these compute values, with prediction intervals")
+                        help="extrapolate to these compute values, with prediction intervals (joint, tied: the "
+                             "compute-optimal N*, D* and loss there)")
     parser.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
     parser.add_argument("--bootstrap", type=int, metavar="N",
-                        help="bootstrap resamples for saturating (default 0: analytic) and joint (default 400)")
+                        help="bootstrap resamples for the iterated laws: saturating and bnsl (default 0: analytic "
+                             "intervals), joint, tied, kaplan, data-constrained (default 400); a bootstrap needs 4 "
+                             "runs per fitted parameter")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--fix", metavar="NAME=VALUE,...",
+                        help="hold parameters at given values, e.g. Muennighoff et al.'s base law for "
+                             "data-constrained: E=1.86914,A=520.825,B=1487.72,alpha=0.35266,beta=0.35266")
+    parser.add_argument("--breaks", type=int, default=1, metavar="K", help="bnsl: number of breaks (default 1)")
+    parser.add_argument("--window", default="2", metavar="K|all",
+                        help="isoflop: sizes on each side of a budget's best one in its local fit (default 2: a "
+                             "cubic through 5 sizes); 'all': a parabola through the whole sweep (Hoffmann et al.)")
+    parser.add_argument("--unweighted", action="store_true",
+                        help="isoflop: ordinary least squares through the optima instead of weighting each by its "
+                             "own uncertainty")
     parser.add_argument("--flops-per-param-token", type=float, default=6.0, metavar="K",
-                        help="k in C = k N D for joint (default 6)")
+                        help="k in C = k N D for the laws of (N, D) (default 6)")
     parser.add_argument("--hold-out", type=int, metavar="K",
                         help="also fit without the K largest runs (budgets for isoflop) and score them")
     parser.add_argument("--out", type=Path, metavar="FIG.png", help="write the figure here (and as .svg)")
@@ -88,39 +141,86 @@ def read_runs(path: Path, where: str | None, metric: str = "zeroshot_top1") -> p
     return frame
 
 
+def _fixed(text: str) -> dict[str, float]:
+    fixed = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        try:
+            fixed[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ConfigError(f"expected NAME=VALUE, got {item!r}", field="--fix")
+    return fixed
+
+
 def _options(args: argparse.Namespace) -> dict:
     options = {"level": args.level}
     if args.bootstrap is not None:
         if args.law not in _BOOTSTRAPPED:
-            raise ConfigError(f"applies to the {' and '.join(_BOOTSTRAPPED)} laws; the {args.law} law has "
-                              "exact least-squares intervals", field="--bootstrap")
+            raise ConfigError(f"applies to the {', '.join(_BOOTSTRAPPED)} laws; the {args.law} law has exact "
+                              "least-squares intervals", field="--bootstrap")
         options.update(n_bootstrap=args.bootstrap, seed=args.seed)
+    if args.fix:
+        if args.law not in _BOOTSTRAPPED:
+            raise ConfigError(f"applies to the {', '.join(_BOOTSTRAPPED)} laws", field="--fix")
+        options["fixed"] = _fixed(args.fix)
+    if args.law == "bnsl":
+        options["breaks"] = args.breaks
+    if args.law == "isoflop":
+        options["weighted"] = not args.unweighted
+        if args.window != "all":
+            try:
+                options["window"] = int(args.window)
+            except ValueError:
+                raise ConfigError(f"expected a number of sizes or 'all', got {args.window!r}", field="--window") \
+                    from None
+        else:
+            options["window"] = None
+    if args.at and args.law in VARIABLES and args.law not in (*_ALLOCATED, "isoflop"):
+        raise ConfigError(f"takes compute values: it applies to the laws of one variable and to the compute-optimal "
+                          f"allocation of {' and '.join(_ALLOCATED)} fits, not to {args.law}", field="--at")
     return options
+
+
+def _interval(value: float, bounds, i: int) -> str:
+    return f"{value:.4g}" + (f" [{bounds[0][i]:.4g}, {bounds[1][i]:.4g}]" if bounds is not None else "")
+
+
+def _range(low: float, high: float) -> str:
+    """An interval for a terminal; a fit without uncertainty (a Huber law without a bootstrap) says so."""
+    return "(no interval: fit without a bootstrap)" if np.isnan(low) or np.isnan(high) else f"[{low:.4g}, {high:.4g}]"
 
 
 def _print_targets(result: Fit, args: argparse.Namespace) -> None:
     level = f"{args.level:.0%}"
-    if result.law == "joint":
-        allocation = compute_optimal(result, args.at, flops_per_param_token=args.flops_per_param_token,
-                                     level=args.level)
-        print(f"compute-optimal allocation: N* ∝ C^{allocation.n_exponent:.4f}, D* ∝ C^{allocation.d_exponent:.4f}")
+    if result.law in _ALLOCATED:
+        try:
+            allocation = compute_optimal(result, args.at, flops_per_param_token=args.flops_per_param_token,
+                                         level=args.level)
+        except ConfigError as err:
+            print(f"compute-optimal allocation: {err.message}")
+            return
+        loss = allocation.loss
         for i, compute in enumerate(allocation.compute):
-            loss = allocation.loss
-            print(f"  C = {compute:.4g}: N* = {allocation.n[i]:.4g}, D* = {allocation.d[i]:.4g}, "
-                  f"loss {loss.y[i]:.4g} [{loss.lower[i]:.4g}, {loss.upper[i]:.4g}] ({level} prediction interval)")
+            print(f"  C = {compute:.4g}: N* = {_interval(allocation.n[i], allocation.n_bounds, i)}, "
+                  f"D* = {_interval(allocation.d[i], allocation.d_bounds, i)}, loss {loss.y[i]:.4g} "
+                  f"{_range(loss.lower[i], loss.upper[i])} ({level} intervals; the loss's is a prediction "
+                  "interval)")
         return
     prediction = result.extrapolate(args.at, level=args.level)
     for x, y, low, high, beyond in zip(prediction.x, prediction.y, prediction.lower, prediction.upper,
                                        prediction.extrapolated, strict=True):
         where = "extrapolated" if beyond else "within the fitted range"
-        print(f"  at {x:.4g}: {y:.4g} [{low:.4g}, {high:.4g}] ({level} prediction interval, {where})")
+        print(f"  at {x:.4g}: {y:.4g} {_range(low, high)} ({level} prediction interval, {where})")
 
 
 def _print_held_out(args: argparse.Namespace, xs, ys, options: dict) -> None:
     check = held_out_check(args.law, xs, ys, n_test=args.hold_out, **options)
+    inside = ("no prediction intervals (fit without a bootstrap)" if np.isnan(check.prediction.lower).any() else
+              f"{check.coverage:.0%} inside the {args.level:.0%} prediction interval")
     print(f"held-out check (fitted without the {args.hold_out} largest): mean |relative error| "
-          f"{check.mean_abs_relative_error:.2%}, RMSE (log) {check.rmse_log:.4f}, "
-          f"{check.coverage:.0%} inside the {args.level:.0%} prediction interval")
+          f"{check.mean_abs_relative_error:.2%}, RMSE (log) {check.rmse_log:.4f}, {inside}")
 
 
 def _study_defaults(args: argparse.Namespace) -> None:
@@ -140,7 +240,7 @@ def _groups(frame: pd.DataFrame, by: str | None, source: str) -> list[tuple[str 
 
 
 def _fit_group(frame: pd.DataFrame, args: argparse.Namespace, options: dict, source: str) -> Fit:
-    xs, ys = arrays_from_frame(frame, args.law, y=args.y, x=args.x, n=args.n, d=args.d,
+    xs, ys = arrays_from_frame(frame, args.law, y=args.y, x=args.x, n=args.n, d=args.d, u=args.u,
                                flops_per_param_token=args.flops_per_param_token, source=source)
     result = fit(args.law, xs, ys, **options)
     print(result.summary())
@@ -182,19 +282,27 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _write_figures(fits: dict[str | None, Fit], args: argparse.Namespace) -> None:
     """One figure per fitted group (named after it when there are several) and, for several one-variable laws,
-    all of them on one axes at --out itself."""
+    all of them on one axes at --out itself. The laws of (N, D) are drawn along their compute-optimal frontier,
+    so only joint and tied fits whose allocation is identified have a figure."""
     from plots.scaling import scaling_curve, scaling_curves  # matplotlib only when a figure is asked for
     from plots.study import slug
 
-    label = {"joint": None, "isoflop": args.n}.get(args.law, args.y)
+    if args.law in VARIABLES and args.law not in (*_ALLOCATED, "isoflop"):
+        print(f"no figure: the {args.law} law has no one-dimensional curve to draw")
+        return
+    label = {"isoflop": args.n}.get(args.law, None if args.law in _ALLOCATED else args.y)
     paths = []
     for name, result in fits.items():
         path = args.out if len(fits) == 1 else args.out.with_name(f"{args.out.stem}_{slug(name)}{args.out.suffix}")
         title = None if name is None else f"{name}: {result.law} law, R$^2$ (log) = {result.r2_log:.3f}"
-        scaling_curve(result, path, at=args.at, level=args.level, xlabel=args.x, ylabel=label, title=title,
-                      flops_per_param_token=args.flops_per_param_token)
+        try:
+            scaling_curve(result, path, at=args.at, level=args.level, xlabel=args.x, ylabel=label, title=title,
+                          flops_per_param_token=args.flops_per_param_token)
+        except ConfigError as err:
+            print(f"no figure{'' if name is None else f' for {name}'}: {err.message}")
+            continue
         paths.append(path)
-    if len(fits) > 1 and args.law not in ("joint", "isoflop"):
+    if len(fits) > 1 and args.law not in VARIABLES:
         scaling_curves(fits, args.out, level=args.level, xlabel=args.x, ylabel=label)
         paths.append(args.out)
     for path in paths:

@@ -12,9 +12,6 @@ import time
 from pathlib import Path
 
 from nas.cli.search import search_and_report
-from nas.errors import ConfigError
-
-QUICKSTART = Path(__file__).resolve().parents[2] / "studies" / "quickstart.yaml"
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -31,17 +28,18 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _quickstart(args: argparse.Namespace) -> int:
+    from nas.shipped import study_file
     from nas.study import Study
 
-    if not QUICKSTART.is_file():
-        raise ConfigError("the quickstart study is missing (run from a checkout of the repository)",
-                          source=str(QUICKSTART))
-    study = Study.load(QUICKSTART)
+    study = Study.load(study_file("quickstart"))
     begin = time.perf_counter()
-    code = search_and_report(study, Path(args.out), args.resume,
+    out = Path(args.out)
+    code = search_and_report(study, out, args.resume,
                              shlex.join(["vitamin-nas", "quickstart", "--out", args.out, "--resume"]),
                              progress_every=30.0)
     if code == 0:
-        print(f"\nquickstart finished in {time.perf_counter() - begin:.0f} s; "
-              f"optuna-dashboard sqlite:///{Path(args.out).resolve() / 'study.db'} shows the search")
+        print(f"\nquickstart finished in {time.perf_counter() - begin:.0f} s. Next:\n"
+              f"  every trial's training curves:   tensorboard --logdir {out / 'tensorboard'}\n"
+              f"  Optuna's view of the search:     optuna-dashboard sqlite:///{out.resolve() / 'study.db'}\n"
+              f"  the best trial, for open_clip:   vitamin-nas export {out} --best --out winner")
     return code

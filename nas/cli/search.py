@@ -28,7 +28,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                     "continues it) or kill it: --resume continues without losing or retraining finished trials, "
                     "each running trial from its newest checkpoint. Exit code 1 when no trial produced a result, "
                     "2 for bad input (the study, resources no node has, no cluster at --address).")
-    search.add_argument("study", help="study YAML file (see studies/)")
+    search.add_argument("study", help="study YAML file, or the name of a shipped one (vitamin-nas studies)")
     search.add_argument("--out", help="output directory (default runs/<study name>)")
     search.add_argument("--resume", action="store_true", help="continue the search in --out")
     search.add_argument("--address", metavar="HOST:PORT|auto",
@@ -42,22 +42,26 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="interface the dashboard binds to (default 127.0.0.1: this machine only)")
     search.add_argument("--progress-every", type=float, default=30.0, metavar="S",
                         help="print the progress table at least every S seconds (default 30)")
+    search.add_argument("--report-to", default="tensorboard", metavar="tensorboard,wandb",
+                        help="where every trial's curves go: tensorboard (OUT/tensorboard/<trial>), wandb (if "
+                             "installed, one run per trial grouped by the study), both, or none (default: tensorboard)")
     search.add_argument("--verbose", action="store_true", help="show Ray's and the workers' logs")
     search.set_defaults(func=_search)
 
 
 def _search(args: argparse.Namespace) -> int:
+    from nas.shipped import study_file
     from nas.study import Study
 
-    study = Study.load(args.study)
+    study = Study.load(study_file(args.study))
     out = Path(args.out or Path("runs") / study.name)
     resume = ["vitamin-nas", "search", args.study, "--out", str(out), "--resume"]
-    for option in ("address", "storage"):
-        if getattr(args, option):
-            resume += [f"--{option}", getattr(args, option)]
+    for option in ("address", "storage", "report_to"):
+        if getattr(args, option) and getattr(args, option) != "tensorboard":
+            resume += [f"--{option.replace('_', '-')}", getattr(args, option)]
     return search_and_report(study, out, args.resume, shlex.join(resume), address=args.address,
                              storage=args.storage, dashboard=args.dashboard, dashboard_host=args.dashboard_host,
-                             progress_every=args.progress_every, verbose=args.verbose)
+                             progress_every=args.progress_every, verbose=args.verbose, report_to=args.report_to)
 
 
 def search_and_report(study, out: Path, resume: bool, command: str, **options) -> int:

@@ -1,4 +1,4 @@
-"""`vitamin-nas select`: choose the final designs: Pareto fronts, the extrapolated ranking, open_clip configs.
+"""`vitamin-nas select`: choose the final designs: Pareto fronts, the extrapolated ranking, open_clip models.
 
     vitamin-nas select runs/vitamin_design_choices --target-samples 1.28e6 --target-gmacs 0.03
 """
@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from nas.cli._study import open_results, positive, study_parser
 from nas.errors import ConfigError
@@ -13,12 +14,13 @@ from nas.errors import ConfigError
 
 def register(commands: argparse._SubParsersAction) -> None:
     select = study_parser(
-        commands, "select", "choose the final designs: Pareto fronts, extrapolated ranking, open_clip configs",
+        commands, "select", "choose the final designs: Pareto fronts, extrapolated ranking, trained open_clip models",
         "Print the Pareto fronts of the metric against image GMACs, parameters and measured throughput at the "
         "largest budget; fit a scaling law to every candidate measured at several budgets (error against samples "
         "seen; or, --by family, against compute over a family's members), extrapolate it to the target with its "
         "prediction interval and rank by it. The best candidate and every one not distinguishable from it "
-        "(overlapping intervals) are chosen and written as arch JSON and open_clip model configs.",
+        "(overlapping intervals) are chosen and written as arch JSON and open_clip models, with the trained weights of "
+        "the furthest rung the search kept a checkpoint of.",
         "where the choice is written (default DIR/selection)",
         "  vitamin-nas select runs/study --target-samples 1280000000 --target-gmacs 20 --by family\n"
         "  vitamin-nas select runs/qs")
@@ -53,8 +55,15 @@ def _select(args: argparse.Namespace) -> int:
               "gmacs_tolerance": args.gmacs_tolerance, "by": args.by, "law": args.law, "metric": args.metric,
               "level": args.level}
     path = write_selection(store, ranking, chosen, args.out or args.dir / "selection", **target)
-    print(f"\nwrote {path} and the open_clip configs of {len(chosen)} arch(s) beside it "
-          f"(load one with nas.export.load_open_clip(DIR))")
+    print(f"\nwrote {path}" + (", and beside it each chosen arch:" if chosen else ""))
+    for entry in json.loads(path.read_text())["chosen"]:
+        weights = entry["weights"]
+        if weights is None:
+            print(f"  {entry['dir']}: no checkpoint of it was kept, so its open_clip config and tower.json only, "
+                  f"no weights (train it: vitamin-nas train --model {entry['dir']}/tower.json ...)")
+        else:
+            print(f"  {entry['dir']}: trained weights of trial {weights['trial']} at {weights['samples_seen']:,} "
+                  f"samples seen; load with {entry['load']}")
     return 0
 
 
@@ -88,10 +97,12 @@ def _ranking_text(ranking, chosen, args: argparse.Namespace) -> str:
                f"predicted {args.metric}", f"{level} prediction interval", ""]
     text = [f"\nRanking by {args.metric} extrapolated with a {args.law} law in {x} ({args.by}):",
             format_table(headers, table)]
-    if not chosen:
-        return "\n".join([*text, "\nno candidate was measured at enough budgets to fit a law"])
-    best, *tied = chosen
-    text.append(f"\nchosen: {best.label}" + (f"; not distinguishable from it ({level} prediction intervals overlap), "
-                                             f"so chosen too: {', '.join(p.label for p in tied)}" if tied else
-                                             f" (distinguishable from every other candidate at {level})"))
+    from nas.select import extrapolation_warnings, separation
+
+    text.append(f"\n{separation(ranking, chosen, args.level)}.")
+    if len(chosen) > 1:
+        text.append(f"chosen: {', '.join(p.label for p in chosen)} (they cannot be told apart)")
+    elif chosen:
+        text.append(f"chosen: {chosen[0].label}")
+    text += [f"warning: {w}" for w in extrapolation_warnings(ranking, args.target_gmacs)]
     return "\n".join(text)

@@ -20,6 +20,8 @@ from PIL import Image
 from webdataset.gopen import gopen
 from webdataset.tariterators import base_plus_ext
 
+from nas.data.limits import DEFAULT_LIMITS, ImageLimits
+
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 
 SKIP_REASONS = {
@@ -29,10 +31,20 @@ SKIP_REASONS = {
     "missing_caption": "a sample has no .txt file",
     "empty_caption": "a sample's .txt is empty or only whitespace",
     "undecodable_caption": "a sample's .txt is not UTF-8 text",
-    "corrupt_image": "a sample's image does not decode (truncated, wrong format, too large)",
+    "corrupt_image": "a sample's image does not decode (truncated, wrong format)",
+    "too_large": "a sample's image has more pixels than `max_pixels` (seen in its header, never decoded)",
+    "too_small": "a sample's image has a side shorter than `min_side` pixels",
+    "duplicate_key": "a shard holds a sample's key again: the first is used, each repeat skipped",
     "no_metadata_row": "captions come from the metadata (`captions`) and it has no row for the sample's uid",
 }
 """Why a sample or shard was skipped. `StreamStats.skipped` counts by these names."""
+
+class ImageRejected(ValueError):
+    """An image refused from its header alone, with the `SKIP_REASONS` name of why."""
+
+    def __init__(self, reason: str, size: tuple[int, int]):
+        super().__init__(f"{reason}: {size[0]}x{size[1]}")
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -47,17 +59,26 @@ class RawSample:
 
 
 def read_shard(url: str, skipped: Counter) -> Iterator[RawSample]:
-    """Yield the complete samples of one shard, counting into `skipped` whatever is skipped and why."""
+    """Yield the complete samples of one shard, counting into `skipped` whatever is skipped and why.
+
+    A key seen before in the shard (a resharding or download that wrote a sample twice) is skipped as
+    `duplicate_key`, so that no sample weighs double in a pass.
+    """
     try:
         stream = gopen(url, "rb")
     except (OSError, ValueError):
         skipped["unreadable_shard"] += 1
         return
     is_tar = False  # once a first header parses, any later failure is a cut, not an unreadable shard
+    keys: set[str] = set()
     try:
         tar = tarfile.open(fileobj=stream, mode="r|*", tarinfo=_EndAwareTarInfo)
         is_tar = True
         for key, files in _grouped(tar):
+            if key in keys:
+                skipped["duplicate_key"] += 1
+                continue
+            keys.add(key)
             sample = _complete(key, files, url, skipped)
             if sample is not None:
                 yield sample
@@ -146,27 +167,45 @@ def _meta(raw: bytes | None) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
-def decode_image(data: bytes) -> Image.Image:
-    """Decode fully to RGB, so that a truncated file fails here and not later inside a transform."""
+def decode_image(data: bytes, limits: ImageLimits | None = None) -> Image.Image:
+    """Decode fully to RGB, so that a truncated file fails here and not later inside a transform.
+
+    With `limits`, the size is checked first, from the header that `Image.open` reads (it decodes no pixel):
+    an image out of bounds raises `ImageRejected` without having been decoded.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        image = Image.open(io.BytesIO(data))
+        try:
+            image = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError:
+            if limits is None:
+                raise
+            raise ImageRejected("too_large", (0, 0)) from None
+        if limits is not None:
+            width, height = image.size
+            if width * height > limits.max_pixels:
+                raise ImageRejected("too_large", image.size)
+            if min(width, height) < limits.min_side:
+                raise ImageRejected("too_small", image.size)
         image.load()
         return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def decode_or_count(sample: RawSample, skipped: Counter) -> Image.Image | None:
-    """The sample's image in RGB, or None (counted as `corrupt_image`) when it does not decode."""
+def decode_or_count(sample: RawSample, skipped: Counter, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Image | None:
+    """The sample's image in RGB, or None (counted as `too_large`, `too_small` or `corrupt_image`)."""
     try:
-        return decode_image(sample.image)
+        return decode_image(sample.image, limits)
+    except ImageRejected as rejected:
+        skipped[rejected.reason] += 1
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         skipped["corrupt_image"] += 1
-        return None
+    return None
 
 
-def decoded(samples: Iterator[RawSample], skipped: Counter) -> Iterator[tuple[RawSample, Image.Image]]:
+def decoded(samples: Iterator[RawSample], skipped: Counter,
+            limits: ImageLimits = DEFAULT_LIMITS) -> Iterator[tuple[RawSample, Image.Image]]:
     """Pair each sample with its decoded image, skipping (and counting) those that do not decode."""
     for sample in samples:
-        image = decode_or_count(sample, skipped)
+        image = decode_or_count(sample, skipped, limits)
         if image is not None:
             yield sample, image

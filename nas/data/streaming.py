@@ -33,6 +33,7 @@ import contextlib
 import hashlib
 import itertools
 import math
+import os
 import random
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -43,9 +44,11 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.filters import shuffle as shuffle_stage
 
+from nas.data.limits import MAX_PIXELS, MIN_SIDE, ImageLimits
 from nas.data.samples import RawSample, decode_or_count, decoded, read_shard
+from nas.data.shard_metadata import ShardCaptions, ShardSubset
 from nas.data.shards import dataset_size, expand_shards, select_shards
-from nas.data.subset import UidSet, metadata_captions
+from nas.data.subset import UidSet
 from nas.data.transforms import Augment, BatchPreprocess, image_transform, tokenizer
 from nas.errors import ConfigError, reject_unknown
 
@@ -59,10 +62,15 @@ class DataSource:
 
     urls: shard source(s) (see `nas.data.shards`). resample: draw shards with replacement (open_clip's
     `--dataset-resampled`). shards / shard_selection: use the first or a seeded random K shards. subset: a
-    uid allow-list (.npy or .parquet). captions / metadata: caption each sample from its metadata row instead
+    uid allow-list (.npy or .parquet), or a directory of per-shard files whose `uid` column is each shard's
+    allow-list (read when the shard is opened). captions / metadata: caption each sample from its metadata row instead
     of its .txt, with a template over the parquet's columns (e.g. "{color} {shape}"; a sample without a row
-    is skipped and counted). augment: an `Augment`, its fields, or "vitamin_long". tokenizer: open_clip's
-    tokenizer name. shuffle_buffer: samples shuffled together (encoded, before decoding).
+    is skipped and counted); `metadata` is a directory of per-shard files, `<shard>.parquet`, each read when
+    its shard is opened (`nas.data.shard_metadata`). augment: an `Augment`, its fields, or "vitamin_long".
+    tokenizer: open_clip's tokenizer name. shuffle_buffer: samples shuffled together (encoded, before
+    decoding). max_pixels / min_side: images above max_pixels (width x height; default 40 megapixels) are
+    skipped as `too_large` from their header, before any decoding (decompression bombs), and images with a
+    side below min_side (default 8 px) as `too_small` (`nas.data.limits`).
 
     How one run reads it (batch size, resolution, budget, resume point, seed, workers) is that run's
     business: `StreamSettings`, given to `stream` together with the source.
@@ -78,17 +86,25 @@ class DataSource:
     shuffle_buffer: int = 5000
     augment: Augment = field(default_factory=Augment)
     tokenizer: str = "ViT-B-32"
+    max_pixels: int = MAX_PIXELS
+    min_side: int = MIN_SIDE
 
     def __post_init__(self) -> None:
         if not isinstance(self.urls, str):
             object.__setattr__(self, "urls", tuple(self.urls))
         object.__setattr__(self, "augment", Augment.from_value(self.augment))
         _require_int(self.shuffle_buffer, "shuffle_buffer", 1)
+        _require_int(self.max_pixels, "max_pixels", 1)
+        _require_int(self.min_side, "min_side", 1)
         if self.shards is not None:
             _require_int(self.shards, "shards", 1)
         if (self.captions is None) != (self.metadata is None):
             raise ConfigError("captions from the metadata need both a template (captions) and the parquet "
                               "(metadata)", field="captions" if self.captions is None else "metadata")
+
+    @property
+    def limits(self) -> ImageLimits:
+        return ImageLimits(self.max_pixels, self.min_side)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str | None = None) -> DataSource:
@@ -259,7 +275,7 @@ class ShardStream(IterableDataset):
     """One rank's stream. Each DataLoader worker yields its own batches plus a final count of skips."""
 
     def __init__(self, source: DataSource, settings: StreamSettings, urls: Sequence[str], rank: int,
-                 world_size: int, uids: UidSet | None, captions: dict[str, str] | None = None):
+                 world_size: int, uids: UidSet | ShardSubset | None, captions: ShardCaptions | None = None):
         super().__init__()
         self.source = source
         self.settings = settings
@@ -331,20 +347,22 @@ class ShardStream(IterableDataset):
 
     def _allowed(self, url: str, counts: Counter, guard: _Guard) -> Iterator[RawSample]:
         produced = False
+        captions = self.captions.for_shard(url) if self.captions is not None else None  # this shard's rows only
+        allowed = self.uids.for_shard(url) if isinstance(self.uids, ShardSubset) else self.uids
         for sample in read_shard(url, counts):
-            if self.uids is not None and sample.uid not in self.uids:
+            if allowed is not None and sample.uid not in allowed:
                 counts[FILTERED] += 1
-            elif self.captions is not None and sample.uid not in self.captions:
+            elif captions is not None and sample.uid not in captions:
                 counts["no_metadata_row"] += 1
             else:
                 produced = True
-                yield sample
+                yield sample if captions is None else replace(sample, caption=captions[sample.uid])
         guard.shard_read(url, produced, counts)
 
-    @staticmethod
-    def _decoded(samples: Iterator[RawSample], counts: Counter, guard: _Guard) -> Iterator[tuple]:
+    def _decoded(self, samples: Iterator[RawSample], counts: Counter, guard: _Guard) -> Iterator[tuple]:
+        limits = self.source.limits
         for sample in samples:
-            image = decode_or_count(sample, counts)
+            image = decode_or_count(sample, counts, limits)
             guard.decode(image is not None, counts)
             if image is not None:
                 yield sample, image
@@ -383,8 +401,7 @@ class ShardStream(IterableDataset):
     def _collate(self, pairs: list, batch_seed: int, counts: Counter) -> dict:
         with _seeded(batch_seed):
             images = self.preprocess([image for _, image in pairs])
-        captions = self.captions
-        texts = self.tokenize([captions[sample.uid] if captions else sample.caption for sample, _ in pairs])
+        texts = self.tokenize([sample.caption for sample, _ in pairs])
         return {"final": False, "images": images, "texts": texts, "uids": [sample.uid for sample, _ in pairs],
                 "counts": self._drain(counts)}
 
@@ -449,10 +466,11 @@ def stream(source: str | Sequence[str] | DataSource, settings: StreamSettings | 
     settings = replace(settings or StreamSettings(), **{k: v for k, v in options.items() if k in SETTINGS_FIELDS})
     rank, world_size = _rank_and_world(rank, world_size)
     urls = select_shards(expand_shards(source.urls), source.shards, source.shard_selection, settings.seed)
-    uids = UidSet.load(source.subset) if source.subset else None
-    captions = metadata_captions(source.metadata, source.captions) if source.captions else None
+    uids = (ShardSubset(source.subset, urls) if os.path.isdir(source.subset) else UidSet.load(source.subset)) \
+        if source.subset else None
+    captions = ShardCaptions(source.metadata, source.captions, urls) if source.captions else None
     _check_start(settings, world_size)
-    _preflight(urls, uids)
+    _preflight(urls, uids if isinstance(uids, UidSet) else None, source.limits)
     if source.resample and settings.samples is None:
         raise ConfigError("resampling never ends a pass, so it needs a budget (samples)", field="resample")
     stats = StreamStats(dataset_samples=dataset_size(urls))
@@ -479,11 +497,11 @@ def _check_start(settings: StreamSettings, world_size: int) -> None:
         raise ConfigError(f"{settings.start_sample} is past the budget of {settings.samples}", field="start_sample")
 
 
-def _preflight(urls: Sequence[str], uids: UidSet | None, attempts: int = 8) -> None:
+def _preflight(urls: Sequence[str], uids: UidSet | None, limits: ImageLimits, attempts: int = 8) -> None:
     """Fail now, with the reasons, if the first shards hold no readable sample or the uids cannot match."""
     counts: Counter = Counter()
     for url in urls[:attempts]:
-        for sample, _ in decoded(read_shard(url, counts), counts):
+        for sample, _ in decoded(read_shard(url, counts), counts, limits):
             if uids is not None and uids.is_hex and not _is_hex_uid(sample.uid):
                 raise ConfigError(f"the subset holds DataComp hex uids but samples carry uids like {sample.uid!r}",
                                   field="subset")

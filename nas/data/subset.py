@@ -18,7 +18,7 @@ import ast
 import math
 import os
 import string
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -161,9 +161,7 @@ def filter_metadata(metadata: str | os.PathLike, where: str | None = None, *, to
     `metadata` is a parquet file or a directory of them (DataComp's `metadata/`). Ties at the top-fraction
     cut are broken by row order, so the count is exactly `ceil(top_fraction * rows)`.
     """
-    import pyarrow.dataset as pads
-
-    dataset = _open_metadata(metadata, pads)
+    dataset = open_metadata(metadata)
     columns = [uid_column] + ([by] if by else [])
     names = dataset.schema.names
     for name, field in ((uid_column, "uid_column"), (by, "by")):
@@ -174,7 +172,9 @@ def filter_metadata(metadata: str | os.PathLike, where: str | None = None, *, to
     if top_fraction is not None and not 0 < top_fraction <= 1:
         raise ConfigError(f"must be in (0, 1], got {top_fraction}", field="top_fraction")
     expression = parse_filter(where, names) if where else None
-    uids, scores = _scan(dataset, columns, expression, progress)
+    named = {n.id for n in ast.walk(ast.parse(where.strip(), mode="eval")) if isinstance(n, ast.Name)} if where else ()
+    uids, scores = _scan(dataset, columns + sorted(set(named) & set(names) - set(columns)), expression,
+                         by is not None, progress)
     if top_fraction is not None:
         keep = math.ceil(top_fraction * len(uids))
         order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")[:keep]
@@ -190,54 +190,57 @@ def caption_fields(template: str) -> list[str]:
         return []
 
 
-def caption_source(metadata: str | os.PathLike, template: str):
-    """The metadata dataset and the columns `template` names, checked against its schema (nothing is read)."""
+def open_metadata(metadata: str | os.PathLike):
+    """A pyarrow dataset of a parquet file or of the `.parquet` files of a directory (which may also hold the
+    shards, as DataComp's download writes them side by side)."""
     import pyarrow.dataset as pads
 
-    dataset = _open_metadata(metadata, pads)
-    names = caption_fields(template)
-    if not names:
-        raise ConfigError(f"a template over metadata columns, e.g. '{{color}} {{shape}}'; got {template!r}",
-                          field="captions")
-    missing = sorted({"uid", *names} - set(dataset.schema.names))
-    if missing:
-        raise ConfigError(f"the metadata has no column(s) {', '.join(missing)}; it has "
-                          f"{', '.join(dataset.schema.names)}", source=str(metadata), field="captions")
-    return dataset, names
-
-
-def metadata_captions(metadata: str | os.PathLike, template: str) -> dict[str, str]:
-    """uid -> caption: `template` (str.format over column names, e.g. "{color} {shape}") filled from each
-    metadata row, for training on captions other than the shards' own (labels, a re-captioning's column)."""
-    dataset, names = caption_source(metadata, template)
-    table = dataset.to_table(columns=["uid", *names]).to_pydict()
-    rows = zip(*(table[name] for name in names), strict=True)
-    return {uid: template.format(**dict(zip(names, row, strict=True))) for uid, row in zip(table["uid"], rows,
-                                                                                             strict=True)}
-
-
-def _open_metadata(metadata: str | os.PathLike, pads):
     path = str(metadata)
     if not os.path.exists(path):
         raise ConfigError("metadata not found", source=path)
+    files = path
+    if os.path.isdir(path):  # pyarrow's own discovery would also try the tars; hidden and _ files are not data
+        files = sorted(str(p) for p in Path(path).rglob("*.parquet")
+                       if not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
+    if not files:
+        raise ConfigError("holds no .parquet file", source=path)
     try:
-        return pads.dataset(path, format="parquet")
+        return pads.dataset(files, format="parquet")
     except (OSError, ValueError) as err:
         raise ConfigError(f"not parquet metadata: {err}", source=path) from err
 
 
-def _scan(dataset, columns: list[str], expression, progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Matching uids (encoded per file, so that no Python string outlives its file) and their scores."""
+def metadata_batches(dataset, columns: list[str], expression=None, batch_rows: int = 65_536) -> Iterator:
+    """The dataset's rows (those matching `expression`) as tables of at most `batch_rows`, file by file.
+
+    Read with `ParquetFile.iter_batches`, one file at a time: pyarrow's dataset scanner holds over 100 MB ahead
+    on a 2-million-row metadata whatever its readahead settings; this holds a row group.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for path in dataset.files:
+        with pq.ParquetFile(path) as file:
+            missing = [c for c in columns if c not in file.schema_arrow.names]
+            if missing:
+                raise ConfigError(f"no column(s) {', '.join(missing)} in this file of the metadata", source=path)
+            for batch in file.iter_batches(batch_size=batch_rows, columns=columns):
+                table = pa.Table.from_batches([batch])
+                yield table if expression is None else table.filter(expression)
+
+
+def _scan(dataset, columns: list[str], expression, scored: bool, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Matching uids (`columns[0]`) and, when `scored`, their scores (`columns[1]`), read in batches of rows and
+    encoded per batch: what is held is 16 bytes per matching uid (and 8 per score), not a string per row."""
     from tqdm import tqdm
 
     uids: list[np.ndarray] = []
     scores: list[np.ndarray] = []
-    fragments = list(dataset.get_fragments())
-    for fragment in tqdm(fragments, desc="filtering metadata", unit="file", disable=not progress):
-        table = fragment.to_table(schema=dataset.schema, columns=columns, filter=expression)
-        uids.append(encode_uids(table.column(columns[0]).to_pylist()))
-        if len(columns) > 1:
-            scores.append(table.column(columns[1]).to_numpy(zero_copy_only=False).astype(float))
+    batches = metadata_batches(dataset, columns, expression)
+    for batch in tqdm(batches, desc="filtering metadata", unit="batch", disable=not progress):
+        uids.append(encode_uids(batch.column(0).to_pylist()))
+        if scored:
+            scores.append(batch.column(1).to_numpy().astype(float))
     uids = [u for u in uids if len(u)]
     if not uids:
         return np.zeros(0, dtype=str), np.zeros(0)

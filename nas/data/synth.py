@@ -82,6 +82,10 @@ ZEROSHOT_TEMPLATES = (
 )
 RETRIEVAL_CAPTIONS = 5
 SUPERSAMPLE = 2
+#: `varied`: the scenes above (counts, sizes, textures, second objects, gradient and noisy backgrounds);
+#: `simple`: one solid, medium or large object on a plain background, in training and evaluation alike, so
+#: that a CPU-sized tower learns colour and shape in the minutes of the quickstart.
+SCENES = ("varied", "simple")
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,7 @@ class SynthConfig:
     retrieval_samples: int = 1000
     caption_noise: float = 0.1
     jpeg_quality: int = 90
+    scenes: str = "varied"
     workers: int = field(default=0, compare=False)
 
     def __post_init__(self) -> None:
@@ -108,6 +113,8 @@ class SynthConfig:
             raise ConfigError(f"must be in [0, 1), got {self.caption_noise}", field="caption_noise")
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError(f"must be in [1, 100], got {self.jpeg_quality}", field="jpeg_quality")
+        if self.scenes not in SCENES:
+            raise ConfigError(f"{self.scenes!r} is not one of {', '.join(SCENES)}", field="scenes")
 
     def settings(self) -> dict:
         """What determines the bytes written (everything but `workers`)."""
@@ -156,8 +163,13 @@ def uid_for(seed: int, split: str, index: int) -> str:
 
 
 def random_scene(rng: np.random.Generator, shape: str | None = None, color: str | None = None,
-                 alone: bool = False) -> Scene:
-    """A scene; `shape`/`color` fix the main object, `alone` makes it a single object (eval sets)."""
+                 alone: bool = False, simple: bool = False) -> Scene:
+    """A scene; `shape`/`color` fix the main object, `alone` makes it a single object (eval sets). A `simple`
+    scene is one solid, medium or large object on a plain background (`SynthConfig.scenes`)."""
+    if simple:
+        size = ("medium", "large")[int(rng.integers(2))]
+        main = Thing(shape or SHAPES[int(rng.integers(len(SHAPES)))], color or _pick(rng, COLORS), size, "solid")
+        return Scene(main, POSITIONS[int(rng.integers(len(POSITIONS)))], _pick(rng, BACKGROUNDS), "plain")
     count = 1 if alone else _weighted(rng, (1, 2, 3, 4), (0.55, 0.75, 0.9, 1.0))
     size = ("small", "medium", "large")[int(rng.integers(3))] if count == 1 else (
         "small" if count > 2 else ("small", "medium")[int(rng.integers(2))])
@@ -420,14 +432,32 @@ def synthesize(out: str | os.PathLike, config: SynthConfig | None = None, progre
     return _finish(root, config, written)
 
 
+def synthesized(out: str | os.PathLike, config: SynthConfig) -> bool:
+    """Whether `out` holds the complete dataset of `config` (False: absent, or begun with the same settings and
+    to be resumed). A dataset written with other settings is a `ConfigError` naming each difference: it is
+    never overwritten, since other studies and runs may train on it, and never used in place of the one asked."""
+    record = Path(out) / "synth.json"
+    if not record.exists():
+        return False
+    try:
+        written = json.loads(record.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"unreadable record of a synthetic dataset ({err}); delete the directory to write it "
+                          "again", source=str(record)) from None
+    previous, wanted = written.get("settings") or {}, config.settings()
+    differences = [f"{name} {previous.get(name)!r} (written) vs {wanted.get(name)!r} (asked)"
+                   for name in sorted(previous.keys() | wanted.keys()) if previous.get(name) != wanted.get(name)]
+    if differences:
+        raise ConfigError(f"holds a synthetic dataset written with other settings: {', '.join(differences)}; "
+                          f"write it elsewhere, or delete {Path(out)} to write it again", source=str(record))
+    return bool(written.get("complete"))
+
+
 def _claim(root: Path, config: SynthConfig) -> None:
     """Refuse a directory that holds something else; record the settings so that a rerun can resume."""
     record = root / "synth.json"
     if record.exists():
-        previous = json.loads(record.read_text()).get("settings")
-        if previous != config.settings():
-            raise ConfigError(f"holds a synthetic dataset with other settings ({previous}); choose another --out",
-                              source=str(record))
+        synthesized(root, config)
     elif root.exists() and any(root.iterdir()):
         raise ConfigError("exists and is not empty; choose a new directory for the synthetic dataset",
                           source=str(root))
@@ -474,7 +504,7 @@ def _run_task(task: tuple) -> tuple[str, int]:
 def _train_samples(config: SynthConfig, first: int, count: int) -> Iterator[tuple[str, Image.Image, str, dict]]:
     for index in range(first, first + count):
         rng = _rng(config.seed, "train", index)
-        scene = random_scene(rng)
+        scene = random_scene(rng, simple=config.scenes == "simple")
         image = render(scene, config.size, rng)
         matches = rng.random() >= config.caption_noise
         text = caption(scene, rng) if matches else noise_caption(rng)
@@ -488,7 +518,7 @@ def _train_samples(config: SynthConfig, first: int, count: int) -> Iterator[tupl
 def _retrieval_samples(config: SynthConfig, first: int, count: int) -> Iterator[tuple[str, Image.Image, str, dict]]:
     for index in range(first, first + count):
         rng = _rng(config.seed, "retrieval", index)
-        scene = random_scene(rng)
+        scene = random_scene(rng, simple=config.scenes == "simple")
         image = render(scene, config.size, rng)
         captions: list[str] = []
         for _ in range(RETRIEVAL_CAPTIONS * 4):
@@ -530,7 +560,8 @@ def _write_zeroshot_class(directory: Path, config: SynthConfig, label: int, firs
         if target.exists():
             continue
         rng = _rng(config.seed, "zeroshot", index)
-        image = render(random_scene(rng, shape=shape, color=color, alone=True), config.size, rng)
+        scene = random_scene(rng, shape=shape, color=color, alone=True, simple=config.scenes == "simple")
+        image = render(scene, config.size, rng)
         partial = target.with_suffix(".partial")
         partial.write_bytes(encode_jpeg(image, config.jpeg_quality))
         partial.rename(target)

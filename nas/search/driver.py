@@ -61,6 +61,7 @@ from nas.search.searcher import StudySearcher
 from nas.search.session import DriverSession, SearchInterrupted, running
 from nas.search.trial import LEDGER_NAMESPACE, TrialSettings, trainable
 from nas.study import Study
+from nas.train import ReportTo
 
 #: Prefix of the Ray temporary directories a driver makes (short: Ray's socket paths must fit in 107 bytes).
 RAY_TEMP_PREFIX = "vitamin-nas-ray-"
@@ -72,8 +73,10 @@ CONNECT_TIMEOUT_S = 10.0
 
 def search(study: Study, out: str | os.PathLike, *, resume: bool = False, address: str | None = None,
            storage: str | None = None, dashboard: bool = False, dashboard_host: str = "127.0.0.1",
-           verbose: bool = False, progress_every: float = 30.0, command: str | None = None) -> ResultStore:
-    """Run (or with `resume`, continue) `study`; results go to `out/study.db`, Ray's experiment to `storage`.
+           verbose: bool = False, progress_every: float = 30.0, command: str | None = None,
+           report_to: str = "tensorboard") -> ResultStore:
+    """Run (or with `resume`, continue) `study`; results go to `out/study.db`, Ray's experiment to `storage`,
+    the trials' curves to `out/tensorboard` (and W&B, with `report_to="tensorboard,wandb"`).
 
     `command` is how a user continues the search (recorded for `vitamin-nas status`). Returns the results
     database. Raises `ConfigError` for a study that cannot run as given (an existing search without `resume`, a
@@ -81,6 +84,7 @@ def search(study: Study, out: str | os.PathLike, *, resume: bool = False, addres
     SIGINT or SIGTERM stopped it.
     """
     run_dir = RunDir(out)
+    ReportTo.parse(report_to, run_dir.root)  # a missing wandb is a one-line error here, not in every trial
     store = open_store(study, run_dir.root, resume)
     storage = storage or str(run_dir.root / "ray")
     experiment = f"{storage.rstrip('/')}/{study.name}"
@@ -109,9 +113,8 @@ def search(study: Study, out: str | os.PathLike, *, resume: bool = False, addres
         end, reason = heartbeat.FAILED, None
         ledger = Ledger.options(name=driver.ledger, namespace=LEDGER_NAMESPACE).remote(ledger_entries(store))
         try:
-            function = tune.with_resources(
-                tune.with_parameters(trainable, settings=TrialSettings(study, driver.ledger, str(run_dir.root))),
-                trial_resources(study))
+            settings = TrialSettings(study, driver.ledger, str(run_dir.root), report_to)
+            function = tune.with_resources(tune.with_parameters(trainable, settings=settings), trial_resources(study))
             if restore:
                 tuner = tune.Tuner.restore(experiment, trainable=function, resume_unfinished=True,
                                            resume_errored=True)
@@ -179,11 +182,15 @@ def prepare_data(study: Study) -> None:
     """Write the synthetic data when it is absent; check that local shards and eval sets exist (on the driver,
     before any trial starts)."""
     from nas.data import expand_shards, synthesize
+    from nas.data.synth import synthesized
 
     data = study.data
     if data.synthetic is not None:
-        record = Path(data.dir) / "synth.json"
-        if not (record.exists() and json.loads(record.read_text()).get("complete")):
+        try:
+            complete = synthesized(data.dir, data.synthetic)
+        except ConfigError as err:  # data.dir holds another study's dataset: refused, never overwritten
+            raise ConfigError(f"data.dir {err.message}", source=study.source, field="data.synthetic") from None
+        if not complete:
             print(f"writing the synthetic dataset to {data.dir}", file=sys.stderr)
             synthesize(data.dir, data.synthetic, progress=True)
     for name, source in (("urls", data.source.urls), ("retrieval", data.retrieval)):
@@ -195,11 +202,11 @@ def prepare_data(study: Study) -> None:
     if data.zeroshot and not Path(data.zeroshot).is_dir():
         raise ConfigError(f"{data.zeroshot} is not a directory of class folders", source=study.source,
                           field="data.zeroshot")
-    if data.source.captions:  # the template's columns are in the metadata (the trials would each fail)
-        from nas.data.subset import caption_source
+    if data.source.captions:  # per-shard metadata with the template's columns (the trials would each fail)
+        from nas.data.shard_metadata import ShardCaptions
 
         try:
-            caption_source(data.source.metadata, data.source.captions)
+            ShardCaptions(data.source.metadata, data.source.captions, expand_shards(data.source.urls))
         except ConfigError as err:
             message = f"{err.source}: {err.message}" if err.source else err.message
             raise ConfigError(message, source=study.source, field=f"data.{err.field or 'metadata'}") from None

@@ -60,7 +60,8 @@ def ledger_entries(store: ResultStore) -> dict[str, dict[str, Any]]:
     entries = {t["trial_id"]: {"trial_id": t["trial_id"], "key": (t["arch_id"], t["schedule"]), "status": t["status"],
                                "rungs": [], "error": t["error"]} for t in store.trials()}
     for row in store.rungs():
-        entries[row["trial_id"]]["rungs"].append({**row["metrics"], "rung_checkpoint": row["checkpoint"]})
+        entries[row["trial_id"]]["rungs"].append({**row["metrics"], "rung_checkpoint": row["checkpoint"],
+                                                   **({"hits": row["hits"]} if row["hits"] else {})})
     return entries
 
 
@@ -108,13 +109,16 @@ class Recorder(tune.Callback):
         metrics = rung_metrics(result)
         where = {k: result[k] for k in ("host", "node", "device")}
         checkpoint = result.get("rung_checkpoint") or None
+        hits = result.get("hits")
         self.store.record_rung(trial.trial_id, {**metrics, **where}, rung=self.study.budget.rung_of(result["budget"]),
-                               checkpoint=checkpoint, session=result["session"], replace=not result["replay"])
+                               checkpoint=checkpoint, hits=hits, session=result["session"],
+                               replace=not result["replay"])
         self.store.update_trial(trial.trial_id, pid=result["pid"], accum_freq=result["accum_freq"],
                                 resumed_from=result["resumed_from"])
         if not result["replay"]:
             self.ledger.update.remote(trial.trial_id, trial.config["candidate"].key,
-                                      rung={**metrics, "rung_checkpoint": checkpoint})
+                                      rung={**metrics, "rung_checkpoint": checkpoint,
+                                            **({"hits": hits} if hits else {})})
         self._print(force=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

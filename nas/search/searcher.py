@@ -38,6 +38,7 @@ from ray.tune.search import Searcher
 from nas import status
 from nas.arch import Arch
 from nas.errors import ConfigError
+from nas.metrics import ZERO_COST
 from nas.results import ResultStore
 from nas.study import Study
 
@@ -67,7 +68,7 @@ class Candidate:
 
     arch: Arch
     schedule: int
-    cost: dict[str, float]
+    cost: dict[str, float]  # the cost metrics, and the zero-cost scores the study optimises
     violations: tuple[str, ...] = ()
 
     @property
@@ -100,7 +101,13 @@ class Proposer:
             trial.set_user_attr(name, value)
         for name, value in zip(space.constraints, space.constraint_values(arch, cost)):
             trial.set_constraint(name, value)
-        return Candidate(arch, schedule, cost.metrics(), tuple(space.violations(arch, cost)))
+        known = cost.metrics()
+        zero_cost = [name for name in self.study.objectives if name in ZERO_COST]
+        if zero_cost:  # objectives known before training, like the cost: scored once, here
+            from nas.proxies import zero_cost_scores
+
+            known.update(zero_cost_scores(arch, names=tuple(zero_cost)))
+        return Candidate(arch, schedule, known, tuple(space.violations(arch, cost)))
 
 
 def feasible_archs(study: Study) -> frozenset[str] | None:

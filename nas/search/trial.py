@@ -20,6 +20,11 @@ retries, resumed searches and repeated candidates never train what is already me
   `oom_retries`, then ends as `oom`. Anything else raises, and Ray Tune retries the trial from its last
   checkpoint up to `max_retries` times before recording `failed`.
 
+Its training curves go to TensorBoard under the study's run directory, `RUN/tensorboard/<number>-<arch name>`
+(`trial_events`), so that `tensorboard --logdir RUN/tensorboard` compares every trial of the study; on a
+cluster, RUN must then be on a filesystem the nodes share. With `report_to` naming wandb too, each trial is also
+a W&B run, grouped by the study's name.
+
 The trial takes exactly its CPU share (torch threads, loader workers) and, with `resources.memory_gib`,
 at most that much memory.
 """
@@ -30,6 +35,7 @@ import contextlib
 import ctypes
 import functools
 import gc
+import json
 import os
 import resource
 import socket
@@ -43,9 +49,11 @@ import torch
 
 from nas import status
 from nas.cost import COST_METRICS
+from nas.metrics import ZERO_COST
 from nas.run_dir import CHECKPOINT, RUNGS, RunDir, link_or_copy
 from nas.search.searcher import Candidate
 from nas.study import Study
+from nas.train import ReportTo
 
 LEDGER_NAMESPACE = "vitamin-nas"
 #: Keys a trial adds to the trainer's metrics in its reports (the rest are metrics).
@@ -55,12 +63,21 @@ REPORT_KEYS = ("schedule", "trial_status", "replay", "arch_id", "host", "node", 
 
 @dataclass(frozen=True)
 class TrialSettings:
-    """What every trial of a search shares: the study, where to find the driver's ledger, and the run directory
-    as the driver sees it (on a cluster, a filesystem every node mounts at that path)."""
+    """What every trial of a search shares: the study, where to find the driver's ledger, the run directory as
+    the driver sees it (on a cluster, a filesystem every node mounts at that path; the trials' checkpoints and
+    TensorBoard events go there) and where the curves go (`--report-to`)."""
 
     study: Study
     ledger: str
     run_dir: str
+    report_to: str = "tensorboard"
+
+
+def trial_events(run_dir: str | os.PathLike, number: int, candidate: Candidate) -> Path:
+    """A trial's TensorBoard directory: named by its Optuna number and arch, the run's name in TensorBoard."""
+    from nas.train import TENSORBOARD
+
+    return Path(run_dir) / TENSORBOARD / f"{number:03d}-{candidate.arch.name()}"
 
 
 @dataclass(frozen=True)
@@ -79,16 +96,21 @@ def trainable(config: dict[str, Any], settings: TrialSettings) -> None:
     from ray import tune
 
     ledger = ray.get_actor(settings.ledger, namespace=LEDGER_NAMESPACE)
-    Trial(settings.study, config["candidate"], tune.get_context().get_trial_id(), RunDir(settings.run_dir),
-          ledger).run()
+    context = tune.get_context()
+    events = trial_events(settings.run_dir, config["number"], config["candidate"])
+    report_to = ReportTo.parse(settings.report_to, events, name=events.name, group=settings.study.name)
+    Trial(settings.study, config["candidate"], context.get_trial_id(), RunDir(settings.run_dir), ledger,
+          report_to).run()
 
 
 class Trial:
     """One trial on its worker; its methods are the steps of `run`."""
 
-    def __init__(self, study: Study, candidate: Candidate, trial_id: str, run_dir: RunDir, ledger: Any):
+    def __init__(self, study: Study, candidate: Candidate, trial_id: str, run_dir: RunDir, ledger: Any,
+                 report_to: ReportTo | None = None):
         self.study, self.candidate, self.trial_id, self.run_dir, self.ledger = study, candidate, trial_id, run_dir, \
             ledger
+        self.report_to = report_to
         self.arch, self.schedule = candidate.arch, candidate.schedule
         gpu = study.resources.gpus > 0 and torch.cuda.is_available()
         self.device = "cuda" if gpu else "cpu"
@@ -128,7 +150,7 @@ class Trial:
                     config = self.study.run_config(self.schedule, self.accum_freq)
                     result = train(self.arch, self.study.text, self.study.data.source, config,
                                    out=self.out, zeroshot=zeroshot, retrieval=retrieval, on_rung=self._report,
-                                   device=self.device)
+                                   device=self.device, report_to=self.report_to)
                 break
             except Exception as err:  # OOM can also hit building the model or the loader, outside the trainer
                 if not (isinstance(err, OOMError) or is_oom(err)):
@@ -200,7 +222,7 @@ class Trial:
         rung = self.study.budget.rung_of(metrics["budget"])
         kept = self.run_dir.relative(self.run_dir.keep_rung(self.trial_id, rung, self.out / CHECKPOINT))
         self.reported.add(metrics["budget"])
-        tune.report({**_numbers(metrics), **self._extras(replay=False), "rung_checkpoint": kept})
+        tune.report({**_reported(metrics), **self._extras(replay=False), "rung_checkpoint": kept})
         return False
 
     def _replay(self, rungs: list[dict[str, Any]]) -> None:
@@ -214,7 +236,7 @@ class Trial:
             own = self.run_dir.rung(self.trial_id, self.study.budget.rung_of(metrics["budget"]))
             if kept is None and (own / CHECKPOINT).is_file():
                 kept = self.run_dir.relative(own)
-            tune.report({**_numbers(metrics), **self._extras(replay=True), "rung_checkpoint": kept or ""})
+            tune.report({**_reported(metrics), **self._extras(replay=True), "rung_checkpoint": kept or ""})
 
     def _report_end(self, end: str, error: str | None, replay: bool = False) -> None:
         from ray import tune
@@ -222,8 +244,14 @@ class Trial:
         tune.report({**self._extras(replay), "trial_status": end, "error": error or ""})
 
 
-def _numbers(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+def _reported(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A rung's metrics as Tune takes them: the numbers, and the per-item eval hits as JSON text (the trainer
+    gives them as a mapping; the ledger, replaying a measurement, as the text it was recorded with)."""
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    hits = metrics.get("hits")
+    if hits:
+        numbers["hits"] = hits if isinstance(hits, str) else json.dumps(hits, sort_keys=True)
+    return numbers
 
 
 def rung_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -231,9 +259,10 @@ def rung_metrics(result: dict[str, Any]) -> dict[str, float]:
     (`REPORT_KEYS`), the analytic cost and Ray Tune's own keys."""
     from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
 
-    skip = {*REPORT_KEYS, *COST_METRICS, *AUTO_RESULT_KEYS, *DEBUG_METRICS, "done", "should_checkpoint", "trial_id",
-            "experiment_tag"}
-    return {k: v for k, v in _numbers(result).items() if k not in skip}
+    skip = {*REPORT_KEYS, *COST_METRICS, *ZERO_COST, *AUTO_RESULT_KEYS, *DEBUG_METRICS, "done", "should_checkpoint",
+            "trial_id", "experiment_tag", "hits"}
+    return {k: v for k, v in result.items()
+            if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def newest_checkpoint(run_dir: RunDir, trial_id: str) -> StartingPoint | None:

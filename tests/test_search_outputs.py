@@ -1,0 +1,116 @@
+"""What a search leaves its user, read from one real search (Ray Tune, Optuna, SQLite, tiny towers on CPU):
+trained weights that open_clip loads and that score what the results database recorded, one TensorBoard run per
+trial, and a selection that carries the trained weights."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+
+import open_clip
+import pytest
+import ray
+import torch
+from search_helpers import synthetic_data, write_study
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from nas.cli import main
+from nas.data import zeroshot_set
+from nas.errors import ConfigError
+from nas.evaluate import evaluate
+from nas.export import furthest_trained, load_open_clip, trained
+from nas.results import ResultStore
+from nas.search import search
+from nas.select import at_target, choose, write_selection
+from nas.study import Study
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory) -> tuple[Study, ResultStore]:
+    """Three random archs of the tests' space through ASHA's rungs at 64, 128 and 256 samples seen."""
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", _temp_dir=temp,
+             log_to_driver=False)
+    try:
+        data = synthetic_data(tmp_path_factory.getbasetemp())
+        directory = tmp_path_factory.mktemp("outputs")
+        train = {"batch_size": 32, "warmup": 1, "lr": 0.002, "checkpoint_every": 32, "log_every": 2}
+        study = Study.load(write_study(directory, data, trials=3, objectives={"zeroshot_top1": "max"}, train=train))
+        yield study, search(study, directory / "out")
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_the_exported_winner_scores_in_open_clip_what_the_search_recorded(searched, tmp_path, one_thread):
+    study, store = searched
+    best = trained(store, best=True)
+    assert best.budget == max(store.budgets()) == 256
+    export = tmp_path / "winner"
+    assert main(["export", str(store.path.parent), "--best", "--out", str(export)]) == 0
+
+    model, _, preprocess = load_open_clip(export)  # open_clip's loader, its preprocessing and its tokenizer
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{export}")
+    evaluation = evaluate(model, zeroshot=zeroshot_set(study.data.zeroshot, transform=preprocess),
+                          tokenizer=tokenizer)
+    assert evaluation.metrics["zeroshot_top1"] == best.metrics["zeroshot_top1"]
+    assert evaluation.metrics["zeroshot_top5"] == best.metrics["zeroshot_top5"]
+    measured = json.loads((export / "measured.json").read_text())
+    assert (measured["number"], measured["budget"], measured["arch_id"]) == (best.number, 256, best.arch.arch_id)
+
+
+def test_export_picks_a_trial_at_its_furthest_rung_and_names_what_exists(searched, tmp_path, capsys):
+    _, store = searched
+    trials = store.trials()
+    furthest = {t["number"]: t["budget"] for t in trials}
+    number = min(furthest, key=lambda n: (furthest[n], n))  # ASHA may have stopped it early
+    assert main(["export", str(store.path.parent), "--trial", str(number), "--out", str(tmp_path / "t")]) == 0
+    out = capsys.readouterr().out
+    assert f"exported trial {number} " in out and f"at {furthest[number]:,} samples seen" in out
+    weights = torch.load(store.rungs(next(t["trial_id"] for t in trials if t["number"] == number))[-1]
+                         ["checkpoint"] + "/checkpoint.pt", weights_only=True)["model"]
+    model, _, _ = load_open_clip(tmp_path / "t")
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+
+    with pytest.raises(ConfigError, match="was not measured at 100 samples seen; measured at: 64"):
+        trained(store, trial=number, budget=100)
+    with pytest.raises(ConfigError, match="no trial 99; trials: 0, 1, 2"):
+        trained(store, trial=99)
+    assert main(["export", str(store.path.parent), "--arch", "zzz", "--out", str(tmp_path / "x")]) == 2
+    assert "'zzz' is not an arch of this search; arch_ids: " in capsys.readouterr().err
+
+
+def test_each_trial_is_one_tensorboard_run_with_its_rungs(searched):
+    study, store = searched
+    runs = sorted(p for p in (store.path.parent / "tensorboard").iterdir())
+    assert [p.name for p in runs] == sorted(f"{t['number']:03d}-{t['arch_name']}" for t in store.trials())
+    for trial, run in zip(sorted(store.trials(), key=lambda t: t["number"]), runs):
+        events = EventAccumulator(str(run), size_guidance={"scalars": 0})
+        events.Reload()
+        tags = events.Tags()["scalars"]
+        assert {"train/loss", "train/lr", "train/logit_scale", "train/images_per_s", "train/data_wait_share",
+                "rung/images_per_s", "rung/data_wait_share", "eval/zeroshot_top1_low",
+                "eval/text_to_image_R@10"} <= set(tags)
+        recorded = [(r["samples_seen"], r["metrics"]["zeroshot_top1"]) for r in store.rungs(trial["trial_id"])]
+        assert [(e.step, e.value) for e in events.Scalars("eval/zeroshot_top1")] == \
+            [(s, pytest.approx(v, abs=1e-7)) for s, v in recorded]
+        steps = [e.step for e in events.Scalars("train/loss")]
+        assert steps == sorted(set(steps)) and steps[-1] <= trial["samples_seen"]
+
+
+def test_select_writes_the_trained_weights_of_each_chosen_arch(searched, tmp_path):
+    _, store = searched
+    ranking = at_target(store, target_samples=1024, metric="loss")
+    chosen = choose(ranking)
+    assert chosen
+    path = write_selection(store, ranking, chosen, tmp_path / "selection")
+    for entry, prediction in zip(json.loads(path.read_text())["chosen"], chosen):
+        kept = furthest_trained(store, prediction.arch.arch_id)
+        assert entry["weights"] == {"trial": kept.number, "rung": kept.rung, "budget": kept.budget,
+                                    "samples_seen": kept.samples_seen}
+        model, _, _ = load_open_clip(entry["dir"])
+        weights = torch.load(f"{kept.checkpoint}/checkpoint.pt", weights_only=True)["model"]
+        assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
