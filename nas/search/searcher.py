@@ -46,6 +46,9 @@ logger = logging.getLogger(__name__)
 
 #: Consecutive proposals that may be infeasible or already measured before the searcher stops proposing.
 MAX_PROPOSALS = 1000
+#: Consecutive known proposals after which the next ones are drawn at random (a model-based sampler that has
+#: converged on measured archs proposes them again and again: the rest of a small space must still be reached).
+RANDOM_AFTER = 20
 #: Finite spaces up to this size are enumerated once, so that the search ends when every feasible arch is known.
 ENUMERATE_LIMIT = 100_000
 STATUS_KEY = "trial_status"
@@ -161,6 +164,7 @@ class StudySearcher(Searcher):
         self.store = store
         self.propose = Proposer(study)
         self.feasible = feasible_archs(study)
+        self.random = optuna.samplers.RandomSampler(seed=study.seed)
         self.asked: dict[str, optuna.Trial] = {}  # Tune trial id -> its Optuna trial
         self.in_flight: dict[str, tuple[str, int]] = {}  # Tune trial id -> (arch_id, schedule) being trained
         self.reported: dict[str, set[int]] = {}  # Tune trial id -> budgets told to Optuna
@@ -175,10 +179,10 @@ class StudySearcher(Searcher):
 
     # ---- Tune's interface ------------------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        for _ in range(MAX_PROPOSALS):
+        for proposal in range(MAX_PROPOSALS):
             if self._exhausted():
                 return Searcher.FINISHED
-            ot_trial = self.ot_study.ask()
+            ot_trial = self._ask(at_random=proposal >= RANDOM_AFTER)
             candidate = self.propose(ot_trial)
             if not self._skipped(ot_trial, candidate):
                 self.asked[trial_id] = ot_trial
@@ -236,6 +240,15 @@ class StudySearcher(Searcher):
         self.asked = {t: self.optuna.trial(number) for t, number in state["asked"].items()}
 
     # ---- deciding what to train ------------------------------------------------------------------------------
+    def _ask(self, at_random: bool) -> optuna.Trial:
+        if not at_random:
+            return self.ot_study.ask()
+        sampler, self.ot_study.sampler = self.ot_study.sampler, self.random
+        try:
+            return self.ot_study.ask()
+        finally:
+            self.ot_study.sampler = sampler
+
     def _exhausted(self) -> bool:
         """No candidate left: a grid or fixed list all asked, or every feasible arch of a finite space known."""
         if self.study.archs:
