@@ -182,8 +182,7 @@ class StudySearcher(Searcher):
         for proposal in range(MAX_PROPOSALS):
             if self._exhausted():
                 return Searcher.FINISHED
-            ot_trial = self._ask(at_random=proposal >= RANDOM_AFTER)
-            candidate = self.propose(ot_trial)
+            ot_trial, candidate = self._proposal(at_random=proposal >= RANDOM_AFTER)
             if not self._skipped(ot_trial, candidate):
                 self.asked[trial_id] = ot_trial
                 self.in_flight[trial_id] = candidate.key
@@ -240,12 +239,15 @@ class StudySearcher(Searcher):
         self.asked = {t: self.optuna.trial(number) for t, number in state["asked"].items()}
 
     # ---- deciding what to train ------------------------------------------------------------------------------
-    def _ask(self, at_random: bool) -> optuna.Trial:
-        if not at_random:
-            return self.ot_study.ask()
-        sampler, self.ot_study.sampler = self.ot_study.sampler, self.random
+    def _proposal(self, at_random: bool) -> tuple[optuna.Trial, Candidate]:
+        """A new Optuna trial and its candidate, from the study's sampler or (`at_random`) the random one: a
+        trial samples its parameters when they are suggested, so the sampler is swapped for both steps."""
+        sampler = self.ot_study.sampler
+        if at_random:
+            self.ot_study.sampler = self.random
         try:
-            return self.ot_study.ask()
+            ot_trial = self.ot_study.ask()
+            return ot_trial, self.propose(ot_trial)
         finally:
             self.ot_study.sampler = sampler
 
