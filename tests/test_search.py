@@ -134,10 +134,10 @@ def test_every_rung_keeps_one_copy_of_its_checkpoint_in_the_run_directory(asha_s
 
 @pytest.mark.slow
 def test_a_search_driver_records_its_session(asha_search):
-    _, store, _ = asha_search
+    study, store, _ = asha_search
     driver = store.meta("driver")
     assert driver["state"] == "finished" and driver["pid"] == os.getpid() and driver["ended_at"] >= driver["beat_at"]
-    assert driver["command"] == f"vitamin-nas search {store.study().source} --out {store.path.parent} --resume"
+    assert driver["command"] == f"vitamin-nas search {study.source} --out {store.path.parent} --resume"
     assert driver["ray_temp"] is None  # the caller's Ray: nothing of it is the driver's to remove
 
 
