@@ -7,9 +7,11 @@ sampler resumes from it) and the toolkit's, prefixed `nas_`:
   family), the analytic cost, the status (`nas.status`: `pending`, `running`, then one of its final statuses,
   with the error), host, Ray node, device, attempts, micro-batch accumulation, wall time.
 - `nas_rungs`: one row per trial and rung (the index of the budget in the study's ladder): the budget (samples
-  seen the rung stands for), every metric the trainer reported there (JSON), the checkpoint, the host, node and
-  training session that measured it.
-- `nas_meta`: the resolved study (`store.study()` reads it back as a `nas.study.Study`).
+  seen the rung stands for), every metric the trainer reported there (JSON), the checkpoint (a directory holding
+  that rung's `checkpoint.pt`, relative to the run directory: `store.checkpoint_path(row["checkpoint"])`), the
+  host, node and training session that measured it.
+- `nas_meta`: the resolved study (`store.study()` reads it back as a `nas.study.Study`) and the driver's record
+  (`nas.heartbeat`: whether a search is running, stopped or was killed).
 
 Rows are keyed (trial, rung), so a resumed search that reports a rung again updates it instead of adding a
 duplicate. Only the search driver writes; readers (`vitamin-nas status` from another shell, the scaling
@@ -317,10 +319,12 @@ class ResultStore:
         self.update_trial(trial_id, rung=rung, budget=budget, samples_seen=int(metrics["samples_seen"]),
                           wall_s=metrics.get("wall_s"), **where)
 
-    def set_checkpoint(self, trial_id: str, rung: int, checkpoint: str) -> None:
-        """The trial's persisted checkpoint, at its rung; earlier rungs' are gone (one is kept per trial)."""
-        self.db.execute("UPDATE nas_rungs SET checkpoint = CASE WHEN rung = ? THEN ? END WHERE trial_id = ?",
-                        (rung, checkpoint, trial_id))
+    def checkpoint_path(self, checkpoint: str) -> Path:
+        """A rung's `checkpoint` (as stored, relative to the run directory) as an absolute path: the directory
+        holding that rung's `checkpoint.pt`, wherever the run directory now is."""
+        from nas.run_dir import RunDir
+
+        return RunDir(self.path.parent).resolve(checkpoint)
 
     # ---- reading -----------------------------------------------------------------------------------------
     def trial(self, trial_id: str) -> dict[str, Any] | None:
@@ -438,11 +442,11 @@ class ResultStore:
 
 
 def rung_checkpoint(store: ResultStore, trial_id: str, rung: int) -> str | None:
-    """Where the checkpoint of a trial's rung is: a directory (or a storage URI) holding `checkpoint.pt`, as
-    recorded; None when none was kept (Ray Tune keeps one per trial, its last rung's)."""
+    """The directory holding the checkpoint of a trial's rung (`checkpoint.pt`), wherever the run directory now
+    is; None when none was kept."""
     row = store.db.execute("SELECT checkpoint FROM nas_rungs WHERE trial_id = ? AND rung = ?",
                            (trial_id, rung)).fetchone()
-    return row[0] if row and row[0] else None
+    return str(store.checkpoint_path(row[0])) if row and row[0] else None
 
 
 # ---- Pareto fronts ---------------------------------------------------------------------------------------
@@ -598,8 +602,12 @@ def progress(store: ResultStore, now: float | None = None) -> tuple[list[dict[st
     at the study's wall time per sample so far); the study's adds the remaining trials at the mean wall time of
     the finished ones, spread over the trials running at once. Unknown (None) until there is a rate to use.
     """
+    from nas import heartbeat
+
     now = time.time() if now is None else now
     study = store.study()
+    driver = heartbeat.read(store)
+    stopped = driver is not None and not driver.alive(now)  # its running trials are cut off, not running
     max_budget = study.budget.max_samples
     objectives = study.objectives
     latest = {r["trial_id"]: r for r in store.rungs()}  # rows come by rung: the last one wins
@@ -609,6 +617,8 @@ def progress(store: ResultStore, now: float | None = None) -> tuple[list[dict[st
     rate = sum(t["wall_s"] for t in measured) / sum(t["samples_seen"] for t in measured) if measured else None
     for trial in trials:
         rung = latest.get(trial["trial_id"])
+        if stopped and trial["status"] in (status.PENDING, status.RUNNING):
+            trial = {**trial, "status": status.INTERRUPTED}
         record = {"trial": trial["number"], "arch": trial["arch_name"], "status": trial["status"],
                   "rung": trial["rung"], "budget": trial["budget"], "samples_seen": trial["samples_seen"],
                   "wall": trial["wall_s"],
@@ -636,8 +646,10 @@ def progress(store: ResultStore, now: float | None = None) -> tuple[list[dict[st
                + (f", {counts[status.PENDING]} pending" if counts[status.PENDING] else ""))
     eta = _study_eta(running_left, finished_wall, max(0, total - finished - counts[status.RUNNING]),
                      max(1, counts[status.RUNNING]))
-    if eta is not None:
+    if eta is not None and not stopped:
         summary += f", ETA ~{format_duration(eta)}"
+    if driver is not None:
+        summary += f"; {driver.describe(now)}"
     return records, summary
 
 
