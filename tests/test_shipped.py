@@ -119,4 +119,4 @@ def test_a_study_names_a_shipped_space(tmp_path):
     from nas.study import Study
 
     study = Study.load(write_study(tmp_path, tmp_path / "data", space="tiny"))
-    assert Path(study.space.source) == shipped.spaces()["tiny"] and study.space.size() == 432
+    assert Path(study.space.source) == shipped.spaces()["tiny"] and study.space.size() == 864
