@@ -223,5 +223,8 @@ def test_a_syntax_error_in_the_space_file_names_the_space_file(tmp_path):
     space.write_text((REPO / "search_spaces" / "tiny.yaml").read_text().replace("depth: [2, 3, 4]", "depth: [2, 3, 4"))
     with pytest.raises(ConfigError, match="not valid YAML: expected ',' or ']'") as info:
         Study.load(write(tmp_path, space="space.yaml"))
-    # line 23 is "  depth: [2, 3, 4" (the list opens at column 10); line 24's "head_dim:" cannot continue it
-    assert info.value.source == str(space) and info.value.field == "line 24, column 11"
+    # the depths' line holds "  depth: [2, 3, 4" (the list opens at column 10); the next line's "head_dim:"
+    # cannot continue it
+    lines = (REPO / "search_spaces" / "tiny.yaml").read_text().splitlines()
+    depths = lines.index("  depth: [2, 3, 4]") + 1
+    assert info.value.source == str(space) and info.value.field == f"line {depths + 1}, column 11"
