@@ -630,8 +630,9 @@ class _Reader:
     def archs(self, raw: dict[str, Any], algorithm: str, space: SearchSpace, seed: int) -> tuple[Arch, ...]:
         """The candidates of a `fixed` or `grid` study, in the order they are measured (none otherwise).
 
-        A grid is the space's feasible archs in a seeded stratified order (`nas.stratified`): fewer trials than
-        the grid still cover every block, width, depth and the cost range evenly. A grid's resolved form lists
+        A grid is the space's feasible archs (at the study's `image_size`, when it gives one) in a seeded
+        stratified order (`nas.stratified`): fewer trials than the grid still cover every block, width, depth
+        and the cost range evenly. A grid's resolved form lists
         them (`archs`), and reads back as that list.
         """
         value = raw.get("archs")
@@ -640,8 +641,14 @@ class _Reader:
         if algorithm == "grid":
             if not space.finite:
                 raise self.error("grid needs a finite space (give float ranges a step)", "algorithm")
-            archs = self.fixed(value, space) if value is not None else \
-                stratified_order(space.enumerate(feasible=True), seed)
+            if value is not None:
+                archs = self.fixed(value, space)
+            else:
+                found = space.enumerate(feasible=True)
+                if raw.get("image_size") is not None:  # the grid at one resolution: archs that differ only in it
+                    size = self.integer(raw["image_size"], "image_size", low=1)  # are one candidate
+                    found = dict.fromkeys(arch.replace(image_size=size) for arch in found)
+                archs = stratified_order(found, seed)
             if not archs:
                 raise self.error("no arch of the space meets the constraints", "constraints")
             return tuple(archs[: self.integer(raw.get("trials", len(archs)), "trials", low=1)])
