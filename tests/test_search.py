@@ -376,7 +376,7 @@ def test_a_measured_arch_proposed_again_is_told_once(data, tmp_path):
     study = Study.load(write_study(tmp_path, data, objectives=objectives))
     store = ResultStore.create(tmp_path / "out", study)
     searcher = StudySearcher(study, store)
-    done, stopped, unknown = study.space.sample(0), study.space.sample(1), study.space.sample(3)
+    done, stopped, unknown = list(study.space.enumerate(feasible=True))[:3]
 
     def record(trial_id, arch, budgets, number):
         store.add_trial(trial_id, arch, cost(arch, study.text).metrics(), number=number, schedule=256)
