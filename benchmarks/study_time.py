@@ -88,7 +88,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, help="a synthetic dataset to time on instead of the study's")
     parser.add_argument("--samples", type=int, default=480, help="timed training samples per candidate")
     parser.add_argument("--skip", type=int, default=160, help="untimed samples before them")
-    parser.add_argument("--startup", type=float, default=5.0, help="seconds of setup per run (default 5)")
+    parser.add_argument("--startup", type=float, default=8.0, help="seconds of setup per run (default 8)")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     args = parser.parse_args()
 
