@@ -490,6 +490,43 @@ def _scaling_section(frame: pd.DataFrame, paper: Paper, law: str) -> list[str]:
                                                                  if caveats else [])]
 
 
+def _size_section(frame: pd.DataFrame, paper: Paper) -> list[str]:
+    """Per family with three or more sizes measured at one budget: error against image parameters at that fixed
+    budget (a model-size law), beside the same law on the paper's S/B/L models of the family at the budget of the
+    same rank when the study has as many budgets as the paper (three)."""
+    from nas.scaling import fit
+
+    paper_budgets = sorted(paper.benchmark.samples.unique())
+    rows = []
+    for family, members in frame.dropna(subset=["error"]).groupby("family", sort=True):
+        budgets = sorted(members.budget.unique())
+        models = paper.families.get(family, [])
+        for rank, budget in enumerate(budgets):
+            sizes = members[members.budget == budget].groupby("arch_id").agg(
+                params=("image_params_m", "first"), error=("error", "mean"))
+            if len(sizes) < 3:
+                continue
+            ours = fit("power", sizes.params, sizes.error)
+            theirs, paper_budget = None, None
+            if models and len(budgets) == len(paper_budgets):
+                paper_budget = paper_budgets[rank]
+                rows_p = paper.benchmark[paper.benchmark.model.isin(models) & (paper.benchmark.samples == paper_budget)]
+                theirs = fit("power", rows_p.image_params_m, 1 - rows_p[paper.metric] / 100) if len(rows_p) >= 3 \
+                    else None
+            rows.append([family, _samples(budget), len(sizes),
+                         f"{sizes.params.min():.3g}-{sizes.params.max():.3g}", _exponent(ours),
+                         ", ".join(models) or "-", _samples(paper_budget) if paper_budget else "-",
+                         _exponent(theirs) if theirs else "-"])
+    if not rows:
+        return []
+    return ["", "## Model size at fixed data (power law)", "",
+            "Error against image parameters (M) at each budget; the exponent is d log(error) / d log(params) with "
+            "its 95% interval, beside the same law on the paper's S/B/L models of the family at the budget of the "
+            "same rank (three points: a wide interval).", "",
+            _markdown_table(["family", "budget", "sizes", "params (M)", "exponent [95% CI]", "paper models",
+                             "paper budget", "paper exponent [95% CI]"], rows)]
+
+
 def _paper_law(paper: Paper, models: Sequence[str], law: str):
     from nas.scaling import fit
 
@@ -548,6 +585,7 @@ def report(store: ResultStore, paper: Paper, figures: Mapping[str, str] | None =
     lines += _ablation_section(frame, paper)
     lines += _fidelity_section(store, metric)
     lines += _scaling_section(frame, paper, law)
+    lines += _size_section(frame, paper)
     lines += _ranking_section(store, frame, metric, law)
     if figure_of:
         lines += ["", "## Figures", ""] + [f"![{name}]({path})" for name, path in figure_of.items()]

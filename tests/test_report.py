@@ -194,9 +194,9 @@ def test_a_finding_holds_only_where_every_seed_agrees_and_the_report_shows_the_s
     text = report(store, paper)
     assert "- seeds: 0, 1 (every candidate; the tables give the mean over seeds)" in text
     assert "- data: synthetic scenes (simple, 64 px, 128,000 captioned images), not DataComp" in text
-    assert "## Run-to-run noise" in text and "largest 9.5 pts (ViTamin at 40k)" in text
-    assert "| ViTamin | 40k | 60.0 (seed 0), 50.5 (seed 1) | 9.5 |" in text
-    assert "| ViT | 40k | 40.0 (seed 0), 40.0 (seed 1) | 0.0 |" in text
+    assert "## Run-to-run noise" in text and "largest 9.5 pts (ViTamin at 36k)" in text
+    assert "| ViTamin | 36k | 60.0 (seed 0), 50.5 (seed 1) | 9.5 |" in text
+    assert "| ViT | 36k | 40.0 (seed 0), 40.0 (seed 1) | 0.0 |" in text
 
 
 def test_the_csv_of_every_run_names_each_candidate_seed_and_interval(tmp_path, cli):
