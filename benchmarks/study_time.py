@@ -2,13 +2,14 @@
 threads, measured briefly, then summed over every run the study makes.
 
     .venv/bin/python benchmarks/study_time.py studies/vitamin_design_choices.yaml [--data data/quickstart]
-        [--samples 480] [--skip 160] [--json]
+        [--samples 320] [--windows 3] [--skip 160] [--json]
 
 For each candidate: `nas.train.train` on the study's data with its recipe (batch size, lr, warmup...) and
 `torch.set_num_threads(resources.threads)`, for `--skip` samples untimed (allocation, the shuffle buffer)
-and then `--samples` timed ones; then one zero-shot (and retrieval) evaluation of the study's eval sets.
-Speeds are counted in the process's CPU time as well as in wall time: on a machine others are using, CPU time
-is what the same work takes on an idle core, and the estimate uses it. A run of the study costs its
+and then `--windows` timed windows of `--samples` each, of which the fastest counts; then one zero-shot (and
+retrieval) evaluation of the study's eval sets. Speeds are counted in the process's CPU time as well as in wall
+time: on a machine others are using, CPU time is closer to what the same work takes on an idle core (though
+still slowed by the caches and cores it shares), and the estimate uses it. A run of the study costs its
 schedule's samples / training speed, plus one evaluation per budget it is measured at, plus `--startup`
 seconds (worker, model and eval-set setup); the study's estimate is when the last run ends when the runs start
 in the study's order (`Study.runs`), each on the first of `resources.concurrency` slots to come free.
@@ -33,11 +34,13 @@ from nas.cost import cost
 from nas.study import Study
 
 
-def timed_training(study: Study, arch, data, samples: int, skip: int) -> tuple[float, float]:
-    """Images per second (CPU time, wall time) of training `arch`, after `skip` untimed samples."""
+def timed_training(study: Study, arch, data, samples: int, skip: int, windows: int) -> tuple[float, float]:
+    """Images per second (CPU time, wall time) of training `arch` after `skip` untimed samples: the fastest of
+    `windows` windows of `samples` each (the one others slowed least)."""
     from nas.train import train
 
-    config = dataclasses.replace(study.run_config(), samples=skip + samples, rungs=(skip,), warmup=1,
+    ends = tuple(skip + i * samples for i in range(windows + 1))
+    config = dataclasses.replace(study.run_config(), samples=ends[-1], rungs=ends[:-1], warmup=1,
                                  checkpoint_every=0)
     marks = []
 
@@ -45,9 +48,8 @@ def timed_training(study: Study, arch, data, samples: int, skip: int) -> tuple[f
         marks.append((time.process_time(), time.perf_counter()))
 
     train(arch, study.text, data, config, on_rung=mark)
-    mark({})
-    (cpu0, wall0), (cpu1, wall1) = marks[0], marks[-1]
-    return samples / (cpu1 - cpu0), samples / (wall1 - wall0)
+    spans = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(marks, marks[1:])]
+    return samples / min(cpu for cpu, _ in spans), samples / min(wall for _, wall in spans)
 
 
 def timed_evaluation(study: Study, arch, zeroshot, retrieval) -> float:
@@ -86,8 +88,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", type=Path)
     parser.add_argument("--data", type=Path, help="a synthetic dataset to time on instead of the study's")
-    parser.add_argument("--samples", type=int, default=480, help="timed training samples per candidate")
+    parser.add_argument("--samples", type=int, default=320, help="training samples per timed window (default 320)")
     parser.add_argument("--skip", type=int, default=160, help="untimed samples before them")
+    parser.add_argument("--windows", type=int, default=3, help="timed windows per candidate; the fastest counts "
+                                                               "(default 3)")
     parser.add_argument("--startup", type=float, default=8.0, help="seconds of setup per run (default 8)")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     args = parser.parse_args()
@@ -109,7 +113,7 @@ def main() -> int:
         zeroshot = zeroshot_set(zeroshot_dir, arch.image_size, templates=study.data.zeroshot_templates) \
             if zeroshot_dir else None
         retrieval = retrieval_set(retrieval_dir, arch.image_size) if retrieval_dir else None
-        cpu_ips, wall_ips = timed_training(study, arch, source, args.samples, args.skip)
+        cpu_ips, wall_ips = timed_training(study, arch, source, args.samples, args.skip, args.windows)
         train_ips[arch.arch_id], eval_s[arch.arch_id] = cpu_ips, timed_evaluation(study, arch, zeroshot, retrieval)
         rows.append({"label": label, "arch": arch.name(), "image_mmacs": 1e3 * cost(arch).image_gmacs,
                      "train_img_s": cpu_ips, "train_img_s_wall": wall_ips, "eval_s": eval_s[arch.arch_id]})
