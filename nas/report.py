@@ -36,6 +36,8 @@ PAPER = shipped.PAPER
 PAPER_FIELDS = ("paper", "source", "metric", "benchmark", "ablations", "models", "families", "claims")
 BENCHMARK_FIELDS = ("model", "samples", "image_params_m", "image_gmacs", "imagenet", "avg38")
 CLAIM_FIELDS = ("id", "text", "order", "monotonic", "labels", "paper")
+#: How many times the smallest tower's parameters the largest must have for a model-size law at fixed data.
+SIZE_SPAN = 4
 
 
 # ---- the paper's side ----------------------------------------------------------------------------------------
@@ -491,9 +493,10 @@ def _scaling_section(frame: pd.DataFrame, paper: Paper, law: str) -> list[str]:
 
 
 def _size_section(frame: pd.DataFrame, paper: Paper) -> list[str]:
-    """Per family with three or more sizes measured at one budget: error against image parameters at that fixed
-    budget (a model-size law), beside the same law on the paper's S/B/L models of the family at the budget of the
-    same rank when the study has as many budgets as the paper (three)."""
+    """Per family with a ladder of sizes measured at one budget (three or more, spanning `SIZE_SPAN` in parameters:
+    design variants of one size are no ladder): error against image parameters at that fixed budget (a model-size
+    law), beside the same law on the paper's S/B/L models of the family at the budget of the same rank when the
+    study has as many budgets as the paper (three)."""
     from nas.scaling import fit
 
     paper_budgets = sorted(paper.benchmark.samples.unique())
@@ -504,7 +507,7 @@ def _size_section(frame: pd.DataFrame, paper: Paper) -> list[str]:
         for rank, budget in enumerate(budgets):
             sizes = members[members.budget == budget].groupby("arch_id").agg(
                 params=("image_params_m", "first"), error=("error", "mean"))
-            if len(sizes) < 3:
+            if len(sizes) < 3 or sizes.params.max() < SIZE_SPAN * sizes.params.min():
                 continue
             ours = fit("power", sizes.params, sizes.error)
             theirs, paper_budget = None, None
