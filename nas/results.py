@@ -431,9 +431,13 @@ class ResultStore:
                                  na_position="last").reset_index(drop=True)
 
     def export(self, path: str | os.PathLike, budget: int | None = None) -> Path:
-        """Write `frame(budget)` as CSV or parquet (by the suffix)."""
+        """Write `frame(budget)` as CSV or parquet (by the suffix), with the study's `label` of each candidate
+        where it names them (the report's tables go by label)."""
         path = Path(path)
         frame = self.frame(budget=budget)
+        labels = self.study().label_of
+        if labels:
+            frame.insert(frame.columns.get_loc("arch_name"), "label", frame.arch_id.map(labels))
         if path.suffix == ".csv":
             frame.to_csv(path, index=False)
         elif path.suffix == ".parquet":

@@ -35,8 +35,9 @@ A study that `extends` another takes the other's fields in their resolved form: 
 `resources` and `failures` are merged field by field (`budget: {early_stopping: none}` keeps the base's
 ladder), except that a `data` naming its own data (urls, synthetic or dir) replaces the base's; every other
 field given replaces the base's; the base's `sampler`, `archs`, `groups` and `trials` are dropped when the
-study chooses another algorithm; `name` and `description` are never inherited. So a study that measures what
-another searches follows that study's recipe as it changes, instead of a copy of its numbers.
+study chooses another algorithm, and its `groups` and `trials` when the study lists its own `archs`; `name` and
+`description` are never inherited. So a study that measures what another searches follows that study's recipe
+as it changes, instead of a copy of its numbers.
 
 Relative paths are relative to the study file, except the `data.dir` of a study installed with the package,
 which lands under the current directory (`nas.shipped`). Every error names the file and the field, and the CLI exits
@@ -78,6 +79,8 @@ TOP_FIELDS = ("name", "description", "extends", "space", "data", "text", "train"
 MERGED_SECTIONS = ("data", "train", "budget", "resources", "failures")
 #: The base's fields that belong to its algorithm: not inherited by a study that chooses another.
 ALGORITHM_FIELDS = ("sampler", "archs", "groups", "trials")
+#: The base's fields about its listed candidates: not inherited by a study that lists its own.
+CANDIDATE_FIELDS = ("groups", "trials")
 #: Fields added after searches were stored: left out of the resolved form at their defaults, so that a search
 #: begun before they existed still resumes (`--resume` compares resolved forms).
 LATER_DEFAULTS = {"budget": {"between": 0, "below": 0}, "train": {"mask_ratio": 0.0}}
@@ -377,6 +380,9 @@ def _extend(base: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
     merged = {k: v for k, v in base.items() if k not in ("name", "description")}
     if raw.get("algorithm", merged["algorithm"]) != merged["algorithm"]:
         for name in ALGORITHM_FIELDS:
+            merged.pop(name, None)
+    if "archs" in raw:  # the base's count and groups are of the base's candidates
+        for name in CANDIDATE_FIELDS:
             merged.pop(name, None)
     for key, value in raw.items():
         own_data = key == "data" and isinstance(value, dict) and bool({"urls", "synthetic", "dir"} & set(value))

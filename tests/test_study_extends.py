@@ -81,6 +81,17 @@ def test_a_study_extends_another_and_follows_its_recipe(tmp_path):
     assert Study.load(child).data.source.urls == str(tmp_path / "other")
 
 
+def test_a_study_listing_its_own_candidates_takes_neither_the_base_count_nor_its_groups(tmp_path):
+    archs = {f"a{i}": arch.to_dict() for i, arch in enumerate(Study.load(write(tmp_path / "grid.yaml")).archs)}
+    base = write(tmp_path / "base.yaml", algorithm="fixed", trials=None, archs=dict(list(archs.items())[:2]),
+                 groups={"pair": ["a0", "a1"]})
+    child = tmp_path / "child.yaml"
+    child.write_text(yaml.safe_dump({"extends": "base.yaml", "archs": dict(list(archs.items())[2:5])}))
+    assert Study.load(base).trials == 2
+    study = Study.load(child)
+    assert study.labels == ("a2", "a3", "a4") and study.trials == 3 and study.groups == {}
+
+
 def test_extends_errors_name_the_file_and_the_cycle(tmp_path):
     (tmp_path / "a.yaml").write_text(yaml.safe_dump({"extends": "b.yaml"}))
     (tmp_path / "b.yaml").write_text(yaml.safe_dump({"extends": "a.yaml"}))
