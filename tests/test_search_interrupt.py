@@ -97,7 +97,7 @@ def test_sigint_and_sigterm_stop_a_search_cleanly_and_resume_continues_it(tmp_pa
     final = subprocess.run([*cli, "search", str(study), "--out", str(out), "--resume"], capture_output=True,
                            text=True, timeout=900)
     assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
-    assert store.meta("driver")["state"] == "finished", (store.meta("driver"), final.stdout[-3000:])
+    assert store.meta("driver")["state"] == "finished"
     for trial in store.trials():
         assert trial["status"] == "completed" and trial["samples_seen"] == 1024 and trial["attempts"] >= 2
         assert trial["resumed_from"] == cut_off[trial["trial_id"]] > 64  # its newest checkpoint, past the rung
