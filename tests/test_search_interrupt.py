@@ -32,9 +32,9 @@ def stop(cli: list[str], study: Path, out: Path, sig: signal.Signals, log: Path,
         driver = subprocess.Popen([*cli, "search", str(study), "--out", str(out), *extra], stdout=output,
                                   stderr=subprocess.STDOUT)
     try:
-        # Each look opens the database afresh: a reader opened before a resumed driver was seen to keep reading
-        # the database as it stood before that driver wrote (cause not pinned down; `vitamin-nas status` opens
-        # it per call).
+        # Each look opens the database afresh and closes it: a read-only connection opened before a resumed
+        # driver was seen to keep reading the database as it stood before that driver wrote, and one opened
+        # beside it to find it "malformed" (cause not pinned down; `vitamin-nas status` opens it per call).
         def trials(**where) -> list[dict]:
             with contextlib.closing(ResultStore.open(out, readonly=True)) as store:
                 return store.trials(**where)
@@ -95,12 +95,14 @@ def test_sigint_and_sigterm_stop_a_search_cleanly_and_resume_continues_it(tmp_pa
     assert status.returncode == 0 and "driver stopped by SIGINT" in status.stdout and resume in status.stdout
     assert " running " not in status.stdout.split("eta\n", 1)[1]
 
+    store.close()  # no reader spans a driver session (see `stop`)
     code, output, processes, _ = stop(cli, study, out, signal.SIGTERM, tmp_path / "second.log", ("--resume",))
     assert code == 130 and output.rstrip().endswith(resume), output[-3000:]
     assert not any(alive(p) for p in processes)
     store = ResultStore.open(out, readonly=True)  # afresh, as above
     assert store.meta("driver")["reason"] == "SIGTERM"
     cut_off = {t["trial_id"]: progress_of(RunDir(out).training(t["trial_id"], 1)) for t in store.trials()}
+    store.close()
 
     final = subprocess.run([*cli, "search", str(study), "--out", str(out), "--resume"], capture_output=True,
                            text=True, timeout=900)
