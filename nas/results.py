@@ -181,8 +181,8 @@ class ResultStore:
         check_database(self.path)  # before a connection that could write: a damaged file is never altered
         self.db = sqlite3.connect(f"file:{self.path}", uri=True, timeout=60, isolation_level=None,
                                   check_same_thread=False)
-        if readonly:  # a reader that joins the writers' WAL index: a connection opened with mode=ro keeps pages it
-            self.db.execute("PRAGMA query_only = ON")  # cached after the last writer ends and deletes the WAL
+        if readonly:  # a reader that can build the WAL index: one opened mode=ro found the file "malformed" when a
+            self.db.execute("PRAGMA query_only = ON")  # search had left an empty -wal and no -shm beside it
         self.db.row_factory = sqlite3.Row
         self._study: Study | None = None
         if not readonly:
