@@ -170,8 +170,8 @@ MEASURED_FILE = "measured.json"
 
 @dataclass(frozen=True)
 class Trained:
-    """A candidate as a search trained it: one trial at one rung, what it measured there, and the directory (or
-    storage URI) of that rung's checkpoint (None when it was not kept)."""
+    """A candidate as a search trained it: one trial at one rung, what it measured there, and the directory of
+    that rung's checkpoint (None when it was not kept)."""
 
     trial_id: str
     number: int
@@ -282,42 +282,24 @@ def _best(store: ResultStore, budget: int | None, metric: str | None) -> tuple[s
     return frame.arch_id.iloc[0], budget
 
 
-def checkpoint_file(location: str, scratch: str | os.PathLike) -> Path:
-    """`checkpoint.pt` of a checkpoint directory, copied into `scratch` first when it is a storage URI
-    (s3://, gs://, file://: what a search on a cluster records)."""
-    from nas.train import CHECKPOINT
-
-    if "://" not in location:
-        return Path(location) / CHECKPOINT
-    import pyarrow.fs
-
-    target = Path(scratch) / CHECKPOINT
-    target.parent.mkdir(parents=True, exist_ok=True)
-    pyarrow.fs.copy_files(f"{location.rstrip('/')}/{CHECKPOINT}", str(target))
-    return target
-
-
 def export_trained(store: ResultStore, candidate: Trained, out: str | os.PathLike) -> Path:
     """Export a search's trained candidate (`trained`) for open_clip, with `measured.json`: the study, trial,
     rung and what it measured there (its zero-shot accuracy is what the exported model scores on the study's
     eval set)."""
-    import tempfile
+    from nas.train import CHECKPOINT, load_checkpoint
 
     if candidate.checkpoint is None:
         raise ConfigError(f"trial {candidate.number} kept no checkpoint at {candidate.budget:,} samples seen",
                           source=str(store.path))
-    with tempfile.TemporaryDirectory(prefix="vitamin-nas-export-") as scratch:
-        path = checkpoint_file(candidate.checkpoint, scratch)
-        if not path.is_file():
-            raise ConfigError("the recorded checkpoint is missing (moved or deleted?)", source=str(path))
-        from nas.train import load_checkpoint
-
-        state = load_checkpoint(path)
-        if state["samples_seen"] != candidate.samples_seen or Arch.from_json(state["arch"]) != candidate.arch:
-            raise ConfigError(f"holds {state['samples_seen']:,} samples seen of another run than trial "
-                              f"{candidate.number}'s rung at {candidate.samples_seen:,}", source=str(path))
-        out = export(state["model"], candidate.arch, TextTower(**state["text"]), out,
-                     drop_path=state["config"]["drop_path"])
+    path = Path(candidate.checkpoint) / CHECKPOINT
+    if not path.is_file():
+        raise ConfigError("the recorded checkpoint is missing (deleted?)", source=str(path))
+    state = load_checkpoint(path)
+    if state["samples_seen"] != candidate.samples_seen or Arch.from_json(state["arch"]) != candidate.arch:
+        raise ConfigError(f"holds {state['samples_seen']:,} samples seen of another run than trial "
+                          f"{candidate.number}'s rung at {candidate.samples_seen:,}", source=str(path))
+    out = export(state["model"], candidate.arch, TextTower(**state["text"]), out,
+                 drop_path=state["config"]["drop_path"])
     measured = {"study": store.study().name, "database": str(store.path), "trial_id": candidate.trial_id,
                 "number": candidate.number, "arch_id": candidate.arch.arch_id, "arch_name": candidate.arch.name(),
                 "rung": candidate.rung, "budget": candidate.budget, "samples_seen": candidate.samples_seen,

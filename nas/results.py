@@ -7,9 +7,11 @@ sampler resumes from it) and the toolkit's, prefixed `nas_`:
   family), the analytic cost, the status (`nas.status`: `pending`, `running`, then one of its final statuses,
   with the error), host, Ray node, device, attempts, micro-batch accumulation, wall time.
 - `nas_rungs`: one row per trial and rung (the index of the budget in the study's ladder): the budget (samples
-  seen the rung stands for), every metric the trainer reported there (JSON), the checkpoint, the host, node and
-  training session that measured it.
-- `nas_meta`: the resolved study (`store.study()` reads it back as a `nas.study.Study`).
+  seen the rung stands for), every metric the trainer reported there (JSON), the checkpoint (a directory holding
+  that rung's `checkpoint.pt`, relative to the run directory: `store.checkpoint_path(row["checkpoint"])`), the
+  host, node and training session that measured it.
+- `nas_meta`: the resolved study (`store.study()` reads it back as a `nas.study.Study`) and the driver's record
+  (`nas.heartbeat`: whether a search is running, stopped or was killed).
 
 Rows are keyed (trial, rung), so a resumed search that reports a rung again updates it instead of adding a
 duplicate. Only the search driver writes; readers (`vitamin-nas status` from another shell, the scaling
@@ -63,7 +65,8 @@ CREATE TABLE IF NOT EXISTS nas_trials (
     family TEXT NOT NULL, arch TEXT NOT NULL,
     image_gmacs REAL, image_gmacs_full REAL, image_params_m REAL, gmacs REAL, gmacs_full REAL, params_m REAL,
     train_gflops REAL, naswot REAL, synflow REAL,
-    schedule INTEGER, status TEXT NOT NULL, error TEXT, rung INTEGER, budget INTEGER, samples_seen INTEGER,
+    schedule INTEGER, seed INTEGER, status TEXT NOT NULL, error TEXT, rung INTEGER, budget INTEGER,
+    samples_seen INTEGER,
     host TEXT, node TEXT, device TEXT, pid INTEGER, accum_freq INTEGER, attempts INTEGER NOT NULL DEFAULT 0,
     resumed_from INTEGER, wall_s REAL, created_at REAL NOT NULL, started_at REAL, updated_at REAL, ended_at REAL
 );
@@ -77,7 +80,7 @@ CREATE TABLE IF NOT EXISTS nas_rungs (
 CREATE INDEX IF NOT EXISTS nas_rungs_budget ON nas_rungs (budget);
 """
 _TRIAL_COLUMNS = ("trial_id", "number", "arch_id", "arch_name", "family", "arch", *COST_METRICS, *ZERO_COST, "schedule",
-                  "status", "error",
+                  "seed", "status", "error",
                   "rung", "budget", "samples_seen", "host", "node", "device", "pid", "accum_freq", "attempts",
                   "resumed_from", "wall_s", "created_at", "started_at", "updated_at", "ended_at")
 #: Trial fields a search may update as a trial runs (what `update_trial` accepts).
@@ -176,12 +179,17 @@ class ResultStore:
         if not self.path.is_file():
             raise ConfigError("no results database here (run `vitamin-nas search` first)", source=str(self.path))
         check_database(self.path)  # before a connection that could write: a damaged file is never altered
-        uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
-        self.db = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None, check_same_thread=False)
+        self.db = sqlite3.connect(f"file:{self.path}", uri=True, timeout=60, isolation_level=None,
+                                  check_same_thread=False)
+        if readonly:  # a reader that can build the WAL index: one opened mode=ro found the file "malformed" when a
+            self.db.execute("PRAGMA query_only = ON")  # search had left an empty -wal and no -shm beside it
         self.db.row_factory = sqlite3.Row
         self._study: Study | None = None
         if not readonly:
             self.db.executescript(_TABLES)
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(nas_trials)")}
+            if "seed" not in columns:  # a database written before repeats: every trial ran with train.seed
+                self.db.execute("ALTER TABLE nas_trials ADD COLUMN seed INTEGER")
         version = self.meta("schema_version")
         if version not in (None, SCHEMA_VERSION):
             raise ConfigError(f"schema version {version}, this toolkit reads {SCHEMA_VERSION}", source=str(self.path))
@@ -313,10 +321,12 @@ class ResultStore:
         self.update_trial(trial_id, rung=rung, budget=budget, samples_seen=int(metrics["samples_seen"]),
                           wall_s=metrics.get("wall_s"), **where)
 
-    def set_checkpoint(self, trial_id: str, rung: int, checkpoint: str) -> None:
-        """The trial's persisted checkpoint, at its rung; earlier rungs' are gone (one is kept per trial)."""
-        self.db.execute("UPDATE nas_rungs SET checkpoint = CASE WHEN rung = ? THEN ? END WHERE trial_id = ?",
-                        (rung, checkpoint, trial_id))
+    def checkpoint_path(self, checkpoint: str) -> Path:
+        """A rung's `checkpoint` (as stored, relative to the run directory) as an absolute path: the directory
+        holding that rung's `checkpoint.pt`, wherever the run directory now is."""
+        from nas.run_dir import RunDir
+
+        return RunDir(self.path.parent).resolve(checkpoint)
 
     # ---- reading -----------------------------------------------------------------------------------------
     def trial(self, trial_id: str) -> dict[str, Any] | None:
@@ -344,13 +354,13 @@ class ResultStore:
             rows.append(row)
         return rows
 
-    def measured(self, arch_id: str, schedule: int) -> Measured | None:
-        """The furthest measurement of an arch in runs whose schedule ends at `schedule` samples (the trial
-        that reached the largest budget, first such trial)."""
+    def measured(self, arch_id: str, schedule: int, seed: int | None = None) -> Measured | None:
+        """The furthest measurement of an arch in runs whose schedule ends at `schedule` samples with `seed`
+        (None: the study's own) (the trial that reached the largest budget, first such trial)."""
         best = self.db.execute(
             "SELECT t.trial_id, t.status FROM nas_trials t JOIN nas_rungs r USING (trial_id) WHERE t.arch_id = ? "
-            "AND t.schedule = ? GROUP BY t.trial_id ORDER BY MAX(r.budget) DESC, t.status = ? DESC, "
-            "t.created_at LIMIT 1", (arch_id, schedule, status.COMPLETED)).fetchone()
+            "AND t.schedule = ? AND t.seed IS ? GROUP BY t.trial_id ORDER BY MAX(r.budget) DESC, t.status = ? DESC, "
+            "t.created_at LIMIT 1", (arch_id, schedule, seed, status.COMPLETED)).fetchone()
         if best is None:
             return None
         return Measured(best["trial_id"], best["status"], self.rungs(best["trial_id"]))
@@ -421,9 +431,13 @@ class ResultStore:
                                  na_position="last").reset_index(drop=True)
 
     def export(self, path: str | os.PathLike, budget: int | None = None) -> Path:
-        """Write `frame(budget)` as CSV or parquet (by the suffix)."""
+        """Write `frame(budget)` as CSV or parquet (by the suffix), with the study's `label` of each candidate
+        where it names them (the report's tables go by label)."""
         path = Path(path)
         frame = self.frame(budget=budget)
+        labels = self.study().label_of
+        if labels:
+            frame.insert(frame.columns.get_loc("arch_name"), "label", frame.arch_id.map(labels))
         if path.suffix == ".csv":
             frame.to_csv(path, index=False)
         elif path.suffix == ".parquet":
@@ -434,11 +448,11 @@ class ResultStore:
 
 
 def rung_checkpoint(store: ResultStore, trial_id: str, rung: int) -> str | None:
-    """Where the checkpoint of a trial's rung is: a directory (or a storage URI) holding `checkpoint.pt`, as
-    recorded; None when none was kept (Ray Tune keeps one per trial, its last rung's)."""
+    """The directory holding the checkpoint of a trial's rung (`checkpoint.pt`), wherever the run directory now
+    is; None when none was kept."""
     row = store.db.execute("SELECT checkpoint FROM nas_rungs WHERE trial_id = ? AND rung = ?",
                            (trial_id, rung)).fetchone()
-    return row[0] if row and row[0] else None
+    return str(store.checkpoint_path(row[0])) if row and row[0] else None
 
 
 # ---- Pareto fronts ---------------------------------------------------------------------------------------
@@ -594,8 +608,12 @@ def progress(store: ResultStore, now: float | None = None) -> tuple[list[dict[st
     at the study's wall time per sample so far); the study's adds the remaining trials at the mean wall time of
     the finished ones, spread over the trials running at once. Unknown (None) until there is a rate to use.
     """
+    from nas import heartbeat
+
     now = time.time() if now is None else now
     study = store.study()
+    driver = heartbeat.read(store)
+    stopped = driver is not None and not driver.alive(now)  # its running trials are cut off, not running
     max_budget = study.budget.max_samples
     objectives = study.objectives
     latest = {r["trial_id"]: r for r in store.rungs()}  # rows come by rung: the last one wins
@@ -605,6 +623,8 @@ def progress(store: ResultStore, now: float | None = None) -> tuple[list[dict[st
     rate = sum(t["wall_s"] for t in measured) / sum(t["samples_seen"] for t in measured) if measured else None
     for trial in trials:
         rung = latest.get(trial["trial_id"])
+        if stopped and trial["status"] in (status.PENDING, status.RUNNING):
+            trial = {**trial, "status": status.INTERRUPTED}
         record = {"trial": trial["number"], "arch": trial["arch_name"], "status": trial["status"],
                   "rung": trial["rung"], "budget": trial["budget"], "samples_seen": trial["samples_seen"],
                   "wall": trial["wall_s"],
@@ -632,8 +652,10 @@ def progress(store: ResultStore, now: float | None = None) -> tuple[list[dict[st
                + (f", {counts[status.PENDING]} pending" if counts[status.PENDING] else ""))
     eta = _study_eta(running_left, finished_wall, max(0, total - finished - counts[status.RUNNING]),
                      max(1, counts[status.RUNNING]))
-    if eta is not None:
+    if eta is not None and not stopped:
         summary += f", ETA ~{format_duration(eta)}"
+    if driver is not None:
+        summary += f"; {driver.describe(now)}"
     return records, summary
 
 

@@ -4,7 +4,6 @@ test started (by the unique paths on their command lines, never by a program's n
 from __future__ import annotations
 
 import os
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import yaml
 
 from nas.arch import Arch, Stage, Transformer
 from nas.data.synth import SynthConfig, synthesize
+from nas.search import reaper
 
 #: Eight towers at 32 px (4 x 4 tokens): one conv stage, a 32- or 64-wide Transformer of depth 1 or 2.
 SPACE = {
@@ -73,33 +73,13 @@ def processes_mentioning(text: str) -> list[int]:
 
 def children(pid: int) -> list[int]:
     """Every descendant of `pid`, recursively (from /proc)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            parents.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
+    return list(reaper.descendants(pid))
 
 
-def terminate(pids: list[int], grace: float = 10.0) -> None:
-    """SIGTERM the given processes, then SIGKILL those still alive after `grace` seconds."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.time() + grace
-        while time.time() < deadline and any(alive(p) for p in pids):
-            time.sleep(0.2)
+def terminate(pids: list[int]) -> None:
+    """SIGTERM the given processes, then SIGKILL those still alive after a grace period (as the driver's reaper
+    ends the Ray processes of a killed driver)."""
+    reaper.end({pid: started for pid in pids if (started := reaper.start_time(pid))})
 
 
 def alive(pid: int) -> bool:
@@ -118,3 +98,66 @@ def wait_for(condition, timeout: float, interval: float = 0.2, what: str = "cond
             return value
         time.sleep(interval)
     raise TimeoutError(f"{what} not reached in {timeout} s")
+
+
+def listening_sockets(pids: list[int]) -> list[tuple[str, int, int, str]]:
+    """(address, port, pid, process name) of every TCP socket in LISTEN state that one of `pids` holds, from
+    /proc/net/tcp{,6} (what `ss -ltnp` reads): which interfaces a process accepts connections on."""
+    inodes = {}
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes[target[8:-1]] = pid
+        except OSError:
+            continue
+    found = []
+    for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state != "0A" or inode not in inodes:  # 0A: LISTEN
+                continue
+            address, port = local.split(":")
+            pid = inodes[inode]
+            try:
+                name = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                name = "?"
+            found.append((_address(bytes.fromhex(address), width), int(port, 16), pid, name))
+    return found
+
+
+def _address(raw: bytes, width: int) -> str:
+    """/proc/net/tcp's address: 32-bit words in host (little-endian) order."""
+    import ipaddress
+
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, width, 4))
+    address = ipaddress.ip_address(words)
+    mapped = getattr(address, "ipv4_mapped", None)
+    return str(mapped or address)
+
+
+def progress_of(directory: Path) -> int | None:
+    """Samples seen in the checkpoint in `directory` (None without one)."""
+    from nas.train import run_progress
+
+    progress = run_progress(directory)
+    return None if progress is None else progress[0].samples_seen
+
+
+def last_logged_samples(directory: Path) -> int | None:
+    """Samples seen at the last step a training run logged (its metrics.jsonl; every step with log_every 1)."""
+    import json
+
+    path = directory / "metrics.jsonl"
+    if not path.exists():
+        return None
+    seen = []
+    for line in path.read_text().splitlines():
+        try:
+            seen.append(json.loads(line)["samples_seen"])
+        except (ValueError, KeyError):  # a line being written as we read
+            continue
+    return max(seen, default=None)

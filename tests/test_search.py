@@ -6,12 +6,19 @@ caller's Ray when one is running.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import threading
+import time
+import urllib.request
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,12 +28,13 @@ import ray
 import torch
 from optuna.trial import TrialState
 from ray.tune.schedulers import AsyncHyperBandScheduler
-from search_helpers import synthetic_data, tower, wait_for, write_study
+from search_helpers import alive, last_logged_samples, progress_of, synthetic_data, tower, wait_for, write_study
 
 from nas.cost import cost
 from nas.errors import ConfigError
 from nas.results import ResultStore
-from nas.search import prepare_data
+from nas.run_dir import RunDir
+from nas.search import Outcome, prepare_data
 from nas.search import search as run
 from nas.search.schedulers import ParetoASHA
 from nas.search.searcher import Candidate, StudySearcher, final_status
@@ -106,11 +114,31 @@ def test_every_rung_is_measured_once_in_order_and_asha_stops_only_the_worse(asha
 
 
 @pytest.mark.slow
-def test_only_the_last_rungs_checkpoint_is_kept_in_the_experiment_storage(asha_search):
+def test_every_rung_keeps_one_copy_of_its_checkpoint_in_the_run_directory(asha_search):
     _, store, _ = asha_search
+    run = store.path.parent
+    kept = set()
     for trial in store.trials():
-        checkpoints = [r["checkpoint"] for r in store.rungs(trial["trial_id"]) if r["checkpoint"]]
-        assert len(checkpoints) == 1 and (Path(checkpoints[0]) / "checkpoint.pt").is_file()
+        rungs = store.rungs(trial["trial_id"])
+        for row in rungs:  # relative to the run directory, resolved by the store, loadable at that rung
+            assert row["checkpoint"] == f"trials/{trial['trial_id']}/rungs/{row['rung']}"
+            file = store.checkpoint_path(row["checkpoint"]) / "checkpoint.pt"
+            state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+            assert state["samples_seen"] == row["samples_seen"]
+            kept.add(file.stat().st_ino)
+        live = run / "trials" / trial["trial_id"] / "train-accum1" / "checkpoint.pt"
+        assert live.stat().st_ino == file.stat().st_ino and live.stat().st_nlink == 2  # the last rung's, linked
+    assert len(kept) == len(store.rungs())
+    assert not list((run / "ray").rglob("*.pt"))  # Ray Tune's storage holds no copy
+
+
+@pytest.mark.slow
+def test_a_search_driver_records_its_session(asha_search):
+    study, store, _ = asha_search
+    driver = store.meta("driver")
+    assert driver["state"] == "finished" and driver["pid"] == os.getpid() and driver["ended_at"] >= driver["beat_at"]
+    assert driver["command"] == f"vitamin-nas search {study.source} --out {store.path.parent} --resume"
+    assert driver["ray_temp"] is None  # the caller's Ray: nothing of it is the driver's to remove
 
 
 @pytest.mark.slow
@@ -122,6 +150,10 @@ def test_optuna_is_told_each_trial_at_the_budget_it_reached(asha_search):
     for frozen in told.values():
         if skip_reason(frozen) == "infeasible":  # told at once, with the violated constraint, never trained
             assert frozen.state == TrialState.PRUNED and frozen.constraints["image_gmacs"] > 0
+        if skip_reason(frozen) == "measured":  # told once, by the trial that measured it
+            original = told[frozen.user_attrs["measured_by"]]
+            assert frozen.state == TrialState.FAIL and skip_reason(original) == "trained"
+            assert original.user_attrs["arch_id"] == frozen.user_attrs["arch_id"]
     for trial in store.trials():
         frozen = told[trial["number"]]
         losses = {r["budget"]: r["metrics"]["loss"] for r in store.rungs(trial["trial_id"])}
@@ -133,12 +165,18 @@ def test_optuna_is_told_each_trial_at_the_budget_it_reached(asha_search):
             assert frozen.state == TrialState.PRUNED
 
 
+@pytest.fixture(scope="module")
+def pareto_search(local_ray, data, tmp_path_factory) -> tuple[Study, ResultStore]:
+    """One real NSGA-II + Pareto ASHA search of accuracy against GMACs, for the tests that read it."""
+    directory = tmp_path_factory.mktemp("pareto")
+    study = Study.load(write_study(directory, data, objectives={"zeroshot_top1": "max", "image_gmacs": "min"},
+                                   algorithm="nsga2", sampler={"population_size": 4}, trials=6, seed=1))
+    return study, run(study, directory / "out")
+
+
 @pytest.mark.slow
-def test_multi_objective_fronts_hold_only_results_measured_at_their_budget(local_ray, data, tmp_path):
-    objectives = {"zeroshot_top1": "max", "image_gmacs": "min"}
-    study = Study.load(write_study(tmp_path, data, objectives=objectives, algorithm="nsga2",
-                                   sampler={"population_size": 4}, trials=6, seed=1))
-    store = run(study, tmp_path / "out")
+def test_multi_objective_fronts_hold_only_results_measured_at_their_budget(pareto_search):
+    study, store = pareto_search
     trials = {t["trial_id"]: t for t in store.trials()}
     statuses = Counter(t["status"] for t in trials.values())
     assert statuses["stopped_early"] >= 1 and statuses["completed"] >= 1, statuses
@@ -165,6 +203,70 @@ def test_multi_objective_fronts_hold_only_results_measured_at_their_budget(local
     assert best <= {t["number"] for t in trials.values() if t["status"] == "completed"}
 
 
+@contextmanager
+def optuna_dashboard(store: ResultStore):
+    """optuna-dashboard itself, a real server on 127.0.0.1 over the search's database; its JSON API's base URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = Path(sys.executable).with_name("optuna-dashboard")
+    server = subprocess.Popen([str(script), store.url, "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/api"
+    try:
+        wait_for(lambda: _get(f"{base}/meta") is not None, 60, interval=0.5, what="optuna-dashboard to answer")
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _get(url: str):
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return json.load(response)
+    except OSError:
+        return None
+
+
+def dashboard_study(base: str) -> dict:
+    (summary,) = _get(f"{base}/studies")["study_summaries"]
+    return _get(f"{base}/studies/{summary['study_id']}")
+
+
+@pytest.mark.slow
+def test_optuna_dashboard_shows_each_trial_its_costs_status_and_metrics_at_every_budget(asha_search, pareto_search):
+    """Read through optuna-dashboard's own API: the objectives by name, every trained trial's arch, costs,
+    schedule, Tune trial id, status and metrics per budget as user attributes (and, with one objective, as
+    intermediate values), and each arch once among the best trials."""
+    for study, store in ((asha_search[0], asha_search[1]), pareto_search):
+        with optuna_dashboard(store) as base:
+            shown = dashboard_study(base)
+        assert shown["objective_names"] == list(study.objectives)
+        trials = {t["number"]: t for t in shown["trials"]}
+        for row in store.trials():
+            trial = trials[row["number"]]
+            attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
+            assert attrs["trial_id"] == row["trial_id"] and attrs["arch_id"] == row["arch_id"]
+            assert attrs["arch_name"] == row["arch_name"] and attrs["status"] == row["status"]
+            assert float(attrs["schedule"]) == row["schedule"] and float(attrs["image_gmacs"]) == row["image_gmacs"]
+            rungs = store.rungs(row["trial_id"])
+            for rung in rungs:
+                shown_rung = json.loads(attrs[f"budget_{rung['budget']}"])
+                assert shown_rung["samples_seen"] == rung["samples_seen"]
+                assert shown_rung["loss"] == pytest.approx(rung["metrics"]["loss"], rel=1e-5)
+            values = {v["step"]: float(v["value"]) for v in trial["intermediate_values"]}
+            if study.multi_objective:  # Optuna takes intermediate values for one objective only
+                assert values == {}
+            else:
+                assert values == pytest.approx({r["budget"]: r["metrics"]["loss"] for r in rungs})
+        best = [next(a["value"] for a in t["user_attrs"] if a["key"] == "arch_id") for t in shown["best_trials"]]
+        assert best and len(best) == len(set(best))  # no arch twice
+        complete = Counter(next(a["value"] for a in t["user_attrs"] if a["key"] == "arch_id")
+                           for t in shown["trials"] if t["state"] == "Complete")
+        assert set(complete.values()) == {1}
+
+
 @pytest.mark.slow
 def test_per_budget_schedules_train_each_candidate_and_budget_in_a_run_of_its_own(local_ray, data, tmp_path):
     archs = [tower(32), tower(64)]
@@ -181,7 +283,7 @@ def test_per_budget_schedules_train_each_candidate_and_budget_in_a_run_of_its_ow
     for trial in trials:
         (rung,) = store.rungs(trial["trial_id"])  # measured once, at the end of its own schedule
         assert trial["status"] == "completed" and rung["budget"] == trial["schedule"] == rung["samples_seen"]
-        checkpoint = Path(rung["checkpoint"]) / "checkpoint.pt"
+        checkpoint = store.checkpoint_path(rung["checkpoint"]) / "checkpoint.pt"
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         assert state["config"]["samples"] == trial["schedule"] and state["config"]["rungs"] == []
         steps = trial["schedule"] // study.train.batch_size  # its cosine schedule ran to its end, and no further
@@ -193,32 +295,40 @@ def test_per_budget_schedules_train_each_candidate_and_budget_in_a_run_of_its_ow
 
 
 @pytest.mark.slow
-def test_a_trial_killed_mid_run_resumes_from_its_checkpoint(local_ray, data, tmp_path):
+def test_a_worker_killed_between_rungs_resumes_from_its_newest_checkpoint(local_ray, data, tmp_path):
+    every = 96  # three steps of 32: the most training a kill may cost
     study = Study.load(write_study(
         tmp_path, data, algorithm="fixed", archs=[tower(64, 2).to_dict()],
-        budget={"min_samples": 64, "max_samples": 1024, "reduction_factor": 4}))
+        train={"batch_size": 32, "warmup": 1, "lr": 0.002, "checkpoint_every": every, "log_every": 1},
+        budget={"min_samples": 64, "max_samples": 1024, "reduction_factor": 16}))
+    assert study.budget.rungs == (64, 1024)
     out = tmp_path / "out"
     killed = {}
 
-    def kill_after_first_rung():
+    def kill_between_rungs():
         store = wait_for(lambda: (out / "study.db").exists() and ResultStore.open(out, readonly=True), 120,
                          what="the database")  # created whole: a reader never sees it half made
         trial = wait_for(lambda: next((t for t in store.trials() if t["rung"] == 0 and t["pid"]), None), 120,
                          what="the first rung")
-        killed.update(pid=trial["pid"], samples_seen=trial["samples_seen"])
-        wait_for(lambda: store.trial(trial["trial_id"])["samples_seen"] is not None, 5)
+        training = RunDir(out).training(trial["trial_id"], 1)
+        wait_for(lambda: (progress_of(training) or 0) >= 2 * every, 120, what="two checkpoints past the rung")
         os.kill(trial["pid"], signal.SIGKILL)  # the worker process dies mid-run, as on a lost node
+        wait_for(lambda: not alive(trial["pid"]), 10)
+        killed.update(pid=trial["pid"], logged=last_logged_samples(training), checkpointed=progress_of(training))
 
-    killer = threading.Thread(target=kill_after_first_rung, daemon=True)
+    killer = threading.Thread(target=kill_between_rungs, daemon=True)
     killer.start()
     store = run(study, out)
     killer.join(timeout=5)
     (trial,) = store.trials()
     assert killed["pid"] != trial["pid"]
     assert trial["status"] == "completed" and trial["attempts"] == 2 and trial["samples_seen"] == 1024
-    assert trial["resumed_from"] >= killed["samples_seen"]  # from a checkpoint, not from scratch
+    assert trial["resumed_from"] == killed["checkpointed"] > 64  # its newest checkpoint, not the rung's
+    assert 0 <= killed["logged"] - trial["resumed_from"] <= every
+    print(f"worker kill: at {killed['logged']} samples, resumed from {trial['resumed_from']} (rung at 64, "
+          f"checkpoint every {every})")
     sessions = [r["session"] for r in store.rungs(trial["trial_id"])]
-    assert len(sessions) == 3 and sessions[0] != sessions[-1]
+    assert len(sessions) == 2 and sessions[0] != sessions[-1]
     assert optuna_trials(store)[trial["number"]].state == TrialState.COMPLETE
 
 
@@ -258,32 +368,90 @@ def test_a_diverging_trial_is_recorded_and_stopped(local_ray, data, tmp_path):
     assert frozen.constraints["trainable"] > 0
 
 
-def test_a_measured_arch_proposed_again_is_told_its_recorded_result(data, tmp_path):
-    """No Ray needed: the searcher on a real Optuna study in a real results database."""
-    study = Study.load(write_study(tmp_path, data, objectives={"zeroshot_top1": "max", "image_gmacs": "min"}))
+def test_a_measured_arch_proposed_again_is_told_once(data, tmp_path):
+    """No Ray needed: the searcher on a real Optuna study in a real results database. An arch whose trial told
+    Optuna its result is a FAIL pointing to that trial (so `best_trials` never lists it twice); one whose result
+    Optuna was never told (recorded by no trial of this study) is told it."""
+    objectives = {"zeroshot_top1": "max", "image_gmacs": "min"}
+    study = Study.load(write_study(tmp_path, data, objectives=objectives))
     store = ResultStore.create(tmp_path / "out", study)
     searcher = StudySearcher(study, store)
-    done, stopped = study.space.sample(0), study.space.sample(1)
-    for trial_id, arch, budgets in (("done", done, (64, 128, 256)), ("stopped", stopped, (64,))):
-        store.add_trial(trial_id, arch, cost(arch, study.text).metrics(), number=-1, schedule=256)
+    done, stopped, unknown = list(study.space.enumerate(feasible=True))[:3]
+
+    def record(trial_id, arch, budgets, number):
+        store.add_trial(trial_id, arch, cost(arch, study.text).metrics(), number=number, schedule=256)
         for rung, budget in enumerate(budgets):
             store.record_rung(trial_id, {"budget": budget, "samples_seen": budget, "zeroshot_top1": 0.1 * (rung + 1)},
                               rung=rung)
         store.update_trial(trial_id, status="completed" if len(budgets) == 3 else "stopped_early")
 
+    def ask(arch):  # an Optuna trial of `arch`, named as the searcher's proposer names it
+        trial = searcher.ot_study.ask()
+        trial.set_user_attr("arch_id", arch.arch_id)
+        return trial
+
+    for trial_id, arch, budgets in (("done", done, (64, 128, 256)), ("stopped", stopped, (64,))):
+        original = ask(arch)
+        record(trial_id, arch, budgets, original.number)
+        row = store.trial(trial_id)
+        searcher._tell(original, row["status"], {**store.rungs(trial_id)[-1]["metrics"],
+                                                 "image_gmacs": row["image_gmacs"]})
+    record("elsewhere", unknown, (64, 128, 256), None)
+
     def candidate(arch, schedule):
         return Candidate(arch, schedule, cost(arch, study.text).metrics())
 
-    for arch, state, values in ((done, TrialState.COMPLETE, [pytest.approx(0.3), store.trial("done")["image_gmacs"]]),
-                                (stopped, TrialState.PRUNED, None)):
-        ot_trial = searcher.ot_study.ask()
+    for arch, trial_id in ((done, "done"), (stopped, "stopped")):
+        ot_trial = ask(arch)
         assert searcher._skipped(ot_trial, candidate(arch, 256))
         frozen = searcher.ot_study.trials[-1]
-        assert frozen.state == state and frozen.values == values
-        assert frozen.user_attrs["skipped"].startswith("measured: by trial")
+        assert frozen.state == TrialState.FAIL and frozen.user_attrs["skipped"] == f"measured: by trial {trial_id}"
+        assert frozen.user_attrs["measured_by"] == store.trial(trial_id)["number"]
+    ot_trial = ask(unknown)
+    assert searcher._skipped(ot_trial, candidate(unknown, 256))
+    frozen = searcher.ot_study.trials[-1]
+    assert frozen.state == TrialState.COMPLETE and frozen.values == [pytest.approx(0.3),
+                                                                      store.trial("elsewhere")["image_gmacs"]]
+    assert frozen.user_attrs["budget_256"]["zeroshot_top1"] == pytest.approx(0.3, rel=1e-5)
+    best = [t.user_attrs["arch_id"] for t in searcher.ot_study.best_trials]
+    assert best and len(best) == len(set(best))  # each arch at most once (done's second proposal is a FAIL)
     assert not searcher._skipped(searcher.ot_study.ask(), candidate(study.space.sample(2), 256))  # to be trained
     assert not searcher._skipped(searcher.ot_study.ask(), candidate(done, 128))  # a run of its own to another budget
     assert searcher.ot_study.metric_names == ["zeroshot_top1", "image_gmacs"]  # named for optuna-dashboard
+
+
+def test_resources_no_node_has_fail_before_anything_is_written(local_ray, data, tmp_path):
+    study = Study.load(write_study(tmp_path, data, resources={"cpus": 8}))
+    begin = time.time()
+    asked = r"a trial asks for 8 CPU\(s\), 0 GPU\(s\).*1 node\(s\), the largest with 2 CPU"
+    with pytest.raises(ConfigError, match=asked):
+        run(study, tmp_path / "out")
+    assert time.time() - begin < 30 and not (tmp_path / "out" / "study.db").exists()
+    gpu = Study.load(write_study(tmp_path, data, resources={"cpus": 1, "gpus": 1}))
+    with pytest.raises(ConfigError, match=r"asks for 1 CPU\(s\), 1 GPU\(s\)") as info:
+        run(gpu, tmp_path / "out")
+    assert info.value.field == "resources"
+
+
+def test_the_outcome_of_a_search_names_its_most_common_error(data, tmp_path):
+    study = Study.load(write_study(tmp_path, data))
+    store = ResultStore.create(tmp_path / "out", study)
+    assert Outcome.of(store).summary() == "no trial produced a result: no candidate was trained (every proposal " \
+                                          "was infeasible?)"
+    traceback = ("ray::ImplicitFunc.train() (pid=1, ip=127.0.0.1)\n  File \"trial.py\", line 3, in run\n"
+                 "    raise RuntimeError(\"the data ran out\")\n    ^^^^^^^^^^^^\n"
+                 "RuntimeError: the data ran out after 0 of 256 samples\n")
+    for i, arch in enumerate(study.space.sample(s) for s in range(3)):
+        store.add_trial(f"t{i}", arch, cost(arch, study.text).metrics(), number=i, schedule=256)
+        store.update_trial(f"t{i}", status="failed" if i < 2 else "oom",
+                           error=traceback if i < 2 else "OOMError: out of memory at batch 32")
+    outcome = Outcome.of(store)
+    assert not outcome.produced_results
+    assert outcome.summary() == ("no trial produced a result (3 trial(s), 2 failed); most common error (2x): "
+                                 "RuntimeError: the data ran out after 0 of 256 samples")
+    store.record_rung("t2", {"budget": 64, "samples_seen": 64, "loss": 4.0}, rung=0)
+    assert Outcome.of(store).summary() == ("2 of 3 trials failed; most common error (2x): RuntimeError: the data "
+                                           "ran out after 0 of 256 samples")
 
 
 def test_a_caption_template_over_missing_columns_fails_before_any_trial(data, tmp_path):

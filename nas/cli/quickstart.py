@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 from pathlib import Path
 
@@ -32,10 +33,13 @@ def _quickstart(args: argparse.Namespace) -> int:
 
     study = Study.load(study_file("quickstart"))
     begin = time.perf_counter()
-    search_and_report(study, Path(args.out), args.resume, progress_every=30.0)
     out = Path(args.out)
-    print(f"\nquickstart finished in {time.perf_counter() - begin:.0f} s. Next:\n"
-          f"  every trial's training curves:   tensorboard --logdir {out / 'tensorboard'}\n"
-          f"  Optuna's view of the search:     optuna-dashboard sqlite:///{out.resolve() / 'study.db'}\n"
-          f"  the best trial, for open_clip:   vitamin-nas export {out} --best --out winner")
-    return 0
+    code = search_and_report(study, out, args.resume,
+                             shlex.join(["vitamin-nas", "quickstart", "--out", args.out, "--resume"]),
+                             progress_every=30.0)
+    if code == 0:
+        print(f"\nquickstart finished in {time.perf_counter() - begin:.0f} s. Next:\n"
+              f"  every trial's training curves:   tensorboard --logdir {out / 'tensorboard'}\n"
+              f"  Optuna's view of the search:     optuna-dashboard sqlite:///{out.resolve() / 'study.db'}\n"
+              f"  the best trial, for open_clip:   vitamin-nas export {out} --best --out winner")
+    return code

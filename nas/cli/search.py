@@ -10,6 +10,8 @@ Kept free of heavy imports at module level: torch, Ray and Optuna load inside th
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from pathlib import Path
 
 
@@ -22,17 +24,20 @@ def register(commands: argparse._SubParsersAction) -> None:
                "  vitamin-nas search STUDY.yaml --address 10.0.0.1:6379 --storage /shared/runs",
         description="Run a study: propose candidates with Optuna, train each through ASHA's budget rungs on Ray "
                     "(locally on 127.0.0.1, or on a cluster with --address), record every trial and rung in "
-                    "OUT/study.db. Kill it at any time; --resume continues without losing or retraining "
-                    "finished trials.")
+                    "OUT/study.db. Stop it with Ctrl-C or SIGTERM (exit code 130, it prints the command that "
+                    "continues it) or kill it: --resume continues without losing or retraining finished trials, "
+                    "each running trial from its newest checkpoint. Exit code 1 when no trial produced a result, "
+                    "2 for bad input (the study, resources no node has, no cluster at --address).")
     search.add_argument("study", help="study YAML file, or the name of a shipped one (vitamin-nas studies)")
     search.add_argument("--out", help="output directory (default runs/<study name>)")
     search.add_argument("--resume", action="store_true", help="continue the search in --out")
     search.add_argument("--address", metavar="HOST:PORT|auto",
                         help="join an existing Ray cluster instead of starting Ray locally")
     search.add_argument("--storage", metavar="PATH|URI",
-                        help="Ray Tune experiment storage (trial checkpoints): a shared filesystem path or "
-                             "s3://, gs:// URI on a cluster (default OUT/ray)")
-    search.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (local Ray only)")
+                        help="Ray Tune experiment state: a shared filesystem path or s3://, gs:// URI on a cluster "
+                             "(default OUT/ray; trial checkpoints are always in OUT/trials)")
+    search.add_argument("--dashboard", action="store_true",
+                        help="start the Ray dashboard (local Ray only; pip install 'vitamin-nas[dashboard]')")
     search.add_argument("--dashboard-host", default="127.0.0.1",
                         help="interface the dashboard binds to (default 127.0.0.1: this machine only)")
     search.add_argument("--progress-every", type=float, default=30.0, metavar="S",
@@ -50,20 +55,39 @@ def _search(args: argparse.Namespace) -> int:
 
     study = Study.load(study_file(args.study))
     out = Path(args.out or Path("runs") / study.name)
-    search_and_report(study, out, args.resume, address=args.address, storage=args.storage, dashboard=args.dashboard,
-                      dashboard_host=args.dashboard_host, progress_every=args.progress_every, verbose=args.verbose,
-                      report_to=args.report_to)
-    return 0
+    resume = ["vitamin-nas", "search", args.study, "--out", str(out), "--resume"]
+    for option in ("address", "storage", "report_to"):
+        if getattr(args, option) and getattr(args, option) != "tensorboard":
+            resume += [f"--{option.replace('_', '-')}", getattr(args, option)]
+    return search_and_report(study, out, args.resume, shlex.join(resume), address=args.address,
+                             storage=args.storage, dashboard=args.dashboard, dashboard_host=args.dashboard_host,
+                             progress_every=args.progress_every, verbose=args.verbose, report_to=args.report_to)
 
 
-def search_and_report(study, out: Path, resume: bool, **options) -> None:
-    """Run the study, then print its leaderboard and Pareto fronts and write its search figures."""
+def search_and_report(study, out: Path, resume: bool, command: str, **options) -> int:
+    """Run the study, then print its leaderboard and Pareto fronts and write its search figures; the exit code:
+    130 when a signal stopped it (with `command`, which continues it), 1 when no trial produced a result."""
     from nas.results import results_report
-    from nas.search import search
+    from nas.search import Outcome, SearchInterrupted, search
     from plots.search import search_figures
 
-    store = search(study, out, resume=resume, **options)
+    try:
+        store = search(study, out, resume=resume, command=command, **options)
+    except SearchInterrupted as stopped:
+        print(f"vitamin-nas search: {stopped}; continue it with:\n  {command}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"vitamin-nas search: stopped at once; continue it with:\n  {command}", file=sys.stderr)
+        return 130
+    outcome = Outcome.of(store)
+    summary = outcome.summary()
+    if not outcome.produced_results:
+        print(f"vitamin-nas search: {summary}", file=sys.stderr)
+        return 1
     print(results_report(store))
     written = search_figures(store, out / "figures")
     print("\nfigures: " + ", ".join(str(p) for p in written))
     print(f"results: {store.path}")
+    if summary:
+        print(f"vitamin-nas search: {summary}", file=sys.stderr)
+    return 0

@@ -9,27 +9,40 @@ The pieces, each the library's own where it has one:
   unmeasured candidates; Optuna told the budget each reached).
 - `nas.search.schedulers`: ASHA on samples seen; `ParetoASHA` with several objectives.
 - `nas.search.trial.trainable`: the function trainable around `nas.train.train`, with each trial's CPU/GPU
-  share.
+  share; its checkpoints live in the run directory (`nas.run_dir`).
 - `nas.search.recorder.Recorder`: a Tune callback on the driver that writes every trial, rung and end to the
-  `ResultStore` (the only writer of `DIR/study.db`), keeps the `Ledger` actor that trials read, and prints
+  `ResultStore` (the only writer of `RUN/study.db`), keeps the `Ledger` actor that trials read, and prints
   progress.
-- Faults: Ray's `FailureConfig` retries a trial whose worker died or raised, and the trial resumes from
-  its last checkpoint. `search(..., resume=True)` after the driver was killed restores the Tune experiment
-  and the Optuna study; trials that had finished report their recorded results instead of training.
+- `nas.search.session`: the driver session (signals; what the pickled callback and searcher write to) and
+  `nas.heartbeat`: the driver's record in the database, so that `status` tells a live search from a dead one.
 
-Ray starts locally on 127.0.0.1 with no dashboard unless asked, or joins a cluster (`address`); the
-experiment (trial checkpoints) goes to `storage`: DIR/ray by default, a shared filesystem or s3:// on a
-cluster.
+Faults: Ray's `FailureConfig` retries a trial whose worker died or raised, and the trial resumes from the
+newest checkpoint it wrote (at most `train.checkpoint_every` samples back). `search(..., resume=True)` after
+the driver was stopped or killed restores the Tune experiment and the Optuna study, from the run directory
+wherever it now is; trials that had finished report their recorded results instead of training. SIGINT and
+SIGTERM stop the search cleanly (`SearchInterrupted`). Requests the Ray instance cannot meet (a trial's CPUs,
+GPUs or memory on any node), an address where no cluster answers and a dashboard without its packages are
+`ConfigError`s before any trial starts.
+
+Ray starts locally in its single-machine mode, so that every process it starts (GCS, raylet, workers, agents,
+the driver's own gRPC server) listens on 127.0.0.1 only, with its temporary directory made for the session and
+removed at its end; the dashboard only when asked, on `dashboard_host`. Or the search joins a cluster
+(`address`). Ray Tune's experiment state goes to `storage`: RUN/ray by default, a shared filesystem or s3://
+on a cluster.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
+import shutil
+import signal
+import socket
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,63 +50,100 @@ from typing import Any
 import ray
 from ray import tune
 
-from nas import status
+from nas import heartbeat, status
 from nas.errors import ConfigError
 from nas.results import ResultStore
+from nas.run_dir import RunDir
+from nas.search import reaper
 from nas.search.recorder import Ledger, Recorder, ledger_entries
 from nas.search.schedulers import make_scheduler
 from nas.search.searcher import StudySearcher
+from nas.search.session import DriverSession, SearchInterrupted, running
 from nas.search.trial import LEDGER_NAMESPACE, TrialSettings, trainable
 from nas.study import Study
 from nas.train import ReportTo
+
+#: Prefix of the Ray temporary directories a driver makes (short: Ray's socket paths must fit in 107 bytes).
+RAY_TEMP_PREFIX = "vitamin-nas-ray-"
+#: Seconds to wait for an `--address` to answer.
+CONNECT_TIMEOUT_S = 10.0
 
 # ---- running a study ---------------------------------------------------------------------------------------
 
 
 def search(study: Study, out: str | os.PathLike, *, resume: bool = False, address: str | None = None,
            storage: str | None = None, dashboard: bool = False, dashboard_host: str = "127.0.0.1",
-           verbose: bool = False, progress_every: float = 30.0, report_to: str = "tensorboard") -> ResultStore:
+           verbose: bool = False, progress_every: float = 30.0, command: str | None = None,
+           report_to: str = "tensorboard") -> ResultStore:
     """Run (or with `resume`, continue) `study`; results go to `out/study.db`, Ray's experiment to `storage`,
     the trials' curves to `out/tensorboard` (and W&B, with `report_to="tensorboard,wandb"`).
 
-    Returns the results database. Raises `ConfigError` for a study that cannot run as given (an existing
-    search without `resume`, a changed study, missing data).
+    `command` is how a user continues the search (recorded for `vitamin-nas status`). Returns the results
+    database. Raises `ConfigError` for a study that cannot run as given (an existing search without `resume`, a
+    changed study, missing data, resources no node has, no cluster at `address`), `SearchInterrupted` when a
+    SIGINT or SIGTERM stopped it.
     """
-    out = Path(out).resolve()
-    ReportTo.parse(report_to, out)  # a missing wandb is a one-line error here, not in every trial
-    store = open_store(study, out, resume)
-    storage = storage or str(out / "ray")
+    run_dir = RunDir(out)
+    ReportTo.parse(report_to, run_dir.root)  # a missing wandb is a one-line error here, not in every trial
+    store = open_store(study, run_dir.root, resume)
+    storage = storage or str(run_dir.root / "ray")
     experiment = f"{storage.rstrip('/')}/{study.name}"
+    if dashboard and not address:
+        require_dashboard()
+    if address:
+        probe_address(address)
     prepare_data(study)
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"  # oom/diverged ends report no objective metrics
-    # One checkpoint kept per trial makes Tune save its state at every rung: what resume wants, not a warning.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # the session handles SIGINT (and SIGTERM) itself
+    # Tune saves its experiment state at every result: what resume wants, not a warning.
     os.environ["TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"] = "0"
-    with ray_session(address, dashboard=dashboard, dashboard_host=dashboard_host, verbose=verbose):
+    driver = DriverSession(study, run_dir, store)
+    command = command or f"vitamin-nas search {study.source} --out {run_dir.root} --resume"
+    # The session's handlers go in once Ray is up: Ray's core installs its own for SIGTERM (a stack dump, then abort).
+    with running(driver), \
+            ray_session(address, dashboard=dashboard, dashboard_host=dashboard_host, verbose=verbose) as ray_temp, \
+            driver.catching_signals():
+        check_resources(study)
         restore = tune.Tuner.can_restore(experiment)
         if restore and not resume:
             raise ConfigError(f"a search of this study already exists at {experiment}; use --resume",
                               field="--storage")
-        store = store or ResultStore.create(out, study)  # once Ray is up: a failed start leaves nothing to resume
-        ledger_name = f"ledger-{study.name}-{hashlib.sha1(str(store.path).encode()).hexdigest()[:10]}"
-        ledger = Ledger.options(name=ledger_name, namespace=LEDGER_NAMESPACE).remote(ledger_entries(store))
+        store = driver.store = store or ResultStore.create(run_dir.root, study)  # a failed start leaves nothing
+        beat = heartbeat.Heartbeat(store.path, command, ray_temp).start()
+        end, reason = heartbeat.FAILED, None
+        ledger = Ledger.options(name=driver.ledger, namespace=LEDGER_NAMESPACE).remote(ledger_entries(store))
         try:
-            settings = TrialSettings(study, ledger_name, str(out), report_to)
+            settings = TrialSettings(study, driver.ledger, str(run_dir.root), report_to)
             function = tune.with_resources(tune.with_parameters(trainable, settings=settings), trial_resources(study))
             if restore:
                 tuner = tune.Tuner.restore(experiment, trainable=function, resume_unfinished=True,
                                            resume_errored=True)
             else:
                 tuner = tune.Tuner(function, tune_config=tune_config(study, store),
-                                   run_config=tune_run_config(study, store, storage, ledger_name, progress_every))
-            tuner.fit()
+                                   run_config=tune_run_config(study, storage, progress_every))
+            with ray_tune_hints_silenced(verbose):
+                tuner.fit()
+            end, reason = (heartbeat.INTERRUPTED, driver.signal_name) if driver.stopping else (heartbeat.FINISHED, None)
+        except KeyboardInterrupt:
+            end, reason = heartbeat.INTERRUPTED, driver.signal_name or "SIGINT"
+            raise
+        except BaseException as err:
+            reason = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+            raise
         finally:
-            ray.kill(ledger)
+            if end == heartbeat.INTERRUPTED:
+                mark_interrupted(store, reason)
+            with contextlib.suppress(Exception):
+                ray.kill(ledger)
+            beat.end(end, reason)
+    if driver.stopping:
+        raise SearchInterrupted(driver.signal_name, len(store.trials(status=status.INTERRUPTED)))
     return store
 
 
 def open_store(study: Study, out: Path, resume: bool) -> ResultStore | None:
-    """With `resume`, the existing database, which must hold this very study; otherwise None (a new search),
-    after checking that `out` holds none."""
+    """With `resume`, the existing database, which must hold this very study and no live driver; otherwise None
+    (a new search), after checking that `out` holds none."""
     exists = (out / "study.db").exists()
     if exists and not resume:
         raise ConfigError("holds a search already: add --resume to continue it, or choose another --out",
@@ -109,9 +159,23 @@ def open_store(study: Study, out: Path, resume: bool) -> ResultStore | None:
     if changed:
         raise ConfigError(f"the study changed since this search began ({', '.join(changed)}); resuming would mix "
                           "results: run it with another --out", source=study.source)
-    for row in store.trials(status=status.RUNNING):  # until Tune restarts them (or finds it never knew them)
-        store.update_trial(row["trial_id"], status=status.PENDING)
+    previous = heartbeat.read(store)
+    if previous is not None and previous.alive():
+        raise ConfigError(f"is being searched by a running driver (pid {previous.pid} on {previous.host}); stop it "
+                          "first (Ctrl-C or SIGTERM)", source=str(out))
+    if previous is not None and previous.ray_temp and Path(previous.ray_temp).name.startswith(RAY_TEMP_PREFIX):
+        shutil.rmtree(previous.ray_temp, ignore_errors=True)  # left by a killed driver
+    for row in store.trials(status=(status.RUNNING, status.INTERRUPTED)):  # until Tune restarts them (or finds it
+        store.update_trial(row["trial_id"], status=status.PENDING)       # never knew them)
     return store
+
+
+def mark_interrupted(store: ResultStore, reason: str | None) -> None:
+    """The trials a stopped driver cut off (the Recorder does this when Tune ends cleanly; a second signal
+    leaves it here)."""
+    for row in store.trials(status=(status.PENDING, status.RUNNING)):
+        store.update_trial(row["trial_id"], status=status.INTERRUPTED, ended_at=time.time(),
+                           error=f"interrupted: the driver was stopped by {reason}")
 
 
 def prepare_data(study: Study) -> None:
@@ -150,28 +214,143 @@ def prepare_data(study: Study) -> None:
 
 @contextlib.contextmanager
 def ray_session(address: str | None, *, dashboard: bool = False, dashboard_host: str = "127.0.0.1",
-                verbose: bool = False) -> Iterator[None]:
-    """Ray for the search: the caller's if initialised, a cluster's with `address`, else a local one on 127.0.0.1."""
+                verbose: bool = False) -> Iterator[str | None]:
+    """Ray for the search: the caller's if initialised, a cluster's with `address`, else a local one on 127.0.0.1
+    whose temporary directory (yielded; None otherwise) is removed with it, and whose processes end with this
+    one however it ends (`nas.search.reaper`)."""
     if ray.is_initialized():
-        yield
+        yield None
         return
     options = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.WARNING}
-    if address:
-        try:
-            ray.init(address=address, **options)
-        except ConnectionError as err:
-            raise ConfigError(f"cannot join the Ray cluster: {err} ({err.__cause__ or 'no cause given'}). A cluster "
-                              "started with `ray start` authenticates with a token: set RAY_AUTH_MODE=token here, "
-                              "with its token in ~/.ray/auth_token or RAY_AUTH_TOKEN", field="--address") from None
-    else:  # never join a cluster by accident (RAY_ADDRESS, /tmp/ray): a private instance on the loopback
-        ray.init(address="local", include_dashboard=dashboard, dashboard_host=dashboard_host,
-                 _node_ip_address="127.0.0.1", **options)
-    if not verbose:
-        logging.getLogger("ray.tune").setLevel(logging.WARNING)
+    temp = ender = None
+    try:
+        if address:
+            try:
+                ray.init(address=address, **options)
+            except ConnectionError as err:
+                raise ConfigError(f"cannot join the Ray cluster: {err} ({err.__cause__ or 'no cause given'}). A "
+                                  "cluster started with `ray start` authenticates with a token: set "
+                                  "RAY_AUTH_MODE=token here, with its token in ~/.ray/auth_token or RAY_AUTH_TOKEN",
+                                  field="--address") from None
+        else:  # never join a cluster by accident (RAY_ADDRESS, /tmp/ray): a private instance on the loopback
+            temp = tempfile.mkdtemp(prefix=RAY_TEMP_PREFIX)
+            ender = reaper.start(os.getpid())
+            with loopback_node():
+                ray.init(address="local", include_dashboard=dashboard, dashboard_host=dashboard_host, _temp_dir=temp,
+                         **options)
+        if not verbose:
+            logging.getLogger("ray.tune").setLevel(logging.WARNING)
+        yield temp
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        if ender is not None:
+            reaper.stop(ender)
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def loopback_node() -> Iterator[None]:
+    """Ray's single-machine mode while a local instance starts: its node IP is then 127.0.0.1, and with it the
+    GCS, the raylet, the object manager, every worker's and the driver's gRPC server, the runtime-env and
+    dashboard agents and the metrics exporter bind the loopback only. Elsewhere Ray replaces 127.0.0.1 with the
+    machine's address (`ray.init(_node_ip_address="127.0.0.1")` alone leaves them on every interface)."""
+    from ray._private import ray_constants
+
+    variable = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    previous = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(variable)
+    ray_constants.ENABLE_RAY_CLUSTER = False  # read when Ray resolves this node's address
+    os.environ[variable] = "0"  # and in the processes it starts
     try:
         yield
     finally:
-        ray.shutdown()
+        ray_constants.ENABLE_RAY_CLUSTER = previous[0]
+        if previous[1] is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = previous[1]
+
+
+def probe_address(address: str) -> None:
+    """A `ConfigError` within `CONNECT_TIMEOUT_S` when nothing answers at a HOST:PORT address (Ray itself retries
+    for minutes); `auto` and ray:// addresses are left to Ray."""
+    if address == "auto" or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except (OSError, ValueError) as err:
+        why = "timed out" if isinstance(err, TimeoutError) else (getattr(err, "strerror", None) or str(err))
+        raise ConfigError(f"no Ray cluster answers at {address} ({why}); start its head with `ray start --head` or "
+                          "give the address it printed", field="--address") from None
+
+
+def require_dashboard() -> None:
+    """A one-line `ConfigError` when Ray's dashboard cannot start: `ray[tune]` does not bring its packages."""
+    try:
+        import ray.dashboard.optional_deps  # noqa: F401  (what Ray checks before it starts its dashboard)
+    except ImportError as err:
+        raise ConfigError(f"Ray's dashboard needs packages this installation lacks ({err.name or err}): "
+                          "pip install 'vitamin-nas[dashboard]'", field="--dashboard") from None
+
+
+def check_resources(study: Study) -> None:
+    """A `ConfigError` when no node of the Ray instance (nor of a node type its autoscaler can add) has the CPUs,
+    GPUs and memory one trial asks for: Ray would wait for them forever."""
+    need = {"CPU": study.resources.cpus, "GPU": study.resources.gpus,
+            "memory": (study.resources.memory_gib or 0) * 2**30}
+    need = {k: v for k, v in need.items() if v}
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if any(all(node.get(k, 0) >= v for k, v in need.items()) for node in nodes + autoscaler_node_types()):
+        return
+    largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0), n.get("memory", 0)), default={})
+    raise ConfigError(f"a trial asks for {_resources(need)}, but no node of this Ray instance has that much: "
+                      f"{len(nodes)} node(s), the largest with {_resources(largest)}", source=study.source,
+                      field="resources")
+
+
+def autoscaler_node_types() -> list[dict[str, float]]:
+    """The resources of each node type a cluster's autoscaler can start (none without an autoscaler). Read from
+    the cluster config Ray's autoscaler publishes (as Ray Data does); nothing when this Ray keeps it elsewhere."""
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+    except Exception:
+        return []
+    if config is None:
+        return []
+    return [dict(group.resources) for group in config.node_group_configs if group.max_count != 0]
+
+
+def _resources(resources: dict[str, float]) -> str:
+    cpus, gpus, memory = resources.get("CPU", 0), resources.get("GPU", 0), resources.get("memory", 0)
+    return f"{cpus:g} CPU(s), {gpus:g} GPU(s), {memory / 2**30:.1f} GiB memory"
+
+
+@contextlib.contextmanager
+def ray_tune_hints_silenced(verbose: bool) -> Iterator[None]:
+    """Without Ray Tune's own stop and restore hints (`Tuner.restore(...)`): the toolkit prints its `--resume`.
+    SIGUSR1, which Ray Tune takes over while it runs, is given back afterwards."""
+    previous = signal.getsignal(signal.SIGUSR1)
+    logger = logging.getLogger("ray.tune.tune")
+    quiet = _RayTuneHints()
+    if not verbose:
+        logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+        signal.signal(signal.SIGUSR1, previous)
+
+
+class _RayTuneHints(logging.Filter):
+    HINTS = ("Tuner.restore", "Stop signal received", "Trials did not complete")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(hint in record.getMessage() for hint in self.HINTS)
 
 
 def trial_resources(study: Study) -> dict[str, float]:
@@ -200,12 +379,12 @@ def tune_config(study: Study, store: ResultStore) -> tune.TuneConfig:
                            trial_name_creator=trial_name, trial_dirname_creator=trial_name)
 
 
-def tune_run_config(study: Study, store: ResultStore, storage: str, ledger_name: str,
-                    progress_every: float) -> tune.RunConfig:
+def tune_run_config(study: Study, storage: str, progress_every: float) -> tune.RunConfig:
+    """Trials report no checkpoints to Ray Tune (theirs are in the run directory): its storage holds the
+    experiment state only."""
     return tune.RunConfig(name=study.name, storage_path=storage, verbose=0, log_to_file=True,
-                          callbacks=[Recorder(study, store, ledger_name, storage, progress_every)],
-                          failure_config=tune.FailureConfig(max_failures=study.failures.max_retries),
-                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+                          callbacks=[Recorder(study, progress_every)],
+                          failure_config=tune.FailureConfig(max_failures=study.failures.max_retries))
 
 
 def trial_name(trial: Any) -> str:

@@ -8,11 +8,18 @@ It owns an `optuna.Study` in the results database and drives it with Optuna's pu
   (computed once, and passed to the trial in its config) before a trial is created, and set on the Optuna
   trial; an infeasible proposal, and one that ran out of memory or diverged, is told to Optuna as PRUNED with
   a violated constraint, so that TPE learns to avoid it.
-- An arch already measured is not trained again: Optuna is told its known result.
+- An arch already measured is not trained again, and is told to Optuna once: a proposal of it is FAIL (which
+  no sampler learns from) with `measured_by` naming the Optuna trial that holds its result, so that the
+  sampler learns the arch from that trial and `best_trials` never lists one arch twice.
 - Optuna is told a trial's result only at the budget it reached: a trial that ASHA stopped early is PRUNED
   (with its intermediate values when there is one objective), never COMPLETE with low-budget metrics.
+- optuna-dashboard shows the search: the objectives are named, and each trial carries as user attributes its
+  arch (`arch`, `arch_id`, `arch_name`), analytic cost (`image_gmacs`, ...), `schedule`, Ray Tune `trial_id`,
+  `status` (`nas.status`), and the metrics it measured at each budget (`budget_<samples>`); with one
+  objective, its value at each budget is also an intermediate value (Optuna takes none for several).
 
 Tune saves the searcher with its experiment; `restore` finds the Optuna trials still running by their numbers.
+The results database is the driver session's (`nas.search.session`), never a path saved with the searcher.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from ray.tune.search import Searcher
 from nas import status
 from nas.arch import Arch
 from nas.errors import ConfigError
-from nas.metrics import ZERO_COST
+from nas.metrics import TRAINED, ZERO_COST
 from nas.results import ResultStore
 from nas.study import Study
 
@@ -39,6 +46,9 @@ logger = logging.getLogger(__name__)
 
 #: Consecutive proposals that may be infeasible or already measured before the searcher stops proposing.
 MAX_PROPOSALS = 1000
+#: Consecutive known proposals after which the next ones are drawn at random (a model-based sampler that has
+#: converged on measured archs proposes them again and again: the rest of a small space must still be reached).
+RANDOM_AFTER = 20
 #: Finite spaces up to this size are enumerated once, so that the search ends when every feasible arch is known.
 ENUMERATE_LIMIT = 100_000
 STATUS_KEY = "trial_status"
@@ -57,16 +67,18 @@ def final_status(result: Mapping[str, Any] | None, error: bool) -> str:
 @dataclass(frozen=True)
 class Candidate:
     """What one trial measures: an arch with its analytic cost, trained with a schedule that ends at `schedule`
-    samples seen. It travels to the trial in Tune's config."""
+    samples seen, with the recipe's seed or (a study's `repeats`) another. It travels to the trial in Tune's
+    config."""
 
     arch: Arch
     schedule: int
     cost: dict[str, float]  # the cost metrics, and the zero-cost scores the study optimises
     violations: tuple[str, ...] = ()
+    seed: int | None = None  # None: the recipe's (train.seed)
 
     @property
-    def key(self) -> tuple[str, int]:
-        return self.arch.arch_id, self.schedule
+    def key(self) -> tuple[str, int, int | None]:
+        return self.arch.arch_id, self.schedule, self.seed
 
 
 @dataclass(frozen=True)
@@ -85,10 +97,15 @@ class Proposer:
             arch = space.suggest(trial)
         trial.set_user_attr("arch", arch.to_json())
         trial.set_user_attr("arch_id", arch.arch_id)
+        trial.set_user_attr("arch_name", arch.name())
         schedule = schedules[trial.suggest_int("schedule", 0, len(schedules) - 1)] if self.study.budget.per_budget \
             else schedules[0]
         trial.set_user_attr("schedule", schedule)
+        seeds = (None, *self.study.repeats.seeds)
+        seed = seeds[trial.suggest_int("seed", 0, len(seeds) - 1)] if self.study.repeats.seeds else None
         cost = space.cost(arch)
+        for name, value in cost.metrics().items():
+            trial.set_user_attr(name, value)
         for name, value in zip(space.constraints, space.constraint_values(arch, cost)):
             trial.set_constraint(name, value)
         known = cost.metrics()
@@ -97,7 +114,7 @@ class Proposer:
             from nas.proxies import zero_cost_scores
 
             known.update(zero_cost_scores(arch, names=tuple(zero_cost)))
-        return Candidate(arch, schedule, known, tuple(space.violations(arch, cost)))
+        return Candidate(arch, schedule, known, tuple(space.violations(arch, cost)), seed)
 
 
 def feasible_archs(study: Study) -> frozenset[str] | None:
@@ -151,36 +168,42 @@ class StudySearcher(Searcher):
         self.store = store
         self.propose = Proposer(study)
         self.feasible = feasible_archs(study)
+        self.random = optuna.samplers.RandomSampler(seed=study.seed)
         self.asked: dict[str, optuna.Trial] = {}  # Tune trial id -> its Optuna trial
-        self.in_flight: dict[str, tuple[str, int]] = {}  # Tune trial id -> (arch_id, schedule) being trained
+        self.in_flight: dict[str, tuple[str, int, int | None]] = {}  # Tune trial id -> Candidate.key in training
         self.reported: dict[str, set[int]] = {}  # Tune trial id -> budgets told to Optuna
         self.told: set[str] = set()
         self.optuna = OptunaStudy(study, store, make_sampler(study))
         self.ot_study = self.optuna.study
         per_budget = study.budget.per_budget  # every candidate at the smallest budget first, then the next
-        for budget in range(len(study.budget.schedules)):
-            for index in range(len(study.archs)):
-                self.ot_study.enqueue_trial({"candidate": index, **({"schedule": budget} if per_budget else {})},
-                                            skip_if_exists=True)
+        seeds = (None, *study.repeats.seeds)
+        for index, budget, seed in study.runs:
+            self.ot_study.enqueue_trial({"candidate": index, **({"schedule": budget} if per_budget else {}),
+                                         **({"seed": seeds.index(seed)} if study.repeats.seeds else {})},
+                                        skip_if_exists=True)
 
     # ---- Tune's interface ------------------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        for _ in range(MAX_PROPOSALS):
+        for proposal in range(MAX_PROPOSALS):
             if self._exhausted():
                 return Searcher.FINISHED
-            ot_trial = self.ot_study.ask()
-            candidate = self.propose(ot_trial)
+            ot_trial, candidate = self._proposal(at_random=proposal >= RANDOM_AFTER)
             if not self._skipped(ot_trial, candidate):
                 self.asked[trial_id] = ot_trial
                 self.in_flight[trial_id] = candidate.key
+                ot_trial.set_user_attr("trial_id", trial_id)
+                ot_trial.set_user_attr("status", status.RUNNING)
                 return {"candidate": candidate, "number": ot_trial.number}
         logger.warning("the last %d proposals were all infeasible or measured already: the search stops proposing",
                        MAX_PROPOSALS)
         return Searcher.FINISHED
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        if "budget" in result and trial_id in self.asked:
-            self._report(self.asked[trial_id], trial_id, result["budget"], result)
+        """What the trial measured at a budget, unless Optuna was told its end already (a trial that ended before
+        the driver was killed and replays its results)."""
+        ot_trial = self.asked.get(trial_id)
+        if "budget" in result and ot_trial is not None and not self.optuna.state(ot_trial.number).is_finished():
+            self._report(ot_trial, trial_id, result["budget"], result)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         ot_trial = self.asked.get(trial_id)
@@ -207,24 +230,39 @@ class StudySearcher(Searcher):
         self.in_flight, self.reported, self.told = state["in_flight"], state["reported"], state["told"]
 
     def __getstate__(self) -> dict[str, Any]:
-        """Without the Optuna study (a database connection): `__setstate__` opens it again."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("optuna", "ot_study", "asked")} | \
+        """Without the results database and the Optuna study in it: `__setstate__` opens the driver session's."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("store", "optuna", "ot_study", "asked")} | \
             {"asked": {t: trial.number for t, trial in self.asked.items()}}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        from nas.search import session
+
         self.__dict__.update(state)
+        self.store = session.current().store
         self.optuna = OptunaStudy(self.study, self.store, make_sampler(self.study))
         self.ot_study = self.optuna.study
         self.asked = {t: self.optuna.trial(number) for t, number in state["asked"].items()}
 
     # ---- deciding what to train ------------------------------------------------------------------------------
+    def _proposal(self, at_random: bool) -> tuple[optuna.Trial, Candidate]:
+        """A new Optuna trial and its candidate, from the study's sampler or (`at_random`) the random one: a
+        trial samples its parameters when they are suggested, so the sampler is swapped for both steps."""
+        sampler = self.ot_study.sampler
+        if at_random:
+            self.ot_study.sampler = self.random
+        try:
+            ot_trial = self.ot_study.ask()
+            return ot_trial, self.propose(ot_trial)
+        finally:
+            self.ot_study.sampler = sampler
+
     def _exhausted(self) -> bool:
         """No candidate left: a grid or fixed list all asked, or every feasible arch of a finite space known."""
         if self.study.archs:
             return not self.ot_study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         if self.feasible is None:
             return False
-        return self.feasible <= {a for a, _ in self.in_flight.values()} | self.store.arch_ids(status.KNOWN)
+        return self.feasible <= {key[0] for key in self.in_flight.values()} | self.store.arch_ids(status.KNOWN)
 
     def _skipped(self, ot_trial: optuna.Trial, candidate: Candidate) -> bool:
         """Tell Optuna at once what is known about the candidate; False when it must be trained."""
@@ -235,13 +273,21 @@ class StudySearcher(Searcher):
         training = next((t for t, key in self.in_flight.items() if key == candidate.key), None)
         if training is not None:
             ot_trial.set_user_attr("skipped", f"duplicate: the arch is being trained by trial {training}")
+            if training in self.asked:
+                ot_trial.set_user_attr("duplicate_of", self.asked[training].number)
             self.ot_study.tell(ot_trial, state=TrialState.FAIL)
             return True
         measured = self.store.measured(*candidate.key)
         if measured is None or measured.status not in status.KNOWN:
             return False
         ot_trial.set_user_attr("skipped", f"measured: by trial {measured.trial_id}")
-        for rung in measured.rungs:
+        original = (self.store.trial(measured.trial_id) or {}).get("number")
+        if original is not None and 0 <= original < len(self.ot_study.get_trials(deepcopy=False)) and \
+                self.optuna.state(original).is_finished():  # Optuna knows the result: told once, there
+            ot_trial.set_user_attr("measured_by", original)
+            self.ot_study.tell(ot_trial, state=TrialState.FAIL)
+            return True
+        for rung in measured.rungs:  # a result Optuna was never told (its trial is not in this study): tell it here
             self._report(ot_trial, None, rung["budget"], rung["metrics"])
         last = {**measured.rungs[-1]["metrics"], **candidate.cost, STATUS_KEY: measured.status,
                 "schedule": candidate.schedule}
@@ -249,11 +295,23 @@ class StudySearcher(Searcher):
         return True
 
     def _report(self, ot_trial: optuna.Trial, trial_id: str | None, budget: int, metrics: Mapping[str, Any]) -> None:
-        """An intermediate value at a budget (one objective only: Optuna takes none for several)."""
+        """What a trial measured at a budget, as a user attribute, and as an intermediate value with one objective
+        (Optuna takes none for several)."""
+        from nas.search.trial import rung_metrics
+
         reported = self.reported.setdefault(trial_id, set()) if trial_id else set()
-        if isinstance(self.metric, str) and budget not in reported and self.metric in metrics:
+        if budget in reported:
+            return
+        # optuna-dashboard shows 1,024 characters of an attribute: every trained metric, the objectives' intervals
+        # and eval-set sizes, and where the rung stands, to six digits
+        kept = {*TRAINED, "budget", "samples_seen", "wall_s",
+                *(f"{name}_{part}" for name in self.study.objectives for part in ("n", "low", "high"))}
+        shown = {k: float(f"{v:.6g}") if isinstance(v, float) else v
+                 for k, v in rung_metrics(dict(metrics)).items() if k in kept}
+        ot_trial.set_user_attr(f"budget_{int(budget)}", shown)
+        if isinstance(self.metric, str) and self.metric in metrics:
             ot_trial.report(metrics[self.metric], step=int(budget))
-            reported.add(budget)
+        reported.add(budget)
 
     def _tell(self, ot_trial: optuna.Trial, end: str, result: Mapping[str, Any] | None) -> None:
         """COMPLETE only at the full budget; an early stop is PRUNED; oom/diverged are PRUNED and violate a

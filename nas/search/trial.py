@@ -8,10 +8,13 @@ retries, resumed searches and repeated candidates never train what is already me
   what is known. A trial that already ended (a driver killed after the trial finished but before Ray Tune
   saved that) reports its rungs again and ends the same way; an arch measured to the full budget by another
   trial reports those results. Reports of known results carry `replay: True` and are not written again.
-- Otherwise it starts from the furthest checkpoint of the arch: this worker's own (a retry on the same
-  node), Ray Tune's (`tune.get_checkpoint()`, from the experiment storage on any node) or the ledger's, and
-  `nas.train.train` resumes from it exactly. At every rung the trainer's metrics, the analytic cost and
-  where it ran are reported with a checkpoint that Ray persists to the experiment storage.
+- Otherwise it starts from the newest checkpoint of the arch: the trial's own (`RUN/trials/<trial>/`, written by
+  its earlier attempts, whichever worker or driver session ran them) or, when the ledger knows another trial
+  of the arch that got further (one that failed or was cut off), that trial's; `nas.train.train` resumes from
+  it exactly. The trainer checkpoints every `train.checkpoint_every` samples (`nas.train.TrainConfig`) and at
+  every rung, so a killed worker or driver loses at most one interval of training. At every rung the
+  trainer's metrics, the analytic cost and where it ran are reported, and the rung's checkpoint is kept in
+  `RUN/trials/<trial>/rungs/<rung>/` (`nas.run_dir`): one copy of each checkpoint, none in Ray's storage.
 - Failures are results: a non-finite loss ends the trial as `diverged`; out of memory is retried with half
   the micro-batch and twice the gradient accumulation (same effective batch) up to the study's
   `oom_retries`, then ends as `oom`. Anything else raises, and Ray Tune retries the trial from its last
@@ -35,7 +38,6 @@ import gc
 import json
 import os
 import resource
-import shutil
 import socket
 import uuid
 from collections.abc import Iterator
@@ -46,6 +48,9 @@ from typing import Any
 import torch
 
 from nas import status
+from nas.cost import COST_METRICS
+from nas.metrics import ZERO_COST
+from nas.run_dir import CHECKPOINT, RUNGS, RunDir, link_or_copy
 from nas.search.searcher import Candidate
 from nas.study import Study
 from nas.train import ReportTo
@@ -53,13 +58,14 @@ from nas.train import ReportTo
 LEDGER_NAMESPACE = "vitamin-nas"
 #: Keys a trial adds to the trainer's metrics in its reports (the rest are metrics).
 REPORT_KEYS = ("schedule", "trial_status", "replay", "arch_id", "host", "node", "device", "pid", "session",
-               "accum_freq", "resumed_from", "error")
+               "accum_freq", "resumed_from", "error", "rung_checkpoint")
 
 
 @dataclass(frozen=True)
 class TrialSettings:
-    """What every trial of a search shares: the study, where to find the driver's ledger, the study's run
-    directory (where the trials' TensorBoard events go) and where the curves go (`--report-to`)."""
+    """What every trial of a search shares: the study, where to find the driver's ledger, the run directory as
+    the driver sees it (on a cluster, a filesystem every node mounts at that path; the trials' checkpoints and
+    TensorBoard events go there) and where the curves go (`--report-to`)."""
 
     study: Study
     ledger: str
@@ -74,14 +80,14 @@ def trial_events(run_dir: str | os.PathLike, number: int, candidate: Candidate) 
     return Path(run_dir) / TENSORBOARD / f"{number:03d}-{candidate.arch.name()}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class StartingPoint:
-    """Where training starts: a checkpoint directory (local, or a Ray `Checkpoint`) and what it holds."""
+    """Where training starts: a checkpoint file, what it holds, and the trial that wrote it."""
 
     samples_seen: int
     accum_freq: int
-    local: Path | None = None
-    remote: Any = None
+    checkpoint: Path
+    trial_id: str
 
 
 def trainable(config: dict[str, Any], settings: TrialSettings) -> None:
@@ -93,16 +99,16 @@ def trainable(config: dict[str, Any], settings: TrialSettings) -> None:
     context = tune.get_context()
     events = trial_events(settings.run_dir, config["number"], config["candidate"])
     report_to = ReportTo.parse(settings.report_to, events, name=events.name, group=settings.study.name)
-    Trial(settings.study, config["candidate"], context.get_trial_id(), Path(context.get_trial_dir()), ledger,
+    Trial(settings.study, config["candidate"], context.get_trial_id(), RunDir(settings.run_dir), ledger,
           report_to).run()
 
 
 class Trial:
     """One trial on its worker; its methods are the steps of `run`."""
 
-    def __init__(self, study: Study, candidate: Candidate, trial_id: str, workdir: Path, ledger: Any,
+    def __init__(self, study: Study, candidate: Candidate, trial_id: str, run_dir: RunDir, ledger: Any,
                  report_to: ReportTo | None = None):
-        self.study, self.candidate, self.trial_id, self.workdir, self.ledger = study, candidate, trial_id, workdir, \
+        self.study, self.candidate, self.trial_id, self.run_dir, self.ledger = study, candidate, trial_id, run_dir, \
             ledger
         self.report_to = report_to
         self.arch, self.schedule = candidate.arch, candidate.schedule
@@ -135,13 +141,14 @@ class Trial:
         if start is not None:
             self.accum_freq = start.accum_freq
             self.resumed_from = start.samples_seen
-            self._replay(run_progress(self._materialize(start))[0].rungs)
+            self._materialize(start)
+            self._replay(run_progress(self.out)[0].rungs)
         data = self.study.data
         zeroshot, retrieval = eval_sets(data.zeroshot, data.retrieval, self.arch.image_size, data.zeroshot_templates)
         while True:
             try:
                 with memory_limit(self.study.resources.memory_gib, self.device):
-                    config = self.study.run_config(self.schedule, self.accum_freq)
+                    config = self.study.run_config(self.schedule, self.accum_freq, self.candidate.seed)
                     result = train(self.arch, self.study.text, self.study.data.source, config,
                                    out=self.out, zeroshot=zeroshot, retrieval=retrieval, on_rung=self._report,
                                    device=self.device, report_to=self.report_to)
@@ -172,42 +179,31 @@ class Trial:
 
     @property
     def out(self) -> Path:
-        """This worker's training directory; one per accumulation, since a checkpoint is tied to its config."""
-        return self.workdir / f"train-accum{self.accum_freq}"
+        """The trial's training directory; one per accumulation, since a checkpoint is tied to its config."""
+        return self.run_dir.training(self.trial_id, self.accum_freq)
 
     # ---- where to start ------------------------------------------------------------------------------------
     def _starting_point(self, furthest: dict[str, Any] | None) -> StartingPoint | None:
-        """The furthest of: this worker's last checkpoint, Ray Tune's, and the ledger's for this arch."""
-        from ray import tune
+        """The newest checkpoint of this trial's earlier attempts, or of the trial that measured the arch furthest
+        when it got further (own first when they stand at the same point)."""
+        own = newest_checkpoint(self.run_dir, self.trial_id)
+        other = None
+        if furthest is not None and furthest.get("trial_id") not in (None, self.trial_id):
+            other = newest_checkpoint(self.run_dir, furthest["trial_id"])
+        if other is not None and (own is None or other.samples_seen > own.samples_seen):
+            return other
+        return own
 
-        candidates = [self._local_checkpoint()]
-        for checkpoint in (tune.get_checkpoint(), furthest and furthest.get("checkpoint")):
-            if checkpoint is not None:
-                meta = checkpoint.get_metadata()
-                if "samples_seen" in meta:
-                    candidates.append(StartingPoint(meta["samples_seen"], meta["accum_freq"], remote=checkpoint))
-        candidates = [c for c in candidates if c is not None]
-        return max(candidates, key=lambda c: (c.samples_seen, c.local is not None), default=None)
-
-    def _local_checkpoint(self) -> StartingPoint | None:
-        from nas.train import run_progress
-
-        for out in sorted(self.workdir.glob("train-accum*"), key=lambda p: int(p.name.removeprefix("train-accum")),
-                          reverse=True):
-            progress = run_progress(out)
-            if progress is not None:
-                state, config = progress
-                return StartingPoint(state.samples_seen, config.accum_freq, local=out)
-        return None
-
-    def _materialize(self, start: StartingPoint) -> Path:
-        """The starting checkpoint in this worker's training directory (downloaded when it is remote)."""
-        if start.local is not None:
-            return start.local
-        if self.out.exists():
-            shutil.rmtree(self.out)
-        start.remote.to_directory(str(self.out))
-        return self.out
+    def _materialize(self, start: StartingPoint) -> None:
+        """The starting checkpoint as this trial's training run, and another trial's rung checkpoints as this
+        one's (hard links: no copies)."""
+        target = self.out / CHECKPOINT
+        if start.checkpoint.resolve() != target.resolve():
+            self.out.mkdir(parents=True, exist_ok=True)
+            link_or_copy(start.checkpoint, target)
+        if start.trial_id != self.trial_id:
+            for kept in sorted(self.run_dir.trial(start.trial_id).glob(f"{RUNGS}/*/{CHECKPOINT}")):
+                self.run_dir.keep_rung(self.trial_id, int(kept.parent.name), kept)
 
     # ---- reporting ---------------------------------------------------------------------------------------------
     def _extras(self, replay: bool) -> dict[str, Any]:
@@ -220,24 +216,28 @@ class Trial:
                 "schedule": self.schedule, **self.candidate.cost}
 
     def _report(self, metrics: dict[str, Any]) -> bool:
-        """The trainer's rung callback: report with a checkpoint Ray persists. Never asks to stop: when ASHA
-        stops the trial, Ray ends this thread inside `tune.report`."""
+        """The trainer's rung callback (its checkpoint is written): keep the rung's checkpoint and report. Never
+        asks to stop: when ASHA stops the trial, Ray ends this thread inside `tune.report`."""
         from ray import tune
 
-        checkpoint = tune.Checkpoint.from_directory(str(self.out))
-        checkpoint.set_metadata({"samples_seen": metrics["samples_seen"], "accum_freq": self.accum_freq,
-                                 "budget": metrics["budget"]})
+        rung = self.study.budget.rung_of(metrics["budget"])
+        kept = self.run_dir.relative(self.run_dir.keep_rung(self.trial_id, rung, self.out / CHECKPOINT))
         self.reported.add(metrics["budget"])
-        tune.report({**_reported(metrics), **self._extras(replay=False)}, checkpoint=checkpoint)
+        tune.report({**_reported(metrics), **self._extras(replay=False), "rung_checkpoint": kept})
         return False
 
     def _replay(self, rungs: list[dict[str, Any]]) -> None:
-        """Report rungs measured before (by this trial in an earlier session, or by another trial of the arch)."""
+        """Report rungs measured before (by this trial in an earlier session, or by another trial of the arch),
+        each with the checkpoint kept for it, when there is one."""
         from ray import tune
 
         for metrics in rungs:
             self.reported.add(metrics["budget"])
-            tune.report({**_reported(metrics), **self._extras(replay=True)})
+            kept = metrics.get("rung_checkpoint")
+            own = self.run_dir.rung(self.trial_id, self.study.budget.rung_of(metrics["budget"]))
+            if kept is None and (own / CHECKPOINT).is_file():
+                kept = self.run_dir.relative(own)
+            tune.report({**_reported(metrics), **self._extras(replay=True), "rung_checkpoint": kept or ""})
 
     def _report_end(self, end: str, error: str | None, replay: bool = False) -> None:
         from ray import tune
@@ -253,6 +253,31 @@ def _reported(metrics: dict[str, Any]) -> dict[str, Any]:
     if hits:
         numbers["hits"] = hits if isinstance(hits, str) else json.dumps(hits, sort_keys=True)
     return numbers
+
+
+def rung_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """What a Tune result of a trial measured at its rung: the trainer's numbers, without what the trial adds
+    (`REPORT_KEYS`), the analytic cost and Ray Tune's own keys."""
+    from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
+
+    skip = {*REPORT_KEYS, *COST_METRICS, *ZERO_COST, *AUTO_RESULT_KEYS, *DEBUG_METRICS, "done", "should_checkpoint",
+            "trial_id", "experiment_tag", "hits"}
+    return {k: v for k, v in result.items()
+            if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def newest_checkpoint(run_dir: RunDir, trial_id: str) -> StartingPoint | None:
+    """The newest checkpoint a trial wrote: its training runs' (where the trainer writes every interval) or its
+    rungs' (a training run replaced since), whichever stands furthest."""
+    from nas.train import run_progress
+
+    newest = None
+    rungs = sorted(run_dir.trial(trial_id).glob(f"{RUNGS}/*"))
+    for directory in [*run_dir.trainings(trial_id), *rungs]:
+        progress = run_progress(directory)
+        if progress is not None and (newest is None or progress[0].samples_seen > newest.samples_seen):
+            newest = StartingPoint(progress[0].samples_seen, progress[1].accum_freq, directory / CHECKPOINT, trial_id)
+    return newest
 
 
 @functools.lru_cache(maxsize=4)

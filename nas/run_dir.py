@@ -1,0 +1,102 @@
+"""The layout of a search's run directory (`vitamin-nas search --out RUN`), and its size.
+
+    RUN/study.db                                  the results database (`nas.results.ResultStore`)
+    RUN/trials/<trial>/train-accum<k>/            the trial's training run: checkpoint.pt (its newest checkpoint,
+                                                  where a retry or a resumed search continues), metrics.jsonl
+    RUN/trials/<trial>/rungs/<rung>/checkpoint.pt the checkpoint of every rung the trial reached (for export)
+    RUN/ray/                                      Ray Tune's experiment state (no checkpoints: `--storage`)
+
+Everything a search stores about the run names paths relative to RUN (`RunDir.relative`), so that a run
+directory copied or moved elsewhere resumes and exports from its new place. A rung's checkpoint is a hard link
+to the training run's checkpoint file as it stood at that rung (the trainer replaces that file on its next
+write), so each checkpoint is on disk once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+TRIALS = "trials"
+RUNGS = "rungs"
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A run directory (`root` is absolute where the driver or a worker sees it)."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).resolve())
+
+    def trial(self, trial_id: str) -> Path:
+        return self.root / TRIALS / trial_id
+
+    def training(self, trial_id: str, accum_freq: int) -> Path:
+        """The trial's training run with `accum_freq` micro-batches (a checkpoint belongs to its accumulation)."""
+        return self.trial(trial_id) / f"train-accum{accum_freq}"
+
+    def trainings(self, trial_id: str) -> list[Path]:
+        """The trial's training runs, most micro-batches first (the latest out-of-memory retry first)."""
+        runs = self.trial(trial_id).glob("train-accum*")
+        return sorted(runs, key=lambda p: int(p.name.removeprefix("train-accum")), reverse=True)
+
+    def rung(self, trial_id: str, rung: int) -> Path:
+        return self.trial(trial_id) / RUNGS / str(rung)
+
+    def relative(self, path: str | os.PathLike) -> str:
+        return Path(path).resolve().relative_to(self.root).as_posix()
+
+    def resolve(self, relative: str) -> Path:
+        """A stored path as an absolute one (paths stored before they were relative pass through)."""
+        return self.root / relative
+
+    def keep_rung(self, trial_id: str, rung: int, checkpoint: str | os.PathLike) -> Path:
+        """Keep `checkpoint` (a training run's file) as the trial's checkpoint of `rung`: a hard link, so that it
+        costs no disk until the trainer writes its next checkpoint (a copy where links are not supported)."""
+        directory = self.rung(trial_id, rung)
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / CHECKPOINT
+        link_or_copy(checkpoint, target)
+        return directory
+
+    def size(self) -> dict[str, int]:
+        """Bytes on disk under the run, in total and by top-level entry (hard links counted once; SQLite's
+        -wal and -shm files with their database)."""
+        seen: set[tuple[int, int]] = set()
+        parts: dict[str, int] = {}
+        for entry in sorted(self.root.iterdir()) if self.root.is_dir() else []:
+            name = entry.name.removesuffix("-wal").removesuffix("-shm")
+            parts[name] = parts.get(name, 0) + _disk_usage(entry, seen)
+        return {"total": sum(parts.values()), **parts}
+
+
+def link_or_copy(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """`target` becomes the file `source` is now: a hard link where the filesystem has them, else a copy; written
+    aside and renamed into place, so that a reader never finds it half made."""
+    target = Path(target)
+    aside = target.with_name(f".{target.name}.new")
+    aside.unlink(missing_ok=True)
+    try:
+        os.link(source, aside)
+    except OSError:
+        shutil.copy2(source, aside)
+    os.replace(aside, target)
+
+
+def _disk_usage(path: Path, seen: set[tuple[int, int]]) -> int:
+    total = 0
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        try:
+            stat = item.lstat()
+        except OSError:  # removed while walking (a live search writes as `status` reads)
+            continue
+        if (stat.st_dev, stat.st_ino) in seen:
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        total += stat.st_blocks * 512
+    return total
