@@ -33,8 +33,8 @@ def stop(cli: list[str], study: Path, out: Path, sig: signal.Signals, log: Path,
                                   stderr=subprocess.STDOUT)
     try:
         # Each look opens the database afresh and closes it: a read-only connection opened before a resumed
-        # driver was seen to keep reading the database as it stood before that driver wrote, and one opened
-        # beside it to find it "malformed" (cause not pinned down; `vitamin-nas status` opens it per call).
+        # driver was seen to keep reading the database as it stood before that driver wrote (cause not pinned
+        # down; `vitamin-nas status` opens it per call).
         def trials(**where) -> list[dict]:
             with contextlib.closing(ResultStore.open(out, readonly=True)) as store:
                 return store.trials(**where)
@@ -107,7 +107,7 @@ def test_sigint_and_sigterm_stop_a_search_cleanly_and_resume_continues_it(tmp_pa
     final = subprocess.run([*cli, "search", str(study), "--out", str(out), "--resume"], capture_output=True,
                            text=True, timeout=900)
     assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
-    store = ResultStore.open(out, readonly=True)  # afresh, as above
+    store = ResultStore.open(out)  # afresh; the search is over (a read-only open once found it "malformed" here)
     assert store.meta("driver")["state"] == "finished", (store.meta("driver"), final.stdout[-3000:])
     for trial in store.trials():
         assert trial["status"] == "completed" and trial["samples_seen"] == 1024 and trial["attempts"] >= 2
