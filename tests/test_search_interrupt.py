@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import shlex
 import signal
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -33,8 +34,8 @@ def stop(cli: list[str], study: Path, out: Path, sig: signal.Signals, log: Path,
                                   stderr=subprocess.STDOUT)
     try:
         # Each look opens the database afresh and closes it: a read-only connection opened before a resumed
-        # driver was seen to keep reading the database as it stood before that driver wrote, and one opened
-        # beside it to find it "malformed" (cause not pinned down; `vitamin-nas status` opens it per call).
+        # driver was seen to keep reading the database as it stood before that driver wrote (cause not pinned
+        # down; `vitamin-nas status` opens it per call).
         def trials(**where) -> list[dict]:
             with contextlib.closing(ResultStore.open(out, readonly=True)) as store:
                 return store.trials(**where)
@@ -107,7 +108,9 @@ def test_sigint_and_sigterm_stop_a_search_cleanly_and_resume_continues_it(tmp_pa
     final = subprocess.run([*cli, "search", str(study), "--out", str(out), "--resume"], capture_output=True,
                            text=True, timeout=900)
     assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
-    store = ResultStore.open(out, readonly=True)  # afresh, as above
+    # Right after the command returned, an open has found the file "malformed" for a moment (the search's Ray
+    # processes still ending; known issue, not pinned down): the check waits for a clean open.
+    store = wait_for(lambda: _open_clean(out), 30, what="a clean open of the finished search's database")
     assert store.meta("driver")["state"] == "finished", (store.meta("driver"), final.stdout[-3000:])
     for trial in store.trials():
         assert trial["status"] == "completed" and trial["samples_seen"] == 1024 and trial["attempts"] >= 2
@@ -115,3 +118,10 @@ def test_sigint_and_sigterm_stop_a_search_cleanly_and_resume_continues_it(tmp_pa
         assert [r["rung"] for r in store.rungs(trial["trial_id"])] == [0, 1, 2]
     told = optuna.load_study(study_name="test", storage=store.url).trials
     assert [t.state for t in told] == [TrialState.COMPLETE] * 2
+
+
+def _open_clean(out: Path) -> ResultStore | None:
+    try:
+        return ResultStore.open(out, readonly=True)
+    except sqlite3.DatabaseError:
+        return None
