@@ -85,6 +85,8 @@ class RankJob:
     out: str
     report_to: ReportTo | None
     channel: Any  # a RungChannel actor
+    trial_id: str
+    ledger: Any  # the search's Ledger actor
 
 
 def rank_loop(config: dict[str, RankJob]) -> None:
@@ -96,6 +98,8 @@ def rank_loop(config: dict[str, RankJob]) -> None:
     from nas.train import train
 
     job = config["job"]
+    if ray.train.get_context().get_world_rank() == 0:  # for the driver to remove if the trial's process dies first
+        ray.get(job.ledger.hold.remote(job.trial_id, ray.util.get_current_placement_group()))
     resources = job.study.resources
     device = str(ray.train.torch.get_device()) if resources.gpus else "cpu"
     main = ray.train.get_context().get_world_rank() == 0
@@ -127,7 +131,8 @@ class DataParallelTrial(Trial):
 
         resources = self.study.resources
         channel = RungChannel.remote()
-        job = RankJob(self.study, self.arch, config, str(self.out), self.report_to, channel)
+        job = RankJob(self.study, self.arch, config, str(self.out), self.report_to, channel, self.trial_id,
+                      self.ledger)
         trainer = TorchTrainer(
             rank_loop, train_loop_config={"job": job},
             torch_config=TorchConfig(backend="nccl" if resources.gpus else "gloo"),
@@ -199,3 +204,4 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
         seen.add(id(error))
         yield error
         error = getattr(error, "_base_exc", None) or error.__cause__
+

@@ -61,7 +61,7 @@ from nas.train import ReportTo, TrainConfig, TrainResult
 
 LEDGER_NAMESPACE = "vitamin-nas"
 #: Keys a trial adds to the trainer's metrics in its reports (the rest are metrics).
-REPORT_KEYS = ("schedule", "trial_status", "replay", "arch_id", "host", "node", "device", "pid", "session",
+REPORT_KEYS = ("schedule", "trial_status", "replay", "arch_id", "host", "node", "device", "worker_pid", "session",
                "accum_freq", "resumed_from", "error", "rung_checkpoint")
 
 
@@ -255,11 +255,12 @@ class Trial:
 
 
 def process_place(device: str) -> dict[str, Any]:
-    """Where this process runs, as a trial reports it: host, Ray node, device and pid."""
+    """Where this process runs, as a trial reports it: host, Ray node, device and pid (`worker_pid`: Ray Tune
+    fills a result's `pid` with its trial's process, which is not rank 0's)."""
     import ray
 
     return {"host": socket.gethostname(), "node": ray.get_runtime_context().get_node_id(), "device": device,
-            "pid": os.getpid()}
+            "worker_pid": os.getpid()}
 
 
 def _reported(metrics: dict[str, Any]) -> dict[str, Any]:
