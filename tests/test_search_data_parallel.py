@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import signal
 import tempfile
@@ -26,8 +27,9 @@ from nas.data import StreamSettings, stream
 from nas.results import ResultStore
 from nas.run_dir import RunDir
 from nas.search import search
+from nas.search.data_parallel import rank_oom
 from nas.study import Study
-from nas.train import train
+from nas.train import OOMError, train
 
 EVERY = 96  # three steps of 32: the most training a kill may cost
 #: Measured: |loss(2 gloo ranks) - loss(1 process)| <= 9.5e-7 over the run's 32 steps (float32, CPU), losses ~3.5.
@@ -144,3 +146,23 @@ def test_a_killed_rank_resumes_its_trial_from_the_newest_checkpoint(killed_searc
         assert len(state["rng"]) == 2  # every rank's RNG state
     assert (run.trial(trial["trial_id"]) / "ray-train").is_dir()
     assert not list((run.root / "ray").rglob("*.pt"))
+
+
+def test_a_rank_out_of_memory_reaches_its_trial_as_out_of_memory():
+    """Ray Train reports the ranks' errors in a `WorkerGroupError` that crosses processes pickled (from a rank
+    to the controller, then to the trial): a rank's `OOMError` arrives whole, next to the gloo error the other
+    rank then raised, and the trial retries it with smaller micro-batches; a dead rank is no such thing."""
+    from ray.exceptions import ActorDiedError
+    from ray.train import WorkerGroupError
+
+    oom = OOMError(512, 256, "train", "cuda:1")
+    gloo = RuntimeError("[gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:12160: Connection reset by peer")
+    error = pickle.loads(pickle.dumps(WorkerGroupError("rank 1 ran out of memory", {0: gloo, 1: oom})))
+    found = rank_oom(error)
+    assert isinstance(found, OOMError) and (found.batch_size, found.micro_batch_size, found.device) == (512, 256,
+                                                                                                          "cuda:1")
+    cpu = RuntimeError("[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: can't allocate memory: you tried "
+                       "to allocate 1073741824 bytes")
+    assert rank_oom(pickle.loads(pickle.dumps(WorkerGroupError("", {1: cpu})))) is not None
+    assert rank_oom(WorkerGroupError("rank 0 died", {0: ActorDiedError(), 1: gloo})) is None
+    assert rank_oom(RuntimeError("not Ray Train's")) is None

@@ -22,10 +22,12 @@ from collections.abc import Mapping
 
 from nas.study import Resources
 
-#: Bytes of memory a data-parallel trial's driving process reserves (it imports torch; measured at ~0.45 GB RSS).
-TRIAL_DRIVER_MEMORY = 2**29
+#: Bytes of memory a data-parallel trial's driving process reserves. Measured: 0.94 GB resident in a Ray worker
+#: that imports what it imports (Ray Tune and Train, torch, open_clip; torch's libraries partly shared).
+TRIAL_DRIVER_MEMORY = 2**30
 #: Device memory a CUDA context takes outside the caching allocator (cuBLAS and cuDNN handles, kernels), which a
-#: trial sharing a device leaves to its neighbours: it is not counted by `set_per_process_memory_fraction`.
+#: trial sharing a device leaves to its neighbours: `set_per_process_memory_fraction` does not count it. An
+#: estimate (a few hundred MB with CUDA's lazy module loading), not measured: no GPU where this was written.
 CUDA_CONTEXT_BYTES = 2**29
 
 
