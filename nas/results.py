@@ -178,8 +178,10 @@ class ResultStore:
         if not self.path.is_file():
             raise ConfigError("no results database here (run `vitamin-nas search` first)", source=str(self.path))
         check_database(self.path)  # before a connection that could write: a damaged file is never altered
-        uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
-        self.db = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None, check_same_thread=False)
+        self.db = sqlite3.connect(f"file:{self.path}", uri=True, timeout=60, isolation_level=None,
+                                  check_same_thread=False)
+        if readonly:  # a reader that joins the writers' WAL index: a connection opened with mode=ro keeps pages it
+            self.db.execute("PRAGMA query_only = ON")  # cached after the last writer ends and deletes the WAL
         self.db.row_factory = sqlite3.Row
         self._study: Study | None = None
         if not readonly:

@@ -134,10 +134,10 @@ def test_every_rung_keeps_one_copy_of_its_checkpoint_in_the_run_directory(asha_s
 
 @pytest.mark.slow
 def test_a_search_driver_records_its_session(asha_search):
-    _, store, _ = asha_search
+    study, store, _ = asha_search
     driver = store.meta("driver")
     assert driver["state"] == "finished" and driver["pid"] == os.getpid() and driver["ended_at"] >= driver["beat_at"]
-    assert driver["command"] == f"vitamin-nas search {store.study().source} --out {store.path.parent} --resume"
+    assert driver["command"] == f"vitamin-nas search {study.source} --out {store.path.parent} --resume"
     assert driver["ray_temp"] is None  # the caller's Ray: nothing of it is the driver's to remove
 
 
@@ -376,7 +376,7 @@ def test_a_measured_arch_proposed_again_is_told_once(data, tmp_path):
     study = Study.load(write_study(tmp_path, data, objectives=objectives))
     store = ResultStore.create(tmp_path / "out", study)
     searcher = StudySearcher(study, store)
-    done, stopped, unknown = study.space.sample(0), study.space.sample(1), study.space.sample(3)
+    done, stopped, unknown = list(study.space.enumerate(feasible=True))[:3]
 
     def record(trial_id, arch, budgets, number):
         store.add_trial(trial_id, arch, cost(arch, study.text).metrics(), number=number, schedule=256)

@@ -56,7 +56,9 @@ def stop(cli: list[str], study: Path, out: Path, sig: signal.Signals, log: Path,
 def test_sigint_and_sigterm_stop_a_search_cleanly_and_resume_continues_it(tmp_path, tmp_path_factory, cli):
     data = synthetic_data(tmp_path_factory.getbasetemp())
     study = write_study(tmp_path, data, algorithm="fixed", archs=[tower(64, 2).to_dict(), tower(32, 2).to_dict()],
-                        budget={"min_samples": 64, "max_samples": 512, "reduction_factor": 4,
+                        # rungs at 64, 256 and 1,024: a stop past a rung leaves the next session hundreds of
+                        # samples to train, time enough to stop it too
+                        budget={"min_samples": 64, "max_samples": 1024, "reduction_factor": 4,
                                 "early_stopping": "none"},
                         train={"batch_size": 32, "warmup": 1, "lr": 0.002, "checkpoint_every": CHECKPOINT_EVERY},
                         resources={"cpus": 1, "concurrency": 2})
@@ -95,9 +97,9 @@ def test_sigint_and_sigterm_stop_a_search_cleanly_and_resume_continues_it(tmp_pa
     final = subprocess.run([*cli, "search", str(study), "--out", str(out), "--resume"], capture_output=True,
                            text=True, timeout=900)
     assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
-    assert store.meta("driver")["state"] == "finished"
+    assert store.meta("driver")["state"] == "finished", (store.meta("driver"), final.stdout[-3000:])
     for trial in store.trials():
-        assert trial["status"] == "completed" and trial["samples_seen"] == 512 and trial["attempts"] >= 2
+        assert trial["status"] == "completed" and trial["samples_seen"] == 1024 and trial["attempts"] >= 2
         assert trial["resumed_from"] == cut_off[trial["trial_id"]] > 64  # its newest checkpoint, past the rung
         assert [r["rung"] for r in store.rungs(trial["trial_id"])] == [0, 1, 2]
     told = optuna.load_study(study_name="test", storage=store.url).trials

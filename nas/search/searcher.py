@@ -38,7 +38,7 @@ from ray.tune.search import Searcher
 from nas import status
 from nas.arch import Arch
 from nas.errors import ConfigError
-from nas.metrics import ZERO_COST
+from nas.metrics import TRAINED, ZERO_COST
 from nas.results import ResultStore
 from nas.study import Study
 
@@ -297,8 +297,13 @@ class StudySearcher(Searcher):
         reported = self.reported.setdefault(trial_id, set()) if trial_id else set()
         if budget in reported:
             return
-        shown = {k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in rung_metrics(dict(metrics)).items()}
-        ot_trial.set_user_attr(f"budget_{int(budget)}", shown)  # six digits: optuna-dashboard shows 1024 characters
+        # optuna-dashboard shows 1,024 characters of an attribute: every trained metric, the objectives' intervals
+        # and eval-set sizes, and where the rung stands, to six digits
+        kept = {*TRAINED, "budget", "samples_seen", "wall_s",
+                *(f"{name}_{part}" for name in self.study.objectives for part in ("n", "low", "high"))}
+        shown = {k: float(f"{v:.6g}") if isinstance(v, float) else v
+                 for k, v in rung_metrics(dict(metrics)).items() if k in kept}
+        ot_trial.set_user_attr(f"budget_{int(budget)}", shown)
         if isinstance(self.metric, str) and self.metric in metrics:
             ot_trial.report(metrics[self.metric], step=int(budget))
         reported.add(budget)
