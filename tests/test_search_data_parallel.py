@@ -71,6 +71,8 @@ def killed_search(tmp_path_factory):
         killer.start()
         store = search(study, out)
         killer.join(timeout=5)
+        held = [g for g in ray.util.placement_group_table().values() if g["state"] != "REMOVED"]
+        assert not held, held  # every job's ranks' reservation went with it, however its trial's process ended
     finally:
         ray.shutdown()
         shutil.rmtree(temp, ignore_errors=True)

@@ -98,11 +98,11 @@ def rank_loop(config: dict[str, RankJob]) -> None:
     from nas.train import train
 
     job = config["job"]
-    if ray.train.get_context().get_world_rank() == 0:  # for the driver to remove if the trial's process dies first
+    main = ray.train.get_context().get_world_rank() == 0
+    if main:  # for the driver to remove should the trial's process end before this job
         ray.get(job.ledger.hold.remote(job.trial_id, ray.util.get_current_placement_group()))
     resources = job.study.resources
     device = str(ray.train.torch.get_device()) if resources.gpus else "cpu"
-    main = ray.train.get_context().get_world_rank() == 0
     sets = eval_sets(job.study.data.zeroshot, job.study.data.retrieval, job.arch.image_size) if main else (None,) * 2
     where = process_place(device)
 
@@ -177,12 +177,14 @@ class _Fitting(threading.Thread):
 
 
 def _messages(channel: Any, fitting: _Fitting) -> Iterator[tuple[str, Any]]:
-    """Rank 0's messages until the job has ended and none is left."""
+    """Rank 0's messages until the job has ended and none is left (each one sent before the job ended is in the
+    channel by the time the job is seen ended)."""
     while True:
+        ended = not fitting.is_alive()
         message = ray.get(channel.receive.remote(POLL_S))
         if message is not None:
             yield message
-        elif not fitting.is_alive():
+        elif ended:
             return
 
 
