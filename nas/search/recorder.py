@@ -4,7 +4,9 @@
 The `Recorder` is a Tune callback on the driver: it writes every trial, rung (with the path of the rung's
 checkpoint, relative to the run directory) and end to the `ResultStore` (the only writer of `RUN/study.db`),
 keeps the ledger current and prints the progress table. When the driver is stopped by a signal it records the
-running trials as `interrupted` and leaves their Optuna trials running, for `--resume` to finish.
+running trials as `interrupted` and leaves their Optuna trials running, for `--resume` to finish. With
+`storage.keep` it deletes the rung checkpoints the study no longer needs (`nas.search.retention`); with
+data-parallel trials it removes what a trial's Ray Train jobs reserved once the trial ended.
 """
 
 from __future__ import annotations
@@ -57,7 +59,6 @@ class Ledger:
         if rung is not None:
             entry["rungs"] = [r for r in entry["rungs"] if r["budget"] != rung["budget"]] + [rung]
             entry["rungs"].sort(key=lambda r: r["budget"])
-
 
     def forget_checkpoint(self, trial_id: str, budget: int) -> None:
         """A rung's checkpoint was deleted (`storage.keep`)."""

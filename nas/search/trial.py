@@ -104,8 +104,10 @@ def trainable(config: dict[str, Any], settings: TrialSettings) -> None:
     events = trial_events(settings.run_dir, config["number"], config["candidate"])
     report_to = ReportTo.parse(settings.report_to, events, name=events.name, group=settings.study.name)
     kind = Trial
-    if settings.study.resources.data_parallel:
-        from nas.search.data_parallel import DataParallelTrial as kind
+    if settings.study.resources.data_parallel:  # a Ray Train job per training run
+        from nas.search.data_parallel import DataParallelTrial
+
+        kind = DataParallelTrial
     kind(settings.study, config["candidate"], context.get_trial_id(), RunDir(settings.run_dir), ledger,
          report_to).run()
 
