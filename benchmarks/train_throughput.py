@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/train_throughput.py --open-clip-python /tmp/ocenv/bin/python \\
         [--arch NAME|FILE.json] [--image-size 64] [--batch-size 64] [--workers 1] [--steps 30] [--warmup 5] \\
         [--repeats 3] [--data SHARDS]
-    .venv/bin/python benchmarks/train_throughput.py --gpu [--batch-size 256] [--compile]
+    .venv/bin/python benchmarks/train_throughput.py --gpu [--arch ViTamin-S] [--batch-size 256] [--compile] \\
+        [--modes eager,compile] [--data SHARDS --workers 14] [--json] [--device cuda]
 
 Trainer comparison (any device). Both sides train the same model (`nas.models.build_clip` of the same arch
 and text tower, the same initial weights), with the same recipe (AdamW 0.9/0.98, eps 1e-6, wd 0.2 with
@@ -18,17 +19,21 @@ both alike, and the ratio printed is the median over repeats of (ours / theirs) 
 open_clip_train needs webdataset<=0.2.86, so its side runs in another interpreter (`--open-clip-python`;
 see benchmarks/loader.py for how to make one that shares this venv's torch and open_clip).
 
-GPU mode (`--gpu`): the model-only training step of ViTamin-S and ViTamin-B at 224 px, batch 256, bf16,
-on batches already on the device, through `nas.train.train` (eager, and compiled with `--compile`), with
-images/s, achieved TFLOP/s and MFU from the analytic FLOPs, and peak memory, beside the anchors measured on
-an H100 with open_clip_train's own step (../shared/reference/gpu_anchors.md). On a machine without CUDA it
-says so and exits. Prints figures; asserts nothing.
+GPU mode (`--gpu`): the model-only training step of ViTamin-S and ViTamin-B (or `--arch`) at 224 px, batch
+256, bf16, on batches already on the device, through `nas.train.train` (eager, and compiled with `--compile`
+or `--modes`), with images/s, achieved TFLOP/s and MFU from the analytic FLOPs, and peak memory, beside the
+anchors measured on an H100 with open_clip_train's own step (../shared/reference/gpu_anchors.md). With
+`--data`, each model and mode then goes on training end to end on those shards (`nas.data.stream` with
+`--workers` loader processes) in the same `train` call, so that a compiled model is compiled once for both. `--json`
+prints one JSON line per measurement (benchmarks/gpu_check.py reads them); `--device cpu` runs the same path
+on a CPU at tiny sizes (for its tests). On a machine without CUDA `--gpu` says so and exits. Prints figures;
+asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
+import itertools
 import json
 import statistics
 import subprocess
@@ -228,39 +233,100 @@ def same_batch(images, tokens, start_sample: int):
         yield images, tokens
 
 
+def shards_warmup(args: argparse.Namespace) -> int:
+    """Untimed steps on shards: `--warmup`, and at least what the loader holds ready when the timing would start
+    (2 batches per worker, filled while the model compiled): those come for free and would flatter the rate."""
+    return max(args.warmup, 2 * args.workers + 2)
+
+
+def gpu_phases(arch, text, mode: str, args: argparse.Namespace) -> list[tuple[str, int]]:
+    """One `nas.train.train` call per model and mode (compiled once): `--warmup` untimed and `--steps` timed
+    model-only steps on one batch already on the device, then with `--data` as many on the shards, the timed
+    ones after `shards_warmup`. Returns (the phase's name, the index of its steady-state rung)."""
+    import torch
+
+    from nas.data import DataSource, StreamSettings, stream
+    from nas.train import TrainConfig, train
+
+    device = torch.device(args.device)
+    batch = args.batch_size
+    images = torch.randn(batch, 3, arch.image_size, arch.image_size, device=device)
+    tokens = torch.randint(1, text.vocab_size, (batch, text.context_length), device=device)
+    model_steps = args.warmup + args.steps
+    shard_steps = shards_warmup(args) + args.steps if args.data else 0
+
+    def data(start_sample: int):
+        yield from itertools.islice(same_batch(images, tokens, 0), model_steps)
+        if shard_steps:
+            settings = StreamSettings(batch_size=batch, image_size=arch.image_size, samples=shard_steps * batch,
+                                      workers=args.workers, context_length=text.context_length,
+                                      pin_memory=device.type == "cuda")
+            yield from stream(DataSource(args.data), settings)[0]
+
+    rungs = [args.warmup, model_steps] + ([model_steps + shards_warmup(args)] if shard_steps else [])
+    config = TrainConfig(samples=(model_steps + shard_steps) * batch, batch_size=batch, warmup=1,
+                         compile=mode == "compile", compile_backend=args.compile_backend,
+                         rungs=tuple(r * batch for r in rungs), checkpoint_every=0, log_every=10**9)
+    result = train(arch, text, data, config, device=args.device)
+    phases = [("model step", 1)] + ([("on shards", 3)] if shard_steps else [])
+    return [measured(result, result.rungs[index], part, mode, args) for part, index in phases]
+
+
+def measured(result, steady: dict, part: str, mode: str, args: argparse.Namespace) -> dict:
+    tflops = steady.get("tflops")
+    return {"part": part, "model": args.arch_name, "mode": mode, "device": args.device_name,
+            "batch_size": args.batch_size, "steps": args.steps,
+            "images_per_s": steady["images_per_s"], "tflops": tflops, "mfu": steady.get("mfu"),
+            "mfu_800": tflops / ANCHOR_PEAK_TFLOPS if tflops else None,
+            "peak_memory_gib": steady.get("peak_memory_gib"), "data_wait_share": steady["data_wait_share"],
+            "compiled": result.compile["compiled"], "compile_s": result.compile["compile_s"],
+            "compile_error": result.compile["error"]}
+
+
 def gpu_mode(args: argparse.Namespace) -> None:
     import torch
 
-    if not torch.cuda.is_available():
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("GPU mode: no CUDA device on this machine; skipped (run it on a GPU: --gpu)")
         return
-    from nas.presets import preset_with_text
-    from nas.train import TrainConfig, train
+    from nas.presets import load_arch
 
-    print(f"device: {torch.cuda.get_device_name()}, batch {args.batch_size}, bf16, model-only step "
-          f"(batches on the device), {args.steps} timed steps after {args.warmup}")
-    print(f"{'model':>10}  {'mode':>8}  {'img/s':>7}  {'TFLOP/s':>8}  {'MFU':>6}  {'MFU@800':>8}  {'peak GiB':>8}  "
-          f"{'anchor img/s':>12}  {'anchor MFU@800':>14}")
-    for name, (_, eager, compiled, anchor_mfu, _) in ANCHORS.items():
-        arch, text = preset_with_text(name)
-        for mode in ("eager", "compile") if args.compile else ("eager",):
-            torch.cuda.reset_peak_memory_stats()
-            images = torch.randn(args.batch_size, 3, arch.image_size, arch.image_size, device="cuda")
-            tokens = torch.randint(1, text.vocab_size, (args.batch_size, text.context_length), device="cuda")
-            samples = (args.warmup + args.steps) * args.batch_size
-            config = TrainConfig(samples=samples, batch_size=args.batch_size, warmup=1, compile=mode == "compile",
-                                 rungs=(args.warmup * args.batch_size,), checkpoint_every=0, log_every=10**9)
-            result = train(arch, text, functools.partial(same_batch, images, tokens), config)
-            steady = result.rungs[-1]
-            anchor = compiled if mode == "compile" else eager
-            mfu800 = steady["tflops"] / ANCHOR_PEAK_TFLOPS
-            print(f"{name:>10}  {mode:>8}  {steady['images_per_s']:>7.0f}  {steady['tflops']:>8.1f}  "
-                  f"{steady['mfu'] or float('nan'):>6.1%}  {mfu800:>8.1%}  {steady['peak_memory_gib']:>8.1f}  "
-                  f"{anchor:>12}  {anchor_mfu if mode == 'compile' else float('nan'):>14.1%}", flush=True)
-            if result.compile["error"]:
-                print(f"            compile failed, ran eager: {result.compile['error'][:200]}")
-    print("FLOPs: nas.cost train_gflops (3 x forward, attention included); the anchors' GFLOP/sample are "
-          "FlopCounterMode's: " + ", ".join(f"{n} {a[0]}" for n, a in ANCHORS.items()))
+    names = [args.arch] if args.arch else list(ANCHORS)
+    args.device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device
+    if not args.json:
+        print(f"device: {args.device_name}, batch {args.batch_size}, bf16 on CUDA, {args.steps} timed steps after "
+              f"{args.warmup}; model step: batches on the device" + (f"; on shards: {args.data}" if args.data else ""))
+        print(f"{'model':>10}  {'mode':>8}  {'part':>10}  {'img/s':>7}  {'TFLOP/s':>8}  {'MFU':>6}  {'MFU@800':>8}  "
+              f"{'peak GiB':>8}  {'data wait':>9}  {'anchor img/s':>12}  {'anchor MFU@800':>14}")
+    for name in names:
+        arch, text = load_arch(name)
+        args.arch_name = name
+        for mode in args.modes:
+            if args.device.startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats()
+            for figures in gpu_phases(arch, text, mode, args):
+                if args.json:
+                    print(json.dumps(figures), flush=True)
+                else:
+                    print_row(figures)
+
+    if not args.json:
+        print("FLOPs: nas.cost train_gflops (3 x forward, attention included); the anchors' GFLOP/sample are "
+              "FlopCounterMode's: " + ", ".join(f"{n} {a[0]}" for n, a in ANCHORS.items()))
+
+
+def print_row(figures: dict) -> None:
+    nan = float("nan")
+    anchor = ANCHORS.get(figures["model"])
+    compiled = figures["mode"] == "compile"
+    anchor_rate = (anchor[2] if compiled else anchor[1]) if anchor and figures["part"] == "model step" else nan
+    anchor_mfu = anchor[3] if anchor and compiled and figures["part"] == "model step" else nan
+    print(f"{figures['model']:>10}  {figures['mode']:>8}  {figures['part']:>10}  {figures['images_per_s']:>7.0f}  "
+          f"{figures['tflops'] or nan:>8.1f}  {figures['mfu'] or nan:>6.1%}  {figures['mfu_800'] or nan:>8.1%}  "
+          f"{figures['peak_memory_gib'] or nan:>8.1f}  {figures['data_wait_share']:>9.1%}  {anchor_rate:>12}  "
+          f"{anchor_mfu:>14.1%}", flush=True)
+    if figures["compile_error"]:
+        print(f"            compile failed, ran eager: {figures['compile_error'][:200]}")
 
 
 # ---------------------------------------------------------------------------------------------------- main
@@ -277,7 +343,8 @@ def synthetic_shards(args: argparse.Namespace, directory: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", help="preset name or arch FILE.json (default: a tiny ViTamin-shaped proxy)")
+    parser.add_argument("--arch", help="preset name or arch FILE.json (default: a tiny ViTamin-shaped proxy; --gpu: "
+                                       "ViTamin-S and ViTamin-B)")
     parser.add_argument("--data", help="shards; default: synthetic, written to a temp dir at --image-size")
     parser.add_argument("--image-size", type=int, default=64, help="image side of the default proxy and its data")
     parser.add_argument("--batch-size", type=int, default=None, help="default 64 (CPU) / 256 (--gpu)")
@@ -287,10 +354,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--open-clip-python", help="interpreter with open_clip_train and webdataset<=0.2.86")
     parser.add_argument("--gpu", action="store_true", help="ViTamin-S/B img/s and MFU against the H100 anchors")
-    parser.add_argument("--compile", action="store_true", help="GPU mode: also torch.compile")
+    parser.add_argument("--compile", action="store_true", help="GPU mode: also torch.compile (--modes eager,compile)")
+    parser.add_argument("--modes", type=lambda text: [m for m in text.split(",") if m], default=None,
+                        help="GPU mode: eager, compile or both, comma-separated (default: eager)")
+    parser.add_argument("--compile-backend", default="inductor", help="GPU mode: torch.compile's backend")
+    parser.add_argument("--device", default="cuda", help="GPU mode: the device (cpu runs the same path, slowly)")
+    parser.add_argument("--json", action="store_true", help="GPU mode: one JSON line per measurement")
     parser.add_argument("--side", choices=["nas", "open_clip"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.batch_size = args.batch_size or (256 if args.gpu else 64)
+    args.modes = args.modes or (["eager", "compile"] if args.compile else ["eager"])
+    if not set(args.modes) <= {"eager", "compile"}:
+        parser.error(f"--modes: eager and/or compile, got {','.join(args.modes)}")
     if args.side:  # a child process of run_nas / run_open_clip
         print(json.dumps(nas_side(args) if args.side == "nas" else open_clip_side(args)))
         return

@@ -36,6 +36,8 @@ PAPER = shipped.PAPER
 PAPER_FIELDS = ("paper", "source", "metric", "benchmark", "ablations", "models", "families", "claims")
 BENCHMARK_FIELDS = ("model", "samples", "image_params_m", "image_gmacs", "imagenet", "avg38")
 CLAIM_FIELDS = ("id", "text", "order", "monotonic", "labels", "paper")
+#: How many times the smallest tower's parameters the largest must have for a model-size law at fixed data.
+SIZE_SPAN = 4
 
 
 # ---- the paper's side ----------------------------------------------------------------------------------------
@@ -131,9 +133,11 @@ def _claim(item: Any, index: int, source: str, models: set[str]) -> Claim:
 class Verdict:
     """How a claim fares on one side, over `of` comparisons (budgets, or candidates for data scaling): it holds at
     `held`, is reversed at `reversed`, and at the rest the data cannot tell. On a study, a comparison counts only
-    when McNemar's test on the same eval images rejects (5 %); on the paper's published numbers, which come
-    without their eval noise, the sign of the difference decides. `margin` is the smallest gap in the claimed
-    direction (metric points, negative where it fails), with its 95 % interval when the study measured it."""
+    when McNemar's test on the same eval images rejects (5 %), and, where each run was repeated with other seeds,
+    rejects in the same direction for every seed; on the paper's published numbers, which come without their
+    noise, the sign of the difference decides. `margin` is the smallest gap in the claimed direction (metric
+    points, negative where it fails; the mean over seeds), with the 95 % interval of the least favourable seed's
+    paired difference when the study measured it."""
 
     held: int
     of: int
@@ -180,15 +184,17 @@ class Verdict:
         return f"{word} ({counts}{margin})"
 
 
-#: `compare((label, budget), (label, budget))`: the first's metric minus the second's on the same eval items.
-Compare = Callable[[tuple[str, float], tuple[str, float]], PairedDifference | None]
+#: `compare((label, budget), (label, budget))`: the first's metric minus the second's on the same eval items, one
+#: paired difference per seed both were measured with (none where no per-item hits were kept).
+Compare = Callable[[tuple[str, float], tuple[str, float]], list[PairedDifference]]
 
 
 def check(claim: Claim, table: pd.DataFrame, names: dict[str, str] | None = None,
           cost: pd.Series | None = None, compare: Compare | None = None) -> Verdict:
     """The claim on `table` (metric by name and budget, larger is better). `names` maps the claim's labels to
     the table's rows (identity by default); `cost` is the column a `monotonic` claim on a cost rises with;
-    `compare` gives the paired difference of two measurements (None: the sign of the difference decides)."""
+    `compare` gives the paired differences of two measurements, one per seed (None or none: the sign of the
+    difference decides)."""
     names = names or {}
     tally = _Tally(table, compare)
     if claim.order:
@@ -225,13 +231,16 @@ class _Tally:
         signs = []
         for better, worse in pairs:
             gap = float(self.table.loc[better]) - float(self.table.loc[worse])
-            paired = self.compare(better, worse) if self.compare else None
+            seeds = self.compare(better, worse) if self.compare else []
+            paired = min(seeds, key=lambda d: d.difference) if seeds else None
             if self.smallest is None or gap < self.smallest[0]:
                 self.smallest = (gap, paired)
-            if paired is None:
+            if not seeds:
                 signs.append(1 if gap > 0 else -1)
+            elif all(d.significant() and d.difference > 0 for d in seeds):
+                signs.append(1)
             else:
-                signs.append(0 if not paired.significant() else 1 if paired.difference > 0 else -1)
+                signs.append(-1 if all(d.significant() and d.difference < 0 for d in seeds) else 0)
         self.of += 1
         self.held += all(sign > 0 for sign in signs)
         self.reversed += any(sign < 0 for sign in signs) and all(sign <= 0 for sign in signs)
@@ -254,20 +263,25 @@ def study_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def paired_measurements(frame: pd.DataFrame, metric: str) -> Compare:
-    """Paired differences between the study's measurements (label, budget) from their per-item eval hits."""
+    """Paired differences between the study's measurements (label, budget) from their per-item eval hits, one per
+    seed that both were measured with."""
     from nas.compare import hits
 
-    found = {}
+    found: dict[tuple[str, float], dict[Any, Any]] = {}
     for row in frame.itertuples():
-        found.setdefault((row.label, row.budget), hits(row, metric))
+        found.setdefault((row.label, row.budget), {}).setdefault(_seed(row.seed), hits(row, metric))
 
-    def compare(better: tuple[str, float], worse: tuple[str, float]) -> PairedDifference | None:
-        a, b = found.get(better), found.get(worse)
-        if a is None or b is None or len(a) != len(b):
-            return None
-        return paired_difference(a, b)
+    def compare(better: tuple[str, float], worse: tuple[str, float]) -> list[PairedDifference]:
+        a, b = found.get(better, {}), found.get(worse, {})
+        return [paired_difference(a[seed], b[seed]) for seed in a
+                if seed in b and a[seed] is not None and b[seed] is not None and len(a[seed]) == len(b[seed])]
 
     return compare
+
+
+def _seed(value: Any) -> Any:
+    """A trial's seed: None (the study's own) or the repeat's."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else int(value)
 
 
 def verdicts(paper: Paper, frame: pd.DataFrame, metric: str) -> list[tuple[Claim, Verdict, Verdict | None]]:
@@ -327,6 +341,17 @@ def _header(store: ResultStore, frame: pd.DataFrame, metric: str) -> list[str]:
         lines += [study.description, ""]
     lines += [f"- results: `{store.path}`", f"- trials: {len(store.trials())} ({counts})",
               f"- budgets (samples seen): {budgets}", f"- metric: `{metric}` (percent)"]
+    if study.data.synthetic is not None:
+        synth = study.data.synthetic
+        lines.append(f"- data: synthetic scenes ({synth.scenes}, {synth.size} px, {synth.samples:,} captioned images), "
+                     "not DataComp: they measure how fast each design learns one simple task in minutes of CPU, "
+                     "where the paper's numbers are ImageNet zero-shot after 128M-1.28B web samples; an ordering "
+                     "that reproduces here agrees with the paper, it does not replicate it")
+    if study.repeats.seeds:
+        repeated = study.repeats.count(len(study.archs))
+        lines.append(f"- seeds: {', '.join(map(str, (study.train.seed, *study.repeats.seeds)))} ("
+                     f"{'every candidate' if repeated == len(study.archs) else f'the first {repeated} candidates'}; "
+                     "the tables give the mean over seeds)")
     if study.budget.per_budget:
         lines.append("- each budget is a run of its own, with a cosine schedule that ends at that budget")
     elif study.budget.early_stopping == "none" and frame.budget.nunique() > 1:
@@ -340,8 +365,8 @@ def _claims_section(results: list[tuple[Claim, Verdict, Verdict | None]], paper:
              f"Each finding is checked on this study's results and, with the same code, on the paper's published "
              f"benchmark ({paper.source}); a finding whose accuracies the paper does not publish is its design "
              f"choice. On the study, a comparison counts only where McNemar's exact test on the same eval images "
-             f"rejects at 5 % (the margin's interval is the paired difference's 95 % interval); where it does not, "
-             f"the study cannot tell.", ""]
+             f"rejects at 5 %, for every seed where runs were repeated (the margin's interval is the paired "
+             f"difference's 95 % interval); where it does not, the study cannot tell.", ""]
     if not results:
         return lines + ["None of the paper's findings names this study's candidates."]
     rows = [[claim.text, ours.describe(), theirs.describe(reference=True) if theirs else "design choice (no "
@@ -354,6 +379,36 @@ def _claims_section(results: list[tuple[Claim, Verdict, Verdict | None]], paper:
               f"Not (or not at every budget) reproduced: {'; '.join(failed) or 'none'}.",
               f"Not distinguishable at any budget (the eval set cannot tell): {'; '.join(unclear) or 'none'}."]
     return lines
+
+
+def _noise_section(frame: pd.DataFrame, metric: str, own_seed: int) -> list[str]:
+    """Each measurement repeated with other seeds, its seeds side by side: the run-to-run noise (initialisation and
+    data order) that a difference between candidates has to exceed, beside the eval set's own."""
+    seeds = frame.assign(seed=[own_seed if _seed(v) is None else _seed(v) for v in frame.seed])
+    rows, spreads, halves = [], [], []
+    for (label, budget), runs in seeds.groupby(["label", "budget"], sort=False):
+        if runs.seed.nunique() < 2:
+            continue
+        values = runs.sort_values("seed").drop_duplicates("seed")
+        spread = float(values[metric].max() - values[metric].min())
+        spreads.append((spread, label, budget))
+        if f"{metric}_low" in values:
+            halves += list((values[f"{metric}_high"] - values[f"{metric}_low"]).dropna() / 2)
+        rows.append([label, _samples(budget), ", ".join(f"{100 * v:.1f} (seed {s})" for s, v in
+                                                          zip(values.seed, values[metric])), 100 * spread])
+    if not rows:
+        return []
+    spread = sorted(spreads)
+    median, (largest, label, budget) = spread[len(spread) // 2][0], spread[-1]
+    lines = ["", "## Run-to-run noise", "",
+             f"Every run measured with more than one seed (weights and data order), side by side. Median spread "
+             f"between seeds {100 * median:.1f} pts, largest {100 * largest:.1f} pts ({label} at {_samples(budget)})"]
+    if halves:
+        lines[-1] += (f"; one evaluation's 95 % interval is ±{100 * float(pd.Series(halves).median()):.1f} pts "
+                      "(median)")
+    lines[-1] += (". The tables give the mean over seeds; a finding holds at a budget only where every seed's "
+                  "paired test agrees.")
+    return lines + ["", _markdown_table(["label", "budget", f"{metric} (%) by seed", "spread (pts)"], rows)]
 
 
 def _group_section(name: str, labels: Sequence[str], frame: pd.DataFrame, table: pd.DataFrame, paper: Paper,
@@ -437,6 +492,44 @@ def _scaling_section(frame: pd.DataFrame, paper: Paper, law: str) -> list[str]:
                                                                  if caveats else [])]
 
 
+def _size_section(frame: pd.DataFrame, paper: Paper) -> list[str]:
+    """Per family with a ladder of sizes measured at one budget (three or more, spanning `SIZE_SPAN` in parameters:
+    design variants of one size are no ladder): error against image parameters at that fixed budget (a model-size
+    law), beside the same law on the paper's S/B/L models of the family at the budget of the same rank when the
+    study has as many budgets as the paper (three)."""
+    from nas.scaling import fit
+
+    paper_budgets = sorted(paper.benchmark.samples.unique())
+    rows = []
+    for family, members in frame.dropna(subset=["error"]).groupby("family", sort=True):
+        budgets = sorted(members.budget.unique())
+        models = paper.families.get(family, [])
+        for rank, budget in enumerate(budgets):
+            sizes = members[members.budget == budget].groupby("arch_id").agg(
+                params=("image_params_m", "first"), error=("error", "mean"))
+            if len(sizes) < 3 or sizes.params.max() < SIZE_SPAN * sizes.params.min():
+                continue
+            ours = fit("power", sizes.params, sizes.error)
+            theirs, paper_budget = None, None
+            if models and len(budgets) == len(paper_budgets):
+                paper_budget = paper_budgets[rank]
+                rows_p = paper.benchmark[paper.benchmark.model.isin(models) & (paper.benchmark.samples == paper_budget)]
+                theirs = fit("power", rows_p.image_params_m, 1 - rows_p[paper.metric] / 100) if len(rows_p) >= 3 \
+                    else None
+            rows.append([family, _samples(budget), len(sizes),
+                         f"{sizes.params.min():.3g}-{sizes.params.max():.3g}", _exponent(ours),
+                         ", ".join(models) or "-", _samples(paper_budget) if paper_budget else "-",
+                         _exponent(theirs) if theirs else "-"])
+    if not rows:
+        return []
+    return ["", "## Model size at fixed data (power law)", "",
+            "Error against image parameters (M) at each budget; the exponent is d log(error) / d log(params) with "
+            "its 95% interval, beside the same law on the paper's S/B/L models of the family at the budget of the "
+            "same rank (three points: a wide interval).", "",
+            _markdown_table(["family", "budget", "sizes", "params (M)", "exponent [95% CI]", "paper models",
+                             "paper budget", "paper exponent [95% CI]"], rows)]
+
+
 def _paper_law(paper: Paper, models: Sequence[str], law: str):
     from nas.scaling import fit
 
@@ -485,6 +578,7 @@ def report(store: ResultStore, paper: Paper, figures: Mapping[str, str] | None =
     figure_of = dict(figures or {})
     lines = _header(store, frame, metric)
     lines += _claims_section(verdicts(paper, frame, metric), paper)
+    lines += _noise_section(frame, metric, store.study().train.seed)
     groups = store.study().groups or {"all candidates": list(table.index[:20])}
     lines += ["", "## Tables beside the paper", "",
               f"This study's {metric} (%) at each budget; the paper's zero-shot ImageNet top-1 (%) of the benchmark "
@@ -494,6 +588,7 @@ def report(store: ResultStore, paper: Paper, figures: Mapping[str, str] | None =
     lines += _ablation_section(frame, paper)
     lines += _fidelity_section(store, metric)
     lines += _scaling_section(frame, paper, law)
+    lines += _size_section(frame, paper)
     lines += _ranking_section(store, frame, metric, law)
     if figure_of:
         lines += ["", "## Figures", ""] + [f"![{name}]({path})" for name, path in figure_of.items()]

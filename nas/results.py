@@ -65,7 +65,8 @@ CREATE TABLE IF NOT EXISTS nas_trials (
     family TEXT NOT NULL, arch TEXT NOT NULL,
     image_gmacs REAL, image_gmacs_full REAL, image_params_m REAL, gmacs REAL, gmacs_full REAL, params_m REAL,
     train_gflops REAL, naswot REAL, synflow REAL,
-    schedule INTEGER, status TEXT NOT NULL, error TEXT, rung INTEGER, budget INTEGER, samples_seen INTEGER,
+    schedule INTEGER, seed INTEGER, status TEXT NOT NULL, error TEXT, rung INTEGER, budget INTEGER,
+    samples_seen INTEGER,
     host TEXT, node TEXT, device TEXT, pid INTEGER, accum_freq INTEGER, attempts INTEGER NOT NULL DEFAULT 0,
     resumed_from INTEGER, wall_s REAL, created_at REAL NOT NULL, started_at REAL, updated_at REAL, ended_at REAL
 );
@@ -79,7 +80,7 @@ CREATE TABLE IF NOT EXISTS nas_rungs (
 CREATE INDEX IF NOT EXISTS nas_rungs_budget ON nas_rungs (budget);
 """
 _TRIAL_COLUMNS = ("trial_id", "number", "arch_id", "arch_name", "family", "arch", *COST_METRICS, *ZERO_COST, "schedule",
-                  "status", "error",
+                  "seed", "status", "error",
                   "rung", "budget", "samples_seen", "host", "node", "device", "pid", "accum_freq", "attempts",
                   "resumed_from", "wall_s", "created_at", "started_at", "updated_at", "ended_at")
 #: Trial fields a search may update as a trial runs (what `update_trial` accepts).
@@ -180,12 +181,15 @@ class ResultStore:
         check_database(self.path)  # before a connection that could write: a damaged file is never altered
         self.db = sqlite3.connect(f"file:{self.path}", uri=True, timeout=60, isolation_level=None,
                                   check_same_thread=False)
-        if readonly:  # a reader that joins the writers' WAL index: a connection opened with mode=ro keeps pages it
-            self.db.execute("PRAGMA query_only = ON")  # cached after the last writer ends and deletes the WAL
+        if readonly:  # a reader that can build the WAL index: one opened mode=ro found the file "malformed" when a
+            self.db.execute("PRAGMA query_only = ON")  # search had left an empty -wal and no -shm beside it
         self.db.row_factory = sqlite3.Row
         self._study: Study | None = None
         if not readonly:
             self.db.executescript(_TABLES)
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(nas_trials)")}
+            if "seed" not in columns:  # a database written before repeats: every trial ran with train.seed
+                self.db.execute("ALTER TABLE nas_trials ADD COLUMN seed INTEGER")
         version = self.meta("schema_version")
         if version not in (None, SCHEMA_VERSION):
             raise ConfigError(f"schema version {version}, this toolkit reads {SCHEMA_VERSION}", source=str(self.path))
@@ -354,13 +358,13 @@ class ResultStore:
             rows.append(row)
         return rows
 
-    def measured(self, arch_id: str, schedule: int) -> Measured | None:
-        """The furthest measurement of an arch in runs whose schedule ends at `schedule` samples (the trial
-        that reached the largest budget, first such trial)."""
+    def measured(self, arch_id: str, schedule: int, seed: int | None = None) -> Measured | None:
+        """The furthest measurement of an arch in runs whose schedule ends at `schedule` samples with `seed`
+        (None: the study's own) (the trial that reached the largest budget, first such trial)."""
         best = self.db.execute(
             "SELECT t.trial_id, t.status FROM nas_trials t JOIN nas_rungs r USING (trial_id) WHERE t.arch_id = ? "
-            "AND t.schedule = ? GROUP BY t.trial_id ORDER BY MAX(r.budget) DESC, t.status = ? DESC, "
-            "t.created_at LIMIT 1", (arch_id, schedule, status.COMPLETED)).fetchone()
+            "AND t.schedule = ? AND t.seed IS ? GROUP BY t.trial_id ORDER BY MAX(r.budget) DESC, t.status = ? DESC, "
+            "t.created_at LIMIT 1", (arch_id, schedule, seed, status.COMPLETED)).fetchone()
         if best is None:
             return None
         return Measured(best["trial_id"], best["status"], self.rungs(best["trial_id"]))
@@ -431,9 +435,13 @@ class ResultStore:
                                  na_position="last").reset_index(drop=True)
 
     def export(self, path: str | os.PathLike, budget: int | None = None) -> Path:
-        """Write `frame(budget)` as CSV or parquet (by the suffix)."""
+        """Write `frame(budget)` as CSV or parquet (by the suffix), with the study's `label` of each candidate
+        where it names them (the report's tables go by label)."""
         path = Path(path)
         frame = self.frame(budget=budget)
+        labels = self.study().label_of
+        if labels:
+            frame.insert(frame.columns.get_loc("arch_name"), "label", frame.arch_id.map(labels))
         if path.suffix == ".csv":
             frame.to_csv(path, index=False)
         elif path.suffix == ".parquet":

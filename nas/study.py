@@ -8,6 +8,7 @@
       dir: ../data/quickstart                # where the synthetic data lives (written when absent)
       zeroshot: ...                          # eval sets (default for synthetic: dir/eval/...)
       retrieval: ...
+      zeroshot_templates: ["{}"]             # optional: the zero-shot prompts (default: the set's templates.txt)
       captions: "{color} {shape}"            # optional: caption each image from its metadata row (a template)
       workers: auto                          # loader workers per trial + any nas.data.DataSource field
     text: {width: 64, layers: 2, heads: 2, context_length: 32}   # or a preset name; default: the space's
@@ -19,13 +20,26 @@
     sampler: {n_startup_trials: 4}           # keyword arguments of the Optuna sampler
     trials: 12
     budget: {min_samples: 1500, max_samples: 13500, reduction_factor: 3}   # ASHA rungs in samples seen
-                                             # (+ early_stopping: asha|none, schedule: shared|per_budget)
+                                             # (+ early_stopping: asha|curve|none, schedule: shared|per_budget,
+                                             #  between: evaluations between rungs, below: under the first)
     constraints: {image_gmacs: {max: 0.05}}  # on top of the space's
     resources: {cpus: 1, gpus: 0, memory_gib: null, concurrency: 2}   # per trial; with workers: N, per worker
                                              # of a data-parallel trial (Ray Train); gpus: 0.25 packs 4 per GPU
     storage: {keep: 3}                       # optional: the rung checkpoints of only the best 3 at each rung
     seed: 0
     failures: {max_retries: 2, oom_retries: 1}
+    repeats: {seeds: [1], fraction: 0.25}    # listed candidates: the first quarter again with train.seed 1
+    image_size: 32                           # listed candidates: measured at this resolution (a fidelity axis)
+    extends: quickstart.yaml                 # every field not given here is that study's (see below); a path
+                                             # or the name of a shipped study
+
+A study that `extends` another takes the other's fields in their resolved form: `data`, `train`, `budget`,
+`resources` and `failures` are merged field by field (`budget: {early_stopping: none}` keeps the base's
+ladder), except that a `data` naming its own data (urls, synthetic or dir) replaces the base's; every other
+field given replaces the base's; the base's `sampler`, `archs`, `groups` and `trials` are dropped when the
+study chooses another algorithm, and its `groups` and `trials` when the study lists its own `archs`; `name` and
+`description` are never inherited. So a study that measures what another searches follows that study's recipe
+as it changes, instead of a copy of its numbers.
 
 Relative paths are relative to the study file, except the `data.dir` of a study installed with the package,
 which lands under the current directory (`nas.shipped`). Every error names the file and the field, and the CLI exits
@@ -38,8 +52,8 @@ it reads back with `Study.from_dict` (`nas.results.ResultStore.study()`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,19 +61,31 @@ from typing import Any
 from nas.arch import Arch
 from nas.cost import COST_METRICS
 from nas.data import Augment, DataSource, SynthConfig
+from nas.data.evalsets import check_templates
 from nas.data.streaming import SETTINGS_FIELDS
 from nas.errors import ConfigError, load_yaml, reject_unknown
 from nas.metrics import EVALUATED, TRAINED, ZERO_COST
 from nas.presets import PRESETS, TextTower, load_arch, preset_with_text
 from nas.space import SearchSpace
+from nas.stratified import stratified_order
 from nas.train import TrainConfig
 
 ALGORITHMS = ("tpe", "nsga2", "random", "grid", "fixed")
 DIRECTIONS = ("max", "min")
-EARLY_STOPPING = ("asha", "none")
+EARLY_STOPPING = ("asha", "curve", "none")
 SCHEDULES = ("shared", "per_budget")
-TOP_FIELDS = ("name", "description", "space", "data", "text", "train", "objectives", "algorithm", "sampler",
-              "archs", "groups", "trials", "budget", "constraints", "resources", "storage", "seed", "failures")
+TOP_FIELDS = ("name", "description", "extends", "space", "data", "text", "train", "objectives", "algorithm",
+              "sampler", "archs", "groups", "trials", "budget", "constraints", "resources", "storage", "seed",
+              "failures", "repeats", "image_size")
+#: Sections a study that `extends` another merges field by field with the base's.
+MERGED_SECTIONS = ("data", "train", "budget", "resources", "storage", "failures")
+#: The base's fields that belong to its algorithm: not inherited by a study that chooses another.
+ALGORITHM_FIELDS = ("sampler", "archs", "groups", "trials")
+#: The base's fields about its listed candidates: not inherited by a study that lists its own.
+CANDIDATE_FIELDS = ("groups", "trials")
+#: Fields added after searches were stored: left out of the resolved form at their defaults, so that a search
+#: begun before they existed still resumes (`--resume` compares resolved forms).
+LATER_DEFAULTS = {"budget": {"between": 0, "below": 0}, "train": {"mask_ratio": 0.0}}
 #: Train fields the study sets from elsewhere: the budget (samples, rungs) and data.workers.
 DERIVED_TRAIN_FIELDS = {"samples": "budget (max_samples and the rungs)", "rungs": "budget (max_samples and the rungs)",
                         "workers": "data.workers"}
@@ -76,13 +102,18 @@ def _is_int(value: Any, low: int = 0) -> bool:
 
 @dataclass(frozen=True)
 class Budget:
-    """ASHA's rungs in samples seen: min_samples x reduction_factor^k below max_samples, then max_samples.
+    """ASHA's ladder in samples seen: min_samples x reduction_factor^k below max_samples, then max_samples.
 
     `schedule: shared` trains a candidate once, with one cosine schedule to max_samples, and measures it at
     every rung (what ASHA needs; the smaller budgets are then measured mid-schedule). `schedule: per_budget`
     trains every (candidate, budget) pair in a run of its own whose schedule ends at that budget, as data
     scaling laws are fitted (fixed and grid studies, without early stopping; trials = candidates x rungs).
     A rung is the index of a budget in `rungs`, the same for every trial of the study.
+
+    `between` adds that many evaluations between each two budgets of the ladder, and `below` that many under
+    its first, spaced geometrically (reduction_factor^(1 / (between + 1)) apart): learning curves to fit, and
+    cheaper first rungs to measure the fidelity of. They are rungs like the others (every candidate is
+    evaluated there); ASHA still decides only at the ladder's budgets.
     """
 
     min_samples: int
@@ -90,6 +121,8 @@ class Budget:
     reduction_factor: float = 3.0
     early_stopping: str = "asha"
     schedule: str = "shared"
+    between: int = 0
+    below: int = 0
 
     def __post_init__(self) -> None:
         _require(_is_int(self.min_samples, 1) and _is_int(self.max_samples, 1)
@@ -102,19 +135,32 @@ class Budget:
         _require(self.schedule in SCHEDULES, "schedule", f"{self.schedule!r} is not one of {', '.join(SCHEDULES)}")
         _require(not self.per_budget or self.early_stopping == "none", "schedule",
                  "per_budget trains each budget in a run of its own: set early_stopping: none")
+        for name in ("between", "below"):
+            _require(_is_int(getattr(self, name)), name, f"must be an integer >= 0, got {getattr(self, name)!r}")
 
     @property
     def per_budget(self) -> bool:
         return self.schedule == "per_budget"
 
     @property
-    def rungs(self) -> tuple[int, ...]:
-        """The budgets at which every candidate is evaluated; ASHA decides at all but the last."""
-        rungs, k = [], 0
+    def ladder(self) -> tuple[int, ...]:
+        """Successive halving's budgets; ASHA decides at all but the last."""
+        ladder, k = [], 0
         while (budget := int(round(self.min_samples * self.reduction_factor**k))) < self.max_samples:
-            rungs.append(budget)
+            ladder.append(budget)
             k += 1
-        return (*rungs, self.max_samples)
+        return (*ladder, self.max_samples)
+
+    @property
+    def rungs(self) -> tuple[int, ...]:
+        """The budgets at which every candidate is evaluated: the ladder, and `between` and `below` evaluations."""
+        ladder = self.ladder
+        step = self.reduction_factor ** (1 / (self.between + 1))
+        points = [ladder[0] * step**-j for j in range(self.below, 0, -1)]
+        for low, high in zip(ladder, ladder[1:]):
+            points += [low * (high / low) ** (j / (self.between + 1)) for j in range(self.between + 1)]
+        points.append(ladder[-1])
+        return tuple(sorted({int(round(p)) for p in points if round(p) >= 1}))
 
     @property
     def schedules(self) -> tuple[int, ...]:
@@ -129,6 +175,31 @@ class Budget:
     def rung_of(self, budget: int) -> int:
         """The rung a budget stands for."""
         return self.rungs.index(budget)
+
+
+@dataclass(frozen=True)
+class Repeats:
+    """Listed candidates trained again with other seeds (the weights' initialisation and the data order): the
+    first `fraction` of them (at least one), once with each of `seeds`, beside their run with `train.seed`.
+
+    What the spread between two seeds of one candidate measures is the run-to-run noise that a ranking of
+    candidates has to beat. Each repeat is a trial of its own (`nas.search.searcher.Candidate.seed`).
+    """
+
+    seeds: tuple[int, ...] = ()
+    fraction: float = 1.0
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.seeds, (list, tuple)) and all(_is_int(s) for s in self.seeds), "seeds",
+                 f"must be a list of integers >= 0, got {self.seeds!r}")
+        object.__setattr__(self, "seeds", tuple(self.seeds))
+        _require(len(set(self.seeds)) == len(self.seeds), "seeds", f"lists a seed twice: {list(self.seeds)}")
+        _require(isinstance(self.fraction, (int, float)) and not isinstance(self.fraction, bool)
+                 and 0 < self.fraction <= 1, "fraction", f"must be in (0, 1], got {self.fraction!r}")
+
+    def count(self, candidates: int) -> int:
+        """How many of `candidates` listed candidates are repeated (the first ones)."""
+        return 0 if not self.seeds or not candidates else max(1, math.ceil(self.fraction * candidates - 1e-9))
 
 
 @dataclass(frozen=True)
@@ -229,6 +300,7 @@ class StudyData:
     retrieval: str | None = None
     synthetic: SynthConfig | None = None
     dir: str | None = None
+    zeroshot_templates: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -256,6 +328,8 @@ class Study:
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
     sampler: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    repeats: Repeats = field(default_factory=Repeats)
+    image_size: int | None = None  # the resolution every listed candidate is measured at (None: its own)
 
     @property
     def text(self) -> TextTower:
@@ -270,12 +344,23 @@ class Study:
         """arch_id -> the label the study gave its candidate (`archs` as a mapping of label: arch)."""
         return {arch.arch_id: label for arch, label in zip(self.archs, self.labels)}
 
-    def run_config(self, schedule: int | None = None, accum_freq: int | None = None) -> TrainConfig:
+    @property
+    def runs(self) -> tuple[tuple[int, int, int | None], ...]:
+        """What a study of listed candidates measures, in order: (candidate index, schedule index, seed), every
+        candidate at every schedule with the recipe's seed (None: `train.seed`), then the repeats."""
+        schedules = range(len(self.budget.schedules))
+        runs = [(i, b, None) for b in schedules for i in range(len(self.archs))]
+        repeated = range(self.repeats.count(len(self.archs)))
+        return (*runs, *((i, b, seed) for seed in self.repeats.seeds for b in schedules for i in repeated))
+
+    def run_config(self, schedule: int | None = None, accum_freq: int | None = None,
+                   seed: int | None = None) -> TrainConfig:
         """The trainer's config for one run: the recipe, its budget (`schedule`, one of `budget.schedules`;
-        default the largest) with the rungs before its end, and an OOM retry's accumulation."""
+        default the largest) with the rungs before its end, an OOM retry's accumulation, and a repeat's seed."""
         samples = schedule or self.budget.max_samples
         return dataclasses.replace(self.train, samples=samples, rungs=self.budget.measured_at(samples)[:-1],
-                                   accum_freq=accum_freq or self.train.accum_freq)
+                                   accum_freq=accum_freq or self.train.accum_freq,
+                                   seed=self.train.seed if seed is None else seed)
 
     def resolved(self) -> dict[str, Any]:
         """The study in file form, with the space inlined and paths absolute: what defines its results.
@@ -291,9 +376,16 @@ class Study:
             source.pop("urls")
         data = {**source, "zeroshot": self.data.zeroshot, "retrieval": self.data.retrieval,
                 "workers": self.train.workers}
+        if self.data.zeroshot_templates is not None:
+            data["zeroshot_templates"] = list(self.data.zeroshot_templates)
         if self.data.synthetic is not None:
             data.update(synthetic=dataclasses.asdict(self.data.synthetic), dir=self.data.dir)
         train = {k: v for k, v in self.train.to_dict().items() if k not in DERIVED_TRAIN_FIELDS}
+        budget = dataclasses.asdict(self.budget)
+        for section, values in (("train", train), ("budget", budget)):
+            for name, default in LATER_DEFAULTS[section].items():
+                if values[name] == default:
+                    del values[name]
         archs = [a.to_dict() for a in self.archs]
         return _plain({
             "name": self.name, "description": self.description, "space": self.space.spec, "data": data,
@@ -302,20 +394,43 @@ class Study:
             **({"archs": dict(zip(self.labels, archs)) if self.labels else archs} if self.archs else {}),
             **({"groups": self.groups} if self.groups else {}),
             "trials": len(self.archs) if self.archs else self.trials,
-            "budget": dataclasses.asdict(self.budget), "resources": self.resources.to_dict(),
+            "budget": budget, "resources": self.resources.to_dict(),
             **({"storage": dataclasses.asdict(self.storage)} if self.storage != Storage() else {}),
-            "seed": self.seed, "failures": dataclasses.asdict(self.failures)})
+            "seed": self.seed, "failures": dataclasses.asdict(self.failures),
+            **({"repeats": dataclasses.asdict(self.repeats)} if self.repeats.seeds else {}),
+            **({"image_size": self.image_size} if self.image_size else {})})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Study:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError("no such study file", source=str(path))
-        return cls.from_dict(load_yaml(path), source=str(path))
+        return cls.from_dict(_read(Path(path)), source=str(path))
 
     @classmethod
     def from_dict(cls, raw: Any, source: str = "<study>") -> Study:
         return _Reader(raw, source).study()
+
+
+def _read(path: Path) -> Any:
+    if not path.is_file():
+        raise ConfigError("no such study file", source=str(path))
+    return load_yaml(path)
+
+
+def _extend(base: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
+    """A study file that `extends` the resolved form of `base` (the module docstring says how)."""
+    merged = {k: v for k, v in base.items() if k not in ("name", "description")}
+    if raw.get("algorithm", merged["algorithm"]) != merged["algorithm"]:
+        for name in ALGORITHM_FIELDS:
+            merged.pop(name, None)
+    if "archs" in raw:  # the base's count and groups are of the base's candidates
+        for name in CANDIDATE_FIELDS:
+            merged.pop(name, None)
+    for key, value in raw.items():
+        own_data = key == "data" and isinstance(value, dict) and bool({"urls", "synthetic", "dir"} & set(value))
+        if key in MERGED_SECTIONS and isinstance(value, dict) and isinstance(merged.get(key), dict) and not own_data:
+            merged[key] = {**merged[key], **value}
+        elif key != "extends":
+            merged[key] = value
+    return merged
 
 
 def _plain(value: Any) -> Any:
@@ -330,10 +445,11 @@ def _plain(value: Any) -> Any:
 class _Reader:
     """Reads one study file; every check raises a `ConfigError` that names the file and the field."""
 
-    def __init__(self, raw: Any, source: str):
+    def __init__(self, raw: Any, source: str, extending: tuple[str, ...] = ()):
         self.raw = raw
         self.source = source
         self.base = Path(source).resolve().parent if Path(source).exists() else Path.cwd()
+        self.extending = extending  # the files of the studies that extend this one, for a cycle's error
 
     def error(self, message: str, field_name: str | None = None) -> ConfigError:
         return ConfigError(message, source=self.source, field=field_name)
@@ -345,6 +461,8 @@ class _Reader:
         unknown = sorted(set(raw) - set(TOP_FIELDS))
         if unknown:
             raise self.error(f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(TOP_FIELDS)}")
+        if "extends" in raw:
+            raw = _extend(self.extended(raw["extends"]).resolved(), raw)
         for required in ("space", "data", "objectives", "budget"):
             if required not in raw:
                 raise self.error("missing", required)
@@ -359,19 +477,62 @@ class _Reader:
         resources = self.section(raw, "resources", Resources)
         seed = self.integer(raw.get("seed", 0), "seed")
         archs = self.archs(raw, algorithm, space, seed)
-        if budget.per_budget and not archs:
-            raise self.error("per_budget needs the candidates listed: algorithm fixed or grid", "budget.schedule")
+        repeats = self.section(raw, "repeats", Repeats)
+        image_size = raw.get("image_size")
+        for where, used in (("budget.schedule", budget.per_budget), ("repeats", repeats.seeds),
+                            ("image_size", image_size is not None)):
+            if used and not archs:
+                raise self.error("needs the candidates listed: algorithm fixed or grid", where)
+        if image_size is not None:
+            archs = self.resized(archs, self.integer(image_size, "image_size", low=1))
         labels = tuple(raw["archs"])[:len(archs)] if isinstance(raw.get("archs"), dict) else ()
-        runs = len(archs) * len(budget.schedules)
         train = self.train(raw.get("train"), budget, resources.loader_workers if workers is None else workers)
+        if train.seed in repeats.seeds:
+            raise self.error(f"seed {train.seed} is train.seed, every candidate's first run", "repeats.seeds")
+        self.check_masking(train, space, archs)
         self.ranks(train, budget, resources)
+        runs = (len(archs) + repeats.count(len(archs)) * len(repeats.seeds)) * len(budget.schedules)
         return Study(
-            name=name, source=self.source, space=space, data=data,
-            train=train, objectives=objectives, algorithm=algorithm, trials=runs if archs else self.trials(raw),
+            name=name, source=self.source, space=space, data=data, train=train,
+            objectives=objectives, algorithm=algorithm, trials=runs if archs else self.trials(raw),
             budget=budget, resources=resources, failures=self.section(raw, "failures", FailurePolicy),
             storage=self.section(raw, "storage", Storage), seed=seed,
             archs=archs, labels=labels, groups=self.groups(raw.get("groups"), labels),
-            sampler=self.sampler(raw.get("sampler"), algorithm), description=str(raw.get("description", "")))
+            sampler=self.sampler(raw.get("sampler"), algorithm), description=str(raw.get("description", "")),
+            repeats=repeats, image_size=image_size)
+
+    def extended(self, value: Any) -> Study:
+        """The study this one extends: a path relative to this file, or the name of a shipped study."""
+        from nas.shipped import studies
+
+        shipped = studies().get(value) if isinstance(value, str) else None
+        path = str(shipped.resolve()) if shipped else self.path(value, "extends")
+        chain = (*self.extending, str(Path(self.source).resolve()))
+        if path in chain:
+            raise self.error(f"extends itself: {' -> '.join([*chain, path])}", "extends")
+        try:
+            return _Reader(_read(Path(path)), path, chain).study()
+        except ConfigError as err:
+            raise self.error(str(err), "extends") from None
+
+    def resized(self, archs: tuple[Arch, ...], image_size: int) -> tuple[Arch, ...]:
+        """The listed candidates at `image_size` (checked against the constraints at their own resolution)."""
+        try:
+            resized = tuple(arch.replace(image_size=image_size) for arch in archs)
+        except ConfigError as err:
+            raise self.error(err.message, "image_size") from None
+        if len(set(resized)) < len(resized):
+            raise self.error("makes two listed candidates the same arch", "image_size")
+        return resized
+
+    def check_masking(self, train: TrainConfig, space: SearchSpace, archs: tuple[Arch, ...]) -> None:
+        """Token masking needs a Transformer stage in every candidate the study may train."""
+        if not train.mask_ratio:
+            return
+        without = [arch.name() for arch in archs if arch.transformer is None]
+        if without or (not archs and space.transformer is None):
+            raise self.error(f"masks the Transformer stage's tokens; {', '.join(without) or 'the space'} has no "
+                             "Transformer stage", "train.mask_ratio")
 
     def data_base(self) -> Path:
         """A study installed with the package writes its data under the current directory (`nas.shipped`)."""
@@ -446,6 +607,12 @@ class _Reader:
         directory = value.pop("dir", None)
         workers = value.pop("workers", "auto")
         evals = {"zeroshot": value.pop("zeroshot", None), "retrieval": value.pop("retrieval", None)}
+        templates = value.pop("zeroshot_templates", None)
+        if templates is not None:
+            try:
+                templates = tuple(check_templates(templates, field="data.zeroshot_templates"))
+            except ConfigError as err:
+                raise self.error(err.message, err.field) from None
         if synthetic is not None:
             if not isinstance(synthetic, dict):
                 raise self.error("a mapping of nas.data.SynthConfig fields, e.g. {samples: 12000, size: 64}",
@@ -486,7 +653,8 @@ class _Reader:
         if workers != "auto":
             workers = self.integer(workers, "data.workers")
         return (StudyData(source=source, zeroshot=evals["zeroshot"], retrieval=evals["retrieval"],
-                          synthetic=synthetic, dir=directory), None if workers == "auto" else workers)
+                          synthetic=synthetic, dir=directory, zeroshot_templates=templates),
+                None if workers == "auto" else workers)
 
     def train(self, value: Any, budget: Budget, workers: int) -> TrainConfig:
         """The recipe at the full budget, checked for every run the study makes."""
@@ -520,17 +688,29 @@ class _Reader:
                              "resources.workers")
 
     def archs(self, raw: dict[str, Any], algorithm: str, space: SearchSpace, seed: int) -> tuple[Arch, ...]:
-        """The candidates of a `fixed` or `grid` study, in the order they are measured (none otherwise)."""
+        """The candidates of a `fixed` or `grid` study, in the order they are measured (none otherwise).
+
+        A grid is the space's feasible archs (at the study's `image_size`, when it gives one) in a seeded
+        stratified order (`nas.stratified`): fewer trials than the grid still cover every block, width, depth
+        and the cost range evenly. A grid's resolved form lists
+        them (`archs`), and reads back as that list.
+        """
         value = raw.get("archs")
-        if algorithm != "fixed" and value is not None:
+        if algorithm not in ("fixed", "grid") and value is not None:
             raise self.error("only with algorithm: fixed", "archs")
         if algorithm == "grid":
             if not space.finite:
                 raise self.error("grid needs a finite space (give float ranges a step)", "algorithm")
-            archs = list(space.enumerate(feasible=True))
+            if value is not None:
+                archs = self.fixed(value, space)
+            else:
+                found = space.enumerate(feasible=True)
+                if raw.get("image_size") is not None:  # the grid at one resolution: archs that differ only in it
+                    size = self.integer(raw["image_size"], "image_size", low=1)  # are one candidate
+                    found = dict.fromkeys(arch.replace(image_size=size) for arch in found)
+                archs = stratified_order(found, seed)
             if not archs:
                 raise self.error("no arch of the space meets the constraints", "constraints")
-            random.Random(seed).shuffle(archs)  # fewer trials than the grid still cover it evenly
             return tuple(archs[: self.integer(raw.get("trials", len(archs)), "trials", low=1)])
         if algorithm != "fixed":
             return ()

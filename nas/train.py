@@ -8,7 +8,9 @@ eps 1e-6 and weight decay 0.2 except on norms, biases, gains and the logit scale
 `exclude` rule), a cosine schedule after a linear warmup (open_clip_train's `cosine_lr`, step for step),
 open_clip's `ClipLoss` gathered across ranks with `local_loss` and `gather_with_grad` (or `SigLipLoss`),
 the logit scale clamped to ln(100) after every step, and drop-path 0.1 in the Transformer stage only.
-bf16 autocast on CUDA, fp32 on CPU.
+bf16 autocast on CUDA, fp32 on CPU. `mask_ratio` drops that fraction of the Transformer stage's tokens at
+random in every training forward pass (FLIP, Li et al. 2023: CLIP trained on half its patches, at about half
+the cost per image), never in evaluation.
 
 What a search needs from a trial, beyond the loop:
 
@@ -77,7 +79,7 @@ RUNG_METRICS = {
     "images_per_s": "training throughput since the previous rung (all ranks; compiling steps excluded)",
     "data_wait_share": "the share of training time since the previous rung spent waiting for data",
     "tflops": "achieved training TFLOP/s (GPU; analytic FLOPs from nas.cost, full convention)",
-    "mfu": "tflops over the device's peak dense bf16 TFLOP/s (GPU)",
+    "mfu": "tflops over the peak dense bf16 TFLOP/s of the run's devices (GPU)",
     "peak_memory_gib": "peak GPU memory allocated on this rank (GPU)",
     "eval_s": "time the evaluation took",
     "checkpoint": "path of the checkpoint written at this rung",
@@ -88,7 +90,8 @@ RUNG_METRICS = {
 #: run and its resumption; so may `accum_freq` (accumulation is exact), which lets a run that ran out of memory go
 #: on with smaller micro-batches.
 TRAJECTORY_FIELDS = ("samples", "batch_size", "lr", "betas", "eps", "weight_decay", "warmup", "loss", "drop_path",
-                     "precision", "grad_clip_norm", "lock_text", "lock_text_unlocked_layers", "seed", "workers")
+                     "mask_ratio", "precision", "grad_clip_norm", "lock_text", "lock_text_unlocked_layers", "seed",
+                     "workers")
 
 #: Dense bf16 peak TFLOP/s by device-name fragment, most specific first (vendor datasheets).
 PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("GH200", 989.4), ("B200", 2250.0),
@@ -116,6 +119,7 @@ class TrainConfig:
     warmup: int = 500
     loss: str = "clip"
     drop_path: float = 0.1
+    mask_ratio: float = 0.0
     precision: str = "auto"
     compile: bool = False
     compile_backend: str = "inductor"
@@ -146,6 +150,9 @@ class TrainConfig:
             _require(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
         _require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
         _require(0 <= self.drop_path < 1, "drop_path", f"must be in [0, 1), got {self.drop_path}")
+        _require(isinstance(self.mask_ratio, (int, float)) and not isinstance(self.mask_ratio, bool)
+                 and 0 <= self.mask_ratio < 1, "mask_ratio",
+                 f"must be a fraction of the tokens in [0, 1), got {self.mask_ratio!r}")
         _require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas",
                  f"must be two numbers in [0, 1), got {self.betas}")
         _require(self.batch_size % self.accum_freq == 0, "accum_freq",
@@ -274,6 +281,9 @@ def setup_runtime(precision: str = "auto", device: str | None = None) -> Runtime
     if cuda:
         dev = torch.device(device) if device is not None and ":" in device else torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
+        # cuDNN picks each convolution's algorithm by timing it (open_clip_train does the same): the depthwise
+        # convolutions of the conv stages are the step's memory-bound part, and its heuristics are no match for it.
+        torch.backends.cudnn.benchmark = True
     else:
         dev = torch.device(device or "cpu")
     if world_size > 1 and not joined:
@@ -288,9 +298,11 @@ def setup_runtime(precision: str = "auto", device: str | None = None) -> Runtime
 
 
 def build_model(arch: Arch, text: TextTower, config: TrainConfig) -> open_clip.CustomTextCLIP:
-    """`build_clip` for training: drop-path in the Transformer stage, SigLIP's bias, LTT, checkpointing."""
+    """`build_clip` for training: drop-path and token masking in the Transformer stage, SigLIP's bias, LTT,
+    checkpointing."""
     siglip = config.loss == "siglip"
-    model = build_clip(arch, text, drop_path=config.drop_path, init_logit_scale=math.log(10) if siglip else None)
+    model = build_clip(arch, text, drop_path=config.drop_path, init_logit_scale=math.log(10) if siglip else None,
+                       mask_ratio=config.mask_ratio)
     if siglip:  # open_clip's SigLIP configs: logit scale 10, bias -10
         model.logit_bias = nn.Parameter(torch.full_like(model.logit_scale, -10.0))
     if config.lock_text:
@@ -488,7 +500,7 @@ class Trainer:
             device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
             self.module = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids,
                                                               static_graph=config.grad_checkpointing)
-        self.forward = self.module
+        self.forward = self.module  # the compiled module once `enable_compile` ran, until compilation fails
         self.optimizer = torch.optim.AdamW(param_groups(self.model, config.weight_decay), lr=config.lr,
                                            betas=config.betas, eps=config.eps,
                                            fused=runtime.device.type in ("cpu", "cuda"))
@@ -498,6 +510,7 @@ class Trainer:
         self.step = 0
         self.compile = {"requested": config.compile, "compiled": False, "error": None, "compile_s": 0.0}
         self.compiled_from: int | None = None
+        self.compiled_batch: int | None = None
 
     def enable_compile(self) -> None:
         """Compile the forward pass; the first step after this compiles (see `compiling`)."""
@@ -514,28 +527,34 @@ class Trainer:
         """One optimizer step over `micro` (one or `accum_freq` micro-batches); returns the loss, on device.
 
         A compiled step that fails (the first, or a recompilation) reruns eagerly and the run records why.
-        Compilation fails inside the forward pass, before the optimizer steps, so the rerun starts from the
-        same weights; the RNG is rewound so that it also draws the same drop-path masks.
+        Compilation fails inside the forward or backward pass, before the optimizer steps, so the rerun starts
+        from the same weights; the RNG is rewound so that it also draws the same drop-path masks.
+
+        The compiled forward serves the micro-batch size it was compiled for; a smaller one (the budget's last
+        batch) runs eagerly: recompiling for a dynamic batch would cost more than the step and count as training.
         """
         if not self.compile["compiled"]:
-            return self._step(micro)
+            return self._step(micro, self.module)
+        self.compiled_batch = self.compiled_batch or len(micro[0][0])
+        if any(len(images) != self.compiled_batch for images, _ in micro):
+            return self._step(micro, self.module)
         state, step = rng_state(), self.step
         try:
-            return self._step(micro)
+            return self._step(micro, self.forward)
         except Exception as err:
             if is_oom(err):
                 raise
             self.compile.update(compiled=False, error=f"{type(err).__name__}: {err}"[:2000])
             self.forward, self.step = self.module, step
             set_rng_state(state)
-            return self._step(micro)
+            return self._step(micro, self.module)
 
-    def _step(self, micro: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    def _step(self, micro: list[tuple[torch.Tensor, torch.Tensor]], forward: Callable) -> torch.Tensor:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         micro = [(i.to(self.runtime.device, non_blocking=True), t.to(self.runtime.device, non_blocking=True))
                  for i, t in micro]
-        loss = self._single(*micro[0]) if len(micro) == 1 else self._accumulated(micro)
+        loss = self._single(forward, *micro[0]) if len(micro) == 1 else self._accumulated(forward, micro)
         if self.config.grad_clip_norm is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip_norm)
         self.optimizer.step()
@@ -552,13 +571,13 @@ class Trainer:
             kwargs["logit_bias"] = out["logit_bias"]
         return self.loss(**kwargs)
 
-    def _single(self, images: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
+    def _single(self, forward: Callable, images: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
         with self.runtime.autocast():
-            loss = self._loss(self.forward(images, texts))
+            loss = self._loss(forward(images, texts))
         loss.backward()
         return loss.detach()
 
-    def _accumulated(self, micro: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    def _accumulated(self, forward: Callable, micro: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """open_clip_train's `--accum-freq`: the features of every micro-batch are each one's negatives.
 
         Features are first computed without gradients; then each micro-batch is run again with gradients,
@@ -566,13 +585,13 @@ class Trainer:
         gradient from one pass only, so the step equals a step on the whole batch.
         """
         with torch.no_grad(), self.runtime.autocast():
-            cached = [self.forward(images, texts) for images, texts in micro]
+            cached = [forward(images, texts) for images, texts in micro]
         last = len(micro) - 1
         for j, (images, texts) in enumerate(micro):
             sync = nullcontext() if j == last or not self.runtime.distributed else self.module.no_sync()
             with sync:
                 with self.runtime.autocast():
-                    out = dict(self.forward(images, texts))
+                    out = dict(forward(images, texts))
                     if j != last:
                         out = {k: v.detach() if k in ("logit_scale", "logit_bias") else v for k, v in out.items()}
                     features = {key: torch.cat([c[key] for c in cached[:j]] + [out[key]] +
@@ -660,9 +679,14 @@ class Meter:
         if runtime.device.type == "cuda":
             tflops = images_per_s * self.train_gflops / 1e3 if images_per_s else None
             peak = peak_tflops or (device_peak_tflops(runtime.device) if runtime.bf16 else None)
-            metrics.update(tflops=tflops, mfu=tflops / peak if tflops and peak else None,
+            metrics.update(tflops=tflops, mfu=model_flops_utilization(tflops, peak, runtime.world_size),
                            peak_memory_gib=torch.cuda.max_memory_allocated(runtime.device) / 2**30)
         return metrics
+
+
+def model_flops_utilization(tflops: float | None, peak_tflops: float | None, devices: int) -> float | None:
+    """MFU: the TFLOP/s of all ranks together over the peak of as many devices (one GPU per rank)."""
+    return tflops / (peak_tflops * devices) if tflops and peak_tflops else None
 
 
 def mean_over_ranks(value: torch.Tensor, runtime: Runtime) -> float:
@@ -1055,7 +1079,9 @@ class TrainingLoop:
         self._save()
         self.log.write({"event": "rung", **metrics})
         stop = bool(self.on_rung(dict(metrics))) if self.on_rung is not None and self.runtime.is_main else False
-        if self._agree(stop) and self.state.samples_seen < self.config.samples:
+        stop = self._agree(stop)
+        self.meter.start()  # the checkpoint and the report are not the next interval's training time
+        if stop and self.state.samples_seen < self.config.samples:
             self.status = status.STOPPED_EARLY
             return True
         return False

@@ -1,11 +1,13 @@
 """A real results database for the selection, plotting and report tests.
 
-The design-choice study (studies/vitamin_design_choices.yaml, its archs and labels) is "measured" at four
-budgets through `ResultStore`'s own API, the way the search driver writes. Each candidate's zero-shot error
-follows a known power law in samples seen, error = B * (samples / 1000)^-alpha, times a small fixed wobble:
+The design-choice study (studies/vitamin_design_choices.yaml, its archs and labels, with the micro-design
+ablations of studies/vitamin_micro_design.yaml) is "measured" at four budgets through `ResultStore`'s own API,
+the way the search driver writes. Each candidate's zero-shot error follows a known power law in samples seen,
+error = B * (samples / 1000)^-alpha, times a small fixed wobble:
 
-- ViTamin and CoAtNet-style follow nearly the same law (not distinguishable when extrapolated);
-- ConvNeXt-style and then ViT are worse at every budget (so "ViTamin > CoAtNet > ViT" holds everywhere);
+- ViTamin and CoAtNet follow nearly the same law (not distinguishable when extrapolated);
+- ConvNeXtHybrid, ConvNeXt and then ViT are worse at every budget (so "ViTamin > CoAtNet > ViT" holds
+  everywhere);
 - MLP-d12 starts worse than ViTamin but falls faster: it wins from 9000 samples on (the GeGLU claim holds
   at two budgets of four) and is the best candidate extrapolated to a large budget;
 - GeGLU-d12 gets worse at the last budget (data scaling is not monotonic for it);
@@ -26,12 +28,14 @@ from nas.study import Study
 
 REPO = Path(__file__).resolve().parents[1]
 DESIGN = REPO / "studies" / "vitamin_design_choices.yaml"
+MICRO = REPO / "studies" / "vitamin_micro_design.yaml"
 BUDGETS = (1000, 3000, 9000, 27000)
 #: label: (B, alpha, rungs measured, error multiplier at the last rung)
 LAWS = {
     "ViTamin": (0.620, 0.15, 4, 1.0),
-    "CoAtNet-style": (0.622, 0.15, 4, 1.0),
-    "ConvNeXt-style": (0.680, 0.14, 4, 1.0),
+    "CoAtNet": (0.622, 0.15, 4, 1.0),
+    "ConvNeXtHybrid": (0.650, 0.145, 4, 1.0),
+    "ConvNeXt": (0.680, 0.14, 4, 1.0),
     "ViT": (0.720, 0.13, 4, 1.0),
     "MLP-d12": (0.660, 0.19, 4, 1.0),
     "GeGLU-d12": (0.640, 0.15, 4, 1.25),
@@ -43,10 +47,14 @@ START = 1_700_000_000.0
 
 
 def design_study() -> Study:
-    """The design-choice study with this file's four budgets (rungs of one schedule, no early stopping)."""
-    raw = yaml.safe_load(DESIGN.read_text())
+    """The design-choice study and its micro-design ablations as one study, with this file's four budgets (rungs
+    of one schedule, no early stopping) and one seed."""
+    raw, micro = yaml.safe_load(DESIGN.read_text()), yaml.safe_load(MICRO.read_text())
+    raw["archs"] = {**raw["archs"], **micro["archs"]}
+    raw["groups"] = {**raw["groups"], **micro["groups"]}
     raw["budget"] = {"min_samples": BUDGETS[0], "max_samples": BUDGETS[-1], "reduction_factor": 3,
                      "early_stopping": "none"}
+    raw.pop("repeats")
     return Study.from_dict(raw, source=str(DESIGN))
 
 

@@ -54,7 +54,7 @@ def test_arch_errors_exit_2(cli, tmp_path):
 def test_space_show(cli, repo):
     out = run(cli, "space", "show", str(repo / "search_spaces" / "tiny.yaml"))
     assert out.returncode == 0, out.stderr
-    assert "size: 432 combinations" in out.stdout and "all 432 feasible" in out.stdout
+    assert "size: 864 combinations" in out.stdout and "all 864 feasible" in out.stdout
     assert "image GMACs (paper)" in out.stdout and "transformer.mlp_ratio[geglu]" in out.stdout
 
 

@@ -32,7 +32,7 @@ def test_plot_command_writes_every_figure_as_png_and_svg(design_figures, frame):
     for name in expected:
         for suffix in (".png", ".svg"):
             assert (design_figures / name).with_suffix(suffix).stat().st_size > 1000, name
-    assert len(families) == 5  # every family has at least three points
+    assert len(families) == 6  # every family has at least three points
 
 
 def test_plot_command_bad_input_exits_2(tmp_path, cli):
@@ -71,7 +71,7 @@ def test_rung_history_dashes_the_trials_stopped_early(frame):
 
 
 def test_group_curves_give_each_candidate_its_own_marker_and_dash(frame):
-    labels = ["ViT", "ConvNeXt-style", "CoAtNet-style", "ViTamin"]
+    labels = ["ViT", "ConvNeXt", "CoAtNet", "ViTamin"]
     ax = group_curves(frame, labels).axes[0]
     assert [line.get_label().split(" (")[0] for line in ax.lines] == labels
     styles = {(line.get_marker(), line.get_linestyle()) for line in ax.lines}

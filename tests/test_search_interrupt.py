@@ -7,6 +7,7 @@ trial from its newest checkpoint. While it runs, every socket the driver and its
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import signal
 import subprocess
@@ -31,13 +32,19 @@ def stop(cli: list[str], study: Path, out: Path, sig: signal.Signals, log: Path,
         driver = subprocess.Popen([*cli, "search", str(study), "--out", str(out), *extra], stdout=output,
                                   stderr=subprocess.STDOUT)
     try:
-        store = wait_for(lambda: (out / "study.db").exists() and ResultStore.open(out, readonly=True), 180,
-                         what="the results database")
-        started = {t["trial_id"]: t["attempts"] for t in store.trials()}
+        # Each look opens the database afresh and closes it: a read-only connection opened before a resumed
+        # driver was seen to keep reading the database as it stood before that driver wrote, and one opened
+        # beside it to find it "malformed" (cause not pinned down; `vitamin-nas status` opens it per call).
+        def trials(**where) -> list[dict]:
+            with contextlib.closing(ResultStore.open(out, readonly=True)) as store:
+                return store.trials(**where)
+
+        wait_for(lambda: (out / "study.db").exists(), 180, what="the results database")
+        started = {t["trial_id"]: t["attempts"] for t in trials()}
 
         def past_a_rung() -> bool:  # the trials this session runs train beyond a rung they reported
-            running = [t for t in store.trials(status="running") if t["attempts"] > started.get(t["trial_id"], 0)]
-            return len(store.trials()) == 2 and bool(running) and all(
+            running = [t for t in trials(status="running") if t["attempts"] > started.get(t["trial_id"], 0)]
+            return len(trials()) == 2 and bool(running) and all(
                 t["rung"] is not None and (progress_of(run_dir.training(t["trial_id"], 1)) or 0) > t["budget"]
                 for t in running)
 
@@ -88,15 +95,19 @@ def test_sigint_and_sigterm_stop_a_search_cleanly_and_resume_continues_it(tmp_pa
     assert status.returncode == 0 and "driver stopped by SIGINT" in status.stdout and resume in status.stdout
     assert " running " not in status.stdout.split("eta\n", 1)[1]
 
+    store.close()  # no reader spans a driver session (see `stop`)
     code, output, processes, _ = stop(cli, study, out, signal.SIGTERM, tmp_path / "second.log", ("--resume",))
     assert code == 130 and output.rstrip().endswith(resume), output[-3000:]
     assert not any(alive(p) for p in processes)
+    store = ResultStore.open(out, readonly=True)  # afresh, as above
     assert store.meta("driver")["reason"] == "SIGTERM"
     cut_off = {t["trial_id"]: progress_of(RunDir(out).training(t["trial_id"], 1)) for t in store.trials()}
+    store.close()
 
     final = subprocess.run([*cli, "search", str(study), "--out", str(out), "--resume"], capture_output=True,
                            text=True, timeout=900)
     assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
+    store = ResultStore.open(out, readonly=True)  # afresh, as above
     assert store.meta("driver")["state"] == "finished", (store.meta("driver"), final.stdout[-3000:])
     for trial in store.trials():
         assert trial["status"] == "completed" and trial["samples_seen"] == 1024 and trial["attempts"] >= 2

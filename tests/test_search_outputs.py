@@ -70,8 +70,8 @@ def test_export_picks_a_trial_at_its_furthest_rung_and_names_what_exists(searche
     assert main(["export", str(store.path.parent), "--trial", str(number), "--out", str(tmp_path / "t")]) == 0
     out = capsys.readouterr().out
     assert f"exported trial {number} " in out and f"at {furthest[number]:,} samples seen" in out
-    weights = torch.load(store.rungs(next(t["trial_id"] for t in trials if t["number"] == number))[-1]
-                         ["checkpoint"] + "/checkpoint.pt", weights_only=True)["model"]
+    kept = store.rungs(next(t["trial_id"] for t in trials if t["number"] == number))[-1]["checkpoint"]
+    weights = torch.load(store.checkpoint_path(kept) / "checkpoint.pt", weights_only=True)["model"]
     model, _, _ = load_open_clip(tmp_path / "t")
     assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
 

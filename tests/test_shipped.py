@@ -71,7 +71,8 @@ from nas.study import Study
 main(["studies"])
 quickstart, scaling = Study.load(shipped.study_file("quickstart")), Study.load(shipped.study_file("model_scaling"))
 print(json.dumps({"nas": nas.__file__, "installed": shipped.installed(quickstart.source),
-                  "space": quickstart.space.source, "data_dir": quickstart.data.dir, "archs": len(scaling.archs)}))
+                  "space": quickstart.space.source, "data_dir": quickstart.data.dir, "archs": len(scaling.archs),
+                  "scaling_data_dir": scaling.data.dir}))
 """
     env = {**os.environ, "PYTHONPATH": str(site)}
     run = subprocess.run([sys.executable, "-c", script], cwd=elsewhere, env=env, capture_output=True, text=True)
@@ -81,7 +82,8 @@ print(json.dumps({"nas": nas.__file__, "installed": shipped.installed(quickstart
     assert Path(found["nas"]).is_relative_to(site) and found["installed"]
     assert Path(found["space"]) == site / "nas" / "share" / "search_spaces" / "tiny.yaml"
     assert Path(found["data_dir"]) == elsewhere.resolve() / "data" / "quickstart"
-    assert found["archs"] == 6
+    assert found["archs"] == 5
+    assert Path(found["scaling_data_dir"]) == elsewhere.resolve() / "data" / "vitamin_proxy_simple"  # its base's
     listed = "\n".join(table)
     for name in shipped.studies():
         assert f"\n{name} " in listed
@@ -119,4 +121,4 @@ def test_a_study_names_a_shipped_space(tmp_path):
     from nas.study import Study
 
     study = Study.load(write_study(tmp_path, tmp_path / "data", space="tiny"))
-    assert Path(study.space.source) == shipped.spaces()["tiny"] and study.space.size() == 432
+    assert Path(study.space.source) == shipped.spaces()["tiny"] and study.space.size() == 864

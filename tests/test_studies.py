@@ -1,9 +1,12 @@
 """The ViTamin studies: every YAML under studies/ is read by its loader; the design choices are matched in GMACs
-(or, for the ablation variants, differ as the authors' own variants do); the scaling ladders are what they say;
+(or, for the ablation variants, differ as the authors' own variants do); the families are the paper's (pure
+ConvNeXt and CoAtNet towers without a Transformer stage); every (candidate, budget) is run with two seeds at the
+paper's 1 : 4 : 10 budgets; the scaling ladders are what they say and share the design study's recipe and data;
 labelled candidates and groups in study files."""
 
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 
 import pytest
@@ -13,14 +16,17 @@ from nas.arch import Arch
 from nas.cost import cost
 from nas.errors import ConfigError
 from nas.report import load_paper
-from nas.study import Study
+from nas.study import DERIVED_TRAIN_FIELDS, Study
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = REPO / "studies"
-#: Candidates compared at matched image GMACs in the design-choice study, and the tolerance.
-MATCHED = {"family": ("ViT", "ConvNeXt-style", "CoAtNet-style", "ViTamin"), "conv_block": ("ViTamin", "ConvNeXt-style"),
-           "ffn": ("ViTamin", "MLP-d12")}
+#: Candidates compared at matched image GMACs, by study and group, and the tolerance.
+MATCHED = {"vitamin_design_choices": {"family": ("ViT", "ConvNeXt", "CoAtNet", "ViTamin"),
+                                      "conv_block": ("ViTamin", "ConvNeXtHybrid")},
+           "vitamin_micro_design": {"ffn": ("ViTamin", "MLP-d12")}}
 TOLERANCE = 0.05
+#: The studies whose budgets are the paper's 128M : 512M : 1.28B samples seen.
+PAPER_BUDGETS = ("vitamin_design_choices", "vitamin_micro_design", "model_scaling")
 
 
 def load(name: str) -> Study:
@@ -50,41 +56,71 @@ def test_every_arch_file_is_an_arch_some_study_lists():
         assert Arch.from_json(path.read_text(), source=str(path)) in listed, path.name
 
 
-@pytest.mark.parametrize("group", MATCHED)
-def test_design_choices_are_matched_in_gmacs(group):
-    study = load("vitamin_design_choices")
-    assert study.groups[group] == MATCHED[group]
+@pytest.mark.parametrize("name, group", [(name, group) for name, groups in MATCHED.items() for group in groups])
+def test_design_choices_are_matched_in_gmacs(name, group):
+    study = load(name)
+    assert study.groups[group] == MATCHED[name][group]
     cost_of = gmacs(study)
     reference = cost_of["ViTamin"]
-    for label in MATCHED[group]:
+    for label in MATCHED[name][group]:
         assert abs(cost_of[label] / reference - 1) <= TOLERANCE, label
 
 
 def test_ablation_variants_differ_in_gmacs_as_the_authors_variants_do():
-    cost_of = gmacs(load("vitamin_design_choices"))
+    cost_of = gmacs(load("vitamin_micro_design"))
     variants = {a["label"]: a["image_gmacs"] for a in load_paper().ablations}
+    assert set(variants) <= set(cost_of)
     for label, paper_gmacs in variants.items():
         assert cost_of[label] / cost_of["ViTamin"] == pytest.approx(paper_gmacs / variants["ViTamin"], rel=0.02)
 
 
-def test_design_choices_are_the_papers_families_at_three_data_budgets():
+def test_design_choices_are_the_papers_four_families():
     study = load("vitamin_design_choices")
-    families = {label: arch.family for label, arch in labelled(study).items()}
-    assert families["ViTamin"] == "C-C-T/geglu" and families["ViT"] == "P-T/mlp"
-    assert families["ConvNeXt-style"] == "N-N-T/geglu" and families["CoAtNet-style"] == "C-C-A-T/mlp"
-    assert families["MLP-d12"] == "C-C-T/mlp"
-    assert study.budget.rungs == (12_800, 51_200, 128_000)  # 128M : 512M : 1.28B
-    assert study.budget.early_stopping == "none" and study.algorithm == "fixed"
+    archs = labelled(study)
+    families = {label: arch.family for label, arch in archs.items()}
+    assert families == {"ViTamin": "C-C-T/geglu", "ViT": "P-T/mlp", "ConvNeXt": "P-N-N-N-N", "CoAtNet": "M-M-R-R",
+                        "ConvNeXtHybrid": "N-N-T/geglu"}
+    for pure in ("ConvNeXt", "CoAtNet"):  # no Transformer stage: timm's ConvNeXt and CoAtNet layouts
+        assert archs[pure].transformer is None
+    assert [s.block for s in archs["CoAtNet"].stages] == ["mbconv_bn", "mbconv_bn", "rel_attention", "rel_attention"]
+    assert [s.depth for s in archs["ConvNeXt"].stages] == [3, 3, 9, 3]  # ConvNeXt-T's
+    assert [s.depth for s in archs["CoAtNet"].stages] == [2, 3, 5, 2]  # CoAtNet-0's
+    paper = load_paper()
+    assert {label: paper.models[label] for label in study.groups["family"]} == {
+        "ViT": "ViT-S/16", "ConvNeXt": "ConvNeXt-T", "CoAtNet": "CoAtNet-0", "ViTamin": "ViTamin-S"}
+
+
+@pytest.mark.parametrize("name", PAPER_BUDGETS)
+def test_each_budget_is_a_run_of_its_own_at_the_papers_ratio(name):
+    study = load(name)
+    low, middle, high = study.budget.rungs
+    assert (middle / low, high / low) == (4, 10)  # 128M : 512M : 1.28B
+    assert study.budget.per_budget and study.budget.early_stopping == "none" and study.algorithm == "fixed"
+
+
+@pytest.mark.parametrize("name", ["vitamin_design_choices", "vitamin_micro_design"])
+def test_every_design_run_has_two_seeds(name):
+    study = load(name)
+    seeds = collections.Counter((arch, schedule) for arch, schedule, _ in study.runs)
+    assert set(seeds) == {(a, b) for a in range(len(study.archs)) for b in range(len(study.budget.schedules))}
+    assert min(seeds.values()) >= 2 and study.trials == len(study.runs)
+
+
+@pytest.mark.parametrize("name", ["vitamin_micro_design", "model_scaling", "data_scaling"])
+def test_the_other_studies_share_the_design_studys_recipe_and_data(name):
+    design, study = load("vitamin_design_choices"), load(name)
+    recipe = [{k: v for k, v in s.train.to_dict().items() if k not in DERIVED_TRAIN_FIELDS} for s in (design, study)]
+    assert recipe[0] == recipe[1] and study.text == design.text
+    assert study.data == design.data  # one synthetic dataset, written once in the same directory
 
 
 def test_model_ladder_grows_at_fixed_data():
     study = load("model_scaling")
     sizes = [cost(arch) for arch in study.archs]
     assert all(a.image_gmacs < b.image_gmacs and a.image_params < b.image_params for a, b in zip(sizes, sizes[1:]))
-    assert sizes[-1].image_gmacs / sizes[0].image_gmacs > 30
+    assert sizes[-1].image_gmacs / sizes[0].image_gmacs > 20
     assert {arch.family for arch in study.archs} == {"C-C-T/geglu"}
     assert labelled(study)["M"] == labelled(load("vitamin_design_choices"))["ViTamin"]
-    assert study.budget.early_stopping == "none"
 
 
 def test_data_ladder_is_one_model_over_doubling_budgets_of_distinct_samples():
@@ -92,6 +128,7 @@ def test_data_ladder_is_one_model_over_doubling_budgets_of_distinct_samples():
     assert study.archs == (labelled(load("vitamin_design_choices"))["ViTamin"],)
     rungs = study.budget.rungs
     assert len(rungs) >= 5 and all(b == 2 * a for a, b in zip(rungs, rungs[1:]))
+    assert study.budget.per_budget and study.budget.early_stopping == "none"
     assert study.data.synthetic.samples >= rungs[-1]  # no sample is seen twice
 
 

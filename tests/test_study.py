@@ -72,6 +72,19 @@ def test_captions_of_synthetic_data_come_from_its_metadata(tmp_path):
     assert source.captions == "{color} {shape}" and source.metadata == str(tmp_path / "data" / "metadata")
 
 
+def test_zeroshot_templates_replace_the_eval_sets_prompts(tmp_path):
+    from nas.data import SynthConfig, synthesize, zeroshot_set
+
+    study = Study.load(write(tmp_path, data={"synthetic": {"samples": 1000, "size": 64}, "dir": "data",
+                                             "zeroshot_templates": ["{}"]}))
+    assert study.data.zeroshot_templates == ("{}",)
+    assert Study.from_dict(study.resolved(), source="x").data.zeroshot_templates == ("{}",)
+    synthesize(tmp_path / "d", SynthConfig(samples=20, size=32, zeroshot_per_class=1, retrieval_samples=0))
+    own = zeroshot_set(tmp_path / "d" / "eval" / "zeroshot", 32)
+    chosen = zeroshot_set(tmp_path / "d" / "eval" / "zeroshot", 32, templates=study.data.zeroshot_templates)
+    assert len(own.templates) > 1 and chosen.templates == ["{}"] and chosen.classnames == own.classnames
+
+
 def test_defaults_and_derived_values(tmp_path):
     study = Study.load(write(tmp_path))
     assert study.budget.rungs == (100, 300, 900)
@@ -139,6 +152,10 @@ def test_fixed_and_grid_studies_list_their_candidates(tmp_path):
     ({"data": {"synthetic": {"samples": 10, "colours": 3}, "dir": "x"}}, "data.synthetic", "unknown field"),
     ({"data": {"urls": "shards", "zeroshot": "z", "captions": "{color}"}}, "data.metadata", "need both"),
     ({"data": {"urls": "shards", "retrieval": "r"}}, "data.zeroshot", "needs an evaluation set"),
+    ({"data": {"urls": "shards", "zeroshot": "z", "zeroshot_templates": "{}"}}, "data.zeroshot_templates",
+     "list of prompt templates"),
+    ({"data": {"urls": "shards", "zeroshot": "z", "zeroshot_templates": ["a {} and a {}"]}},
+     "data.zeroshot_templates", "exactly one"),
     ({"resources": {"cpus": -1}}, "resources.cpus", ">= 0"),
     ({"resources": {"gpus": 1.5}}, "resources.gpus", "whole"),
     ({"resources": {"concurrency": 0}}, "resources.concurrency", ">= 1"),
@@ -224,5 +241,8 @@ def test_a_syntax_error_in_the_space_file_names_the_space_file(tmp_path):
     space.write_text((REPO / "search_spaces" / "tiny.yaml").read_text().replace("depth: [2, 3, 4]", "depth: [2, 3, 4"))
     with pytest.raises(ConfigError, match="not valid YAML: expected ',' or ']'") as info:
         Study.load(write(tmp_path, space="space.yaml"))
-    # line 23 is "  depth: [2, 3, 4" (the list opens at column 10); line 24's "head_dim:" cannot continue it
-    assert info.value.source == str(space) and info.value.field == "line 24, column 11"
+    # the depths' line holds "  depth: [2, 3, 4" (the list opens at column 10); the next line's "head_dim:"
+    # cannot continue it
+    lines = (REPO / "search_spaces" / "tiny.yaml").read_text().splitlines()
+    depths = lines.index("  depth: [2, 3, 4]") + 1
+    assert info.value.source == str(space) and info.value.field == f"line {depths + 1}, column 11"

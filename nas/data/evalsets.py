@@ -60,8 +60,11 @@ class RetrievalSet:
         return result
 
 
-def zeroshot_set(path: str | os.PathLike, image_size: int = 224, transform: Callable | None = None) -> ZeroShotSet:
-    """The class-folder directory at `path`, preprocessed as open_clip evaluates (resize, center crop)."""
+def zeroshot_set(path: str | os.PathLike, image_size: int = 224, transform: Callable | None = None,
+                 templates: Sequence[str] | None = None) -> ZeroShotSet:
+    """The class-folder directory at `path`, preprocessed as open_clip evaluates (resize, center crop).
+    `templates` replace the set's own prompt templates (`templates.txt`), e.g. ["{}"] when the training captions
+    are the bare class names."""
     from torchvision.datasets import ImageFolder
 
     root = Path(path)
@@ -72,13 +75,26 @@ def zeroshot_set(path: str | os.PathLike, image_size: int = 224, transform: Call
         raise ConfigError("holds no class folders", source=str(root))
     imagenet = all(SYNSET.fullmatch(name) for name in folders)
     classnames = _imagenet_classnames(root, folders) if imagenet else _classnames(root, folders)
-    templates = _imagenet_templates() if imagenet else _templates(root)
+    if templates is not None:
+        templates = check_templates(templates)
+    else:
+        templates = _imagenet_templates() if imagenet else _templates(root)
     try:
         dataset = ImageFolder(str(root), transform=transform or image_transform(image_size, train=False),
                               loader=_load_rgb)
     except FileNotFoundError as err:
         raise ConfigError(str(err), source=str(root)) from err
     return ZeroShotSet(dataset, classnames, templates)
+
+
+def check_templates(templates: Sequence[str], field: str = "zeroshot_templates") -> list[str]:
+    """Prompt templates as open_clip formats them: a non-empty list of strings that each hold one `{}`."""
+    if isinstance(templates, str) or not templates or not all(isinstance(t, str) for t in templates):
+        raise ConfigError(f"a non-empty list of prompt templates, got {templates!r}", field=field)
+    for template in templates:
+        if template.count("{}") != 1:
+            raise ConfigError(f"{template!r} must hold exactly one {{}} (where the class name goes)", field=field)
+    return list(templates)
 
 
 def class_count(path: str | os.PathLike) -> int | None:

@@ -21,6 +21,7 @@ from timm.models.vitamin import GeGluMlp, MbConvLNBlock, Stem, StridedConv
 from torch import nn
 
 from nas.arch import Arch, Stage
+from nas.errors import ConfigError
 from nas.presets import TextTower
 
 MLP_LAYERS = {"geglu": GeGluMlp, "mlp": Mlp}
@@ -99,20 +100,25 @@ class ConvStages(nn.Module):
         return self.pool(x)
 
 
-def build_trunk(arch: Arch, drop_path: float = 0.0, init_weights: bool = True) -> nn.Module:
+def build_trunk(arch: Arch, drop_path: float = 0.0, init_weights: bool = True, mask_ratio: float = 0.0) -> nn.Module:
     """The timm model of an arch, with no classifier (`num_classes=0`): it outputs the pooled features.
 
     A `VisionTransformer` for ViT and hybrid towers, a `ConvNeXt` or a `MaxxVit` for the towers without a
     Transformer stage. `init_weights=False` skips timm's ViT and MaxxVit initialisation (for weights about to
-    be loaded, or the meta device); timm's ConvNeXt always initialises.
+    be loaded, or the meta device); timm's ConvNeXt always initialises. `mask_ratio` is FLIP's token masking:
+    timm's `PatchDropout` after the position embedding keeps a random (1 - mask_ratio) of the Transformer
+    stage's tokens (a class token always) in training mode, and every token in eval mode.
     """
     if arch.transformer is None:
+        if mask_ratio:
+            raise ConfigError(f"masks the Transformer stage's tokens; {arch.name()} has no Transformer stage",
+                              field="mask_ratio")
         return _convnext(arch, drop_path) if arch.stem == "patch" else _coatnet(arch, drop_path, init_weights)
     t = arch.transformer
     kwargs = dict(weight_init="" if init_weights else "skip",
         img_size=arch.image_size, num_classes=0, embed_dim=t.width, depth=t.depth, num_heads=t.heads,
         mlp_ratio=t.mlp_ratio, mlp_layer=MLP_LAYERS[t.mlp], class_token=arch.pool == "token",
-        global_pool=arch.pool, pos_embed=arch.pos_embed, drop_path_rate=drop_path,
+        global_pool=arch.pool, pos_embed=arch.pos_embed, drop_path_rate=drop_path, patch_drop_rate=mask_ratio,
     )
     if arch.stem == "patch":
         return VisionTransformer(patch_size=arch.patch_size, pre_norm=True, **kwargs)
@@ -151,11 +157,11 @@ def _coatnet(arch: Arch, drop_path: float, init_weights: bool) -> MaxxVit:
 class VisionTower(nn.Module):
     """A CLIP image tower: timm trunk, then open_clip's `TimmModel` head (dropout, bias-free projection)."""
 
-    def __init__(self, arch: Arch, drop_path: float = 0.0, init_weights: bool = True):
+    def __init__(self, arch: Arch, drop_path: float = 0.0, init_weights: bool = True, mask_ratio: float = 0.0):
         super().__init__()
         self.arch = arch
         self.image_size = (arch.image_size, arch.image_size)
-        self.trunk = build_trunk(arch, drop_path, init_weights)
+        self.trunk = build_trunk(arch, drop_path, init_weights, mask_ratio)
         self.head = nn.Sequential(OrderedDict(
             drop=nn.Dropout(0.0), proj=nn.Linear(self.trunk.num_features, arch.embed_dim, bias=False)))
 
@@ -172,10 +178,12 @@ class VisionTower(nn.Module):
         self.trunk.set_grad_checkpointing(enable)
 
 
-def build_vision_tower(arch: Arch, drop_path: float = 0.0, init_weights: bool = True) -> VisionTower:
+def build_vision_tower(arch: Arch, drop_path: float = 0.0, init_weights: bool = True,
+                       mask_ratio: float = 0.0) -> VisionTower:
     """The image tower of `arch`. `drop_path` is the stochastic-depth rate of the last block: of the Transformer
-    stage in ViT and hybrid towers, of the last stage in ConvNeXt and CoAtNet (timm's rule, as open_clip does)."""
-    return VisionTower(arch, drop_path, init_weights)
+    stage in ViT and hybrid towers, of the last stage in ConvNeXt and CoAtNet (timm's rule, as open_clip does);
+    `mask_ratio` the fraction of the Transformer stage's tokens dropped in training (`build_trunk`)."""
+    return VisionTower(arch, drop_path, init_weights, mask_ratio)
 
 
 def text_cfg(text: TextTower) -> CLIPTextCfg:
@@ -184,7 +192,8 @@ def text_cfg(text: TextTower) -> CLIPTextCfg:
 
 
 def build_clip(arch: Arch, text: TextTower | None = None, drop_path: float = 0.0,
-               init_logit_scale: float | None = None, init_weights: bool = True) -> open_clip.CustomTextCLIP:
+               init_logit_scale: float | None = None, init_weights: bool = True,
+               mask_ratio: float = 0.0) -> open_clip.CustomTextCLIP:
     """An open_clip `CustomTextCLIP` with the candidate image tower and open_clip's text Transformer.
 
     The CLIP embedding width is `arch.embed_dim`. Like open_clip's ViTamin configs (`custom_text: true`)
@@ -196,5 +205,5 @@ def build_clip(arch: Arch, text: TextTower | None = None, drop_path: float = 0.0
                                 image_size=arch.image_size)
     kwargs = {} if init_logit_scale is None else {"init_logit_scale": init_logit_scale}
     model = open_clip.CustomTextCLIP(arch.embed_dim, placeholder, text_cfg(text), output_dict=True, **kwargs)
-    model.visual = build_vision_tower(arch, drop_path, init_weights)
+    model.visual = build_vision_tower(arch, drop_path, init_weights, mask_ratio)
     return model

@@ -103,7 +103,9 @@ def rank_loop(config: dict[str, RankJob]) -> None:
         ray.get(job.ledger.hold.remote(job.trial_id, ray.util.get_current_placement_group()))
     resources = job.study.resources
     device = str(ray.train.torch.get_device()) if resources.gpus else "cpu"
-    sets = eval_sets(job.study.data.zeroshot, job.study.data.retrieval, job.arch.image_size) if main else (None,) * 2
+    data = job.study.data
+    sets = eval_sets(data.zeroshot, data.retrieval, job.arch.image_size, data.zeroshot_templates) if main else \
+        (None,) * 2
     where = process_place(device)
 
     def on_rung(metrics: dict[str, Any]) -> bool:

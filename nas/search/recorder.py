@@ -81,8 +81,8 @@ class Ledger:
 
 def ledger_entries(store: ResultStore) -> dict[str, dict[str, Any]]:
     """The ledger's starting content: every trial in the database with its rungs (and their checkpoints)."""
-    entries = {t["trial_id"]: {"trial_id": t["trial_id"], "key": (t["arch_id"], t["schedule"]), "status": t["status"],
-                               "rungs": [], "error": t["error"]} for t in store.trials()}
+    entries = {t["trial_id"]: {"trial_id": t["trial_id"], "key": (t["arch_id"], t["schedule"], t["seed"]),
+                               "status": t["status"], "rungs": [], "error": t["error"]} for t in store.trials()}
     for row in store.rungs():
         entries[row["trial_id"]]["rungs"].append({**row["metrics"], "rung_checkpoint": row["checkpoint"],
                                                    **({"hits": row["hits"]} if row["hits"] else {})})
@@ -122,7 +122,7 @@ class Recorder(tune.Callback):
             self.replaying.add(trial.trial_id)  # what it reports, and how Tune ends it, are recorded already
             return
         self.store.add_trial(trial.trial_id, candidate.arch, candidate.cost, number=trial.config["number"],
-                             schedule=candidate.schedule)
+                             schedule=candidate.schedule, seed=candidate.seed)
         self.store.start_attempt(trial.trial_id)
         self.ledger.update.remote(trial.trial_id, candidate.key, status=status.RUNNING)
         self._print(force=True)

@@ -1,21 +1,34 @@
-"""Early stopping on samples seen: Ray Tune's ASHA for one objective, `ParetoASHA` for several.
+"""Early stopping on samples seen: Ray Tune's ASHA for one objective, `ParetoASHA` for several, `CurveASHA` on
+predicted learning curves (`budget.early_stopping: curve`).
 
 ASHA (asynchronous successive halving, Li et al. 2020) records each trial's result at rungs min_samples x
 reduction_factor^k and lets it continue past a rung only when it is among the best 1 / reduction_factor of the
 trials recorded there so far. With several objectives, `ParetoASHA` (MO-ASHA, Schmucker et al. 2021) orders the
 trials at a rung by non-dominated front, then crowding distance, so that cheap candidates are not judged on
 accuracy alone.
+
+ASHA compares candidates at equal samples seen, so a larger tower that learns slower early but ends higher
+(the crossover of the ViTamin paper's data-scaling curves) is stopped before it can cross over. `CurveASHA`
+keeps ParetoASHA's rule but ranks by each trial's predicted value at the full budget, optimistic by its
+uncertainty: the error (1 - accuracy; the loss itself) is taken to fall as a power law in samples seen,
+log error = c + s log samples, fitted to the trial's own evaluations so far, with a prior on the exponent s
+shared across candidates: a line in log image parameters fitted to the exponents of the candidates measured
+at two budgets or more (those measured further), with their spread about it. A candidate with one
+evaluation is predicted by the prior exponent for its size; one with several, by its own curve shrunk
+towards that prior as far as its measurement noise (binomial, from the eval set's size) leaves it unsure.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
+from nas.metrics import TRAINED, direction
 from nas.results import minimization, pareto_order
 from nas.study import Budget, Study
 
@@ -26,6 +39,8 @@ def make_scheduler(study: Study) -> TrialScheduler:
         return FIFOScheduler()
     common = {"time_attr": "samples_seen", "max_t": budget.max_samples, "grace_period": budget.min_samples,
               "reduction_factor": budget.reduction_factor}
+    if budget.early_stopping == "curve":
+        return CurveASHA(study.objectives, **common)
     if study.multi_objective:
         return ParetoASHA(study.objectives, **common)
     (metric, mode), = study.objectives.items()
@@ -43,7 +58,7 @@ class ParetoASHA(FIFOScheduler):
         self.time_attr = time_attr
         self.max_t = max_t
         self.reduction_factor = reduction_factor
-        milestones = Budget(grace_period, max_t, reduction_factor).rungs[:-1]
+        milestones = Budget(grace_period, max_t, reduction_factor).ladder[:-1]
         self.rungs: dict[int, dict[str, np.ndarray]] = {m: {} for m in milestones}  # milestone -> trial -> reward
         self.stopped = 0
 
@@ -61,10 +76,14 @@ class ParetoASHA(FIFOScheduler):
                 continue
             recorded[trial_id] = reward
             ids = list(recorded)
-            position = list(pareto_order(np.stack([recorded[i] for i in ids]))).index(ids.index(trial_id))
+            position = list(pareto_order(self.ranked(ids, recorded))).index(ids.index(trial_id))
             keep = math.ceil(len(ids) / self.reduction_factor)
             return TrialScheduler.CONTINUE if position < keep else TrialScheduler.STOP
         return TrialScheduler.CONTINUE
+
+    def ranked(self, ids: Sequence[str], recorded: Mapping[str, np.ndarray]) -> np.ndarray:
+        """What a rung orders its trials by (one row per trial, to minimise): their objectives there."""
+        return np.stack([recorded[i] for i in ids])
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         reward = self.reward(result)
@@ -85,3 +104,198 @@ class ParetoASHA(FIFOScheduler):
     def debug_string(self) -> str:
         rungs = " | ".join(f"{m:g}: {len(r)} trials" for m, r in sorted(self.rungs.items()))
         return f"ParetoASHA: {self.stopped} stopped; {rungs}"
+
+
+# ---- learning-curve-aware promotion ----------------------------------------------------------------------------
+
+#: Spread of candidates' log-log slopes about the prior's line when too few were measured further to tell,
+#: and the least it is taken to be (a handful of candidates underestimate it).
+DEFAULT_SLOPE_SPREAD = 0.1
+MIN_SLOPE_SPREAD = 0.02
+#: Variance of one log-loss measurement (the loss has no eval-set size to derive it from): about 1 %.
+LOSS_VARIANCE = 1e-4
+
+
+@dataclass
+class Curve:
+    """One trial's evaluations of one metric: samples seen, values and eval-set sizes (None: unknown)."""
+
+    samples: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    sizes: list[float | None] = field(default_factory=list)
+
+    def add(self, samples: float, value: float, size: float | None) -> None:
+        if samples in self.samples:  # a rung reported again (a resumed trial): the latest stands
+            index = self.samples.index(samples)
+            self.values[index], self.sizes[index] = value, size
+        else:
+            self.samples.append(samples)
+            self.values.append(value)
+            self.sizes.append(size)
+
+
+def log_curve(curve: Curve, mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(log samples, log error or log loss, its variance): what the power law is fitted to.
+
+    For an accuracy p measured on n items, var(log(1 - p)) = p / (n (1 - p)) (the binomial variance, by the
+    delta method), with p kept half an item from 0 and 1; an unknown n counts as 100 items.
+    """
+    x = np.log(np.asarray(curve.samples, dtype=float))
+    values = np.asarray(curve.values, dtype=float)
+    if mode == "min":
+        return x, np.log(np.maximum(values, 1e-12)), np.full(len(values), LOSS_VARIANCE)
+    n = np.array([100.0 if size is None else max(float(size), 1.0) for size in curve.sizes])
+    p = np.clip(values, 0.5 / n, 1 - 0.5 / n)
+    return x, np.log(1 - p), p / (n * (1 - p))
+
+
+def own_slope(x: np.ndarray, y: np.ndarray, variance: np.ndarray) -> tuple[float, float] | None:
+    """Weighted least-squares slope of y on x and its variance; None with fewer than two distinct x."""
+    if len(np.unique(x)) < 2:
+        return None
+    w = 1 / variance
+    xm = (w * x).sum() / w.sum()
+    sxx = (w * (x - xm) ** 2).sum()
+    return float((w * (x - xm) * (y - (w * y).sum() / w.sum())).sum() / sxx), float(1 / sxx)
+
+
+@dataclass(frozen=True)
+class SlopePrior:
+    """The log-log slope expected of a candidate before its own curve is seen: intercept + coefficient x log size
+    (with `cov`, their covariance), and the spread of candidates' slopes about that line."""
+
+    intercept: float = 0.0
+    coefficient: float = 0.0
+    cov: tuple[tuple[float, float], tuple[float, float]] = ((DEFAULT_SLOPE_SPREAD**2, 0.0), (0.0, 0.0))
+    spread: float = DEFAULT_SLOPE_SPREAD
+
+    def slope(self, log_size: float | None) -> tuple[float, float]:
+        """The prior's mean slope for a candidate of log size `log_size` (None: unknown), and its variance."""
+        z = np.array([1.0, 0.0 if log_size is None else log_size])
+        return (float(self.intercept + self.coefficient * z[1]),
+                float(self.spread**2 + z @ np.asarray(self.cov) @ z))
+
+
+def fit_prior(slopes: Sequence[tuple[float, float, float | None]]) -> SlopePrior:
+    """The prior from the candidates measured further: (slope, its variance, log size) each.
+
+    Weighted least squares of slope on log size (on the mean slope alone with one candidate or one size), each
+    candidate weighted by 1 / (its variance + spread^2); the spread is the residual variance less the slopes'
+    own (method of moments), at least `MIN_SLOPE_SPREAD`, and `DEFAULT_SLOPE_SPREAD` when nothing is left to
+    estimate it from.
+    """
+    if not slopes:
+        return SlopePrior()
+    s = np.array([v[0] for v in slopes])
+    own = np.array([v[1] for v in slopes])
+    sizes = [v[2] for v in slopes]
+    by_size = None not in sizes and len(set(sizes)) > 1
+    design = np.column_stack([np.ones(len(s)), np.asarray(sizes, dtype=float) if by_size else np.zeros(len(s))])
+    columns = 2 if by_size else 1
+    spread = DEFAULT_SLOPE_SPREAD if len(s) <= columns else None
+    if spread is None:
+        beta = np.linalg.lstsq(design[:, :columns], s, rcond=None)[0]
+        residual = s - design[:, :columns] @ beta
+        spread = math.sqrt(max((residual**2).sum() / (len(s) - columns) - own.mean(), MIN_SLOPE_SPREAD**2))
+    w = 1 / (own + spread**2)
+    a = design[:, :columns]
+    cov = np.linalg.inv(a.T @ (w[:, None] * a))
+    beta = cov @ (a.T @ (w * s))
+    full = np.zeros((2, 2))
+    full[:columns, :columns] = cov
+    return SlopePrior(float(beta[0]), float(beta[1]) if by_size else 0.0,
+                      tuple(map(tuple, full.tolist())), spread)
+
+
+def predict(x: np.ndarray, y: np.ndarray, variance: np.ndarray, slope: tuple[float, float],
+            target: float) -> tuple[float, float]:
+    """Mean and standard deviation of log error (or log loss) at log samples `target`.
+
+    The line y = c + s (x - x_last) with a flat prior on c and the prior N(slope) on s, conditioned on the
+    measurements (Gaussian, with their `variance`): Bayesian linear regression in closed form.
+    """
+    u = x - x[-1]
+    w = 1 / variance
+    precision = np.array([[w.sum(), (w * u).sum()], [(w * u).sum(), (w * u * u).sum() + 1 / slope[1]]])
+    rhs = np.array([(w * y).sum(), (w * u * y).sum() + slope[0] / slope[1]])
+    cov = np.linalg.inv(precision)
+    z = np.array([1.0, target - x[-1]])
+    return float(z @ cov @ rhs), float(math.sqrt(max(z @ cov @ z, 0.0)))
+
+
+class CurveASHA(ParetoASHA):
+    """ParetoASHA's promotion rule on each trial's predicted objectives at `max_t` (the module docstring).
+
+    A trial's measured objectives are replaced by their prediction at the full budget, `optimism` standard
+    deviations towards better (an upper confidence bound: a candidate that may still cross over is not stopped
+    for want of evidence); cost objectives stay as they are. Every reported evaluation is used, between rungs
+    and below the first too (`budget.between`, `budget.below`). `size` is the result key of the candidate's
+    size that the prior's exponent depends on.
+    """
+
+    def __init__(self, objectives: Mapping[str, str], *, time_attr: str, max_t: int, grace_period: int,
+                 reduction_factor: float, size: str = "image_params_m", optimism: float = 1.0):
+        super().__init__(objectives, time_attr=time_attr, max_t=max_t, grace_period=grace_period,
+                         reduction_factor=reduction_factor)
+        self.size = size
+        self.optimism = optimism
+        self.measured = [name for name in self.objectives if name in TRAINED]
+        self.curves: dict[str, dict[str, Curve]] = {}  # trial -> metric -> its evaluations
+        self.log_sizes: dict[str, float | None] = {}
+
+    def record(self, trial_id: str, result: Mapping[str, Any]) -> None:
+        if self.time_attr not in result:
+            return
+        curves = self.curves.setdefault(trial_id, {name: Curve() for name in self.measured})
+        for name in self.measured:
+            if result.get(name) is not None:
+                curves[name].add(float(result[self.time_attr]), float(result[name]), result.get(f"{name}_n"))
+        size = result.get(self.size)
+        self.log_sizes[trial_id] = math.log(size) if size else None
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        self.record(trial.trial_id, result)
+        return super().on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
+        if result:
+            self.record(trial.trial_id, result)
+        super().on_trial_complete(tune_controller, trial, result)
+
+    def priors(self) -> dict[str, SlopePrior]:
+        """Each measured objective's prior, from every trial measured at two budgets or more."""
+        priors = {}
+        for name in self.measured:
+            slopes = []
+            for trial_id, curves in self.curves.items():
+                fitted = own_slope(*log_curve(curves[name], direction(name))) if curves[name].values else None
+                if fitted is not None:
+                    slopes.append((*fitted, self.log_sizes.get(trial_id)))
+            priors[name] = fit_prior(slopes)
+        return priors
+
+    def predicted(self, trial_id: str, name: str, prior: SlopePrior) -> tuple[float, float] | None:
+        """The trial's predicted value of `name` at `max_t`, and its optimistic bound (None: no evaluation)."""
+        curve = self.curves.get(trial_id, {}).get(name)
+        if curve is None or not curve.values:
+            return None
+        mode = direction(name)
+        mean, sd = predict(*log_curve(curve, mode), prior.slope(self.log_sizes.get(trial_id)), math.log(self.max_t))
+        value, bound = math.exp(mean), math.exp(mean - self.optimism * sd)
+        return (1 - value, 1 - bound) if mode == "max" else (value, bound)
+
+    def ranked(self, ids: Sequence[str], recorded: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The trials' objectives with the measured ones replaced by their optimistic predictions at `max_t`."""
+        priors = self.priors()
+        rows = []
+        for trial_id in ids:
+            row = np.array(recorded[trial_id], dtype=float)
+            for column, name in enumerate(self.objectives):
+                if name in priors and (predicted := self.predicted(trial_id, name, priors[name])) is not None:
+                    bound = predicted[1]
+                    row[column] = -bound if self.objectives[name] == "max" else bound
+            rows.append(row)
+        return np.stack(rows)
+
+    def debug_string(self) -> str:
+        return "CurveASHA" + super().debug_string().removeprefix("ParetoASHA")

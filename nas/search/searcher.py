@@ -67,16 +67,18 @@ def final_status(result: Mapping[str, Any] | None, error: bool) -> str:
 @dataclass(frozen=True)
 class Candidate:
     """What one trial measures: an arch with its analytic cost, trained with a schedule that ends at `schedule`
-    samples seen. It travels to the trial in Tune's config."""
+    samples seen, with the recipe's seed or (a study's `repeats`) another. It travels to the trial in Tune's
+    config."""
 
     arch: Arch
     schedule: int
     cost: dict[str, float]  # the cost metrics, and the zero-cost scores the study optimises
     violations: tuple[str, ...] = ()
+    seed: int | None = None  # None: the recipe's (train.seed)
 
     @property
-    def key(self) -> tuple[str, int]:
-        return self.arch.arch_id, self.schedule
+    def key(self) -> tuple[str, int, int | None]:
+        return self.arch.arch_id, self.schedule, self.seed
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,8 @@ class Proposer:
         schedule = schedules[trial.suggest_int("schedule", 0, len(schedules) - 1)] if self.study.budget.per_budget \
             else schedules[0]
         trial.set_user_attr("schedule", schedule)
+        seeds = (None, *self.study.repeats.seeds)
+        seed = seeds[trial.suggest_int("seed", 0, len(seeds) - 1)] if self.study.repeats.seeds else None
         cost = space.cost(arch)
         for name, value in cost.metrics().items():
             trial.set_user_attr(name, value)
@@ -110,7 +114,7 @@ class Proposer:
             from nas.proxies import zero_cost_scores
 
             known.update(zero_cost_scores(arch, names=tuple(zero_cost)))
-        return Candidate(arch, schedule, known, tuple(space.violations(arch, cost)))
+        return Candidate(arch, schedule, known, tuple(space.violations(arch, cost)), seed)
 
 
 def feasible_archs(study: Study) -> frozenset[str] | None:
@@ -166,16 +170,17 @@ class StudySearcher(Searcher):
         self.feasible = feasible_archs(study)
         self.random = optuna.samplers.RandomSampler(seed=study.seed)
         self.asked: dict[str, optuna.Trial] = {}  # Tune trial id -> its Optuna trial
-        self.in_flight: dict[str, tuple[str, int]] = {}  # Tune trial id -> (arch_id, schedule) being trained
+        self.in_flight: dict[str, tuple[str, int, int | None]] = {}  # Tune trial id -> Candidate.key in training
         self.reported: dict[str, set[int]] = {}  # Tune trial id -> budgets told to Optuna
         self.told: set[str] = set()
         self.optuna = OptunaStudy(study, store, make_sampler(study))
         self.ot_study = self.optuna.study
         per_budget = study.budget.per_budget  # every candidate at the smallest budget first, then the next
-        for budget in range(len(study.budget.schedules)):
-            for index in range(len(study.archs)):
-                self.ot_study.enqueue_trial({"candidate": index, **({"schedule": budget} if per_budget else {})},
-                                            skip_if_exists=True)
+        seeds = (None, *study.repeats.seeds)
+        for index, budget, seed in study.runs:
+            self.ot_study.enqueue_trial({"candidate": index, **({"schedule": budget} if per_budget else {}),
+                                         **({"seed": seeds.index(seed)} if study.repeats.seeds else {})},
+                                        skip_if_exists=True)
 
     # ---- Tune's interface ------------------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
@@ -257,7 +262,7 @@ class StudySearcher(Searcher):
             return not self.ot_study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         if self.feasible is None:
             return False
-        return self.feasible <= {a for a, _ in self.in_flight.values()} | self.store.arch_ids(status.KNOWN)
+        return self.feasible <= {key[0] for key in self.in_flight.values()} | self.store.arch_ids(status.KNOWN)
 
     def _skipped(self, ot_trial: optuna.Trial, candidate: Candidate) -> bool:
         """Tell Optuna at once what is known about the candidate; False when it must be trained."""

@@ -154,7 +154,7 @@ class Trial:
             self._replay(run_progress(self.out)[0].rungs)
         while True:
             try:
-                result = self._training(self.study.run_config(self.schedule, self.accum_freq))
+                result = self._training(self.study.run_config(self.schedule, self.accum_freq, self.candidate.seed))
                 break
             except Exception as err:  # OOM can also hit building the model or the loader, outside the trainer
                 if not (isinstance(err, OOMError) or is_oom(err)):
@@ -174,7 +174,8 @@ class Trial:
         """One training run in this process, reporting each rung as the trainer reaches it."""
         from nas.train import train
 
-        zeroshot, retrieval = eval_sets(self.study.data.zeroshot, self.study.data.retrieval, self.arch.image_size)
+        data = self.study.data
+        zeroshot, retrieval = eval_sets(data.zeroshot, data.retrieval, self.arch.image_size, data.zeroshot_templates)
         with memory_limit(self.study.resources, self.device):
             return train(self.arch, self.study.text, self.study.data.source, config, out=self.out,
                          zeroshot=zeroshot, retrieval=retrieval, on_rung=self._report, device=self.device,
@@ -301,11 +302,12 @@ def newest_checkpoint(run_dir: RunDir, trial_id: str) -> StartingPoint | None:
 
 
 @functools.lru_cache(maxsize=4)
-def eval_sets(zeroshot: str | None, retrieval: str | None, image_size: int) -> tuple[Any, Any]:
+def eval_sets(zeroshot: str | None, retrieval: str | None, image_size: int,
+              templates: tuple[str, ...] | None = None) -> tuple[Any, Any]:
     """The zero-shot and retrieval sets at a resolution, loaded once per worker process (Ray reuses workers)."""
     from nas.data import retrieval_set, zeroshot_set
 
-    return (zeroshot_set(zeroshot, image_size) if zeroshot else None,
+    return (zeroshot_set(zeroshot, image_size, templates=templates) if zeroshot else None,
             retrieval_set(retrieval, image_size) if retrieval else None)
 
 

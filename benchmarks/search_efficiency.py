@@ -1,0 +1,550 @@
+"""Search efficiency against ground truth: search strategies replayed many times over a tabular benchmark.
+
+    .venv/bin/python benchmarks/search_efficiency.py                       # benchmarks/tables/tabular_tiny.csv
+    .venv/bin/python benchmarks/search_efficiency.py --table T.csv --study studies/quickstart.yaml \\
+        [--replays 100] [--strategies random-full,asha,pareto-asha,tpe-asha,curve] [--workers 2] \\
+        [--cost samples|flops] [--jobs 2] [--plot regret.png]
+
+The table (benchmarks/tabular.py) holds each candidate's learning curve, and for some a second seed. The
+search replayed is `--study`'s (default the quickstart's): its ladder (min_samples, max_samples,
+reduction_factor) and rungs, its objectives, its sampler's settings, its space and its concurrency. Every
+strategy is a real search's code, driven by an event loop instead of Ray Tune's controller:
+
+- the scheduler is the one `nas.search.schedulers.make_scheduler` builds for the study with that strategy's
+  early stopping and objectives (Ray Tune's `AsyncHyperBandScheduler`, `ParetoASHA`, `CurveASHA`, or
+  `FIFOScheduler` without early stopping), called with Tune's events in Tune's order (`on_trial_add`,
+  `on_trial_result` at every rung, `on_trial_complete` when the trial ends or is stopped);
+- TPE is Optuna's `TPESampler` as `nas.search.searcher.make_sampler` makes it from the study (its
+  `sampler:` settings, the replay's seed), asked through the study's own define-by-run space
+  (`nas.search.searcher.Proposer`). The table holds a stratified subset of the space, so a proposal is
+  projected onto the untried table candidate nearest to it (Hamming distance over the space's parameters,
+  ties at random); the asked trial is told FAIL (which TPE ignores) and the candidate's own parameters and
+  results are added to the Optuna study as the search driver tells them (intermediate values at every
+  rung; COMPLETE at the full budget, PRUNED when stopped). This projection is the one departure from a
+  real search over the whole space;
+- random search draws the table's candidates uniformly without replacement (what a random sampler and
+  the searcher's rule of never measuring an arch twice give on a finite table).
+
+Each replay draws, for each candidate, one of its seeds' curves: the search sees one noisy run, and is judged
+by the candidate's mean over seeds at the full budget ("true" accuracy). `--workers` trials run at once
+(default: the study's concurrency); a trial's time is its samples times its analytic training GFLOPs per
+sample, which orders the asynchronous events. Samples spent count each trial's samples up to its last
+report (`--cost flops` weights them by training FLOPs); exhaustive compute is every candidate trained to the
+full budget.
+
+Prints, per strategy, over the replays (each figure with its 95 % interval: a t interval of the mean over
+replays, Wilson for proportions): the regret of the best candidate found (table best minus the true accuracy
+of the incumbent: the best measured at the full budget) at fractions of exhaustive compute, the probability
+of ending with a top-10 % candidate at 25 % of exhaustive compute, and how often the table's best was stopped
+at the first rung when it was sampled. Plots the median regret curves with `--plot`. Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import heapq
+import itertools
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from nas.arch import Arch  # noqa: E402
+from nas.errors import ConfigError  # noqa: E402
+from nas.study import Study  # noqa: E402
+from nas.tables import format_table  # noqa: E402
+from nas.uncertainty import wilson_interval  # noqa: E402
+
+TABLE = REPO / "benchmarks" / "tables" / "tabular_tiny.csv"
+STUDY = REPO / "studies" / "quickstart.yaml"
+METRIC = "zeroshot_top1"
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A search to replay: the sampler, the study's early stopping, and the objectives the scheduler ranks by
+    (the metric alone, or with image GMACs for Pareto ASHA). `dense`: the trials report at every budget of the
+    table, not only at the study's rungs (learning curves for the curve rule)."""
+
+    sampler: str
+    early_stopping: str
+    pareto: bool = False
+    dense: bool = False
+
+
+STRATEGIES = {
+    "random-full": Strategy("random", "none"),
+    "asha": Strategy("random", "asha"),
+    "pareto-asha": Strategy("random", "asha", pareto=True),
+    "tpe-asha": Strategy("tpe", "asha"),
+    "curve": Strategy("random", "curve"),
+    "curve-dense": Strategy("random", "curve", dense=True),
+    "tpe-curve": Strategy("tpe", "curve"),
+    "tpe-pareto-asha": Strategy("tpe", "asha", pareto=True),
+}
+DEFAULT_STRATEGIES = ("random-full", "asha", "pareto-asha", "tpe-asha", "curve")
+#: Fractions of exhaustive compute at which regret is summarised, and the one P(top 10 %) is read at.
+FRACTIONS = (0.05, 0.1, 0.25, 0.5, 1.0)
+AT_FRACTION = 0.25
+TOP_FRACTION = 0.1
+
+
+# ---- the table -----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Candidate:
+    """One table candidate: its arch, cost, and each seed's curve (budget -> (value, eval-set size))."""
+
+    candidate_id: str
+    arch: Arch
+    cost: dict[str, float]
+    curves: dict[int, dict[int, tuple[float, float | None]]]
+    truth: float  # mean over seeds at the full budget
+
+
+@dataclass(frozen=True)
+class Table:
+    candidates: tuple[Candidate, ...]
+    budgets: tuple[int, ...]
+    metric: str
+
+    @property
+    def best(self) -> int:
+        return int(np.argmax([c.truth for c in self.candidates]))
+
+    def top(self, fraction: float) -> set[int]:
+        """The indices of the best ceil(fraction x candidates) by true value."""
+        k = max(1, math.ceil(fraction * len(self.candidates) - 1e-9))
+        return set(np.argsort([-c.truth for c in self.candidates], kind="stable")[:k].tolist())
+
+
+def load_table(frame: pd.DataFrame, metric: str = METRIC) -> Table:
+    """The table of `benchmarks/tabular.py` (a CSV read as a frame): every candidate measured at the full budget."""
+    needed = {"candidate_id", "arch", "seed", "budget", metric, "image_gmacs", "train_gflops"}
+    missing = sorted(needed - set(frame.columns))
+    if missing:
+        raise ConfigError(f"the table has no column {', '.join(missing)} (benchmarks/tabular.py writes them)",
+                          field="table")
+    budgets = tuple(sorted(int(b) for b in frame.budget.unique()))
+    n_column = f"{metric}_n" if f"{metric}_n" in frame else None
+    candidates = []
+    for candidate_id, rows in frame.groupby("candidate_id", sort=True):
+        curves: dict[int, dict[int, tuple[float, float | None]]] = {}
+        for row in rows.itertuples(index=False):
+            n = getattr(row, n_column) if n_column else None
+            curves.setdefault(int(row.seed), {})[int(row.budget)] = (float(getattr(row, metric)),
+                                                                     None if n is None or pd.isna(n) else float(n))
+        finals = [curve[budgets[-1]][0] for curve in curves.values() if budgets[-1] in curve]
+        if not finals:
+            raise ConfigError(f"candidate {candidate_id} was not measured at the full budget {budgets[-1]}",
+                              field="table")
+        first = rows.iloc[0]
+        cost = {name: float(first[name]) for name in ("image_gmacs", "image_params_m", "train_gflops") if name in rows}
+        candidates.append(Candidate(str(candidate_id), Arch.from_json(first.arch), cost, curves,
+                                    float(np.mean(finals))))
+    return Table(tuple(candidates), budgets, metric)
+
+
+# ---- the searchers -------------------------------------------------------------------------------------------
+
+class RandomOrder:
+    """Random search over the table: candidates uniformly without replacement."""
+
+    def __init__(self, table: Table, rng: np.random.Generator):
+        self.order = list(rng.permutation(len(table.candidates)))
+
+    def next(self) -> int | None:
+        return self.order.pop(0) if self.order else None
+
+    def tell(self, index: int, reported: Mapping[int, float], completed: bool) -> None:
+        pass
+
+
+def space_parameters(study: Study, table: Table) -> dict[int, tuple[dict[str, Any], dict[str, Any]]]:
+    """Each table candidate's parameters and Optuna distributions in the study's space (the space is enumerated
+    through its own define-by-run `suggest`, on Optuna's `FixedTrial`)."""
+    import optuna
+
+    from nas.space import SearchSpace
+
+    space: SearchSpace = study.space
+    names, domains = zip(*[(name, domain) for name, domain in space.params()])
+    if not space.finite or math.prod(len(d.options()) for d in domains) > 1_000_000:
+        raise ConfigError("replaying TPE enumerates the space: it needs a finite space of at most 10^6 points",
+                          source=study.source, field="space")
+    wanted = {c.candidate_id: i for i, c in enumerate(table.candidates)}
+    found: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+    for values in itertools.product(*(d.options() for d in domains)):
+        trial = optuna.trial.FixedTrial(dict(zip(names, values)))
+        try:
+            arch = space.suggest(trial)
+        except (ConfigError, ValueError):
+            continue
+        index = wanted.get(arch.arch_id)
+        if index is not None and index not in found:
+            found[index] = (dict(trial.params), dict(trial.distributions))
+    lost = [table.candidates[i].arch.name() for i in range(len(table.candidates)) if i not in found]
+    if lost:
+        raise ConfigError(f"not archs of the study's space: {', '.join(lost[:3])}", source=study.source,
+                          field="space")
+    return found
+
+
+class TPEProjected:
+    """Optuna's TPE as the study configures it, projected onto the table (the module docstring)."""
+
+    def __init__(self, table: Table, study: Study, rng: np.random.Generator,
+                 parameters: dict[int, tuple[dict[str, Any], dict[str, Any]]]):
+        import optuna
+
+        from nas.search.searcher import Proposer, make_sampler
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.table, self.rng, self.parameters = table, rng, parameters
+        self.directions = ["maximize" if way == "max" else "minimize" for way in study.objectives.values()]
+        self.objectives = list(study.objectives)
+        self.optuna = optuna.create_study(sampler=make_sampler(study), directions=self.directions)
+        self.propose = Proposer(study)
+        self.untried = set(range(len(table.candidates)))
+
+    def next(self) -> int | None:
+        from optuna.trial import TrialState
+
+        if not self.untried:
+            return None
+        asked = self.optuna.ask()
+        self.propose(asked)
+        untried = sorted(self.untried)
+        distance = [sum(asked.params.get(name) != value for name, value in self.parameters[i][0].items()) +
+                    len(set(asked.params) - set(self.parameters[i][0])) for i in untried]
+        nearest = [i for i, d in zip(untried, distance) if d == min(distance)]
+        self.optuna.tell(asked, state=TrialState.FAIL)
+        index = int(self.rng.choice(nearest))
+        self.untried.discard(index)
+        return index
+
+    def tell(self, index: int, reported: Mapping[int, float], completed: bool) -> None:
+        """What `StudySearcher` tells: intermediate values (one objective), COMPLETE at the full budget with the
+        objectives' values, PRUNED otherwise."""
+        import optuna
+        from optuna.trial import TrialState
+
+        params, distributions = self.parameters[index]
+        candidate = self.table.candidates[index]
+        last = {self.table.metric: reported[max(reported)], **candidate.cost}
+        values = [last[name] for name in self.objectives] if completed else None
+        single = len(self.objectives) == 1
+        self.optuna.add_trial(optuna.trial.create_trial(
+            params=params, distributions=distributions, state=TrialState.COMPLETE if completed else TrialState.PRUNED,
+            values=values, intermediate_values={int(b): v for b, v in reported.items()} if single else None))
+
+
+# ---- one replay ----------------------------------------------------------------------------------------------
+
+@dataclass
+class ReplayTrial:
+    """What a Tune scheduler reads of a trial: its id."""
+
+    trial_id: str
+
+
+@dataclass
+class Outcome:
+    """One replay: (samples spent, true regret of the incumbent, the incumbent) after every report, the
+    candidates in the order they started, and where each ended (the last budget it reported)."""
+
+    started: list[int] = field(default_factory=list)
+    spent: list[float] = field(default_factory=list)
+    regret: list[float] = field(default_factory=list)
+    incumbent: list[int] = field(default_factory=list)
+    ended: dict[int, int] = field(default_factory=dict)
+
+
+def search_study(study: Study, strategy: Strategy, seed: int) -> Study:
+    """The study as this strategy searches it: its early stopping, objectives and sampler seed."""
+    objectives = {METRIC: "max", "image_gmacs": "min"} if strategy.pareto else {METRIC: "max"}
+    budget = dataclasses.replace(study.budget, early_stopping=strategy.early_stopping, schedule="shared")
+    return dataclasses.replace(study, objectives=objectives, budget=budget, seed=seed, algorithm=strategy.sampler,
+                               archs=(), labels=(), groups={})
+
+
+def replay(table: Table, study: Study, strategy: Strategy, seed: int, workers: int, cost: str,
+           parameters: dict[int, tuple[dict[str, Any], dict[str, Any]]] | None) -> Outcome:
+    """One search over the table (the module docstring); deterministic for `seed`."""
+    from ray.tune.schedulers import TrialScheduler
+
+    from nas.search.schedulers import make_scheduler
+
+    rng = np.random.default_rng(seed)
+    searched = search_study(study, strategy, seed)
+    scheduler = make_scheduler(searched)
+    seeds = {i: int(rng.choice(sorted(c.curves))) for i, c in enumerate(table.candidates)}  # first: paired replays
+    searcher = TPEProjected(table, searched, rng, parameters) if strategy.sampler == "tpe" else \
+        RandomOrder(table, rng)
+    rungs = table.budgets if strategy.dense else study.budget.rungs
+    rungs = tuple(b for b in rungs if b <= study.budget.max_samples)
+    outcome, events, counter = Outcome(), [], itertools.count()
+    spent, best, reported_by = 0.0, None, {}
+    running = 0
+
+    def start(now: float) -> bool:
+        index = searcher.next()
+        if index is None:
+            return False
+        trial = ReplayTrial(f"{index:04d}")
+        outcome.started.append(index)
+        scheduler.on_trial_add(None, trial)
+        reported_by[index] = {}
+        pace = table.candidates[index].cost["train_gflops"]
+        heapq.heappush(events, (now + rungs[0] * pace, next(counter), index, trial, 0))
+        return True
+
+    while running < workers and start(0.0):
+        running += 1
+    while events:
+        now, _, index, trial, k = heapq.heappop(events)
+        candidate = table.candidates[index]
+        budget = rungs[k]
+        value, n = candidate.curves[seeds[index]][budget]
+        result = {"samples_seen": budget, "budget": budget, METRIC: value, f"{METRIC}_n": n, **candidate.cost}
+        spent += (budget - (rungs[k - 1] if k else 0)) * (candidate.cost["train_gflops"] if cost == "flops" else 1)
+        reported_by[index][budget] = value
+        decision = scheduler.on_trial_result(None, trial, result)
+        done = budget >= study.budget.max_samples or decision == TrialScheduler.STOP
+        if done:
+            scheduler.on_trial_complete(None, trial, result)
+            completed = budget >= study.budget.max_samples
+            searcher.tell(index, reported_by[index], completed)
+            outcome.ended[index] = budget
+            if completed and (best is None or value > best[1]):
+                best = (index, value)
+            running -= 1
+            while running < workers and start(now):
+                running += 1
+        else:
+            pace = candidate.cost["train_gflops"]
+            heapq.heappush(events, (now + (rungs[k + 1] - budget) * pace, next(counter), index, trial, k + 1))
+        outcome.spent.append(spent)
+        outcome.incumbent.append(-1 if best is None else best[0])
+        outcome.regret.append(math.nan if best is None else
+                              table.candidates[table.best].truth - table.candidates[best[0]].truth)
+    return outcome
+
+
+# ---- many replays, and what they say -------------------------------------------------------------------------
+
+def check(table: Table, study: Study, strategies: Sequence[str]) -> None:
+    """The study's rungs must be budgets of the table, and the strategies known."""
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        raise ConfigError(f"unknown strateg(ies) {', '.join(unknown)}; known: {', '.join(STRATEGIES)}",
+                          field="--strategies")
+    missing = [b for b in study.budget.rungs if b not in table.budgets]
+    if missing:
+        raise ConfigError(f"the study's rungs {', '.join(map(str, missing))} are not budgets of the table "
+                          f"({', '.join(map(str, table.budgets))})", source=study.source, field="budget")
+
+
+def _replays(job: tuple[Table, Study, str, Sequence[int], int, str, Any]) -> list[Outcome]:
+    table, study, name, seeds, workers, cost, parameters = job
+    return [replay(table, study, STRATEGIES[name], seed, workers, cost, parameters) for seed in seeds]
+
+
+def run_replays(table: Table, study: Study, strategies: Sequence[str], replays: int, workers: int,
+                cost: str = "samples", jobs: int = 1, seed: int = 0) -> dict[str, list[Outcome]]:
+    """`replays` replays of each strategy (replay r of every strategy draws the same seed curves, and random
+    search the same order of candidates: paired), on `jobs` processes."""
+    check(table, study, strategies)
+    parameters = space_parameters(study, table) if any(STRATEGIES[s].sampler == "tpe" for s in strategies) else None
+    seeds = [seed * 100_003 + r for r in range(replays)]
+    chunks = [seeds[i::max(1, jobs)] for i in range(max(1, jobs))]
+    work = [(table, study, name, chunk, workers, cost, parameters) for name in strategies for chunk in chunks if chunk]
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs) as pool:
+            done = list(pool.map(_replays, work))
+    else:
+        done = [_replays(job) for job in work]
+    outcomes: dict[str, list[Outcome]] = {name: [] for name in strategies}
+    for job, result in zip(work, done):
+        outcomes[job[2]].extend(result)
+    return outcomes
+
+
+def exhaustive(table: Table, study: Study, cost: str) -> float:
+    """Every candidate trained to the full budget, in samples (or training GFLOPs)."""
+    per = [c.cost["train_gflops"] if cost == "flops" else 1.0 for c in table.candidates]
+    return float(study.budget.max_samples * np.sum(per))
+
+
+def state_at(outcome: Outcome, spend: float) -> tuple[float, int]:
+    """(regret, incumbent) after the last report with spent <= spend: (nan, -1) before any full-budget result."""
+    position = int(np.searchsorted(outcome.spent, spend, side="right")) - 1
+    if position < 0:
+        return math.nan, -1
+    return outcome.regret[position], outcome.incumbent[position]
+
+
+def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and its t interval over replays (the finite values); nan without two."""
+    from scipy import stats
+
+    x = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
+    if len(x) < 2:
+        return (float(x.mean()) if len(x) else math.nan), math.nan, math.nan
+    half = stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
+    return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
+
+
+def proportion(hits: int, n: int) -> str:
+    if n == 0:
+        return "n/a (0 replays)"
+    low, high = wilson_interval(hits, n)
+    return f"{hits / n:.2f} [{low:.2f}, {high:.2f}] ({hits}/{n})"
+
+
+def _points(value: tuple[float, float, float]) -> str:
+    mean, low, high = (100 * v for v in value)
+    return "n/a" if math.isnan(mean) else f"{mean:.2f}" if math.isnan(low) else f"{mean:.2f} [{low:.2f}, {high:.2f}]"
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The figures of one strategy over its replays (regrets in the metric's units)."""
+
+    strategy: str
+    replays: int
+    regret: dict[float, tuple[float, float, float]]  # fraction of exhaustive compute -> mean, low, high
+    found: dict[float, float]                         # share of replays with a full-budget incumbent by then
+    top_hits: int                                     # replays whose incumbent at AT_FRACTION is a top candidate
+    best_sampled: int                                 # replays that sampled the table's best
+    best_first_rung: int                              # ... and stopped it at the first rung
+    best_lost: int                                    # ... and stopped it before the full budget
+
+
+def summarise(table: Table, study: Study, outcomes: Mapping[str, list[Outcome]],
+              cost: str = "samples") -> list[Summary]:
+    total, top, best = exhaustive(table, study, cost), table.top(TOP_FRACTION), table.best
+    first, full = study.budget.ladder[0], study.budget.max_samples
+    summaries = []
+    for name, runs in outcomes.items():
+        at = {f: [state_at(o, f * total) for o in runs] for f in FRACTIONS}
+        sampled = [o for o in runs if best in o.ended]
+        summaries.append(Summary(
+            name, len(runs), {f: mean_interval([r for r, _ in at[f]]) for f in FRACTIONS},
+            {f: float(np.mean([i >= 0 for _, i in at[f]])) for f in FRACTIONS},
+            sum(state_at(o, AT_FRACTION * total)[1] in top for o in runs), len(sampled),
+            sum(o.ended[best] <= first for o in sampled), sum(o.ended[best] < full for o in sampled)))
+    return summaries
+
+
+def paired(outcomes: Mapping[str, list[Outcome]], table: Table, study: Study, a: str, b: str, fraction: float,
+           cost: str = "samples") -> tuple[float, float, float]:
+    """Mean regret of `a` minus `b` at `fraction` of exhaustive compute over the replays both found an incumbent
+    in (replay r of each drew the same seed curves): its t interval."""
+    total = exhaustive(table, study, cost)
+    return mean_interval([state_at(x, fraction * total)[0] - state_at(y, fraction * total)[0]
+                          for x, y in zip(outcomes[a], outcomes[b])])
+
+
+def report(table: Table, study: Study, outcomes: Mapping[str, list[Outcome]], cost: str = "samples") -> str:
+    summaries = summarise(table, study, outcomes, cost)
+    unit = "training GFLOPs" if cost == "flops" else "samples"
+    lines = [f"{len(table.candidates)} candidates; table best {table.candidates[table.best].arch.name()} at "
+             f"{table.candidates[table.best].truth:.2%} {table.metric} (mean over its seeds); exhaustive compute "
+             f"{exhaustive(table, study, cost):,.0f} {unit}; ladder {', '.join(f'{b:,}' for b in study.budget.ladder)}"
+             f"; {summaries[0].replays if summaries else 0} replays per strategy", "",
+             f"Regret of the best candidate found ({table.metric}, points; mean [95 % interval] over the replays "
+             "that found one; share found) at fractions of exhaustive compute:"]
+    headers = ["strategy", *(f"{f:.0%}" for f in FRACTIONS)]
+    rows = [[s.strategy, *(f"{_points(s.regret[f])} ({s.found[f]:.0%})" for f in FRACTIONS)] for s in summaries]
+    lines += [format_table(headers, rows), "",
+              f"P(top {TOP_FRACTION:.0%} candidate at {AT_FRACTION:.0%} of exhaustive compute), and the table's best "
+              f"when sampled: stopped at the first rung ({study.budget.ladder[0]:,}), stopped before the full budget:"]
+    rows = [[s.strategy, proportion(s.top_hits, s.replays), proportion(s.best_first_rung, s.best_sampled),
+             proportion(s.best_lost, s.best_sampled)] for s in summaries]
+    lines.append(format_table(["strategy", "P(top 10 %)", "best stopped at rung 1", "best stopped early"], rows))
+    comparisons = [(a, "asha") for a in ("curve", "curve-dense", "tpe-curve") if a in outcomes and "asha" in outcomes]
+    if comparisons:
+        lines += ["", "Paired differences of regret (points; same replay seeds), negative: the first finds better:"]
+        for a, b in comparisons:
+            differences = [f"{a} - {b} at {f:.0%}: {_points(paired(outcomes, table, study, a, b, f, cost))}"
+                           for f in (AT_FRACTION, 1.0)]
+            lines.append("  " + "; ".join(differences))
+    return "\n".join(lines)
+
+
+def plot(table: Table, study: Study, outcomes: Mapping[str, list[Outcome]], path: str | Path,
+         cost: str = "samples") -> list[Path]:
+    """Median regret (with its interquartile band) against the fraction of exhaustive compute, per strategy."""
+    from plots.style import SERIES_COLOURS, new_figure, save
+
+    total = exhaustive(table, study, cost)
+    grid = np.geomspace(0.01, 1.0, 60)
+    fig = new_figure()
+    ax = fig.axes[0] if fig.axes else fig.add_subplot()
+    for colour, (name, runs) in zip(itertools.cycle(SERIES_COLOURS), outcomes.items()):
+        curves = np.array([[state_at(o, f * total)[0] for o in runs] for f in grid]) * 100
+        defined = np.isfinite(curves).mean(axis=1) >= 0.5  # where most replays have an incumbent
+        low, median, high = (np.nanpercentile(curves[defined], q, axis=1) for q in (25, 50, 75))
+        ax.plot(grid[defined], median, color=colour, label=name)
+        ax.fill_between(grid[defined], low, high, color=colour, alpha=0.15, linewidth=0)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"fraction of exhaustive compute ({'training FLOPs' if cost == 'flops' else 'samples seen'})")
+    ax.set_ylabel(f"regret of the best found ({table.metric}, points)")
+    ax.axvline(AT_FRACTION, color="grey", linewidth=0.8, linestyle=":")
+    ax.legend(frameon=False)
+    return save(fig, path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--table", default=str(TABLE), help="the tabular benchmark (benchmarks/tabular.py's CSV)")
+    parser.add_argument("--study", default=str(STUDY), help="the search to replay (default studies/quickstart.yaml)")
+    parser.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
+                        help=f"comma-separated, of: {', '.join(STRATEGIES)}")
+    parser.add_argument("--replays", type=int, default=100, help="replays per strategy (default 100)")
+    parser.add_argument("--workers", type=int, help="trials at once (default: the study's concurrency, or 1)")
+    parser.add_argument("--cost", choices=("samples", "flops"), default="samples", help="what compute counts")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="processes (default 2)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the replays' seeds")
+    parser.add_argument("--plot", metavar="PATH", help="write the regret curves there (PNG and SVG)")
+    parser.add_argument("--json", metavar="PATH", help="write the summaries there")
+    args = parser.parse_args(argv)
+    begin = time.perf_counter()
+    try:
+        if not Path(args.table).is_file():
+            raise ConfigError("no such table: make it with benchmarks/tabular.py", source=args.table)
+        table = load_table(pd.read_csv(args.table))
+        study = Study.load(args.study)
+        strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+        outcomes = run_replays(table, study, strategies, args.replays, args.workers or study.resources.concurrency
+                               or 1, args.cost, args.jobs, args.seed)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(report(table, study, outcomes, args.cost))
+    if args.plot:
+        print("figure: " + ", ".join(str(p) for p in plot(table, study, outcomes, args.plot, args.cost)))
+    if args.json:
+        Path(args.json).write_text(json.dumps([dataclasses.asdict(s) for s in summarise(table, study, outcomes,
+                                                                                          args.cost)], indent=1))
+    print(f"({time.perf_counter() - begin:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""A tabular benchmark of a search space, made by the toolkit's own search: a learning curve per candidate, as a CSV.
+
+    .venv/bin/python benchmarks/tabular.py                   # studies/tabular_tiny.yaml -> benchmarks/tables/
+    .venv/bin/python benchmarks/tabular.py --resume          # continue after an interruption
+    .venv/bin/python benchmarks/tabular.py --study S.yaml --out runs/S --csv T.csv
+    .venv/bin/python benchmarks/tabular.py --from-run runs/tabular_tiny --csv T.csv    # the CSV of a finished run
+    .venv/bin/python benchmarks/tabular.py --fidelity FULL.csv CHEAP.csv [...]   # cheaper measurements, ranked
+
+The study must list its candidates (algorithm fixed, or grid: the space's feasible archs in a stratified order,
+`nas.stratified`) and run without early stopping, so that every candidate is measured at every rung
+(`budget.between` and `budget.below` add evaluations off the ladder) and, with `repeats`, a share of them
+with a second seed. `vitamin-nas search` would run the same study: this script runs it through the same
+`nas.search.search` (Ray Tune, Optuna, the trainer, the results database in OUT/study.db), then writes one row
+per trial and rung:
+
+    candidate_id, arch_id, arch_name, family, arch (JSON), image_size, mask_ratio, seed, status,
+    budget, samples_seen, zeroshot_top1, zeroshot_top1_n, zeroshot_top1_low, zeroshot_top1_high (every metric
+    the study measured, with its eval-set size and 95 % interval), loss, wall_s (cumulative seconds),
+    image_gmacs, image_params_m, train_gflops (analytic, per sample), naswot, synflow (at initialisation)
+
+`arch_id` is the tower as measured; `candidate_id` the same tower at the space's own resolution, which
+pairs a study measured at a lower `image_size` with the full one. `seed` is the training seed (the recipe's,
+or a repeat's). `benchmarks/search_efficiency.py` replays searches over the table. Prints the time it took;
+asserts nothing.
+
+Fidelity axes beyond samples seen are tables of the same candidates measured more cheaply: a study that
+extends this one with `image_size: 32` (studies/tabular_tiny_32px.yaml) or `train: {mask_ratio: 0.5}`
+(studies/tabular_tiny_masked.yaml). `--fidelity FULL.csv CHEAP.csv ...` ranks the candidates by every budget of
+each cheaper table, by every earlier budget of the full one, and by the size and zero-cost scores, against
+the full table's last budget (`nas.fidelity`: Spearman and Kendall with bootstrap intervals, top-k overlap,
+promotions that would change; a candidate's value is its mean over seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from nas import status  # noqa: E402
+from nas.arch import Arch  # noqa: E402
+from nas.errors import ConfigError  # noqa: E402
+from nas.fidelity import SIZE_SCORES, FidelityRow, compare, format_fidelity  # noqa: E402
+from nas.metrics import EVALUATED, ZERO_COST  # noqa: E402
+from nas.results import ResultStore  # noqa: E402
+from nas.study import Study  # noqa: E402
+
+STUDY = REPO / "studies" / "tabular_tiny.yaml"
+TABLES = REPO / "benchmarks" / "tables"
+#: Cost columns of the table: the analytic cost of the image tower and of one training sample.
+COST_COLUMNS = ("image_gmacs", "image_params_m", "train_gflops")
+IDENTITY = ("candidate_id", "arch_id", "arch_name", "family", "arch", "image_size", "mask_ratio", "seed", "status")
+
+
+def check_study(study: Study) -> None:
+    """A table needs every candidate measured at every rung: listed candidates, no early stopping, one schedule."""
+    if not study.archs:
+        raise ConfigError("a table lists its candidates: algorithm fixed or grid", source=study.source,
+                          field="algorithm")
+    if study.budget.early_stopping != "none" or study.budget.per_budget:
+        raise ConfigError("a table measures every candidate at every rung: early_stopping: none, schedule: shared",
+                          source=study.source, field="budget")
+
+
+def run(study: Study, out: str | Path, resume: bool = False, **options) -> ResultStore:
+    """The study's search (`nas.search.search`), or with `resume` its continuation."""
+    from nas.search import search
+
+    check_study(study)
+    return search(study, out, resume=resume, **options)
+
+
+def table(store: ResultStore, proxies: Sequence[str] = ZERO_COST, progress: bool = False) -> pd.DataFrame:
+    """One row per measured trial and rung (the module docstring's columns), zero-cost scores computed for
+    the archs whose scores the study did not record."""
+    from nas.proxies import zero_cost_scores
+
+    study = store.study()
+    frame = store.frame(status=status.MEASURED)
+    if frame.empty:
+        return pd.DataFrame(columns=IDENTITY)
+    archs = {arch_id: Arch.from_json(text) for arch_id, text in frame.drop_duplicates("arch_id")[["arch_id", "arch"]]
+             .itertuples(index=False)}
+    own_size = study.space.spec.get("image_size")  # the space's resolution, when it has one
+    candidate = {a: (arch.replace(image_size=own_size) if isinstance(own_size, int) else arch).arch_id
+                 for a, arch in archs.items()}
+    missing = [p for p in proxies if p not in frame or frame[p].isna().any()]
+    if missing:
+        from tqdm import tqdm
+
+        scores = {a: zero_cost_scores(arch, names=tuple(missing))
+                  for a, arch in tqdm(archs.items(), desc="zero-cost proxies", unit="arch", disable=not progress)}
+        frame = frame.assign(**{p: frame.arch_id.map(lambda a, p=p: scores[a][p]) for p in missing})
+    metrics = [c for name in EVALUATED if name in frame and frame[name].notna().any()
+               for c in (name, f"{name}_n", f"{name}_low", f"{name}_high") if c in frame]
+    out = frame.assign(
+        candidate_id=frame.arch_id.map(candidate), image_size=frame.arch_id.map(lambda a: archs[a].image_size),
+        mask_ratio=study.train.mask_ratio, seed=frame.seed.map(lambda s: study.train.seed if pd.isna(s) else int(s)))
+    columns = [*IDENTITY, "budget", "samples_seen", *metrics, "loss", "wall_s", *COST_COLUMNS, *proxies]
+    out = out[[c for c in columns if c in out]]
+    return out.sort_values(["candidate_id", "seed", "budget"], kind="stable").reset_index(drop=True)
+
+
+def write_table(store: ResultStore, path: str | Path, progress: bool = False) -> pd.DataFrame:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = table(store, progress=progress)
+    frame.to_csv(path, index=False, float_format="%.6g")
+    return frame
+
+
+def summary(frame: pd.DataFrame, metric: str = "zeroshot_top1") -> str:
+    """What the table holds: candidates, seeds, budgets, the spread of the metric at the full budget."""
+    if frame.empty:
+        return "an empty table"
+    full = frame[frame.budget == frame.budget.max()]
+    repeated = frame.groupby("candidate_id").seed.nunique()
+    lines = [f"{frame.candidate_id.nunique()} candidates ({int((repeated > 1).sum())} with a second seed), "
+             f"{frame.budget.nunique()} budgets ({', '.join(f'{b:,}' for b in sorted(frame.budget.unique()))}), "
+             f"{len(frame)} rows"]
+    if metric in full and full[metric].notna().any():
+        lines.append(f"{metric} at {int(full.budget.iloc[0]):,} samples: {full[metric].min():.4f} to "
+                     f"{full[metric].max():.4f} (median {full[metric].median():.4f})")
+    return "\n".join(lines)
+
+
+def measurement(frame: pd.DataFrame) -> str:
+    """How a table measured its candidates, for a fidelity label: '32 px', 'mask 0.5', '32 px, mask 0.5'."""
+    parts = []
+    if frame.image_size.nunique() == 1:
+        parts.append(f"{int(frame.image_size.iloc[0])} px")
+    if frame.mask_ratio.max() > 0:
+        parts.append(f"mask {frame.mask_ratio.max():g}")
+    return ", ".join(parts)
+
+
+def fidelity(full: pd.DataFrame, cheap: Sequence[pd.DataFrame] = (), metric: str = "zeroshot_top1",
+             reduction_factor: float = 3.0, **options) -> list[FidelityRow]:
+    """Each cheaper measurement against `full`'s last budget, on the candidates both measured (the module
+    docstring); `options` go to `nas.fidelity.compare`."""
+    target = int(full.budget.max())
+    truth = full[full.budget == target].groupby("candidate_id")[metric].mean()
+    rows = []
+    for table, own in [(full[full.budget < target], True), *((t, False) for t in cheap)]:
+        for budget, at in table.groupby("budget"):
+            both = pd.concat([at.groupby("candidate_id")[metric].mean(), truth], axis=1, join="inner").dropna()
+            if len(both) >= 3:
+                name = f"{int(budget):,}" if own else f"{measurement(table)} {int(budget):,}"
+                rows.append(compare(both.iloc[:, 0], both.iloc[:, 1], cheap_label=name, expensive_label=target,
+                                    reduction_factor=reduction_factor, **options))
+    per_candidate = full.drop_duplicates("candidate_id").set_index("candidate_id")
+    for score, way in {**SIZE_SCORES, **dict.fromkeys(ZERO_COST, "max")}.items():
+        if score in per_candidate:
+            both = pd.concat([per_candidate[score].astype(float) * (1 if way == "max" else -1), truth], axis=1,
+                             join="inner").dropna()
+            if len(both) >= 3:
+                rows.append(compare(both.iloc[:, 0], both.iloc[:, 1], cheap_label=score,
+                                    expensive_label=target, reduction_factor=reduction_factor, **options))
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--study", default=str(STUDY), help="the study (default studies/tabular_tiny.yaml)")
+    parser.add_argument("--out", help="the search's directory (default runs/<study name>)")
+    parser.add_argument("--csv", help="the table (default benchmarks/tables/<study name>.csv)")
+    parser.add_argument("--resume", action="store_true", help="continue the search in --out")
+    parser.add_argument("--from-run", metavar="DIR", help="write the table of a finished search; run nothing")
+    parser.add_argument("--fidelity", nargs="+", metavar="CSV",
+                        help="the full table, then cheaper tables of its candidates: print their fidelity; run nothing")
+    args = parser.parse_args(argv)
+    if args.fidelity:
+        full, *cheap = (pd.read_csv(path) for path in args.fidelity)
+        print(f"ranking of {full.candidate_id.nunique()} candidates at {int(full.budget.max()):,} samples "
+              f"({measurement(full)}) by cheaper measurements:")
+        print(format_fidelity(fidelity(full, cheap)))
+        return 0
+    try:
+        begin = time.perf_counter()
+        if args.from_run:
+            store = ResultStore.open(args.from_run, readonly=True)
+            name = store.study().name
+        else:
+            study = Study.load(args.study)
+            name = study.name
+            store = run(study, Path(args.out or REPO / "runs" / name), resume=args.resume)
+        csv = Path(args.csv or TABLES / f"{name}.csv")
+        frame = write_table(store, csv, progress=True)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(summary(frame))
+    print(f"table: {csv} ({time.perf_counter() - begin:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

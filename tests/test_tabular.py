@@ -1,0 +1,113 @@
+"""The tabular benchmark (benchmarks/tabular.py) on a tiny setting: a real search of two towers, no early
+stopping, evaluations between the ladder's rungs, the first candidate repeated with a second seed."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+from search_helpers import synthetic_data, tower, write_study
+
+from nas.errors import ConfigError
+from nas.proxies import zero_cost_scores
+from nas.study import Study
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import tabular  # noqa: E402
+
+ARCHS = [tower(32, 1), tower(64, 2, block="convnext")]
+
+
+def tabular_study(directory: Path, data: Path, **fields) -> Study:
+    budget = {"min_samples": 64, "max_samples": 256, "reduction_factor": 2, "early_stopping": "none", "between": 1}
+    return Study.load(write_study(directory, data, **{
+        "algorithm": "fixed", "archs": [a.to_dict() for a in ARCHS], "trials": len(ARCHS),
+        "objectives": {"zeroshot_top1": "max"}, "budget": budget, "repeats": {"seeds": [1], "fraction": 0.5},
+        "data": {"urls": str(data / "shards"), "zeroshot": str(data / "eval" / "zeroshot")},
+        "resources": {"cpus": 1, "concurrency": 2}, **fields}))
+
+
+@pytest.mark.slow
+def test_a_tiny_table_has_every_candidate_at_every_rung_and_a_second_seed(tmp_path):
+    data = synthetic_data(tmp_path)
+    study = tabular_study(tmp_path / "study", data)
+    assert study.budget.rungs == (64, 91, 128, 181, 256) and study.trials == 3
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", _temp_dir=temp,
+             log_to_driver=False)
+    try:
+        store = tabular.run(study, tmp_path / "out")
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+    assert tabular.main(["--from-run", str(tmp_path / "out"), "--csv", str(tmp_path / "t.csv")]) == 0
+    frame = pd.read_csv(tmp_path / "t.csv")
+    assert set(frame.arch_id) == {a.arch_id for a in ARCHS} and (frame.candidate_id == frame.arch_id).all()
+    runs = frame.groupby(["arch_id", "seed"]).budget.apply(tuple)
+    assert len(runs) == 3 and all(b == study.budget.rungs for b in runs)  # every run at every rung
+    repeated = ARCHS[0].arch_id  # the first listed candidate: half of two
+    assert sorted(frame[frame.arch_id == repeated].seed.unique()) == [0, 1]
+    assert set(frame[frame.arch_id != repeated].seed) == {0}
+    first, second = (frame[(frame.arch_id == repeated) & (frame.seed == s)].loss.to_numpy() for s in (0, 1))
+    assert (first != second).any()  # another initialisation and data order
+    assert (frame.zeroshot_top1_n == 2 * 80).all()  # 2 images per class of the tests' data
+    assert ((frame.zeroshot_top1_low <= frame.zeroshot_top1) & (frame.zeroshot_top1 <= frame.zeroshot_top1_high)).all()
+    assert (frame.samples_seen >= frame.budget).all() and (frame.status == "completed").all()
+    for arch in ARCHS:
+        rows = frame[frame.arch_id == arch.arch_id]
+        assert (rows.arch_name == arch.name()).all() and (rows.image_size == 32).all()
+        assert rows.naswot.iloc[0] == pytest.approx(zero_cost_scores(arch)["naswot"], rel=1e-5)
+    assert store.study().repeats.seeds == (1,)
+
+
+def test_a_table_needs_listed_candidates_and_no_early_stopping(tmp_path):
+    data = tmp_path / "data"
+    with pytest.raises(ConfigError, match="early_stopping: none"):
+        tabular.check_study(tabular_study(tmp_path, data, budget={"min_samples": 64, "max_samples": 256}))
+    searched = Study.load(write_study(tmp_path, data, algorithm="random", trials=2))
+    with pytest.raises(ConfigError, match="lists its candidates"):
+        tabular.check_study(searched)
+
+
+def test_the_tabular_study_extends_the_quickstart_and_covers_the_space_evenly():
+    study = Study.load(Path(__file__).resolve().parents[1] / "studies" / "tabular_tiny.yaml")
+    quickstart = Study.load(Path(__file__).resolve().parents[1] / "studies" / "quickstart.yaml")
+    tabular.check_study(study)
+    assert replace(study.train, rungs=()) == replace(quickstart.train, rungs=())  # the quickstart's recipe
+    assert study.data == quickstart.data and study.text == quickstart.text
+    assert set(quickstart.budget.rungs) < set(study.budget.rungs) and study.budget.max_samples == \
+        quickstart.budget.max_samples
+    assert len(study.archs) >= 32 and study.repeats.count(len(study.archs)) >= len(study.archs) / 4
+    blocks = {(a.stages[0].block, a.stages[1].block) for a in study.archs}
+    assert len(blocks) == 6  # every pair of stage blocks the space offers
+    assert {a.transformer.depth for a in study.archs} == {2, 3, 4}
+    assert {a.stages[0].width for a in study.archs} == {16, 24, 32}
+
+
+def test_fidelity_ranks_cheaper_tables_of_the_same_candidates_against_the_full_one():
+    ids = [f"c{i}" for i in range(6)]
+    truth = [0.10, 0.30, 0.20, 0.50, 0.40, 0.60]
+
+    def frame(values: dict[int, list[float]], image_size: int = 64, mask_ratio: float = 0.0) -> pd.DataFrame:
+        return pd.DataFrame([{"candidate_id": c, "seed": 0, "budget": budget, "zeroshot_top1": v[i],
+                              "image_size": image_size, "mask_ratio": mask_ratio, "image_params_m": float(i),
+                              "image_gmacs": 1.0 - i / 10, "naswot": -truth[i]} for budget, v in values.items()
+                             for i, c in enumerate(ids)])
+
+    reversed_order = [1 - t for t in truth]
+    full = frame({100: reversed_order, 900: truth})
+    low = frame({100: [t / 2 for t in truth]}, image_size=32)  # the same order: a perfect proxy
+    masked = frame({100: reversed_order}, mask_ratio=0.5)
+    rows = {r.cheap: r for r in tabular.fidelity(full, [low, masked], n_bootstrap=200)}
+    assert {"100", "32 px 100", "64 px, mask 0.5 100", "image_params_m", "image_gmacs", "naswot", "synflow"} - \
+        set(rows) == {"synflow"}  # no synflow column in these tables
+    assert rows["32 px 100"].spearman == pytest.approx(1.0) and rows["32 px 100"].top_overlap == 1.0
+    assert rows["100"].spearman == pytest.approx(-1.0) and rows["64 px, mask 0.5 100"].spearman == pytest.approx(-1)
+    assert rows["naswot"].spearman == pytest.approx(-1.0) and all(r.expensive == 900 for r in rows.values())
+    assert rows["image_gmacs"].spearman == pytest.approx(-rows["image_params_m"].spearman)  # larger predicts better
