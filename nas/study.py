@@ -484,7 +484,7 @@ class _Reader:
             if used and not archs:
                 raise self.error("needs the candidates listed: algorithm fixed or grid", where)
         if image_size is not None:
-            archs = self.resized(archs, self.integer(image_size, "image_size", low=1))
+            archs = self.resized(archs, image_size)
         labels = tuple(raw["archs"])[:len(archs)] if isinstance(raw.get("archs"), dict) else ()
         train = self.train(raw.get("train"), budget, resources.loader_workers if workers is None else workers)
         if train.seed in repeats.seeds:
@@ -515,13 +515,15 @@ class _Reader:
         except ConfigError as err:
             raise self.error(str(err), "extends") from None
 
-    def resized(self, archs: tuple[Arch, ...], image_size: int) -> tuple[Arch, ...]:
-        """The listed candidates at `image_size` (checked against the constraints at their own resolution)."""
+    def resized(self, archs: tuple[Arch, ...], image_size: Any, distinct: bool = True) -> tuple[Arch, ...]:
+        """The listed candidates at `image_size` (checked against the constraints at their own resolution); with
+        `distinct`, no two of them may become the same arch."""
+        image_size = self.integer(image_size, "image_size", low=1)
         try:
             resized = tuple(arch.replace(image_size=image_size) for arch in archs)
         except ConfigError as err:
             raise self.error(err.message, "image_size") from None
-        if len(set(resized)) < len(resized):
+        if distinct and len(set(resized)) < len(resized):
             raise self.error("makes two listed candidates the same arch", "image_size")
         return resized
 
@@ -706,8 +708,7 @@ class _Reader:
             else:
                 found = space.enumerate(feasible=True)
                 if raw.get("image_size") is not None:  # the grid at one resolution: archs that differ only in it
-                    size = self.integer(raw["image_size"], "image_size", low=1)  # are one candidate
-                    found = dict.fromkeys(arch.replace(image_size=size) for arch in found)
+                    found = dict.fromkeys(self.resized(tuple(found), raw["image_size"], distinct=False))
                 archs = stratified_order(found, seed)
             if not archs:
                 raise self.error("no arch of the space meets the constraints", "constraints")
