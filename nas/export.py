@@ -242,7 +242,8 @@ def trained(store: ResultStore, *, trial: int | None = None, arch_id: str | None
         where = f"; checkpoints kept at: {', '.join(f'{b:,}' for b in with_checkpoint)} samples seen (--budget)" \
             if with_checkpoint else "; none of its rungs has one"
         raise ConfigError(f"no checkpoint was kept of {_what(trial, arch_id)} at {budget:,} samples seen (a search "
-                          f"keeps each trial's last rung){where}", source=str(store.path), field="--budget")
+                          f"keeps each trial's rungs, or with storage.keep the best trials' at each rung){where}",
+                          source=str(store.path), field="--budget")
     return kept[0]
 
 

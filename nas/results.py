@@ -319,6 +319,10 @@ class ResultStore:
         self.update_trial(trial_id, rung=rung, budget=budget, samples_seen=int(metrics["samples_seen"]),
                           wall_s=metrics.get("wall_s"), **where)
 
+    def forget_checkpoint(self, trial_id: str, rung: int) -> None:
+        """A rung's checkpoint was deleted (`storage.keep`: nas.search.retention): the rung keeps none."""
+        self.db.execute("UPDATE nas_rungs SET checkpoint = NULL WHERE trial_id = ? AND rung = ?", (trial_id, rung))
+
     def checkpoint_path(self, checkpoint: str) -> Path:
         """A rung's `checkpoint` (as stored, relative to the run directory) as an absolute path: the directory
         holding that rung's `checkpoint.pt`, wherever the run directory now is."""

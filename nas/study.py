@@ -23,7 +23,9 @@
                                              # (+ early_stopping: asha|curve|none, schedule: shared|per_budget,
                                              #  between: evaluations between rungs, below: under the first)
     constraints: {image_gmacs: {max: 0.05}}  # on top of the space's
-    resources: {cpus: 1, gpus: 0, memory_gib: null, concurrency: 2}
+    resources: {cpus: 1, gpus: 0, memory_gib: null, concurrency: 2}   # per trial; with workers: N, per worker
+                                             # of a data-parallel trial (Ray Train); gpus: 0.25 packs 4 per GPU
+    storage: {keep: 3}                       # optional: the rung checkpoints of only the best 3 at each rung
     seed: 0
     failures: {max_retries: 2, oom_retries: 1}
     repeats: {seeds: [1], fraction: 0.25}    # listed candidates: the first quarter again with train.seed 1
@@ -73,10 +75,10 @@ DIRECTIONS = ("max", "min")
 EARLY_STOPPING = ("asha", "curve", "none")
 SCHEDULES = ("shared", "per_budget")
 TOP_FIELDS = ("name", "description", "extends", "space", "data", "text", "train", "objectives", "algorithm",
-              "sampler", "archs", "groups", "trials", "budget", "constraints", "resources", "seed", "failures",
-              "repeats", "image_size")
+              "sampler", "archs", "groups", "trials", "budget", "constraints", "resources", "storage", "seed",
+              "failures", "repeats", "image_size")
 #: Sections a study that `extends` another merges field by field with the base's.
-MERGED_SECTIONS = ("data", "train", "budget", "resources", "failures")
+MERGED_SECTIONS = ("data", "train", "budget", "resources", "storage", "failures")
 #: The base's fields that belong to its algorithm: not inherited by a study that chooses another.
 ALGORITHM_FIELDS = ("sampler", "archs", "groups", "trials")
 #: The base's fields about its listed candidates: not inherited by a study that lists its own.
@@ -202,9 +204,14 @@ class Repeats:
 
 @dataclass(frozen=True)
 class Resources:
-    """One trial's share of a node, and how many trials run at once (None: as many as the cluster holds).
+    """One trial's share of the cluster, and how many trials run at once (None: as many as the cluster holds).
 
-    `memory_gib` caps what a trial may allocate: on a GPU, its share of the device's memory; on a CPU, the
+    With `workers: 1` (the default) a trial is one process with `cpus` CPUs and `gpus` GPUs; a fraction of a GPU
+    (`gpus: 0.25`) lets four trials share one device, each capped to its share of the device's memory. With
+    `workers: N > 1` a trial is a data-parallel Ray Train job of N processes (ranks), and `cpus`, `gpus` and
+    `memory_gib` are each rank's: one whole GPU per rank (NCCL), or none (gloo on CPUs).
+
+    `memory_gib` caps what a process may allocate: on a GPU, its share of the device's memory; on a CPU, the
     address space it may add to its worker, so that a candidate too big for the machine fails with `oom`
     instead of taking the node down. Ray also reserves it when placing trials, and each trial then runs in
     a fresh worker process.
@@ -214,6 +221,7 @@ class Resources:
     gpus: float = 0.0
     memory_gib: float | None = None
     concurrency: int | None = None
+    workers: int = 1
 
     def __post_init__(self) -> None:
         for name in ("cpus", "gpus"):
@@ -226,10 +234,19 @@ class Resources:
                  "memory_gib", f"must be a positive number of GiB or null, got {self.memory_gib!r}")
         _require(self.concurrency is None or _is_int(self.concurrency, 1), "concurrency",
                  f"must be an integer >= 1, got {self.concurrency!r}")
+        _require(_is_int(self.workers, 1), "workers", f"must be an integer >= 1, got {self.workers!r}")
+        _require(self.workers == 1 or self.gpus in (0, 1), "gpus",
+                 f"with workers: {self.workers}, each worker is one rank on one whole GPU (NCCL cannot run two ranks "
+                 f"of a job on one device) or on CPUs only: 0 or 1, got {self.gpus!r}")
+
+    @property
+    def data_parallel(self) -> bool:
+        """Whether a trial is a Ray Train job of several ranks (`nas.search.data_parallel`)."""
+        return self.workers > 1
 
     @property
     def threads(self) -> int:
-        """Torch threads of one trial: its whole CPUs (at least one)."""
+        """Torch threads of one trial process (of each rank): its whole CPUs (at least one)."""
         return max(1, int(self.cpus))
 
     @property
@@ -237,6 +254,27 @@ class Resources:
         """Loader processes for the trial's CPU share: none below 3 CPUs (decoding in the training process costs
         less than a worker's start and memory there), else one per CPU beyond the training thread's, up to 8."""
         return 0 if self.cpus < 3 else min(8, int(self.cpus) - 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file form; `workers` only when a trial has several (a study stored before it existed reads back
+        unchanged)."""
+        values = dataclasses.asdict(self)
+        if self.workers == 1:
+            values.pop("workers")
+        return values
+
+
+@dataclass(frozen=True)
+class Storage:
+    """What a search keeps on disk beyond what resume needs. `keep: K` keeps the rung checkpoints of only the
+    best K trials at each rung (by the study's first measured objective; with several objectives, the rung's
+    Pareto front too); None keeps every rung's (`nas.search.retention`)."""
+
+    keep: int | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.keep is None or _is_int(self.keep, 1), "keep",
+                 f"must be an integer >= 1 (how many trials keep their rung checkpoints) or null, got {self.keep!r}")
 
 
 @dataclass(frozen=True)
@@ -283,6 +321,7 @@ class Study:
     budget: Budget
     resources: Resources = field(default_factory=Resources)
     failures: FailurePolicy = field(default_factory=FailurePolicy)
+    storage: Storage = field(default_factory=Storage)
     seed: int = 0
     archs: tuple[Arch, ...] = ()
     labels: tuple[str, ...] = ()  # one per arch when the study names its candidates
@@ -355,7 +394,8 @@ class Study:
             **({"archs": dict(zip(self.labels, archs)) if self.labels else archs} if self.archs else {}),
             **({"groups": self.groups} if self.groups else {}),
             "trials": len(self.archs) if self.archs else self.trials,
-            "budget": budget, "resources": dataclasses.asdict(self.resources),
+            "budget": budget, "resources": self.resources.to_dict(),
+            **({"storage": dataclasses.asdict(self.storage)} if self.storage != Storage() else {}),
             "seed": self.seed, "failures": dataclasses.asdict(self.failures),
             **({"repeats": dataclasses.asdict(self.repeats)} if self.repeats.seeds else {}),
             **({"image_size": self.image_size} if self.image_size else {})})
@@ -450,11 +490,13 @@ class _Reader:
         if train.seed in repeats.seeds:
             raise self.error(f"seed {train.seed} is train.seed, every candidate's first run", "repeats.seeds")
         self.check_masking(train, space, archs)
+        self.ranks(train, budget, resources)
         runs = (len(archs) + repeats.count(len(archs)) * len(repeats.seeds)) * len(budget.schedules)
         return Study(
             name=name, source=self.source, space=space, data=data, train=train,
             objectives=objectives, algorithm=algorithm, trials=runs if archs else self.trials(raw),
-            budget=budget, resources=resources, failures=self.section(raw, "failures", FailurePolicy), seed=seed,
+            budget=budget, resources=resources, failures=self.section(raw, "failures", FailurePolicy),
+            storage=self.section(raw, "storage", Storage), seed=seed,
             archs=archs, labels=labels, groups=self.groups(raw.get("groups"), labels),
             sampler=self.sampler(raw.get("sampler"), algorithm), description=str(raw.get("description", "")),
             repeats=repeats, image_size=image_size)
@@ -634,6 +676,18 @@ class _Reader:
         except TypeError as err:
             raise self.error(str(err), "train") from None
         return config
+
+    def ranks(self, train: TrainConfig, budget: Budget, resources: Resources) -> None:
+        """A data-parallel trial splits each batch, and each budget, evenly over its ranks."""
+        ranks = resources.workers
+        if train.batch_size % (ranks * train.accum_freq):
+            raise self.error(f"train.batch_size {train.batch_size} does not split over {ranks} workers x "
+                             f"{train.accum_freq} micro-batches", "resources.workers")
+        uneven = [b for b in budget.schedules if b % ranks]
+        if uneven:
+            raise self.error(f"the runs' budgets ({', '.join(map(str, uneven))} samples) do not split evenly over "
+                             f"{ranks} workers",
+                             "resources.workers")
 
     def archs(self, raw: dict[str, Any], algorithm: str, space: SearchSpace, seed: int) -> tuple[Arch, ...]:
         """The candidates of a `fixed` or `grid` study, in the order they are measured (none otherwise).

@@ -24,7 +24,8 @@ What a search needs from a trial, beyond the loop:
   `run_progress(out)` reads how far a run got without loading its tensors.
 - Failures are results: a non-finite loss ends the run with status `diverged` (`nas.status`); out-of-memory
   raises `OOMError`, which carries the batch size so that a search can record `oom` and never retry it as is.
-- Several GPUs: run under `torchrun`; the process group is set up from its environment.
+- Several GPUs: run under `torchrun` (the process group is set up from its environment) or in ranks whose
+  process group is set up already (Ray Train's workers: `nas.search.data_parallel`).
 """
 
 from __future__ import annotations
@@ -211,6 +212,9 @@ class OOMError(RuntimeError):
         super().__init__(f"out of memory on {device} during {phase} at batch size {batch_size} "
                          f"(micro-batch {micro_batch_size} per rank)")
 
+    def __reduce__(self) -> tuple:  # pickled whole: Ray sends a rank's error to the trial that runs the ranks
+        return OOMError, (self.batch_size, self.micro_batch_size, self.phase, self.device)
+
 
 @dataclass
 class TrainResult:
@@ -265,17 +269,24 @@ class Runtime:
 
 
 def setup_runtime(precision: str = "auto", device: str | None = None) -> Runtime:
-    """Join torchrun's process group (NCCL on GPUs, gloo on CPUs) when WORLD_SIZE > 1; pick the device."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    """This process's place among the ranks and its device.
+
+    The process group is the caller's when one is set up already (Ray Train's workers: NCCL on GPUs, gloo on
+    CPUs), else torchrun's, joined from its environment when WORLD_SIZE > 1. The device is `device` when it
+    names one ("cuda:1": Ray Train's choice for the rank), else the GPU of the local rank, else the CPU."""
+    joined = torch.distributed.is_available() and torch.distributed.is_initialized()
+    world_size = torch.distributed.get_world_size() if joined else int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
     if cuda:
-        torch.cuda.set_device(local_rank)
+        dev = torch.device(device) if device is not None and ":" in device else torch.device("cuda", local_rank)
+        torch.cuda.set_device(dev)
         # cuDNN picks each convolution's algorithm by timing it (open_clip_train does the same): the depthwise
         # convolutions of the conv stages are the step's memory-bound part, and its heuristics are no match for it.
         torch.backends.cudnn.benchmark = True
-    dev = torch.device(f"cuda:{local_rank}" if cuda else (device or "cpu"))
-    if world_size > 1 and not torch.distributed.is_initialized():
+    else:
+        dev = torch.device(device or "cpu")
+    if world_size > 1 and not joined:
         torch.distributed.init_process_group(backend="nccl" if cuda else "gloo")
     rank = torch.distributed.get_rank() if world_size > 1 else 0
     bf16 = precision == "bf16" or (precision == "auto" and dev.type == "cuda")

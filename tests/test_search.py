@@ -431,6 +431,14 @@ def test_resources_no_node_has_fail_before_anything_is_written(local_ray, data, 
     with pytest.raises(ConfigError, match=r"asks for 1 CPU\(s\), 1 GPU\(s\)") as info:
         run(gpu, tmp_path / "out")
     assert info.value.field == "resources"
+    ranks = Study.load(write_study(tmp_path, data, resources={"cpus": 1, "workers": 4}))  # each rank fits, not all 4
+    with pytest.raises(ConfigError, match=r"a trial's 4 workers ask for 1 CPU\(s\).* each, but .* 1 node\(s\) hold "
+                                          r"only 2 of them at once") as info:
+        run(ranks, tmp_path / "out")
+    assert info.value.field == "resources.workers" and not (tmp_path / "out" / "study.db").exists()
+    wide = Study.load(write_study(tmp_path, data, resources={"cpus": 3, "workers": 2}))
+    with pytest.raises(ConfigError, match=r"each of a trial's 2 workers asks for 3 CPU\(s\)"):
+        run(wide, tmp_path / "out")
 
 
 def test_the_outcome_of_a_search_names_its_most_common_error(data, tmp_path):

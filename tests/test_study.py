@@ -48,6 +48,16 @@ def test_every_study_file_parses(path):
     assert again.resolved() == study.resolved() and again.archs == study.archs and again.train == study.train
 
 
+def test_data_parallel_resources_and_storage_read_back_from_the_stored_study(tmp_path):
+    study = Study.load(write(tmp_path, resources={"workers": 2, "cpus": 4, "gpus": 1}, storage={"keep": 3}))
+    assert study.resources.workers == 2 and study.storage.keep == 3
+    resolved = study.resolved()
+    assert resolved["resources"]["workers"] == 2 and resolved["storage"] == {"keep": 3}
+    assert Study.from_dict(resolved).resolved() == resolved
+    plain = Study.load(write(tmp_path)).resolved()  # as stored before either existed: --resume finds it unchanged
+    assert "workers" not in plain["resources"] and "storage" not in plain
+
+
 def test_quickstart_study_is_a_small_pareto_search():
     study = Study.load(REPO / "studies" / "quickstart.yaml")
     assert study.multi_objective and study.space.name == "tiny"
@@ -149,6 +159,14 @@ def test_fixed_and_grid_studies_list_their_candidates(tmp_path):
     ({"resources": {"cpus": -1}}, "resources.cpus", ">= 0"),
     ({"resources": {"gpus": 1.5}}, "resources.gpus", "whole"),
     ({"resources": {"concurrency": 0}}, "resources.concurrency", ">= 1"),
+    ({"resources": {"workers": 0}}, "resources.workers", ">= 1"),
+    ({"resources": {"workers": 2, "gpus": 0.5}}, "resources.gpus", "one whole GPU"),
+    ({"resources": {"workers": 4}}, "resources.workers", "batch_size 50 does not split over 4 workers"),
+    ({"resources": {"workers": 2}, "budget": {"min_samples": 100, "max_samples": 905}}, "resources.workers",
+     r"budgets \(905 samples\) do not split evenly over 2 workers"),
+    ({"storage": {"keep": 0}}, "storage.keep", ">= 1"),
+    ({"storage": {"keep": "all"}}, "storage.keep", ">= 1"),
+    ({"storage": {"kept": 1}}, "storage", "unknown field"),
     ({"failures": {"retries": 1}}, "failures", "unknown field"),
     ({"trials": None}, "trials", "missing"),
     ({"archs": ["ViTamin-S"]}, "archs", "only with algorithm: fixed"),

@@ -17,7 +17,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Write the trained weights of one trial of a search, at its furthest rung (or --budget), from "
                     "the checkpoint the search kept, as a directory open_clip loads (`local-dir:`), with the arch and "
-                    "what the trial measured there (measured.json). A search keeps each trial's last rung.",
+                    "what the trial measured there (measured.json). A search keeps each trial's rungs (with the "
+                    "study's storage.keep, the best trials' at each rung).",
         epilog="examples:\n  vitamin-nas export runs/qs --best --out winner\n"
                "  vitamin-nas export runs/qs --trial 7 --out t7\n"
                "  vitamin-nas export runs/qs --arch 3f2a9c --budget 4800 --out a\n\n"

@@ -54,7 +54,7 @@ from nas import heartbeat, status
 from nas.errors import ConfigError
 from nas.results import ResultStore
 from nas.run_dir import RunDir
-from nas.search import reaper
+from nas.search import placement, reaper
 from nas.search.recorder import Ledger, Recorder, ledger_entries
 from nas.search.schedulers import make_scheduler
 from nas.search.searcher import StudySearcher
@@ -114,7 +114,8 @@ def search(study: Study, out: str | os.PathLike, *, resume: bool = False, addres
         ledger = Ledger.options(name=driver.ledger, namespace=LEDGER_NAMESPACE).remote(ledger_entries(store))
         try:
             settings = TrialSettings(study, driver.ledger, str(run_dir.root), report_to)
-            function = tune.with_resources(tune.with_parameters(trainable, settings=settings), trial_resources(study))
+            function = tune.with_resources(tune.with_parameters(trainable, settings=settings),
+                                          placement.trial_request(study.resources))
             if restore:
                 tuner = tune.Tuner.restore(experiment, trainable=function, resume_unfinished=True,
                                            resume_errored=True)
@@ -298,17 +299,22 @@ def require_dashboard() -> None:
 
 def check_resources(study: Study) -> None:
     """A `ConfigError` when no node of the Ray instance (nor of a node type its autoscaler can add) has the CPUs,
-    GPUs and memory one trial asks for: Ray would wait for them forever."""
-    need = {"CPU": study.resources.cpus, "GPU": study.resources.gpus,
-            "memory": (study.resources.memory_gib or 0) * 2**30}
-    need = {k: v for k, v in need.items() if v}
+    GPUs and memory one trial (one rank of a data-parallel trial) asks for, or when the instance cannot hold all
+    of a data-parallel trial's ranks at once: Ray would wait for them forever."""
+    need = placement.worker_request(study.resources)
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    if any(all(node.get(k, 0) >= v for k, v in need.items()) for node in nodes + autoscaler_node_types()):
-        return
-    largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0), n.get("memory", 0)), default={})
-    raise ConfigError(f"a trial asks for {_resources(need)}, but no node of this Ray instance has that much: "
-                      f"{len(nodes)} node(s), the largest with {_resources(largest)}", source=study.source,
-                      field="resources")
+    scalable = [t for t in autoscaler_node_types() if placement.places(study.resources, [t])]
+    one = "a trial" if not study.resources.data_parallel else f"each of a trial's {study.resources.workers} workers"
+    if not scalable and not placement.places(study.resources, nodes):
+        largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0), n.get("memory", 0)), default={})
+        raise ConfigError(f"{one} asks for {_resources(need)}, but no node of this Ray instance has that much: "
+                          f"{len(nodes)} node(s), the largest with {_resources(largest)}", source=study.source,
+                          field="resources")
+    held = placement.places(study.resources, nodes)
+    if not scalable and held < study.resources.workers:
+        raise ConfigError(f"a trial's {study.resources.workers} workers ask for {_resources(need)} each, but this Ray "
+                          f"instance's {len(nodes)} node(s) hold only {held} of them at once", source=study.source,
+                          field="resources.workers")
 
 
 def autoscaler_node_types() -> list[dict[str, float]]:
@@ -353,29 +359,18 @@ class _RayTuneHints(logging.Filter):
         return not any(hint in record.getMessage() for hint in self.HINTS)
 
 
-def trial_resources(study: Study) -> dict[str, float]:
-    resources = {"cpu": study.resources.cpus, "gpu": study.resources.gpus}
-    if study.resources.memory_gib:
-        resources["memory"] = study.resources.memory_gib * 2**30
-    return resources
-
-
 def concurrency(study: Study) -> int:
-    """The study's limit, else as many trials as the cluster's CPUs and GPUs hold."""
-    if study.resources.concurrency:
-        return study.resources.concurrency
-    available = ray.cluster_resources()
-    fits = [available.get(kind, 0) / need for kind, need in (("CPU", study.resources.cpus),
-                                                             ("GPU", study.resources.gpus)) if need > 0]
-    return max(1, int(min(fits)))
+    """The study's limit, else as many trials as the cluster's CPUs and GPUs hold (`nas.search.placement`)."""
+    return placement.concurrency(study.resources, ray.cluster_resources())
 
 
 def tune_config(study: Study, store: ResultStore) -> tune.TuneConfig:
-    """Workers are reused across trials (no torch import per trial), except under a memory limit: then each
-    trial starts in a fresh process, so that its limit counts from a clean start."""
+    """Workers are reused across trials (no torch import per trial), except under a memory limit, where each
+    trial starts in a fresh process so that its limit counts from a clean start, and for data-parallel trials,
+    whose Ray Train job must end with the trial's process."""
     return tune.TuneConfig(search_alg=StudySearcher(study, store), scheduler=make_scheduler(study),
                            num_samples=study.trials, max_concurrent_trials=concurrency(study),
-                           reuse_actors=study.resources.memory_gib is None,
+                           reuse_actors=study.resources.memory_gib is None and not study.resources.data_parallel,
                            trial_name_creator=trial_name, trial_dirname_creator=trial_name)
 
 

@@ -4,11 +4,14 @@
 The `Recorder` is a Tune callback on the driver: it writes every trial, rung (with the path of the rung's
 checkpoint, relative to the run directory) and end to the `ResultStore` (the only writer of `RUN/study.db`),
 keeps the ledger current and prints the progress table. When the driver is stopped by a signal it records the
-running trials as `interrupted` and leaves their Optuna trials running, for `--resume` to finish.
+running trials as `interrupted` and leaves their Optuna trials running, for `--resume` to finish. With
+`storage.keep` it deletes the rung checkpoints the study no longer needs (`nas.search.retention`); with
+data-parallel trials it removes what a trial's Ray Train jobs reserved once the trial ended.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,10 +19,12 @@ from typing import TYPE_CHECKING, Any
 import ray
 from optuna.trial import TrialState
 from ray import tune
+from ray.util.placement_group import remove_placement_group
 
 from nas import status
 from nas.results import progress_report
-from nas.search import session
+from nas.run_dir import CHECKPOINT
+from nas.search import retention, session
 from nas.search.searcher import STATUS_KEY, OptunaStudy, final_status
 from nas.search.trial import LEDGER_NAMESPACE, rung_metrics
 from nas.study import Study
@@ -39,6 +44,7 @@ class Ledger:
 
     def __init__(self, entries: dict[str, dict[str, Any]]):
         self.entries = entries
+        self.placement_groups: dict[str, list[Any]] = {}
 
     def lookup(self, trial_id: str, key: tuple[str, int]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """This trial's own entry, and the furthest-measured entry of its candidate."""
@@ -53,6 +59,24 @@ class Ledger:
         if rung is not None:
             entry["rungs"] = [r for r in entry["rungs"] if r["budget"] != rung["budget"]] + [rung]
             entry["rungs"].sort(key=lambda r: r["budget"])
+
+    def forget_checkpoint(self, trial_id: str, budget: int) -> None:
+        """A rung's checkpoint was deleted (`storage.keep`)."""
+        for rung in self.entries.get(trial_id, {}).get("rungs", []):
+            if rung["budget"] == budget:
+                rung["rung_checkpoint"] = None
+
+    def hold(self, trial_id: str, placement_group: Any) -> None:
+        """Note the placement group a data-parallel trial's Ray Train job reserved (`nas.search.data_parallel`)."""
+        self.placement_groups.setdefault(trial_id, []).append(placement_group)
+
+    def release(self, trial_id: str | None = None) -> list[Any]:
+        """The placement groups noted for a trial (for every trial with None), forgotten here."""
+        if trial_id is None:
+            groups = [g for held in self.placement_groups.values() for g in held]
+            self.placement_groups.clear()
+            return groups
+        return self.placement_groups.pop(trial_id, [])
 
 
 def ledger_entries(store: ResultStore) -> dict[str, dict[str, Any]]:
@@ -109,29 +133,35 @@ class Recorder(tune.Callback):
         metrics = rung_metrics(result)
         where = {k: result[k] for k in ("host", "node", "device")}
         checkpoint = result.get("rung_checkpoint") or None
+        if checkpoint and result["replay"] and not (self.store.checkpoint_path(checkpoint) / CHECKPOINT).is_file():
+            checkpoint = None  # a replayed measurement whose checkpoint `storage.keep` let go meanwhile
         hits = result.get("hits")
         self.store.record_rung(trial.trial_id, {**metrics, **where}, rung=self.study.budget.rung_of(result["budget"]),
                                checkpoint=checkpoint, hits=hits, session=result["session"],
                                replace=not result["replay"])
-        self.store.update_trial(trial.trial_id, pid=result["pid"], accum_freq=result["accum_freq"],
+        self.store.update_trial(trial.trial_id, pid=result["worker_pid"], accum_freq=result["accum_freq"],
                                 resumed_from=result["resumed_from"])
         if not result["replay"]:
             self.ledger.update.remote(trial.trial_id, trial.config["candidate"].key,
                                       rung={**metrics, "rung_checkpoint": checkpoint,
                                             **({"hits": hits} if hits else {})})
+        self._prune()
         self._print(force=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result
+        self._release(trial.trial_id)
         self._finish(trial, final_status(result, False), result.get("error") or None)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._release(trial.trial_id)
         if trial.trial_id in self.replaying:
             return
         self.store.update_trial(trial.trial_id, status=status.PENDING, error=_error_text(trial))
         self._print(force=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._release(trial.trial_id)
         self._finish(trial, status.FAILED, _error_text(trial))
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
@@ -141,6 +171,7 @@ class Recorder(tune.Callback):
         """A stopped driver: its running trials are `interrupted` (their Optuna trials stay running, told when
         `--resume` finishes them). A finished search: close what a killed driver left open, trials Tune never
         heard of (cut off for good) and Optuna trials never told."""
+        self._release(None)
         optuna = OptunaStudy(self.study, self.store)
         now = time.time()
         if self.session.stopping:
@@ -162,12 +193,31 @@ class Recorder(tune.Callback):
         self._print(force=True, final=True)
 
     # ---- helpers ---------------------------------------------------------------------------------------------
+    def _release(self, trial_id: str | None) -> None:
+        """Remove the placement groups of a trial's Ray Train jobs (every trial's with None) once the trial's
+        process ended. A job removes its own when it ends, but not when the trial's process, which owns the
+        job, ends first (Ray Tune stopping the trial at a rung, a lost node): Ray Train's cleaner for that case
+        needs Ray's state API, which a search without Ray's dashboard does not have. Left, they would hold
+        their CPUs and GPUs until the search ends."""
+        if not self.study.resources.data_parallel:
+            return
+        for group in ray.get(self.ledger.release.remote(trial_id)):
+            with contextlib.suppress(Exception):  # removed already, by its job
+                remove_placement_group(group)
+
+    def _prune(self) -> None:
+        """With `storage.keep`, delete the rung checkpoints the study no longer needs (`nas.search.retention`),
+        and tell the ledger, so that no trial reports them again."""
+        for gone in retention.prune(self.store, self.study):
+            self.ledger.forget_checkpoint.remote(gone.trial_id, gone.budget)
+
     def _finish(self, trial: Any, end: str, error: str | None) -> None:
         row = self.store.trial(trial.trial_id)
         if trial.trial_id in self.replaying or (row is not None and row["status"] == end and row["ended_at"]):
             return  # a replayed end: the recorded one stands (ASHA may stop a replay early)
         self.store.update_trial(trial.trial_id, status=end, error=error, ended_at=time.time())
         self.ledger.update.remote(trial.trial_id, trial.config["candidate"].key, status=end, error=error)
+        self._prune()
         self._print(force=True)
 
     def _print(self, force: bool = False, final: bool = False) -> None:

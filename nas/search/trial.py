@@ -25,8 +25,11 @@ Its training curves go to TensorBoard under the study's run directory, `RUN/tens
 cluster, RUN must then be on a filesystem the nodes share. With `report_to` naming wandb too, each trial is also
 a W&B run, grouped by the study's name.
 
-The trial takes exactly its CPU share (torch threads, loader workers) and, with `resources.memory_gib`,
-at most that much memory.
+The trial takes exactly its CPU share (torch threads, loader workers) and at most its share of memory: with
+`resources.memory_gib`, that much; on a GPU it shares with other trials (`gpus: 0.25`), its share of the
+device's memory (`nas.search.placement.device_memory_fraction`). With `resources.workers > 1` the trial trains
+through a Ray Train job of that many ranks (`nas.search.data_parallel.DataParallelTrial`), everything else the
+same.
 """
 
 from __future__ import annotations
@@ -51,13 +54,14 @@ from nas import status
 from nas.cost import COST_METRICS
 from nas.metrics import ZERO_COST
 from nas.run_dir import CHECKPOINT, RUNGS, RunDir, link_or_copy
+from nas.search.placement import device_memory_fraction
 from nas.search.searcher import Candidate
-from nas.study import Study
-from nas.train import ReportTo
+from nas.study import Resources, Study
+from nas.train import ReportTo, TrainConfig, TrainResult
 
 LEDGER_NAMESPACE = "vitamin-nas"
 #: Keys a trial adds to the trainer's metrics in its reports (the rest are metrics).
-REPORT_KEYS = ("schedule", "trial_status", "replay", "arch_id", "host", "node", "device", "pid", "session",
+REPORT_KEYS = ("schedule", "trial_status", "replay", "arch_id", "host", "node", "device", "worker_pid", "session",
                "accum_freq", "resumed_from", "error", "rung_checkpoint")
 
 
@@ -99,8 +103,13 @@ def trainable(config: dict[str, Any], settings: TrialSettings) -> None:
     context = tune.get_context()
     events = trial_events(settings.run_dir, config["number"], config["candidate"])
     report_to = ReportTo.parse(settings.report_to, events, name=events.name, group=settings.study.name)
-    Trial(settings.study, config["candidate"], context.get_trial_id(), RunDir(settings.run_dir), ledger,
-          report_to).run()
+    kind = Trial
+    if settings.study.resources.data_parallel:  # a Ray Train job per training run
+        from nas.search.data_parallel import DataParallelTrial
+
+        kind = DataParallelTrial
+    kind(settings.study, config["candidate"], context.get_trial_id(), RunDir(settings.run_dir), ledger,
+         report_to).run()
 
 
 class Trial:
@@ -136,22 +145,16 @@ class Trial:
             self._train(self._starting_point(furthest))
 
     def _train(self, start: StartingPoint | None) -> None:
-        from nas.train import OOMError, is_oom, run_progress, train
+        from nas.train import OOMError, is_oom, run_progress
 
         if start is not None:
             self.accum_freq = start.accum_freq
             self.resumed_from = start.samples_seen
             self._materialize(start)
             self._replay(run_progress(self.out)[0].rungs)
-        data = self.study.data
-        zeroshot, retrieval = eval_sets(data.zeroshot, data.retrieval, self.arch.image_size, data.zeroshot_templates)
         while True:
             try:
-                with memory_limit(self.study.resources.memory_gib, self.device):
-                    config = self.study.run_config(self.schedule, self.accum_freq, self.candidate.seed)
-                    result = train(self.arch, self.study.text, self.study.data.source, config,
-                                   out=self.out, zeroshot=zeroshot, retrieval=retrieval, on_rung=self._report,
-                                   device=self.device, report_to=self.report_to)
+                result = self._training(self.study.run_config(self.schedule, self.accum_freq, self.candidate.seed))
                 break
             except Exception as err:  # OOM can also hit building the model or the loader, outside the trainer
                 if not (isinstance(err, OOMError) or is_oom(err)):
@@ -167,11 +170,23 @@ class Trial:
         elif result.rungs and result.rungs[-1]["budget"] not in self.reported:
             self._replay(result.rungs[-1:])  # resumed from the final checkpoint: the end is known, report it
 
+    def _training(self, config: TrainConfig) -> TrainResult:
+        """One training run in this process, reporting each rung as the trainer reaches it."""
+        from nas.train import train
+
+        data = self.study.data
+        zeroshot, retrieval = eval_sets(data.zeroshot, data.retrieval, self.arch.image_size, data.zeroshot_templates)
+        with memory_limit(self.study.resources, self.device):
+            return train(self.arch, self.study.text, self.study.data.source, config, out=self.out,
+                         zeroshot=zeroshot, retrieval=retrieval, on_rung=self._report, device=self.device,
+                         report_to=self.report_to)
+
     def _halve_micro_batch(self) -> bool:
-        """The next OOM retry: twice the accumulation, if the policy and the batch allow it."""
+        """The next OOM retry: twice the accumulation, if the policy and the batch (over every rank) allow it."""
         accum = self.accum_freq * 2
         retries = (accum // self.study.train.accum_freq).bit_length() - 1
-        if retries > self.study.failures.oom_retries or self.study.train.batch_size % accum:
+        if retries > self.study.failures.oom_retries or \
+                self.study.train.batch_size % (accum * self.study.resources.workers):
             return False
         self.accum_freq = accum
         self.resumed_from = None
@@ -206,24 +221,21 @@ class Trial:
                 self.run_dir.keep_rung(self.trial_id, int(kept.parent.name), kept)
 
     # ---- reporting ---------------------------------------------------------------------------------------------
-    def _extras(self, replay: bool) -> dict[str, Any]:
-        import ray
+    def _extras(self, replay: bool, where: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {"arch_id": self.arch.arch_id, **(where or process_place(self.device)), "session": self.session,
+                "accum_freq": self.accum_freq, "resumed_from": self.resumed_from, "replay": replay,
+                "trial_status": status.RUNNING, "schedule": self.schedule, **self.candidate.cost}
 
-        return {"arch_id": self.arch.arch_id, "host": socket.gethostname(),
-                "node": ray.get_runtime_context().get_node_id(), "device": self.device,
-                "pid": os.getpid(), "session": self.session, "accum_freq": self.accum_freq,
-                "resumed_from": self.resumed_from, "replay": replay, "trial_status": status.RUNNING,
-                "schedule": self.schedule, **self.candidate.cost}
-
-    def _report(self, metrics: dict[str, Any]) -> bool:
-        """The trainer's rung callback (its checkpoint is written): keep the rung's checkpoint and report. Never
-        asks to stop: when ASHA stops the trial, Ray ends this thread inside `tune.report`."""
+    def _report(self, metrics: dict[str, Any], where: dict[str, Any] | None = None) -> bool:
+        """The trainer's rung callback (its checkpoint is written): keep the rung's checkpoint and report, with
+        where the rung was measured (`where`: another process's, default this one's). Never asks to stop: when
+        ASHA stops the trial, Ray ends this thread inside `tune.report`."""
         from ray import tune
 
         rung = self.study.budget.rung_of(metrics["budget"])
         kept = self.run_dir.relative(self.run_dir.keep_rung(self.trial_id, rung, self.out / CHECKPOINT))
         self.reported.add(metrics["budget"])
-        tune.report({**_reported(metrics), **self._extras(replay=False), "rung_checkpoint": kept})
+        tune.report({**_reported(metrics), **self._extras(False, where), "rung_checkpoint": kept})
         return False
 
     def _replay(self, rungs: list[dict[str, Any]]) -> None:
@@ -243,6 +255,15 @@ class Trial:
         from ray import tune
 
         tune.report({**self._extras(replay), "trial_status": end, "error": error or ""})
+
+
+def process_place(device: str) -> dict[str, Any]:
+    """Where this process runs, as a trial reports it: host, Ray node, device and pid (`worker_pid`: Ray Tune
+    fills a result's `pid` with its trial's process, which is not rank 0's)."""
+    import ray
+
+    return {"host": socket.gethostname(), "node": ray.get_runtime_context().get_node_id(), "device": device,
+            "worker_pid": os.getpid()}
 
 
 def _reported(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -302,26 +323,33 @@ def cpu_share(threads: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def memory_limit(gib: float | None, device: str) -> Iterator[None]:
-    """At most `gib` of memory for what runs inside: on a GPU, that fraction of the device; on a CPU, that
-    much address space beyond what the process holds now (RLIMIT_AS), so that an allocation past it fails
-    with an out-of-memory error the trainer reports, instead of the kernel killing the node's processes.
+def memory_limit(resources: Resources, device: str) -> Iterator[None]:
+    """At most this process's share of memory for what runs inside. On a GPU, its fraction of the device
+    (`nas.search.placement.device_memory_fraction`: a fractional `gpus`, `memory_gib`), past which the caching
+    allocator raises out of memory; on a CPU, with `memory_gib`, that much address space beyond what the
+    process holds now (RLIMIT_AS), so that an allocation past it fails with an out-of-memory error the
+    trainer reports, instead of the kernel killing the node's processes.
 
     Each training attempt takes its own: the heap a failed attempt leaves mapped (free, and reused by the
     next) is not counted against the retry."""
-    if gib is None:
-        yield
-        return
-    if device == "cuda":
-        total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, gib * 2**30 / total))
+    if device.startswith("cuda"):
+        index = torch.device(device).index
+        index = torch.cuda.current_device() if index is None else index
+        fraction = device_memory_fraction(resources, torch.cuda.get_device_properties(index).total_memory)
+        if fraction is None:
+            yield
+            return
+        torch.cuda.set_per_process_memory_fraction(fraction, index)
         try:
             yield
         finally:
-            torch.cuda.set_per_process_memory_fraction(1.0)
+            torch.cuda.set_per_process_memory_fraction(1.0, index)
+        return
+    if resources.memory_gib is None:
+        yield
         return
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    limit = _address_space() + int(gib * 2**30)
+    limit = _address_space() + int(resources.memory_gib * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
     try:
         yield
