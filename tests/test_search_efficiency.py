@@ -21,11 +21,14 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import search_efficiency as se  # noqa: E402
 
 QUICKSTART = REPO / "studies" / "quickstart.yaml"
-BUDGETS = (800, 1600, 2771, 4800, 8314, 14400)  # the quickstart's ladder, one point below and between
+RUNGS = Study.load(QUICKSTART).budget.rungs  # the quickstart's ladder
+FIRST, FULL = RUNGS[0], RUNGS[-1]
+#: The ladder, one point below it and one between each two of its rungs (geometric)
+BUDGETS = tuple(sorted({FIRST // 2, *RUNGS, *(round((a * b) ** 0.5) for a, b in zip(RUNGS, RUNGS[1:]))}))
 
 
 def make_table(study: Study, candidates: int = 8, repeated: int = 2) -> pd.DataFrame:
-    """Candidates of the study's space; error = b (samples / 1600)^-a, a and b larger for larger towers, so that
+    """Candidates of the study's space; error = b (samples / FIRST)^-a, a and b larger for larger towers, so that
     the largest ends best although it is the worst at the first rung; the repeated ones' second seed is a little
     off the first."""
     archs = stratified_order(study.space.enumerate(feasible=True))[:candidates]
@@ -36,7 +39,7 @@ def make_table(study: Study, candidates: int = 8, repeated: int = 2) -> pd.DataF
         a, b = 0.02 + 0.02 * rank, 0.80 + 0.01 * rank
         for seed in range(2 if i < repeated else 1):
             for budget in BUDGETS:
-                accuracy = 1 - b * (budget / 1600) ** -a + 0.002 * seed
+                accuracy = 1 - b * (budget / FIRST) ** -a + 0.002 * seed
                 rows.append({"candidate_id": archs[i].arch_id, "arch": archs[i].to_json(), "seed": seed,
                              "budget": budget, "zeroshot_top1": accuracy, "zeroshot_top1_n": 400,
                              "image_gmacs": costs[i].image_gmacs, "image_params_m": costs[i].image_params / 1e6,
@@ -56,24 +59,24 @@ def test_the_table_knows_its_best_and_top_candidates(setting):
     assert table.best == int(np.argmax(truths)) and table.top(0.1) == {table.best}  # ceil(0.8) = 1
     largest = max(range(len(table.candidates)), key=lambda i: table.candidates[i].cost["image_params_m"])
     assert table.best == largest
-    assert table.candidates[largest].curves[0][1600][0] == min(c.curves[0][1600][0] for c in table.candidates)
+    assert table.candidates[largest].curves[0][FIRST][0] == min(c.curves[0][FIRST][0] for c in table.candidates)
     assert sum(len(c.curves) == 2 for c in table.candidates) == 2
     repeated = next(c for c in table.candidates if len(c.curves) == 2)
-    assert repeated.truth == pytest.approx(np.mean([repeated.curves[s][14400][0] for s in (0, 1)]))
+    assert repeated.truth == pytest.approx(np.mean([repeated.curves[s][FULL][0] for s in (0, 1)]))
 
 
 def test_replays_follow_the_schedulers_rules(setting):
     table, study = setting
     outcomes = se.run_replays(table, study, ["random-full", "asha", "tpe-asha", "curve"], replays=6, workers=2)
     total = se.exhaustive(table, study, "samples")
-    assert total == 8 * 14400
+    assert total == 8 * FULL
     for outcome in outcomes["random-full"]:  # every candidate to the full budget, the best found at the end
-        assert outcome.spent[-1] == total and set(outcome.ended.values()) == {14400}
+        assert outcome.spent[-1] == total and set(outcome.ended.values()) == {FULL}
         assert outcome.regret[-1] == 0.0
     for name in ("asha", "tpe-asha", "curve"):
         for outcome in outcomes[name]:
             assert len(outcome.ended) == 8 and outcome.spent[-1] < total  # all sampled, some stopped early
-            assert set(outcome.ended.values()) <= {1600, 4800, 14400}  # stopped only at the ladder's rungs
+            assert set(outcome.ended.values()) <= set(RUNGS)  # stopped only at the ladder's rungs
             assert all(r >= 0 for r in outcome.regret if not math.isnan(r))
             assert np.all(np.diff(outcome.spent) > 0)
     # random search's replay r is the same order of candidates and the same seed curves under every rule
@@ -113,7 +116,7 @@ def test_bad_input_names_what_is_wrong(setting, tmp_path, capsys):
         se.run_replays(table, study, ["hyperband"], replays=1, workers=1)
     with pytest.raises(ConfigError, match="no column zeroshot_top1"):
         se.load_table(make_table(study).drop(columns="zeroshot_top1"))
-    coarse = se.load_table(make_table(study).query("budget != 4800"))
+    coarse = se.load_table(make_table(study).query(f"budget != {FIRST}"))
     with pytest.raises(ConfigError, match="not budgets of the table"):
         se.run_replays(coarse, study, ["asha"], replays=1, workers=1)
     assert se.main(["--table", str(tmp_path / "none.csv")]) == 2
