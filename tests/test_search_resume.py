@@ -57,11 +57,14 @@ def test_a_killed_driver_resumes_a_copied_run_from_the_newest_checkpoints(tmp_pa
             running = [t for t in store.trials(status="running") if t["rung"] is not None]
             return [t for t in running if (progress_of(run_dir.training(t["trial_id"], 1)) or 0) > t["budget"]]
 
-        wait_for(lambda: len(store.trials(status=FINAL_STATUSES)) >= 2 and between_rungs(), 400,
-                 what="two finished trials and one between rungs")
+        wait_for(lambda: store.trials(status="running"), 400, what="a running trial")
         status = subprocess.run([*cli, "status", str(out)], capture_output=True, text=True, timeout=180)
         assert status.returncode == 0 and "running" in status.stdout and "driver running" in status.stdout
         assert "run directory" in status.stdout and "MB on disk" in status.stdout
+        # the kill follows the sight of a trial between rungs at once (a status call in between, seconds on a
+        # loaded machine, let that trial finish first)
+        wait_for(lambda: len(store.trials(status=FINAL_STATUSES)) >= 2 and between_rungs(), 400,
+                 what="two finished trials and one between rungs")
         ray_processes = children(driver.pid)  # the local Ray the driver started (GCS, raylet, agents, workers)
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)

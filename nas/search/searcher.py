@@ -185,7 +185,7 @@ class StudySearcher(Searcher):
     # ---- Tune's interface ------------------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         for proposal in range(MAX_PROPOSALS):
-            if self._exhausted():
+            if self._exhausted() or self._trials_spent():
                 return Searcher.FINISHED
             ot_trial, candidate = self._proposal(at_random=proposal >= RANDOM_AFTER)
             if not self._skipped(ot_trial, candidate):
@@ -255,6 +255,15 @@ class StudySearcher(Searcher):
             return ot_trial, self.propose(ot_trial)
         finally:
             self.ot_study.sampler = sampler
+
+    def _trials_spent(self) -> bool:
+        """The study's `trials` are the trials the database holds with a result and those in training: Ray Tune's
+        own count, restored from its last saved state, misses a trial that ended just before a driver was
+        killed, and would train one more."""
+        if self.study.archs:
+            return False
+        measured = {t["trial_id"] for t in self.store.trials(status=(*status.KNOWN,))}
+        return len(measured | set(self.in_flight)) >= self.study.trials
 
     def _exhausted(self) -> bool:
         """No candidate left: a grid or fixed list all asked, or every feasible arch of a finite space known."""
