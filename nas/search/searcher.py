@@ -184,8 +184,10 @@ class StudySearcher(Searcher):
 
     # ---- Tune's interface ------------------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self._trials_spent():  # what a proposal tells Optuna adds no trial to the database: asked once
+            return Searcher.FINISHED
         for proposal in range(MAX_PROPOSALS):
-            if self._exhausted() or self._trials_spent():
+            if self._exhausted():
                 return Searcher.FINISHED
             ot_trial, candidate = self._proposal(at_random=proposal >= RANDOM_AFTER)
             if not self._skipped(ot_trial, candidate):
@@ -262,7 +264,7 @@ class StudySearcher(Searcher):
         killed, and would train one more."""
         if self.study.archs:
             return False
-        measured = {t["trial_id"] for t in self.store.trials(status=(*status.KNOWN,))}
+        measured = {t["trial_id"] for t in self.store.trials(status=status.KNOWN)}
         return len(measured | set(self.in_flight)) >= self.study.trials
 
     def _exhausted(self) -> bool:
