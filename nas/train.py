@@ -30,6 +30,7 @@ What a search needs from a trial, beyond the loop:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.util
 import json
@@ -704,15 +705,17 @@ def device_peak_tflops(device: torch.device) -> float | None:
     return next((peak for fragment, peak in PEAK_BF16_TFLOPS if fragment in name), None)
 
 
-#: How running out of memory reads when it is not a `torch.OutOfMemoryError`: the CPU allocator (the machine's
-#: memory, or a limit on the process), and cuBLAS/cuDNN failing to allocate their workspaces.
-OOM_MESSAGES = ("DefaultCPUAllocator: can't allocate memory", "CUBLAS_STATUS_ALLOC_FAILED",
-                "CUDNN_STATUS_ALLOC_FAILED")
+#: How running out of memory reads when it is not a `torch.OutOfMemoryError` or a `MemoryError`: the CPU
+#: allocator (the machine's memory, or a limit on the process), a C++ allocation torch turns into a RuntimeError,
+#: a thread whose stack cannot be mapped, and cuBLAS/cuDNN failing to allocate their workspaces.
+OOM_MESSAGES = ("DefaultCPUAllocator: can't allocate memory", "std::bad_alloc", "can't start new thread",
+                "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
 
 
 def is_oom(err: BaseException) -> bool:
-    """Out of memory: a GPU allocation, or a CPU one."""
-    return isinstance(err, torch.OutOfMemoryError) or (
+    """Out of memory: a GPU allocation, or a CPU one (including an OS call refused with ENOMEM)."""
+    return isinstance(err, (torch.OutOfMemoryError, MemoryError)) or (
+        isinstance(err, OSError) and err.errno == errno.ENOMEM) or (
         isinstance(err, RuntimeError) and any(message in str(err) for message in OOM_MESSAGES))
 
 

@@ -5,6 +5,7 @@ Resume after a real kill, data-parallel training and learning have their own fil
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import signal
@@ -25,6 +26,7 @@ from nas.train import (
     Trainer,
     build_model,
     cosine_schedule,
+    is_oom,
     load_checkpoint,
     param_groups,
     save_checkpoint,
@@ -226,6 +228,21 @@ def test_out_of_memory_raises_a_typed_error_with_the_batch_size():
     assert (err.value.batch_size, err.value.micro_batch_size, err.value.phase) == (32, 16, "train")
     assert "batch size 32" in str(err.value) and isinstance(err.value.__cause__, torch.OutOfMemoryError)
 
+
+
+@pytest.mark.parametrize("err", [
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"), MemoryError(),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory"),
+    RuntimeError("std::bad_alloc"), RuntimeError("can't start new thread"),
+    OSError(errno.ENOMEM, "Cannot allocate memory")])
+def test_every_form_of_running_out_of_memory_reads_as_out_of_memory(err):
+    assert is_oom(err)
+
+
+@pytest.mark.parametrize("err", [RuntimeError("mat1 and mat2 shapes cannot be multiplied"),
+                                 OSError(errno.ENOENT, "No such file or directory"), ValueError("out of memory")])
+def test_other_errors_do_not_read_as_out_of_memory(err):
+    assert not is_oom(err)
 
 # -- checkpoints --------------------------------------------------------------------------------------
 
