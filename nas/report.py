@@ -135,9 +135,10 @@ class Verdict:
     `held`, is reversed at `reversed`, and at the rest the data cannot tell. On a study, a comparison counts only
     when McNemar's test on the same eval images rejects (5 %), and, where each run was repeated with other seeds,
     rejects in the same direction for every seed; on the paper's published numbers, which come without their
-    noise, the sign of the difference decides. `margin` is the smallest gap in the claimed direction (metric
-    points, negative where it fails; the mean over seeds), with the 95 % interval of the least favourable seed's
-    paired difference when the study measured it."""
+    noise, the sign of the difference decides. A comparison of several pairs (a chain A > B > C) holds where every
+    pair holds and is reversed where any pair is. `margin` is the smallest gap in the claimed direction (metric
+    points, negative where it fails): where the study kept per-image hits, the least favourable seed's paired
+    difference with its 95 % interval, else the difference of the (seed-mean) accuracies."""
 
     held: int
     of: int
@@ -161,7 +162,7 @@ class Verdict:
             return "reversed"
         if not self.held and not self.reversed:
             return "not distinguishable"
-        return "partly"
+        return "partly" if self.held else "not reproduced"
 
     def describe(self, reference: bool = False) -> str:
         """`reproduced (3/3 budgets, margin +1.2 pts [0.4, 2.0])`; for the paper itself, `holds` instead."""
@@ -170,7 +171,7 @@ class Verdict:
         word = self.outcome
         if reference:
             word = {"reproduced": "holds", "reversed": "does not hold", "partly": "partly",
-                    "not distinguishable": "does not hold"}[word]
+                    "not distinguishable": "does not hold", "not reproduced": "does not hold"}[word]
         counts = f"{self.held}/{self.of} {self.unit}"
         if self.reversed:
             counts += f", reversed at {self.reversed}"
@@ -233,8 +234,9 @@ class _Tally:
             gap = float(self.table.loc[better]) - float(self.table.loc[worse])
             seeds = self.compare(better, worse) if self.compare else []
             paired = min(seeds, key=lambda d: d.difference) if seeds else None
-            if self.smallest is None or gap < self.smallest[0]:
-                self.smallest = (gap, paired)
+            margin = paired.difference if paired else gap
+            if self.smallest is None or margin < self.smallest[0]:
+                self.smallest = (margin, paired)
             if not seeds:
                 signs.append(1 if gap > 0 else -1)
             elif all(d.significant() and d.difference > 0 for d in seeds):
@@ -243,7 +245,7 @@ class _Tally:
                 signs.append(-1 if all(d.significant() and d.difference < 0 for d in seeds) else 0)
         self.of += 1
         self.held += all(sign > 0 for sign in signs)
-        self.reversed += any(sign < 0 for sign in signs) and all(sign <= 0 for sign in signs)
+        self.reversed += any(sign < 0 for sign in signs)
 
     def verdict(self, unit: str) -> Verdict:
         if self.smallest is None:
@@ -365,15 +367,17 @@ def _claims_section(results: list[tuple[Claim, Verdict, Verdict | None]], paper:
              f"Each finding is checked on this study's results and, with the same code, on the paper's published "
              f"benchmark ({paper.source}); a finding whose accuracies the paper does not publish is its design "
              f"choice. On the study, a comparison counts only where McNemar's exact test on the same eval images "
-             f"rejects at 5 %, for every seed where runs were repeated (the margin's interval is the paired "
-             f"difference's 95 % interval); where it does not, the study cannot tell.", ""]
+             f"rejects at 5 %, for every seed where runs were repeated; a chain (A > B > C) is reversed at a budget "
+             f"where any of its pairs is. The margin is the smallest gap in the finding's direction: the least "
+             f"favourable seed's paired difference, with its 95 % interval; where no comparison rejects, the "
+             f"study cannot tell.", ""]
     if not results:
         return lines + ["None of the paper's findings names this study's candidates."]
     rows = [[claim.text, ours.describe(), theirs.describe(reference=True) if theirs else "design choice (no "
              "published accuracies)"] for claim, ours, theirs in results]
     lines.append(_markdown_table(["finding", "this study", "paper"], rows))
     reproduced = [c.text for c, v, _ in results if v.outcome == "reproduced"]
-    failed = [c.text for c, v, _ in results if v.outcome in ("partly", "reversed")]
+    failed = [c.text for c, v, _ in results if v.outcome in ("partly", "reversed", "not reproduced")]
     unclear = [c.text for c, v, _ in results if v.outcome == "not distinguishable"]
     lines += ["", f"Reproduced: {'; '.join(reproduced) or 'none'}.",
               f"Not (or not at every budget) reproduced: {'; '.join(failed) or 'none'}.",
@@ -559,7 +563,11 @@ def _ranking_section(store: ResultStore, frame: pd.DataFrame, metric: str, law: 
     best = ranking[0]
     rows = [[p.label, f"`{p.arch.name()}`", 100 * p.value, f"[{100 * p.lower:.1f}, {100 * p.upper:.1f}]",
              "best" if p is best else "not distinguishable" if p.overlaps(best) else ""] for p in ranking]
+    measured = frame.budget.max()
     lines = ["", f"## Extrapolated to {_samples(target)} samples seen ({law} law per arch)", "",
+             f"An extrapolation a decade beyond the data: each arch's law is fitted to its {frame.budget.nunique()} "
+             f"budgets ({_samples(frame.budget.min())} to {_samples(measured)}) and read at ten times the largest; "
+             f"only the prediction intervals say how far that can be trusted.", "",
              _markdown_table(["label", "arch", f"predicted {metric}", "95% prediction interval", ""], rows), "",
              f"{separation(ranking, choose(ranking))}."]
     return lines + [f"Warning: {w}." for w in extrapolation_warnings(ranking)]
