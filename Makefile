@@ -16,8 +16,10 @@ install: $(BIN)/vitamin-nas
 quickstart: install
 	$(BIN)/vitamin-nas quickstart
 
+# Whole test modules on 3 workers, the slowest first (tests/conftest.py): most of the suite's wall time waits on
+# Ray, subprocesses and servers, not on the CPU.
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 3 --dist loadfile --no-loadscope-reorder
 
 lint: install
 	$(BIN)/ruff check .
