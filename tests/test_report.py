@@ -155,7 +155,8 @@ def test_the_report_repeats_the_fidelity_table_and_the_hybrid_caveat(paper, stor
     assert "Caveat: N-N-T/geglu is not the family of the paper's ConvNeXt-T, ConvNeXt-B, ConvNeXt-XL (P-N-N-N-N)" \
         in text
     extrapolated = text.split("## Extrapolated to ")[1].split("\n## ")[0]
-    assert "An extrapolation a decade beyond the data" in extrapolated and "read at ten times the largest" in extrapolated
+    assert "An extrapolation a decade beyond the data" in extrapolated
+    assert "read at ten times the largest" in extrapolated
 
 
 def write_seeded_results(directory, correct: dict[tuple[str, int | None], int], items: int = 400) -> ResultStore:
