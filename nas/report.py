@@ -341,7 +341,10 @@ def _header(store: ResultStore, frame: pd.DataFrame, metric: str) -> list[str]:
     lines = [f"# Study report: {study.name}", ""]
     if study.description:
         lines += [study.description, ""]
-    lines += [f"- results: `{store.path}`", f"- trials: {len(store.trials())} ({counts})",
+    where = Path(store.path).resolve()
+    if where.is_relative_to(Path.cwd()):
+        where = where.relative_to(Path.cwd())  # a committed report does not name the machine it ran on
+    lines += [f"- results: `{where}`", f"- trials: {len(store.trials())} ({counts})",
               f"- budgets (samples seen): {budgets}", f"- metric: `{metric}` (percent)"]
     if study.data.synthetic is not None:
         synth = study.data.synthetic
