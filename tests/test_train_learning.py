@@ -1,13 +1,14 @@
 """Learning, not just running: a tiny candidate trained on the synthetic dataset at 64 px on 2 CPU cores
 reaches at least three times chance zero-shot top-1 on the synthetic zero-shot set (80 colour-shape classes,
-chance 1.25 %) within a budget that trains in about a minute on 2 idle cores (3 minutes at most), through the
-whole path: shards, stream (shuffling, augmentation), trainer with the recipe's defaults, evaluation.
+chance 1.25 %, 400 images) within a budget that trains in about half a minute on 2 idle cores, through the
+whole path: shards, stream (shuffling, augmentation), trainer, evaluation.
 
-The captions are the scene's colour and shape, read from the dataset's metadata by uid (the stream's
-`captions` template; what the zero-shot test asks about). With the dataset's full captions (size, texture,
-count, position, background, a second object, 10 % noise) the same candidate learns background and position
-first and colour only after far more steps than 3 CPU-minutes allow: measured, colour zero-shot stayed at
-chance after 800 steps of 32.
+The scenes are the studies' simple ones (one object on a plain background) and the captions the scene's colour
+and shape, read from the dataset's metadata by uid (the stream's `captions` template; what the zero-shot test
+asks about), at the studies' learning rate. Measured after 4,000 samples: 12.0 % (seed 0) and 7.8 % (seed 1).
+With varied scenes and the dataset's full captions (size, texture, count, position, background, a second
+object, 10 % noise) the same candidate learns background and position first and colour only after far more
+steps than a test allows: measured, colour zero-shot stayed at chance after 800 steps of 32.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ CHANCE = 1 / 80
 
 @pytest.mark.slow
 def test_a_tiny_candidate_learns_zero_shot_on_synthetic_data(tmp_path):
-    synthesize(tmp_path, SynthConfig(samples=6000, size=64, zeroshot_per_class=10, retrieval_samples=0, workers=2))
+    synthesize(tmp_path, SynthConfig(samples=4000, size=64, zeroshot_per_class=5, retrieval_samples=0, workers=2,
+                                      scenes="simple"))
     torch.set_num_threads(2)
-    config = TrainConfig(samples=9_600, batch_size=32, lr=1e-3, warmup=20, rungs=(4_800,), log_every=50, workers=1)
+    config = TrainConfig(samples=4_000, batch_size=32, lr=2e-3, warmup=50, rungs=(2_000,), log_every=50, workers=1)
     data = DataSource(str(tmp_path / "shards"), captions="{color} {shape}", metadata=str(tmp_path / "metadata"))
     result = train(ARCH, TEXT, data, config, out=tmp_path / "run",
                    zeroshot=zeroshot_set(tmp_path / "eval" / "zeroshot", 64), device="cpu")
