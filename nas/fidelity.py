@@ -289,8 +289,6 @@ def study_fidelity(store: ResultStore, metric: str = "zeroshot_top1", proxies: S
     parameters and GMACs (larger predicting better) and the zero-cost `proxies` (computed here for every arch
     the study measured, unless the study already scored them: a second or so per small tower, much more for deep
     ones) against every rung. `proxies=None`: only those the study scored."""
-    from nas.proxies import zero_cost_scores
-
     study = store.study()
     frame = store.frame(status=status.MEASURED).dropna(subset=[metric])
     if frame.empty:
@@ -299,8 +297,10 @@ def study_fidelity(store: ResultStore, metric: str = "zeroshot_top1", proxies: S
     if proxies is None:
         proxies = [p for p in ZERO_COST if p in frame and frame[p].notna().all()]
     missing = [p for p in proxies if p not in frame or frame[p].isna().any()]
-    if missing:
+    if missing:  # torch: only where scores are computed
         from tqdm import tqdm
+
+        from nas.proxies import zero_cost_scores
 
         scores = {arch_id: zero_cost_scores(Arch.from_json(text), names=tuple(missing))
                   for arch_id, text in tqdm(archs.items(), total=len(archs), desc="zero-cost proxies",

@@ -12,7 +12,7 @@
       captions: "{color} {shape}"            # optional: caption each image from its metadata row (a template)
       workers: auto                          # loader workers per trial + any nas.data.DataSource field
     text: {width: 64, layers: 2, heads: 2, context_length: 32}   # or a preset name; default: the space's
-    train: {batch_size: 64, lr: 0.001, warmup: 20}               # nas.train.TrainConfig fields
+    train: {batch_size: 64, lr: 0.001, warmup: 20}               # nas.train_config.TrainConfig fields
     objectives: {zeroshot_top1: max, image_gmacs: min}           # one, or several (a Pareto search)
     algorithm: tpe                           # tpe | nsga2 | random | grid | fixed (then archs: [...])
     archs: {ViTamin: ViTamin-S, ViT: ViT-S-16}   # fixed: a list, or a mapping that labels each candidate
@@ -61,14 +61,14 @@ from typing import Any
 from nas.arch import Arch
 from nas.cost import COST_METRICS
 from nas.data import Augment, DataSource, SynthConfig
-from nas.data.evalsets import check_templates
-from nas.data.streaming import SETTINGS_FIELDS
+from nas.data.prompts import check_templates
+from nas.data.source import SETTINGS_FIELDS
 from nas.errors import ConfigError, load_yaml, reject_unknown
 from nas.metrics import EVALUATED, TRAINED, ZERO_COST
 from nas.presets import PRESETS, TextTower, load_arch, preset_with_text
 from nas.space import SearchSpace
 from nas.stratified import stratified_order
-from nas.train import TrainConfig
+from nas.train_config import TrainConfig
 
 ALGORITHMS = ("tpe", "nsga2", "random", "grid", "fixed")
 DIRECTIONS = ("max", "min")
@@ -662,7 +662,7 @@ class _Reader:
         """The recipe at the full budget, checked for every run the study makes."""
         value = {} if value is None else value
         if not isinstance(value, dict):
-            raise self.error("a mapping of nas.train.TrainConfig fields", "train")
+            raise self.error("a mapping of nas.train_config.TrainConfig fields", "train")
         for name, where in DERIVED_TRAIN_FIELDS.items():
             if name in value:
                 raise self.error(f"set by {where}", f"train.{name}")

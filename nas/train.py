@@ -53,13 +53,12 @@ from torch import nn
 from nas import status
 from nas.arch import Arch
 from nas.cost import cost
-from nas.errors import ConfigError, reject_unknown
+from nas.errors import ConfigError
 from nas.metrics import EVALUATED
 from nas.models import build_clip
 from nas.presets import TextTower
+from nas.train_config import TrainConfig
 
-LOSSES = ("clip", "siglip")
-PRECISIONS = ("auto", "bf16", "fp32")
 LOGIT_SCALE_MAX = math.log(100)
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -97,109 +96,6 @@ TRAJECTORY_FIELDS = ("samples", "batch_size", "lr", "betas", "eps", "weight_deca
 #: Dense bf16 peak TFLOP/s by device-name fragment, most specific first (vendor datasheets).
 PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("GH200", 989.4), ("B200", 2250.0),
                     ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0), ("A10G", 70.0), ("A10", 125.0))
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train: the recipe's defaults, the budget, and the engineering options.
-
-    `samples` is the budget in samples seen over all ranks; `batch_size` is the global batch of one
-    optimizer step (the contrastive batch), split over ranks and then into `accum_freq` micro-batches,
-    as open_clip_train does with `--accum-freq` (features of the whole batch are the negatives).
-    `warmup` is in optimizer steps. `rungs` are samples-seen thresholds; the end of the budget is always
-    one. `checkpoint_every` is in samples; None writes ten checkpoints over the run, 0 only at rungs.
-    `workers` are data loader processes per rank (with a `nas.data.DataSource`).
-    """
-
-    samples: int
-    batch_size: int = 256
-    lr: float = 5e-4
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-6
-    weight_decay: float = 0.2
-    warmup: int = 500
-    loss: str = "clip"
-    drop_path: float = 0.1
-    mask_ratio: float = 0.0
-    precision: str = "auto"
-    compile: bool = False
-    compile_backend: str = "inductor"
-    grad_checkpointing: bool = False
-    accum_freq: int = 1
-    grad_clip_norm: float | None = None
-    lock_text: str | None = None
-    lock_text_unlocked_layers: int = 0
-    rungs: tuple[int, ...] = ()
-    checkpoint_every: int | None = None
-    log_every: int = 10
-    eval_batch_size: int = 256
-    eval_workers: int = 0
-    workers: int = 2
-    seed: int = 0
-    peak_tflops: float | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "betas", tuple(self.betas))
-        object.__setattr__(self, "rungs", tuple(sorted(set(self.rungs))))
-        for name in ("samples", "batch_size", "accum_freq", "log_every", "eval_batch_size"):
-            _require_int(self, name, low=1)
-        for name in ("warmup", "lock_text_unlocked_layers", "eval_workers", "workers", "seed"):
-            _require_int(self, name, low=0)
-        _choice(self.loss, LOSSES, "loss")
-        _choice(self.precision, PRECISIONS, "precision")
-        for name in ("lr", "eps"):
-            _require(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
-        _require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
-        _require(0 <= self.drop_path < 1, "drop_path", f"must be in [0, 1), got {self.drop_path}")
-        _require(isinstance(self.mask_ratio, (int, float)) and not isinstance(self.mask_ratio, bool)
-                 and 0 <= self.mask_ratio < 1, "mask_ratio",
-                 f"must be a fraction of the tokens in [0, 1), got {self.mask_ratio!r}")
-        _require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas",
-                 f"must be two numbers in [0, 1), got {self.betas}")
-        _require(self.batch_size % self.accum_freq == 0, "accum_freq",
-                 f"batch_size {self.batch_size} does not split into {self.accum_freq} micro-batches")
-        _require(self.warmup < self.steps, "warmup",
-                 f"{self.warmup} warmup steps leave nothing of the run's {self.steps} steps")
-        _require(all(0 < r <= self.samples for r in self.rungs), "rungs",
-                 f"every rung must be in (0, samples={self.samples}], got {list(self.rungs)}")
-        _require(self.checkpoint_every is None or self.checkpoint_every >= 0, "checkpoint_every",
-                 f"must be >= 0 or null, got {self.checkpoint_every}")
-        _require(self.grad_clip_norm is None or self.grad_clip_norm > 0, "grad_clip_norm",
-                 f"must be positive or null, got {self.grad_clip_norm}")
-
-    @property
-    def steps(self) -> int:
-        """Optimizer steps in the budget (the last one smaller when the budget is not a multiple)."""
-        return math.ceil(self.samples / self.batch_size)
-
-    @property
-    def checkpoint_interval(self) -> int:
-        if self.checkpoint_every is None:
-            return max(self.batch_size, self.samples // 10)
-        return self.checkpoint_every
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any], source: str | None = None) -> TrainConfig:
-        reject_unknown(values, (f.name for f in fields(cls)), source=source)
-        return cls(**values)
-
-
-def _require(ok: bool, name: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(message, field=name)
-
-
-def _require_int(config: TrainConfig, name: str, low: int) -> None:
-    value = getattr(config, name)
-    _require(isinstance(value, int) and not isinstance(value, bool) and value >= low, name,
-             f"must be an integer >= {low}, got {value!r}")
-
-
-def _choice(value: str, allowed: tuple[str, ...], name: str) -> None:
-    _require(value in allowed, name, f"{value!r} is not one of {', '.join(allowed)}")
 
 
 class OOMError(RuntimeError):
@@ -909,9 +805,9 @@ class TrainingLoop:
         self.arch, self.text, self.config = arch, text, config
         self.runtime = setup_runtime(config.precision, device)
         world = self.runtime.world_size * config.accum_freq
-        _require(config.batch_size % world == 0, "batch_size",
-                 f"{config.batch_size} does not split over {self.runtime.world_size} ranks x "
-                 f"{config.accum_freq} micro-batches")
+        if config.batch_size % world:
+            raise ConfigError(f"{config.batch_size} does not split over {self.runtime.world_size} ranks x "
+                              f"{config.accum_freq} micro-batches", field="batch_size")
         self.out = Path(out) if out is not None else None
         self.zeroshot, self.retrieval, self.on_rung, self.progress = zeroshot, retrieval, on_rung, progress
         self.stream_stats: dict[str, Any] = {}

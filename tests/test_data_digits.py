@@ -26,7 +26,8 @@ from nas.data import DataSource, stream, zeroshot_set
 from nas.data.digits import CAPTION_TEMPLATES, CLASSNAMES, write_digits
 from nas.errors import ConfigError
 from nas.presets import TextTower
-from nas.train import TrainConfig, train
+from nas.train import train
+from nas.train_config import TrainConfig
 
 DIGITS = load_digits()
 

@@ -14,7 +14,8 @@ from nas.errors import ConfigError
 from nas.export import export, export_checkpoint, load_open_clip, register, timm_name
 from nas.models import build_clip
 from nas.presets import preset_with_text
-from nas.train import TrainConfig, train
+from nas.train import train
+from nas.train_config import TrainConfig
 
 
 def _same_embeddings(ours: torch.nn.Module, theirs: torch.nn.Module, image_size: int, context_length: int,

@@ -19,7 +19,8 @@ import pytest
 import torch
 from train_helpers import TINY_ARCH, TINY_TEXT, factory
 
-from nas.train import TrainConfig, model_flops_utilization, train
+from nas.train import model_flops_utilization, train
+from nas.train_config import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from gpu_check import open_clip_steady_state  # noqa: E402  (benchmarks/ is no package)

@@ -16,7 +16,8 @@ from nas.errors import ConfigError
 from nas.models import build_clip
 from nas.presets import TextTower, preset
 from nas.study import Study
-from nas.train import TrainConfig, build_model, train
+from nas.train import build_model, train
+from nas.train_config import TrainConfig
 from nas.uncertainty import chance_p_value
 
 REPO = Path(__file__).resolve().parents[1]

@@ -22,7 +22,6 @@ from nas.models import build_clip
 from nas.train import (
     LOGIT_SCALE_MAX,
     OOMError,
-    TrainConfig,
     Trainer,
     build_model,
     cosine_schedule,
@@ -33,6 +32,7 @@ from nas.train import (
     setup_runtime,
     train,
 )
+from nas.train_config import TrainConfig
 
 FP32 = setup_runtime("fp32", device="cpu")
 

@@ -16,7 +16,8 @@ import pytest
 import torch
 from train_helpers import TINY_ARCH, TINY_TEXT, factory
 
-from nas.train import TrainConfig, load_checkpoint, train
+from nas.train import load_checkpoint, train
+from nas.train_config import TrainConfig
 
 CONFIG = {"samples": 96, "batch_size": 16, "warmup": 1, "drop_path": 0.0, "log_every": 1, "rungs": (48,)}
 RANK = """
@@ -24,7 +25,8 @@ import os, sys, torch
 torch.set_num_threads(1)
 sys.path.insert(0, sys.argv[2])
 from train_helpers import TINY_ARCH, TINY_TEXT, random_pairs
-from nas.train import TrainConfig, train
+from nas.train import train
+from nas.train_config import TrainConfig
 
 rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
 

@@ -19,7 +19,8 @@ import torch
 from nas.arch import Arch, Stage, Transformer
 from nas.data import DataSource, SynthConfig, synthesize, zeroshot_set
 from nas.presets import TextTower
-from nas.train import TrainConfig, train
+from nas.train import train
+from nas.train_config import TrainConfig
 
 #: A ViTamin-shaped proxy: conv stem, one MBConv stage, a 2-block Transformer stage, 8x8 tokens at 64 px.
 ARCH = Arch(stem="conv", stem_width=16, stages=(Stage("mbconv", 1, 32),),

@@ -34,7 +34,8 @@ def factory(batch_size: int, seed: int = 0):
 def stream_run(shards: str, out: str, samples: int = 160):
     """A run on the real data stream with drop-path and a checkpoint every 4 steps (the resume tests' run)."""
     from nas.data import DataSource
-    from nas.train import TrainConfig, train
+    from nas.train import train
+    from nas.train_config import TrainConfig
 
     text = TextTower(width=32, layers=1, heads=2, context_length=16)
     config = TrainConfig(samples=samples, batch_size=8, warmup=2, drop_path=0.1, rungs=(samples // 2,),

@@ -147,7 +147,8 @@ def run_settings(args: argparse.Namespace) -> tuple:
     """`(arch, text, TrainConfig, DataSource, ReportTo)` of the command line, checked before anything is built."""
     from nas.data import DataSource
     from nas.presets import load_arch
-    from nas.train import TENSORBOARD, ReportTo, TrainConfig
+    from nas.train import TENSORBOARD, ReportTo
+    from nas.train_config import TrainConfig
 
     if args.lock_text == "":
         raise ConfigError("give the checkpoint or export whose text tower is loaded and locked (open_clip_train "

@@ -1,6 +1,6 @@
 """Data for proxy training and evaluation: DataComp shards, subsets, a synthetic dataset, eval sets.
 
-Training stream (`nas.data.streaming`)::
+Training stream (`nas.data.streaming`; its configs in `nas.data.source`)::
 
     source = nas.data.DataSource("data/shards", subset="keep.npy")       # which data (a study's `data:`)
     settings = nas.data.StreamSettings(batch_size=256, image_size=224, samples=1_000_000, workers=8, seed=0)
@@ -38,9 +38,9 @@ import importlib
 from typing import TYPE_CHECKING
 
 _EXPORTS = {
-    "stream": "streaming", "DataSource": "streaming", "StreamSettings": "streaming", "StreamStats": "streaming",
+    "stream": "streaming", "DataSource": "source", "StreamSettings": "source", "StreamStats": "streaming",
     "Loader": "streaming", "Batch": "streaming", "BatchPlan": "streaming", "SKIP_REASONS": "samples",
-    "Augment": "transforms", "image_transform": "transforms", "tokenizer": "transforms",
+    "Augment": "source", "image_transform": "transforms", "tokenizer": "transforms",
     "UidSet": "subset", "filter_metadata": "subset",
     "expand_shards": "shards", "select_shards": "shards", "dataset_size": "shards",
     "synthesize": "synth", "SynthConfig": "synth",
@@ -76,10 +76,11 @@ if TYPE_CHECKING:
     from nas.data.evalsets import RetrievalSet, ZeroShotSet, retrieval_set, zeroshot_set
     from nas.data.samples import SKIP_REASONS
     from nas.data.shards import dataset_size, expand_shards, select_shards
-    from nas.data.streaming import Batch, BatchPlan, DataSource, Loader, StreamSettings, StreamStats, stream
+    from nas.data.source import Augment, DataSource, StreamSettings
+    from nas.data.streaming import Batch, BatchPlan, Loader, StreamStats, stream
     from nas.data.subset import UidSet, filter_metadata
     from nas.data.synth import SynthConfig, synthesize
-    from nas.data.transforms import Augment, image_transform, tokenizer
+    from nas.data.transforms import image_transform, tokenizer
 
 
 def __getattr__(name: str):

@@ -25,13 +25,13 @@ from pathlib import Path
 from PIL import Image
 from torch.utils.data import Dataset
 
+from nas.data.prompts import DEFAULT_TEMPLATES, check_templates
 from nas.data.samples import decode_image, decoded, read_shard
 from nas.data.shards import expand_shards
 from nas.data.transforms import image_transform
 from nas.errors import ConfigError
 
 SYNSET = re.compile(r"n\d{8}")
-DEFAULT_TEMPLATES = ("a photo of a {}.",)
 
 
 @dataclass
@@ -85,16 +85,6 @@ def zeroshot_set(path: str | os.PathLike, image_size: int = 224, transform: Call
     except FileNotFoundError as err:
         raise ConfigError(str(err), source=str(root)) from err
     return ZeroShotSet(dataset, classnames, templates)
-
-
-def check_templates(templates: Sequence[str], field: str = "zeroshot_templates") -> list[str]:
-    """Prompt templates as open_clip formats them: a non-empty list of strings that each hold one `{}`."""
-    if isinstance(templates, str) or not templates or not all(isinstance(t, str) for t in templates):
-        raise ConfigError(f"a non-empty list of prompt templates, got {templates!r}", field=field)
-    for template in templates:
-        if template.count("{}") != 1:
-            raise ConfigError(f"{template!r} must hold exactly one {{}} (where the class name goes)", field=field)
-    return list(templates)
 
 
 def class_count(path: str | os.PathLike) -> int | None:

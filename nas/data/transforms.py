@@ -11,59 +11,14 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-from nas.errors import ConfigError, reject_unknown
-
-
-@dataclass(frozen=True)
-class Augment:
-    """Training augmentation, in open_clip's `AugmentationCfg` terms.
-
-    The default is open_clip's (RandomResizedCrop scale 0.9-1.0, nothing else); `vitamin_long()` is the
-    ViTamin long schedule's (scale 0.4-1.0, colour jitter 0.32/0.32/0.32/0.08 with p=0.8, grayscale p=0.2).
-    """
-
-    scale: tuple[float, float] = (0.9, 1.0)
-    color_jitter: tuple[float, float, float, float] | None = None
-    color_jitter_prob: float = 0.0
-    grayscale_prob: float = 0.0
-
-    def __post_init__(self) -> None:
-        low, high = self.scale
-        if not 0 < low <= high <= 1:
-            raise ConfigError(f"needs 0 < low <= high <= 1, got {self.scale}", field="augment.scale")
-        if self.color_jitter_prob and (self.color_jitter is None or len(self.color_jitter) != 4):
-            raise ConfigError("color_jitter_prob needs color_jitter = (brightness, contrast, saturation, hue)",
-                              field="augment.color_jitter")
-        for name in ("color_jitter_prob", "grayscale_prob"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ConfigError(f"must be a probability, got {getattr(self, name)}", field=f"augment.{name}")
-
-    @classmethod
-    def vitamin_long(cls) -> Augment:
-        return cls(scale=(0.4, 1.0), color_jitter=(0.32, 0.32, 0.32, 0.08), color_jitter_prob=0.8,
-                   grayscale_prob=0.2)
-
-    @classmethod
-    def from_value(cls, value: Augment | str | Mapping | None) -> Augment:
-        """From a study file: a preset name (`default`, `vitamin_long`) or a mapping of fields."""
-        if value is None or isinstance(value, Augment):
-            return value or cls()
-        if isinstance(value, str):
-            presets = {"default": cls, "vitamin_long": cls.vitamin_long}
-            if value not in presets:
-                raise ConfigError(f"unknown preset {value!r}; use one of {sorted(presets)}", field="augment")
-            return presets[value]()
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"must be a preset name or a mapping, got {value!r}", field="augment")
-        reject_unknown(value, (f.name for f in fields(cls)), field="augment")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
+from nas.data.source import Augment
+from nas.errors import ConfigError
 
 
 def image_transform(image_size: int, train: bool, augment: Augment | None = None) -> Callable:

@@ -41,7 +41,8 @@ from nas.arch import Arch
 from nas.search.placement import worker_request
 from nas.search.trial import Trial, cpu_share, eval_sets, memory_limit, process_place
 from nas.study import Study
-from nas.train import OOMError, ReportTo, TrainConfig, TrainResult, is_oom
+from nas.train import OOMError, ReportTo, TrainResult, is_oom
+from nas.train_config import TrainConfig
 
 #: Seconds the trial waits for a message from rank 0 before it looks whether the job still runs.
 POLL_S = 0.5

@@ -11,7 +11,7 @@ retries, resumed searches and repeated candidates never train what is already me
 - Otherwise it starts from the newest checkpoint of the arch: the trial's own (`RUN/trials/<trial>/`, written by
   its earlier attempts, whichever worker or driver session ran them) or, when the ledger knows another trial
   of the arch that got further (one that failed or was cut off), that trial's; `nas.train.train` resumes from
-  it exactly. The trainer checkpoints every `train.checkpoint_every` samples (`nas.train.TrainConfig`) and at
+  it exactly. The trainer checkpoints every `train.checkpoint_every` samples (`nas.train_config.TrainConfig`) and at
   every rung, so a killed worker or driver loses at most one interval of training. At every rung the
   trainer's metrics, the analytic cost and where it ran are reported, and the rung's checkpoint is kept in
   `RUN/trials/<trial>/rungs/<rung>/` (`nas.run_dir`): one copy of each checkpoint, none in Ray's storage.
@@ -57,7 +57,8 @@ from nas.run_dir import CHECKPOINT, RUNGS, RunDir, link_or_copy
 from nas.search.placement import device_memory_fraction
 from nas.search.searcher import Candidate
 from nas.study import Resources, Study
-from nas.train import ReportTo, TrainConfig, TrainResult
+from nas.train import ReportTo, TrainResult
+from nas.train_config import TrainConfig
 
 LEDGER_NAMESPACE = "vitamin-nas"
 #: Keys a trial adds to the trainer's metrics in its reports (the rest are metrics).
