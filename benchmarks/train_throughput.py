@@ -112,7 +112,8 @@ def fresh_model(arch, text):
 
 def nas_side(args: argparse.Namespace) -> dict[str, float]:
     from nas.data import StreamSettings, stream
-    from nas.train import TrainConfig, train
+    from nas.train import train
+    from nas.train_config import TrainConfig
 
     arch, text = candidate(args.arch, args.image_size)
     samples = (args.steps + args.warmup + 1) * args.batch_size
@@ -246,7 +247,8 @@ def gpu_phases(arch, text, mode: str, args: argparse.Namespace) -> list[tuple[st
     import torch
 
     from nas.data import DataSource, StreamSettings, stream
-    from nas.train import TrainConfig, train
+    from nas.train import train
+    from nas.train_config import TrainConfig
 
     device = torch.device(args.device)
     batch = args.batch_size
