@@ -16,10 +16,12 @@ install: $(BIN)/vitamin-nas
 quickstart: install
 	$(BIN)/vitamin-nas quickstart
 
-# Whole test modules on 3 workers, the slowest first (tests/conftest.py): most of the suite's wall time waits on
-# Ray, subprocesses and servers, not on the CPU.
+# Whole test modules on 3 workers, the slowest first (tests/conftest.py), and torch on one thread in every test
+# process: the suite is CPU-bound on 2 cores (Ray, its trial processes and their imports), and on its tiny tensors a
+# second thread costs CPU without saving time (test_train, test_models, test_train_resume: 76.6 CPU-s on one
+# thread against 91.9 on two, measured in one cgroup). A test that wants more threads sets them itself.
 test: install
-	$(BIN)/pytest -q -n 3 --dist loadfile --no-loadscope-reorder
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 3 --dist loadfile --no-loadscope-reorder
 
 lint: install
 	$(BIN)/ruff check .
