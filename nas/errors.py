@@ -33,6 +33,12 @@ def reject_unknown(values: Iterable[str], allowed: Iterable[str], *, source: str
                           field=field)
 
 
+def require_int(value: Any, field: str, low: int) -> None:
+    """A `ConfigError` naming `field` unless `value` is an integer (not a bool) of at least `low`."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ConfigError(f"must be an integer >= {low}, got {value!r}", field=field)
+
+
 def load_yaml(path: str | os.PathLike) -> Any:
     """A YAML file's content; a file that does not parse is a `ConfigError` of one line naming the file, the line
     and column (1-based, as editors count) and PyYAML's problem, instead of PyYAML's multi-line caret text."""

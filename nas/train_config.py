@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from nas.errors import ConfigError, reject_unknown
+from nas.errors import ConfigError, reject_unknown, require_int
 
 LOSSES = ("clip", "siglip")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -62,9 +62,9 @@ class TrainConfig:
         object.__setattr__(self, "betas", tuple(self.betas))
         object.__setattr__(self, "rungs", tuple(sorted(set(self.rungs))))
         for name in ("samples", "batch_size", "accum_freq", "log_every", "eval_batch_size"):
-            _require_int(self, name, low=1)
+            require_int(getattr(self, name), name, low=1)
         for name in ("warmup", "lock_text_unlocked_layers", "eval_workers", "workers", "seed"):
-            _require_int(self, name, low=0)
+            require_int(getattr(self, name), name, low=0)
         _choice(self.loss, LOSSES, "loss")
         _choice(self.precision, PRECISIONS, "precision")
         for name in ("lr", "eps"):
@@ -110,12 +110,6 @@ class TrainConfig:
 def _require(ok: bool, name: str, message: str) -> None:
     if not ok:
         raise ConfigError(message, field=name)
-
-
-def _require_int(config: TrainConfig, name: str, low: int) -> None:
-    value = getattr(config, name)
-    _require(isinstance(value, int) and not isinstance(value, bool) and value >= low, name,
-             f"must be an integer >= {low}, got {value!r}")
 
 
 def _choice(value: str, allowed: tuple[str, ...], name: str) -> None:

@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from nas.data.writers import write_parquet, write_shard, write_sizes, write_zeroshot_prompts
-from nas.errors import ConfigError
+from nas.errors import ConfigError, require_int
 
 CLASSNAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 CAPTION_TEMPLATES = (
@@ -92,9 +92,7 @@ def write_digits(out: str | os.PathLike, *, size: int = 32, seed: int = 0, held_
 
 def _validate(settings: dict) -> None:
     for name, low in (("size", 8), ("seed", 0), ("samples_per_shard", 1)):
-        value = settings[name]
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ConfigError(f"must be an integer >= {low}, got {value!r}", field=name)
+        require_int(settings[name], name, low)
     if not 0 < settings["held_out"] < 1:
         raise ConfigError(f"must be a fraction in (0, 1), got {settings['held_out']!r}", field="held_out")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from nas.data.limits import MAX_PIXELS, MIN_SIDE, ImageLimits
-from nas.errors import ConfigError, reject_unknown
+from nas.errors import ConfigError, reject_unknown, require_int
 
 
 @dataclass(frozen=True)
@@ -100,11 +100,11 @@ class DataSource:
         if not isinstance(self.urls, str):
             object.__setattr__(self, "urls", tuple(self.urls))
         object.__setattr__(self, "augment", Augment.from_value(self.augment))
-        _require_int(self.shuffle_buffer, "shuffle_buffer", 1)
-        _require_int(self.max_pixels, "max_pixels", 1)
-        _require_int(self.min_side, "min_side", 1)
+        require_int(self.shuffle_buffer, "shuffle_buffer", 1)
+        require_int(self.max_pixels, "max_pixels", 1)
+        require_int(self.min_side, "min_side", 1)
         if self.shards is not None:
-            _require_int(self.shards, "shards", 1)
+            require_int(self.shards, "shards", 1)
         if (self.captions is None) != (self.metadata is None):
             raise ConfigError("captions from the metadata need both a template (captions) and the parquet "
                               "(metadata)", field="captions" if self.captions is None else "metadata")
@@ -148,16 +148,11 @@ class StreamSettings:
     def __post_init__(self) -> None:
         for name, low in (("batch_size", 1), ("image_size", 1), ("workers", 0), ("start_sample", 0),
                           ("context_length", 1)):
-            _require_int(getattr(self, name), name, low)
+            require_int(getattr(self, name), name, low)
         if self.samples is not None:
-            _require_int(self.samples, "samples", 1)
+            require_int(self.samples, "samples", 1)
         if self.start_sample and self.samples is None:
             raise ConfigError("resuming needs a budget (samples)", field="start_sample")
-
-
-def _require_int(value: Any, name: str, low: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ConfigError(f"must be an integer >= {low}, got {value!r}", field=name)
 
 
 SOURCE_FIELDS = frozenset(f.name for f in fields(DataSource))

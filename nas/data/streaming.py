@@ -351,8 +351,6 @@ class Loader:
                 shutdown()
 
 
-
-
 def stream(source: str | Sequence[str] | DataSource, settings: StreamSettings | None = None, *,
            rank: int | None = None, world_size: int | None = None, **options: Any) -> tuple[Loader, StreamStats]:
     """A loader for this rank and its stats: `stream(source, settings)`, or `stream(urls, batch_size=..., ...)`
