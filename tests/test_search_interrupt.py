@@ -74,6 +74,8 @@ def test_sigint_and_sigterm_stop_a_search_cleanly_and_resume_continues_it(tmp_pa
     assert code == 130, output[-3000:]
     assert output.rstrip().endswith(f"continue it with:\n  {resume}")
     assert "Tuner.restore" not in output and "Traceback" not in output
+    assert f"vitamin-nas status {out}" in output and f"tensorboard --logdir {out / 'tensorboard'}" in output
+    assert "To visualize your results with TensorBoard" not in output  # Ray's hint, at a directory now empty
     names = {"driver" if pid not in processes else name for _, _, pid, name in sockets}
     assert {"gcs_server", "raylet", "driver"} <= names, sockets  # the GCS, the raylet, the driver's gRPC server
     assert {address for address, *_ in sockets} == {"127.0.0.1"}, sockets  # ... and every other one: loopback

@@ -99,6 +99,10 @@ def test_each_trial_is_one_tensorboard_run_with_its_rungs(searched):
             [(s, pytest.approx(v, abs=1e-7)) for s, v in recorded]
         steps = [e.step for e in events.Scalars("train/loss")]
         assert steps == sorted(set(steps)) and steps[-1] <= trial["samples_seen"]
+    # the one TensorBoard tree: Ray's own loggers (CSV, JSON, TensorBoard copies in its trial directories) are off
+    ray_files = {p.name for p in (store.path.parent / "ray").rglob("*") if p.is_file()}
+    assert not {"progress.csv", "result.json", "params.json"} & ray_files
+    assert not any(name.startswith("events.out.tfevents") for name in ray_files)
 
 
 def test_select_writes_the_trained_weights_of_each_chosen_arch(searched, tmp_path):

@@ -11,7 +11,7 @@ import shlex
 import time
 from pathlib import Path
 
-from nas.cli.search import search_and_report
+from nas.cli.search import search_and_report, watch_lines
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -38,8 +38,8 @@ def _quickstart(args: argparse.Namespace) -> int:
                              shlex.join(["vitamin-nas", "quickstart", "--out", args.out, "--resume"]),
                              progress_every=30.0)
     if code == 0:
+        lines = [*watch_lines(out)[1:],
+                 f"the best trial, for open_clip:   vitamin-nas export {out} --best --out winner"]
         print(f"\nquickstart finished in {time.perf_counter() - begin:.0f} s. Next:\n"
-              f"  every trial's training curves:   tensorboard --logdir {out / 'tensorboard'}\n"
-              f"  Optuna's view of the search:     optuna-dashboard sqlite:///{out.resolve() / 'study.db'}\n"
-              f"  the best trial, for open_clip:   vitamin-nas export {out} --best --out winner")
+              + "\n".join(f"  {line}" for line in lines))
     return code

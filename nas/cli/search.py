@@ -71,6 +71,7 @@ def search_and_report(study, out: Path, resume: bool, command: str, **options) -
     from nas.search import Outcome, SearchInterrupted, search
     from plots.search import search_figures
 
+    print("watch it while it runs:\n" + "\n".join(f"  {line}" for line in watch_lines(out)), flush=True)
     try:
         store = search(study, out, resume=resume, command=command, **options)
     except SearchInterrupted as stopped:
@@ -91,3 +92,10 @@ def search_and_report(study, out: Path, resume: bool, command: str, **options) -
     if summary:
         print(f"vitamin-nas search: {summary}", file=sys.stderr)
     return 0
+
+
+def watch_lines(out: Path) -> list[str]:
+    """The commands that show a search in `out`: its progress, its trials' curves, Optuna's view of it."""
+    return [f"progress and ETA:                vitamin-nas status {out}",
+            f"every trial's training curves:   tensorboard --logdir {out / 'tensorboard'}",
+            f"Optuna's view of the search:     optuna-dashboard sqlite:///{out.resolve() / 'study.db'}"]

@@ -97,6 +97,9 @@ def search(study: Study, out: str | os.PathLike, *, resume: bool = False, addres
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # the session handles SIGINT (and SIGTERM) itself
     # Tune saves its experiment state at every result: what resume wants, not a warning.
     os.environ["TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"] = "0"
+    # The results database and RUN/tensorboard hold every result: Ray's own CSV, JSON and TensorBoard copies in
+    # each trial directory only cost disk and time, and its "tensorboard --logdir" hint pointed at them.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     driver = DriverSession(study, run_dir, store)
     command = command or f"vitamin-nas search {study.source} --out {run_dir.root} --resume"
     # The session's handlers go in once Ray is up: Ray's core installs its own for SIGTERM (a stack dump, then abort).
