@@ -34,6 +34,7 @@ promotions that would change; a candidate's value is its mean over seeds).
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -50,6 +51,7 @@ from nas.errors import ConfigError  # noqa: E402
 from nas.fidelity import SIZE_SCORES, FidelityRow, compare, format_fidelity  # noqa: E402
 from nas.metrics import EVALUATED, ZERO_COST  # noqa: E402
 from nas.results import ResultStore  # noqa: E402
+from nas.search import SearchInterrupted  # noqa: E402
 from nas.study import Study  # noqa: E402
 
 STUDY = REPO / "studies" / "tabular_tiny.yaml"
@@ -78,12 +80,13 @@ def run(study: Study, out: str | Path, resume: bool = False, **options) -> Resul
 
 
 def table(store: ResultStore, proxies: Sequence[str] = ZERO_COST, progress: bool = False) -> pd.DataFrame:
-    """One row per measured trial and rung (the module docstring's columns), zero-cost scores computed for
-    the archs whose scores the study did not record."""
+    """One row per completed trial and rung (the module docstring's columns), zero-cost scores computed for
+    the archs whose scores the study did not record. A trial cut off (an interrupted search, `--from-run` of
+    one still running) is left out: a table's candidates are measured to the full budget."""
     from nas.proxies import zero_cost_scores
 
     study = store.study()
-    frame = store.frame(status=status.MEASURED)
+    frame = store.frame(status=status.COMPLETED)
     if frame.empty:
         return pd.DataFrame(columns=IDENTITY)
     archs = {arch_id: Arch.from_json(text) for arch_id, text in frame.drop_duplicates("arch_id")[["arch_id", "arch"]]
@@ -191,12 +194,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             study = Study.load(args.study)
             name = study.name
-            store = run(study, Path(args.out or REPO / "runs" / name), resume=args.resume)
+            out = Path(args.out or REPO / "runs" / name)
+            command = shlex.join([sys.executable, __file__, "--study", args.study, "--out", str(out), "--resume",
+                                  *(["--csv", args.csv] if args.csv else [])])
+            store = run(study, out, resume=args.resume, command=command)
         csv = Path(args.csv or TABLES / f"{name}.csv")
         frame = write_table(store, csv, progress=True)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except SearchInterrupted as stopped:
+        print(f"tabular: {stopped}; continue it with:\n  {command}", file=sys.stderr)
+        return 130
     print(summary(frame))
     print(f"table: {csv} ({time.perf_counter() - begin:.0f} s)")
     return 0

@@ -65,6 +65,11 @@ def test_a_tiny_table_has_every_candidate_at_every_rung_and_a_second_seed(tmp_pa
         assert rows.naswot.iloc[0] == pytest.approx(zero_cost_scores(arch)["naswot"], rel=1e-5)
     assert store.study().repeats.seeds == (1,)
 
+    # a trial cut off (an interrupted search, or one still running) is not a candidate of the table
+    cut = next(t for t in store.trials() if t["arch_id"] != repeated)
+    store.update_trial(cut["trial_id"], status="interrupted")
+    assert set(tabular.table(store).arch_id) == {repeated}
+
 
 def test_a_table_needs_listed_candidates_and_no_early_stopping(tmp_path):
     data = tmp_path / "data"
