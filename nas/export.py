@@ -5,7 +5,8 @@ An export directory is what open_clip's `local-dir:` schema reads, plus the arch
     open_clip_config.json        {"model_cfg": ..., "preprocess_cfg": ...}, open_clip's hub layout
     open_clip_model.safetensors  the CLIP state dict (open_clip's key names)
     arch.json                    the `Arch` (nas.arch) and text tower it was built from
-    measured.json                from a search (`export_trained`): the study, trial, rung and what it measured
+    measured.json                from a search (`export_trained`): the study, trial, rung, what it measured
+                                 and on which eval sets with which zero-shot prompts (`evaluated_on`)
 
 The image tower is described to open_clip as a timm model (`vision_cfg.timm_model_name`), which open_clip
 wraps exactly as `nas.models` does (trunk, then dropout and a bias-free projection), so the state dict
@@ -301,10 +302,16 @@ def export_trained(store: ResultStore, candidate: Trained, out: str | os.PathLik
                           f"{candidate.number}'s rung at {candidate.samples_seen:,}", source=str(path))
     out = export(state["model"], candidate.arch, TextTower(**state["text"]), out,
                  drop_path=state["config"]["drop_path"])
+    data = store.study().data
+    templates = None if data.zeroshot_templates is None else list(data.zeroshot_templates)
     measured = {"study": store.study().name, "database": str(store.path), "trial_id": candidate.trial_id,
                 "number": candidate.number, "arch_id": candidate.arch.arch_id, "arch_name": candidate.arch.name(),
                 "rung": candidate.rung, "budget": candidate.budget, "samples_seen": candidate.samples_seen,
-                "checkpoint": candidate.checkpoint, "metrics": candidate.metrics}
+                "checkpoint": candidate.checkpoint, "metrics": candidate.metrics,
+                # what the metrics were measured on: the same sets and prompts (None: the set's templates.txt)
+                # give the same numbers (nas.data.zeroshot_set(zeroshot, transform=preprocess, templates=...))
+                "evaluated_on": {"zeroshot": data.zeroshot, "zeroshot_templates": templates,
+                                 "retrieval": data.retrieval}}
     (out / MEASURED_FILE).write_text(json.dumps(measured, indent=2) + "\n")
     return out
 
