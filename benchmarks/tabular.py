@@ -18,7 +18,7 @@ per trial and rung:
     the study measured, with its eval-set size and 95 % interval), loss, wall_s (cumulative seconds),
     image_gmacs, image_params_m, train_gflops (analytic, per sample), naswot, synflow (at initialisation)
 
-`arch_id` is the tower as measured; `candidate_id` the same tower at the space's own resolution, which
+`arch_id` is the tower as measured; `candidate_id` the same tower at the space's full (largest) resolution, which
 pairs a study measured at a lower `image_size` with the full one. `seed` is the training seed (the recipe's,
 or a repeat's). `benchmarks/search_efficiency.py` replays searches over the table. Prints the time it took;
 asserts nothing.
@@ -39,6 +39,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -91,9 +92,7 @@ def table(store: ResultStore, proxies: Sequence[str] = ZERO_COST, progress: bool
         return pd.DataFrame(columns=IDENTITY)
     archs = {arch_id: Arch.from_json(text) for arch_id, text in frame.drop_duplicates("arch_id")[["arch_id", "arch"]]
              .itertuples(index=False)}
-    own_size = study.space.spec.get("image_size")  # the space's resolution, when it has one
-    candidate = {a: (arch.replace(image_size=own_size) if isinstance(own_size, int) else arch).arch_id
-                 for a, arch in archs.items()}
+    candidate = {a: candidate_id(arch, study.space.spec.get("image_size")) for a, arch in archs.items()}
     missing = [p for p in proxies if p not in frame or frame[p].isna().any()]
     if missing:
         from tqdm import tqdm
@@ -109,6 +108,14 @@ def table(store: ResultStore, proxies: Sequence[str] = ZERO_COST, progress: bool
     columns = [*IDENTITY, "budget", "samples_seen", *metrics, "loss", "wall_s", *COST_COLUMNS, *proxies]
     out = out[[c for c in columns if c in out]]
     return out.sort_values(["candidate_id", "seed", "budget"], kind="stable").reset_index(drop=True)
+
+
+def candidate_id(arch: Arch, space_sizes: Any) -> str:
+    """The tower at the space's full resolution (its largest, when it offers several): one id for the same
+    candidate measured at a lower `image_size`."""
+    sizes = space_sizes if isinstance(space_sizes, list) else [space_sizes]
+    full = max((s for s in sizes if isinstance(s, int)), default=None)
+    return (arch if full is None else arch.replace(image_size=full)).arch_id
 
 
 def write_table(store: ResultStore, path: str | Path, progress: bool = False) -> pd.DataFrame:

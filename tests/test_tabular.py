@@ -95,6 +95,13 @@ def test_the_tabular_study_extends_the_quickstart_and_covers_the_space_evenly():
     assert {a.stages[0].width for a in study.archs} == {16, 24, 32}
 
 
+def test_a_candidate_is_the_tower_at_the_spaces_full_resolution():
+    arch = tower(32, image_size=32)
+    at_64 = arch.replace(image_size=64).arch_id
+    assert tabular.candidate_id(arch, [32, 64]) == tabular.candidate_id(arch.replace(image_size=64), [32, 64]) == at_64
+    assert tabular.candidate_id(arch, 64) == at_64 and tabular.candidate_id(arch, None) == arch.arch_id
+
+
 def test_fidelity_ranks_cheaper_tables_of_the_same_candidates_against_the_full_one():
     ids = [f"c{i}" for i in range(6)]
     truth = [0.10, 0.30, 0.20, 0.50, 0.40, 0.60]
