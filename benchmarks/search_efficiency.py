@@ -95,7 +95,7 @@ STRATEGIES = {
     "tpe-curve": Strategy("tpe", "curve"),
     "tpe-pareto-asha": Strategy("tpe", "asha", pareto=True),
 }
-DEFAULT_STRATEGIES = ("random-full", "asha", "pareto-asha", "tpe-asha", "curve")
+DEFAULT_STRATEGIES = ("random-full", "asha", "pareto-asha", "tpe-asha", "curve", "curve-dense")
 #: Fractions of exhaustive compute at which regret is summarised, and the one P(top 10 %) is read at.
 FRACTIONS = (0.05, 0.1, 0.25, 0.5, 1.0)
 AT_FRACTION = 0.25
