@@ -39,7 +39,6 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -53,6 +52,7 @@ from nas.fidelity import SIZE_SCORES, FidelityRow, compare, format_fidelity  # n
 from nas.metrics import EVALUATED, ZERO_COST  # noqa: E402
 from nas.results import ResultStore  # noqa: E402
 from nas.search import SearchInterrupted  # noqa: E402
+from nas.space import SearchSpace  # noqa: E402
 from nas.study import Study  # noqa: E402
 
 STUDY = REPO / "studies" / "tabular_tiny.yaml"
@@ -92,7 +92,7 @@ def table(store: ResultStore, proxies: Sequence[str] = ZERO_COST, progress: bool
         return pd.DataFrame(columns=IDENTITY)
     archs = {arch_id: Arch.from_json(text) for arch_id, text in frame.drop_duplicates("arch_id")[["arch_id", "arch"]]
              .itertuples(index=False)}
-    candidate = {a: candidate_id(arch, study.space.spec.get("image_size")) for a, arch in archs.items()}
+    candidate = {a: candidate_id(arch, study.space) for a, arch in archs.items()}
     missing = [p for p in proxies if p not in frame or frame[p].isna().any()]
     if missing:
         from tqdm import tqdm
@@ -110,12 +110,14 @@ def table(store: ResultStore, proxies: Sequence[str] = ZERO_COST, progress: bool
     return out.sort_values(["candidate_id", "seed", "budget"], kind="stable").reset_index(drop=True)
 
 
-def candidate_id(arch: Arch, space_sizes: Any) -> str:
-    """The tower at the space's full resolution (its largest, when it offers several): one id for the same
-    candidate measured at a lower `image_size`."""
-    sizes = space_sizes if isinstance(space_sizes, list) else [space_sizes]
-    full = max((s for s in sizes if isinstance(s, int)), default=None)
-    return (arch if full is None else arch.replace(image_size=full)).arch_id
+def candidate_id(arch: Arch, space: SearchSpace) -> str:
+    """The tower at the space's full resolution (the largest its `image_size` domain offers): one id for the same
+    candidate measured at a lower `image_size`; the tower as it is when the space leaves the resolution open."""
+    domain = dict(space.params()).get("image_size")
+    if domain is None:
+        return arch.arch_id
+    full = max(domain.options()) if domain.finite else domain.high
+    return arch.replace(image_size=int(full)).arch_id
 
 
 def write_table(store: ResultStore, path: str | Path, progress: bool = False) -> pd.DataFrame:

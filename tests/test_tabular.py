@@ -12,10 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import ray
-from search_helpers import synthetic_data, tower, write_study
+from search_helpers import SPACE, synthetic_data, tower, write_study
 
 from nas.errors import ConfigError
 from nas.proxies import zero_cost_scores
+from nas.space import SearchSpace
 from nas.study import Study
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -98,8 +99,16 @@ def test_the_tabular_study_extends_the_quickstart_and_covers_the_space_evenly():
 def test_a_candidate_is_the_tower_at_the_spaces_full_resolution():
     arch = tower(32, image_size=32)
     at_64 = arch.replace(image_size=64).arch_id
-    assert tabular.candidate_id(arch, [32, 64]) == tabular.candidate_id(arch.replace(image_size=64), [32, 64]) == at_64
-    assert tabular.candidate_id(arch, 64) == at_64 and tabular.candidate_id(arch, None) == arch.arch_id
+
+    def space(image_size) -> SearchSpace:
+        return SearchSpace({**SPACE, "image_size": image_size})
+
+    assert tabular.candidate_id(arch, space([32, 64])) == \
+        tabular.candidate_id(arch.replace(image_size=64), space([32, 64])) == at_64
+    assert tabular.candidate_id(arch, space(64)) == at_64
+    assert tabular.candidate_id(arch, space({"low": 32, "high": 64, "step": 32})) == at_64
+    unset = SearchSpace({k: v for k, v in SPACE.items() if k != "image_size"})  # the resolution left open
+    assert tabular.candidate_id(arch, unset) == arch.arch_id
 
 
 def test_fidelity_ranks_cheaper_tables_of_the_same_candidates_against_the_full_one():
