@@ -302,9 +302,10 @@ def export_trained(store: ResultStore, candidate: Trained, out: str | os.PathLik
                           f"{candidate.number}'s rung at {candidate.samples_seen:,}", source=str(path))
     out = export(state["model"], candidate.arch, TextTower(**state["text"]), out,
                  drop_path=state["config"]["drop_path"])
-    data = store.study().data
+    study = store.study()
+    data = study.data
     templates = None if data.zeroshot_templates is None else list(data.zeroshot_templates)
-    measured = {"study": store.study().name, "database": str(store.path), "trial_id": candidate.trial_id,
+    measured = {"study": study.name, "database": str(store.path), "trial_id": candidate.trial_id,
                 "number": candidate.number, "arch_id": candidate.arch.arch_id, "arch_name": candidate.arch.name(),
                 "rung": candidate.rung, "budget": candidate.budget, "samples_seen": candidate.samples_seen,
                 "checkpoint": candidate.checkpoint, "metrics": candidate.metrics,

@@ -54,13 +54,13 @@ def test_the_exported_winner_scores_in_open_clip_what_the_search_recorded(search
 
     model, _, preprocess = load_open_clip(export)  # open_clip's loader, its preprocessing and its tokenizer
     tokenizer = open_clip.get_tokenizer(f"local-dir:{export}")
-    on = json.loads((export / "measured.json").read_text())["evaluated_on"]  # the export says what it was scored on
+    measured = json.loads((export / "measured.json").read_text())
+    on = measured["evaluated_on"]  # the export says what it was scored on
     assert on == {"zeroshot": study.data.zeroshot, "zeroshot_templates": None, "retrieval": study.data.retrieval}
     evaluation = evaluate(model, zeroshot=zeroshot_set(on["zeroshot"], transform=preprocess,
                                                        templates=on["zeroshot_templates"]), tokenizer=tokenizer)
     assert evaluation.metrics["zeroshot_top1"] == best.metrics["zeroshot_top1"]
     assert evaluation.metrics["zeroshot_top5"] == best.metrics["zeroshot_top5"]
-    measured = json.loads((export / "measured.json").read_text())
     assert (measured["number"], measured["budget"], measured["arch_id"]) == (best.number, 256, best.arch.arch_id)
 
 
