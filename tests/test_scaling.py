@@ -1,7 +1,6 @@
 """Scaling-law fits: published fits reproduced on their published data, known laws recovered from synthetic data.
 
-The published data live in ../shared/reference/scaling_data (see its SOURCES.md); those tests skip when the
-folder is absent.
+The published data live in reference/scaling_data (see its SOURCES.md).
 """
 
 from __future__ import annotations
@@ -39,14 +38,12 @@ from nas.scaling import (
     min_points,
 )
 
-SCALING_DATA = Path(__file__).resolve().parents[2] / "shared" / "reference" / "scaling_data"
+SCALING_DATA = Path(__file__).resolve().parents[1] / "reference" / "scaling_data"
 CHINCHILLA = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}  # Hoffmann et al.'s fit
 
 
 @pytest.fixture(scope="module")
 def published() -> Path:
-    if not SCALING_DATA.is_dir():
-        pytest.skip(f"published scaling data not found at {SCALING_DATA} (the shared/ folder beside the repo)")
     return SCALING_DATA
 
 
@@ -146,8 +143,6 @@ def test_compute_optimal_constant_is_configurable(chinchilla_fit):
 
 def porian_configs():
     """(configuration, published basic fit) pairs from Porian et al. 2024's flattened results."""
-    if not SCALING_DATA.is_dir():
-        return [pytest.param(None, None, marks=pytest.mark.skip(reason=f"no published data at {SCALING_DATA}"))]
     keys = ["source_file", "dataset", "hparams", "warmup", "decay", "param_count", "loss_split"]
     pairs = pd.read_csv(SCALING_DATA / "porian2024" / "optimal_pairs.csv").dropna(subset=["n_star"])
     fits = pd.read_csv(SCALING_DATA / "porian2024" / "fit_results.csv").query("fit == 'basic'")
@@ -215,8 +210,6 @@ def porian_raw_configs():
     """(configuration, its raw IsoFLOP points, published basic exponent and bootstrap 95% interval) per
     configuration of Porian et al. 2024 (fit_results.csv: fit == "basic" and
     "bootstrap_weighted_95CI_n_exponent", from their analysis.py on the same points)."""
-    if not SCALING_DATA.is_dir():
-        return [pytest.param(None, None, marks=pytest.mark.skip(reason=f"no published data at {SCALING_DATA}"))]
     keys = ["source_file", "dataset", "hparams", "warmup", "decay", "param_count", "loss_split"]
     points = pd.read_csv(SCALING_DATA / "porian2024" / "isoflop_points.csv")
     fits = pd.read_csv(SCALING_DATA / "porian2024" / "fit_results.csv")

@@ -34,21 +34,21 @@ _LAW_HELP = (
 _EXAMPLES = """\
 examples:
   # Cherti et al.'s OpenCLIP ImageNet fit, extrapolated with a prediction interval
-  vitamin-nas fit ../shared/reference/scaling_data/openclip/zeroshot_results.csv --law pareto-power \\
+  vitamin-nas fit reference/scaling_data/openclip/zeroshot_results.csv --law pareto-power \\
       --x gmacs_total --y "1 - acc1" --where "downstream_dataset == 'imagenet1k' and upstream_dataset != 'CLIP-WIT'" \\
       --at 1e13 --out fig.png
   # Besiroglu et al.'s Chinchilla replication: parameters, bootstrap intervals, compute-optimal N*, D* at 1e24 FLOPs
-  vitamin-nas fit ../shared/reference/scaling_data/chinchilla_epoch/svg_extracted_data.csv --law joint \\
+  vitamin-nas fit reference/scaling_data/chinchilla_epoch/svg_extracted_data.csv --law joint \\
       --n "Model Size" --x "Training FLOP" --y loss --where "loss < 3.44" --at 1e24
   # IsoFLOP optima (local fits around each budget's best size, each with its uncertainty) and N*(C)
-  vitamin-nas fit ../shared/reference/scaling_data/porian2024/isoflop_points.csv --law isoflop --x flops \\
+  vitamin-nas fit reference/scaling_data/porian2024/isoflop_points.csv --law isoflop --x flops \\
       --n n_params --y loss --where "source_file == 'summary_df' and hparams == 'tuned'" --by loss_split
   # Muennighoff et al.'s R_D*, R_N* with their C4 base law held fixed
-  vitamin-nas fit ../shared/reference/scaling_data/datablations_muennighoff2023/fit_set_outliers_removed.csv \\
+  vitamin-nas fit reference/scaling_data/datablations_muennighoff2023/fit_set_outliers_removed.csv \\
       --law data-constrained --n N_params --d D_tokens --u U_unique_tokens --y val_loss --bootstrap 100 \\
       --fix E=1.86914,A=520.825,B=1487.72,alpha=0.35266,beta=0.35266
   # a broken neural scaling law fitted on all but the 3 largest runs, and scored on them
-  vitamin-nas fit ../shared/reference/scaling_data/bnsl_caballero2022/four_digit_addition_dataset_size_vs_test_ce.csv \\
+  vitamin-nas fit reference/scaling_data/bnsl_caballero2022/four_digit_addition_dataset_size_vs_test_ce.csv \\
       --law bnsl --x train_dataset_size --y test_cross_entropy --hold-out 3
   # a study's results, per arch family
   vitamin-nas fit runs/study --law power --at 1e6
