@@ -4,7 +4,9 @@ cluster allows: every manifest parses; the `ray up` YAML passes Ray's cluster-la
 image; every recipe names the same image and the Ray version the project's tests run with; the shell scripts
 parse; search.sh adds --resume when the run directory holds a search; the SLURM batch script stops the search
 with SIGINT on SLURM's lead signal and requeues the job (with srun, scontrol and the driver stood in for);
-`docker build` where a Docker daemon answers."""
+`docker build` where a Docker daemon answers. The KubeRay manifests are also validated against the schema of
+KubeRay's RayJob CRD (v1.5.1, the oldest release with `authOptions`; tests/data/kuberay-v1.5.1-rayjob.schema.json,
+whose "$comment" says where it comes from), with unknown fields refused as `kubectl apply` refuses them."""
 
 from __future__ import annotations
 
@@ -130,6 +132,31 @@ def test_the_kuberay_rayjob_runs_a_search_on_the_raycluster_spec():
     assert script == f"{IMAGE_ROOT}/docs/cluster/search.sh" and (ROOT / script[len(IMAGE_ROOT) + 1:]).is_file()
     assert out.startswith(f"{SHARED}/") and options[-2:] == ["--address", "auto"]
     assert spec["shutdownAfterJobFinishes"] is True and spec["backoffLimit"] >= 1
+
+
+def strict(schema: object) -> object:
+    """An OpenAPI schema of a CRD, with unknown fields refused where it declares its fields (kubectl's default
+    server-side field validation, `--validate=strict`)."""
+    if isinstance(schema, list):
+        return [strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    strict_schema = {key: strict(value) for key, value in schema.items()}
+    if ("properties" in schema and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")):
+        strict_schema["additionalProperties"] = False
+    return strict_schema
+
+
+def test_the_kuberay_manifests_pass_the_schema_of_kuberays_crd():
+    schema = strict(json.loads((ROOT / "tests" / "data" / "kuberay-v1.5.1-rayjob.schema.json").read_text()))
+    jsonschema.Draft7Validator(schema).validate(load(KUBERAY / "rayjob.yaml"))
+    cluster_spec = schema["properties"]["spec"]["properties"]["rayClusterSpec"]  # a RayCluster's spec is the same type
+    jsonschema.Draft7Validator(cluster_spec).validate(load(KUBERAY / "raycluster.yaml")["spec"])
+    with pytest.raises(jsonschema.ValidationError, match="'workDir' was unexpected"):
+        misspelt = load(KUBERAY / "raycluster.yaml")["spec"]
+        misspelt["headGroupSpec"]["template"]["spec"]["containers"][0]["workDir"] = SHARED
+        jsonschema.Draft7Validator(cluster_spec).validate(misspelt)
 
 
 def test_every_recipe_names_one_image_and_the_ray_the_project_runs_with():
