@@ -160,12 +160,10 @@ def test_the_kuberay_manifests_pass_the_schema_of_kuberays_crd():
 
 
 def test_every_recipe_names_one_image_and_the_ray_the_project_runs_with():
-    """The driver's Ray is the cluster's: both run the image, whose Ray the Dockerfile pins; KubeRay's rayVersion
-    says the same, and it is the Ray this environment (the project's tests) runs with."""
+    """The driver's Ray is the cluster's: both run the image, whose Ray the Dockerfile pins within the project's
+    requirement, and KubeRay's rayVersion says the same. (Not tied to the Ray this environment resolved: a new
+    Ray release on PyPI must not fail a fresh clone's tests.)"""
     version = dockerfile_ray_version()
-    installed = importlib.metadata.version("ray")
-    assert version == installed, (f"the Dockerfile pins Ray {version}, the project runs with {installed}: update "
-                                  "RAY_VERSION in the Dockerfile and rayVersion in docs/cluster/kuberay/*.yaml")
     requirement = next(r for r in map(Requirement, importlib.metadata.requires("vitamin-nas")) if r.name == "ray")
     assert requirement.specifier.contains(version)
     cluster, job = load(KUBERAY / "raycluster.yaml"), load(KUBERAY / "rayjob.yaml")
