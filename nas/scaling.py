@@ -48,7 +48,7 @@ from scipy import optimize, special, stats
 from threadpoolctl import threadpool_limits
 
 from nas.errors import ConfigError
-from nas.results import pareto_mask
+from nas.pareto import pareto_mask
 from nas.tables import format_table
 
 LAWS = ("power", "pareto-power", "saturating", "bnsl", "joint", "tied", "kaplan", "data-constrained", "isoflop")

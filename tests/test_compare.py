@@ -16,9 +16,10 @@ from nas.arch import Arch, Stage, Transformer
 from nas.compare import annotate, first_rung_noise, front_ties, hits, with_interval
 from nas.cost import cost
 from nas.evaluate import retrieval_chance
+from nas.leaderboard import results_report
 from nas.presets import TextTower
 from nas.report import Claim, check, paired_measurements
-from nas.results import ResultStore, results_report
+from nas.results import ResultStore
 from nas.study import Study
 from nas.uncertainty import pack_hits, paired_difference, wilson_interval
 

@@ -15,16 +15,10 @@ import pytest
 from nas.arch import Arch, Stage, Transformer
 from nas.cost import cost
 from nas.errors import ConfigError
+from nas.pareto import crowding_distance, nondominated_ranks, pareto_mask, pareto_order
 from nas.presets import TextTower
-from nas.results import (
-    ResultStore,
-    crowding_distance,
-    nondominated_ranks,
-    pareto_mask,
-    pareto_order,
-    progress,
-    progress_report,
-)
+from nas.progress import progress, progress_report
+from nas.results import ResultStore
 from nas.study import Study
 
 REPO = Path(__file__).resolve().parents[1]

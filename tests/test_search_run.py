@@ -14,7 +14,8 @@ from pathlib import Path
 from search_helpers import alive, synthetic_data, wait_for, write_study
 
 from nas import heartbeat
-from nas.results import ResultStore, progress_report
+from nas.progress import progress_report
+from nas.results import ResultStore
 from nas.run_dir import RunDir, link_or_copy
 from nas.search import reaper
 from nas.study import Study

@@ -13,7 +13,8 @@ from study_helpers import BUDGETS, DESIGN, LAWS, error
 from nas.cost import cost
 from nas.errors import ConfigError
 from nas.export import load_open_clip, read_arch
-from nas.results import ResultStore, minimization, pareto_mask
+from nas.pareto import minimization, pareto_mask
+from nas.results import ResultStore
 from nas.select import (
     COST_AXES,
     Prediction,
