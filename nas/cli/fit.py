@@ -14,22 +14,18 @@ import numpy as np
 import pandas as pd
 
 from nas.errors import ConfigError
-from nas.scaling import LAWS, VARIABLES, Fit, arrays_from_frame, compute_optimal, fit, held_out_check
+from nas.scaling import LAWS, Fit, arrays_from_frame, compute_optimal, fit, held_out_check
 
 #: Laws fitted by iteration, whose uncertainty may come from a bootstrap.
-_BOOTSTRAPPED = ("saturating", "bnsl", "joint", "tied", "kaplan", "data-constrained")
+_BOOTSTRAPPED = tuple(name for name, law in LAWS.items() if law.iterated)
 #: Laws whose --at is a compute budget for the compute-optimal allocation N*(C), D*(C).
-_ALLOCATED = ("joint", "tied")
+_ALLOCATED = tuple(name for name, law in LAWS.items() if law.allocates)
+#: Laws drawn as one curve against compute: the laws of compute, and the allocating laws along N*(C), D*(C).
+_CURVES = tuple(name for name, law in LAWS.items() if law.x_columns == 1 or law.allocates)
 #: What a study directory is fitted on unless told otherwise: error against compute, per arch family.
 STUDY_DEFAULTS = {"x": "compute", "y": "error", "n": "image_params_m", "d": "samples_seen", "by": "family"}
 
-_LAW_HELP = (
-    "power: E = beta C^alpha (least squares in log space); pareto-power: the same through Cherti et al.'s binned "
-    "frontier; saturating: E = E_inf + A C^-alpha; bnsl: a broken neural scaling law (Caballero et al.) with "
-    "--breaks breaks; joint: L = E + A/N^alpha + B/D^beta (Besiroglu et al.); tied: the same with alpha = beta; "
-    "kaplan: L = E + ((N_c/N)^(alpha_N/alpha_D) + D_c/D)^alpha_D, whose N and D terms interact; "
-    "data-constrained: Muennighoff et al.'s L(N, D, U) for repeated data (R_D*, R_N*; needs --u); isoflop: the "
-    "optimal size per compute budget from a local fit around each budget's best run, then N* = k C^a")
+_LAW_HELP = "; ".join(f"{name}: {law.help}" for name, law in LAWS.items())
 
 _EXAMPLES = """\
 examples:
@@ -177,7 +173,7 @@ def _options(args: argparse.Namespace) -> dict:
                     from None
         else:
             options["window"] = None
-    if args.at and args.law in VARIABLES and args.law not in (*_ALLOCATED, "isoflop"):
+    if args.at and args.law not in _CURVES:
         raise ConfigError(f"takes compute values: it applies to the laws of one variable and to the compute-optimal "
                           f"allocation of {' and '.join(_ALLOCATED)} fits, not to {args.law}", field="--at")
     return options
@@ -287,7 +283,7 @@ def _write_figures(fits: dict[str | None, Fit], args: argparse.Namespace) -> Non
     from plots.scaling import scaling_curve, scaling_curves  # matplotlib only when a figure is asked for
     from plots.study import slug
 
-    if args.law in VARIABLES and args.law not in (*_ALLOCATED, "isoflop"):
+    if args.law not in _CURVES:
         print(f"no figure: the {args.law} law has no one-dimensional curve to draw")
         return
     label = {"isoflop": args.n}.get(args.law, None if args.law in _ALLOCATED else args.y)
@@ -302,7 +298,7 @@ def _write_figures(fits: dict[str | None, Fit], args: argparse.Namespace) -> Non
             print(f"no figure{'' if name is None else f' for {name}'}: {err.message}")
             continue
         paths.append(path)
-    if len(fits) > 1 and args.law not in VARIABLES:
+    if len(fits) > 1 and LAWS[args.law].variables == ("C",):
         scaling_curves(fits, args.out, level=args.level, xlabel=args.x, ylabel=label)
         paths.append(args.out)
     for path in paths:
