@@ -21,9 +21,10 @@ from scipy import optimize
 
 from nas import cli
 from nas.errors import ConfigError
-from nas.scaling import LAWS, arrays_from_frame, compute_optimal, fit, fit_frame, held_out_check
+from nas.scaling import LAWS, arrays_from_frame, compute_optimal, fit, fit_frame, held_out_check, register
 from nas.scaling.fitting import objectives
-from nas.scaling.registry import EXPONENT_RANGE
+from nas.scaling.laws import NonlinearLaw
+from nas.scaling.registry import DROPPED, EXPONENT_RANGE, Term
 
 SCALING_DATA = Path(__file__).resolve().parents[2] / "shared" / "reference" / "scaling_data"
 CHINCHILLA = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}  # Hoffmann et al.'s fit
@@ -441,6 +442,60 @@ def test_bootstrap_refits_on_an_exponent_bound_are_counted_and_reported():
     steeper = fit("saturating", compute, (1 + 5 * compute**-4.5) * np.exp(rng.normal(0, 0.01, compute.size)))
     assert steeper.params["alpha"] == pytest.approx(3.0) and set(steeper.not_identified) == {"A", "alpha"}
     assert "alpha not identified: the estimate is on the bound 3 of its declared range" in steeper.warnings
+
+
+@pytest.mark.parametrize("name", list(LAWS))
+def test_every_registered_law_declares_a_consistent_form(name):
+    """What the fit machinery, the checks and the CLI read of a law, checked for every registered law."""
+    law = LAWS[name]
+    assert law.name == name and law.help and len(law.params) == len(law.log) == len(law.bounds)
+    assert all(i < len(law.params) for term in law.terms for i in (*term.uses, *dict(term.drop)))
+    assert set(law.decays) <= set(law.exponents) and all(i < len(law.params) for i in law.exponents)
+    assert law.richer is None or law.richer[0] in LAWS
+    assert law.min_points() > len(law.params) and law.min_points(bootstrap=True) >= law.min_points()
+
+
+class Offset(NonlinearLaw):
+    """E = A (C_0 + C)^-alpha: flat below C_0, a power law above (the example of docs/architecture.md)."""
+
+    name = "offset"
+    help = "E = A (C_0 + C)^-alpha, flat below C_0"
+    params = ("A", "C_0", "alpha")
+    log = (True, True, False)
+    bounds = ((-np.inf, np.inf), (-np.inf, np.inf), EXPONENT_RANGE)
+    terms = (Term("offset", uses=(1,), drop=((1, DROPPED),)),)
+    exponents = (2,)
+    richer = ("bnsl", 6)
+
+    def log_predict(self, theta, log_x):
+        return theta[..., 0:1] - theta[..., 2:3] * np.logaddexp(theta[..., 1:2], log_x)
+
+    def fit(self, x, y, *, n_bootstrap=0, seed=0, level=0.95, fixed=None, starts=8, checks=True):
+        x, y = self.inputs(x, y)
+        grid = np.array([(math.log(y.max()) + alpha * log_c0, log_c0, alpha)
+                         for log_c0 in np.log(np.quantile(x, [0.05, 0.25, 0.5])) for alpha in (0.05, 0.2, 0.8)])
+        return self.fit_from(x, y, grid, n_bootstrap=n_bootstrap, seed=seed, level=level, fixed=fixed,
+                             starts=starts, checks=checks)
+
+
+def test_a_new_law_is_one_registered_class(tmp_path, capsys):
+    """Registered, a law is fitted by name, checked, refused below its minimum and offered by `vitamin-nas fit`."""
+    register(Offset)
+    try:
+        compute = np.geomspace(1e2, 1e8, 20)
+        error = 3 * (1e4 + compute) ** -0.3 * np.exp(np.random.default_rng(0).normal(0, 0.01, 20))
+        result = fit("offset", compute, error)
+        assert result.law == "offset" and result.params["alpha"] == pytest.approx(0.3, abs=0.05)
+        assert covers(result, {"alpha": 0.3, "C_0": 1e4}) and not result.not_identified
+        assert result.lack_of_fit.richer == "bnsl" and LAWS["offset"].min_points() == 5
+        with pytest.raises(ConfigError, match="the offset law needs at least 12 points for bootstrap"):
+            fit("offset", compute[:11], error[:11], n_bootstrap=10)
+        path = tmp_path / "runs.csv"
+        pd.DataFrame({"c": compute, "e": error}).to_csv(path, index=False)
+        assert cli.main(["fit", str(path), "--law", "offset", "--x", "c", "--y", "e", "--at", "1e10"]) == 0
+        assert "offset law, 20 runs (analytic)" in capsys.readouterr().out
+    finally:
+        del LAWS["offset"]
 
 
 def test_minimum_points_per_law_and_a_clear_refusal():

@@ -37,7 +37,7 @@ from nas.scaling.fitting import (
     prepare_starts,
     refit,
 )
-from nas.scaling.registry import EXPONENT_RANGE, Law, Term, get_law, register
+from nas.scaling.registry import DROPPED, EXPONENT_RANGE, Law, Term, get_law, register
 from nas.scaling.starts import (
     CHINCHILLA_GRID,
     PROFILE_STEP,
@@ -57,11 +57,10 @@ BREAK_SHARPNESS_RANGE = (1e-3, 10.0)
 #: The smallest floor a law is fitted with, as a share of the smallest value measured.
 FLOOR_SHARE = 1e-6
 
-_DROPPED = -60.0  # a log-coefficient that removes its term (e^-60 ~ 1e-26)
 _UNBOUNDED = (-np.inf, np.inf)
 _EXP = EXPONENT_RANGE
 _LOG_DECAY = (math.log(DECAY_RANGE[0]), math.log(DECAY_RANGE[1]))
-_FLOOR = Term("floor", (0,), ((0, _DROPPED),))
+_FLOOR = Term("floor", (0,), ((0, DROPPED),))
 
 
 # ------------------------------------------------------------------------------------------ lines
@@ -251,7 +250,7 @@ class Saturating(NonlinearLaw):
     params = ("E_inf", "A", "alpha")
     log = (True, True, False)
     bounds = (_UNBOUNDED, _UNBOUNDED, _EXP)
-    terms = (_FLOOR, Term("power term", (1, 2), ((1, _DROPPED),)))
+    terms = (_FLOOR, Term("power term", (1, 2), ((1, DROPPED),)))
     exponents = (2,)
     richer = ("bnsl", 6)
     profile = staticmethod(saturating_profile)
@@ -365,8 +364,8 @@ class Bnsl(NonlinearLaw):
 
 
 def _joint_terms(model_uses: tuple[int, ...], data_uses: tuple[int, ...]) -> tuple[Term, ...]:
-    return (_FLOOR, Term("model-size term", model_uses, ((1, _DROPPED),)),
-            Term("data term", data_uses, ((2, _DROPPED),)))
+    return (_FLOOR, Term("model-size term", model_uses, ((1, DROPPED),)),
+            Term("data term", data_uses, ((2, DROPPED),)))
 
 
 @register

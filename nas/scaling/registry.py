@@ -20,10 +20,15 @@ EXPONENT_RANGE = (0.01, 3.0)
 BOOTSTRAP_DOF_PER_PARAM = 3
 
 
+#: A log-coefficient that removes its term (e^-60 ~ 1e-26): what `Term.drop` sets a coefficient to.
+DROPPED = -60.0
+
+
 @dataclass(frozen=True)
 class Term:
-    """An additive part of a law: `drop` sets the theta entries that remove it; `uses` are the entries that
-    mean nothing without it (a coefficient and its exponent)."""
+    """An additive part of a law: `drop` sets the theta entries that remove it (a log-coefficient to `DROPPED`,
+    a change of exponent to 0); `uses` are the entries that mean nothing without it (a coefficient and its
+    exponent)."""
 
     name: str
     uses: tuple[int, ...]
