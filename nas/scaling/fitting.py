@@ -64,7 +64,7 @@ class Fit:
     unidentified terms, bootstrap refits that ended on an exponent's bound, and lack of fit.
     """
 
-    form: Law = field(repr=False)  # the law as fitted (with its bounds, and BNSL's number of breaks)
+    form: Law  # the law as fitted (with its bounds, and BNSL's number of breaks); `law` is its name
     params: dict[str, float]
     stderr: dict[str, float]
     ci: dict[str, tuple[float, float]]

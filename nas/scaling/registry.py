@@ -62,6 +62,9 @@ class Law:
     allocates: ClassVar[bool] = False  # a compute-optimal allocation N*(C), D*(C) follows from a fit
     points: ClassVar[str] = "points"  # what `min_points` counts
 
+    def __repr__(self) -> str:
+        return f"<{self.name} law>"
+
     @property
     def x_columns(self) -> int:
         """Columns of a fit's x and of what `Fit.predict` takes: one per variable."""
