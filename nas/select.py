@@ -243,7 +243,7 @@ def _family(family: str, rows: pd.DataFrame, target: float, limit: float | None,
 
 def _predict(key: str, label: str, arch: Arch, row: Any, x: Any, error: Any, target: float, law: str, metric: str,
              level: float) -> Prediction:
-    from nas.scaling import fit
+    from nas.scaling import backtest, fit
 
     x, error = np.asarray(x, dtype=float), np.asarray(error, dtype=float)
     common = {"key": key, "label": label, "arch": arch, "image_gmacs": float(row.image_gmacs),
@@ -255,11 +255,17 @@ def _predict(key: str, label: str, arch: Arch, row: Any, x: Any, error: Any, tar
         return Prediction(**common, value=math.nan, lower=math.nan, upper=math.nan,
                           note=f"no {law} law: {err.message}")
     interval = law_fit.extrapolate([target], level=level)
+    notes = list(law_fit.warnings)
+    if interval.depends_on:
+        notes.append(f"its interval at the target depends on {', '.join(interval.depends_on)}, which the runs do not "
+                     "identify: the range over the values they allow")
+    if interval.extrapolated.any():
+        notes += backtest(law_fit, x, error, [target], level=level).warnings
     low, high = float(interval.lower[0]), float(interval.upper[0])
     value, lower, upper = float(interval.y[0]), low, high
     if direction(metric) == "max":  # an error law may pass 1 (a rising error): accuracy stays in [0, 1]
         value, lower, upper = (float(np.clip(1.0 - v, 0.0, 1.0)) for v in (value, high, low))
-    return Prediction(**common, value=value, lower=lower, upper=upper, fit=law_fit, note="; ".join(law_fit.warnings))
+    return Prediction(**common, value=value, lower=lower, upper=upper, fit=law_fit, note="; ".join(notes))
 
 
 def choose(ranking: list[Prediction]) -> list[Prediction]:
@@ -297,7 +303,7 @@ def separation(ranking: list[Prediction], chosen: list[Prediction], level: float
 def extrapolation_warnings(ranking: list[Prediction], max_gmacs: float | None = None) -> list[str]:
     """Where a target lies more than one decade beyond the data: in samples seen or compute (each candidate's
     law), or in GMACs (a target tower far larger than any candidate measured); and what each candidate's law
-    warns of (`Fit.warnings`: lack of fit, unidentified terms)."""
+    warns of (`Fit.warnings`: lack of fit, unidentified terms; the backtest of its extrapolation)."""
     warnings = []
     far = [p for p in ranking if p.decades > 1]
     if far:

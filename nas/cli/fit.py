@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from nas.errors import ConfigError
-from nas.scaling import LAWS, Fit, Law, arrays_from_frame, compute_optimal, fit, held_out_check
+from nas.scaling import LAWS, Fit, Law, arrays_from_frame, backtest, compute_optimal, fit, held_out_check
 
 #: What a study directory is fitted on unless told otherwise: error against compute, per arch family.
 STUDY_DEFAULTS = {"x": "compute", "y": "error", "n": "image_params_m", "d": "samples_seen", "by": "family"}
@@ -194,7 +194,9 @@ def _range(low: float, high: float) -> str:
     return "(no interval: fit without a bootstrap)" if np.isnan(low) or np.isnan(high) else f"[{low:.4g}, {high:.4g}]"
 
 
-def _print_targets(result: Fit, args: argparse.Namespace) -> None:
+def _print_targets(result: Fit, args: argparse.Namespace, xs, ys, options: dict) -> None:
+    """The extrapolations at --at with their intervals, then their backtest (`backtest`): its warnings, or why
+    there is none."""
     level = f"{args.level:.0%}"
     if result.form.allocates:
         try:
@@ -209,12 +211,30 @@ def _print_targets(result: Fit, args: argparse.Namespace) -> None:
                   f"D* = {_interval(allocation.d[i], allocation.d_bounds, i)}, loss {loss.y[i]:.4g} "
                   f"{_range(loss.lower[i], loss.upper[i])} ({level} intervals; the loss's is a prediction "
                   "interval)")
-        return
-    prediction = result.extrapolate(args.at, level=args.level)
-    for x, y, low, high, beyond in zip(prediction.x, prediction.y, prediction.lower, prediction.upper,
-                                       prediction.extrapolated, strict=True):
-        where = "extrapolated" if beyond else "within the fitted range"
-        print(f"  at {x:.4g}: {y:.4g} {_range(low, high)} ({level} prediction interval, {where})")
+        if allocation.free is not None:
+            free = allocation.free
+            print(f"  the {result.form.frees} law on the same runs: N* ∝ C^{free.n_exponent:.4f}"
+                  + (f" [{free.n_exponent_ci[0]:.4f}, {free.n_exponent_ci[1]:.4f}]" if free.n_exponent_ci else "")
+                  + "; " + ", ".join(f"N* = {_interval(free.n[i], free.n_bounds, i)} at C = {compute:.4g}"
+                                     for i, compute in enumerate(free.compute)))
+        for text in allocation.warnings:
+            print(f"warning: {text}")
+        prediction, at = loss, np.stack([allocation.n, allocation.d], axis=-1)
+    else:
+        prediction, at = result.extrapolate(args.at, level=args.level), args.at
+        for x, y, low, high, beyond in zip(prediction.x, prediction.y, prediction.lower, prediction.upper,
+                                           prediction.extrapolated, strict=True):
+            where = "extrapolated" if beyond else "within the fitted range"
+            print(f"  at {x:.4g}: {y:.4g} {_range(low, high)} ({level} prediction interval, {where})")
+    if prediction.depends_on:
+        print(f"  these intervals depend on {', '.join(prediction.depends_on)}, which the runs do not identify: "
+              "each is the range over the values the runs allow")
+    if np.any(prediction.extrapolated):
+        checked = backtest(result, xs, ys, at, **options)
+        for text in checked.warnings:
+            print(f"warning: {text}")
+        if checked.note:
+            print(checked.note)
 
 
 def _print_held_out(args: argparse.Namespace, xs, ys, options: dict) -> None:
@@ -247,7 +267,7 @@ def _fit_group(frame: pd.DataFrame, args: argparse.Namespace, options: dict, sou
     result = fit(args.law, xs, ys, **options)
     print(result.summary())
     if args.at:
-        _print_targets(result, args)
+        _print_targets(result, args, xs, ys, options)
     if args.hold_out:
         _print_held_out(args, xs, ys, options)
     return result

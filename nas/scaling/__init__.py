@@ -12,13 +12,15 @@ and which published fits they reproduce). What keeps a fit honest:
 - bootstrap refits restart from fresh starts (a profile over the exponents for the joint, tied and saturating
   laws), not only from the full-data optimum, so a resample can leave its basin;
 - a lack-of-fit check on every fit (a runs test of the residuals and, where there is one, a comparison with
-  the next richer law, or a rival law, by BIC) whose warnings are on `Fit.warnings`.
+  the next richer law, or a rival law, by BIC) whose warnings are on `Fit.warnings`;
+- prediction intervals over every value of an unidentified parameter the data allow (`Fit.allowed`), and a
+  `backtest` of every extrapolation (the law refitted without the largest runs and scored on them).
 
 Every fit returns a `Fit`. Inputs are arrays (or a DataFrame with `arrays_from_frame`), never files.
 """
 
 from nas.scaling.allocation import Allocation, compute_optimal, compute_optimal_exponent
-from nas.scaling.checks import HeldOutCheck, held_out_check
+from nas.scaling.checks import Backtest, HeldOutCheck, backtest, held_out_check
 from nas.scaling.fitting import Fit, Interval
 from nas.scaling.frames import arrays_from_frame, fit_frame
 from nas.scaling.laws import fit
@@ -27,11 +29,13 @@ from nas.scaling.registry import LAWS, Law, register
 __all__ = [
     "LAWS",
     "Allocation",
+    "Backtest",
     "Fit",
     "HeldOutCheck",
     "Interval",
     "Law",
     "arrays_from_frame",
+    "backtest",
     "compute_optimal",
     "compute_optimal_exponent",
     "fit",

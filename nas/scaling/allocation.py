@@ -7,7 +7,7 @@ approach 2: a local fit around each budget's best size, each optimum with its ow
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -19,7 +19,8 @@ from nas.scaling.registry import LAWS
 @dataclass(frozen=True, eq=False)
 class Allocation:
     """Compute-optimal model size and data, N*(C) and D*(C), from a ``joint`` or ``tied`` fit (Hoffmann et al.
-    eq. 4), with bootstrap intervals on the exponents and on N*, D* when the fit has draws."""
+    eq. 4), with bootstrap intervals on the exponents and on N*, D* when the fit has draws. A tied allocation
+    carries the joint law's (`free`) and, where the two disagree, intervals spanning both and a warning."""
 
     compute: np.ndarray
     n: np.ndarray
@@ -31,6 +32,8 @@ class Allocation:
     loss: Interval  # L(N*, D*) with its prediction interval
     n_exponent_ci: tuple[float, float] | None = None
     d_exponent_ci: tuple[float, float] | None = None
+    free: Allocation | None = None  # for a law that fixes an exponent (tied): the joint law's, on the same runs
+    warnings: tuple[str, ...] = ()  # where the fixed exponent is not borne out, or could not be tested
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,7 +65,7 @@ def _exponents(fit: Fit, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def compute_optimal_exponent(fit: Fit, level: float | None = None) -> tuple[float, tuple[float | None, float | None]]:
     """a = beta / (alpha + beta) in N* ∝ C^a, with its bootstrap interval (None without draws; for the tied law
-    a = 1/2 by construction and has no interval)."""
+    a = 1/2 by construction and has no interval: `compute_optimal` tests it against the joint law)."""
     _require_allocation(fit)
     alpha, beta = _exponents(fit, fit.theta)
     a = float(beta / (alpha + beta))
@@ -92,7 +95,7 @@ def compute_optimal(fit: Fit, compute, *, flops_per_param_token: float = 6.0,
         shape = compute.shape
         n_bounds = tuple(b.reshape(shape) for b in percentiles(n_draws, level))
         d_bounds = tuple(b.reshape(shape) for b in percentiles(d_draws, level))
-    return Allocation(
+    allocation = Allocation(
         compute=compute,
         n=n_opt,
         d=d_opt,
@@ -103,6 +106,52 @@ def compute_optimal(fit: Fit, compute, *, flops_per_param_token: float = 6.0,
         loss=fit.extrapolate(np.stack([n_opt, d_opt], axis=-1), level=level),
         n_exponent_ci=exponent_ci,
         d_exponent_ci=None if exponent_ci is None else (1.0 - exponent_ci[1], 1.0 - exponent_ci[0]),
+    )
+    if fit.form.frees is None:
+        return allocation
+    return _checked_against_free(allocation, fit, compute, flops_per_param_token, level)
+
+
+def _checked_against_free(allocation: Allocation, fit: Fit, compute: np.ndarray, flops_per_param_token: float,
+                          level: float) -> Allocation:
+    """The allocation of a law that fixes its allocation exponent (the tied law's a = 1/2), tested against the law
+    that frees it (`Law.frees`: joint), fitted to the same runs with as many bootstrap resamples. Where the free
+    law's exponent interval excludes the fixed value, or the two laws' N* intervals do not overlap, the fixed
+    exponent is not borne out: a warning, and N*, D* and the exponent get intervals spanning both laws'. Where
+    the free law cannot be fitted with intervals, a warning says the exponent is assumed, not tested."""
+    free_law = LAWS[fit.form.frees]
+    fixed = f"the {fit.law} law's allocation exponent a = {allocation.n_exponent:g}"
+    try:
+        free_fit = free_law.fit(fit.x, fit.y, n_bootstrap=0 if fit.draws is None else len(fit.draws), level=level)
+        free = compute_optimal(free_fit, compute, flops_per_param_token=flops_per_param_token, level=level)
+    except ConfigError as err:
+        return replace(allocation, warnings=(f"{fixed} is assumed, not tested: the {free_law.name} law that frees it "
+                                             f"cannot give an allocation on these runs ({err.message})",))
+    if free.n_exponent_ci is None or allocation.n_bounds is None:
+        return replace(allocation, free=free, warnings=(f"{fixed} is assumed, not tested: without a bootstrap "
+                                                        "neither law has intervals to compare",))
+    low, high = free.n_exponent_ci
+    findings = []
+    if not low <= allocation.n_exponent <= high:
+        findings.append(f"the {free_law.name} law fitted to the same runs puts it in [{low:.4f}, {high:.4f}] "
+                        f"({free.n_exponent:.4f})")
+    apart = (free.n_bounds[1] < allocation.n_bounds[0]) | (free.n_bounds[0] > allocation.n_bounds[1])
+    if np.any(apart):
+        findings.append(f"its N* interval and the {free_law.name} law's do not overlap at C = "
+                        f"{', '.join(f'{c:.3g}' for c in np.ravel(compute)[np.ravel(apart)])}")
+    if not findings:
+        return replace(allocation, free=free)
+    return replace(
+        allocation,
+        free=free,
+        n_bounds=(np.minimum(allocation.n_bounds[0], free.n_bounds[0]), np.maximum(allocation.n_bounds[1],
+                                                                                  free.n_bounds[1])),
+        d_bounds=(np.minimum(allocation.d_bounds[0], free.d_bounds[0]), np.maximum(allocation.d_bounds[1],
+                                                                                  free.d_bounds[1])),
+        n_exponent_ci=(min(low, allocation.n_exponent), max(high, allocation.n_exponent)),
+        d_exponent_ci=(1.0 - max(high, allocation.n_exponent), 1.0 - min(low, allocation.n_exponent)),
+        warnings=(f"{fixed} is not borne out: {'; '.join(findings)}; the intervals of N*, D* and the exponent "
+                  f"span both laws'",),
     )
 
 
@@ -122,6 +171,9 @@ def exponent_line(fit: Fit) -> str:
     except ConfigError as err:
         return f"compute-optimal allocation: {err.message}"
     interval = f" [{low:.4f}, {high:.4f}] ({fit.level:.0%} bootstrap interval)" if low is not None else ""
+    if fit.form.frees is not None:
+        interval = (f" (assumed by the {fit.law} law; compute_optimal, `fit --at`, tests it against the "
+                    f"{fit.form.frees} law)")
     return f"compute-optimal exponent: N* ∝ C^{a:.4f}{interval}, D* ∝ C^{1 - a:.4f}"
 
 

@@ -1,6 +1,7 @@
 """What is checked after a fit, so that it never claims more than the data hold: which parameters the data do not
-identify (each additive term dropped and the law refitted), lack of fit (a runs test of the residuals, and the
-law's richer or rival law by BIC), and held-out checks (fit on the smaller runs, score the largest).
+identify (each additive term dropped and the law refitted) and which values of them the data allow, lack of fit
+(a runs test of the residuals, and the law's richer or rival law by BIC), held-out checks (fit on the smaller runs,
+score the largest), and the backtest every extrapolation gets.
 """
 
 from __future__ import annotations
@@ -34,20 +35,27 @@ class HeldOutCheck:
     coverage: float  # fraction of held-out runs inside the prediction interval
 
 
+def _residual_scale(form: Law, theta: np.ndarray, free: np.ndarray, log_x: np.ndarray, log_y: np.ndarray,
+                    delta: float) -> tuple[float, int]:
+    """The residual scale an F test of the criterion's rise divides by, and its degrees of freedom."""
+    resid = form.log_predict(theta, log_x) - log_y
+    dof = max(1, len(log_y) - len(free))
+    psi = np.clip(resid, -delta, delta) if form.criterion == "huber" else resid
+    return float(psi @ resid) / dof, dof
+
+
 def identification(form: Law, theta: np.ndarray, value: float, free: np.ndarray, x: np.ndarray, y: np.ndarray,
-                   starts: np.ndarray, delta: float, level: float) -> tuple[dict[str, tuple], list[str]]:
-    """Which free parameters the data do not identify, and why.
+                   starts: np.ndarray, delta: float,
+                   level: float) -> tuple[dict[str, tuple], list[str], tuple[str, ...]]:
+    """Which free parameters the data do not identify, why, and which of them are on a bound.
 
     Each additive term is dropped and the law refitted: when the fit is not worse at the fit's level (an F test
     of the criterion's rise, with the residual scale as denominator), the data cannot tell the term from zero
     and the parameters only it uses are not identified. An exponent estimated on a bound of its declared range
-    is not identified either, nor are the other parameters of its term.
+    is not identified either ("at bound"), nor are the other parameters of its term.
     """
     log_x, log_y, ones = np.log(x), np.log(y), np.ones(len(y))
-    resid = form.log_predict(theta, log_x) - log_y
-    dof = max(1, len(y) - len(free))
-    psi = np.clip(resid, -delta, delta) if form.criterion == "huber" else resid
-    scale = float(psi @ resid) / dof
+    scale, dof = _residual_scale(form, theta, free, log_x, log_y, delta)
     droppable: dict[str, float] = {}
     for term in form.terms:
         drops = dict(term.drop)
@@ -72,6 +80,7 @@ def identification(form: Law, theta: np.ndarray, value: float, free: np.ndarray,
             if droppable_p > 1 - level:
                 droppable[term.name] = droppable_p
     reasons: dict[int, str] = {}
+    on_bound = []
     for i in free:
         using = [t for t in form.terms if i in t.uses]
         if using and all(t.name in droppable for t in using):
@@ -86,6 +95,7 @@ def identification(form: Law, theta: np.ndarray, value: float, free: np.ndarray,
             if abs(theta[i] - bound) <= 1e-6 * span:
                 shown = math.exp(bound) if form.log[i] else bound
                 reasons.setdefault(i, f"the estimate is on the bound {shown:g} of its declared range")
+                on_bound.append(form.params[i])
                 if i in form.decays:
                     continue
                 for term in form.terms:
@@ -105,7 +115,45 @@ def identification(form: Law, theta: np.ndarray, value: float, free: np.ndarray,
         grouped.setdefault(reasons[i], []).append(form.params[i])
     messages = [f"{', '.join(names)} not identified: {why}" + (f" ({'; '.join(hints)})" if hints else "")
                 for why, names in grouped.items()]
-    return not_identified, messages
+    return not_identified, messages, tuple(on_bound)
+
+
+#: Values per unidentified parameter at which `allowed_values` refits the others.
+ALLOWED_GRID = 17
+
+
+def allowed_values(form: Law, theta: np.ndarray, value: float, free: np.ndarray, x: np.ndarray, y: np.ndarray,
+                   unidentified: tuple[str, ...], delta: float, level: float) -> np.ndarray | None:
+    """Rows of theta the data allow with each unidentified parameter moved across its admissible range: at each
+    of `ALLOWED_GRID` values of it (a floor up to the smallest value measured, a coefficient twenty-four
+    decades either way, an exponent or decay across its declared range), the other free parameters are
+    refitted, and the row is kept when the fit is not worse at the fit's level (the identification check's F
+    test). A prediction interval taken over these rows carries what the runs do not pin down; None when every
+    parameter is identified."""
+    if not unidentified:
+        return None
+    log_x, log_y, ones = np.log(x), np.log(y), np.ones(len(y))
+    scale, dof = _residual_scale(form, theta, free, log_x, log_y, delta)
+    rows = [theta]
+    for name in unidentified:
+        i = form.params.index(name)
+        low, high = form.bounds[i]
+        if i == 0 and name in ("E", "E_inf"):
+            values = np.log(y.min() * np.concatenate([[1e-6], np.linspace(0.05, 0.99, ALLOWED_GRID - 1)]))
+        elif np.isfinite(low) and np.isfinite(high):
+            values = np.linspace(low, high, ALLOWED_GRID)
+        else:
+            values = theta[i] + np.linspace(-55.0, 55.0, ALLOWED_GRID)  # e^55 ~ 1e24
+        others = np.array([j for j in free if j != i], dtype=int)
+        for v in np.clip(values, low, high):
+            start = theta.copy()
+            start[i] = v
+            moved, moved_value = best(form, start[None], others, log_x, log_y, ones, delta, tight=False) \
+                if len(others) else (start, float(objectives(form, start[None], log_x, log_y, ones, delta)[0]))
+            rise = max(0.0, moved_value - value)
+            if scale > 0 and float(stats.f.sf(2 * rise / scale, 1, dof)) > 1 - level:
+                rows.append(moved)
+    return np.array(rows)
 
 
 def _runs_p(residuals: np.ndarray) -> tuple[int, float, float]:
@@ -207,3 +255,88 @@ def held_out_check(law: str, x, y, *, n_test: int | None = None, test_fraction: 
         rmse_log=float(np.sqrt(np.mean(np.log(prediction.y / measured) ** 2))),
         coverage=float(np.mean((measured >= prediction.lower) & (measured <= prediction.upper))),
     )
+
+
+#: The share of the largest runs a backtest holds out (at least one).
+BACKTEST_FRACTION = 0.25
+
+
+@dataclass(frozen=True, eq=False)
+class Backtest:
+    """An extrapolation's backtest: the law refitted without the largest runs and scored on them (`check`;
+    `missed` held-out runs fell outside their prediction intervals), and for a straight line in log space, the
+    one-sided p-value of a bend toward a floor (`curvature_p`). On a miss or a bend, `richer` is the richer law's
+    prediction at the extrapolation's points (fitted on every run) and `warnings` say so; `note` says why there
+    is no backtest."""
+
+    check: HeldOutCheck | None
+    missed: int
+    curvature_p: float | None
+    richer: Interval | None
+    warnings: tuple[str, ...]
+    note: str = ""
+
+
+def curvature_p(x: np.ndarray, y: np.ndarray) -> float:
+    """One-sided p-value that log y bends up in log x (as a power law does toward its floor): the t test of the
+    quadratic term of log y on log x and its square, exact under a power law with log-normal noise."""
+    log_x = np.log(x)
+    z = (log_x - log_x.mean()) / log_x.std()
+    design = np.column_stack([np.ones(len(z)), z, z**2])
+    coef, *_ = np.linalg.lstsq(design, np.log(y), rcond=None)
+    resid = np.log(y) - design @ coef
+    dof = len(y) - 3
+    if dof < 1:
+        return 1.0
+    se = math.sqrt(float(resid @ resid) / dof * np.linalg.inv(design.T @ design)[2, 2])
+    return float(stats.t.sf(coef[2] / se, dof)) if se > 0 else 1.0
+
+
+def backtest(result: Fit, x, y, at, *, level: float = 0.95, **options) -> Backtest:
+    """Check an extrapolation of `result` to `at` (points in the law's x) before it is used.
+
+    The law is refitted on the runs `x`, `y` it was fitted on without the `BACKTEST_FRACTION` largest (by
+    compute, or N * D), and each held-out run must fall in its prediction interval; for a law that is a straight
+    line in log space (`Law.curvature_tested`), log y must not bend toward a floor (`curvature_p`). Each check is
+    made at 1 - `level` (the backtest's intervals Bonferroni-adjusted over the k held-out runs), so that a law that
+    holds draws a false alarm on at most 2 (1 - `level`) of ladders (measured: docs/scaling_laws.md). A miss or a
+    bend is a warning, with the richer law's prediction at `at` beside it; `options` are the law's fit options.
+    """
+    law = result.law
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    alpha = 1 - level
+    findings, note, check, missed = [], "", None, 0
+    bend = curvature_p(result.x, result.y) if result.form.curvature_tested else None
+    if bend is not None and bend < alpha:
+        findings.append(f"log y bends toward a floor over the runs (curvature test p = {bend:.2g})")
+    k = max(1, int(round(BACKTEST_FRACTION * len(y))))
+    try:
+        check = held_out_check(law, x, y, n_test=k, level=1 - alpha / k, **options)
+    except ConfigError as err:
+        note = f"no backtest of the extrapolation: without its {k} largest runs, {err.message}"
+    if check is not None and np.isnan(check.prediction.lower).any():
+        note = "no backtest of the extrapolation: the refit has no prediction intervals"
+    elif check is not None:
+        outside = (check.y < check.prediction.lower) | (check.y > check.prediction.upper)
+        missed = int(outside.sum())
+        if missed:
+            errors = ", ".join(f"{e:+.1%}" for e in check.relative_error[outside])
+            findings.append(f"refitted without its {len(check.y)} largest runs, its prediction intervals miss "
+                            f"{missed} of them (relative errors {errors})")
+    if not findings:
+        return Backtest(check=check, missed=missed, curvature_p=bend, richer=None, warnings=(), note=note)
+    warning = f"backtest of the extrapolation: {'; '.join(findings)}: the {law} law's extrapolation may be off"
+    other = None
+    if result.form.richer is not None:
+        name = result.form.richer[0]
+        richer = get_law(name)
+        try:
+            other = richer.fit(result.x, result.y, level=level, **({"n_bootstrap": 0} if richer.iterated else {}))\
+                .extrapolate(at, level=level)
+        except ConfigError as err:
+            warning += f"; no {name} law to compare: {err.message}"
+        else:
+            shown = "; ".join(f"{v:.4g} [{lo:.4g}, {hi:.4g}]" for v, lo, hi in
+                              zip(np.ravel(other.y), np.ravel(other.lower), np.ravel(other.upper), strict=True))
+            warning += f"; the {name} law fitted to the same runs predicts {shown} there ({level:.0%} interval)"
+    return Backtest(check=check, missed=missed, curvature_p=bend, richer=other, warnings=(warning,), note=note)

@@ -30,6 +30,7 @@ class Interval:
     upper: np.ndarray
     level: float
     extrapolated: np.ndarray  # True where x lies beyond the largest fitted run
+    depends_on: tuple[str, ...] = ()  # unidentified parameters whose allowed values widened the interval
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,9 +60,12 @@ class Fit:
     uncertainty in log size, and `skipped`, each budget left out and why). `frontier` marks the points on the
     compute-error frontier (for ``pareto-power``: the per-bin minima the line was fitted through).
 
-    A parameter in `not_identified` has NaN standard error and its admissible range as interval; `fixed`
-    parameters were held at given values. `warnings` are what a reader must know before using the fit:
-    unidentified terms, bootstrap refits that ended on an exponent's bound, and lack of fit.
+    A parameter in `not_identified` has NaN standard error and its admissible range as interval (`at_bound`: of
+    those, the ones on a bound of their declared range, or whose bootstrap interval ends on one); `allowed` are
+    rows of theta the data allow with each unidentified parameter moved across its range (the others refitted),
+    over which `extrapolate` takes its interval. `fixed` parameters were held at given values. `warnings` are
+    what a reader must know before using the fit: unidentified terms, bootstrap refits that ended on an
+    exponent's bound, and lack of fit.
     """
 
     form: Law  # the law as fitted (with its bounds, and BNSL's number of breaks); `law` is its name
@@ -87,6 +91,8 @@ class Fit:
     y_log_sd: np.ndarray | None = field(default=None, repr=False)
     skipped: tuple[str, ...] = ()
     draws_at_bound: dict[str, int] = field(default_factory=dict, repr=False)
+    at_bound: tuple[str, ...] = ()
+    allowed: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def law(self) -> str:
@@ -101,18 +107,27 @@ class Fit:
         """The law at x with a `level` prediction interval, computed in log space.
 
         The interval adds the parameter uncertainty (bootstrap draws, else the delta method) and the
-        residual scatter of single runs; with OLS fits it is the textbook t interval.
+        residual scatter of single runs; with OLS fits it is the textbook t interval. When a parameter is not
+        identified, the interval is the union of those intervals over every value of it the data allow
+        (`allowed`), not the fit at its fitted value: it names the parameters it then depends on.
         """
         flat, shape = self.form.flatten(x)
-        log_mean = self.form.log_predict(self.theta, np.log(flat))
+        log_x = np.log(flat)
+        log_mean = self.form.log_predict(self.theta, log_x)
         half = quantile(level, self.dof) * np.sqrt(self._log_mean_var(flat) + self.resid_sd**2)
+        low, high, depends_on = log_mean - half, log_mean + half, ()
+        if self.allowed is not None and len(self.allowed):
+            roaming = self.form.log_predict(self.allowed, log_x)
+            low, high = np.minimum(low, roaming.min(axis=0) - half), np.maximum(high, roaming.max(axis=0) + half)
+            depends_on = tuple(name for name in self.not_identified if name not in self.fixed)
         return Interval(
             x=np.asarray(x, dtype=float),
             y=np.exp(log_mean).reshape(shape),
-            lower=np.exp(log_mean - half).reshape(shape),
-            upper=np.exp(log_mean + half).reshape(shape),
+            lower=np.exp(low).reshape(shape),
+            upper=np.exp(high).reshape(shape),
             level=level,
             extrapolated=(self.form.size(flat) > self.form.size(self.x).max()).reshape(shape),
+            depends_on=depends_on,
         )
 
     def _log_mean_var(self, flat: np.ndarray) -> np.ndarray:
@@ -137,7 +152,8 @@ class Fit:
             if name in self.fixed:
                 rows.append([name, _number(value), "fixed", "-", "-"])
             elif name in self.not_identified:
-                rows.append([name, _number(value), "not identified", _number(low), _number(high)])
+                what = "not identified (at bound)" if name in self.at_bound else "not identified"
+                rows.append([name, _number(value), what, _number(low), _number(high)])
             else:
                 rows.append([name, _number(value), _number(self.stderr[name], ".3g"), _number(low), _number(high)])
         table = format_table(["parameter", "value", "± s.e.", f"{self.level:.0%} CI low", "high"], rows)
@@ -236,9 +252,10 @@ def least_squares_line(law: Law, x, y, *, level: float, frontier: np.ndarray, fi
 
 def make_fit(form: Law, theta, x, y, *, fit_x=None, fit_y=None, frontier, cov=None, draws=None, resid_sd, dof,
              level, huber=None, log_sd=None, skipped=(), fixed=(), not_identified: Mapping[str, tuple] | None = None,
-             warnings=(), draws_at_bound: Mapping[str, int] | None = None) -> Fit:
+             warnings=(), draws_at_bound: Mapping[str, int] | None = None, at_bound=(), allowed=None) -> Fit:
     """A Fit from theta and its uncertainty (bootstrap `draws`, else the covariance `cov` with t intervals
-    clipped to the declared ranges); parameters `not_identified` get NaN s.e. and their admissible range."""
+    clipped to the declared ranges); parameters `not_identified` get NaN s.e. and the range given (their
+    admissible range, or a bootstrap interval that ends on a bound)."""
     fit_x = x if fit_x is None else fit_x
     fit_y = y if fit_y is None else fit_y
     r2, rmse = goodness(form.log_predict(theta, np.log(fit_x)), fit_y)
@@ -280,6 +297,8 @@ def make_fit(form: Law, theta, x, y, *, fit_x=None, fit_y=None, frontier, cov=No
         y_log_sd=log_sd,
         skipped=tuple(skipped),
         draws_at_bound=dict(draws_at_bound or {}),
+        at_bound=tuple(at_bound),
+        allowed=allowed,
     )
 
 

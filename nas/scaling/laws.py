@@ -20,7 +20,7 @@ from scipy import special
 
 from nas.errors import ConfigError
 from nas.scaling.allocation import exponent_line, isoflop_optima
-from nas.scaling.checks import identification, with_checks
+from nas.scaling.checks import allowed_values, identification, with_checks
 from nas.scaling.fitting import (
     Fit,
     best,
@@ -34,6 +34,7 @@ from nas.scaling.fitting import (
     make_fit,
     objectives,
     one_blas_thread,
+    percentiles,
     prepare_starts,
     refit,
 )
@@ -95,6 +96,7 @@ class Power(LineLaw):
     name = "power"
     help = "E = beta C^alpha (least squares in log space)"
     richer = ("saturating", 6)
+    curvature_tested = True
 
     def fit(self, x, y, *, level: float = 0.95) -> Fit:
         compute, error = check_positive("x", x), check_positive("y", y)
@@ -220,22 +222,32 @@ class NonlinearLaw(Law):
             else:
                 jac = form.value_jac(theta, log_x)[1][:, free]
                 cov[np.ix_(free, free)] = resid_sd**2 * np.linalg.pinv(jac.T @ jac)
-        not_identified, warnings = {}, []
+        not_identified, warnings, on_bound = {}, [], ()
         if checks:
-            not_identified, warnings = identification(form, theta, value, free, x, y, grid[order[:3]], delta, level)
+            not_identified, warnings, on_bound = identification(form, theta, value, free, x, y, grid[order[:3]],
+                                                                delta, level)
         at_bound = {name: count for name, count in draws_at_bound(form, draws, free).items()
                     if name not in not_identified}
         for name, count in at_bound.items():
-            low, high = form.admissible(form.params.index(name), y)
-            warnings.append(f"{name}: {count} of {len(draws)} bootstrap refits ended on a bound of its declared "
-                            f"range [{low:g}, {high:g}]" + (" (so does its interval)"
-                                                            if count > (1 - level) / 2 * len(draws) else ""))
+            i = form.params.index(name)
+            low, high = form.admissible(i, y)
+            if count > (1 - level) / 2 * len(draws):  # its interval ends on the bound: the runs give it no limit
+                not_identified[name] = tuple(percentiles(form.natural(draws), level)[:, i])
+                on_bound = (*on_bound, name)
+                warnings.append(f"{name} not identified (at bound): {count} of {len(draws)} bootstrap refits "
+                                f"ended on a bound of its declared range [{low:g}, {high:g}], and so does its "
+                                "interval")
+            else:
+                warnings.append(f"{name}: {count} of {len(draws)} bootstrap refits ended on a bound of its "
+                                f"declared range [{low:g}, {high:g}]")
+        allowed = allowed_values(form, theta, value, free, x, y, tuple(not_identified), delta, level)
         result = make_fit(form, theta, x, y, frontier=cost_frontier(form.size(x), y),
                           cov=None if draws is not None else cov, draws=draws, resid_sd=resid_sd,
                           dof=None if draws is not None or form.criterion == "huber" else dof, level=level,
                           huber=value if form.criterion == "huber" else None,
                           fixed=tuple(name for name in form.params if name in (fixed or {})),
-                          not_identified=not_identified, warnings=warnings, draws_at_bound=at_bound)
+                          not_identified=not_identified, warnings=warnings, draws_at_bound=at_bound,
+                          at_bound=on_bound, allowed=allowed)
         if checks:
             result = with_checks(result, x, y, log_resid)
         return result
@@ -438,7 +450,8 @@ class Joint(NonlinearLaw):
 @register
 class Tied(Joint):
     """L(N, D) = E + A / N^alpha + B / D^alpha: the joint law with one exponent (Muennighoff et al. 2023, Gadre et
-    al. 2024), fitted like the joint law. Its compute-optimal exponents are 1/2 by construction."""
+    al. 2024), fitted like the joint law. Its compute-optimal exponents are 1/2 by construction, which
+    `compute_optimal` tests against the joint law fitted to the same runs."""
 
     name = "tied"
     help = "the same with alpha = beta"
@@ -448,6 +461,7 @@ class Tied(Joint):
     terms = _joint_terms((1, 3), (2, 3))
     exponents = (3,)
     richer = ("joint", 8)
+    frees = "joint"
     tied = True
     profile = staticmethod(joint_profile(tied=True))
 

@@ -60,7 +60,9 @@ class Law:
     richer: ClassVar[tuple[str, int] | None] = None
     iterated: ClassVar[bool] = False  # fitted by iteration: may be bootstrapped, may hold parameters fixed
     allocates: ClassVar[bool] = False  # a compute-optimal allocation N*(C), D*(C) follows from a fit
+    frees: ClassVar[str | None] = None  # the law that frees an exponent this one fixes: its allocation is checked
     points: ClassVar[str] = "points"  # what `min_points` counts
+    curvature_tested: ClassVar[bool] = False  # a line in log space whose extrapolations are tested for a bend
 
     def __repr__(self) -> str:
         return f"<{self.name} law>"
