@@ -1,17 +1,26 @@
-"""How often the joint law's intervals cover the truth, on synthetic ladders whose law is known.
+"""How often each law's intervals cover the truth, and how often an extrapolation's backtest warns, on synthetic
+ladders whose law is known.
 
-    .venv/bin/python benchmarks/scaling_coverage.py [--ladders 200] [--bootstrap 100] [--sizes 6] [--data 5]
-        [--noise 0.01] [--level 0.95] [--law joint|tied|saturating] [--seed 0]
+    .venv/bin/python benchmarks/scaling_coverage.py [--law joint] [--ladders 200] [--bootstrap 100] [--sizes 6]
+        [--data 5] [--points 18] [--noise 0.01] [--level 0.95] [--seed 0] [--untied] [--backtest]
 
-Each ladder is a grid of model sizes N x data sizes D (geometric, N 5e7..5e9, D 2e9..2e11, spanning both sides
-of Hoffmann et al.'s compute-optimal frontier) with loss from Hoffmann et al.'s law (E 1.69, A 406.4, B 410.7,
-alpha 0.34, beta 0.28) times log-normal noise of sd `--noise`, one seed per ladder. The joint law (or the tied
-law, with alpha = beta = 0.31 in the truth) is fitted with `--bootstrap` resamples; `--law saturating` instead
-fits E = E_inf + A C^-alpha on `--sizes` x `--data` runs along one compute axis (Wald intervals, and a bootstrap
-when `--bootstrap` > 0). Prints, per parameter and for the compute-optimal exponent a = beta / (alpha + beta),
-the fraction of ladders whose interval covers the truth (with a Wilson 95 % interval on that fraction), the
-median interval width, how many fits flagged the parameter "not identified", and the seconds per fit. Prints
-figures; asserts nothing (tests/test_scaling.py runs it on a tiny setting).
+Laws of (N, D) (joint, tied, data-constrained): a grid of `--sizes` model sizes N x `--data` data sizes D
+(geometric, N 5e7..5e9, D 2e9..2e11, spanning both sides of Hoffmann et al.'s compute-optimal frontier) with loss
+from Hoffmann et al.'s law (E 1.69, A 406.4, B 410.7, alpha 0.34, beta 0.28; the tied law: alpha = beta = 0.31;
+`--untied`: the tied law fitted to runs of alpha 0.30, beta 0.45, B 14700) times log-normal noise of sd
+`--noise`. The data-constrained law repeats U = 2e9 unique tokens D / U times, with Muennighoff et al.'s C4 base
+law held fixed and R_D* 15.4, R_N* 5.3. Laws of compute (power, saturating, bnsl): `--points` runs along C
+1e15..1e21 (bnsl: 1e2..1e6). One seed per ladder; `--bootstrap` resamples for the laws that take them (0: Wald
+intervals where the law has them).
+
+Prints, per parameter (and for joint and tied the compute-optimal exponent a and N* at C = 1e24), the fraction of
+ladders whose interval covers the truth with a Wilson 95 % interval on that fraction, the median interval width,
+how many fits flagged the parameter "not identified", how many fits (for the tied law's N*: allocations) warned,
+and how many missed the truth without a warning. `--backtest` instead measures the extrapolation check: a power
+law fitted to the first `--points` runs of a saturating ladder (floor 0, 0.3, 0.6, 1 or 2 times the power term at
+the largest compute; 0 is a power law) extrapolated to 3 more, and counts the prediction intervals that miss the
+truth, the ladders that warn (lack of fit or `backtest`), and the misses with no warning. Prints figures; asserts
+nothing (tests/test_scaling.py runs it on a tiny setting).
 """
 
 from __future__ import annotations
@@ -24,26 +33,59 @@ import time
 import numpy as np
 
 from nas.errors import ConfigError
-from nas.scaling import compute_optimal_exponent, fit
+from nas.scaling import LAWS, backtest, compute_optimal, compute_optimal_exponent, fit
 
 CHINCHILLA = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
-TIED = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.31}
+TIED = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.31, "beta": 0.31}
+UNTIED = {"E": 1.69, "A": 406.4, "B": 14700.0, "alpha": 0.30, "beta": 0.45}
 SATURATING = {"E_inf": 1.5, "A": 800.0, "alpha": 0.25}
+POWER = {"beta": 400.0, "alpha": -0.2}
+BNSL = {"E": 0.1, "b": 5.0, "c0": 0.1, "c1": 0.4, "d1": 1e4, "f1": 0.3}
+C4_BASE = {"E": math.exp(0.6254804), "A": math.exp(6.255414), "B": math.exp(7.3049974), "alpha": 0.3526596,
+           "beta": 0.3526596}  # Muennighoff et al.'s C4 fit, held fixed
+DATA_CONSTRAINED = {"R_D*": 15.4, "R_N*": 5.3}
+FLOOR_SHARES = (0.0, 0.3, 0.6, 1.0, 2.0)
+TARGET_COMPUTE = 1e24
 
 
-def ladder(sizes: int, data: int, noise: float, seed: int, tied: bool = False) -> tuple[np.ndarray, ...]:
+def ladder(sizes: int, data: int, noise: float, seed: int, law: dict) -> tuple[np.ndarray, ...]:
     """(N, D, loss) of one seeded ladder: every size trained on every data size."""
     n, d = (grid.ravel() for grid in np.meshgrid(np.geomspace(5e7, 5e9, sizes), np.geomspace(2e9, 2e11, data)))
-    p = TIED if tied else CHINCHILLA
-    loss = p["E"] + p["A"] / n ** p["alpha"] + p["B"] / d ** p.get("beta", p["alpha"])
+    loss = law["E"] + law["A"] / n ** law["alpha"] + law["B"] / d ** law["beta"]
     return n, d, loss * np.exp(np.random.default_rng(seed).normal(0.0, noise, n.size))
 
 
-def compute_ladder(points: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    compute = np.geomspace(1e15, 1e21, points)
-    p = SATURATING
-    error = p["E_inf"] + p["A"] * compute ** -p["alpha"]
+def law_values(name: str, truth: dict, x: np.ndarray) -> np.ndarray:
+    """A registered law's values at x, from its parameters in their usual parametrisation."""
+    form = LAWS[name]
+    theta = np.array([math.log(truth[p]) if log else truth[p] for p, log in zip(form.params, form.log, strict=True)])
+    return np.exp(form.log_predict(theta, np.log(x)))
+
+
+def compute_ladder(law: str, points: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(compute, error) of one seeded ladder of a law of compute."""
+    if law == "bnsl":
+        compute = np.geomspace(1e2, 1e6, points)
+        error = law_values("bnsl", BNSL, compute)
+    else:
+        compute = np.geomspace(1e15, 1e21, points)
+        error = law_values(law, {"power": POWER, "saturating": SATURATING}[law], compute)
     return compute, error * np.exp(np.random.default_rng(seed).normal(0.0, noise, points))
+
+
+def repeated_ladder(sizes: int, data: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """((N, D, U), loss): `sizes` model sizes, each trained for `data` epoch counts (1 to 40) of U unique tokens."""
+    n, epochs = (grid.ravel() for grid in np.meshgrid(np.geomspace(1e8, 3e9, sizes), np.geomspace(1, 40, data)))
+    x = np.column_stack([n, 2e9 * epochs, np.full(n.size, 2e9)])
+    loss = law_values("data-constrained", {**C4_BASE, **DATA_CONSTRAINED}, x)
+    return x, loss * np.exp(np.random.default_rng(seed).normal(0.0, noise, n.size))
+
+
+def optimal_n(law: dict, compute: float, flops_per_param_token: float = 6.0) -> float:
+    """Hoffmann et al.'s eq. 4: the compute-optimal N* of the joint law `law` at `compute`."""
+    a = law["beta"] / (law["alpha"] + law["beta"])
+    g = (law["alpha"] * law["A"] / (law["beta"] * law["B"])) ** (1 / (law["alpha"] + law["beta"]))
+    return g * (compute / flops_per_param_token) ** a
 
 
 def wilson(hits: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -56,74 +98,135 @@ def wilson(hits: int, total: int, z: float = 1.96) -> tuple[float, float]:
     return centre - half, centre + half
 
 
-def run(law: str, ladders: int, n_bootstrap: int, sizes: int, data: int, noise: float, level: float,
-        seed: int) -> dict:
-    """Coverage counts per parameter over `ladders` seeded ladders; what `main` prints."""
-    truth = {"joint": CHINCHILLA, "tied": TIED, "saturating": SATURATING}[law]
-    if law == "joint":
-        truth = {**truth, "a": truth["beta"] / (truth["alpha"] + truth["beta"])}
-    tally = {name: {"covered": 0, "fitted": 0, "not_identified": 0, "widths": []} for name in truth}
+def _one_fit(law: str, i: int, args: argparse.Namespace):
+    """(fit, truth) of ladder `i`."""
+    seed, level = args.seed + i, args.level
+    boot = {"n_bootstrap": args.bootstrap, "seed": i} if LAWS[law].iterated else {}
+    if law in ("power", "saturating", "bnsl"):
+        compute, error = compute_ladder(law, args.points, args.noise, seed)
+        return fit(law, compute, error, level=level, **boot), {"power": POWER, "saturating": SATURATING,
+                                                               "bnsl": BNSL}[law]
+    if law == "data-constrained":
+        x, loss = repeated_ladder(args.sizes, args.data, args.noise, seed)
+        return fit(law, x, loss, level=level, fixed=C4_BASE, **boot), DATA_CONSTRAINED
+    truth = UNTIED if args.untied else (TIED if law == "tied" else CHINCHILLA)
+    n, d, loss = ladder(args.sizes, args.data, args.noise, seed, truth)
+    return fit(law, np.column_stack([n, d]), loss, level=level, **boot), truth
+
+
+def run(law: str, args: argparse.Namespace) -> dict:
+    """Coverage counts per parameter over `args.ladders` seeded ladders; what `main` prints."""
+    tally: dict[str, dict] = {}
     seconds, refused = [], []
-    for i in range(ladders):
+    truths = {}
+
+    def count(name: str, value: float, low: float, high: float, not_identified: bool = False,
+              warned: bool = False) -> None:
+        record = tally.setdefault(name, {"covered": 0, "fitted": 0, "not_identified": 0, "widths": [], "warned": 0,
+                                         "silent": 0})
+        truths[name] = value
+        covered = low <= value <= high
+        record["fitted"] += 1
+        record["covered"] += int(covered)
+        record["not_identified"] += int(not_identified)
+        record["widths"].append(high - low)
+        record["warned"] += int(warned)
+        record["silent"] += int(not covered and not warned)
+
+    for i in range(args.ladders):
         start = time.perf_counter()
         try:
-            if law == "saturating":
-                compute, error = compute_ladder(sizes * data, noise, seed + i)
-                result = fit("saturating", compute, error, n_bootstrap=n_bootstrap, seed=i, level=level)
-            else:
-                n, d, loss = ladder(sizes, data, noise, seed + i, tied=law == "tied")
-                result = fit(law, np.column_stack([n, d]), loss, n_bootstrap=n_bootstrap, seed=i, level=level)
+            result, truth = _one_fit(law, i, args)
         except ConfigError as err:
             refused.append(err.message)
             continue
+        if not (law == "tied" and args.untied):  # the tied law's parameters mean nothing on untied runs
+            for name in result.params:
+                if name in truth and name not in result.fixed:
+                    low, high = result.ci[name]
+                    value = truth[name]
+                    count(name, value, low, high, name in result.not_identified, warned=bool(result.warnings))
+        if law == "joint":
+            try:
+                _, (low, high) = compute_optimal_exponent(result, args.level)
+            except ConfigError:
+                low, high = 0.0, 1.0  # not identified: its interval is everything
+            count("a", truth["beta"] / (truth["alpha"] + truth["beta"]), low, high)
+        if law == "tied":
+            try:
+                allocation = compute_optimal(result, TARGET_COMPUTE, level=args.level)
+                low, high = allocation.n_bounds or (math.nan, math.nan)
+                warned = bool(allocation.warnings)
+            except ConfigError:  # refused: said, not silent
+                low, high, warned = 0.0, math.inf, True
+            count("N*(1e24)", optimal_n(truth, TARGET_COMPUTE), float(low), float(high), warned=warned)
         seconds.append(time.perf_counter() - start)
         if (i + 1) % 10 == 0:
-            print(f"  {i + 1}/{ladders} ladders fitted, {sum(seconds):.0f} s", file=sys.stderr, flush=True)
-        intervals = dict(result.ci)
-        if "a" in truth:
-            try:
-                _, bounds = compute_optimal_exponent(result, level)
-                intervals["a"] = bounds
-            except ConfigError:
-                intervals["a"] = (0.0, 1.0)  # not identified: its interval is everything
-        for name, value in truth.items():
-            low, high = intervals[name]
-            record = tally[name]
-            record["fitted"] += 1
-            record["covered"] += int(low <= value <= high)
-            record["not_identified"] += int(name in result.not_identified)
-            record["widths"].append(high - low)
-    return {"truth": truth, "tally": tally, "seconds": seconds, "refused": refused}
+            print(f"  {i + 1}/{args.ladders} ladders fitted, {sum(seconds):.0f} s", file=sys.stderr, flush=True)
+    return {"truth": truths, "tally": tally, "seconds": seconds, "refused": refused}
+
+
+def backtest_rates(args: argparse.Namespace, beyond: int = 3) -> dict[float, list[int]]:
+    """Per floor share: [ladders, prediction intervals missing the truth, ladders warned, misses not warned]."""
+    rates = {share: [0, 0, 0, 0] for share in FLOOR_SHARES}
+    compute = np.geomspace(1e15, 1e21, args.points + beyond)
+    for share in FLOOR_SHARES:
+        truth = share * 400 * compute[-1] ** -0.25 + 400 * compute**-0.25
+        for i in range(args.ladders):
+            error = truth * np.exp(np.random.default_rng(args.seed + i).normal(0, args.noise, compute.size))
+            fitted, held = slice(0, args.points), slice(args.points, None)
+            result = fit("power", compute[fitted], error[fitted], level=args.level)
+            interval = result.extrapolate(compute[held], level=args.level)
+            checked = backtest(result, compute[fitted], error[fitted], compute[held], level=args.level)
+            missed = not np.all((interval.lower <= truth[held]) & (truth[held] <= interval.upper))
+            warned = bool(result.warnings or checked.warnings)
+            for j, hit in enumerate((True, missed, warned, missed and not warned)):
+                rates[share][j] += int(hit)
+    return rates
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--law", choices=("joint", "tied", "saturating"), default="joint")
+    parser.add_argument("--law", choices=("power", "saturating", "bnsl", "joint", "tied", "data-constrained"),
+                        default="joint")
     parser.add_argument("--ladders", type=int, default=200, help="seeded ladders (one fit each)")
-    parser.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples per fit")
-    parser.add_argument("--sizes", type=int, default=6, help="model sizes per ladder")
-    parser.add_argument("--data", type=int, default=5, help="data sizes per ladder")
-    parser.add_argument("--noise", type=float, default=0.01, help="sd of the log-normal noise on each loss")
+    parser.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples per fit (0: Wald)")
+    parser.add_argument("--sizes", type=int, default=6, help="model sizes per ladder (laws of N, D)")
+    parser.add_argument("--data", type=int, default=5, help="data sizes (or epoch counts) per ladder")
+    parser.add_argument("--points", type=int, default=18, help="runs per ladder (laws of compute)")
+    parser.add_argument("--noise", type=float, default=0.01, help="sd of the log-normal noise on each value")
     parser.add_argument("--level", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=0, help="seed of the first ladder")
+    parser.add_argument("--untied", action="store_true", help="the tied law on runs of two exponents")
+    parser.add_argument("--backtest", action="store_true", help="the extrapolation check's rates instead")
     args = parser.parse_args()
-    result = run(args.law, args.ladders, args.bootstrap, args.sizes, args.data, args.noise, args.level, args.seed)
+    if args.backtest:
+        print(f"backtest: power law fitted to {args.points} runs, extrapolated to 3 more; {args.ladders} ladders "
+              f"per floor share, noise sd {args.noise} (log), {args.level:.0%} intervals")
+        print(f"{'floor share':>11}  {'ladders':>7}  {'PI misses':>9}  {'warned':>6}  silent misses")
+        for share, (total, missed, warned, silent) in backtest_rates(args).items():
+            print(f"{share:>11g}  {total:>7}  {missed:>9}  {warned:>6}  {silent}")
+        return
+    result = run(args.law, args)
     fits = len(result["seconds"])
-    how = f"{args.bootstrap} bootstrap resamples" if args.bootstrap else "analytic (Wald) intervals"
-    print(f"{args.law} law: {args.ladders} ladders of {args.sizes} x {args.data} = {args.sizes * args.data} runs, "
-          f"noise sd {args.noise} (log), {how}, {args.level:.0%} intervals; {fits} fitted, "
-          f"{len(result['refused'])} refused" + (f" ({result['refused'][0]})" if result["refused"] else ""))
+    how = f"{args.bootstrap} bootstrap resamples" if args.bootstrap and LAWS[args.law].iterated else \
+        "analytic intervals"
+    shape = (f"{args.points} runs" if args.law in ("power", "saturating", "bnsl")
+             else f"{args.sizes} x {args.data} = {args.sizes * args.data} runs")
+    print(f"{args.law} law{' (untied runs)' if args.untied else ''}: {args.ladders} ladders of {shape}, noise sd "
+          f"{args.noise} (log), {how}, {args.level:.0%} intervals; {fits} fitted, {len(result['refused'])} refused"
+          + (f" ({result['refused'][0]})" if result["refused"] else ""))
     if fits:
         print(f"seconds per fit: median {np.median(result['seconds']):.2f}, max {max(result['seconds']):.2f}")
     print(f"{'parameter':>9}  {'truth':>8}  {'covered':>9}  {'coverage':>8}  {'95% Wilson':>15}  "
-          f"{'median width':>12}  not identified")
+          f"{'median width':>12}  not identified  warned  silent misses")
     for name, record in result["tally"].items():
         total = record["fitted"]
         low, high = wilson(record["covered"], total)
         width = np.median(record["widths"]) if record["widths"] else math.nan
         print(f"{name:>9}  {result['truth'][name]:>8.4g}  {record['covered']:>4}/{total:<4}  "
               f"{record['covered'] / max(total, 1):>8.1%}  [{low:6.1%}, {high:6.1%}]  {width:>12.4g}  "
-              f"{record['not_identified']}")
+              f"{record['not_identified']:>14}  {record['warned']:>6}  {record['silent']}")
 
 
 if __name__ == "__main__":

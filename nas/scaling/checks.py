@@ -297,14 +297,14 @@ def backtest(result: Fit, x, y, at, *, level: float = 0.95, **options) -> Backte
 
     The law is refitted on the runs `x`, `y` it was fitted on without the `BACKTEST_FRACTION` largest (by
     compute, or N * D), and each held-out run must fall in its prediction interval; for a law that is a straight
-    line in log space (`Law.curvature_tested`), log y must not bend toward a floor (`curvature_p`). Each check is
-    made at 1 - `level` (the backtest's intervals Bonferroni-adjusted over the k held-out runs), so that a law that
-    holds draws a false alarm on at most 2 (1 - `level`) of ladders (measured: docs/scaling_laws.md). A miss or a
-    bend is a warning, with the richer law's prediction at `at` beside it; `options` are the law's fit options.
+    line in log space (`Law.curvature_tested`), log y must not bend toward a floor (`curvature_p`). The two share
+    1 - `level` (the backtest's intervals Bonferroni-adjusted over the k held-out runs), so that a law that holds
+    draws a false alarm on at most 1 - `level` of ladders (measured: docs/scaling_laws.md). A miss or a bend is a
+    warning, with the richer law's prediction at `at` beside it; `options` are the law's fit options.
     """
     law = result.law
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    alpha = 1 - level
+    alpha = (1 - level) / 2 if result.form.curvature_tested else 1 - level
     findings, note, check, missed = [], "", None, 0
     bend = curvature_p(result.x, result.y) if result.form.curvature_tested else None
     if bend is not None and bend < alpha:

@@ -250,6 +250,19 @@ def least_squares_line(law: Law, x, y, *, level: float, frontier: np.ndarray, fi
     return result, resid
 
 
+def wald(form: Law, theta: np.ndarray, cov: np.ndarray, dof: int | None,
+         level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Standard errors and t intervals of the parameters in their usual parametrisation, from the covariance of
+    theta (delta method), clipped to the declared ranges."""
+    se_theta = np.sqrt(np.maximum(np.diag(cov), 0.0))  # a pseudo-inverse's rounding can dip below zero
+    q = quantile(level, dof)
+    se = np.where(form.log, form.natural(theta) * se_theta, se_theta)
+    low, high = (np.array(b, dtype=float) for b in zip(*form.bounds))
+    lower = form.natural(np.maximum(theta - q * se_theta, low))  # a declared range bounds its intervals too
+    upper = form.natural(np.minimum(theta + q * se_theta, high))
+    return se, lower, upper
+
+
 def make_fit(form: Law, theta, x, y, *, fit_x=None, fit_y=None, frontier, cov=None, draws=None, resid_sd, dof,
              level, huber=None, log_sd=None, skipped=(), fixed=(), not_identified: Mapping[str, tuple] | None = None,
              warnings=(), draws_at_bound: Mapping[str, int] | None = None, at_bound=(), allowed=None) -> Fit:
@@ -263,12 +276,7 @@ def make_fit(form: Law, theta, x, y, *, fit_x=None, fit_y=None, frontier, cov=No
         natural = form.natural(draws)
         se, (lower, upper) = natural.std(axis=0, ddof=1), percentiles(natural, level)
     else:
-        se_theta = np.sqrt(np.maximum(np.diag(cov), 0.0))  # a pseudo-inverse's rounding can dip below zero
-        q = quantile(level, dof)
-        se = np.where(form.log, form.natural(theta) * se_theta, se_theta)
-        low, high = (np.array(b, dtype=float) for b in zip(*form.bounds))
-        lower = form.natural(np.maximum(theta - q * se_theta, low))  # a declared range bounds its intervals too
-        upper = form.natural(np.minimum(theta + q * se_theta, high))
+        se, lower, upper = wald(form, theta, cov, dof, level)
     names = form.params
     stderr = dict(zip(names, map(float, se), strict=True))
     ci = {n: (float(lo), float(hi)) for n, lo, hi in zip(names, lower, upper, strict=True)}

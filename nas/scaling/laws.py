@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
@@ -37,6 +38,7 @@ from nas.scaling.fitting import (
     percentiles,
     prepare_starts,
     refit,
+    wald,
 )
 from nas.scaling.registry import DROPPED, EXPONENT_RANGE, Law, Term, get_law, register
 from nas.scaling.starts import (
@@ -216,12 +218,11 @@ class NonlinearLaw(Law):
         else:
             resid_sd = float(np.sqrt(np.sum(log_resid**2) / dof))
         cov = np.zeros((len(theta), len(theta)))
-        if draws is None:
-            if form.criterion == "huber":
-                cov[np.ix_(free, free)] = np.nan  # no analytic covariance for the Huber fit: bootstrap it
-            else:
-                jac = form.value_jac(theta, log_x)[1][:, free]
-                cov[np.ix_(free, free)] = resid_sd**2 * np.linalg.pinv(jac.T @ jac)
+        if form.criterion == "huber":
+            cov[np.ix_(free, free)] = np.nan  # no analytic covariance for the Huber fit: bootstrap it
+        else:
+            jac = form.value_jac(theta, log_x)[1][:, free]
+            cov[np.ix_(free, free)] = resid_sd**2 * np.linalg.pinv(jac.T @ jac)
         not_identified, warnings, on_bound = {}, [], ()
         if checks:
             not_identified, warnings, on_bound = identification(form, theta, value, free, x, y, grid[order[:3]],
@@ -231,8 +232,11 @@ class NonlinearLaw(Law):
         for name, count in at_bound.items():
             i = form.params.index(name)
             low, high = form.admissible(i, y)
-            if count > (1 - level) / 2 * len(draws):  # its interval ends on the bound: the runs give it no limit
-                not_identified[name] = tuple(percentiles(form.natural(draws), level)[:, i])
+            interval = percentiles(draws[:, i], level)
+            span = form.bounds[i][1] - form.bounds[i][0]
+            if np.any(np.abs(interval[:, None] - np.array(form.bounds[i])) <= 1e-6 * span):
+                # its interval ends on the bound: the runs give it no limit there
+                not_identified[name] = tuple(form.natural(np.tile(interval[:, None], len(theta)))[:, i])
                 on_bound = (*on_bound, name)
                 warnings.append(f"{name} not identified (at bound): {count} of {len(draws)} bootstrap refits "
                                 f"ended on a bound of its declared range [{low:g}, {high:g}], and so does its "
@@ -248,6 +252,12 @@ class NonlinearLaw(Law):
                           fixed=tuple(name for name in form.params if name in (fixed or {})),
                           not_identified=not_identified, warnings=warnings, draws_at_bound=at_bound,
                           at_bound=on_bound, allowed=allowed)
+        kept = [i for i, name in enumerate(form.params) if name in form.wald and i in free
+                and name not in not_identified]
+        if draws is not None and kept:
+            se, lower, upper = wald(form, theta, cov, dof, level)
+            result = replace(result, stderr={**result.stderr, **{form.params[i]: float(se[i]) for i in kept}},
+                             ci={**result.ci, **{form.params[i]: (float(lower[i]), float(upper[i])) for i in kept}})
         if checks:
             result = with_checks(result, x, y, log_resid)
         return result
@@ -265,6 +275,7 @@ class Saturating(NonlinearLaw):
     terms = (_FLOOR, Term("power term", (1, 2), ((1, DROPPED),)))
     exponents = (2,)
     richer = ("bnsl", 6)
+    wald = ("E_inf",)
     profile = staticmethod(saturating_profile)
 
     def log_predict(self, theta: np.ndarray, log_x: np.ndarray) -> np.ndarray:

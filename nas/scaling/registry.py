@@ -61,6 +61,8 @@ class Law:
     iterated: ClassVar[bool] = False  # fitted by iteration: may be bootstrapped, may hold parameters fixed
     allocates: ClassVar[bool] = False  # a compute-optimal allocation N*(C), D*(C) follows from a fit
     frees: ClassVar[str | None] = None  # the law that frees an exponent this one fixes: its allocation is checked
+    wald: ClassVar[tuple[str, ...]] = ()  # parameters whose t (Wald) interval is kept under a bootstrap: measured
+    # to cover at its level where the bootstrap's percentiles do not (docs/scaling_laws.md, section 7)
     points: ClassVar[str] = "points"  # what `min_points` counts
     curvature_tested: ClassVar[bool] = False  # a line in log space whose extrapolations are tested for a bend
 
