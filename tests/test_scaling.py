@@ -613,8 +613,8 @@ def test_the_backtest_warns_where_a_power_law_extrapolation_misses_and_is_silent
 
 def test_the_tied_allocation_is_tested_against_the_joint_law():
     """Runs whose model and data exponents differ (0.30, 0.45): the tied law's N* at 1e24 must hold the truth or
-    warn, and here the joint law's exponent interval excludes 1/2, so it warns and its intervals span both laws'.
-    On runs with one exponent the joint law agrees: no warning, the tied intervals as they were."""
+    warn, and here the joint law's exponent interval excludes 1/2, so it warns; its intervals span both laws'.
+    On runs with one exponent the joint law agrees: no warning, and the intervals still span both laws'."""
     untied = {"E": 1.69, "A": 406.4, "B": 14700.0, "alpha": 0.30, "beta": 0.45}
     n, d, loss = chinchilla_ladder(np.geomspace(5e7, 5e9, 6), np.geomspace(2e9, 2e11, 5), noise=0.01, law=untied)
     tied = fit("tied", np.column_stack([n, d]), loss, n_bootstrap=30, seed=0)
@@ -629,7 +629,11 @@ def test_the_tied_allocation_is_tested_against_the_joint_law():
     tied_law = {**CHINCHILLA, "alpha": 0.31, "beta": 0.31}
     n, d, loss = chinchilla_ladder(np.geomspace(5e7, 5e9, 6), np.geomspace(2e9, 2e11, 5), seed=1, law=tied_law)
     control = compute_optimal(fit("tied", np.column_stack([n, d]), loss, n_bootstrap=30, seed=0), 1e24)
-    assert control.warnings == () and control.free is not None and control.n_exponent_ci is None
+    assert control.warnings == () and control.free is not None
+    free_low, free_high = control.free.n_exponent_ci
+    assert control.n_exponent_ci == (min(0.5, free_low), max(0.5, free_high))
+    assert control.n_bounds[0] <= min(control.free.n_bounds[0], control.n) <= control.n_bounds[1]
+    assert control.n_bounds[0] <= max(control.free.n_bounds[1], control.n) <= control.n_bounds[1]
     few = fit("tied", np.column_stack([n, d])[:16], loss[:16], n_bootstrap=16, seed=0)
     assert "is assumed, not tested" in compute_optimal(few, 1e24).warnings[0]
 
