@@ -611,6 +611,18 @@ def test_the_backtest_warns_where_a_power_law_extrapolation_misses_and_is_silent
     assert backtest(short, compute[:3], error[:3], [1e22]).note.startswith("no backtest of the extrapolation")
 
 
+def test_fit_command_prints_the_backtest_beside_the_extrapolation(tmp_path, capsys):
+    compute, error, truth = saturating_ladder(2.0, seed=0)
+    path = tmp_path / "runs.csv"
+    pd.DataFrame({"compute": compute[:7], "error": error[:7]}).to_csv(path, index=False)
+    assert cli.main(["fit", str(path), "--law", "power", "--x", "compute", "--y", "error", "--at", "1e21"]) == 0
+    out = capsys.readouterr().out
+    assert "(95% prediction interval, extrapolated)\nwarning: backtest of the extrapolation: " in out
+    assert "the saturating law fitted to the same runs predicts" in out
+    assert cli.main(["fit", str(path), "--law", "power", "--x", "compute", "--y", "error", "--at", "1e17"]) == 0
+    assert "backtest" not in capsys.readouterr().out  # within the runs: nothing to backtest
+
+
 def test_the_tied_allocation_is_tested_against_the_joint_law():
     """Runs whose model and data exponents differ (0.30, 0.45): the tied law's N* at 1e24 must hold the truth or
     warn, and here the joint law's exponent interval excludes 1/2, so it warns; its intervals span both laws'.

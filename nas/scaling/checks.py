@@ -336,7 +336,9 @@ def backtest(result: Fit, x, y, at, *, level: float = 0.95, **options) -> Backte
         except ConfigError as err:
             warning += f"; no {name} law to compare: {err.message}"
         else:
-            shown = "; ".join(f"{v:.4g} [{lo:.4g}, {hi:.4g}]" for v, lo, hi in
+            bounded = not np.isnan(other.lower).any()
+            shown = "; ".join(f"{v:.4g}" + (f" [{lo:.4g}, {hi:.4g}]" if bounded else "") for v, lo, hi in
                               zip(np.ravel(other.y), np.ravel(other.lower), np.ravel(other.upper), strict=True))
-            warning += f"; the {name} law fitted to the same runs predicts {shown} there ({level:.0%} interval)"
+            warning += (f"; the {name} law fitted to the same runs predicts {shown} there "
+                        + (f"({level:.0%} interval)" if bounded else "(no interval: fitted without a bootstrap)"))
     return Backtest(check=check, missed=missed, curvature_p=bend, richer=other, warnings=(warning,), note=note)
