@@ -3,16 +3,13 @@ stopping, evaluations between the ladder's rungs, the first candidate repeated w
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import ray
-from search_helpers import SPACE, synthetic_data, tower, write_study
+from search_helpers import SPACE, tower, write_study
 
 from nas.errors import ConfigError
 from nas.proxies import zero_cost_scores
@@ -35,18 +32,10 @@ def tabular_study(directory: Path, data: Path, **fields) -> Study:
 
 
 @pytest.mark.slow
-def test_a_tiny_table_has_every_candidate_at_every_rung_and_a_second_seed(tmp_path):
-    data = synthetic_data(tmp_path)
-    study = tabular_study(tmp_path / "study", data)
+def test_a_tiny_table_has_every_candidate_at_every_rung_and_a_second_seed(local_ray, search_data, tmp_path):
+    study = tabular_study(tmp_path / "study", search_data)
     assert study.budget.rungs == (64, 91, 128, 181, 256) and study.trials == 3
-    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", _temp_dir=temp,
-             log_to_driver=False)
-    try:
-        store = tabular.run(study, tmp_path / "out")
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
+    store = tabular.run(study, tmp_path / "out")
     assert tabular.main(["--from-run", str(tmp_path / "out"), "--csv", str(tmp_path / "t.csv")]) == 0
     frame = pd.read_csv(tmp_path / "t.csv")
     assert set(frame.arch_id) == {a.arch_id for a in ARCHS} and (frame.candidate_id == frame.arch_id).all()
