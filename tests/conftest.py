@@ -50,6 +50,26 @@ def run_cli(capsys):
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+#: The modules that read `shared_search`: `make test` hands them to one worker together, so the search runs once in
+#: the suite instead of once in every worker that reads it.
+SHARED_SEARCH_MODULES = ("tests/test_search.py", "tests/test_search_outputs.py")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`--dist loadfile` with `SHARED_SEARCH_MODULES` as one unit of work (xdist's own scheduler otherwise)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedSearchScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = super()._split_scope(nodeid)
+            return SHARED_SEARCH_MODULES[0] if module in SHARED_SEARCH_MODULES else module
+
+    return SharedSearchScheduling(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Modules with the most slow tests first, each module's tests in their order: `make test` hands whole
     modules to its workers (`--dist loadfile --no-loadscope-reorder`) in this order, so the long ones start

@@ -137,7 +137,8 @@ def test_a_study_refuses_a_data_dir_synthesized_with_other_settings(synthetic, t
     assert files(data) == before  # neither used nor overwritten
 
 
-def test_synth_command(tmp_path, cli):
+def test_synth_command(tmp_path, cli, run_cli):
+    """The `data` command's one run as a real subprocess (the others run in process)."""
     out = tmp_path / "cli"
     result = subprocess.run([*cli, "data", "synth", "--out", str(out), "--samples", "30", "--size", "24",
                              "--seed", "1", "--zeroshot-per-class", "0", "--retrieval-samples", "5"],
@@ -145,6 +146,5 @@ def test_synth_command(tmp_path, cli):
     assert result.returncode == 0, result.stderr
     assert "wrote 30 samples in 1 shards" in result.stdout and "synthesizing" in result.stderr
     assert (out / "shards" / "00000000.tar").exists() and not (out / "eval" / "zeroshot" / "classnames.txt").exists()
-    bad = subprocess.run([*cli, "data", "synth", "--out", str(tmp_path / "bad"), "--size", "4"],
-                         capture_output=True, text=True, timeout=150)
+    bad = run_cli("data", "synth", "--out", tmp_path / "bad", "--size", "4")
     assert bad.returncode == 2 and "size" in bad.stderr

@@ -38,6 +38,7 @@ def test_fit_dir_by_label_skips_what_is_too_small(design_results, capsys):
 
 
 def test_fit_dir_command_writes_one_figure_per_query(design_results, tmp_path, cli):
+    """The `fit` command's one run as a real subprocess (the others run in process)."""
     out = tmp_path / "vit.png"
     run = subprocess.run([*cli, "fit", str(design_results), "--law", "power", "--by", "none", "--x", "samples_seen",
                           "--where", "label == 'ViT'", "--out", str(out)], capture_output=True, text=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -183,9 +182,9 @@ def test_bad_input_names_the_file_and_field(tmp_path, fields, field, message):
     assert info.value.field == field
 
 
-def test_a_bad_study_exits_with_code_2_naming_the_field(tmp_path, cli):
+def test_a_bad_study_exits_with_code_2_naming_the_field(tmp_path, run_cli):
     path = write(tmp_path, objectives={"zeroshot_top1": "up"})
-    run = subprocess.run([*cli, "search", str(path)], capture_output=True, text=True)
+    run = run_cli("search", path)
     assert run.returncode == 2
     assert f"{path}: objectives.zeroshot_top1: 'up' is not one of max, min" in run.stderr
 
@@ -228,9 +227,9 @@ def bad_input(tmp_path: Path, case: str) -> tuple[Path, str]:
 
 
 @pytest.mark.parametrize("case", ["missing_space", "space_value", "yaml_syntax"])
-def test_bad_input_ends_a_search_with_one_line_before_anything_is_written(tmp_path, cli, case):
+def test_bad_input_ends_a_search_with_one_line_before_anything_is_written(tmp_path, run_cli, case):
     path, line = bad_input(tmp_path, case)
-    run = subprocess.run([*cli, "search", str(path), "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    run = run_cli("search", path, "--out", tmp_path / "run")
     assert run.returncode == 2
     assert run.stderr.splitlines() == [f"vitamin-nas search: error: {line}"]
     assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
