@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install quickstart test lint bench gpu-wheels
+.PHONY: install quickstart test test-fast lint bench gpu-wheels
 
 $(BIN)/vitamin-nas: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,13 @@ quickstart: install
 # thread against 91.9 on two, measured in one cgroup). A test that wants more threads sets them itself.
 test: install
 	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 3 --dist loadfile --no-loadscope-reorder
+
+# The unit tier, as `make test` runs it less the tests marked slow, ray (a Ray instance in the test process) and
+# subprocess (real processes: the console script, torchrun, killed runs); tests/conftest.py sets the last two from
+# the fixtures a test uses. `make test` stays the whole suite.
+FAST := not slow and not ray and not subprocess
+test-fast: install
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 3 --dist loadfile --no-loadscope-reorder -m "$(FAST)"
 
 lint: install
 	$(BIN)/ruff check .

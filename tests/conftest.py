@@ -23,8 +23,8 @@ def repo() -> Path:
 
 @pytest.fixture(scope="session")
 def cli() -> list[str]:
-    """The installed console script, run as a real subprocess (tests/test_cli_smoke.py runs every command so once;
-    the other tests call it in process, with `run_cli`, unless the behaviour is about the process)."""
+    """The installed console script, run as a real subprocess: one test per command runs it so (and the tests of
+    processes: signals, kills, clusters); the others call it in process, with `run_cli`."""
     script = Path(sys.executable).with_name("vitamin-nas")
     return [str(script)] if script.exists() else [sys.executable, "-m", "nas.cli"]
 
@@ -70,10 +70,20 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     return SharedSearchScheduling(config, log)
 
 
+#: Markers a test gets from the fixtures it uses: what `make test-fast` leaves out with `slow`.
+FIXTURE_MARKERS = {"local_ray": "ray", "cli": "subprocess"}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Modules with the most slow tests first, each module's tests in their order: `make test` hands whole
-    modules to its workers (`--dist loadfile --no-loadscope-reorder`) in this order, so the long ones start
-    first and the short ones fill in behind them instead of one long module ending the run alone."""
+    """Marks each test that uses Ray in process (`local_ray`) `ray` and each that runs the console script
+    (`cli`) `subprocess`. Then orders modules with the most slow tests first, each module's tests in their
+    order: `make test` hands whole modules to its workers (`--dist loadfile --no-loadscope-reorder`) in this
+    order, so the long ones start first and the short ones fill in behind them instead of one long module ending
+    the run alone."""
+    for item in items:
+        for fixture, marker in FIXTURE_MARKERS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)
     slow = Counter(item.module.__name__ for item in items if item.get_closest_marker("slow"))
     items.sort(key=lambda item: -slow[item.module.__name__])
 
@@ -139,10 +149,10 @@ def local_ray():
         shutil.rmtree(temp, ignore_errors=True)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def without_ray():
-    """No Ray in this process during the test: the shared instance, when it is up, is stopped before and started
-    again after (for tests of what happens before a search starts Ray)."""
+    """No Ray in this process during the module's tests: the shared instance, when it is up, is stopped before and
+    started again after (for tests of what happens before a search starts Ray)."""
     import ray
 
     running = ray.is_initialized()
