@@ -127,6 +127,7 @@ def test_digits_command(tmp_path, run_cli):
     assert "wrote 1253 digits in 3 shards" in run.stdout and "(10 classes, 544 images)" in run.stdout
 
 
+@pytest.mark.subprocess
 def test_digits_command_without_scikit_learn_names_the_extra(tmp_path):
     block = "import sys; sys.modules['sklearn'] = None; from nas.cli import main; sys.exit(main(sys.argv[1:]))"
     run = subprocess.run([sys.executable, "-c", block, "data", "digits", "--out", str(tmp_path / "d")],

@@ -40,6 +40,7 @@ def test_the_bomb_is_a_real_one(bad_shard):
     assert MAX_PIXELS < BOMB_SIDE**2 < 2 * Image.MAX_IMAGE_PIXELS
 
 
+@pytest.mark.subprocess
 def test_each_bad_sample_is_skipped_by_reason_and_the_bomb_never_decoded(bad_shard, monkeypatch):
     path, kept = bad_shard
     loaded = []  # the size of every image PIL was asked to decode

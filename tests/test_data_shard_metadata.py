@@ -194,6 +194,7 @@ print(json.dumps({"small_mb": [p - start for p in small_peaks], "split_mb": peak
 """
 
 
+@pytest.mark.subprocess
 def test_two_million_rows_of_metadata_caption_a_stream_in_bounded_memory(tmp_path):
     write_shards(tmp_path / "shards", shards=4, per_shard=50)
     in_pool = [uid(i) for i in range(200) if i % 20]  # 10 samples have no metadata row

@@ -189,6 +189,7 @@ def test_progress_lists_running_first_with_etas(store):
     assert summary.startswith("demo: 4/4 trials finished (2 completed, 2 stopped early), 1 running, ETA ~")
 
 
+@pytest.mark.subprocess
 def test_status_and_results_read_a_search_without_loading_torch(store):
     """Watching a search is instant: the study read back from the database, its progress and its leaderboard
     need neither torch nor open_clip (6 s of imports before; `status` now takes well under a second)."""

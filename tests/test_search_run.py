@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from search_helpers import alive, synthetic_data, wait_for, write_study
 
 from nas import heartbeat
@@ -69,6 +70,7 @@ def test_status_tells_a_live_driver_from_a_stopped_and_a_killed_one(tmp_path, tm
     assert "driver gone (pid" in progress_report(store)
 
 
+@pytest.mark.subprocess
 def test_the_reaper_ends_a_killed_drivers_processes(tmp_path):
     """A stand-in driver (a real process) starts the reaper and a child that ignores SIGTERM; SIGKILL the
     driver: the reaper ends the child (SIGKILL after its grace), and itself."""

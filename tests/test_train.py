@@ -257,6 +257,7 @@ while True:
 """
 
 
+@pytest.mark.subprocess
 def test_checkpoint_survives_sigkill_at_any_moment(tmp_path):
     """A writer killed mid-save leaves the previous checkpoint or the new one, whole."""
     path = tmp_path / "checkpoint.pt"

@@ -54,6 +54,7 @@ def _losses(out) -> list[float]:
     return [r["loss"] for r in lines if r["event"] == "train"]
 
 
+@pytest.mark.subprocess
 def test_two_ranks_take_the_single_process_steps(tmp_path, repo, one_thread):
     script = tmp_path / "rank.py"
     script.write_text(RANK % repr(CONFIG))
