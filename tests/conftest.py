@@ -55,7 +55,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SHARED_SEARCH_MODULES = ("tests/test_search.py", "tests/test_search_outputs.py")
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """`--dist loadfile` with `SHARED_SEARCH_MODULES` as one unit of work (xdist's own scheduler otherwise)."""
     if config.getvalue("dist") != "loadfile":
