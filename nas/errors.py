@@ -33,6 +33,12 @@ def reject_unknown(values: Iterable[str], allowed: Iterable[str], *, source: str
                           field=field)
 
 
+def require(ok: bool, field: str, message: str) -> None:
+    """A `ConfigError` naming `field` with `message` unless `ok`: the check a self-validating dataclass makes."""
+    if not ok:
+        raise ConfigError(message, field=field)
+
+
 def require_int(value: Any, field: str, low: int) -> None:
     """A `ConfigError` naming `field` unless `value` is an integer (not a bool) of at least `low`."""
     if not isinstance(value, int) or isinstance(value, bool) or value < low:

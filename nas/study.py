@@ -63,7 +63,7 @@ from nas.cost import COST_METRICS
 from nas.data import Augment, DataSource, SynthConfig
 from nas.data.prompts import check_templates
 from nas.data.source import SETTINGS_FIELDS
-from nas.errors import ConfigError, load_yaml, reject_unknown
+from nas.errors import ConfigError, load_yaml, reject_unknown, require
 from nas.metrics import EVALUATED, TRAINED, ZERO_COST
 from nas.presets import PRESETS, TextTower, load_arch, preset_with_text
 from nas.space import SearchSpace
@@ -89,11 +89,6 @@ LATER_DEFAULTS = {"budget": {"between": 0, "below": 0}, "train": {"mask_ratio": 
 #: Train fields the study sets from elsewhere: the budget (samples, rungs) and data.workers.
 DERIVED_TRAIN_FIELDS = {"samples": "budget (max_samples and the rungs)", "rungs": "budget (max_samples and the rungs)",
                         "workers": "data.workers"}
-
-
-def _require(ok: bool, name: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(message, field=name)
 
 
 def _is_int(value: Any, low: int = 0) -> bool:
@@ -125,18 +120,18 @@ class Budget:
     below: int = 0
 
     def __post_init__(self) -> None:
-        _require(_is_int(self.min_samples, 1) and _is_int(self.max_samples, 1)
-                 and self.min_samples <= self.max_samples, "",
-                 f"needs integers 0 < min_samples <= max_samples, got {self.min_samples} and {self.max_samples}")
-        _require(isinstance(self.reduction_factor, (int, float)) and not isinstance(self.reduction_factor, bool)
-                 and self.reduction_factor > 1, "reduction_factor", f"must be > 1, got {self.reduction_factor!r}")
-        _require(self.early_stopping in EARLY_STOPPING, "early_stopping",
-                 f"{self.early_stopping!r} is not one of {', '.join(EARLY_STOPPING)}")
-        _require(self.schedule in SCHEDULES, "schedule", f"{self.schedule!r} is not one of {', '.join(SCHEDULES)}")
-        _require(not self.per_budget or self.early_stopping == "none", "schedule",
-                 "per_budget trains each budget in a run of its own: set early_stopping: none")
+        require(_is_int(self.min_samples, 1) and _is_int(self.max_samples, 1)
+                and self.min_samples <= self.max_samples, "",
+                f"needs integers 0 < min_samples <= max_samples, got {self.min_samples} and {self.max_samples}")
+        require(isinstance(self.reduction_factor, (int, float)) and not isinstance(self.reduction_factor, bool)
+                and self.reduction_factor > 1, "reduction_factor", f"must be > 1, got {self.reduction_factor!r}")
+        require(self.early_stopping in EARLY_STOPPING, "early_stopping",
+                f"{self.early_stopping!r} is not one of {', '.join(EARLY_STOPPING)}")
+        require(self.schedule in SCHEDULES, "schedule", f"{self.schedule!r} is not one of {', '.join(SCHEDULES)}")
+        require(not self.per_budget or self.early_stopping == "none", "schedule",
+                "per_budget trains each budget in a run of its own: set early_stopping: none")
         for name in ("between", "below"):
-            _require(_is_int(getattr(self, name)), name, f"must be an integer >= 0, got {getattr(self, name)!r}")
+            require(_is_int(getattr(self, name)), name, f"must be an integer >= 0, got {getattr(self, name)!r}")
 
     @property
     def per_budget(self) -> bool:
@@ -190,12 +185,12 @@ class Repeats:
     fraction: float = 1.0
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.seeds, (list, tuple)) and all(_is_int(s) for s in self.seeds), "seeds",
-                 f"must be a list of integers >= 0, got {self.seeds!r}")
+        require(isinstance(self.seeds, (list, tuple)) and all(_is_int(s) for s in self.seeds), "seeds",
+                f"must be a list of integers >= 0, got {self.seeds!r}")
         object.__setattr__(self, "seeds", tuple(self.seeds))
-        _require(len(set(self.seeds)) == len(self.seeds), "seeds", f"lists a seed twice: {list(self.seeds)}")
-        _require(isinstance(self.fraction, (int, float)) and not isinstance(self.fraction, bool)
-                 and 0 < self.fraction <= 1, "fraction", f"must be in (0, 1], got {self.fraction!r}")
+        require(len(set(self.seeds)) == len(self.seeds), "seeds", f"lists a seed twice: {list(self.seeds)}")
+        require(isinstance(self.fraction, (int, float)) and not isinstance(self.fraction, bool)
+                and 0 < self.fraction <= 1, "fraction", f"must be in (0, 1], got {self.fraction!r}")
 
     def count(self, candidates: int) -> int:
         """How many of `candidates` listed candidates are repeated (the first ones)."""
@@ -226,18 +221,18 @@ class Resources:
     def __post_init__(self) -> None:
         for name in ("cpus", "gpus"):
             value = getattr(self, name)
-            _require(isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0, name,
+            require(isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0, name,
                      f"must be a number >= 0, got {value!r}")
-        _require(self.cpus > 0 or self.gpus > 0, "cpus", "a trial needs some CPU or GPU")
-        _require(self.gpus <= 1 or self.gpus == int(self.gpus), "gpus", "above 1, GPUs per trial must be whole")
-        _require(self.memory_gib is None or (isinstance(self.memory_gib, (int, float)) and self.memory_gib > 0),
-                 "memory_gib", f"must be a positive number of GiB or null, got {self.memory_gib!r}")
-        _require(self.concurrency is None or _is_int(self.concurrency, 1), "concurrency",
-                 f"must be an integer >= 1, got {self.concurrency!r}")
-        _require(_is_int(self.workers, 1), "workers", f"must be an integer >= 1, got {self.workers!r}")
-        _require(self.workers == 1 or self.gpus in (0, 1), "gpus",
-                 f"with workers: {self.workers}, each worker is one rank on one whole GPU (NCCL cannot run two ranks "
-                 f"of a job on one device) or on CPUs only: 0 or 1, got {self.gpus!r}")
+        require(self.cpus > 0 or self.gpus > 0, "cpus", "a trial needs some CPU or GPU")
+        require(self.gpus <= 1 or self.gpus == int(self.gpus), "gpus", "above 1, GPUs per trial must be whole")
+        require(self.memory_gib is None or (isinstance(self.memory_gib, (int, float)) and self.memory_gib > 0),
+                "memory_gib", f"must be a positive number of GiB or null, got {self.memory_gib!r}")
+        require(self.concurrency is None or _is_int(self.concurrency, 1), "concurrency",
+                f"must be an integer >= 1, got {self.concurrency!r}")
+        require(_is_int(self.workers, 1), "workers", f"must be an integer >= 1, got {self.workers!r}")
+        require(self.workers == 1 or self.gpus in (0, 1), "gpus",
+                f"with workers: {self.workers}, each worker is one rank on one whole GPU (NCCL cannot run two ranks "
+                f"of a job on one device) or on CPUs only: 0 or 1, got {self.gpus!r}")
 
     @property
     def data_parallel(self) -> bool:
@@ -273,8 +268,8 @@ class Storage:
     keep: int | None = None
 
     def __post_init__(self) -> None:
-        _require(self.keep is None or _is_int(self.keep, 1), "keep",
-                 f"must be an integer >= 1 (how many trials keep their rung checkpoints) or null, got {self.keep!r}")
+        require(self.keep is None or _is_int(self.keep, 1), "keep",
+                f"must be an integer >= 1 (how many trials keep their rung checkpoints) or null, got {self.keep!r}")
 
 
 @dataclass(frozen=True)
@@ -288,7 +283,7 @@ class FailurePolicy:
 
     def __post_init__(self) -> None:
         for name in ("max_retries", "oom_retries"):
-            _require(_is_int(getattr(self, name)), name, f"must be an integer >= 0, got {getattr(self, name)!r}")
+            require(_is_int(getattr(self, name)), name, f"must be an integer >= 0, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)
