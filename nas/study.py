@@ -64,6 +64,7 @@ from nas.data import Augment, DataSource, SynthConfig
 from nas.data.prompts import check_templates
 from nas.data.source import SETTINGS_FIELDS
 from nas.errors import ConfigError, load_yaml, reject_unknown, require
+from nas.jsonable import jsonable
 from nas.metrics import EVALUATED, TRAINED, ZERO_COST
 from nas.presets import PRESETS, TextTower, load_arch, preset_with_text
 from nas.space import SearchSpace
@@ -382,7 +383,7 @@ class Study:
                 if values[name] == default:
                     del values[name]
         archs = [a.to_dict() for a in self.archs]
-        return _plain({
+        return jsonable({
             "name": self.name, "description": self.description, "space": self.space.spec, "data": data,
             "train": train, "objectives": self.objectives, "algorithm": self.algorithm,
             **({"sampler": self.sampler} if self.sampler else {}),
@@ -426,15 +427,6 @@ def _extend(base: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
         elif key != "extends":
             merged[key] = value
     return merged
-
-
-def _plain(value: Any) -> Any:
-    """Tuples as lists, for YAML and JSON."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 class _Reader:
