@@ -27,7 +27,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from nas.errors import ConfigError, reject_unknown, require
+from nas.errors import ConfigError, is_int, reject_unknown, require
 
 #: Blocks of the stages before a Transformer stage (and, `convnext`, of a ConvNeXt tower).
 HYBRID_BLOCKS = ("mbconv", "convnext", "attention")
@@ -55,8 +55,7 @@ def _one_of(value: Any, allowed: tuple[str, ...], field_name: str) -> None:
 
 
 def _positive_int(value: Any, field_name: str) -> None:
-    require(isinstance(value, int) and not isinstance(value, bool) and value > 0, field_name,
-            f"must be a positive integer, got {value!r}")
+    require(is_int(value, 1), field_name, f"must be a positive integer, got {value!r}")
 
 
 @dataclass(frozen=True)

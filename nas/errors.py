@@ -39,9 +39,14 @@ def require(ok: bool, field: str, message: str) -> None:
         raise ConfigError(message, field=field)
 
 
+def is_int(value: Any, low: int = 0) -> bool:
+    """Whether `value` is an integer (not a bool) of at least `low`."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
 def require_int(value: Any, field: str, low: int) -> None:
     """A `ConfigError` naming `field` unless `value` is an integer (not a bool) of at least `low`."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+    if not is_int(value, low):
         raise ConfigError(f"must be an integer >= {low}, got {value!r}", field=field)
 
 
