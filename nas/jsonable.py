@@ -11,10 +11,10 @@ from typing import Any
 
 
 def jsonable(value: Any) -> Any:
-    """Tuples as lists, mapping keys as strings, a tensor or NumPy array as its number when it holds one, else as
-    a (nested) list."""
+    """Tuples as lists, mappings as dicts (their keys as they are: a space's `{64: [4, 6]}` stays so), a tensor or
+    NumPy array as its number when it holds one, else as a (nested) list."""
     if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
     if hasattr(value, "tolist") and hasattr(value, "reshape"):  # a tensor, or a NumPy array or scalar
