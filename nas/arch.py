@@ -27,7 +27,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from nas.errors import ConfigError, is_int, reject_unknown, require
+from nas.errors import ConfigError, is_int, reject_unknown, require, require_choice
 
 #: Blocks of the stages before a Transformer stage (and, `convnext`, of a ConvNeXt tower).
 HYBRID_BLOCKS = ("mbconv", "convnext", "attention")
@@ -48,10 +48,6 @@ DEFAULT_KERNEL = {"mbconv": 3, "convnext": 7, "mbconv_bn": 3}
 #: The letter of each stage block in an arch's name and family: MBConv-LN, ConvNeXt, attention with absolute
 #: position embedding, CoAtNet's MBConv-BN and its relative-position attention.
 STAGE_LETTER = {"mbconv": "C", "convnext": "N", "attention": "A", "mbconv_bn": "M", "rel_attention": "R"}
-
-
-def _one_of(value: Any, allowed: tuple[str, ...], field_name: str) -> None:
-    require(value in allowed, field_name, f"{value!r} is not one of {', '.join(allowed)}")
 
 
 def _positive_int(value: Any, field_name: str) -> None:
@@ -77,7 +73,7 @@ class Stage:
     mlp: str | None = None
 
     def __post_init__(self) -> None:
-        _one_of(self.block, STAGE_BLOCKS, "block")
+        require_choice(self.block, STAGE_BLOCKS, "block")
         _positive_int(self.depth, "depth")
         _positive_int(self.width, "width")
         require(self.expansion > 0, "expansion", f"must be positive, got {self.expansion}")
@@ -87,7 +83,7 @@ class Stage:
             require(self.width % self.heads == 0, "heads",
                     f"width {self.width} is not divisible by {self.heads} heads")
             object.__setattr__(self, "mlp", self.mlp or "mlp")
-            _one_of(self.mlp, MLP_TYPES if self.block == "attention" else ("mlp",), "mlp")
+            require_choice(self.mlp, MLP_TYPES if self.block == "attention" else ("mlp",), "mlp")
         else:
             require(self.heads is None and self.mlp is None, "heads",
                     f"{self.block} stages take no heads or mlp")
@@ -128,7 +124,7 @@ class Transformer:
         _positive_int(self.heads, "heads")
         require(self.width % self.heads == 0, "heads",
                 f"width {self.width} is not divisible by {self.heads} heads")
-        _one_of(self.mlp, MLP_TYPES, "mlp")
+        require_choice(self.mlp, MLP_TYPES, "mlp")
         object.__setattr__(self, "mlp_ratio", float(self.mlp_ratio or DEFAULT_MLP_RATIO[self.mlp]))
         require(self.mlp_ratio > 0, "mlp_ratio", f"must be positive, got {self.mlp_ratio}")
 
@@ -170,9 +166,9 @@ class Arch:
         object.__setattr__(self, "stages", tuple(self.stages))
         if self.pos_embed is None:
             object.__setattr__(self, "pos_embed", "learn" if self.transformer else "none")
-        _one_of(self.stem, STEMS, "stem")
-        _one_of(self.pos_embed, POS_EMBEDS, "pos_embed")
-        _one_of(self.pool, POOLS, "pool")
+        require_choice(self.stem, STEMS, "stem")
+        require_choice(self.pos_embed, POS_EMBEDS, "pos_embed")
+        require_choice(self.pool, POOLS, "pool")
         _positive_int(self.image_size, "image_size")
         _positive_int(self.embed_dim, "embed_dim")
         if self.stem == "conv":

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from nas.errors import reject_unknown, require, require_int
+from nas.errors import reject_unknown, require, require_choice, require_int
 
 LOSSES = ("clip", "siglip")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -65,8 +65,8 @@ class TrainConfig:
             require_int(getattr(self, name), name, low=1)
         for name in ("warmup", "lock_text_unlocked_layers", "eval_workers", "workers", "seed"):
             require_int(getattr(self, name), name, low=0)
-        _choice(self.loss, LOSSES, "loss")
-        _choice(self.precision, PRECISIONS, "precision")
+        require_choice(self.loss, LOSSES, "loss")
+        require_choice(self.precision, PRECISIONS, "precision")
         for name in ("lr", "eps"):
             require(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
         require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
@@ -105,7 +105,3 @@ class TrainConfig:
     def from_dict(cls, values: Mapping[str, Any], source: str | None = None) -> TrainConfig:
         reject_unknown(values, (f.name for f in fields(cls)), source=source)
         return cls(**values)
-
-
-def _choice(value: str, allowed: tuple[str, ...], name: str) -> None:
-    require(value in allowed, name, f"{value!r} is not one of {', '.join(allowed)}")

@@ -12,7 +12,7 @@ from typing import Any
 
 from nas.arch import Arch
 from nas.data import Augment, DataSource, SynthConfig
-from nas.errors import is_int, require
+from nas.errors import is_int, require, require_choice
 from nas.jsonable import jsonable
 from nas.presets import TextTower
 from nas.space import SearchSpace
@@ -59,9 +59,8 @@ class Budget:
                 f"needs integers 0 < min_samples <= max_samples, got {self.min_samples} and {self.max_samples}")
         require(isinstance(self.reduction_factor, (int, float)) and not isinstance(self.reduction_factor, bool)
                 and self.reduction_factor > 1, "reduction_factor", f"must be > 1, got {self.reduction_factor!r}")
-        require(self.early_stopping in EARLY_STOPPING, "early_stopping",
-                f"{self.early_stopping!r} is not one of {', '.join(EARLY_STOPPING)}")
-        require(self.schedule in SCHEDULES, "schedule", f"{self.schedule!r} is not one of {', '.join(SCHEDULES)}")
+        require_choice(self.early_stopping, EARLY_STOPPING, "early_stopping")
+        require_choice(self.schedule, SCHEDULES, "schedule")
         require(not self.per_budget or self.early_stopping == "none", "schedule",
                 "per_budget trains each budget in a run of its own: set early_stopping: none")
         for name in ("between", "below"):
