@@ -51,9 +51,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def _search(args: argparse.Namespace) -> int:
     from nas.shipped import study_file
-    from nas.study import Study
+    from nas.study import load_study
 
-    study = Study.load(study_file(args.study))
+    study = load_study(study_file(args.study))
     out = Path(args.out or Path("runs") / study.name)
     resume = ["vitamin-nas", "search", args.study, "--out", str(out), "--resume"]
     for option in ("address", "storage", "report_to"):
