@@ -7,7 +7,7 @@ Examples (README.md, "The GPU check", gives the device tool's call):
 
     make gpu-wheels                                          # once, with network: the wheels that travel
     benchmarks/gpu_check.sh --limit-s 600 --budget-s 560 --report $OUT         # a lent machine's 10-minute call
-    benchmarks/gpu_check.sh --limit-s 290 --budget-s 250 --report $OUT --parts 'nas:ViTamin-B:compile,packing'
+    benchmarks/gpu_check.sh --limit-s 180 --budget-s 140 --report $OUT --parts 'nas:ViTamin-B:compile,packing'
     benchmarks/gpu_check.sh --gpus 1 --dry-run               # the facts, the plan and its commands; runs nothing
     benchmarks/gpu_check.sh --cpu --no-install               # the rehearsal on a CPU at tiny sizes (the tests')
 
@@ -38,9 +38,10 @@ gpu_check.txt (the environment facts, then the table so far), gpu_check.json (th
 (the parts' logs, clipped to 8 MiB in all): what a result folder carries back (at most 8 files of 16 MiB, 2 levels
 deep). The environment facts come first, before anything runs: the GPUs, the memory, /dev/shm, the CPU affinity,
 and the torch, timm and open_clip versions. Shards, run folders, checkpoints, open_clip's work folders and the
-whole logs go to `--scratch DIR`. Loader workers default from the CPU affinity and the free /dev/shm (`--workers`
-sets them). `--cpu` runs the same parts on a CPU at tiny sizes (a tiny proxy instead of ViTamin-S/B, eager only,
-two packed runs, torchrun with two gloo processes): what the tests run.
+whole logs go to `--scratch DIR`. timm and open_clip_torch must be the versions the tests use (the Makefile's
+pins, among the wheels that travel), or the check refuses to start. Loader workers default from the CPU affinity
+and the free /dev/shm (`--workers` sets them). `--cpu` runs the same parts on a CPU at tiny sizes (a tiny proxy
+instead of ViTamin-S/B, eager only, two packed runs, torchrun with two gloo processes): what the tests run.
 """
 
 from __future__ import annotations
@@ -50,7 +51,6 @@ import ctypes
 import dataclasses
 import fnmatch
 import functools
-import importlib
 import importlib.metadata
 import importlib.util
 import io
@@ -71,6 +71,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 THROUGHPUT = HERE / "train_throughput.py"
+MAKEFILE = HERE.parent / "Makefile"
+PINNED = ("timm", "open_clip_torch")  # what the models import the internals of
 
 #: open_clip_train end to end on one H100 (../shared/reference/gpu_anchors.md): batch 256, amp_bf16, 14 workers.
 OPEN_CLIP_TRAIN_ANCHORS = {("ViTamin-S", "eager"): "1,228-1,285", ("ViTamin-S", "compile"): "1,772-1,987"}
@@ -631,15 +633,15 @@ def train_gflops(model: str) -> float:
     return cost(*preset_with_text(model)).train_gflops
 
 
-def import_problem() -> str:
-    """Why the project's models do not import here, or '' when they do. nas/models/tower.py imports timm's
-    internals (`_manipulate`, `vitamin`, `HybridEmbed`, `maxxvit`), which move between timm versions: better
-    refused in a second than failed in every part."""
-    try:
-        importlib.import_module("nas.models")
-    except ImportError as error:
-        return f"{type(error).__name__}: {error}"
-    return ""
+def untested_versions(versions: dict[str, str]) -> list[str]:
+    """The packages here at another version than the tests use: the Makefile's GPU_BINARY_WHEELS pins them, and
+    `make gpu-wheels` carries them. nas/models/tower.py imports timm's internals (`_manipulate`, `vitamin`,
+    `HybridEmbed`, `maxxvit`) and open_clip's configs, which move between versions: better refused at once than
+    failed in every part, or measured on code the tests never ran."""
+    wheels = re.search(r"^GPU_BINARY_WHEELS :=((?:.*\\\n)*.*)", MAKEFILE.read_text(), re.MULTILINE)
+    pins = dict(re.findall(r"\b(timm|open_clip_torch)==(\S+)", wheels[1] if wheels else ""))
+    return [f"{name} {versions[name]} (the tests use {pins.get(name, 'a version the Makefile does not pin')})"
+            for name in PINNED if versions[name] != pins.get(name)]
 
 
 # ------------------------------------------------------------------------------------------------ processes
@@ -811,12 +813,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in REPORT_FILES:  # an earlier call's report: gone before anything of this one is written
         (check.report / name).unlink(missing_ok=True)
     check.write_report(parts, 0)
-    problem = import_problem()
-    if problem:
-        print(f"gpu_check: the project's models do not import here ({problem}); timm "
-              f"{facts['versions']['timm']} from {facts['timm_path']}, open_clip_torch "
-              f"{facts['versions']['open_clip_torch']}: nas/models/tower.py needs the timm the tests use, which "
-              "`make gpu-wheels` puts among the wheels that travel (Makefile: GPU_BINARY_WHEELS)", file=sys.stderr)
+    untested = untested_versions(facts["versions"])
+    if untested:
+        print(f"gpu_check: {', '.join(untested)} here (timm from {facts['timm_path']}): nas/models/tower.py imports "
+              "their internals; run gpu_check.sh with the wheels `make gpu-wheels` makes (carried on a lent machine), "
+              "or --no-install where the tests' versions are installed", file=sys.stderr)
         return 2
     check.prepare_data(parts)
     for done, part in enumerate(parts):

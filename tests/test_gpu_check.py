@@ -32,12 +32,14 @@ from nas.train_config import TrainConfig
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from gpu_check import (  # noqa: E402  (benchmarks/ is no package)
     LOGS_BYTES,
+    PINNED,
     REPORT_FILES,
     gpu_sizes,
     loader_workers,
     logs_archive,
     open_clip_steady_state,
     run_logged,
+    untested_versions,
 )
 
 GIB = 2**30
@@ -196,15 +198,15 @@ def test_the_facts_show_the_affinity_and_workers_set_the_commands(repo):
     assert all(command.count("--workers 3") == 1 for part in planned(three.stdout).values() for command in part[1:])
 
 
-def test_the_timm_the_tests_use_travels_with_the_wheels(repo):
-    """nas/models/tower.py imports timm's internals: `make gpu-wheels` carries this environment's timm (and
-    open_clip_torch), which gpu_check.sh installs first on the path."""
-    makefile = (repo / "Makefile").read_text()
-    pins = dict(re.findall(r"\b(timm|open_clip_torch)==(\S+)", makefile.split("GPU_BINARY_WHEELS :=")[1]))
-    assert pins == {name: importlib.metadata.version(name) for name in ("timm", "open_clip_torch")}
+def test_the_timm_the_tests_use_is_the_one_that_travels_and_no_other_is_accepted():
+    """nas/models/tower.py imports timm's internals: the Makefile pins this environment's timm and open_clip_torch
+    among the wheels `make gpu-wheels` carries, and the check refuses other versions."""
+    here = {name: importlib.metadata.version(name) for name in PINNED}
+    assert untested_versions(here) == []
+    assert untested_versions({**here, "timm": "0.9.16"}) == [f"timm 0.9.16 (the tests use {here['timm']})"]
 
 
-def test_a_timm_without_the_internals_the_models_import_is_refused_after_the_facts(repo, tmp_path):
+def test_another_timm_is_refused_after_the_facts_are_written(repo, tmp_path):
     fake = tmp_path / "fake"
     (fake / "timm").mkdir(parents=True)
     (fake / "timm" / "__init__.py").write_text("__version__ = '0.1'\n")
@@ -215,10 +217,13 @@ def test_a_timm_without_the_internals_the_models_import_is_refused_after_the_fac
     run = check(repo, "--cpu", "--no-install", "--report", str(report), "--scratch", str(tmp_path / "scratch"),
                 env={"PYTHONPATH": path})
     assert run.returncode == 2, run.stderr
-    assert f"timm 0.1 from {fake / 'timm'}" in run.stderr and "make gpu-wheels" in run.stderr
-    facts = json.loads((report / "gpu_check.json").read_text())
-    assert facts["environment"]["versions"]["timm"] == "0.1" and facts["rows"] == []
-    assert not (tmp_path / "scratch" / "data").exists()  # refused before any shard is written
+    timm = importlib.metadata.version("timm")
+    assert f"timm 0.1 (the tests use {timm}) here (timm from {fake / 'timm'})" in run.stderr, run.stderr
+    assert "make gpu-wheels" in run.stderr
+    written = json.loads((report / "gpu_check.json").read_text())
+    assert written["environment"]["versions"]["timm"] == "0.1" and written["rows"] == []
+    assert (report / "gpu_check.txt").read_text().startswith("vitamin-nas GPU check")
+    assert not (tmp_path / "scratch").exists()  # refused before any shard is written
 
 
 def test_a_part_past_its_deadline_is_stopped_with_its_whole_process_group(tmp_path):
