@@ -30,8 +30,9 @@ Time. The call has `--limit-s` seconds (the device tool's timeout_s) and the che
 moment gpu_check.sh started (GPU_CHECK_STARTED), the install included; it refuses to start when the margin
 between them is under 30 s. A part starts only when its estimate fits in what is left, and runs in a process
 group of its own that is stopped whole (SIGTERM, then SIGKILL) early enough to be gone by the end of the budget;
-the part's processes are also killed if the check itself is. The table says which parts did not run, and the
-`--parts` that runs them in a later call.
+a part's main process also dies with the check (its loader workers follow it), and stays in the command's session,
+which a device call ends when it returns. The table says which parts did not run, and the `--parts` that runs them
+in a later call.
 
 Output. `--report DIR` (on a lent machine: $OUT) gets three files, one level down, rewritten as each part ends:
 gpu_check.txt (the environment facts, then the table so far), gpu_check.json (the same as data) and logs.tar.gz
@@ -47,6 +48,7 @@ instead of ViTamin-S/B, eager only, two packed runs, torchrun with two gloo proc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import dataclasses
 import fnmatch
@@ -457,7 +459,8 @@ class Check:
         facts, s = self.facts, self.sizes
         gib = 2**30
         versions = facts["versions"]
-        workers = "--workers" if self.args.workers is not None else "from the CPU affinity and the free /dev/shm"
+        workers = ("--workers" if self.args.workers is not None else "--cpu's" if self.cpu else
+                   "from the CPU affinity and the free /dev/shm")
         return [
             f"vitamin-nas GPU check: {'the tiny proxy on the CPU' if self.cpu else 'ViTamin-S/B'}, batch "
             f"{s.batch_size}, {'fp32' if self.cpu else 'bf16'}, {s.steps} timed steps after {s.warmup} (on shards "
@@ -517,7 +520,8 @@ class Check:
             synthesize(directory, SynthConfig(**fields, seed=0, zeroshot_per_class=0, retrieval_samples=0))
         self.proxy_file.parent.mkdir(parents=True, exist_ok=True)
         self.proxy_file.write_text(json.dumps(proxy(self.cpu), indent=2) + "\n")
-        self.shard_list = "::".join(expand_shards(str(self.data_dir / "shards"))) if kinds - {"packing"} else ""
+        if kinds - {"packing"}:  # open_clip_train takes no directories: the list of the shards
+            self.shard_list = "::".join(expand_shards(str(self.data_dir / "shards")))
 
     def run(self, part: Part) -> list[Row]:
         label = Row(PART_LABELS[part.kind], part.model, part.mode)
@@ -711,6 +715,8 @@ def finish(process: subprocess.Popen, handle: Any, command: list[str], log: Path
         stop_group(process)
         stdout, _ = process.communicate()
     seconds = time.time() - begin
+    with contextlib.suppress(ProcessLookupError):  # whatever of its group outlived the run: gone before the next part
+        os.killpg(process.pid, signal.SIGKILL)
     handle.write(stdout)
     handle.close()
     return Result(command, process.returncode, stdout, seconds, timed_out, log)

@@ -151,6 +151,8 @@ def test_parts_are_chosen_by_pattern_in_the_plans_order_and_what_cannot_run_says
     assert parts["torchrun"] == ["torchrun  (not run: needs two GPUs, this machine has 1)"]
     assert list(planned(check(repo, "--dry-run", "--gpus", "1", "--parts", "nas").stdout)) == [
         "nas:ViTamin-S:eager", "nas:ViTamin-S:compile", "nas:ViTamin-B:eager", "nas:ViTamin-B:compile"]
+    assert list(planned(check(repo, "--dry-run", "--cpu").stdout)) == [  # the rehearsal keeps the order
+        "nas:tiny:eager", "open_clip:tiny:eager", "packing", "torchrun"]
 
 
 @pytest.mark.parametrize(("args", "message"), [
