@@ -34,6 +34,7 @@ from gpu_check import (  # noqa: E402  (benchmarks/ is no package)
     LOGS_BYTES,
     PINNED,
     REPORT_FILES,
+    STOP_S,
     gpu_sizes,
     loader_workers,
     logs_archive,
@@ -241,6 +242,22 @@ def test_a_part_past_its_deadline_is_stopped_with_its_whole_process_group(tmp_pa
             return True
 
     wait_for(gone, 10, "end of the background sleep")
+
+
+def test_what_the_budget_cannot_reach_is_not_started_and_is_named_for_a_second_call(repo, tmp_path):
+    """A part starts only while its process group can still be stopped (STOP_S) before the budget's end: with a
+    budget of STOP_S no part can, whatever the machine's speed."""
+    report = tmp_path / "report"
+    run = check(repo, "--cpu", "--no-install", "--parts", "nas,packing", "--limit-s", str(STOP_S + 30), "--budget-s",
+                str(STOP_S), "--report", str(report), "--scratch", str(tmp_path / "scratch"))
+    assert run.returncode == 0, run.stderr
+    written = json.loads((report / "gpu_check.json").read_text())
+    assert [row["note"] for row in written["rows"]] == [
+        "not run: 0 s of --budget-s left (run it with --parts nas:tiny:eager)",
+        "not run: 0 s of --budget-s left (run it with --parts packing)"]
+    assert written["left_over"] == ["nas:tiny:eager", "packing"]
+    assert run.stdout.rstrip().endswith("Not run for lack of time: --parts nas:tiny:eager,packing")
+    assert not processes_under(tmp_path / "scratch")
 
 
 def test_the_logs_archive_stays_under_its_share_of_a_result_file_however_big_the_logs(tmp_path):
