@@ -183,13 +183,13 @@ def shared_search(local_ray, search_data, tmp_path_factory):
     from search_helpers import write_study
 
     from nas.search import search
-    from nas.study import Study
+    from nas.study import load_study
 
     directory = tmp_path_factory.mktemp("shared_search")
-    space = Study.load(write_study(directory, search_data)).space
+    space = load_study(write_study(directory, search_data)).space
     gmacs = sorted(space.measures(a)["image_gmacs"] for a in space.enumerate())
     limit = (gmacs[5] + gmacs[6]) / 2
     train = {"batch_size": 32, "warmup": 1, "lr": 0.002, "checkpoint_every": 32, "log_every": 2}
-    study = Study.load(write_study(directory, search_data, algorithm="tpe", sampler={"n_startup_trials": 3},
+    study = load_study(write_study(directory, search_data, algorithm="tpe", sampler={"n_startup_trials": 3},
                                    trials=8, train=train, constraints={"image_gmacs": {"max": limit}}))
     return study, search(study, directory / "out"), limit

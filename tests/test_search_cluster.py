@@ -1,5 +1,5 @@
 """A real two-node Ray cluster on this machine, one CPU each, built by the SLURM recipe's node script
-(docs/slurm/ray-node.sh: `ray start --head` on 127.0.0.1 and a second `ray start --address`) from SLURM's
+(docs/cluster/slurm/ray-node.sh: `ray start --head` on 127.0.0.1 and a second `ray start --address`) from SLURM's
 variables, set here by hand: its `vitamin-nas search --address` runs trials on both nodes and their results
 reach the database on the driver; a driver without the cluster's token authentication is refused."""
 
@@ -25,7 +25,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-SLURM = Path(__file__).resolve().parents[1] / "docs" / "slurm"
+SLURM = Path(__file__).resolve().parents[1] / "docs" / "cluster" / "slurm"
 
 
 def slurm_environment(port: int, temp: str) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """Architecture search on Ray Tune and Optuna.
 
-    store = nas.search.search(Study.load("studies/quickstart.yaml"), "runs/quickstart")
+    store = nas.search.search(load_study("studies/quickstart.yaml"), "runs/quickstart")
 
 `driver` runs a study (`search`), `searcher` proposes candidates with Optuna, `schedulers` stops them early,
 `trial` trains one on a Ray worker, `recorder` writes what Tune sees into the results database, `session` is
