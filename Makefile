@@ -20,6 +20,7 @@ quickstart: install
 # process: the suite is CPU-bound on 2 cores (Ray, its trial processes and their imports), and on its tiny tensors a
 # second thread costs CPU without saving time (test_train, test_models, test_train_resume: 76.6 CPU-s on one
 # thread against 91.9 on two, measured in one cgroup). A test that wants more threads sets them itself.
+# The modules that read the shared search (tests/conftest.py: SHARED_SEARCH_MODULES) go to one worker together.
 test: install
 	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 3 --dist loadfile --no-loadscope-reorder
 
