@@ -132,9 +132,10 @@ class ProposalSampler(optuna.samplers.BaseSampler):
     Which sampler a trial gets is decided once, when Optuna starts it (`before_trial`), from the trials before
     it; every trial's end is told to the study's sampler (`after_trial`), which learns from them all."""
 
-    def __init__(self, sampler: optuna.samplers.BaseSampler, seed: int | None, random_after: int = RANDOM_AFTER):
+    def __init__(self, sampler: optuna.samplers.BaseSampler, random: optuna.samplers.RandomSampler,
+                 random_after: int = RANDOM_AFTER):
         self.sampler = sampler
-        self.random = optuna.samplers.RandomSampler(seed=seed)
+        self.random = random
         self.random_after = random_after
         self._chosen: tuple[int, optuna.samplers.BaseSampler] | None = None  # (trial number, its sampler)
 
@@ -216,7 +217,7 @@ class StudySearcher(Searcher):
         self.store = store
         self.propose = Proposer(study)
         self.feasible = feasible_archs(study)
-        self.sampler = ProposalSampler(make_sampler(study), study.seed)
+        self.sampler = ProposalSampler(make_sampler(study), optuna.samplers.RandomSampler(seed=study.seed))
         self.asked: dict[str, int] = {}  # Tune trial id -> its Optuna trial's number
         self.in_flight: dict[str, tuple[str, int, int | None]] = {}  # Tune trial id -> Candidate.key in training
         self.reported: dict[str, set[int]] = {}  # Tune trial id -> budgets told to Optuna
@@ -279,14 +280,18 @@ class StudySearcher(Searcher):
         self.reported, self.told = state["reported"], state["told"]
 
     def __getstate__(self) -> dict[str, Any]:
-        """Without the results database and the Optuna study in it: `__setstate__` opens the driver session's."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("store", "optuna", "ot_study")}
+        """Without the results database and the Optuna study in it: `__setstate__` opens the driver session's. The
+        study's sampler is made again (NSGA-II's does not pickle); the random one keeps its state."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("store", "optuna", "ot_study", "sampler")} | \
+            {"random": self.sampler.random}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         from nas.search import session
 
+        random = state.pop("random")
         self.__dict__.update(state)
         self.store = session.current().store
+        self.sampler = ProposalSampler(make_sampler(self.study), random)
         self.optuna = OptunaStudy(self.study, self.store, self.sampler)
         self.ot_study = self.optuna.study
 
