@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from nas.errors import ConfigError
-from nas.scaling import compute_optimal_exponent, fit_joint, fit_saturating, fit_tied
+from nas.scaling import compute_optimal_exponent, fit
 
 CHINCHILLA = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 TIED = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.31}
@@ -69,11 +69,10 @@ def run(law: str, ladders: int, n_bootstrap: int, sizes: int, data: int, noise: 
         try:
             if law == "saturating":
                 compute, error = compute_ladder(sizes * data, noise, seed + i)
-                result = fit_saturating(compute, error, n_bootstrap=n_bootstrap, seed=i, level=level)
+                result = fit("saturating", compute, error, n_bootstrap=n_bootstrap, seed=i, level=level)
             else:
                 n, d, loss = ladder(sizes, data, noise, seed + i, tied=law == "tied")
-                fitter = fit_joint if law == "joint" else fit_tied
-                result = fitter(n, d, loss, n_bootstrap=n_bootstrap, seed=i, level=level)
+                result = fit(law, np.column_stack([n, d]), loss, n_bootstrap=n_bootstrap, seed=i, level=level)
         except ConfigError as err:
             refused.append(err.message)
             continue

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from nas.cost import cost
-from nas.study import Study
+from nas.study import Study, load_study
 
 
 def timed_training(study: Study, arch, data, samples: int, skip: int, windows: int) -> tuple[float, float]:
@@ -98,7 +98,7 @@ def main() -> int:
 
     from nas.data import retrieval_set, zeroshot_set
 
-    study = Study.load(args.study)
+    study = load_study(args.study)
     if not study.archs:
         parser.error("the study lists no candidates (algorithm fixed or grid)")
     source, zeroshot_dir, retrieval_dir = study.data.source, study.data.zeroshot, study.data.retrieval

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nas import status
+from nas.results import ResultStore
 
 KEY = "driver"
 #: Seconds between two beats of a live driver.
@@ -72,7 +73,7 @@ class DriverRecord:
                 f"{resume}")
 
 
-def read(store: Any) -> DriverRecord | None:
+def read(store: ResultStore) -> DriverRecord | None:
     """The record of the search's latest driver session (None for a search that never had one)."""
     values = store.meta(KEY)
     return DriverRecord.from_dict(values) if values else None
@@ -105,8 +106,6 @@ class Heartbeat:
         self._write(self.record)
 
     def _beat(self) -> None:
-        from nas.results import ResultStore
-
         store = ResultStore(self.path)
         try:
             while not self.stopped.wait(INTERVAL_S):
@@ -116,8 +115,6 @@ class Heartbeat:
             store.close()
 
     def _write(self, record: DriverRecord) -> None:
-        from nas.results import ResultStore
-
         store = ResultStore(self.path)
         try:
             store.set_meta(KEY, asdict(record))

@@ -35,19 +35,17 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from nas import status
 from nas.arch import Arch
 from nas.cost import COST_METRICS
 from nas.errors import ConfigError
-from nas.metrics import EVALUATED, ZERO_COST
-from nas.tables import format_table
+from nas.metrics import ZERO_COST
+from nas.pareto import minimization, pareto_mask
 
 if TYPE_CHECKING:
     import optuna
@@ -228,12 +226,12 @@ class ResultStore:
     def study(self) -> Study:
         """The study this database holds the results of, as it was run (read once per store)."""
         if self._study is None:
-            from nas.study import Study
+            from nas.study import study_from_dict
 
             resolved = self.meta("study")
             if resolved is None:
                 raise ConfigError("holds no study (not a search's results database)", source=str(self.path))
-            self._study = Study.from_dict(resolved, source=str(self.path))
+            self._study = study_from_dict(resolved, source=str(self.path))
         return self._study
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -455,265 +453,3 @@ def rung_checkpoint(store: ResultStore, trial_id: str, rung: int) -> str | None:
     row = store.db.execute("SELECT checkpoint FROM nas_rungs WHERE trial_id = ? AND rung = ?",
                            (trial_id, rung)).fetchone()
     return str(store.checkpoint_path(row[0])) if row and row[0] else None
-
-
-# ---- Pareto fronts ---------------------------------------------------------------------------------------
-
-
-def minimization(frame: Any, objectives: Mapping[str, str]) -> np.ndarray:
-    """(n, k) values, negated where the objective is maximised, so that smaller is better in every column."""
-    return np.column_stack([np.asarray(frame[name], dtype=float) * (-1.0 if direction == "max" else 1.0)
-                            for name, direction in objectives.items()])
-
-
-def pareto_mask(points: np.ndarray) -> np.ndarray:
-    """Which rows (minimisation) no other row dominates."""
-    points = np.asarray(points, dtype=float)
-    better_or_equal = (points[:, None, :] <= points[None, :, :]).all(axis=2)
-    strictly = (points[:, None, :] < points[None, :, :]).any(axis=2)
-    dominated = (better_or_equal & strictly).any(axis=0)
-    return ~dominated
-
-
-def nondominated_ranks(points: np.ndarray) -> np.ndarray:
-    """NSGA-II's front index of every row: 0 for the Pareto front, 1 for the front once it is removed, ..."""
-    points = np.asarray(points, dtype=float)
-    ranks = np.full(len(points), -1)
-    remaining = np.arange(len(points))
-    front = 0
-    while remaining.size:
-        mask = pareto_mask(points[remaining])
-        ranks[remaining[mask]] = front
-        remaining = remaining[~mask]
-        front += 1
-    return ranks
-
-
-def crowding_distance(points: np.ndarray) -> np.ndarray:
-    """NSGA-II's crowding distance within one front: larger for points in sparser regions (ends: infinite)."""
-    points = np.asarray(points, dtype=float)
-    n, k = points.shape
-    distance = np.zeros(n)
-    if n <= 2:
-        return np.full(n, np.inf)
-    for j in range(k):
-        order = np.argsort(points[:, j], kind="stable")
-        span = points[order[-1], j] - points[order[0], j]
-        distance[order[0]] = distance[order[-1]] = np.inf
-        if span > 0:
-            distance[order[1:-1]] += (points[order[2:], j] - points[order[:-2], j]) / span
-    return distance
-
-
-def pareto_order(points: np.ndarray) -> np.ndarray:
-    """Row indices best first: by front, then by crowding distance (as NSGA-II and MO-ASHA select)."""
-    points = np.asarray(points, dtype=float)
-    ranks = nondominated_ranks(points)
-    crowding = np.zeros(len(points))
-    for front in np.unique(ranks):
-        members = np.flatnonzero(ranks == front)
-        crowding[members] = crowding_distance(points[members])
-    return np.lexsort((-crowding, ranks))
-
-
-# ---- text reports ------------------------------------------------------------------------------------------
-
-
-def results_report(store: ResultStore, budget: int | None = None, top: int = 10) -> str:
-    """The leaderboard and the Pareto front at every budget (or one), as text, with each accuracy's interval,
-    the eval-set size it rests on, which candidates the same eval images cannot tell apart, and how far the
-    first rung's ranking can be trusted."""
-    from nas.compare import annotate, first_rung_noise, front_ties
-
-    objectives = store.objectives
-    first = next(iter(objectives))
-    board = store.leaderboard(budget=budget)
-    if board.empty:
-        return "no results yet"
-    measured = first in EVALUATED and f"{first}_low" in board
-    board = annotate(board, first).head(top)
-    shown = f"{first} % [95 % CI]" if measured else first
-    columns = ["number", "arch_name", "status", "budget", shown, *(["n", "vs best"] if measured else []),
-               *[c for c in objectives if c != first],
-               *[c for c in ("image_params_m", "zeroshot_top5", "loss") if c not in objectives], "wall_s"]
-    records = [_measured(r, first, shown) for r in board.to_dict("records")]
-    text = [f"leaderboard ({len(store.trials())} trials; furthest budget first, then {first}):",
-            format_table([shown if c == shown else headers([c])[0] for c in columns], rows(records, columns))]
-    fronts = store.pareto_front(budget=budget)
-    cost = next((c for c in objectives if c != first), None)
-    for front_budget, front in fronts.groupby("budget", sort=False):
-        title = ", ".join(f"{k} {v}" for k, v in objectives.items())
-        front_columns = ["number", "arch_name", shown, *[c for c in objectives if c != first]]
-        records = [_measured(r, first, shown) for r in front.to_dict("records")]
-        if measured and cost is not None:
-            front_columns.append("not distinguishable from")
-            for record, mark in zip(records, front_ties(front, first, cost)):
-                record["not distinguishable from"] = mark
-        text += [f"\nPareto front at {front_budget:,} samples seen ({title}):",
-                 format_table([shown if c == shown else headers([c])[0] for c in front_columns],
-                              rows(records, front_columns))]
-    if measured:
-        text.append(_trust_notes(store, first, first_rung_noise(store.frame(), first)))
-    return "\n".join(text)
-
-
-def fidelity_lines(store: ResultStore, metric: str) -> list[str]:
-    """How each rung's ranking agrees with the next rung's (`nas.fidelity`), one line a pair of rungs."""
-    from nas.fidelity import fidelity_line, study_fidelity
-
-    rows = study_fidelity(store, metric, proxies=())
-    rungs = store.study().budget.rungs
-    return [fidelity_line(r) for r in rows if not isinstance(r.cheap, str) and r.cheap in rungs
-            and r.expensive in rungs and rungs.index(r.expensive) == rungs.index(r.cheap) + 1]
-
-
-def _measured(record: dict[str, Any], metric: str, shown: str) -> dict[str, Any]:
-    """A row with its accuracy and interval as one cell, its eval-set size and its standing at its budget."""
-    from nas.compare import with_interval
-
-    low, high = record.get(f"{metric}_low"), record.get(f"{metric}_high")
-    flags = [record.get("tie", "")] + (["at chance"] if record.get("at_chance") else [])
-    n = record.get(f"{metric}_n")
-    return {**record, shown: with_interval(record.get(metric), low, high) if shown != metric else record.get(metric),
-            "n": int(n) if n is not None and not np.isnan(n) else None,
-            "vs best": ", ".join(f for f in flags if f)}
-
-
-def _trust_notes(store: ResultStore, metric: str, noise: Any) -> str:
-    """What the tables' marks mean, and whether the first rung's ranking (what ASHA first decides on) is signal."""
-    lines = ["", f"{metric}: 95 % Wilson interval over the n eval images; vs best: 'tie' = not distinguishable from "
-                 "the best candidate at its budget (McNemar's exact test on the same images, Holm-corrected, 5 %); "
-                 "'at chance' = not above guessing (exact binomial, 5 %); a front point 'not distinguishable from' "
-                 "a cheaper one buys its cost with no measurable gain."]
-    if noise is not None:
-        budget, test = noise
-        verdict = "can be told from noise" if test.distinguishable() else \
-            "CANNOT be told from noise: early stopping there decided on chance"
-        lines.append(f"first rung ({budget:,} samples seen): the ranking {verdict} "
-                     f"(Cochran's Q = {test.statistic:.1f}, {test.dof} dof, p = {test.p_value:.3g}).")
-    fidelity = fidelity_lines(store, metric)
-    if fidelity:
-        lines += ["rung against the next (`vitamin-nas fidelity` for every pair and the zero-cost proxies):",
-                  *(f"  {line}" for line in fidelity)]
-    return "\n".join(lines)
-
-
-# ---- progress ----------------------------------------------------------------------------------------------
-
-PROGRESS_COLUMNS = ("trial", "arch", "status", "rung", "samples_seen", "wall", "eta")
-
-
-def progress(store: ResultStore, now: float | None = None) -> tuple[list[dict[str, Any]], str]:
-    """Each trial's state (running first, then the most recent) and a one-line summary with the study's ETA.
-
-    A trial's ETA extrapolates its wall time per sample seen to the end of its schedule (before its first rung,
-    at the study's wall time per sample so far); the study's adds the remaining trials at the mean wall time of
-    the finished ones, spread over the trials running at once. Unknown (None) until there is a rate to use.
-    """
-    from nas import heartbeat
-
-    now = time.time() if now is None else now
-    study = store.study()
-    driver = heartbeat.read(store)
-    stopped = driver is not None and not driver.alive(now)  # its running trials are cut off, not running
-    max_budget = study.budget.max_samples
-    objectives = study.objectives
-    latest = {r["trial_id"]: r for r in store.rungs()}  # rows come by rung: the last one wins
-    records, running_left, finished_wall = [], [], []
-    trials = store.trials()
-    measured = [t for t in trials if t["wall_s"] and t["samples_seen"]]
-    rate = sum(t["wall_s"] for t in measured) / sum(t["samples_seen"] for t in measured) if measured else None
-    for trial in trials:
-        rung = latest.get(trial["trial_id"])
-        if stopped and trial["status"] in (status.PENDING, status.RUNNING):
-            trial = {**trial, "status": status.INTERRUPTED}
-        record = {"trial": trial["number"], "arch": trial["arch_name"], "status": trial["status"],
-                  "rung": trial["rung"], "budget": trial["budget"], "samples_seen": trial["samples_seen"],
-                  "wall": trial["wall_s"],
-                  "eta": None, "host": trial["host"], "updated_at": trial["updated_at"] or trial["created_at"]}
-        for name in objectives:
-            record[name] = rung["metrics"].get(name, trial.get(name)) if rung else trial.get(name)
-        end = trial["schedule"] or max_budget
-        if trial["status"] == status.RUNNING and rung and end and trial["samples_seen"]:
-            record["eta"] = trial["wall_s"] / trial["samples_seen"] * (end - trial["samples_seen"])
-            running_left.append(record["eta"])
-        elif trial["status"] == status.RUNNING:  # no rung yet
-            started = trial["started_at"]
-            record["eta"] = max(0.0, rate * end - (now - started)) if rate and end and started else None
-            running_left.append(record["eta"])
-        elif trial["status"] in status.FINAL and trial["wall_s"]:
-            finished_wall.append(trial["wall_s"])
-        records.append(record)
-    records.sort(key=lambda r: (r["status"] != status.RUNNING, -r["updated_at"]))
-    counts = {s: sum(r["status"] == s for r in records) for s in status.ALL}
-    finished = sum(counts[s] for s in status.FINAL)
-    total = study.trials
-    ended = ", ".join(f"{counts[s]} {s.replace('_', ' ')}" for s in status.FINAL if counts[s])
-    summary = (f"{study.name}: {finished}/{total} trials finished" + (f" ({ended})" if ended else "")
-               + f", {counts[status.RUNNING]} running"
-               + (f", {counts[status.PENDING]} pending" if counts[status.PENDING] else ""))
-    eta = _study_eta(running_left, finished_wall, max(0, total - finished - counts[status.RUNNING]),
-                     max(1, counts[status.RUNNING]))
-    if eta is not None and not stopped:
-        summary += f", ETA ~{format_duration(eta)}"
-    if driver is not None:
-        summary += f"; {driver.describe(now)}"
-    return records, summary
-
-
-def progress_report(store: ResultStore, limit: int = 20) -> str:
-    """The live table of a search (`vitamin-nas status` prints the same from another shell)."""
-    records, summary = progress(store)
-    rungs = len(store.study().budget.rungs)
-    objectives = [name for name in store.objectives if name not in PROGRESS_COLUMNS]
-    columns = [*PROGRESS_COLUMNS[:5], *objectives, *PROGRESS_COLUMNS[5:]]
-    for record in records:
-        if record["rung"] is not None:
-            record["rung"] = f"{record['rung'] + 1}/{rungs}"
-    table = format_table(headers(columns), rows(records[:limit], columns))
-    return f"\n[{time.strftime('%H:%M:%S')}] {summary}\n{table}"
-
-
-def _study_eta(running_left: list[float | None], finished_wall: list[float], pending: int,
-               parallel: int) -> float | None:
-    if (pending and not finished_wall) or None in running_left:
-        return None
-    waiting = pending * (sum(finished_wall) / len(finished_wall)) if pending else 0.0
-    return (sum(running_left) + waiting) / parallel
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None or (isinstance(seconds, float) and np.isnan(seconds)):
-        return "-"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-def rows(records: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> list[list[Any]]:
-    """Records as table rows: accuracies and recalls in percent, seconds as durations, small numbers to three
-    significant digits, missing values as '-'."""
-    return [[_cell(c, r.get(c)) for c in columns] for r in records]
-
-
-def headers(columns: Sequence[str]) -> list[str]:
-    """Column names for `rows`: percentages say so."""
-    return [f"{c} %" if c in PERCENT_METRICS else c for c in columns]
-
-
-PERCENT_METRICS = frozenset(EVALUATED)
-
-
-def _cell(column: str, value: Any) -> Any:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return "-"
-    if column in ("wall", "eta", "wall_s"):
-        return format_duration(value)
-    if column in PERCENT_METRICS:
-        return 100.0 * value
-    if isinstance(value, float) and abs(value) < 10:
-        return f"{value:.3g}"
-    return value

@@ -14,8 +14,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from plots.pareto import LABELS
-from plots.style import SERIES_COLOURS, interval_bars, new_figure, save
+from plots.style import LABELS, SERIES_COLOURS, interval_bars, new_figure, save
 
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 _DASHES = ["-", "--", "-.", ":"]

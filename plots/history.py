@@ -13,8 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from plots.pareto import LABELS
-from plots.style import OKABE_ITO, new_figure, save
+from plots.style import LABELS, OKABE_ITO, new_figure, save
 
 
 def rung_history(frame: pd.DataFrame, objective: str = "zeroshot_top1", direction: str = "max",

@@ -14,13 +14,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from nas.results import minimization, pareto_mask
+from nas.pareto import minimization, pareto_mask
 from nas.select import COST_AXES
-from plots.style import OKABE_ITO, interval_bars, new_figure, save
-
-LABELS = {"zeroshot_top1": "zero-shot top-1", "zeroshot_top5": "zero-shot top-5", "loss": "training loss",
-          "image_gmacs": "image GMACs (paper convention)", "image_params_m": "image parameters (M)",
-          "images_per_s": "training throughput (images/s)", "samples_seen": "samples seen"}
+from plots.style import LABELS, OKABE_ITO, interval_bars, new_figure, save
 
 
 def pareto_front(frame: pd.DataFrame, y: str = "zeroshot_top1", axes: Mapping[str, str] | None = None,

@@ -47,12 +47,12 @@ def formula(fit: Fit) -> str:
 
 
 def _run_compute(fit: Fit, flops_per_param_token: float) -> np.ndarray:
-    return flops_per_param_token * fit.x[:, 0] * fit.x[:, 1] if fit.law in ("joint", "tied") else fit.x
+    return flops_per_param_token * fit.x[:, 0] * fit.x[:, 1] if fit.form.allocates else fit.x
 
 
 def _curve(fit: Fit, compute: np.ndarray, level: float, flops_per_param_token: float) -> Interval:
     """The law along compute; for the joint and tied laws, along the compute-optimal frontier N*(C), D*(C)."""
-    if fit.law in ("joint", "tied"):
+    if fit.form.allocates:
         return compute_optimal(fit, compute, flops_per_param_token=flops_per_param_token, level=level).loss
     return fit.extrapolate(compute, level=level)
 

@@ -14,13 +14,12 @@ from matplotlib.figure import Figure
 
 from nas.cost import COST_METRICS
 from nas.data.evalsets import class_count
-from nas.results import ResultStore, minimization, pareto_mask
-from plots.style import OKABE_ITO, interval_bars, new_figure, save
+from nas.pareto import minimization, pareto_mask
+from nas.results import ResultStore
+from plots.style import LABELS, OKABE_ITO, interval_bars, new_figure, save
 
 _BUDGET_STYLES = [(OKABE_ITO["sky_blue"], "o"), (OKABE_ITO["orange"], "s"), (OKABE_ITO["green"], "^"),
                   (OKABE_ITO["purple"], "v"), (OKABE_ITO["yellow"], "P"), (OKABE_ITO["vermillion"], "D")]
-_LABELS = {"zeroshot_top1": "zero-shot top-1", "zeroshot_top5": "zero-shot top-5", "image_gmacs": "image GMACs",
-           "image_params_m": "image parameters (M)", "gmacs": "GMACs (image + text)", "loss": "training loss"}
 
 
 def pareto_fronts(frame: pd.DataFrame, x: str, y: str, objectives: Mapping[str, str] | None = None,
@@ -46,8 +45,8 @@ def pareto_fronts(frame: pd.DataFrame, x: str, y: str, objectives: Mapping[str, 
                 linestyle="-" if last else ":", zorder=2)
     if chance is not None:
         ax.axhline(chance, color="0.4", linestyle="--", linewidth=1, label="chance")
-    ax.set_xlabel(_LABELS.get(x, x))
-    ax.set_ylabel(_LABELS.get(y, y))
+    ax.set_xlabel(LABELS.get(x, x))
+    ax.set_ylabel(LABELS.get(y, y))
     ax.set_title("Candidates and Pareto front per budget (samples seen)")
     ax.legend(frameon=False, fontsize="small")
     ax.grid(alpha=0.3)
@@ -72,7 +71,7 @@ def search_history(frame: pd.DataFrame, objective: str, direction: str = "max",
     best = values.cummax() if direction == "max" else values.cummin()
     ax.step(furthest.number, best, where="post", color=OKABE_ITO["blue"], label="best at full budget")
     ax.set_xlabel("trial")
-    ax.set_ylabel(_LABELS.get(objective, objective))
+    ax.set_ylabel(LABELS.get(objective, objective))
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(frameon=False, fontsize="small")
     ax.grid(alpha=0.3)

@@ -23,6 +23,11 @@ OKABE_ITO = {
 #: The order series take colours in: the strongest contrasts first, yellow (faint on white) left out.
 SERIES_COLOURS = [OKABE_ITO[c] for c in ("blue", "vermillion", "green", "orange", "purple", "sky_blue", "black")]
 FORMATS = ("png", "svg")
+#: Axis labels of the metrics and costs the figures plot (any other column is labelled by its name).
+LABELS = {"zeroshot_top1": "zero-shot top-1", "zeroshot_top5": "zero-shot top-5", "loss": "training loss",
+          "image_gmacs": "image GMACs (paper convention)", "image_params_m": "image parameters (M)",
+          "gmacs": "GMACs (image + text)", "images_per_s": "training throughput (images/s)",
+          "samples_seen": "samples seen"}
 
 
 def new_figure(width: float = 6.4, height: float = 4.6) -> Figure:

@@ -113,7 +113,7 @@ def test_a_rerun_resumes_and_other_settings_are_refused(synthetic, tmp_path):
 
 def test_a_study_refuses_a_data_dir_synthesized_with_other_settings(synthetic, tmp_path):
     from nas.search.driver import prepare_data
-    from nas.study import Study
+    from nas.study import Study, load_study
 
     data = tmp_path / "data"
     shutil.copytree(synthetic, data)
@@ -125,7 +125,7 @@ def test_a_study_refuses_a_data_dir_synthesized_with_other_settings(synthetic, t
             "name": "t", "space": str(Path(__file__).resolve().parents[1] / "search_spaces" / "tiny.yaml"),
             "data": {"synthetic": {**TINY, "seed": 7, **synth}, "dir": "data"}, "objectives": {"zeroshot_top1": "max"},
             "trials": 2, "budget": {"min_samples": 40, "max_samples": 80}, "train": {"batch_size": 8, "warmup": 1}}))
-        return Study.load(path)
+        return load_study(path)
 
     prepare_data(study(workers=2))  # the same dataset (workers change only the speed): used as it is
     for change, difference in (({"seed": 8}, "seed 7 (written) vs 8 (asked)"),

@@ -75,9 +75,9 @@ def write_ladder_study(directory, budget=None, law=LADDER_LAW):
     from study_helpers import REPO
 
     from nas.cost import cost
-    from nas.study import Study
+    from nas.study import load_study
 
-    study = Study.load(REPO / "studies" / "model_scaling.yaml")
+    study = load_study(REPO / "studies" / "model_scaling.yaml")
     if budget:
         study = replace(study, budget=replace(study.budget, **budget))
     store = ResultStore.create(directory, study)

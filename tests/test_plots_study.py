@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from study_helpers import BUDGETS, LAWS
 
-from nas.results import ResultStore, minimization, pareto_mask
+from nas.pareto import minimization, pareto_mask
+from nas.results import ResultStore
 from nas.select import family_laws, measurements
 from plots.compare import group_curves
 from plots.history import rung_history

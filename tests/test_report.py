@@ -165,10 +165,10 @@ def write_seeded_results(directory, correct: dict[tuple[str, int | None], int], 
     import json
 
     from nas.cost import cost
-    from nas.study import Study
+    from nas.study import load_study
     from nas.uncertainty import pack_hits, wilson_interval
 
-    study = Study.load(DESIGN)
+    study = load_study(DESIGN)
     store = ResultStore.create(directory, study)
     archs, budget = dict(zip(study.labels, study.archs)), study.budget.rungs[-1]
     for number, ((label, seed), k) in enumerate(correct.items()):

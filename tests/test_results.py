@@ -15,17 +15,11 @@ import pytest
 from nas.arch import Arch, Stage, Transformer
 from nas.cost import cost
 from nas.errors import ConfigError
+from nas.pareto import crowding_distance, nondominated_ranks, pareto_mask, pareto_order
 from nas.presets import TextTower
-from nas.results import (
-    ResultStore,
-    crowding_distance,
-    nondominated_ranks,
-    pareto_mask,
-    pareto_order,
-    progress,
-    progress_report,
-)
-from nas.study import Study
+from nas.progress import progress, progress_report
+from nas.results import ResultStore
+from nas.study import study_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = TextTower(width=64, layers=2, heads=2, context_length=32)
@@ -41,7 +35,7 @@ def tower(width: int, depth: int = 2, block: str = "mbconv") -> Arch:
 @pytest.fixture
 def store(tmp_path) -> ResultStore:
     """The database of a 4-trial study of the tiny space with rungs at 100, 300 and 900 samples."""
-    study = Study.from_dict({"name": "demo", "space": str(REPO / "search_spaces" / "tiny.yaml"),
+    study = study_from_dict({"name": "demo", "space": str(REPO / "search_spaces" / "tiny.yaml"),
                              "data": {"urls": str(tmp_path / "shards"), "zeroshot": str(tmp_path / "zeroshot")},
                              "text": dataclasses.asdict(TEXT), "objectives": OBJECTIVES, "trials": 4,
                              "train": {"batch_size": 32, "warmup": 1},

@@ -139,11 +139,11 @@ def test_resuming_a_search_on_a_damaged_database_fails_before_ray_starts(design_
     import ray
 
     from nas.search import search
-    from nas.study import Study
+    from nas.study import load_study
 
     directory, before = damaged(design_results, tmp_path, kind)
     with pytest.raises(ConfigError, match=f"damaged results database: {DAMAGE[kind][1]}"):
-        search(Study.load(study_file(tmp_path)), directory, resume=True)
+        search(load_study(study_file(tmp_path)), directory, resume=True)
     assert not ray.is_initialized()
     assert digest(directory / FILENAME) == before
     assert sorted(p.name for p in directory.iterdir()) == [FILENAME]  # no Ray experiment, no WAL

@@ -1,7 +1,6 @@
 """Scaling-law fits: published fits reproduced on their published data, known laws recovered from synthetic data.
 
-The published data live in ../shared/reference/scaling_data (see its SOURCES.md); those tests skip when the
-folder is absent.
+The published data live in reference/scaling_data (see its SOURCES.md).
 """
 
 from __future__ import annotations
@@ -19,34 +18,19 @@ import pandas as pd
 import pytest
 from scipy import optimize
 
-from nas import cli, scaling
+from nas import cli
 from nas.errors import ConfigError
-from nas.scaling import (
-    EXPONENT_RANGE,
-    arrays_from_frame,
-    compute_optimal,
-    fit,
-    fit_data_constrained,
-    fit_frame,
-    fit_isoflop,
-    fit_joint,
-    fit_kaplan,
-    fit_pareto_power,
-    fit_power,
-    fit_saturating,
-    fit_tied,
-    held_out_check,
-    min_points,
-)
+from nas.scaling import LAWS, arrays_from_frame, compute_optimal, fit, fit_frame, held_out_check, register
+from nas.scaling.fitting import objectives
+from nas.scaling.laws import NonlinearLaw
+from nas.scaling.registry import DROPPED, EXPONENT_RANGE, Term
 
-SCALING_DATA = Path(__file__).resolve().parents[2] / "shared" / "reference" / "scaling_data"
+SCALING_DATA = Path(__file__).resolve().parents[1] / "reference" / "scaling_data"
 CHINCHILLA = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}  # Hoffmann et al.'s fit
 
 
 @pytest.fixture(scope="module")
 def published() -> Path:
-    if not SCALING_DATA.is_dir():
-        pytest.skip(f"published scaling data not found at {SCALING_DATA} (the shared/ folder beside the repo)")
     return SCALING_DATA
 
 
@@ -81,7 +65,7 @@ def test_cherti_openclip_imagenet_frontier_fit(published):
     """
     runs = pd.read_csv(published / "openclip" / "zeroshot_results.csv")
     imagenet = runs[(runs.downstream_dataset == "imagenet1k") & (runs.upstream_dataset != "CLIP-WIT")]
-    result = fit_pareto_power(imagenet.gmacs_total.to_numpy(), 1 - imagenet.acc1.to_numpy())
+    result = fit("pareto-power", imagenet.gmacs_total.to_numpy(), 1 - imagenet.acc1.to_numpy())
     assert len(imagenet) == 29 and result.frontier.sum() == 5
     assert result.params["beta"] == pytest.approx(5.86, abs=0.005)
     assert result.params["alpha"] == pytest.approx(-0.111, abs=0.0005)
@@ -146,8 +130,6 @@ def test_compute_optimal_constant_is_configurable(chinchilla_fit):
 
 def porian_configs():
     """(configuration, published basic fit) pairs from Porian et al. 2024's flattened results."""
-    if not SCALING_DATA.is_dir():
-        return [pytest.param(None, None, marks=pytest.mark.skip(reason=f"no published data at {SCALING_DATA}"))]
     keys = ["source_file", "dataset", "hparams", "warmup", "decay", "param_count", "loss_split"]
     pairs = pd.read_csv(SCALING_DATA / "porian2024" / "optimal_pairs.csv").dropna(subset=["n_star"])
     fits = pd.read_csv(SCALING_DATA / "porian2024" / "fit_results.csv").query("fit == 'basic'")
@@ -158,11 +140,11 @@ def porian_configs():
 @pytest.mark.parametrize(("pairs", "published_fit"), porian_configs())
 def test_porian_compute_optimal_power_laws(pairs, published_fit):
     """Porian et al.'s N*(C) and D*(C): OLS of log optimum on log compute, exponent, coefficient and R^2."""
-    n_law = fit_power(pairs.flops.to_numpy(), pairs.n_star.to_numpy())
+    n_law = fit("power", pairs.flops.to_numpy(), pairs.n_star.to_numpy())
     assert n_law.params["alpha"] == pytest.approx(published_fit.n_exponent, rel=1e-6)
     assert n_law.params["beta"] == pytest.approx(published_fit.n_coef, rel=1e-5)
     assert n_law.r2_log == pytest.approx(published_fit.n_r2, rel=1e-6)
-    d_law = fit_power(pairs.flops.to_numpy(), pairs.t_star.to_numpy())
+    d_law = fit("power", pairs.flops.to_numpy(), pairs.t_star.to_numpy())
     assert d_law.params["alpha"] == pytest.approx(published_fit.t_exponent, rel=1e-6)
 
 
@@ -176,11 +158,11 @@ def test_porian_saturating_loss_fit(pairs, published_fit):
     """
     window = pairs.query("flops > 1e16 and flops < 5e17")
     flops, loss = window.flops.to_numpy(), window.loss_star.to_numpy()
-    if len(window) < min_points("saturating"):  # 3 parameters on 4 optima: one residual degree of freedom
+    if len(window) < LAWS["saturating"].min_points():  # 3 parameters on 4 optima: one residual degree of freedom
         with pytest.raises(ConfigError, match="the saturating law needs at least 5 points, got 4"):
-            fit_saturating(flops, loss)
+            fit("saturating", flops, loss)
         return
-    result = fit_saturating(flops, loss)
+    result = fit("saturating", flops, loss)
     if published_fit.source_file == "summary_df_kaplan_tuned_hparams":
         theirs = published_fit.E + published_fit.A * flops**-published_fit.alpha
         assert np.sum(np.log(result.predict(flops) / loss) ** 2) <= np.sum(np.log(theirs / loss) ** 2)
@@ -215,8 +197,6 @@ def porian_raw_configs():
     """(configuration, its raw IsoFLOP points, published basic exponent and bootstrap 95% interval) per
     configuration of Porian et al. 2024 (fit_results.csv: fit == "basic" and
     "bootstrap_weighted_95CI_n_exponent", from their analysis.py on the same points)."""
-    if not SCALING_DATA.is_dir():
-        return [pytest.param(None, None, marks=pytest.mark.skip(reason=f"no published data at {SCALING_DATA}"))]
     keys = ["source_file", "dataset", "hparams", "warmup", "decay", "param_count", "loss_split"]
     points = pd.read_csv(SCALING_DATA / "porian2024" / "isoflop_points.csv")
     fits = pd.read_csv(SCALING_DATA / "porian2024" / "fit_results.csv")
@@ -232,14 +212,14 @@ def test_porian_exponents_from_their_raw_isoflop_points(points, published_expone
     bootstrap 95% interval and our interval around their published value, in every configuration (all have 10+
     budgets with an optimum). A parabola over each whole sweep missed their interval in most of them."""
     value, low, high = published_exponent
-    result = fit_isoflop(points.flops.to_numpy(), points.n_params.to_numpy(), points.loss.to_numpy())
+    runs = points[["flops", "n_params"]].to_numpy()
+    result = fit("isoflop", runs, points.loss.to_numpy())
     assert len(result.y) >= 10 and len(result.y) + len(result.skipped) == points.flops.nunique()
     assert all("not bracketed" in reason or "no minimum" in reason for reason in result.skipped)
     assert low <= result.params["exponent"] <= high
     assert result.ci["exponent"][0] <= value <= result.ci["exponent"][1]
     assert np.all(result.y_log_sd > 0) and result.y_log_sd.shape == result.y.shape
-    whole_sweep = fit_isoflop(points.flops.to_numpy(), points.n_params.to_numpy(), points.loss.to_numpy(),
-                              window=None, weighted=False)
+    whole_sweep = fit("isoflop", runs, points.loss.to_numpy(), window=None, weighted=False)
     assert whole_sweep.params["exponent"] != pytest.approx(result.params["exponent"], abs=1e-3)
 
 
@@ -262,8 +242,8 @@ def test_muennighoff_data_constrained_fit(published):
     x = np.log(runs[["N_params", "D_tokens", "U_unique_tokens"]].to_numpy())
     theirs = np.array([0.6254804, 6.255414, 7.3049974, 0.3526596, 0.3526596, math.log(15.387756),
                        math.log(5.309743)])
-    form = scaling._FORMS["data-constrained"]
-    objective = scaling._objectives(form, theirs[None], x, np.log(runs.val_loss.to_numpy()), np.ones(182), 1e-3)[0]
+    objective = objectives(LAWS["data-constrained"], theirs[None], x, np.log(runs.val_loss.to_numpy()), np.ones(182),
+                           1e-3)[0]
     assert objective == pytest.approx(0.015825936570763588, rel=1e-6)
     result = fit_frame(runs, "data-constrained", n="N_params", d="D_tokens", u="U_unique_tokens", y="val_loss",
                        fixed=MUENNIGHOFF_C4, n_bootstrap=40, seed=0)
@@ -323,11 +303,11 @@ def test_pareto_power_fits_the_best_run_per_bin():
     compute = np.concatenate([frontier, dominated])
     law = 6.0 * compute**-0.1
     error = law * np.exp(np.concatenate([np.zeros(5), rng.uniform(0.2, 1.0, dominated.size)]))
-    result = fit_pareto_power(compute, error)
+    result = fit("pareto-power", compute, error)
     assert result.params["alpha"] == pytest.approx(-0.1, abs=1e-9)
     assert result.params["beta"] == pytest.approx(6.0, rel=1e-9)
     assert np.flatnonzero(result.frontier).tolist() == [0, 1, 2, 3, 4]
-    assert fit_power(compute, error).params["alpha"] != pytest.approx(-0.1, abs=0.01)  # all runs: biased
+    assert fit("power", compute, error).params["alpha"] != pytest.approx(-0.1, abs=0.01)  # all runs: biased
 
 
 def test_saturating_law_recovered_analytic_and_reproducible_bootstrap():
@@ -335,15 +315,15 @@ def test_saturating_law_recovered_analytic_and_reproducible_bootstrap():
     compute = np.geomspace(1e15, 1e21, 30)
     error = (1.5 + 800 * compute**-0.25) * np.exp(rng.normal(0, 0.005, compute.size))
     truth = {"E_inf": 1.5, "A": 800.0, "alpha": 0.25}
-    analytic = fit_saturating(compute, error)
+    analytic = fit("saturating", compute, error)
     assert analytic.params["E_inf"] == pytest.approx(1.5, rel=0.01)
     assert abs(analytic.params["alpha"] - 0.25) < 2 * analytic.stderr["alpha"]
     assert covers(analytic, truth)
-    bootstrap = fit_saturating(compute, error, n_bootstrap=60, seed=0)
+    bootstrap = fit("saturating", compute, error, n_bootstrap=60, seed=0)
     assert bootstrap.params == analytic.params and covers(bootstrap, truth)
     assert bootstrap.stderr["alpha"] == pytest.approx(analytic.stderr["alpha"], rel=0.3)
-    np.testing.assert_array_equal(fit_saturating(compute, error, n_bootstrap=60, seed=0).draws, bootstrap.draws)
-    assert not np.array_equal(fit_saturating(compute, error, n_bootstrap=60, seed=1).draws, bootstrap.draws)
+    np.testing.assert_array_equal(fit("saturating", compute, error, n_bootstrap=60, seed=0).draws, bootstrap.draws)
+    assert not np.array_equal(fit("saturating", compute, error, n_bootstrap=60, seed=1).draws, bootstrap.draws)
 
 
 def test_a_floor_the_data_cannot_see_is_reported_as_not_identified():
@@ -356,22 +336,22 @@ def test_a_floor_the_data_cannot_see_is_reported_as_not_identified():
     error = 1.2 * samples**-0.028 * np.exp(rng.normal(0, 0.003, samples.size))
     longer = np.geomspace(2e3, 3.2e4, 12)
     longer_error = 1.2 * longer**-0.028 * np.exp(rng.normal(0, 0.003, longer.size))
-    for result, measured in ((fit_saturating(samples, error), error),
-                             (fit_saturating(longer, longer_error, n_bootstrap=40, seed=0), longer_error)):
+    for result, measured in ((fit("saturating", samples, error), error),
+                             (fit("saturating", longer, longer_error, n_bootstrap=40, seed=0), longer_error)):
         assert np.isnan(result.stderr["E_inf"]) and result.ci["E_inf"] == (0.0, measured.min())
         assert result.not_identified == ("E_inf",)
         assert "not identified" in result.summary() and "nan" not in result.summary()
-    assert fit_saturating(samples, error).params["alpha"] == pytest.approx(0.028, abs=0.005)
+    assert fit("saturating", samples, error).params["alpha"] == pytest.approx(0.028, abs=0.005)
     assert covers(result, {"alpha": 0.028})
     with pytest.raises(ConfigError, match="needs at least 12 points for bootstrap intervals"):
-        fit_saturating(samples, error, n_bootstrap=40)
+        fit("saturating", samples, error, n_bootstrap=40)
 
 
 def test_joint_law_recovered_with_covering_bootstrap_intervals():
     rng = np.random.default_rng(3)
     n, d = (grid.ravel() for grid in np.meshgrid(np.geomspace(5e7, 1e10, 8), np.geomspace(1e9, 3e11, 8)))
     loss = chinchilla_loss(n, d) * np.exp(rng.normal(0, 0.01, n.size))
-    result = fit_joint(n, d, loss, n_bootstrap=50, seed=7)
+    result = fit("joint", np.column_stack([n, d]), loss, n_bootstrap=50, seed=7)
     assert covers(result, CHINCHILLA)
     assert result.params["alpha"] == pytest.approx(0.34, abs=0.03)
     assert result.params["beta"] == pytest.approx(0.28, abs=0.03)
@@ -385,7 +365,7 @@ def test_isoflop_recovers_the_compute_optimal_exponent_of_the_joint_law():
     exponent = CHINCHILLA["beta"] / (CHINCHILLA["alpha"] + CHINCHILLA["beta"])
     isoflop = fit("isoflop", runs, loss)
     assert isoflop.params["exponent"] == pytest.approx(exponent, abs=1e-6)
-    joint = fit_joint(runs[:, 1], runs[:, 0] / (6 * runs[:, 1]), loss, n_bootstrap=0)
+    joint = fit("joint", np.column_stack([runs[:, 1], runs[:, 0] / (6 * runs[:, 1])]), loss, n_bootstrap=0)
     assert compute_optimal(joint, 1e20).n_exponent == pytest.approx(exponent, abs=1e-4)
     assert compute_optimal(joint, 1e20).n == pytest.approx(isoflop.predict(1e20), rel=0.03)
 
@@ -394,7 +374,7 @@ def test_isoflop_skips_budgets_without_an_interior_optimum():
     runs, loss = chinchilla_isoflops()
     smallest = runs[:, 0] == 1e18
     keep = ~smallest | (runs[:, 1] > np.median(runs[smallest, 1]))  # its sweep now starts past the optimum
-    result = fit_isoflop(runs[keep, 0], runs[keep, 1], loss[keep])
+    result = fit("isoflop", np.column_stack([runs[keep, 0], runs[keep, 1]]), loss[keep])
     assert result.x.tolist() == [1e19, 1e20, 1e21, 1e22]
 
 
@@ -416,7 +396,7 @@ def test_a_term_the_ladder_cannot_see_is_not_identified(n_values, d_values, hidd
     a start-grid value, the bootstrap refits are not counted against the bound, and the compute-optimal
     allocation, which needs every term, is refused."""
     n, d, loss = chinchilla_ladder(n_values, d_values)
-    result = fit_joint(n, d, loss, n_bootstrap=20, seed=0)
+    result = fit("joint", np.column_stack([n, d]), loss, n_bootstrap=20, seed=0)
     assert set(result.not_identified) == hidden
     for name in hidden:
         assert np.isnan(result.stderr[name])
@@ -433,7 +413,7 @@ def test_a_term_the_ladder_cannot_see_is_not_identified(n_values, d_values, hidd
 
 def test_a_floor_far_below_every_loss_is_not_identified_and_the_allocation_does_not_need_it():
     n, d, loss = chinchilla_ladder(np.geomspace(5e7, 5e9, 5), np.geomspace(2e9, 2e11, 4), law={**CHINCHILLA, "E": 1e-3})
-    result = fit_joint(n, d, loss, n_bootstrap=20, seed=0)
+    result = fit("joint", np.column_stack([n, d]), loss, n_bootstrap=20, seed=0)
     assert result.not_identified == ("E",) and result.ci["E"] == (0.0, loss.min())
     assert covers(result, {"alpha": 0.34, "beta": 0.28})
     allocation = compute_optimal(result, 1e21)  # N*, D* depend on A, B, alpha and beta only
@@ -448,41 +428,95 @@ def test_bootstrap_refits_on_an_exponent_bound_are_counted_and_reported():
     rng = np.random.default_rng(0)
     compute = np.geomspace(1, 100, 12)
     error = (1 + 5 * compute**-2.9) * np.exp(rng.normal(0, 0.03, compute.size))
-    result = fit_saturating(compute, error, n_bootstrap=40, seed=0)
+    result = fit("saturating", compute, error, n_bootstrap=40, seed=0)
     assert 0 < result.draws_at_bound["alpha"] < 40 and result.ci["alpha"][1] == pytest.approx(EXPONENT_RANGE[1])
     assert any("alpha: " in w and "bootstrap refits ended on a bound" in w for w in result.warnings)
     assert np.all(np.isfinite(result.draws)) and "nan" not in result.summary()
-    steeper = fit_saturating(compute, (1 + 5 * compute**-4.5) * np.exp(rng.normal(0, 0.01, compute.size)))
+    steeper = fit("saturating", compute, (1 + 5 * compute**-4.5) * np.exp(rng.normal(0, 0.01, compute.size)))
     assert steeper.params["alpha"] == pytest.approx(3.0) and set(steeper.not_identified) == {"A", "alpha"}
     assert "alpha not identified: the estimate is on the bound 3 of its declared range" in steeper.warnings
 
 
+@pytest.mark.parametrize("name", list(LAWS))
+def test_every_registered_law_declares_a_consistent_form(name):
+    """What the fit machinery, the checks and the CLI read of a law, checked for every registered law."""
+    law = LAWS[name]
+    assert law.name == name and law.help and len(law.params) == len(law.log) == len(law.bounds)
+    assert all(i < len(law.params) for term in law.terms for i in (*term.uses, *dict(term.drop)))
+    assert set(law.decays) <= set(law.exponents) and all(i < len(law.params) for i in law.exponents)
+    assert law.richer is None or law.richer[0] in LAWS
+    assert law.min_points() > len(law.params) and law.min_points(bootstrap=True) >= law.min_points()
+
+
+class Offset(NonlinearLaw):
+    """E = A (C_0 + C)^-alpha: flat below C_0, a power law above (the example of docs/architecture.md)."""
+
+    name = "offset"
+    help = "E = A (C_0 + C)^-alpha, flat below C_0"
+    params = ("A", "C_0", "alpha")
+    log = (True, True, False)
+    bounds = ((-np.inf, np.inf), (-np.inf, np.inf), EXPONENT_RANGE)
+    terms = (Term("offset", uses=(1,), drop=((1, DROPPED),)),)
+    exponents = (2,)
+    richer = ("bnsl", 6)
+
+    def log_predict(self, theta, log_x):
+        return theta[..., 0:1] - theta[..., 2:3] * np.logaddexp(theta[..., 1:2], log_x)
+
+    def fit(self, x, y, *, n_bootstrap=0, seed=0, level=0.95, fixed=None, starts=8, checks=True):
+        x, y = self.inputs(x, y)
+        grid = np.array([(math.log(y.max()) + alpha * log_c0, log_c0, alpha)
+                         for log_c0 in np.log(np.quantile(x, [0.05, 0.25, 0.5])) for alpha in (0.05, 0.2, 0.8)])
+        return self.fit_from(x, y, grid, n_bootstrap=n_bootstrap, seed=seed, level=level, fixed=fixed,
+                             starts=starts, checks=checks)
+
+
+def test_a_new_law_is_one_registered_class(tmp_path, capsys):
+    """Registered, a law is fitted by name, checked, refused below its minimum and offered by `vitamin-nas fit`."""
+    register(Offset)
+    try:
+        compute = np.geomspace(1e2, 1e8, 20)
+        error = 3 * (1e4 + compute) ** -0.3 * np.exp(np.random.default_rng(0).normal(0, 0.01, 20))
+        result = fit("offset", compute, error)
+        assert result.law == "offset" and result.params["alpha"] == pytest.approx(0.3, abs=0.05)
+        assert covers(result, {"alpha": 0.3, "C_0": 1e4}) and not result.not_identified
+        assert result.lack_of_fit.richer == "bnsl" and LAWS["offset"].min_points() == 5
+        with pytest.raises(ConfigError, match="the offset law needs at least 12 points for bootstrap"):
+            fit("offset", compute[:11], error[:11], n_bootstrap=10)
+        path = tmp_path / "runs.csv"
+        pd.DataFrame({"c": compute, "e": error}).to_csv(path, index=False)
+        assert cli.main(["fit", str(path), "--law", "offset", "--x", "c", "--y", "e", "--at", "1e10"]) == 0
+        assert "offset law, 20 runs (analytic)" in capsys.readouterr().out
+    finally:
+        del LAWS["offset"]
+
+
 def test_minimum_points_per_law_and_a_clear_refusal():
-    assert {law: (min_points(law), min_points(law, bootstrap=True)) for law in
+    assert {law: (LAWS[law].min_points(), LAWS[law].min_points(bootstrap=True)) for law in
             ("power", "isoflop", "saturating", "joint", "tied", "bnsl")} == {
         "power": (3, 3), "isoflop": (3, 3), "saturating": (5, 12), "joint": (7, 20), "tied": (6, 16), "bnsl": (8, 24)}
     n, d, loss = chinchilla_ladder(np.geomspace(5e7, 5e9, 5), np.geomspace(2e9, 2e11, 4))
     with pytest.raises(ConfigError, match=r"the joint law needs at least 20 points for bootstrap intervals "
                                           r"\(3 residual degrees of freedom per fitted parameter.*got 19"):
-        fit_joint(n[:19], d[:19], loss[:19], n_bootstrap=10)
-    assert fit_joint(n[:19], d[:19], loss[:19], n_bootstrap=0).law == "joint"
+        fit("joint", np.column_stack([n[:19], d[:19]]), loss[:19], n_bootstrap=10)
+    assert fit("joint", np.column_stack([n[:19], d[:19]]), loss[:19], n_bootstrap=0).law == "joint"
     with pytest.raises(ConfigError, match="the saturating law needs at least 5 points, got 4"):
-        fit_saturating([1e3, 1e4, 1e5, 1e6], [2.0, 1.5, 1.3, 1.2])
+        fit("saturating", [1e3, 1e4, 1e5, 1e6], [2.0, 1.5, 1.3, 1.2])
     with pytest.raises(ConfigError, match="needs at least 8 points for bootstrap intervals.*got 5"):
-        fit_data_constrained(n[:5], d[:5], d[:5] / 2, loss[:5], fixed={k: v for k, v in CHINCHILLA.items()},
-                             n_bootstrap=10)
+        fit("data-constrained", np.column_stack([n[:5], d[:5], d[:5] / 2]), loss[:5],
+            fixed={k: v for k, v in CHINCHILLA.items()}, n_bootstrap=10)
 
 
 def test_a_power_law_on_saturating_data_warns_and_on_power_law_data_does_not():
     rng = np.random.default_rng(6)
     compute = np.geomspace(1e15, 1e21, 20)
     bent = (0.5 + 400 * compute**-0.2) * np.exp(rng.normal(0, 0.01, compute.size))
-    result = fit_power(compute, bent)
+    result = fit("power", compute, bent)
     check = result.lack_of_fit
     assert check.runs_p < 0.01 and check.richer == "saturating" and check.delta_bic > 10
     assert [w.split(":")[0] for w in result.warnings] == ["lack of fit", "lack of fit"]
     assert "the power law is the wrong shape" in result.summary()
-    straight = fit_power(compute, 400 * compute**-0.2 * np.exp(rng.normal(0, 0.01, compute.size)))
+    straight = fit("power", compute, 400 * compute**-0.2 * np.exp(rng.normal(0, 0.01, compute.size)))
     assert straight.warnings == () and straight.lack_of_fit.runs_p > 0.01
 
 
@@ -502,7 +536,7 @@ def test_tied_law_recovered_and_a_joint_law_preferred_when_the_exponents_differ(
     """One seeded ladder (how often such intervals cover over many ladders: benchmarks/scaling_coverage.py)."""
     tied_law = {**CHINCHILLA, "alpha": 0.31, "beta": 0.31}
     n, d, loss = chinchilla_ladder(np.geomspace(5e7, 5e9, 6), np.geomspace(2e9, 2e11, 5), seed=1, law=tied_law)
-    tied = fit_tied(n, d, loss, n_bootstrap=30, seed=0)
+    tied = fit("tied", np.column_stack([n, d]), loss, n_bootstrap=30, seed=0)
     assert covers(tied, {name: tied_law[name] for name in ("E", "A", "B", "alpha")}) and tied.warnings == ()
     assert tied.params["alpha"] == pytest.approx(0.31, abs=0.02)
     assert compute_optimal(tied, 1e21).n_exponent == 0.5
@@ -523,10 +557,10 @@ def kaplan_ladder(seed=0):
 
 def test_kaplan_interaction_law_recovered_and_preferred_over_the_additive_one():
     n, d, loss = kaplan_ladder()
-    result = fit_kaplan(n, d, loss, n_bootstrap=20, seed=0)
+    result = fit("kaplan", np.column_stack([n, d]), loss, n_bootstrap=20, seed=0)
     assert covers(result, KAPLAN) and result.warnings == ()
     assert result.params["alpha_N"] == pytest.approx(0.34, abs=0.05)
-    additive = fit_joint(n, d, loss, n_bootstrap=0)
+    additive = fit("joint", np.column_stack([n, d]), loss, n_bootstrap=0)
     assert additive.lack_of_fit.richer == "kaplan" and additive.lack_of_fit.delta_bic > 50
 
 
@@ -535,7 +569,7 @@ def test_kaplan_interaction_law_recovered_and_preferred_over_the_additive_one():
 
 def test_fit_is_frozen_and_extrapolation_brackets_prediction():
     compute = np.geomspace(1e9, 1e12, 10)
-    result = fit_power(compute, 3 * compute**-0.1 * np.exp(np.linspace(-0.02, 0.02, 10) ** 2))
+    result = fit("power", compute, 3 * compute**-0.1 * np.exp(np.linspace(-0.02, 0.02, 10) ** 2))
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.law = "other"
     targets = np.array([[1e10, 1e13], [1e14, 1e15]])

@@ -39,7 +39,7 @@ from nas.search import search as run
 from nas.search.protocol import STATUS_KEY, Candidate, final_status
 from nas.search.schedulers import ParetoASHA
 from nas.search.searcher import StudySearcher
-from nas.study import Study
+from nas.study import Study, load_study
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +71,10 @@ def asha_search(local_ray, data, tmp_path_factory) -> tuple[Study, ResultStore, 
     """One real TPE + ASHA search, run once for the tests that read it: six of the space's eight archs are
     feasible, and the study asks for eight trials (the search ends when the space holds nothing new)."""
     directory = tmp_path_factory.mktemp("asha")
-    space = Study.load(write_study(directory, data)).space
+    space = load_study(write_study(directory, data)).space
     gmacs = sorted(space.measures(a)["image_gmacs"] for a in space.enumerate())
     limit = (gmacs[5] + gmacs[6]) / 2
-    study = Study.load(write_study(directory, data, algorithm="tpe", sampler={"n_startup_trials": 3}, trials=8,
+    study = load_study(write_study(directory, data, algorithm="tpe", sampler={"n_startup_trials": 3}, trials=8,
                                    constraints={"image_gmacs": {"max": limit}}))
     return study, run(study, directory / "out"), limit
 
@@ -170,7 +170,7 @@ def test_optuna_is_told_each_trial_at_the_budget_it_reached(asha_search):
 def pareto_search(local_ray, data, tmp_path_factory) -> tuple[Study, ResultStore]:
     """One real NSGA-II + Pareto ASHA search of accuracy against GMACs, for the tests that read it."""
     directory = tmp_path_factory.mktemp("pareto")
-    study = Study.load(write_study(directory, data, objectives={"zeroshot_top1": "max", "image_gmacs": "min"},
+    study = load_study(write_study(directory, data, objectives={"zeroshot_top1": "max", "image_gmacs": "min"},
                                    algorithm="nsga2", sampler={"population_size": 4}, trials=6, seed=1))
     return study, run(study, directory / "out")
 
@@ -271,7 +271,7 @@ def test_optuna_dashboard_shows_each_trial_its_costs_status_and_metrics_at_every
 @pytest.mark.slow
 def test_per_budget_schedules_train_each_candidate_and_budget_in_a_run_of_its_own(local_ray, data, tmp_path):
     archs = [tower(32), tower(64)]
-    study = Study.load(write_study(
+    study = load_study(write_study(
         tmp_path, data, algorithm="fixed", archs=[a.to_dict() for a in archs], objectives={"zeroshot_top1": "max"},
         budget={"min_samples": 64, "max_samples": 128, "reduction_factor": 2, "early_stopping": "none",
                 "schedule": "per_budget"}))
@@ -298,7 +298,7 @@ def test_per_budget_schedules_train_each_candidate_and_budget_in_a_run_of_its_ow
 @pytest.mark.slow
 def test_a_worker_killed_between_rungs_resumes_from_its_newest_checkpoint(local_ray, data, tmp_path):
     every = 96  # three steps of 32: the most training a kill may cost
-    study = Study.load(write_study(
+    study = load_study(write_study(
         tmp_path, data, algorithm="fixed", archs=[tower(64, 2).to_dict()],
         train={"batch_size": 32, "warmup": 1, "lr": 0.002, "checkpoint_every": every, "log_every": 1},
         budget={"min_samples": 64, "max_samples": 1024, "reduction_factor": 16}))
@@ -339,7 +339,7 @@ def test_out_of_memory_is_retried_with_smaller_micro_batches_then_recorded(local
     # ~1.7 GiB in 2. Under a 1 GiB limit the first fits, the second fits after one retry, the third runs out
     # of memory twice and is recorded as `oom`. The allocations fail for real (RLIMIT_AS on the worker).
     small, medium, huge = tower(32, 1, 32), tower(64, 2, 64), tower(128, 4, 64)
-    study = Study.load(write_study(
+    study = load_study(write_study(
         tmp_path, data, algorithm="fixed", archs=[a.to_dict() for a in (small, medium, huge)],
         train={"batch_size": 512, "warmup": 1}, budget={"min_samples": 1024, "max_samples": 1024},
         resources={"cpus": 1, "memory_gib": 1.0}, failures={"max_retries": 0, "oom_retries": 1}))
@@ -357,7 +357,7 @@ def test_out_of_memory_is_retried_with_smaller_micro_batches_then_recorded(local
 
 @pytest.mark.slow
 def test_a_diverging_trial_is_recorded_and_stopped(local_ray, data, tmp_path):
-    study = Study.load(write_study(
+    study = load_study(write_study(
         tmp_path, data, algorithm="fixed", archs=[tower(32).to_dict()],
         train={"batch_size": 32, "warmup": 1, "lr": 1e30},
         budget={"min_samples": 64, "max_samples": 256, "reduction_factor": 2}, failures={"max_retries": 1}))
@@ -375,7 +375,7 @@ def test_a_measured_arch_proposed_again_is_told_once(data, tmp_path):
     Optuna its result is a FAIL pointing to that trial (so `best_trials` never lists it twice); one whose result
     Optuna was never told (recorded by no trial of this study) is told it."""
     objectives = {"zeroshot_top1": "max", "image_gmacs": "min"}
-    study = Study.load(write_study(tmp_path, data, objectives=objectives))
+    study = load_study(write_study(tmp_path, data, objectives=objectives))
     store = ResultStore.create(tmp_path / "out", study)
     searcher = StudySearcher(study, store)
     done, stopped, unknown = list(study.space.enumerate(feasible=True))[:3]
@@ -424,28 +424,28 @@ def test_a_measured_arch_proposed_again_is_told_once(data, tmp_path):
 
 
 def test_resources_no_node_has_fail_before_anything_is_written(local_ray, data, tmp_path):
-    study = Study.load(write_study(tmp_path, data, resources={"cpus": 8}))
+    study = load_study(write_study(tmp_path, data, resources={"cpus": 8}))
     begin = time.time()
     asked = r"a trial asks for 8 CPU\(s\), 0 GPU\(s\).*1 node\(s\), the largest with 2 CPU"
     with pytest.raises(ConfigError, match=asked):
         run(study, tmp_path / "out")
     assert time.time() - begin < 30 and not (tmp_path / "out" / "study.db").exists()
-    gpu = Study.load(write_study(tmp_path, data, resources={"cpus": 1, "gpus": 1}))
+    gpu = load_study(write_study(tmp_path, data, resources={"cpus": 1, "gpus": 1}))
     with pytest.raises(ConfigError, match=r"asks for 1 CPU\(s\), 1 GPU\(s\)") as info:
         run(gpu, tmp_path / "out")
     assert info.value.field == "resources"
-    ranks = Study.load(write_study(tmp_path, data, resources={"cpus": 1, "workers": 4}))  # each rank fits, not all 4
+    ranks = load_study(write_study(tmp_path, data, resources={"cpus": 1, "workers": 4}))  # each rank fits, not all 4
     with pytest.raises(ConfigError, match=r"a trial's 4 workers ask for 1 CPU\(s\).* each, but .* 1 node\(s\) hold "
                                           r"only 2 of them at once") as info:
         run(ranks, tmp_path / "out")
     assert info.value.field == "resources.workers" and not (tmp_path / "out" / "study.db").exists()
-    wide = Study.load(write_study(tmp_path, data, resources={"cpus": 3, "workers": 2}))
+    wide = load_study(write_study(tmp_path, data, resources={"cpus": 3, "workers": 2}))
     with pytest.raises(ConfigError, match=r"each of a trial's 2 workers asks for 3 CPU\(s\)"):
         run(wide, tmp_path / "out")
 
 
 def test_the_outcome_of_a_search_names_its_most_common_error(data, tmp_path):
-    study = Study.load(write_study(tmp_path, data))
+    study = load_study(write_study(tmp_path, data))
     store = ResultStore.create(tmp_path / "out", study)
     assert Outcome.of(store).summary() == "no trial produced a result: no candidate was trained (every proposal " \
                                           "was infeasible?)"
@@ -468,9 +468,9 @@ def test_the_outcome_of_a_search_names_its_most_common_error(data, tmp_path):
 def test_a_caption_template_over_missing_columns_fails_before_any_trial(data, tmp_path):
     stream = {"urls": str(data / "shards"), "zeroshot": str(data / "eval" / "zeroshot"),
               "metadata": str(data / "metadata")}
-    prepare_data(Study.load(write_study(tmp_path, data, data={**stream, "captions": "{color} {shape}"})))
+    prepare_data(load_study(write_study(tmp_path, data, data={**stream, "captions": "{color} {shape}"})))
     with pytest.raises(ConfigError, match="no column.s. colour; it has uid") as info:
-        prepare_data(Study.load(write_study(tmp_path, data, data={**stream, "captions": "{colour} {shape}"})))
+        prepare_data(load_study(write_study(tmp_path, data, data={**stream, "captions": "{colour} {shape}"})))
     assert info.value.field == "data.captions"
 
 

@@ -1,6 +1,6 @@
 """A real two-node Ray cluster on this machine (`ray start --head` on 127.0.0.1 and a second `ray start
 --address`), one CPU each: `vitamin-nas search --address` runs trials on both nodes and their results reach
-the database on the driver. The SLURM recipe's node script (docs/slurm/ray-node.sh) builds the same cluster
+the database on the driver. The SLURM recipe's node script (docs/cluster/slurm/ray-node.sh) builds the same cluster
 from SLURM's variables, set here by hand, and runs the search on it."""
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def test_trials_run_on_both_nodes_of_a_cluster(two_nodes, tmp_path, tmp_path_fac
 
 
 
-SLURM = Path(__file__).resolve().parents[1] / "docs" / "slurm"
+SLURM = Path(__file__).resolve().parents[1] / "docs" / "cluster" / "slurm"
 
 
 def slurm_environment(port: int, temp: str) -> dict[str, str]:

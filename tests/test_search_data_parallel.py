@@ -28,7 +28,7 @@ from nas.results import ResultStore
 from nas.run_dir import RunDir
 from nas.search import search
 from nas.search.data_parallel import rank_oom
-from nas.study import Study
+from nas.study import Study, load_study
 from nas.train import OOMError, train
 
 EVERY = 96  # three steps of 32: the most training a kill may cost
@@ -41,7 +41,7 @@ def killed_search(tmp_path_factory):
     """The study, its database, and where rank 0 stood when it was killed (its metrics.jsonl at that moment)."""
     data = synthetic_data(tmp_path_factory.getbasetemp())
     directory = tmp_path_factory.mktemp("data_parallel")
-    study = Study.load(write_study(
+    study = load_study(write_study(
         directory, data, algorithm="fixed", archs=[tower(32, 1, block="convnext").to_dict()],
         data={"urls": str(data / "shards")},  # no evaluation: the objective is the training loss
         train={"batch_size": 32, "warmup": 1, "lr": 0.002, "checkpoint_every": EVERY, "log_every": 1,

@@ -23,7 +23,7 @@ from nas.export import furthest_trained, load_open_clip, trained
 from nas.results import ResultStore
 from nas.search import search
 from nas.select import at_target, choose, write_selection
-from nas.study import Study
+from nas.study import Study, load_study
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ def searched(tmp_path_factory) -> tuple[Study, ResultStore]:
         data = synthetic_data(tmp_path_factory.getbasetemp())
         directory = tmp_path_factory.mktemp("outputs")
         train = {"batch_size": 32, "warmup": 1, "lr": 0.002, "checkpoint_every": 32, "log_every": 2}
-        study = Study.load(write_study(directory, data, trials=3, objectives={"zeroshot_top1": "max"}, train=train))
+        study = load_study(write_study(directory, data, trials=3, objectives={"zeroshot_top1": "max"}, train=train))
         yield study, search(study, directory / "out")
     finally:
         ray.shutdown()

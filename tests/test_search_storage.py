@@ -21,7 +21,7 @@ from nas.results import ResultStore
 from nas.run_dir import CHECKPOINT, RunDir
 from nas.search import SearchInterrupted, search
 from nas.search.retention import settled
-from nas.study import Study
+from nas.study import load_study
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def kept_search(tmp_path_factory):
     data = synthetic_data(tmp_path_factory.getbasetemp())
     directory = tmp_path_factory.mktemp("storage")
     archs = [tower(32), tower(64), tower(32, 2), tower(64, 2)]
-    study = Study.load(write_study(
+    study = load_study(write_study(
         directory, data, algorithm="fixed", archs=[a.to_dict() for a in archs], storage={"keep": 2},
         budget={"min_samples": 64, "max_samples": 128, "reduction_factor": 2, "early_stopping": "none"},
         resources={"cpus": 1, "concurrency": 1}))

@@ -13,7 +13,8 @@ from study_helpers import BUDGETS, DESIGN, LAWS, error
 from nas.cost import cost
 from nas.errors import ConfigError
 from nas.export import load_open_clip, read_arch
-from nas.results import ResultStore, minimization, pareto_mask
+from nas.pareto import minimization, pareto_mask
+from nas.results import ResultStore
 from nas.select import (
     COST_AXES,
     Prediction,
@@ -25,7 +26,7 @@ from nas.select import (
     separation,
     write_selection,
 )
-from nas.study import Study
+from nas.study import load_study
 
 CLEAN = ["MLP-d12", "ViTamin", "CoAtNet", "ConvNeXtHybrid", "ConvNeXt", "ViT"]  # exact power laws, best first at scale
 
@@ -96,7 +97,7 @@ def test_early_stopped_archs_have_no_law_and_rank_last(store):
 
 
 def test_an_accuracy_extrapolated_from_a_rising_error_stays_in_0_1(tmp_path):
-    study = Study.load(DESIGN)
+    study = load_study(DESIGN)
     falling = ResultStore.create(tmp_path, study)
     arch = study.archs[0]
     falling.add_trial("t", arch, cost(arch, study.text).metrics())
@@ -179,7 +180,7 @@ def prediction(label: str, value: float, lower: float, upper: float, fitted: boo
     from nas.scaling import fit
 
     law = fit("power", [1e3, 1e4, 1e5], [0.9, 0.8, 0.7]) if fitted else None
-    arch = Study.load(DESIGN).archs[0]
+    arch = load_study(DESIGN).archs[0]
     return Prediction(label, label, arch, gmacs, 1.0, target, measured, 3, value, lower, upper, fit=law,
                       note="" if fitted else "no power law")
 

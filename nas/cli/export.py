@@ -38,7 +38,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def _export(args: argparse.Namespace) -> int:
     from nas.cli._study import open_results
     from nas.export import export_trained, timm_name, trained
-    from nas.results import PERCENT_METRICS
+    from nas.tables import PERCENT_METRICS
 
     store = open_results(args.dir)
     candidate = trained(store, trial=args.trial, arch_id=args.arch, best=args.best, budget=args.budget,

@@ -14,41 +14,29 @@ import numpy as np
 import pandas as pd
 
 from nas.errors import ConfigError
-from nas.scaling import LAWS, VARIABLES, Fit, arrays_from_frame, compute_optimal, fit, held_out_check
+from nas.scaling import LAWS, Fit, Law, arrays_from_frame, compute_optimal, fit, held_out_check
 
-#: Laws fitted by iteration, whose uncertainty may come from a bootstrap.
-_BOOTSTRAPPED = ("saturating", "bnsl", "joint", "tied", "kaplan", "data-constrained")
-#: Laws whose --at is a compute budget for the compute-optimal allocation N*(C), D*(C).
-_ALLOCATED = ("joint", "tied")
 #: What a study directory is fitted on unless told otherwise: error against compute, per arch family.
 STUDY_DEFAULTS = {"x": "compute", "y": "error", "n": "image_params_m", "d": "samples_seen", "by": "family"}
-
-_LAW_HELP = (
-    "power: E = beta C^alpha (least squares in log space); pareto-power: the same through Cherti et al.'s binned "
-    "frontier; saturating: E = E_inf + A C^-alpha; bnsl: a broken neural scaling law (Caballero et al.) with "
-    "--breaks breaks; joint: L = E + A/N^alpha + B/D^beta (Besiroglu et al.); tied: the same with alpha = beta; "
-    "kaplan: L = E + ((N_c/N)^(alpha_N/alpha_D) + D_c/D)^alpha_D, whose N and D terms interact; "
-    "data-constrained: Muennighoff et al.'s L(N, D, U) for repeated data (R_D*, R_N*; needs --u); isoflop: the "
-    "optimal size per compute budget from a local fit around each budget's best run, then N* = k C^a")
 
 _EXAMPLES = """\
 examples:
   # Cherti et al.'s OpenCLIP ImageNet fit, extrapolated with a prediction interval
-  vitamin-nas fit ../shared/reference/scaling_data/openclip/zeroshot_results.csv --law pareto-power \\
+  vitamin-nas fit reference/scaling_data/openclip/zeroshot_results.csv --law pareto-power \\
       --x gmacs_total --y "1 - acc1" --where "downstream_dataset == 'imagenet1k' and upstream_dataset != 'CLIP-WIT'" \\
       --at 1e13 --out fig.png
   # Besiroglu et al.'s Chinchilla replication: parameters, bootstrap intervals, compute-optimal N*, D* at 1e24 FLOPs
-  vitamin-nas fit ../shared/reference/scaling_data/chinchilla_epoch/svg_extracted_data.csv --law joint \\
+  vitamin-nas fit reference/scaling_data/chinchilla_epoch/svg_extracted_data.csv --law joint \\
       --n "Model Size" --x "Training FLOP" --y loss --where "loss < 3.44" --at 1e24
   # IsoFLOP optima (local fits around each budget's best size, each with its uncertainty) and N*(C)
-  vitamin-nas fit ../shared/reference/scaling_data/porian2024/isoflop_points.csv --law isoflop --x flops \\
+  vitamin-nas fit reference/scaling_data/porian2024/isoflop_points.csv --law isoflop --x flops \\
       --n n_params --y loss --where "source_file == 'summary_df' and hparams == 'tuned'" --by loss_split
   # Muennighoff et al.'s R_D*, R_N* with their C4 base law held fixed
-  vitamin-nas fit ../shared/reference/scaling_data/datablations_muennighoff2023/fit_set_outliers_removed.csv \\
+  vitamin-nas fit reference/scaling_data/datablations_muennighoff2023/fit_set_outliers_removed.csv \\
       --law data-constrained --n N_params --d D_tokens --u U_unique_tokens --y val_loss --bootstrap 100 \\
       --fix E=1.86914,A=520.825,B=1487.72,alpha=0.35266,beta=0.35266
   # a broken neural scaling law fitted on all but the 3 largest runs, and scored on them
-  vitamin-nas fit ../shared/reference/scaling_data/bnsl_caballero2022/four_digit_addition_dataset_size_vs_test_ce.csv \\
+  vitamin-nas fit reference/scaling_data/bnsl_caballero2022/four_digit_addition_dataset_size_vs_test_ce.csv \\
       --law bnsl --x train_dataset_size --y test_cross_entropy --hold-out 3
   # a study's results, per arch family
   vitamin-nas fit runs/study --law power --at 1e6
@@ -73,7 +61,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                     "'1 - acc1'; quote names with spaces in backticks inside expressions.")
     parser.add_argument("source", type=Path, metavar="CSV|DIR",
                         help="a CSV file with a header row, or a study's output directory (holding study.db)")
-    parser.add_argument("--law", choices=LAWS, required=True, help=_LAW_HELP)
+    parser.add_argument("--law", choices=LAWS, required=True,
+                        help="; ".join(f"{name}: {law.help}" for name, law in LAWS.items()))
     parser.add_argument("--x", help="compute column (every law but those of (N, D) with --d; study default: compute)")
     parser.add_argument("--y", help="error or loss column (required for a CSV; study default: error)")
     parser.add_argument("--n", help="model size column (laws of (N, D): parameters; isoflop: the size swept per "
@@ -156,14 +145,16 @@ def _fixed(text: str) -> dict[str, float]:
 
 def _options(args: argparse.Namespace) -> dict:
     options = {"level": args.level}
+    law = LAWS[args.law]
+    iterated = ", ".join(name for name, other in LAWS.items() if other.iterated)
     if args.bootstrap is not None:
-        if args.law not in _BOOTSTRAPPED:
-            raise ConfigError(f"applies to the {', '.join(_BOOTSTRAPPED)} laws; the {args.law} law has exact "
+        if not law.iterated:
+            raise ConfigError(f"applies to the {iterated} laws; the {args.law} law has exact "
                               "least-squares intervals", field="--bootstrap")
         options.update(n_bootstrap=args.bootstrap, seed=args.seed)
     if args.fix:
-        if args.law not in _BOOTSTRAPPED:
-            raise ConfigError(f"applies to the {', '.join(_BOOTSTRAPPED)} laws", field="--fix")
+        if not law.iterated:
+            raise ConfigError(f"applies to the {iterated} laws", field="--fix")
         options["fixed"] = _fixed(args.fix)
     if args.law == "bnsl":
         options["breaks"] = args.breaks
@@ -177,10 +168,21 @@ def _options(args: argparse.Namespace) -> dict:
                     from None
         else:
             options["window"] = None
-    if args.at and args.law in VARIABLES and args.law not in (*_ALLOCATED, "isoflop"):
+    if args.at and not _has_curve(law):
         raise ConfigError(f"takes compute values: it applies to the laws of one variable and to the compute-optimal "
-                          f"allocation of {' and '.join(_ALLOCATED)} fits, not to {args.law}", field="--at")
+                          f"allocation of {' and '.join(_allocating())} fits, not to {args.law}", field="--at")
     return options
+
+
+def _allocating() -> list[str]:
+    """The laws whose --at is a compute budget for the compute-optimal allocation N*(C), D*(C)."""
+    return [name for name, law in LAWS.items() if law.allocates]
+
+
+def _has_curve(law: Law) -> bool:
+    """Drawn and extrapolated as one curve against compute: a law of compute, or an allocating law along its
+    compute-optimal N*(C), D*(C)."""
+    return law.x_columns == 1 or law.allocates
 
 
 def _interval(value: float, bounds, i: int) -> str:
@@ -194,7 +196,7 @@ def _range(low: float, high: float) -> str:
 
 def _print_targets(result: Fit, args: argparse.Namespace) -> None:
     level = f"{args.level:.0%}"
-    if result.law in _ALLOCATED:
+    if result.form.allocates:
         try:
             allocation = compute_optimal(result, args.at, flops_per_param_token=args.flops_per_param_token,
                                          level=args.level)
@@ -287,10 +289,11 @@ def _write_figures(fits: dict[str | None, Fit], args: argparse.Namespace) -> Non
     from plots.scaling import scaling_curve, scaling_curves  # matplotlib only when a figure is asked for
     from plots.study import slug
 
-    if args.law in VARIABLES and args.law not in (*_ALLOCATED, "isoflop"):
+    law = LAWS[args.law]
+    if not _has_curve(law):
         print(f"no figure: the {args.law} law has no one-dimensional curve to draw")
         return
-    label = {"isoflop": args.n}.get(args.law, None if args.law in _ALLOCATED else args.y)
+    label = {"isoflop": args.n}.get(args.law, None if law.allocates else args.y)
     paths = []
     for name, result in fits.items():
         path = args.out if len(fits) == 1 else args.out.with_name(f"{args.out.stem}_{slug(name)}{args.out.suffix}")
@@ -302,7 +305,7 @@ def _write_figures(fits: dict[str | None, Fit], args: argparse.Namespace) -> Non
             print(f"no figure{'' if name is None else f' for {name}'}: {err.message}")
             continue
         paths.append(path)
-    if len(fits) > 1 and args.law not in VARIABLES:
+    if len(fits) > 1 and law.variables == ("C",):
         scaling_curves(fits, args.out, level=args.level, xlabel=args.x, ylabel=label)
         paths.append(args.out)
     for path in paths:

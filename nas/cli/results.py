@@ -28,7 +28,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _results(args: argparse.Namespace) -> int:
-    from nas.results import ResultStore, results_report
+    from nas.leaderboard import results_report
+    from nas.results import ResultStore
 
     store = ResultStore.open(args.dir, readonly=True)
     print(results_report(store, args.budget, args.top))

@@ -68,9 +68,8 @@ def _select(args: argparse.Namespace) -> int:
 
 
 def _fronts_text(store, metric: str) -> str:
-    from nas.results import headers, rows
     from nas.select import fronts
-    from nas.tables import format_table
+    from nas.tables import format_table, headers, rows
 
     budgets = store.budgets()
     if not budgets:

@@ -25,7 +25,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from nas.results import ResultStore, progress_report
+    from nas.progress import progress_report
+    from nas.results import ResultStore
     from nas.run_dir import RunDir
 
     store = ResultStore.open(args.dir, readonly=True)

@@ -245,8 +245,7 @@ SUMMARY_COLUMNS = ("budget", "samples_seen", "loss", "zeroshot_top1", "zeroshot_
 
 
 def _summary(result, arch, export: Path, report_to) -> str:
-    from nas.results import headers, rows
-    from nas.tables import format_table
+    from nas.tables import format_table, headers, rows
 
     columns = [c for c in SUMMARY_COLUMNS if any(r.get(c) is not None for r in result.rungs)]
     lines = [f"\n{result.status.replace('_', ' ')}: {arch.name()} (arch_id {arch.arch_id}), "

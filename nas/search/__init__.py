@@ -1,6 +1,6 @@
 """Architecture search on Ray Tune and Optuna.
 
-    store = nas.search.search(Study.load("studies/quickstart.yaml"), "runs/quickstart")
+    store = nas.search.search(load_study("studies/quickstart.yaml"), "runs/quickstart")
 
 `driver` runs a study (`search`), `searcher` proposes candidates with Optuna, `schedulers` stops them early,
 `trainable` is Ray Tune's entry into a trial, which `trial` (or `data_parallel`) trains on Ray workers,

@@ -1,6 +1,6 @@
 """The search driver: `search(study, out)` measures a study's candidates on Ray Tune and records them.
 
-    store = search(Study.load("studies/quickstart.yaml"), "runs/quickstart")
+    store = search(load_study("studies/quickstart.yaml"), "runs/quickstart")
     store.pareto_front(budget=store.budgets()[-1])
 
 The pieces, each the library's own where it has one:

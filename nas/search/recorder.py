@@ -22,7 +22,7 @@ from ray import tune
 from ray.util.placement_group import remove_placement_group
 
 from nas import status
-from nas.results import progress_report
+from nas.progress import progress_report
 from nas.run_dir import CHECKPOINT
 from nas.search import retention, session
 from nas.search.protocol import (

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from nas import status
 from nas.metrics import TRAINED, direction
+from nas.pareto import minimization, pareto_mask
 from nas.run_dir import CHECKPOINT, RunDir
 from nas.study import Study
 
@@ -46,8 +47,6 @@ class Kept(NamedTuple):
 def settled(store: ResultStore, study: Study) -> list[Kept]:
     """(trial_id, rung) of the kept rung checkpoints that `study.storage.keep` lets go now: ended trials'
     rungs outside the best K (and outside the Pareto front) at their budget, where K others measured better."""
-    from nas.results import minimization, pareto_mask
-
     keep = study.storage.keep
     frame = store.frame()
     if keep is None or frame.empty:

@@ -29,7 +29,7 @@ import numpy as np
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
 from nas.metrics import TRAINED, direction
-from nas.results import minimization, pareto_order
+from nas.pareto import minimization, pareto_order
 from nas.study import Budget, Study
 
 

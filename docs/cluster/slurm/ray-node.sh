@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# One piece of a Ray cluster inside a SLURM job; docs/slurm/vitamin-nas.sbatch runs it on each node with srun:
+# One piece of a Ray cluster inside a SLURM job; docs/cluster/slurm/vitamin-nas.sbatch runs it on each node with srun:
 #
 #   ray-node.sh head                       # the Ray head, on the job's first node (runs until the job ends)
 #   ray-node.sh worker                     # a Ray worker: waits for the head, joins it (runs until the job ends)
 #   ray-node.sh search STUDY OUT [OPTIONS] # waits until every node joined, then `vitamin-nas search --address`
-#                                          # (with --resume when OUT holds a search: a requeued job continues it)
+#                                          # through ../search.sh (--resume when OUT holds a search: a requeued
+#                                          # job continues it)
 #
 # From SLURM: SLURM_CPUS_PER_TASK (else SLURM_CPUS_ON_NODE) CPUs and SLURM_GPUS_ON_NODE GPUs for Ray on each node,
 # SLURM_JOB_NUM_NODES nodes to wait for. Its own: RAY_HEAD_IP (the head's address, required), RAY_PORT (6379),
@@ -78,9 +79,7 @@ while (alive := sum(node["Alive"] for node in ray.nodes())) < nodes:
     time.sleep(2)
 print(f"ray-node.sh: {alive} of {nodes} nodes in the Ray cluster at {address}", file=sys.stderr)
 PY
-    resume=()
-    [[ ! -e $out/study.db ]] || resume=(--resume)
-    exec vitamin-nas search "$study" --out "$out" --address "$RAY_HEAD_IP:$port" ${resume[@]+"${resume[@]}"} "$@"
+    exec "$(dirname "${BASH_SOURCE[0]}")/../search.sh" "$study" "$out" --address "$RAY_HEAD_IP:$port" "$@"
     ;;
   *)
     echo "usage: ray-node.sh head | worker | search STUDY OUT [vitamin-nas search options]" >&2

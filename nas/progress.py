@@ -1,0 +1,92 @@
+"""A search's live progress: each trial's state and ETA, and the study's (`vitamin-nas status` from another shell, and
+the search driver's periodic table), read from its results database and its driver's heartbeat record."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from nas import heartbeat, status
+from nas.tables import format_duration, format_table, headers, rows
+
+if TYPE_CHECKING:
+    from nas.results import ResultStore
+
+PROGRESS_COLUMNS = ("trial", "arch", "status", "rung", "samples_seen", "wall", "eta")
+
+
+def progress(store: ResultStore, now: float | None = None) -> tuple[list[dict[str, Any]], str]:
+    """Each trial's state (running first, then the most recent) and a one-line summary with the study's ETA.
+
+    A trial's ETA extrapolates its wall time per sample seen to the end of its schedule (before its first rung,
+    at the study's wall time per sample so far); the study's adds the remaining trials at the mean wall time of
+    the finished ones, spread over the trials running at once. Unknown (None) until there is a rate to use.
+    """
+    now = time.time() if now is None else now
+    study = store.study()
+    driver = heartbeat.read(store)
+    stopped = driver is not None and not driver.alive(now)  # its running trials are cut off, not running
+    max_budget = study.budget.max_samples
+    objectives = study.objectives
+    latest = {r["trial_id"]: r for r in store.rungs()}  # rows come by rung: the last one wins
+    records, running_left, finished_wall = [], [], []
+    trials = store.trials()
+    measured = [t for t in trials if t["wall_s"] and t["samples_seen"]]
+    rate = sum(t["wall_s"] for t in measured) / sum(t["samples_seen"] for t in measured) if measured else None
+    for trial in trials:
+        rung = latest.get(trial["trial_id"])
+        if stopped and trial["status"] in (status.PENDING, status.RUNNING):
+            trial = {**trial, "status": status.INTERRUPTED}
+        record = {"trial": trial["number"], "arch": trial["arch_name"], "status": trial["status"],
+                  "rung": trial["rung"], "budget": trial["budget"], "samples_seen": trial["samples_seen"],
+                  "wall": trial["wall_s"],
+                  "eta": None, "host": trial["host"], "updated_at": trial["updated_at"] or trial["created_at"]}
+        for name in objectives:
+            record[name] = rung["metrics"].get(name, trial.get(name)) if rung else trial.get(name)
+        end = trial["schedule"] or max_budget
+        if trial["status"] == status.RUNNING and rung and end and trial["samples_seen"]:
+            record["eta"] = trial["wall_s"] / trial["samples_seen"] * (end - trial["samples_seen"])
+            running_left.append(record["eta"])
+        elif trial["status"] == status.RUNNING:  # no rung yet
+            started = trial["started_at"]
+            record["eta"] = max(0.0, rate * end - (now - started)) if rate and end and started else None
+            running_left.append(record["eta"])
+        elif trial["status"] in status.FINAL and trial["wall_s"]:
+            finished_wall.append(trial["wall_s"])
+        records.append(record)
+    records.sort(key=lambda r: (r["status"] != status.RUNNING, -r["updated_at"]))
+    counts = {s: sum(r["status"] == s for r in records) for s in status.ALL}
+    finished = sum(counts[s] for s in status.FINAL)
+    total = study.trials
+    ended = ", ".join(f"{counts[s]} {s.replace('_', ' ')}" for s in status.FINAL if counts[s])
+    summary = (f"{study.name}: {finished}/{total} trials finished" + (f" ({ended})" if ended else "")
+               + f", {counts[status.RUNNING]} running"
+               + (f", {counts[status.PENDING]} pending" if counts[status.PENDING] else ""))
+    eta = _study_eta(running_left, finished_wall, max(0, total - finished - counts[status.RUNNING]),
+                     max(1, counts[status.RUNNING]))
+    if eta is not None and not stopped:
+        summary += f", ETA ~{format_duration(eta)}"
+    if driver is not None:
+        summary += f"; {driver.describe(now)}"
+    return records, summary
+
+
+def progress_report(store: ResultStore, limit: int = 20) -> str:
+    """The live table of a search (`vitamin-nas status` prints the same from another shell)."""
+    records, summary = progress(store)
+    rungs = len(store.study().budget.rungs)
+    objectives = [name for name in store.objectives if name not in PROGRESS_COLUMNS]
+    columns = [*PROGRESS_COLUMNS[:5], *objectives, *PROGRESS_COLUMNS[5:]]
+    for record in records:
+        if record["rung"] is not None:
+            record["rung"] = f"{record['rung'] + 1}/{rungs}"
+    table = format_table(headers(columns), rows(records[:limit], columns))
+    return f"\n[{time.strftime('%H:%M:%S')}] {summary}\n{table}"
+
+
+def _study_eta(running_left: list[float | None], finished_wall: list[float], pending: int,
+               parallel: int) -> float | None:
+    if (pending and not finished_wall) or None in running_left:
+        return None
+    waiting = pending * (sum(finished_wall) / len(finished_wall)) if pending else 0.0
+    return (sum(running_left) + waiting) / parallel
