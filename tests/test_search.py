@@ -34,8 +34,9 @@ from nas.results import ResultStore
 from nas.run_dir import RunDir
 from nas.search import Outcome, prepare_data
 from nas.search import search as run
+from nas.search.protocol import STATUS_KEY, Candidate, final_status
 from nas.search.schedulers import ParetoASHA
-from nas.search.searcher import Candidate, StudySearcher, final_status
+from nas.search.searcher import StudySearcher
 from nas.study import Study, load_study
 
 
@@ -366,7 +367,7 @@ def test_a_measured_arch_proposed_again_is_told_once(search_data, tmp_path):
         original = ask(arch)
         record(trial_id, arch, budgets, original.number)
         row = store.trial(trial_id)
-        searcher._tell(original, row["status"], {**store.rungs(trial_id)[-1]["metrics"],
+        searcher._tell(original.number, row["status"], {**store.rungs(trial_id)[-1]["metrics"],
                                                  "image_gmacs": row["image_gmacs"]})
     record("elsewhere", unknown, (64, 128, 256), None)
 
@@ -375,20 +376,21 @@ def test_a_measured_arch_proposed_again_is_told_once(search_data, tmp_path):
 
     for arch, trial_id in ((done, "done"), (stopped, "stopped")):
         ot_trial = ask(arch)
-        assert searcher._skipped(ot_trial, candidate(arch, 256))
+        assert searcher._skipped(ot_trial.number, candidate(arch, 256))
         frozen = searcher.ot_study.trials[-1]
         assert frozen.state == TrialState.FAIL and frozen.user_attrs["skipped"] == f"measured: by trial {trial_id}"
         assert frozen.user_attrs["measured_by"] == store.trial(trial_id)["number"]
     ot_trial = ask(unknown)
-    assert searcher._skipped(ot_trial, candidate(unknown, 256))
+    assert searcher._skipped(ot_trial.number, candidate(unknown, 256))
     frozen = searcher.ot_study.trials[-1]
     assert frozen.state == TrialState.COMPLETE and frozen.values == [pytest.approx(0.3),
                                                                       store.trial("elsewhere")["image_gmacs"]]
     assert frozen.user_attrs["budget_256"]["zeroshot_top1"] == pytest.approx(0.3, rel=1e-5)
     best = [t.user_attrs["arch_id"] for t in searcher.ot_study.best_trials]
     assert best and len(best) == len(set(best))  # each arch at most once (done's second proposal is a FAIL)
-    assert not searcher._skipped(searcher.ot_study.ask(), candidate(study.space.sample(2), 256))  # to be trained
-    assert not searcher._skipped(searcher.ot_study.ask(), candidate(done, 128))  # a run of its own to another budget
+    assert not searcher._skipped(searcher.ot_study.ask().number, candidate(study.space.sample(2), 256))  # to be trained
+    # a run of its own to another budget
+    assert not searcher._skipped(searcher.ot_study.ask().number, candidate(done, 128))
     assert searcher.ot_study.metric_names == ["zeroshot_top1", "image_gmacs"]  # named for optuna-dashboard
 
 
@@ -448,8 +450,8 @@ def test_final_status_reads_the_budget_reached():
     assert final_status({"samples_seen": 256, "schedule": 256}, False) == "completed"
     assert final_status({"samples_seen": 128, "schedule": 256}, False) == "stopped_early"
     assert final_status({"samples_seen": 128, "schedule": 128}, False) == "completed"  # its own budget's run
-    assert final_status({"samples_seen": 64, "schedule": 256, "trial_status": "diverged"}, False) == "diverged"
-    assert final_status({"trial_status": "oom", "schedule": 256}, False) == "oom"
+    assert final_status({"samples_seen": 64, "schedule": 256, STATUS_KEY: "diverged"}, False) == "diverged"
+    assert final_status({STATUS_KEY: "oom", "schedule": 256}, False) == "oom"
     assert final_status({"samples_seen": 256, "schedule": 256}, True) == "failed"
     assert final_status(None, False) == "failed"
 
@@ -473,5 +475,5 @@ def test_pareto_asha_promotes_by_pareto_rank_not_one_metric():
     assert pareto.on_trial_result(None, trials[0], again) == "CONTINUE"  # recorded once per rung
     assert pareto.on_trial_result(None, trials[0], {**again, "samples_seen": 900}) == "STOP"  # the end of the budget
     assert pareto.reward({"samples_seen": 100, "zeroshot_top1": 0.5, "image_gmacs": 2.0}).tolist() == [-0.5, 2.0]
-    assert pareto.reward({"samples_seen": 100, "trial_status": "oom"}) is None
+    assert pareto.reward({"samples_seen": 100, STATUS_KEY: "oom"}) is None
     assert "ParetoASHA" in pareto.debug_string()

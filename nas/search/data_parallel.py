@@ -39,7 +39,8 @@ import ray
 
 from nas.arch import Arch
 from nas.search.placement import worker_request
-from nas.search.trial import Trial, cpu_share, eval_sets, memory_limit, process_place
+from nas.search.protocol import process_place
+from nas.search.trial import Trial, cpu_share, eval_sets, memory_limit
 from nas.study import Study
 from nas.train import OOMError, ReportTo, TrainResult, is_oom
 from nas.train_config import TrainConfig

@@ -8,8 +8,9 @@ The pieces, each the library's own where it has one:
 - `nas.search.searcher.StudySearcher`: Optuna's ask/tell behind Ray Tune's `Searcher` interface (feasible,
   unmeasured candidates; Optuna told the budget each reached).
 - `nas.search.schedulers`: ASHA on samples seen; `ParetoASHA` with several objectives.
-- `nas.search.trial.trainable`: the function trainable around `nas.train.train`, with each trial's CPU/GPU
-  share; its checkpoints live in the run directory (`nas.run_dir`).
+- `nas.search.trainable.trainable`: the function trainable that runs a `nas.search.trial.Trial` (around
+  `nas.train.train`) or a data-parallel one, with each trial's CPU/GPU share; its checkpoints live in the run
+  directory (`nas.run_dir`).
 - `nas.search.recorder.Recorder`: a Tune callback on the driver that writes every trial, rung and end to the
   `ResultStore` (the only writer of `RUN/study.db`), keeps the `Ledger` actor that trials read, and prints
   progress.
@@ -55,11 +56,12 @@ from nas.errors import ConfigError
 from nas.results import ResultStore
 from nas.run_dir import RunDir
 from nas.search import placement, reaper
+from nas.search.protocol import LEDGER_NAMESPACE
 from nas.search.recorder import Ledger, Recorder, ledger_entries
 from nas.search.schedulers import make_scheduler
 from nas.search.searcher import StudySearcher
 from nas.search.session import DriverSession, SearchInterrupted, running
-from nas.search.trial import LEDGER_NAMESPACE, TrialSettings, trainable
+from nas.search.trainable import TrialSettings, trainable
 from nas.study import Study
 from nas.train import ReportTo
 

@@ -111,7 +111,7 @@ class Repeats:
     first `fraction` of them (at least one), once with each of `seeds`, beside their run with `train.seed`.
 
     What the spread between two seeds of one candidate measures is the run-to-run noise that a ranking of
-    candidates has to beat. Each repeat is a trial of its own (`nas.search.searcher.Candidate.seed`).
+    candidates has to beat. Each repeat is a trial of its own (`nas.search.protocol.Candidate.seed`).
     """
 
     seeds: tuple[int, ...] = ()
