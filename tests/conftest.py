@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from nas.search.loopback import SINGLE_MACHINE
+
 REPO = Path(__file__).resolve().parents[1]
 SEARCH_SPACES = sorted((REPO / "search_spaces").glob("*.yaml"))
 
@@ -48,6 +50,10 @@ def run_cli(capsys):
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Ray's single-machine mode for every Ray a test starts in process or in a local search's subprocess: its servers
+# on 127.0.0.1 only (nas/search/loopback.py). Set before any test module imports Ray; the multi-node tests start
+# their nodes without it.
+os.environ.setdefault(SINGLE_MACHINE, "0")
 
 
 #: The modules that read `shared_search`: `make test` hands them to one worker together, so the search runs once in

@@ -17,6 +17,7 @@ import pytest
 from search_helpers import children, processes_mentioning, synthetic_data, terminate, write_study
 
 from nas.results import ResultStore
+from nas.search.loopback import SINGLE_MACHINE
 
 
 def free_port() -> int:
@@ -35,6 +36,7 @@ def slurm_environment(port: int, temp: str) -> dict[str, str]:
                    "RAY_HEAD_IP": "127.0.0.1", "RAY_NODE_IP": "127.0.0.1", "RAY_PORT": str(port), "RAY_TEMP_DIR": temp,
                    "RAY_WAIT_S": "240"}
     environment.pop("RAY_AUTH_MODE", None)  # the script sets it
+    environment.pop(SINGLE_MACHINE, None)  # nodes of a cluster: Ray's cluster mode (tests/conftest.py sets it off)
     return environment
 
 
@@ -79,7 +81,7 @@ def test_the_slurm_recipe_searches_on_a_head_and_a_worker_it_started(tmp_path, t
         assert all(node.poll() is None for node in nodes)  # `ray start --block`: the srun steps stay up
         refused = subprocess.run([*cli, "search", str(study), "--out", str(tmp_path / "refused"), "--address",
                                   f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=300,
-                                 env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+                                 env={**slurm_environment(port, temp), "RAY_AUTH_MODE": "disabled"})
         assert refused.returncode == 2 and "--address: cannot join the Ray cluster" in refused.stderr
         assert "RAY_AUTH_MODE=token" in refused.stderr
         assert not (tmp_path / "refused").exists()  # nothing to --resume: the search never began
