@@ -80,7 +80,7 @@ class TrialSettings:
 
 def trial_events(run_dir: str | os.PathLike, number: int, candidate: Candidate) -> Path:
     """A trial's TensorBoard directory: named by its Optuna number and arch, the run's name in TensorBoard."""
-    from nas.train import TENSORBOARD
+    from nas.train.log import TENSORBOARD
 
     return Path(run_dir) / TENSORBOARD / f"{number:03d}-{candidate.arch.name()}"
 
@@ -146,7 +146,8 @@ class Trial:
             self._train(self._starting_point(furthest))
 
     def _train(self, start: StartingPoint | None) -> None:
-        from nas.train import OOMError, is_oom, run_progress
+        from nas.train import OOMError, run_progress
+        from nas.train.runtime import is_oom
 
         if start is not None:
             self.accum_freq = start.accum_freq
