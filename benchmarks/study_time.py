@@ -55,7 +55,7 @@ def timed_training(study: Study, arch, data, samples: int, skip: int, windows: i
 def timed_evaluation(study: Study, arch, zeroshot, retrieval) -> float:
     """CPU seconds of one evaluation of `arch` on the study's eval sets (untrained weights: the same work)."""
     from nas.evaluate import evaluate
-    from nas.train import build_model
+    from nas.train.recipe import build_model
 
     model = build_model(arch, study.text, study.run_config())
     start = time.process_time()

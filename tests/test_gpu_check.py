@@ -26,7 +26,8 @@ import pytest
 import torch
 from train_helpers import TINY_ARCH, TINY_TEXT, factory
 
-from nas.train import model_flops_utilization, train
+from nas.train import train
+from nas.train.meter import model_flops_utilization
 from nas.train_config import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

@@ -16,7 +16,8 @@ from nas.errors import ConfigError
 from nas.models import build_clip
 from nas.presets import TextTower, preset
 from nas.study import study_from_dict
-from nas.train import build_model, train
+from nas.train import train
+from nas.train.recipe import build_model
 from nas.train_config import TrainConfig
 from nas.uncertainty import chance_p_value
 

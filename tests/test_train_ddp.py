@@ -16,7 +16,8 @@ import pytest
 import torch
 from train_helpers import TINY_ARCH, TINY_TEXT, factory
 
-from nas.train import load_checkpoint, train
+from nas.train import train
+from nas.train.checkpoint import load_checkpoint
 from nas.train_config import TrainConfig
 
 CONFIG = {"samples": 96, "batch_size": 16, "warmup": 1, "drop_path": 0.0, "log_every": 1, "rungs": (48,)}

@@ -19,7 +19,7 @@ import torch
 from train_helpers import stream_run
 
 from nas.data import SynthConfig, synthesize
-from nas.train import load_checkpoint
+from nas.train.checkpoint import load_checkpoint
 
 BUDGET = 160
 KILLED_RUN = """

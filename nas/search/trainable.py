@@ -20,7 +20,7 @@ from nas.run_dir import RunDir
 from nas.search.protocol import CANDIDATE_KEY, LEDGER_NAMESPACE, NUMBER_KEY, Candidate
 from nas.search.trial import Trial
 from nas.study import Study
-from nas.train import TENSORBOARD, ReportTo
+from nas.train.log import TENSORBOARD, ReportTo
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,8 @@ class Trial:
             self._train(self._starting_point(furthest))
 
     def _train(self, start: StartingPoint | None) -> None:
-        from nas.train import OOMError, is_oom, run_progress
+        from nas.train import OOMError, run_progress
+        from nas.train.runtime import is_oom
 
         if start is not None:
             self.accum_freq = start.accum_freq
