@@ -1,20 +1,22 @@
-#!/usr/bin/env bash
 # The GPU check: one table of the trainer's throughput and MFU (ViTamin-S/B, batch 256, bf16, eager and compiled)
 # beside open_clip_train on the same shards and the H100 anchors, the gain of packing four tiny runs onto one GPU,
-# and torchrun on two GPUs when there are two (benchmarks/gpu_check.py says what each part measures). Under 8
-# minutes on one H100/H200 with 16 cores; a GPU machine without network is enough:
+# and torchrun on two GPUs when there are two (benchmarks/gpu_check.py says what each part measures). Made for a
+# lent GPU machine's 10-minute call, without network (README.md, "The GPU check", gives the call):
 #
 #   make gpu-wheels                                # once, where there is network: fills benchmarks/gpu-wheels/
-#   benchmarks/gpu_check.sh [--out DIR] [--budget-s 470] [--parts PATTERNS] [--dry-run]
+#   benchmarks/gpu_check.sh --limit-s 600 --budget-s 560 --report $OUT [--parts PATTERNS] [--workers N]
+#   benchmarks/gpu_check.sh --gpus 1 --dry-run     # the facts, the plan and its commands
 #   benchmarks/gpu_check.sh --cpu --no-install     # the tiny CPU version, in an environment that has everything
 #
-# It first installs, with pip --target into $GPU_CHECK_SITE (default /tmp/vitamin-nas-site) and without network,
-# what the GPU machines lack (../.library/device/KINDS.md): the project's dependencies from
-# benchmarks/gpu-wheels/deps, less Ray (no wheel of it fits the 64 MiB such a machine takes, and `vitamin-nas
-# train` never imports it) and less torch, torchvision and timm (the machine has them), then the project itself,
-# built from this checkout with the folder's setuptools. open_clip_train gets webdataset 0.2.86 (its `training`
-# extra pins <=0.2.86) from benchmarks/gpu-wheels/open_clip_train, in a folder of its own put first on its path.
-# PYTHON (default python3) is the interpreter that has torch; GPU_CHECK_WHEELS moves the wheel folder.
+# It first checks the arguments (gpu_check.py --dry-run: a refusal costs no install), then installs, with pip
+# --target into $GPU_CHECK_SITE (default /tmp/vitamin-nas-site) and without network, what the GPU machines lack
+# (../.library/device/KINDS.md): the project's dependencies from benchmarks/gpu-wheels/deps, less Ray (no wheel of
+# it fits the 64 MiB such a machine takes, and `vitamin-nas train` never imports it) and less torch and torchvision
+# (the machine has them), then the project itself, built from this checkout with the folder's setuptools. timm is
+# among those wheels, at the version the tests use: nas/models/tower.py imports timm's internals, and the folder
+# comes first on the path. open_clip_train gets webdataset 0.2.86 (its `training` extra pins <=0.2.86) from
+# benchmarks/gpu-wheels/open_clip_train, in a folder of its own put first on its path. PYTHON (default python3) is
+# the interpreter that has torch; GPU_CHECK_WHEELS moves the wheel folder.
 set -euo pipefail
 
 export GPU_CHECK_STARTED=${GPU_CHECK_STARTED:-$(date +%s)}  # --budget-s counts from here, the install included
@@ -33,7 +35,10 @@ for arg in "$@"; do
   esac
 done
 
+export PYTHONUNBUFFERED=1  # progress lines reach the call's output even when the command is killed
+
 if ((install)); then
+  "$python" "$here/gpu_check.py" --gpus 1 --dry-run ${args[@]+"${args[@]}"} >/dev/null
   shopt -s nullglob
   deps=("$wheels"/deps/*.whl)
   webdataset=("$wheels"/open_clip_train/*.whl)

@@ -64,7 +64,7 @@ sys.path.insert(0, str(REPO))
 
 from nas.arch import Arch  # noqa: E402
 from nas.errors import ConfigError  # noqa: E402
-from nas.study import Study  # noqa: E402
+from nas.study import Study, load_study  # noqa: E402
 from nas.tables import format_table  # noqa: E402
 from nas.uncertainty import wilson_interval  # noqa: E402
 
@@ -529,7 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not Path(args.table).is_file():
             raise ConfigError("no such table: make it with benchmarks/tabular.py", source=args.table)
         table = load_table(pd.read_csv(args.table))
-        study = Study.load(args.study)
+        study = load_study(args.study)
         strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
         outcomes = run_replays(table, study, strategies, args.replays, args.workers or study.resources.concurrency
                                or 1, args.cost, args.jobs, args.seed)

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from nas.cost import cost
-from nas.study import Study
+from nas.study import Study, load_study
 
 
 def timed_training(study: Study, arch, data, samples: int, skip: int, windows: int) -> tuple[float, float]:
@@ -55,7 +55,7 @@ def timed_training(study: Study, arch, data, samples: int, skip: int, windows: i
 def timed_evaluation(study: Study, arch, zeroshot, retrieval) -> float:
     """CPU seconds of one evaluation of `arch` on the study's eval sets (untrained weights: the same work)."""
     from nas.evaluate import evaluate
-    from nas.train import build_model
+    from nas.train.recipe import build_model
 
     model = build_model(arch, study.text, study.run_config())
     start = time.process_time()
@@ -98,7 +98,7 @@ def main() -> int:
 
     from nas.data import retrieval_set, zeroshot_set
 
-    study = Study.load(args.study)
+    study = load_study(args.study)
     if not study.archs:
         parser.error("the study lists no candidates (algorithm fixed or grid)")
     source, zeroshot_dir, retrieval_dir = study.data.source, study.data.zeroshot, study.data.retrieval

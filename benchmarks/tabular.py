@@ -53,7 +53,7 @@ from nas.metrics import EVALUATED, ZERO_COST  # noqa: E402
 from nas.results import ResultStore  # noqa: E402
 from nas.search import SearchInterrupted  # noqa: E402
 from nas.space import SearchSpace  # noqa: E402
-from nas.study import Study  # noqa: E402
+from nas.study import Study, load_study  # noqa: E402
 
 STUDY = REPO / "studies" / "tabular_tiny.yaml"
 TABLES = REPO / "benchmarks" / "tables"
@@ -201,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             store = ResultStore.open(args.from_run, readonly=True)
             name = store.study().name
         else:
-            study = Study.load(args.study)
+            study = load_study(args.study)
             name = study.name
             out = Path(args.out or REPO / "runs" / name)
             command = shlex.join([sys.executable, __file__, "--study", args.study, "--out", str(out), "--resume",

@@ -27,7 +27,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from nas.errors import ConfigError, reject_unknown
+from nas.errors import ConfigError, is_int, reject_unknown, require, require_choice
 
 #: Blocks of the stages before a Transformer stage (and, `convnext`, of a ConvNeXt tower).
 HYBRID_BLOCKS = ("mbconv", "convnext", "attention")
@@ -50,18 +50,8 @@ DEFAULT_KERNEL = {"mbconv": 3, "convnext": 7, "mbconv_bn": 3}
 STAGE_LETTER = {"mbconv": "C", "convnext": "N", "attention": "A", "mbconv_bn": "M", "rel_attention": "R"}
 
 
-def _require(ok: bool, field_name: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(message, field=field_name)
-
-
-def _one_of(value: Any, allowed: tuple[str, ...], field_name: str) -> None:
-    _require(value in allowed, field_name, f"{value!r} is not one of {', '.join(allowed)}")
-
-
 def _positive_int(value: Any, field_name: str) -> None:
-    _require(isinstance(value, int) and not isinstance(value, bool) and value > 0, field_name,
-             f"must be a positive integer, got {value!r}")
+    require(is_int(value, 1), field_name, f"must be a positive integer, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -83,23 +73,23 @@ class Stage:
     mlp: str | None = None
 
     def __post_init__(self) -> None:
-        _one_of(self.block, STAGE_BLOCKS, "block")
+        require_choice(self.block, STAGE_BLOCKS, "block")
         _positive_int(self.depth, "depth")
         _positive_int(self.width, "width")
-        _require(self.expansion > 0, "expansion", f"must be positive, got {self.expansion}")
+        require(self.expansion > 0, "expansion", f"must be positive, got {self.expansion}")
         if self.block in ATTENTION_BLOCKS:
-            _require(self.kernel is None, "kernel", "attention stages take no kernel")
+            require(self.kernel is None, "kernel", "attention stages take no kernel")
             _positive_int(self.heads, "heads")
-            _require(self.width % self.heads == 0, "heads",
-                     f"width {self.width} is not divisible by {self.heads} heads")
+            require(self.width % self.heads == 0, "heads",
+                    f"width {self.width} is not divisible by {self.heads} heads")
             object.__setattr__(self, "mlp", self.mlp or "mlp")
-            _one_of(self.mlp, MLP_TYPES if self.block == "attention" else ("mlp",), "mlp")
+            require_choice(self.mlp, MLP_TYPES if self.block == "attention" else ("mlp",), "mlp")
         else:
-            _require(self.heads is None and self.mlp is None, "heads",
-                     f"{self.block} stages take no heads or mlp")
+            require(self.heads is None and self.mlp is None, "heads",
+                    f"{self.block} stages take no heads or mlp")
             object.__setattr__(self, "kernel", self.kernel or DEFAULT_KERNEL[self.block])
             _positive_int(self.kernel, "kernel")
-            _require(self.kernel % 2 == 1, "kernel", f"must be odd, got {self.kernel}")
+            require(self.kernel % 2 == 1, "kernel", f"must be odd, got {self.kernel}")
 
     @property
     def head_dim(self) -> int | None:
@@ -132,11 +122,11 @@ class Transformer:
         _positive_int(self.width, "width")
         _positive_int(self.depth, "depth")
         _positive_int(self.heads, "heads")
-        _require(self.width % self.heads == 0, "heads",
-                 f"width {self.width} is not divisible by {self.heads} heads")
-        _one_of(self.mlp, MLP_TYPES, "mlp")
+        require(self.width % self.heads == 0, "heads",
+                f"width {self.width} is not divisible by {self.heads} heads")
+        require_choice(self.mlp, MLP_TYPES, "mlp")
         object.__setattr__(self, "mlp_ratio", float(self.mlp_ratio or DEFAULT_MLP_RATIO[self.mlp]))
-        _require(self.mlp_ratio > 0, "mlp_ratio", f"must be positive, got {self.mlp_ratio}")
+        require(self.mlp_ratio > 0, "mlp_ratio", f"must be positive, got {self.mlp_ratio}")
 
     @property
     def head_dim(self) -> int:
@@ -176,68 +166,68 @@ class Arch:
         object.__setattr__(self, "stages", tuple(self.stages))
         if self.pos_embed is None:
             object.__setattr__(self, "pos_embed", "learn" if self.transformer else "none")
-        _one_of(self.stem, STEMS, "stem")
-        _one_of(self.pos_embed, POS_EMBEDS, "pos_embed")
-        _one_of(self.pool, POOLS, "pool")
+        require_choice(self.stem, STEMS, "stem")
+        require_choice(self.pos_embed, POS_EMBEDS, "pos_embed")
+        require_choice(self.pool, POOLS, "pool")
         _positive_int(self.image_size, "image_size")
         _positive_int(self.embed_dim, "embed_dim")
         if self.stem == "conv":
             _positive_int(self.stem_width, "stem_width")
-            _require(self.patch_size is None, "patch_size", "a conv stem takes no patch_size")
+            require(self.patch_size is None, "patch_size", "a conv stem takes no patch_size")
         else:
             _positive_int(self.patch_size, "patch_size")
-            _require(self.stem_width is None, "stem_width",
-                     "a patch stem embeds straight to the width of the stage after it")
+            require(self.stem_width is None, "stem_width",
+                    "a patch stem embeds straight to the width of the stage after it")
         if self.stages and self.stages[0].block in ATTENTION_BLOCKS:
             raise ConfigError("the first stage must be convolutional", field="stages")
         if self.transformer is None:
             self._check_pure_tower()
         else:
             self._check_hybrid_tower()
-        _require(self.image_size % self.stride == 0, "image_size",
-                 f"{self.image_size} is not divisible by the tower's stride {self.stride}")
+        require(self.image_size % self.stride == 0, "image_size",
+                f"{self.image_size} is not divisible by the tower's stride {self.stride}")
         object.__setattr__(self, "_id", hashlib.sha256(self.to_json().encode()).hexdigest()[:12])
 
     def _check_hybrid_tower(self) -> None:
-        _require(self.stem == "conv" or not self.stages, "stages", "a patch stem feeds the Transformer stage directly")
+        require(self.stem == "conv" or not self.stages, "stages", "a patch stem feeds the Transformer stage directly")
         in_width = self.stem_width
         for i, stage in enumerate(self.stages):
-            _require(stage.block in HYBRID_BLOCKS, f"stages[{i}].block",
-                     f"{stage.block} stages make a CoAtNet tower, which has no Transformer stage")
+            require(stage.block in HYBRID_BLOCKS, f"stages[{i}].block",
+                    f"{stage.block} stages make a CoAtNet tower, which has no Transformer stage")
             # ConvNeXt's strided depthwise conv is grouped by input channel: width must be a multiple of it.
-            _require(stage.block != "convnext" or stage.width % in_width == 0, f"stages[{i}].width",
-                     f"a convnext stage's width ({stage.width}) must be a multiple of its input ({in_width})")
+            require(stage.block != "convnext" or stage.width % in_width == 0, f"stages[{i}].width",
+                    f"a convnext stage's width ({stage.width}) must be a multiple of its input ({in_width})")
             in_width = stage.width
 
     def _check_pure_tower(self) -> None:
         """A tower without a Transformer stage is one of timm's: a ConvNeXt or a CoAtNet (MaxxVit)."""
-        _require(bool(self.stages), "transformer", "a tower needs a Transformer stage, 2D stages or both")
-        _require(self.pos_embed == "none", "pos_embed", "ConvNeXt and CoAtNet towers have no absolute position "
+        require(bool(self.stages), "transformer", "a tower needs a Transformer stage, 2D stages or both")
+        require(self.pos_embed == "none", "pos_embed", "ConvNeXt and CoAtNet towers have no absolute position "
                                                         "embedding")
-        _require(self.pool == "avg", "pool", "ConvNeXt and CoAtNet towers pool by global average")
+        require(self.pool == "avg", "pool", "ConvNeXt and CoAtNet towers pool by global average")
         if self.stem == "patch":
             for i, stage in enumerate(self.stages):
-                _require(stage.block == "convnext", f"stages[{i}].block",
-                         "a patch stem without a Transformer stage makes a ConvNeXt: every stage is convnext")
-                _require(stage.expansion == 4.0, f"stages[{i}].expansion", "timm's ConvNeXt has MLP ratio 4")
-            _require(len(self.stages) == 4, "stages", f"timm's ConvNeXt has four stages, got {len(self.stages)}")
+                require(stage.block == "convnext", f"stages[{i}].block",
+                        "a patch stem without a Transformer stage makes a ConvNeXt: every stage is convnext")
+                require(stage.expansion == 4.0, f"stages[{i}].expansion", "timm's ConvNeXt has MLP ratio 4")
+            require(len(self.stages) == 4, "stages", f"timm's ConvNeXt has four stages, got {len(self.stages)}")
             # timm's ConvNeXt strides its first stage too below patch 4, and dilates instead of striding above.
-            _require(self.patch_size == 4, "patch_size", f"timm's ConvNeXt stem is a 4x4 patchify conv, got "
+            require(self.patch_size == 4, "patch_size", f"timm's ConvNeXt stem is a 4x4 patchify conv, got "
                                                          f"{self.patch_size}")
             return
         for i, stage in enumerate(self.stages):
-            _require(stage.block in COATNET_BLOCKS, f"stages[{i}].block",
-                     "a conv stem without a Transformer stage makes a CoAtNet: every stage is mbconv_bn or "
-                     "rel_attention")
+            require(stage.block in COATNET_BLOCKS, f"stages[{i}].block",
+                    "a conv stem without a Transformer stage makes a CoAtNet: every stage is mbconv_bn or "
+                    "rel_attention")
         # MaxxVit configures all its conv blocks with one MaxxVitConvCfg and all attention blocks with one
         # MaxxVitTransformerCfg.
         for block, fields in (("mbconv_bn", ("expansion", "kernel")), ("rel_attention", ("expansion", "head_dim"))):
             stages = [(i, s) for i, s in enumerate(self.stages) if s.block == block]
             for name in fields:
                 for i, stage in stages[1:]:
-                    _require(getattr(stage, name) == getattr(stages[0][1], name), f"stages[{i}].{name}",
-                             f"every {block} stage of a CoAtNet shares one {name} (timm's MaxxVit), "
-                             f"{getattr(stage, name)} != {getattr(stages[0][1], name)}")
+                    require(getattr(stage, name) == getattr(stages[0][1], name), f"stages[{i}].{name}",
+                            f"every {block} stage of a CoAtNet shares one {name} (timm's MaxxVit), "
+                            f"{getattr(stage, name)} != {getattr(stages[0][1], name)}")
 
     @property
     def arch_id(self) -> str:

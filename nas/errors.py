@@ -2,6 +2,7 @@
 
 A `ConfigError` is bad input (a file, a field, a value): the CLI prints it and exits with code 2.
 `load_yaml` reads the YAML files a user writes (studies, search spaces) and reports a syntax error as one.
+`require`, `require_choice` and `require_int` are the checks a self-validating dataclass makes in `__post_init__`.
 """
 
 from __future__ import annotations
@@ -33,9 +34,26 @@ def reject_unknown(values: Iterable[str], allowed: Iterable[str], *, source: str
                           field=field)
 
 
+def require(ok: bool, field: str, message: str) -> None:
+    """A `ConfigError` naming `field` with `message` unless `ok`: the check a self-validating dataclass makes."""
+    if not ok:
+        raise ConfigError(message, field=field)
+
+
+def require_choice(value: Any, allowed: Iterable[str], field: str) -> None:
+    """A `ConfigError` naming `field` and the allowed values unless `value` is one of them."""
+    allowed = tuple(allowed)
+    require(value in allowed, field, f"{value!r} is not one of {', '.join(allowed)}")
+
+
+def is_int(value: Any, low: int = 0) -> bool:
+    """Whether `value` is an integer (not a bool) of at least `low`."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
 def require_int(value: Any, field: str, low: int) -> None:
     """A `ConfigError` naming `field` unless `value` is an integer (not a bool) of at least `low`."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+    if not is_int(value, low):
         raise ConfigError(f"must be an integer >= {low}, got {value!r}", field=field)
 
 

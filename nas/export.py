@@ -103,7 +103,7 @@ def export(state_dict: dict[str, torch.Tensor], arch: Arch, text: TextTower, out
 
 def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Export the model of a `nas.train` checkpoint (which records its arch, text tower and config)."""
-    from nas.train import load_checkpoint
+    from nas.train.checkpoint import load_checkpoint
 
     state = load_checkpoint(checkpoint)
     arch = Arch.from_json(state["arch"], source=str(checkpoint))
@@ -288,7 +288,7 @@ def export_trained(store: ResultStore, candidate: Trained, out: str | os.PathLik
     """Export a search's trained candidate (`trained`) for open_clip, with `measured.json`: the study, trial,
     rung and what it measured there (its zero-shot accuracy is what the exported model scores on the study's
     eval set)."""
-    from nas.train import CHECKPOINT, load_checkpoint
+    from nas.train.checkpoint import CHECKPOINT, load_checkpoint
 
     if candidate.checkpoint is None:
         raise ConfigError(f"trial {candidate.number} kept no checkpoint at {candidate.budget:,} samples seen",

@@ -226,12 +226,12 @@ class ResultStore:
     def study(self) -> Study:
         """The study this database holds the results of, as it was run (read once per store)."""
         if self._study is None:
-            from nas.study import Study
+            from nas.study import study_from_dict
 
             resolved = self.meta("study")
             if resolved is None:
                 raise ConfigError("holds no study (not a search's results database)", source=str(self.path))
-            self._study = Study.from_dict(resolved, source=str(self.path))
+            self._study = study_from_dict(resolved, source=str(self.path))
         return self._study
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -22,7 +22,7 @@ from nas.errors import ConfigError
 SHARE = Path(__file__).resolve().parent / "share"
 STUDIES = SHARE / "studies"
 SPACES = SHARE / "search_spaces"
-#: Where the paper's numbers and claims are (`nas.report`).
+#: Where the paper's numbers and claims are (`nas.report.paper`).
 PAPER = STUDIES / "paper" / "vitamin.yaml"
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from nas.errors import ConfigError, reject_unknown, require_int
+from nas.errors import reject_unknown, require, require_choice, require_int
 
 LOSSES = ("clip", "siglip")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -65,27 +65,27 @@ class TrainConfig:
             require_int(getattr(self, name), name, low=1)
         for name in ("warmup", "lock_text_unlocked_layers", "eval_workers", "workers", "seed"):
             require_int(getattr(self, name), name, low=0)
-        _choice(self.loss, LOSSES, "loss")
-        _choice(self.precision, PRECISIONS, "precision")
+        require_choice(self.loss, LOSSES, "loss")
+        require_choice(self.precision, PRECISIONS, "precision")
         for name in ("lr", "eps"):
-            _require(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
-        _require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
-        _require(0 <= self.drop_path < 1, "drop_path", f"must be in [0, 1), got {self.drop_path}")
-        _require(isinstance(self.mask_ratio, (int, float)) and not isinstance(self.mask_ratio, bool)
-                 and 0 <= self.mask_ratio < 1, "mask_ratio",
-                 f"must be a fraction of the tokens in [0, 1), got {self.mask_ratio!r}")
-        _require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas",
-                 f"must be two numbers in [0, 1), got {self.betas}")
-        _require(self.batch_size % self.accum_freq == 0, "accum_freq",
-                 f"batch_size {self.batch_size} does not split into {self.accum_freq} micro-batches")
-        _require(self.warmup < self.steps, "warmup",
-                 f"{self.warmup} warmup steps leave nothing of the run's {self.steps} steps")
-        _require(all(0 < r <= self.samples for r in self.rungs), "rungs",
-                 f"every rung must be in (0, samples={self.samples}], got {list(self.rungs)}")
-        _require(self.checkpoint_every is None or self.checkpoint_every >= 0, "checkpoint_every",
-                 f"must be >= 0 or null, got {self.checkpoint_every}")
-        _require(self.grad_clip_norm is None or self.grad_clip_norm > 0, "grad_clip_norm",
-                 f"must be positive or null, got {self.grad_clip_norm}")
+            require(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
+        require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        require(0 <= self.drop_path < 1, "drop_path", f"must be in [0, 1), got {self.drop_path}")
+        require(isinstance(self.mask_ratio, (int, float)) and not isinstance(self.mask_ratio, bool)
+                and 0 <= self.mask_ratio < 1, "mask_ratio",
+                f"must be a fraction of the tokens in [0, 1), got {self.mask_ratio!r}")
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas",
+                f"must be two numbers in [0, 1), got {self.betas}")
+        require(self.batch_size % self.accum_freq == 0, "accum_freq",
+                f"batch_size {self.batch_size} does not split into {self.accum_freq} micro-batches")
+        require(self.warmup < self.steps, "warmup",
+                f"{self.warmup} warmup steps leave nothing of the run's {self.steps} steps")
+        require(all(0 < r <= self.samples for r in self.rungs), "rungs",
+                f"every rung must be in (0, samples={self.samples}], got {list(self.rungs)}")
+        require(self.checkpoint_every is None or self.checkpoint_every >= 0, "checkpoint_every",
+                f"must be >= 0 or null, got {self.checkpoint_every}")
+        require(self.grad_clip_norm is None or self.grad_clip_norm > 0, "grad_clip_norm",
+                f"must be positive or null, got {self.grad_clip_norm}")
 
     @property
     def steps(self) -> int:
@@ -105,12 +105,3 @@ class TrainConfig:
     def from_dict(cls, values: Mapping[str, Any], source: str | None = None) -> TrainConfig:
         reject_unknown(values, (f.name for f in fields(cls)), source=source)
         return cls(**values)
-
-
-def _require(ok: bool, name: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(message, field=name)
-
-
-def _choice(value: str, allowed: tuple[str, ...], name: str) -> None:
-    _require(value in allowed, name, f"{value!r} is not one of {', '.join(allowed)}")

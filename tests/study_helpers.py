@@ -24,7 +24,7 @@ import yaml
 
 from nas.cost import cost
 from nas.results import ResultStore
-from nas.study import Study
+from nas.study import Study, load_study, study_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 DESIGN = REPO / "studies" / "vitamin_design_choices.yaml"
@@ -55,7 +55,7 @@ def design_study() -> Study:
     raw["budget"] = {"min_samples": BUDGETS[0], "max_samples": BUDGETS[-1], "reduction_factor": 3,
                      "early_stopping": "none"}
     raw.pop("repeats")
-    return Study.from_dict(raw, source=str(DESIGN))
+    return study_from_dict(raw, source=str(DESIGN))
 
 
 def error(label: str, samples: float) -> float:
@@ -87,7 +87,7 @@ def write_design_results(directory: Path) -> ResultStore:
         status = "completed" if rungs == len(BUDGETS) else "stopped_early"
         store.update_trial(trial_id, status=status, ended_at=clock + BUDGETS[rungs - 1] / speed)
         clock += 60
-    oom = Study.load(REPO / "studies" / "model_scaling.yaml").archs[-1]
+    oom = load_study(REPO / "studies" / "model_scaling.yaml").archs[-1]
     store.add_trial("t99", oom, cost(oom, study.text).metrics(), number=99, created_at=START)
     store.update_trial("t99", status="oom", error="CUDA out of memory")
     return store

@@ -50,6 +50,7 @@ def test_preset_json_round_trip(name):
     assert Arch.from_json(arch.to_json(indent=2)) == arch
 
 
+@pytest.mark.subprocess
 def test_arch_id_is_stable_across_processes():
     code = "from nas.presets import preset; print(preset('ViTamin-B').arch_id)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

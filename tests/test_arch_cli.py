@@ -1,4 +1,5 @@
-"""`vitamin-nas arch` and `vitamin-nas space`, run as real subprocesses."""
+"""`vitamin-nas arch` and `vitamin-nas space`: each command once as a real subprocess, the rest in process
+(`run_cli`)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ def run(cli: list[str], *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("args", [[], ["arch"], ["space"], ["space", "show"], ["space", "sample"]])
-def test_help(cli, args):
-    out = run(cli, *args, "--help")
+def test_help(run_cli, args):
+    out = run_cli(*args, "--help")
     assert out.returncode == 0 and "usage: vitamin-nas" in out.stdout
 
 
@@ -26,29 +27,29 @@ def test_arch_table_matches_paper(cli):
     assert "image_params_m: 22.03" in out.stdout and "image_gmacs (paper): 5.502" in out.stdout
 
 
-def test_arch_from_json_file_and_json_output(cli, tmp_path):
-    out = run(cli, "arch", "ViTamin-B", "--json")
+def test_arch_from_json_file_and_json_output(run_cli, tmp_path):
+    out = run_cli("arch", "ViTamin-B", "--json")
     data = json.loads(out.stdout)
     path = tmp_path / "cand.json"
     path.write_text(json.dumps(data["arch"]))
-    again = json.loads(run(cli, "arch", str(path), "--json").stdout)
+    again = json.loads(run_cli("arch", path, "--json").stdout)
     assert again["arch_id"] == data["arch_id"] and again["cost"]["image_params_m"] == pytest.approx(87.525248)
 
 
-def test_arch_list(cli):
-    out = run(cli, "arch", "--list")
+def test_arch_list(run_cli):
+    out = run_cli("arch", "--list")
     for name in ("ViTamin-XL-384", "ViT-L-14", "ConvNeXtHybrid-B", "CoAtNetHybrid-2"):
         assert name in out.stdout
 
 
-def test_arch_errors_exit_2(cli, tmp_path):
-    out = run(cli, "arch", "ViTamin-Q")
+def test_arch_errors_exit_2(run_cli, tmp_path):
+    out = run_cli("arch", "ViTamin-Q")
     assert out.returncode == 2 and "unknown preset 'ViTamin-Q'" in out.stderr and "ViTamin-S" in out.stderr
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"stem_width": 16, "transformer": {"width": 60, "depth": 2, "heads": 7}}))
-    out = run(cli, "arch", str(bad))
+    out = run_cli("arch", bad)
     assert out.returncode == 2 and str(bad) in out.stderr and "transformer.heads" in out.stderr
-    assert run(cli, "arch", str(tmp_path / "none.json")).returncode == 2
+    assert run_cli("arch", tmp_path / "none.json").returncode == 2
 
 
 def test_space_show(cli, repo):
@@ -58,22 +59,22 @@ def test_space_show(cli, repo):
     assert "image GMACs (paper)" in out.stdout and "transformer.mlp_ratio[geglu]" in out.stdout
 
 
-def test_space_sample_json_is_deterministic_and_constrained(cli, repo):
+def test_space_sample_json_is_deterministic_and_constrained(run_cli, repo):
     args = ["space", "sample", str(repo / "search_spaces" / "vitamin.yaml"), "-n", "6", "--seed", "4",
             "--max-gmacs", "10", "--json"]
-    first, second = run(cli, *args), run(cli, *args)
+    first, second = run_cli(*args), run_cli(*args)
     assert first.returncode == 0, first.stderr
     rows = [json.loads(line) for line in first.stdout.splitlines()]
     assert first.stdout == second.stdout and len(rows) == 6 and len({r["arch_id"] for r in rows}) == 6
     assert all(2.0 <= r["image_gmacs"] <= 10 for r in rows)
-    table = run(cli, "space", "sample", str(repo / "search_spaces" / "tiny.yaml"), "-n", "3")
+    table = run_cli("space", "sample", repo / "search_spaces" / "tiny.yaml", "-n", "3")
     assert table.returncode == 0 and "arch_id" in table.stdout and len(table.stdout.splitlines()) == 5
 
 
-def test_space_errors_exit_2(cli, tmp_path):
+def test_space_errors_exit_2(run_cli, tmp_path):
     bad = tmp_path / "space.yaml"
     bad.write_text("name: x\ntransformer: {width: 64, depth: 2, heads: 2, mlp: [geglu, swiglu]}\n")
-    out = run(cli, "space", "show", str(bad))
+    out = run_cli("space", "show", bad)
     assert out.returncode == 2
     assert str(bad) in out.stderr and "transformer.mlp" in out.stderr and "geglu, mlp" in out.stderr
-    assert run(cli, "space", "show", str(tmp_path / "missing.yaml")).returncode == 2
+    assert run_cli("space", "show", tmp_path / "missing.yaml").returncode == 2

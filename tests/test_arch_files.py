@@ -14,7 +14,7 @@ from train_helpers import TINY_ARCH, TINY_TEXT
 from nas.arch import Arch
 from nas.cli import build_parser, main
 from nas.presets import load_arch
-from nas.study import Study
+from nas.study import load_study
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,7 +61,7 @@ def test_every_arch_file_reads_back_in_every_command(writer, tmp_path, capsys):
                                              "--batch-size", "16", "--warmup", "1", "--out", str(tmp_path / "run")])
     assert run_settings(args)[0] == arch
 
-    study = Study.load(write_study(tmp_path / "study", tmp_path / "data", algorithm="fixed",
+    study = load_study(write_study(tmp_path / "study", tmp_path / "data", algorithm="fixed",
                                    archs={"candidate": str(path)}))
     assert study.archs == (arch,) and study.labels == ("candidate",)
 

@@ -20,7 +20,7 @@ from nas.leaderboard import results_report
 from nas.presets import TextTower
 from nas.report import Claim, check, paired_measurements
 from nas.results import ResultStore
-from nas.study import Study
+from nas.study import study_from_dict
 from nas.uncertainty import pack_hits, paired_difference, wilson_interval
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def record(store: ResultStore, trial_id: str, arch: Arch, number: int, budget: i
 
 @pytest.fixture
 def store(tmp_path) -> ResultStore:
-    study = Study.from_dict({"name": "demo", "space": str(REPO / "search_spaces" / "tiny.yaml"),
+    study = study_from_dict({"name": "demo", "space": str(REPO / "search_spaces" / "tiny.yaml"),
                              "data": {"urls": str(tmp_path / "shards"), "zeroshot": str(tmp_path / "zeroshot")},
                              "text": dataclasses.asdict(TEXT), "objectives": {"zeroshot_top1": "max",
                                                                             "image_gmacs": "min"},

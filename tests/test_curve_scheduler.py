@@ -29,7 +29,7 @@ from nas.search.schedulers import (
     own_slope,
     predict,
 )
-from nas.study import Study
+from nas.study import study_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON = {"time_attr": "samples_seen", "max_t": 9000, "grace_period": 1000, "reduction_factor": 3}
@@ -131,10 +131,10 @@ def test_a_study_chooses_the_curve_rule(tmp_path):
            "objectives": {"zeroshot_top1": "max", "image_gmacs": "min"}, "trials": 4,
            "budget": {"min_samples": 100, "max_samples": 900, "early_stopping": "curve"},
            "train": {"batch_size": 50, "warmup": 2}}
-    study = Study.from_dict(raw)
+    study = study_from_dict(raw)
     scheduler = make_scheduler(study)
     assert isinstance(scheduler, CurveASHA) and scheduler.objectives == study.objectives
     assert scheduler.measured == ["zeroshot_top1"] and sorted(scheduler.rungs) == [100, 300]
     assert "CurveASHA" in scheduler.debug_string()
     raw["budget"]["early_stopping"] = "none"
-    assert type(make_scheduler(Study.from_dict(raw))) is FIFOScheduler
+    assert type(make_scheduler(study_from_dict(raw))) is FIFOScheduler

@@ -121,13 +121,13 @@ def test_bad_settings_name_their_field(tmp_path, settings, field):
         write_digits(tmp_path, **settings)
 
 
-def test_digits_command(tmp_path, cli):
-    run = subprocess.run([*cli, "data", "digits", "--out", str(tmp_path / "d"), "--size", "16"], capture_output=True,
-                         text=True)
+def test_digits_command(tmp_path, run_cli):
+    run = run_cli("data", "digits", "--out", tmp_path / "d", "--size", "16")
     assert run.returncode == 0, run.stderr
     assert "wrote 1253 digits in 3 shards" in run.stdout and "(10 classes, 544 images)" in run.stdout
 
 
+@pytest.mark.subprocess
 def test_digits_command_without_scikit_learn_names_the_extra(tmp_path):
     block = "import sys; sys.modules['sklearn'] = None; from nas.cli import main; sys.exit(main(sys.argv[1:]))"
     run = subprocess.run([sys.executable, "-c", block, "data", "digits", "--out", str(tmp_path / "d")],

@@ -40,6 +40,7 @@ def test_the_bomb_is_a_real_one(bad_shard):
     assert MAX_PIXELS < BOMB_SIDE**2 < 2 * Image.MAX_IMAGE_PIXELS
 
 
+@pytest.mark.subprocess
 def test_each_bad_sample_is_skipped_by_reason_and_the_bomb_never_decoded(bad_shard, monkeypatch):
     path, kept = bad_shard
     loaded = []  # the size of every image PIL was asked to decode
@@ -94,16 +95,14 @@ def test_the_bomb_costs_no_memory_unless_the_limit_lets_it_through(bad_shard):
     assert unlimited["growth_mb"] > 400
 
 
-def test_inspect_counts_each_reason(bad_shard, cli):
+def test_inspect_counts_each_reason(bad_shard, run_cli):
     path, kept = bad_shard
-    run = subprocess.run([*cli, "data", "inspect", str(path), "--workers", "1"], capture_output=True, text=True,
-                         timeout=150)
+    run = run_cli("data", "inspect", path, "--workers", "1")
     assert run.returncode == 0, run.stderr
     assert f"samples: {len(kept)}" in run.stdout
     assert "skipped: duplicate_key=2, too_large=1, too_small=1" in run.stdout
     assert "image shorter side: min 12, median 12, max 48" in run.stdout
-    run = subprocess.run([*cli, "data", "inspect", str(path), "--workers", "1", "--min-side", "13"],
-                         capture_output=True, text=True, timeout=150)
+    run = run_cli("data", "inspect", path, "--workers", "1", "--min-side", "13")
     assert run.returncode == 0, run.stderr
     assert "samples: 1" in run.stdout  # the 64x48 PNG; the three 12 px JPEGs join the 1x1 as too small
     assert "skipped: duplicate_key=2, too_large=1, too_small=4" in run.stdout

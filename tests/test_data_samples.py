@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from collections import Counter
 
 import pytest
@@ -112,11 +111,10 @@ def test_shard_selection_and_dataset_size(tmp_path):
         select_shards(urls, 6)
 
 
-def test_inspect_reports_what_a_stream_would_skip(tmp_path, cli):
+def test_inspect_reports_what_a_stream_would_skip(tmp_path, run_cli):
     write_shards(tmp_path, shards=2, per_shard=4)
     write_tar(tmp_path / "00000002.tar", sample(50, txt=b"") + sample(51, jpg=b"junk"))
-    result = subprocess.run([*cli, "data", "inspect", str(tmp_path), "--workers", "1"], capture_output=True,
-                            text=True, timeout=120)
+    result = run_cli("data", "inspect", tmp_path, "--workers", "1")
     assert result.returncode == 0, result.stderr
     assert "shards: 3" in result.stdout and "samples: 8" in result.stdout
     assert "corrupt_image=1" in result.stdout and "empty_caption=1" in result.stdout

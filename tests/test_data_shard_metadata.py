@@ -141,19 +141,17 @@ def test_metadata_beside_the_tars_is_read_as_it_is(shards):
     assert sum(len(batch.uids) for batch in loader) == 30 and not stats.skipped
 
 
-def test_split_command(shards, tmp_path, cli):
+def test_split_command(shards, tmp_path, run_cli):
     directory, expected = shards
     pq.write_table(pa.table({"uid": expected, "text": [f"caption {i}" for i in range(30)], "other": list(range(30))}),
                    tmp_path / "pool.parquet")
-    run = subprocess.run([*cli, "data", "split", "--metadata", str(tmp_path / "pool.parquet"), "--shards",
-                          str(directory), "--captions", "{text}!", "--out", str(tmp_path / "split")],
-                         capture_output=True, text=True, timeout=150)
+    run = run_cli("data", "split", "--metadata", tmp_path / "pool.parquet", "--shards", directory, "--captions",
+                  "{text}!", "--out", tmp_path / "split")
     assert run.returncode == 0, run.stderr
     assert f"wrote 30 rows for 30 samples of 3 shards to {tmp_path / 'split'} (columns: uid, text)" in run.stdout
     assert pq.read_table(tmp_path / "split" / "00000002.parquet").column_names == ["uid", "text"]
-    bad = subprocess.run([*cli, "data", "split", "--metadata", str(tmp_path / "pool.parquet"), "--shards",
-                          str(directory), "--captions", "{colour}", "--out", str(tmp_path / "bad")],
-                         capture_output=True, text=True, timeout=150)
+    bad = run_cli("data", "split", "--metadata", tmp_path / "pool.parquet", "--shards", directory, "--captions",
+                  "{colour}", "--out", tmp_path / "bad")
     assert bad.returncode == 2 and "no column 'colour'" in bad.stderr
 
 
@@ -196,6 +194,7 @@ print(json.dumps({"small_mb": [p - start for p in small_peaks], "split_mb": peak
 """
 
 
+@pytest.mark.subprocess
 def test_two_million_rows_of_metadata_caption_a_stream_in_bounded_memory(tmp_path):
     write_shards(tmp_path / "shards", shards=4, per_shard=50)
     in_pool = [uid(i) for i in range(200) if i % 20]  # 10 samples have no metadata row

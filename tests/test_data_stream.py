@@ -12,7 +12,7 @@ import pytest
 import torch
 from data_helpers import uid, write_shards
 
-from nas.data import Augment, BatchPlan, DataSource, StreamSettings, UidSet, stream
+from nas.data import Augment, BatchPlan, DataSource, StreamSettings, UidSet, connect, stream
 from nas.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(120)
@@ -109,6 +109,17 @@ def test_resume_continues_with_the_batches_an_uninterrupted_run_draws(shards):
     assert resumed_uids == full_uids[5:]  # an odd step: the other worker's turn comes first
     assert all(torch.equal(a, b) for a, b in zip(resumed_images, full_images[5:], strict=True))
     assert stats.samples_seen == 28
+
+
+def test_a_source_connected_to_a_run_opens_its_stream_where_the_run_stands(shards):
+    """`connect` binds a source to one run's settings and rank; each call opens that run's stream at a position."""
+    directory, _ = shards
+    full_uids, _, _ = run(str(directory), samples=48, seed=1, rank=1, world_size=2)
+    run_stream = connect(DataSource(str(directory)), StreamSettings(samples=48, seed=1, **SMALL), rank=1, world_size=2)
+    assert run_stream.stats is None
+    assert [batch.uids for batch in run_stream(0)] == full_uids
+    assert [batch.uids for batch in run_stream(16)] == full_uids[2:]
+    assert run_stream.stats.samples_seen == len(flat(full_uids[2:]))
 
 
 def test_a_stream_resumed_at_its_end_draws_nothing(shards):

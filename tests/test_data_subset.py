@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -102,17 +100,16 @@ def test_bad_filters_name_what_is_wrong(metadata):
         filter_metadata(directory / "nope", "original_width > 1")
 
 
-def test_subset_command_writes_datacomp_uids_and_rejects_unknown_columns(metadata, tmp_path, cli):
+def test_subset_command_writes_datacomp_uids_and_rejects_unknown_columns(metadata, tmp_path, run_cli):
     directory, frame = metadata
     out = tmp_path / "subset.npy"
-    result = subprocess.run([*cli, "data", "subset", "--metadata", str(directory), "--where",
-                             "clip_l14_similarity_score >= 0.3", "--out", str(out)],
-                            capture_output=True, text=True, timeout=120)
+    result = run_cli("data", "subset", "--metadata", directory, "--where", "clip_l14_similarity_score >= 0.3",
+                     "--out", out)
     assert result.returncode == 0, result.stderr
     expected = frame.uid[frame.clip_l14_similarity_score >= 0.3]
     assert f"wrote {len(expected)} uids" in result.stdout
     assert sorted(decode_uids(np.load(out))) == sorted(expected)
 
-    bad = subprocess.run([*cli, "data", "subset", "--metadata", str(directory), "--where", "clip_score >= 0.3",
-                          "--out", str(tmp_path / "x.npy")], capture_output=True, text=True, timeout=120)
+    bad = run_cli("data", "subset", "--metadata", directory, "--where", "clip_score >= 0.3", "--out",
+                  tmp_path / "x.npy")
     assert bad.returncode == 2 and "no column 'clip_score'" in bad.stderr

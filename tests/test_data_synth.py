@@ -113,7 +113,7 @@ def test_a_rerun_resumes_and_other_settings_are_refused(synthetic, tmp_path):
 
 def test_a_study_refuses_a_data_dir_synthesized_with_other_settings(synthetic, tmp_path):
     from nas.search.driver import prepare_data
-    from nas.study import Study
+    from nas.study import Study, load_study
 
     data = tmp_path / "data"
     shutil.copytree(synthetic, data)
@@ -125,7 +125,7 @@ def test_a_study_refuses_a_data_dir_synthesized_with_other_settings(synthetic, t
             "name": "t", "space": str(Path(__file__).resolve().parents[1] / "search_spaces" / "tiny.yaml"),
             "data": {"synthetic": {**TINY, "seed": 7, **synth}, "dir": "data"}, "objectives": {"zeroshot_top1": "max"},
             "trials": 2, "budget": {"min_samples": 40, "max_samples": 80}, "train": {"batch_size": 8, "warmup": 1}}))
-        return Study.load(path)
+        return load_study(path)
 
     prepare_data(study(workers=2))  # the same dataset (workers change only the speed): used as it is
     for change, difference in (({"seed": 8}, "seed 7 (written) vs 8 (asked)"),
@@ -137,7 +137,8 @@ def test_a_study_refuses_a_data_dir_synthesized_with_other_settings(synthetic, t
     assert files(data) == before  # neither used nor overwritten
 
 
-def test_synth_command(tmp_path, cli):
+def test_synth_command(tmp_path, cli, run_cli):
+    """The `data` command's one run as a real subprocess (the others run in process)."""
     out = tmp_path / "cli"
     result = subprocess.run([*cli, "data", "synth", "--out", str(out), "--samples", "30", "--size", "24",
                              "--seed", "1", "--zeroshot-per-class", "0", "--retrieval-samples", "5"],
@@ -145,6 +146,5 @@ def test_synth_command(tmp_path, cli):
     assert result.returncode == 0, result.stderr
     assert "wrote 30 samples in 1 shards" in result.stdout and "synthesizing" in result.stderr
     assert (out / "shards" / "00000000.tar").exists() and not (out / "eval" / "zeroshot" / "classnames.txt").exists()
-    bad = subprocess.run([*cli, "data", "synth", "--out", str(tmp_path / "bad"), "--size", "4"],
-                         capture_output=True, text=True, timeout=150)
+    bad = run_cli("data", "synth", "--out", tmp_path / "bad", "--size", "4")
     assert bad.returncode == 2 and "size" in bad.stderr

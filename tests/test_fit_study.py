@@ -38,6 +38,7 @@ def test_fit_dir_by_label_skips_what_is_too_small(design_results, capsys):
 
 
 def test_fit_dir_command_writes_one_figure_per_query(design_results, tmp_path, cli):
+    """The `fit` command's one run as a real subprocess (the others run in process)."""
     out = tmp_path / "vit.png"
     run = subprocess.run([*cli, "fit", str(design_results), "--law", "power", "--by", "none", "--x", "samples_seen",
                           "--where", "label == 'ViT'", "--out", str(out)], capture_output=True, text=True)
@@ -75,9 +76,9 @@ def write_ladder_study(directory, budget=None, law=LADDER_LAW):
     from study_helpers import REPO
 
     from nas.cost import cost
-    from nas.study import Study
+    from nas.study import load_study
 
-    study = Study.load(REPO / "studies" / "model_scaling.yaml")
+    study = load_study(REPO / "studies" / "model_scaling.yaml")
     if budget:
         study = replace(study, budget=replace(study.budget, **budget))
     store = ResultStore.create(directory, study)

@@ -15,8 +15,9 @@ from nas.data.digits import write_digits
 from nas.errors import ConfigError
 from nas.models import build_clip
 from nas.presets import TextTower, preset
-from nas.study import Study
-from nas.train import build_model, train
+from nas.study import study_from_dict
+from nas.train import train
+from nas.train.recipe import build_model
 from nas.train_config import TrainConfig
 from nas.uncertainty import chance_p_value
 
@@ -79,9 +80,9 @@ def test_masking_needs_a_transformer_stage_and_a_fraction(tmp_path):
              "archs": [HYBRID.to_dict(), convnext.to_dict()],
              "train": {"batch_size": 8, "warmup": 1, "mask_ratio": 0.5}}
     with pytest.raises(ConfigError, match=f"train.mask_ratio: .*{convnext.name()} has no Transformer stage"):
-        Study.from_dict(study)
+        study_from_dict(study)
     study["archs"] = [HYBRID.to_dict()]
-    assert Study.from_dict(study).run_config().mask_ratio == 0.5
+    assert study_from_dict(study).run_config().mask_ratio == 0.5
 
 
 @pytest.mark.slow

@@ -3,6 +3,9 @@ data-parallel trials on clusters described by their resources: no GPU and no run
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
 from ray.tune.execution.placement_groups import resource_dict_to_pg_factory
 
@@ -70,3 +73,28 @@ def test_workers_are_written_only_when_a_trial_has_several():
     """A study stored before data-parallel trials existed reads back as the same study (`--resume` compares)."""
     assert Resources(workers=2, cpus=1).data_parallel and not Resources().data_parallel
     assert Resources(workers=2, gpus=1).to_dict()["workers"] == 2 and "workers" not in Resources().to_dict()
+
+
+def test_the_node_types_an_autoscaler_can_add_come_from_the_launchers_config(tmp_path):
+    from nas.search.driver import autoscaler_node_types
+
+    config = tmp_path / "ray_bootstrap_config.yaml"
+    assert autoscaler_node_types(config) == []  # no launcher config: a fixed cluster
+    config.write_text("head_node_type: head\navailable_node_types:\n"
+                      "  head: {resources: {CPU: 8}, min_workers: 0, max_workers: 0}\n"
+                      "  gpu: {resources: {CPU: 24, GPU: 1, memory: 200000000000}, min_workers: 0, max_workers: 8}\n")
+    assert autoscaler_node_types(config) == [{"CPU": 24.0, "GPU": 1.0, "memory": 2e11}]
+    assert places(Resources(cpus=8, gpus=1), autoscaler_node_types(config)) == 1
+    config.write_text("available_node_types: [unclosed")
+    assert autoscaler_node_types(config) == []
+
+
+def test_a_search_asks_for_rays_single_machine_mode_only_before_ray_is_imported(monkeypatch):
+    from nas.search import loopback
+
+    monkeypatch.delenv(loopback.SINGLE_MACHINE, raising=False)
+    loopback.prefer_loopback()  # Ray is imported here already (this module imports Ray Tune): too late
+    assert loopback.SINGLE_MACHINE not in os.environ
+    monkeypatch.delitem(sys.modules, "ray")
+    loopback.prefer_loopback()
+    assert os.environ[loopback.SINGLE_MACHINE] == "0"

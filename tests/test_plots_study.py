@@ -37,6 +37,7 @@ def test_plot_command_writes_every_figure_as_png_and_svg(design_figures, frame):
 
 
 def test_plot_command_bad_input_exits_2(tmp_path, cli):
+    """The `plot` command's one run as a real subprocess (the others run in process)."""
     run = subprocess.run([*cli, "plot", str(tmp_path)], capture_output=True, text=True)
     assert run.returncode == 2 and "no results database here" in run.stderr
 

@@ -96,6 +96,7 @@ def test_report_refuses_a_loss(paper, store):
 
 
 def test_report_command_links_the_plotted_figures(design_results, design_figures, cli):
+    """The `report` command's one run as a real subprocess (the others run in process)."""
     out = design_figures.parent / "report.md"
     run = subprocess.run([*cli, "report", str(design_results), "--no-plot", "--out", str(out)], capture_output=True,
                          text=True)
@@ -105,11 +106,10 @@ def test_report_command_links_the_plotted_figures(design_results, design_figures
     assert all((out.parent / link).is_file() for link in links)
 
 
-def test_report_command_links_figures_kept_in_a_folder_of_their_own(design_results, design_figures, cli,
+def test_report_command_links_figures_kept_in_a_folder_of_their_own(design_results, design_figures, run_cli,
                                                                      tmp_path):
     out = tmp_path / "results" / "design.md"  # several studies' reports in one folder, each with its figures
-    run = subprocess.run([*cli, "report", str(design_results), "--no-plot", "--out", str(out), "--figures",
-                          str(design_figures)], capture_output=True, text=True)
+    run = run_cli("report", design_results, "--no-plot", "--out", out, "--figures", design_figures)
     assert run.returncode == 0, run.stderr
     links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", out.read_text())
     assert len(links) == len(list(design_figures.glob("*.png"))) and all(link.startswith("../") for link in links)
@@ -133,13 +133,13 @@ def test_a_bad_paper_file_names_the_field(tmp_path, change, field):
     assert info.value.source == str(path) and info.value.field == field
 
 
-def test_report_command_bad_paper_exits_2(design_results, tmp_path, cli):
-    run = subprocess.run([*cli, "report", str(design_results), "--paper", str(tmp_path / "none.yaml")],
-                         capture_output=True, text=True)
+def test_report_command_bad_paper_exits_2(design_results, tmp_path, run_cli):
+    run = run_cli("report", design_results, "--paper", tmp_path / "none.yaml")
     assert run.returncode == 2 and "none.yaml: no such file" in run.stderr
 
 
 def test_fidelity_command_prints_rung_and_size_correlations(design_results, cli):
+    """The `fidelity` command's one run as a real subprocess."""
     run = subprocess.run([*cli, "fidelity", str(design_results), "--no-proxies"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
@@ -165,10 +165,10 @@ def write_seeded_results(directory, correct: dict[tuple[str, int | None], int], 
     import json
 
     from nas.cost import cost
-    from nas.study import Study
+    from nas.study import load_study
     from nas.uncertainty import pack_hits, wilson_interval
 
-    study = Study.load(DESIGN)
+    study = load_study(DESIGN)
     store = ResultStore.create(directory, study)
     archs, budget = dict(zip(study.labels, study.archs)), study.budget.rungs[-1]
     for number, ((label, seed), k) in enumerate(correct.items()):
@@ -216,6 +216,7 @@ def test_a_finding_holds_only_where_every_seed_agrees_and_the_report_shows_the_s
 
 
 def test_the_csv_of_every_run_names_each_candidate_seed_and_interval(tmp_path, cli):
+    """The `results` command's one run as a real subprocess (the others run in process)."""
     write_seeded_results(tmp_path, {("ViTamin", None): 240, ("ViTamin", 1): 202, ("ViT", None): 160}).close()
     run = subprocess.run([*cli, "results", str(tmp_path), "--csv", str(tmp_path / "runs.csv")], capture_output=True,
                          text=True)

@@ -19,7 +19,7 @@ from nas.pareto import crowding_distance, nondominated_ranks, pareto_mask, paret
 from nas.presets import TextTower
 from nas.progress import progress, progress_report
 from nas.results import ResultStore
-from nas.study import Study
+from nas.study import study_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = TextTower(width=64, layers=2, heads=2, context_length=32)
@@ -35,7 +35,7 @@ def tower(width: int, depth: int = 2, block: str = "mbconv") -> Arch:
 @pytest.fixture
 def store(tmp_path) -> ResultStore:
     """The database of a 4-trial study of the tiny space with rungs at 100, 300 and 900 samples."""
-    study = Study.from_dict({"name": "demo", "space": str(REPO / "search_spaces" / "tiny.yaml"),
+    study = study_from_dict({"name": "demo", "space": str(REPO / "search_spaces" / "tiny.yaml"),
                              "data": {"urls": str(tmp_path / "shards"), "zeroshot": str(tmp_path / "zeroshot")},
                              "text": dataclasses.asdict(TEXT), "objectives": OBJECTIVES, "trials": 4,
                              "train": {"batch_size": 32, "warmup": 1},
@@ -183,6 +183,7 @@ def test_progress_lists_running_first_with_etas(store):
     assert summary.startswith("demo: 4/4 trials finished (2 completed, 2 stopped early), 1 running, ETA ~")
 
 
+@pytest.mark.subprocess
 def test_status_and_results_read_a_search_without_loading_torch(store):
     """Watching a search is instant: the study read back from the database, its progress and its leaderboard
     need neither torch nor open_clip (6 s of imports before; `status` now takes well under a second)."""

@@ -1,6 +1,7 @@
 """A damaged study.db, made for real (cut short, zero bytes, garbage, garbled pages, a dropped table), is refused
 before anything opens it for writing: the library raises a ConfigError saying how to recover, every command that
-reads it exits 2 with one line, and the file keeps every byte."""
+reads it exits 2 with one line (run in process; tests/test_cli_smoke.py runs each command as a real
+subprocess), and the file keeps every byte."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import hashlib
 import random
 import shutil
 import sqlite3
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -110,13 +110,13 @@ def test_a_damaged_database_is_refused_and_never_written(design_results, tmp_pat
         assert kind.removeprefix("drop_") not in tables
 
 
-def test_every_command_that_reads_a_damaged_database_exits_2(design_results, tmp_path, cli):
+def test_every_command_that_reads_a_damaged_database_exits_2(design_results, tmp_path, run_cli):
     directory, before = damaged(design_results, tmp_path, "cut_in_half")
     commands = [["status", str(directory)], ["results", str(directory)], ["select", str(directory)],
                 ["plot", str(directory)], ["report", str(directory)], ["fit", str(directory), "--law", "power"]]
     path, size = (directory / FILENAME).resolve(), (directory / FILENAME).stat().st_size
     for command in commands:
-        run = subprocess.run([*cli, *command], capture_output=True, text=True)
+        run = run_cli(*command)
         assert run.returncode == 2, (command, run.stderr)
         assert run.stderr.splitlines() == [f"vitamin-nas {command[0]}: error: {path}: damaged results database: cut "
                                            f"short ({size:,} of {2 * size:,} bytes). It was left as it is: {RECOVERY}"]
@@ -135,25 +135,24 @@ def study_file(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("kind", ["zero_bytes", "cut_in_half", "garbled_pages", "drop_nas_rungs"])
-def test_resuming_a_search_on_a_damaged_database_fails_before_ray_starts(design_results, tmp_path, kind):
+def test_resuming_a_search_on_a_damaged_database_fails_before_ray_starts(design_results, tmp_path, kind, without_ray):
     import ray
 
     from nas.search import search
-    from nas.study import Study
+    from nas.study import load_study
 
     directory, before = damaged(design_results, tmp_path, kind)
     with pytest.raises(ConfigError, match=f"damaged results database: {DAMAGE[kind][1]}"):
-        search(Study.load(study_file(tmp_path)), directory, resume=True)
+        search(load_study(study_file(tmp_path)), directory, resume=True)
     assert not ray.is_initialized()
     assert digest(directory / FILENAME) == before
     assert sorted(p.name for p in directory.iterdir()) == [FILENAME]  # no Ray experiment, no WAL
     assert not (tmp_path / "data").exists()  # the synthetic data was not written either
 
 
-def test_search_resume_on_a_zero_byte_database_exits_2_and_leaves_it_empty(design_results, tmp_path, cli):
+def test_search_resume_on_a_zero_byte_database_exits_2_and_leaves_it_empty(design_results, tmp_path, run_cli):
     directory, _ = damaged(design_results, tmp_path, "zero_bytes")
-    run = subprocess.run([*cli, "search", str(study_file(tmp_path)), "--out", str(directory), "--resume"],
-                         capture_output=True, text=True)
+    run = run_cli("search", study_file(tmp_path), "--out", directory, "--resume")
     assert run.returncode == 2
     assert run.stderr.splitlines() == [f"vitamin-nas search: error: {(directory / FILENAME).resolve()}: damaged "
                                        f"results database: the file is empty (0 bytes). It was left as it is: "

@@ -862,6 +862,7 @@ def test_fit_help_shows_examples_and_the_refusals(capsys):
     assert all(law in out for law in ("bnsl", "tied", "kaplan", "data-constrained"))
 
 
+@pytest.mark.subprocess
 def test_coverage_benchmark_runs_on_a_tiny_setting(repo):
     """benchmarks/scaling_coverage.py prints a coverage table (200 ladders in the figures it reports; here 1)."""
     run = subprocess.run([sys.executable, str(repo / "benchmarks" / "scaling_coverage.py"), "--ladders", "1",

@@ -1,19 +1,18 @@
 """Searches with a real Ray runtime, real Optuna and a real SQLite file, on CPU-sized towers and budgets.
 
-The module shares one local Ray instance (2 CPUs, no dashboard, on 127.0.0.1); `nas.search.run` uses the
-caller's Ray when one is running.
+The searches run on the test process's one local Ray instance (`local_ray` in tests/conftest.py: 2 CPUs, no
+dashboard, on 127.0.0.1); `nas.search.run` uses the caller's Ray when one is running. The first tests read the
+search every test process runs once (`shared_search`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -24,11 +23,10 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
-import ray
 import torch
 from optuna.trial import TrialState
 from ray.tune.schedulers import AsyncHyperBandScheduler
-from search_helpers import alive, last_logged_samples, progress_of, synthetic_data, tower, wait_for, write_study
+from search_helpers import alive, last_logged_samples, progress_of, tower, wait_for, write_study
 
 from nas.cost import cost
 from nas.errors import ConfigError
@@ -36,24 +34,10 @@ from nas.results import ResultStore
 from nas.run_dir import RunDir
 from nas.search import Outcome, prepare_data
 from nas.search import search as run
+from nas.search.protocol import STATUS_KEY, Candidate, final_status
 from nas.search.schedulers import ParetoASHA
-from nas.search.searcher import Candidate, StudySearcher, final_status
-from nas.study import Study
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", _temp_dir=temp,
-             log_to_driver=False)
-    yield
-    ray.shutdown()
-    shutil.rmtree(temp, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    return synthetic_data(tmp_path_factory.getbasetemp())
+from nas.search.searcher import StudySearcher
+from nas.study import Study, load_study
 
 
 def optuna_trials(store: ResultStore, name: str = "test") -> dict[int, optuna.trial.FrozenTrial]:
@@ -65,22 +49,9 @@ def skip_reason(trial: optuna.trial.FrozenTrial) -> str:
     return trial.user_attrs.get("skipped", "trained").split(":")[0]
 
 
-@pytest.fixture(scope="module")
-def asha_search(local_ray, data, tmp_path_factory) -> tuple[Study, ResultStore, float]:
-    """One real TPE + ASHA search, run once for the tests that read it: six of the space's eight archs are
-    feasible, and the study asks for eight trials (the search ends when the space holds nothing new)."""
-    directory = tmp_path_factory.mktemp("asha")
-    space = Study.load(write_study(directory, data)).space
-    gmacs = sorted(space.measures(a)["image_gmacs"] for a in space.enumerate())
-    limit = (gmacs[5] + gmacs[6]) / 2
-    study = Study.load(write_study(directory, data, algorithm="tpe", sampler={"n_startup_trials": 3}, trials=8,
-                                   constraints={"image_gmacs": {"max": limit}}))
-    return study, run(study, directory / "out"), limit
-
-
 @pytest.mark.slow
-def test_a_search_trains_each_feasible_arch_once_and_asha_stops_some(asha_search):
-    study, store, limit = asha_search
+def test_a_search_trains_each_feasible_arch_once_and_asha_stops_some(shared_search):
+    study, store, limit = shared_search
     trials = store.trials()
     assert study.budget.rungs == (64, 128, 256)
     assert len(trials) == 6 and len({t["arch_id"] for t in trials}) == 6
@@ -93,8 +64,8 @@ def test_a_search_trains_each_feasible_arch_once_and_asha_stops_some(asha_search
 
 
 @pytest.mark.slow
-def test_every_rung_is_measured_once_in_order_and_asha_stops_only_the_worse(asha_search):
-    study, store, _ = asha_search
+def test_every_rung_is_measured_once_in_order_and_asha_stops_only_the_worse(shared_search):
+    study, store, _ = shared_search
     budgets = list(study.budget.rungs)
     rungs = store.rungs()
     by_budget = {b: {r["trial_id"]: r["metrics"]["loss"] for r in rungs if r["budget"] == b} for b in budgets}
@@ -114,8 +85,8 @@ def test_every_rung_is_measured_once_in_order_and_asha_stops_only_the_worse(asha
 
 
 @pytest.mark.slow
-def test_every_rung_keeps_one_copy_of_its_checkpoint_in_the_run_directory(asha_search):
-    _, store, _ = asha_search
+def test_every_rung_keeps_one_copy_of_its_checkpoint_in_the_run_directory(shared_search):
+    _, store, _ = shared_search
     run = store.path.parent
     kept = set()
     for trial in store.trials():
@@ -133,8 +104,8 @@ def test_every_rung_keeps_one_copy_of_its_checkpoint_in_the_run_directory(asha_s
 
 
 @pytest.mark.slow
-def test_a_search_driver_records_its_session(asha_search):
-    study, store, _ = asha_search
+def test_a_search_driver_records_its_session(shared_search):
+    study, store, _ = shared_search
     driver = store.meta("driver")
     assert driver["state"] == "finished" and driver["pid"] == os.getpid() and driver["ended_at"] >= driver["beat_at"]
     assert driver["command"] == f"vitamin-nas search {study.source} --out {store.path.parent} --resume"
@@ -142,8 +113,8 @@ def test_a_search_driver_records_its_session(asha_search):
 
 
 @pytest.mark.slow
-def test_optuna_is_told_each_trial_at_the_budget_it_reached(asha_search):
-    _, store, _ = asha_search
+def test_optuna_is_told_each_trial_at_the_budget_it_reached(shared_search):
+    _, store, _ = shared_search
     told = optuna_trials(store)
     reasons = Counter(skip_reason(t) for t in told.values())
     assert reasons["trained"] == 6 and set(reasons) <= {"trained", "infeasible", "duplicate", "measured"}
@@ -166,10 +137,10 @@ def test_optuna_is_told_each_trial_at_the_budget_it_reached(asha_search):
 
 
 @pytest.fixture(scope="module")
-def pareto_search(local_ray, data, tmp_path_factory) -> tuple[Study, ResultStore]:
+def pareto_search(local_ray, search_data, tmp_path_factory) -> tuple[Study, ResultStore]:
     """One real NSGA-II + Pareto ASHA search of accuracy against GMACs, for the tests that read it."""
     directory = tmp_path_factory.mktemp("pareto")
-    study = Study.load(write_study(directory, data, objectives={"zeroshot_top1": "max", "image_gmacs": "min"},
+    study = load_study(write_study(directory, search_data, objectives={"zeroshot_top1": "max", "image_gmacs": "min"},
                                    algorithm="nsga2", sampler={"population_size": 4}, trials=6, seed=1))
     return study, run(study, directory / "out")
 
@@ -235,11 +206,11 @@ def dashboard_study(base: str) -> dict:
 
 
 @pytest.mark.slow
-def test_optuna_dashboard_shows_each_trial_its_costs_status_and_metrics_at_every_budget(asha_search, pareto_search):
+def test_optuna_dashboard_shows_each_trial_its_costs_status_and_metrics_at_every_budget(shared_search, pareto_search):
     """Read through optuna-dashboard's own API: the objectives by name, every trained trial's arch, costs,
     schedule, Tune trial id, status and metrics per budget as user attributes (and, with one objective, as
     intermediate values), and each arch once among the best trials."""
-    for study, store in ((asha_search[0], asha_search[1]), pareto_search):
+    for study, store in ((shared_search[0], shared_search[1]), pareto_search):
         with optuna_dashboard(store) as base:
             shown = dashboard_study(base)
         assert shown["objective_names"] == list(study.objectives)
@@ -268,10 +239,11 @@ def test_optuna_dashboard_shows_each_trial_its_costs_status_and_metrics_at_every
 
 
 @pytest.mark.slow
-def test_per_budget_schedules_train_each_candidate_and_budget_in_a_run_of_its_own(local_ray, data, tmp_path):
+def test_per_budget_schedules_train_each_candidate_and_budget_in_a_run_of_its_own(local_ray, search_data, tmp_path):
     archs = [tower(32), tower(64)]
-    study = Study.load(write_study(
-        tmp_path, data, algorithm="fixed", archs=[a.to_dict() for a in archs], objectives={"zeroshot_top1": "max"},
+    study = load_study(write_study(
+        tmp_path, search_data, algorithm="fixed", archs=[a.to_dict() for a in archs],
+        objectives={"zeroshot_top1": "max"},
         budget={"min_samples": 64, "max_samples": 128, "reduction_factor": 2, "early_stopping": "none",
                 "schedule": "per_budget"}))
     assert study.trials == 4 and study.budget.schedules == (64, 128)
@@ -295,10 +267,10 @@ def test_per_budget_schedules_train_each_candidate_and_budget_in_a_run_of_its_ow
 
 
 @pytest.mark.slow
-def test_a_worker_killed_between_rungs_resumes_from_its_newest_checkpoint(local_ray, data, tmp_path):
+def test_a_worker_killed_between_rungs_resumes_from_its_newest_checkpoint(local_ray, search_data, tmp_path):
     every = 96  # three steps of 32: the most training a kill may cost
-    study = Study.load(write_study(
-        tmp_path, data, algorithm="fixed", archs=[tower(64, 2).to_dict()],
+    study = load_study(write_study(
+        tmp_path, search_data, algorithm="fixed", archs=[tower(64, 2).to_dict()],
         train={"batch_size": 32, "warmup": 1, "lr": 0.002, "checkpoint_every": every, "log_every": 1},
         budget={"min_samples": 64, "max_samples": 1024, "reduction_factor": 16}))
     assert study.budget.rungs == (64, 1024)
@@ -333,13 +305,13 @@ def test_a_worker_killed_between_rungs_resumes_from_its_newest_checkpoint(local_
 
 
 @pytest.mark.slow
-def test_out_of_memory_is_retried_with_smaller_micro_batches_then_recorded(local_ray, data, tmp_path):
+def test_out_of_memory_is_retried_with_smaller_micro_batches_then_recorded(local_ray, search_data, tmp_path):
     # Working memory in a Ray worker at batch 512 (measured): ~0.36 GiB; ~1.2 GiB, ~0.81 GiB in 2 micro-batches;
     # ~1.7 GiB in 2. Under a 1 GiB limit the first fits, the second fits after one retry, the third runs out
     # of memory twice and is recorded as `oom`. The allocations fail for real (RLIMIT_AS on the worker).
     small, medium, huge = tower(32, 1, 32), tower(64, 2, 64), tower(128, 4, 64)
-    study = Study.load(write_study(
-        tmp_path, data, algorithm="fixed", archs=[a.to_dict() for a in (small, medium, huge)],
+    study = load_study(write_study(
+        tmp_path, search_data, algorithm="fixed", archs=[a.to_dict() for a in (small, medium, huge)],
         train={"batch_size": 512, "warmup": 1}, budget={"min_samples": 1024, "max_samples": 1024},
         resources={"cpus": 1, "memory_gib": 1.0}, failures={"max_retries": 0, "oom_retries": 1}))
     store = run(study, tmp_path / "out")
@@ -355,9 +327,9 @@ def test_out_of_memory_is_retried_with_smaller_micro_batches_then_recorded(local
 
 
 @pytest.mark.slow
-def test_a_diverging_trial_is_recorded_and_stopped(local_ray, data, tmp_path):
-    study = Study.load(write_study(
-        tmp_path, data, algorithm="fixed", archs=[tower(32).to_dict()],
+def test_a_diverging_trial_is_recorded_and_stopped(local_ray, search_data, tmp_path):
+    study = load_study(write_study(
+        tmp_path, search_data, algorithm="fixed", archs=[tower(32).to_dict()],
         train={"batch_size": 32, "warmup": 1, "lr": 1e30},
         budget={"min_samples": 64, "max_samples": 256, "reduction_factor": 2}, failures={"max_retries": 1}))
     store = run(study, tmp_path / "out")
@@ -369,12 +341,12 @@ def test_a_diverging_trial_is_recorded_and_stopped(local_ray, data, tmp_path):
     assert frozen.constraints["trainable"] > 0
 
 
-def test_a_measured_arch_proposed_again_is_told_once(data, tmp_path):
+def test_a_measured_arch_proposed_again_is_told_once(search_data, tmp_path):
     """No Ray needed: the searcher on a real Optuna study in a real results database. An arch whose trial told
     Optuna its result is a FAIL pointing to that trial (so `best_trials` never lists it twice); one whose result
     Optuna was never told (recorded by no trial of this study) is told it."""
     objectives = {"zeroshot_top1": "max", "image_gmacs": "min"}
-    study = Study.load(write_study(tmp_path, data, objectives=objectives))
+    study = load_study(write_study(tmp_path, search_data, objectives=objectives))
     store = ResultStore.create(tmp_path / "out", study)
     searcher = StudySearcher(study, store)
     done, stopped, unknown = list(study.space.enumerate(feasible=True))[:3]
@@ -395,7 +367,7 @@ def test_a_measured_arch_proposed_again_is_told_once(data, tmp_path):
         original = ask(arch)
         record(trial_id, arch, budgets, original.number)
         row = store.trial(trial_id)
-        searcher._tell(original, row["status"], {**store.rungs(trial_id)[-1]["metrics"],
+        searcher._tell(original.number, row["status"], {**store.rungs(trial_id)[-1]["metrics"],
                                                  "image_gmacs": row["image_gmacs"]})
     record("elsewhere", unknown, (64, 128, 256), None)
 
@@ -404,46 +376,48 @@ def test_a_measured_arch_proposed_again_is_told_once(data, tmp_path):
 
     for arch, trial_id in ((done, "done"), (stopped, "stopped")):
         ot_trial = ask(arch)
-        assert searcher._skipped(ot_trial, candidate(arch, 256))
+        assert searcher._skipped(ot_trial.number, candidate(arch, 256))
         frozen = searcher.ot_study.trials[-1]
         assert frozen.state == TrialState.FAIL and frozen.user_attrs["skipped"] == f"measured: by trial {trial_id}"
         assert frozen.user_attrs["measured_by"] == store.trial(trial_id)["number"]
     ot_trial = ask(unknown)
-    assert searcher._skipped(ot_trial, candidate(unknown, 256))
+    assert searcher._skipped(ot_trial.number, candidate(unknown, 256))
     frozen = searcher.ot_study.trials[-1]
     assert frozen.state == TrialState.COMPLETE and frozen.values == [pytest.approx(0.3),
                                                                       store.trial("elsewhere")["image_gmacs"]]
     assert frozen.user_attrs["budget_256"]["zeroshot_top1"] == pytest.approx(0.3, rel=1e-5)
     best = [t.user_attrs["arch_id"] for t in searcher.ot_study.best_trials]
     assert best and len(best) == len(set(best))  # each arch at most once (done's second proposal is a FAIL)
-    assert not searcher._skipped(searcher.ot_study.ask(), candidate(study.space.sample(2), 256))  # to be trained
-    assert not searcher._skipped(searcher.ot_study.ask(), candidate(done, 128))  # a run of its own to another budget
+    assert not searcher._skipped(searcher.ot_study.ask().number, candidate(study.space.sample(2), 256))  # to be trained
+    # a run of its own to another budget
+    assert not searcher._skipped(searcher.ot_study.ask().number, candidate(done, 128))
     assert searcher.ot_study.metric_names == ["zeroshot_top1", "image_gmacs"]  # named for optuna-dashboard
 
 
-def test_resources_no_node_has_fail_before_anything_is_written(local_ray, data, tmp_path):
-    study = Study.load(write_study(tmp_path, data, resources={"cpus": 8}))
+def test_resources_no_node_has_fail_before_anything_is_written(local_ray, search_data, tmp_path):
+    study = load_study(write_study(tmp_path, search_data, resources={"cpus": 8}))
     begin = time.time()
     asked = r"a trial asks for 8 CPU\(s\), 0 GPU\(s\).*1 node\(s\), the largest with 2 CPU"
     with pytest.raises(ConfigError, match=asked):
         run(study, tmp_path / "out")
     assert time.time() - begin < 30 and not (tmp_path / "out" / "study.db").exists()
-    gpu = Study.load(write_study(tmp_path, data, resources={"cpus": 1, "gpus": 1}))
+    gpu = load_study(write_study(tmp_path, search_data, resources={"cpus": 1, "gpus": 1}))
     with pytest.raises(ConfigError, match=r"asks for 1 CPU\(s\), 1 GPU\(s\)") as info:
         run(gpu, tmp_path / "out")
     assert info.value.field == "resources"
-    ranks = Study.load(write_study(tmp_path, data, resources={"cpus": 1, "workers": 4}))  # each rank fits, not all 4
+    # each rank fits, not all 4
+    ranks = load_study(write_study(tmp_path, search_data, resources={"cpus": 1, "workers": 4}))
     with pytest.raises(ConfigError, match=r"a trial's 4 workers ask for 1 CPU\(s\).* each, but .* 1 node\(s\) hold "
                                           r"only 2 of them at once") as info:
         run(ranks, tmp_path / "out")
     assert info.value.field == "resources.workers" and not (tmp_path / "out" / "study.db").exists()
-    wide = Study.load(write_study(tmp_path, data, resources={"cpus": 3, "workers": 2}))
+    wide = load_study(write_study(tmp_path, search_data, resources={"cpus": 3, "workers": 2}))
     with pytest.raises(ConfigError, match=r"each of a trial's 2 workers asks for 3 CPU\(s\)"):
         run(wide, tmp_path / "out")
 
 
-def test_the_outcome_of_a_search_names_its_most_common_error(data, tmp_path):
-    study = Study.load(write_study(tmp_path, data))
+def test_the_outcome_of_a_search_names_its_most_common_error(search_data, tmp_path):
+    study = load_study(write_study(tmp_path, search_data))
     store = ResultStore.create(tmp_path / "out", study)
     assert Outcome.of(store).summary() == "no trial produced a result: no candidate was trained (every proposal " \
                                           "was infeasible?)"
@@ -463,12 +437,12 @@ def test_the_outcome_of_a_search_names_its_most_common_error(data, tmp_path):
                                            "ran out after 0 of 256 samples")
 
 
-def test_a_caption_template_over_missing_columns_fails_before_any_trial(data, tmp_path):
-    stream = {"urls": str(data / "shards"), "zeroshot": str(data / "eval" / "zeroshot"),
-              "metadata": str(data / "metadata")}
-    prepare_data(Study.load(write_study(tmp_path, data, data={**stream, "captions": "{color} {shape}"})))
+def test_a_caption_template_over_missing_columns_fails_before_any_trial(search_data, tmp_path):
+    stream = {"urls": str(search_data / "shards"), "zeroshot": str(search_data / "eval" / "zeroshot"),
+              "metadata": str(search_data / "metadata")}
+    prepare_data(load_study(write_study(tmp_path, search_data, data={**stream, "captions": "{color} {shape}"})))
     with pytest.raises(ConfigError, match="no column.s. colour; it has uid") as info:
-        prepare_data(Study.load(write_study(tmp_path, data, data={**stream, "captions": "{colour} {shape}"})))
+        prepare_data(load_study(write_study(tmp_path, search_data, data={**stream, "captions": "{colour} {shape}"})))
     assert info.value.field == "data.captions"
 
 
@@ -476,8 +450,8 @@ def test_final_status_reads_the_budget_reached():
     assert final_status({"samples_seen": 256, "schedule": 256}, False) == "completed"
     assert final_status({"samples_seen": 128, "schedule": 256}, False) == "stopped_early"
     assert final_status({"samples_seen": 128, "schedule": 128}, False) == "completed"  # its own budget's run
-    assert final_status({"samples_seen": 64, "schedule": 256, "trial_status": "diverged"}, False) == "diverged"
-    assert final_status({"trial_status": "oom", "schedule": 256}, False) == "oom"
+    assert final_status({"samples_seen": 64, "schedule": 256, STATUS_KEY: "diverged"}, False) == "diverged"
+    assert final_status({STATUS_KEY: "oom", "schedule": 256}, False) == "oom"
     assert final_status({"samples_seen": 256, "schedule": 256}, True) == "failed"
     assert final_status(None, False) == "failed"
 
@@ -501,5 +475,5 @@ def test_pareto_asha_promotes_by_pareto_rank_not_one_metric():
     assert pareto.on_trial_result(None, trials[0], again) == "CONTINUE"  # recorded once per rung
     assert pareto.on_trial_result(None, trials[0], {**again, "samples_seen": 900}) == "STOP"  # the end of the budget
     assert pareto.reward({"samples_seen": 100, "zeroshot_top1": 0.5, "image_gmacs": 2.0}).tolist() == [-0.5, 2.0]
-    assert pareto.reward({"samples_seen": 100, "trial_status": "oom"}) is None
+    assert pareto.reward({"samples_seen": 100, STATUS_KEY: "oom"}) is None
     assert "ParetoASHA" in pareto.debug_string()

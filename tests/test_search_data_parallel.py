@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import shutil
 import signal
-import tempfile
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -21,14 +19,14 @@ from pathlib import Path
 import pytest
 import ray
 import torch
-from search_helpers import alive, last_logged_samples, progress_of, synthetic_data, tower, wait_for, write_study
+from search_helpers import alive, last_logged_samples, progress_of, tower, wait_for, write_study
 
 from nas.data import StreamSettings, stream
 from nas.results import ResultStore
 from nas.run_dir import RunDir
 from nas.search import search
 from nas.search.data_parallel import rank_oom
-from nas.study import Study
+from nas.study import Study, load_study
 from nas.train import OOMError, train
 
 EVERY = 96  # three steps of 32: the most training a kill may cost
@@ -37,13 +35,12 @@ LOSS_TOLERANCE = 1e-5
 
 
 @pytest.fixture(scope="module")
-def killed_search(tmp_path_factory):
+def killed_search(local_ray, search_data, tmp_path_factory):
     """The study, its database, and where rank 0 stood when it was killed (its metrics.jsonl at that moment)."""
-    data = synthetic_data(tmp_path_factory.getbasetemp())
     directory = tmp_path_factory.mktemp("data_parallel")
-    study = Study.load(write_study(
-        directory, data, algorithm="fixed", archs=[tower(32, 1, block="convnext").to_dict()],
-        data={"urls": str(data / "shards")},  # no evaluation: the objective is the training loss
+    study = load_study(write_study(
+        directory, search_data, algorithm="fixed", archs=[tower(32, 1, block="convnext").to_dict()],
+        data={"urls": str(search_data / "shards")},  # no evaluation: the objective is the training loss
         train={"batch_size": 32, "warmup": 1, "lr": 0.002, "checkpoint_every": EVERY, "log_every": 1,
                "drop_path": 0.0},
         budget={"min_samples": 64, "max_samples": 1024, "reduction_factor": 16},
@@ -63,19 +60,12 @@ def killed_search(tmp_path_factory):
         killed.update(pid=trial["pid"], logged=last_logged_samples(training), checkpointed=progress_of(training),
                       losses=step_losses(training / "metrics.jsonl"))
 
-    temp = tempfile.mkdtemp(prefix="rd", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", _temp_dir=temp,
-             log_to_driver=False)
-    try:
-        killer = threading.Thread(target=kill_rank_zero_between_checkpoints, daemon=True)
-        killer.start()
-        store = search(study, out)
-        killer.join(timeout=5)
-        held = [g for g in ray.util.placement_group_table().values() if g["state"] != "REMOVED"]
-        assert not held, held  # every job's ranks' reservation went with it, however its trial's process ended
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
+    killer = threading.Thread(target=kill_rank_zero_between_checkpoints, daemon=True)
+    killer.start()
+    store = search(study, out)
+    killer.join(timeout=5)
+    held = [g for g in ray.util.placement_group_table().values() if g["state"] != "REMOVED"]
+    assert not held, held  # every job's ranks' reservation went with it, however its trial's process ended
     return study, store, killed
 
 

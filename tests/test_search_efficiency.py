@@ -14,14 +14,14 @@ import pytest
 from nas.cost import cost
 from nas.errors import ConfigError
 from nas.stratified import stratified_order
-from nas.study import Study
+from nas.study import Study, load_study
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import search_efficiency as se  # noqa: E402
 
 QUICKSTART = REPO / "studies" / "quickstart.yaml"
-RUNGS = Study.load(QUICKSTART).budget.rungs  # the quickstart's ladder
+RUNGS = load_study(QUICKSTART).budget.rungs  # the quickstart's ladder
 FIRST, FULL = RUNGS[0], RUNGS[-1]
 #: The ladder, one point below it and one between each two of its rungs (geometric)
 BUDGETS = tuple(sorted({FIRST // 2, *RUNGS, *(round((a * b) ** 0.5) for a, b in zip(RUNGS, RUNGS[1:]))}))
@@ -49,7 +49,7 @@ def make_table(study: Study, candidates: int = 8, repeated: int = 2) -> pd.DataF
 
 @pytest.fixture(scope="module")
 def setting() -> tuple[se.Table, Study]:
-    study = Study.load(QUICKSTART)
+    study = load_study(QUICKSTART)
     return se.load_table(make_table(study)), study
 
 

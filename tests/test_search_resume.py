@@ -37,7 +37,7 @@ def finished(store: ResultStore) -> dict[str, tuple]:
 
 
 @pytest.mark.slow
-def test_a_killed_driver_resumes_a_copied_run_from_the_newest_checkpoints(tmp_path, tmp_path_factory, cli):
+def test_a_killed_driver_resumes_a_copied_run_from_the_newest_checkpoints(tmp_path, tmp_path_factory, cli, run_cli):
     data = synthetic_data(tmp_path_factory.getbasetemp())
     study = write_study(tmp_path, data, algorithm="tpe", sampler={"n_startup_trials": 3}, trials=8,
                         budget={"min_samples": 64, "max_samples": 1024, "reduction_factor": 2},
@@ -138,7 +138,6 @@ def test_a_killed_driver_resumes_a_copied_run_from_the_newest_checkpoints(tmp_pa
     for trial in trials:
         assert told[trial["number"]].state == OPTUNA_STATE[trial["status"]]
 
-    exported = subprocess.run([*cli, "results", str(copy), "--csv", str(tmp_path / "r.csv")], capture_output=True,
-                              text=True, timeout=120)
+    exported = run_cli("results", copy, "--csv", tmp_path / "r.csv")  # after every driver session: in process
     assert exported.returncode == 0 and "leaderboard" in exported.stdout
     assert len(pd.read_csv(tmp_path / "r.csv")) == len(pairs)

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from search_helpers import alive, synthetic_data, wait_for, write_study
 
 from nas import heartbeat
@@ -18,7 +19,7 @@ from nas.progress import progress_report
 from nas.results import ResultStore
 from nas.run_dir import RunDir, link_or_copy
 from nas.search import reaper
-from nas.study import Study
+from nas.study import load_study
 
 
 def test_a_rung_keeps_its_checkpoint_as_a_link_that_outlives_the_next_write(tmp_path):
@@ -44,7 +45,7 @@ def test_a_rung_keeps_its_checkpoint_as_a_link_that_outlives_the_next_write(tmp_
 
 
 def test_status_tells_a_live_driver_from_a_stopped_and_a_killed_one(tmp_path, tmp_path_factory):
-    study = Study.load(write_study(tmp_path, synthetic_data(tmp_path_factory.getbasetemp())))
+    study = load_study(write_study(tmp_path, synthetic_data(tmp_path_factory.getbasetemp())))
     store = ResultStore.create(tmp_path / "out", study)
     arch = study.space.sample(0)
     store.add_trial("t0", arch, study.space.cost(arch).metrics(), number=0, schedule=256)
@@ -70,6 +71,7 @@ def test_status_tells_a_live_driver_from_a_stopped_and_a_killed_one(tmp_path, tm
     assert "driver gone (pid" in progress_report(store)
 
 
+@pytest.mark.subprocess
 def test_the_reaper_ends_a_killed_drivers_processes(tmp_path):
     """A stand-in driver (a real process) starts the reaper and a child that ignores SIGTERM; SIGKILL the
     driver: the reaper ends the child (SIGKILL after its grace), and itself."""

@@ -5,40 +5,33 @@ rung checkpoints end as the best K at every rung, with `export --best` still ser
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import tempfile
 import threading
 from pathlib import Path
 
 import pytest
-import ray
 from ray import tune
-from search_helpers import synthetic_data, tower, wait_for, write_study
+from search_helpers import tower, wait_for, write_study
 
 from nas.export import trained
 from nas.results import ResultStore
 from nas.run_dir import CHECKPOINT, RunDir
 from nas.search import SearchInterrupted, search
 from nas.search.retention import settled
-from nas.study import Study
+from nas.study import load_study
 
 
 @pytest.fixture(scope="module")
-def kept_search(tmp_path_factory):
+def kept_search(local_ray, search_data, tmp_path_factory):
     """Four candidates, every one to both rungs (64 and 128 samples), keeping the best 2 at each rung; Ray
     Tune's state in a directory of its own; stopped by SIGTERM once the first trial ended, then resumed."""
-    data = synthetic_data(tmp_path_factory.getbasetemp())
     directory = tmp_path_factory.mktemp("storage")
     archs = [tower(32), tower(64), tower(32, 2), tower(64, 2)]
-    study = Study.load(write_study(
-        directory, data, algorithm="fixed", archs=[a.to_dict() for a in archs], storage={"keep": 2},
+    study = load_study(write_study(
+        directory, search_data, algorithm="fixed", archs=[a.to_dict() for a in archs], storage={"keep": 2},
         budget={"min_samples": 64, "max_samples": 128, "reduction_factor": 2, "early_stopping": "none"},
         resources={"cpus": 1, "concurrency": 1}))
     out, storage = directory / "out", directory / "shared" / "ray"
-    temp = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", _temp_dir=temp,
-             log_to_driver=False)
     previous = signal.signal(signal.SIGTERM, lambda *_: None)  # a late signal must not end pytest
     try:
         def stop_after_the_first_trial():
@@ -55,8 +48,6 @@ def kept_search(tmp_path_factory):
         store = search(study, out, storage=str(storage), resume=True)
     finally:
         signal.signal(signal.SIGTERM, previous)
-        ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
     return study, store, interrupted
 
 

@@ -26,7 +26,7 @@ from nas.select import (
     separation,
     write_selection,
 )
-from nas.study import Study
+from nas.study import load_study
 
 CLEAN = ["MLP-d12", "ViTamin", "CoAtNet", "ConvNeXtHybrid", "ConvNeXt", "ViT"]  # exact power laws, best first at scale
 
@@ -97,7 +97,7 @@ def test_early_stopped_archs_have_no_law_and_rank_last(store):
 
 
 def test_an_accuracy_extrapolated_from_a_rising_error_stays_in_0_1(tmp_path):
-    study = Study.load(DESIGN)
+    study = load_study(DESIGN)
     falling = ResultStore.create(tmp_path, study)
     arch = study.archs[0]
     falling.add_trial("t", arch, cost(arch, study.text).metrics())
@@ -163,6 +163,7 @@ def test_chosen_archs_without_a_checkpoint_load_in_open_clip_only_when_asked_unt
 
 
 def test_select_command_writes_the_choice(design_results, tmp_path, cli):
+    """The `select` command's one run as a real subprocess (the others run in process)."""
     out = tmp_path / "choice"
     run = subprocess.run([*cli, "select", str(design_results), "--target-samples", "1e6", "--target-gmacs", "0.03",
                           "--out", str(out)], capture_output=True, text=True)
@@ -180,7 +181,7 @@ def prediction(label: str, value: float, lower: float, upper: float, fitted: boo
     from nas.scaling import fit
 
     law = fit("power", [1e3, 1e4, 1e5], [0.9, 0.8, 0.7]) if fitted else None
-    arch = Study.load(DESIGN).archs[0]
+    arch = load_study(DESIGN).archs[0]
     return Prediction(label, label, arch, gmacs, 1.0, target, measured, 3, value, lower, upper, fit=law,
                       note="" if fitted else "no power law")
 
@@ -212,13 +213,13 @@ def test_select_warns_when_the_target_is_more_than_a_decade_beyond_the_data():
     (["select", "{db}", "--target-samples", "-5"], "must be > 0"),
     (["select", "{db}", "--by", "family"], "--target-compute: ranking families needs a target compute"),
 ])
-def test_select_command_bad_input_exits_2(design_results, tmp_path, cli, args, message):
+def test_select_command_bad_input_exits_2(design_results, tmp_path, run_cli, args, message):
     args = [a.format(missing=tmp_path / "nowhere", db=design_results) for a in args]
-    run = subprocess.run([*cli, *args], capture_output=True, text=True)
+    run = run_cli(*args)
     assert run.returncode == 2 and message in run.stderr
 
 
 @pytest.mark.parametrize("command", ["select", "plot", "report", "fit"])
-def test_every_command_has_help(cli, command):
-    run = subprocess.run([*cli, command, "--help"], capture_output=True, text=True)
+def test_every_command_has_help(run_cli, command):
+    run = run_cli(command, "--help")
     assert run.returncode == 0 and "usage: vitamin-nas" in run.stdout

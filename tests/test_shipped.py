@@ -67,9 +67,9 @@ import json, sys
 import nas
 from nas import shipped
 from nas.cli import main
-from nas.study import Study
+from nas.study import Study, load_study
 main(["studies"])
-quickstart, scaling = Study.load(shipped.study_file("quickstart")), Study.load(shipped.study_file("model_scaling"))
+quickstart, scaling = load_study(shipped.study_file("quickstart")), load_study(shipped.study_file("model_scaling"))
 print(json.dumps({"nas": nas.__file__, "installed": shipped.installed(quickstart.source),
                   "space": quickstart.space.source, "data_dir": quickstart.data.dir, "archs": len(scaling.archs),
                   "scaling_data_dir": scaling.data.dir}))
@@ -99,10 +99,10 @@ def shipped_version(site: Path) -> str:
 
 
 def test_in_a_checkout_a_shipped_study_keeps_its_data_beside_the_repository(tmp_path, monkeypatch):
-    from nas.study import Study
+    from nas.study import load_study
 
     monkeypatch.chdir(tmp_path)
-    study = Study.load(shipped.study_file("quickstart"))
+    study = load_study(shipped.study_file("quickstart"))
     assert not shipped.installed(study.source)
     assert Path(study.data.dir) == REPO / "data" / "quickstart"
     assert set(shipped.studies()) == {p.stem for p in (REPO / "studies").glob("*.yaml")}
@@ -118,7 +118,7 @@ def test_an_unknown_study_names_the_shipped_ones(tmp_path):
 def test_a_study_names_a_shipped_space(tmp_path):
     from search_helpers import write_study
 
-    from nas.study import Study
+    from nas.study import load_study
 
-    study = Study.load(write_study(tmp_path, tmp_path / "data", space="tiny"))
+    study = load_study(write_study(tmp_path, tmp_path / "data", space="tiny"))
     assert Path(study.space.source) == shipped.spaces()["tiny"] and study.space.size() == 864

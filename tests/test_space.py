@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 import random
-import subprocess
 from pathlib import Path
 
 import optuna
@@ -251,10 +250,10 @@ DEPTH_LINE = next(number for number, line in enumerate(TINY_LINES, 1) if line ==
      "not valid YAML: expected ',' or ']', but got ':' "
      f"(while parsing a flow sequence that starts at line {DEPTH_LINE}, column 10)"),
 ])
-def test_space_show_on_a_broken_space_exits_2_with_one_line(tmp_path, cli, broken, field, message):
+def test_space_show_on_a_broken_space_exits_2_with_one_line(tmp_path, run_cli, broken, field, message):
     path = tmp_path / "space.yaml"
     path.write_text((REPO / "search_spaces" / "tiny.yaml").read_text().replace("depth: [2, 3, 4]", broken))
-    run = subprocess.run([*cli, "space", "show", str(path)], capture_output=True, text=True)
+    run = run_cli("space", "show", path)
     assert run.returncode == 2 and run.stdout == ""
     assert len(run.stderr.splitlines()) == 1 and run.stderr.startswith(
         f"vitamin-nas space: error: {path}: {field}: {message}"), run.stderr

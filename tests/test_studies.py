@@ -16,7 +16,7 @@ from nas.arch import Arch
 from nas.cost import cost
 from nas.errors import ConfigError
 from nas.report import load_paper
-from nas.study import DERIVED_TRAIN_FIELDS, Study
+from nas.study import DERIVED_TRAIN_FIELDS, Study, load_study, study_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = REPO / "studies"
@@ -30,7 +30,7 @@ PAPER_BUDGETS = ("vitamin_design_choices", "vitamin_micro_design", "model_scalin
 
 
 def load(name: str) -> Study:
-    return Study.load(STUDIES / f"{name}.yaml")
+    return load_study(STUDIES / f"{name}.yaml")
 
 
 def labelled(study: Study) -> dict[str, Arch]:
@@ -44,14 +44,14 @@ def gmacs(study: Study) -> dict[str, float]:
 def test_every_yaml_under_studies_is_read_by_its_loader():
     for path in sorted(STUDIES.rglob("*.yaml")):
         if path.parent == STUDIES:
-            Study.load(path)
+            load_study(path)
         else:
             assert path.parent.name == "paper", path
             load_paper(path)
 
 
 def test_every_arch_file_is_an_arch_some_study_lists():
-    listed = {arch for path in STUDIES.glob("*.yaml") for arch in Study.load(path).archs}
+    listed = {arch for path in STUDIES.glob("*.yaml") for arch in load_study(path).archs}
     for path in sorted((STUDIES / "archs").glob("*.json")):
         assert Arch.from_json(path.read_text(), source=str(path)) in listed, path.name
 
@@ -145,14 +145,14 @@ def write(tmp_path: Path, **fields) -> Path:
 
 
 def test_labelled_candidates_and_groups_reach_the_resolved_study(tmp_path):
-    study = Study.load(write(tmp_path, groups={"family": ["ViT", "ViTamin"]}))
+    study = load_study(write(tmp_path, groups={"family": ["ViT", "ViTamin"]}))
     assert study.labels == ("ViTamin", "ViT") and study.groups == {"family": ("ViT", "ViTamin")}
     resolved = study.resolved()
     assert list(resolved["archs"]) == ["ViTamin", "ViT"] and resolved["groups"] == {"family": ["ViT", "ViTamin"]}
-    again = Study.from_dict(resolved)  # what the results database gives back
+    again = study_from_dict(resolved)  # what the results database gives back
     assert again.labels == study.labels and again.groups == study.groups and again.archs == study.archs
-    assert "archs" not in Study.load(STUDIES / "quickstart.yaml").resolved()  # a sampled search lists none
-    assert Study.load(write(tmp_path, trials=1)).labels == ("ViTamin",)
+    assert "archs" not in load_study(STUDIES / "quickstart.yaml").resolved()  # a sampled search lists none
+    assert load_study(write(tmp_path, trials=1)).labels == ("ViTamin",)
 
 
 @pytest.mark.parametrize("fields, field, message", [
@@ -164,5 +164,5 @@ def test_labelled_candidates_and_groups_reach_the_resolved_study(tmp_path):
 ])
 def test_bad_labels_and_groups_name_the_field(tmp_path, fields, field, message):
     with pytest.raises(ConfigError, match=message) as info:
-        Study.load(write(tmp_path, **fields))
+        load_study(write(tmp_path, **fields))
     assert info.value.field == field

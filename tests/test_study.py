@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import yaml
 from nas.errors import ConfigError
 from nas.presets import preset
 from nas.shipped import spaces
-from nas.study import Budget, Resources, Study
+from nas.study import Budget, Resources, load_study, study_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = sorted((REPO / "studies").glob("*.yaml"))
@@ -38,35 +37,35 @@ def write(tmp_path: Path, **fields) -> Path:
 
 @pytest.mark.parametrize("path", STUDIES, ids=[p.name for p in STUDIES])
 def test_every_study_file_parses(path):
-    study = Study.load(path)
+    study = load_study(path)
     assert study.trials >= 1 and study.budget.rungs[-1] == study.budget.max_samples
     assert pickle.loads(pickle.dumps(study)).resolved() == study.resolved()
     for schedule in study.budget.schedules:  # the recipe is a valid TrainConfig for every run
         assert study.run_config(schedule).samples == schedule
     # the resolved form is a study file: it reads back as the same study (what the results database stores)
-    again = Study.from_dict(study.resolved(), source=str(path))
+    again = study_from_dict(study.resolved(), source=str(path))
     assert again.resolved() == study.resolved() and again.archs == study.archs and again.train == study.train
 
 
 def test_data_parallel_resources_and_storage_read_back_from_the_stored_study(tmp_path):
-    study = Study.load(write(tmp_path, resources={"workers": 2, "cpus": 4, "gpus": 1}, storage={"keep": 3}))
+    study = load_study(write(tmp_path, resources={"workers": 2, "cpus": 4, "gpus": 1}, storage={"keep": 3}))
     assert study.resources.workers == 2 and study.storage.keep == 3
     resolved = study.resolved()
     assert resolved["resources"]["workers"] == 2 and resolved["storage"] == {"keep": 3}
-    assert Study.from_dict(resolved).resolved() == resolved
-    plain = Study.load(write(tmp_path)).resolved()  # as stored before either existed: --resume finds it unchanged
+    assert study_from_dict(resolved).resolved() == resolved
+    plain = load_study(write(tmp_path)).resolved()  # as stored before either existed: --resume finds it unchanged
     assert "workers" not in plain["resources"] and "storage" not in plain
 
 
 def test_quickstart_study_is_a_small_pareto_search():
-    study = Study.load(REPO / "studies" / "quickstart.yaml")
+    study = load_study(REPO / "studies" / "quickstart.yaml")
     assert study.multi_objective and study.space.name == "tiny"
     assert study.data.dir == str(REPO / "data" / "quickstart")  # relative to the study file
     assert study.data.zeroshot == str(REPO / "data" / "quickstart" / "eval" / "zeroshot")
 
 
 def test_captions_of_synthetic_data_come_from_its_metadata(tmp_path):
-    study = Study.load(write(tmp_path, data={"synthetic": {"samples": 1000, "size": 64}, "dir": "data",
+    study = load_study(write(tmp_path, data={"synthetic": {"samples": 1000, "size": 64}, "dir": "data",
                                              "captions": "{color} {shape}"}))
     source = study.data.source
     assert source.captions == "{color} {shape}" and source.metadata == str(tmp_path / "data" / "metadata")
@@ -75,10 +74,10 @@ def test_captions_of_synthetic_data_come_from_its_metadata(tmp_path):
 def test_zeroshot_templates_replace_the_eval_sets_prompts(tmp_path):
     from nas.data import SynthConfig, synthesize, zeroshot_set
 
-    study = Study.load(write(tmp_path, data={"synthetic": {"samples": 1000, "size": 64}, "dir": "data",
+    study = load_study(write(tmp_path, data={"synthetic": {"samples": 1000, "size": 64}, "dir": "data",
                                              "zeroshot_templates": ["{}"]}))
     assert study.data.zeroshot_templates == ("{}",)
-    assert Study.from_dict(study.resolved(), source="x").data.zeroshot_templates == ("{}",)
+    assert study_from_dict(study.resolved(), source="x").data.zeroshot_templates == ("{}",)
     synthesize(tmp_path / "d", SynthConfig(samples=20, size=32, zeroshot_per_class=1, retrieval_samples=0))
     own = zeroshot_set(tmp_path / "d" / "eval" / "zeroshot", 32)
     chosen = zeroshot_set(tmp_path / "d" / "eval" / "zeroshot", 32, templates=study.data.zeroshot_templates)
@@ -86,7 +85,7 @@ def test_zeroshot_templates_replace_the_eval_sets_prompts(tmp_path):
 
 
 def test_defaults_and_derived_values(tmp_path):
-    study = Study.load(write(tmp_path))
+    study = load_study(write(tmp_path))
     assert study.budget.rungs == (100, 300, 900)
     config = study.run_config(accum_freq=2)
     assert config.samples == 900 and config.rungs == (100, 300) and config.accum_freq == 2
@@ -95,7 +94,7 @@ def test_defaults_and_derived_values(tmp_path):
     assert study.resources.cpus == 1 and study.failures.max_retries == 2 and study.algorithm == "tpe"
     assert study.train.workers == 0 and study.run_config().seed == 0  # loader workers for 1 CPU: none
     assert [Resources(cpus=c).loader_workers for c in (1, 2, 4, 32)] == [0, 0, 3, 8]
-    assert Study.load(write(tmp_path, data={"synthetic": {"samples": 1000, "size": 64}, "dir": "data",
+    assert load_study(write(tmp_path, data={"synthetic": {"samples": 1000, "size": 64}, "dir": "data",
                                             "workers": 3})).train.workers == 3
 
 
@@ -108,7 +107,7 @@ def test_budget_rungs_match_asha_milestones(minimum, maximum, factor, rungs):
 
 
 def test_constraints_and_text_override_the_space(tmp_path):
-    study = Study.load(write(tmp_path, constraints={"image_gmacs": {"max": 0.02}}, text="ViTamin-S"))
+    study = load_study(write(tmp_path, constraints={"image_gmacs": {"max": 0.02}}, text="ViTamin-S"))
     assert study.space.constraints["image_gmacs"].high == 0.02
     assert study.text.width == 384
     assert all(study.space.measures(a)["image_gmacs"] <= 0.02 for a in study.space.enumerate())
@@ -118,12 +117,12 @@ def test_fixed_and_grid_studies_list_their_candidates(tmp_path):
     arch = preset("ViTamin-S").replace(image_size=64)
     json_file = tmp_path / "a.json"
     json_file.write_text(arch.to_json())
-    fixed = Study.load(write(tmp_path, algorithm="fixed", archs=["a.json", arch.replace(embed_dim=64).to_dict()],
+    fixed = load_study(write(tmp_path, algorithm="fixed", archs=["a.json", arch.replace(embed_dim=64).to_dict()],
                              trials=None, constraints={"image_gmacs": {"max": 10}}))
     assert fixed.archs == (arch, arch.replace(embed_dim=64)) and fixed.trials == 2
-    grid = Study.load(write(tmp_path, algorithm="grid", trials=None))
+    grid = load_study(write(tmp_path, algorithm="grid", trials=None))
     assert grid.trials == len(list(grid.space.enumerate())) == len(set(grid.archs))
-    assert Study.load(write(tmp_path, algorithm="grid", trials=5)).archs == grid.archs[:5]
+    assert load_study(write(tmp_path, algorithm="grid", trials=5)).archs == grid.archs[:5]
 
 
 @pytest.mark.parametrize("fields, field, message", [
@@ -178,14 +177,14 @@ def test_fixed_and_grid_studies_list_their_candidates(tmp_path):
 ])
 def test_bad_input_names_the_file_and_field(tmp_path, fields, field, message):
     with pytest.raises(ConfigError, match=message) as info:
-        Study.load(write(tmp_path, **fields))
+        load_study(write(tmp_path, **fields))
     assert info.value.source.endswith(".yaml")
     assert info.value.field == field
 
 
-def test_a_bad_study_exits_with_code_2_naming_the_field(tmp_path, cli):
+def test_a_bad_study_exits_with_code_2_naming_the_field(tmp_path, run_cli):
     path = write(tmp_path, objectives={"zeroshot_top1": "up"})
-    run = subprocess.run([*cli, "search", str(path)], capture_output=True, text=True)
+    run = run_cli("search", path)
     assert run.returncode == 2
     assert f"{path}: objectives.zeroshot_top1: 'up' is not one of max, min" in run.stderr
 
@@ -203,7 +202,7 @@ def test_a_yaml_syntax_error_is_one_line_with_file_line_and_column(tmp_path, cas
     study = tmp_path / "study.yaml"
     study.write_text(text)
     with pytest.raises(ConfigError, match=re.escape(problem)) as info:
-        Study.load(study)
+        load_study(study)
     assert info.value.source == str(study) and info.value.field == f"line {line}, column {column}"
     assert "\n" not in str(info.value)
 
@@ -228,9 +227,9 @@ def bad_input(tmp_path: Path, case: str) -> tuple[Path, str]:
 
 
 @pytest.mark.parametrize("case", ["missing_space", "space_value", "yaml_syntax"])
-def test_bad_input_ends_a_search_with_one_line_before_anything_is_written(tmp_path, cli, case):
+def test_bad_input_ends_a_search_with_one_line_before_anything_is_written(tmp_path, run_cli, case):
     path, line = bad_input(tmp_path, case)
-    run = subprocess.run([*cli, "search", str(path), "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    run = run_cli("search", path, "--out", tmp_path / "run")
     assert run.returncode == 2
     assert run.stderr.splitlines() == [f"vitamin-nas search: error: {line}"]
     assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
@@ -240,7 +239,7 @@ def test_a_syntax_error_in_the_space_file_names_the_space_file(tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text((REPO / "search_spaces" / "tiny.yaml").read_text().replace("depth: [2, 3, 4]", "depth: [2, 3, 4"))
     with pytest.raises(ConfigError, match="not valid YAML: expected ',' or ']'") as info:
-        Study.load(write(tmp_path, space="space.yaml"))
+        load_study(write(tmp_path, space="space.yaml"))
     # the depths' line holds "  depth: [2, 3, 4" (the list opens at column 10); the next line's "head_dim:"
     # cannot continue it
     lines = (REPO / "search_spaces" / "tiny.yaml").read_text().splitlines()

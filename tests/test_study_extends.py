@@ -19,7 +19,7 @@ from nas.results import ResultStore
 from nas.search.schedulers import ParetoASHA
 from nas.search.searcher import StudySearcher
 from nas.stratified import strata
-from nas.study import Budget, Study
+from nas.study import Budget, load_study, study_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 #: The tiny space at 64 px only (inline): another resolution is then the same candidates with fewer pixels.
@@ -53,7 +53,7 @@ def test_evaluations_between_and_below_the_ladder_are_rungs_spaced_geometrically
 
 
 def test_asha_still_decides_only_at_the_ladder(tmp_path):
-    study = Study.load(write(tmp_path / "s.yaml", budget={"min_samples": 100, "max_samples": 900, "between": 2}))
+    study = load_study(write(tmp_path / "s.yaml", budget={"min_samples": 100, "max_samples": 900, "between": 2}))
     assert study.run_config().rungs == study.budget.rungs[:-1] and len(study.budget.rungs) == 7
     assert sorted(ParetoASHA({"zeroshot_top1": "max"}, time_attr="samples_seen", max_t=900, grace_period=100,
                              reduction_factor=3).rungs) == [100, 300]
@@ -66,7 +66,7 @@ def test_a_study_extends_another_and_follows_its_recipe(tmp_path):
     child = tmp_path / "child.yaml"
     child.write_text(yaml.safe_dump({"extends": "base/base.yaml", "algorithm": "grid", "trials": 5,
                                      "budget": {"early_stopping": "none", "between": 1}, "train": {"lr": 0.004}}))
-    parent, study = Study.load(base), Study.load(child)
+    parent, study = load_study(base), load_study(child)
     assert study.name == "child" and study.algorithm == "grid" and len(study.archs) == 5
     assert study.sampler == {} and parent.sampler == {"n_startup_trials": 3}  # the base's algorithm's own
     assert study.budget == Budget(100, 900, 3, early_stopping="none", between=1)  # merged field by field
@@ -75,21 +75,21 @@ def test_a_study_extends_another_and_follows_its_recipe(tmp_path):
     assert study.space.constraints["image_gmacs"].high == 0.05
     assert all(study.space.is_feasible(a) for a in study.archs)
     # what a database stores reads back without the base
-    again = Study.from_dict(study.resolved(), source=str(child))
+    again = study_from_dict(study.resolved(), source=str(child))
     assert again.resolved() == study.resolved() and again.archs == study.archs
     # a study naming its own data replaces the base's
     child.write_text(yaml.safe_dump({"extends": "base/base.yaml", "data": {"urls": "other", "zeroshot": "z"}}))
-    assert Study.load(child).data.source.urls == str(tmp_path / "other")
+    assert load_study(child).data.source.urls == str(tmp_path / "other")
 
 
 def test_a_study_listing_its_own_candidates_takes_neither_the_base_count_nor_its_groups(tmp_path):
-    archs = {f"a{i}": arch.to_dict() for i, arch in enumerate(Study.load(write(tmp_path / "grid.yaml")).archs)}
+    archs = {f"a{i}": arch.to_dict() for i, arch in enumerate(load_study(write(tmp_path / "grid.yaml")).archs)}
     base = write(tmp_path / "base.yaml", algorithm="fixed", trials=None, archs=dict(list(archs.items())[:2]),
                  groups={"pair": ["a0", "a1"]})
     child = tmp_path / "child.yaml"
     child.write_text(yaml.safe_dump({"extends": "base.yaml", "archs": dict(list(archs.items())[2:5])}))
-    assert Study.load(base).trials == 2
-    study = Study.load(child)
+    assert load_study(base).trials == 2
+    study = load_study(child)
     assert study.labels == ("a2", "a3", "a4") and study.trials == 3 and study.groups == {}
 
 
@@ -97,28 +97,28 @@ def test_extends_errors_name_the_file_and_the_cycle(tmp_path):
     (tmp_path / "a.yaml").write_text(yaml.safe_dump({"extends": "b.yaml"}))
     (tmp_path / "b.yaml").write_text(yaml.safe_dump({"extends": "a.yaml"}))
     with pytest.raises(ConfigError, match="extends itself") as info:
-        Study.load(tmp_path / "a.yaml")
+        load_study(tmp_path / "a.yaml")
     assert info.value.field == "extends"
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({"extends": "missing.yaml"}))
     with pytest.raises(ConfigError, match="no such study file"):
-        Study.load(tmp_path / "c.yaml")
+        load_study(tmp_path / "c.yaml")
 
 
 def test_a_study_extends_a_shipped_study_by_name(tmp_path):
     (tmp_path / "mine.yaml").write_text(yaml.safe_dump({"extends": "quickstart", "trials": 3}))
-    study, quickstart = Study.load(tmp_path / "mine.yaml"), Study.load(REPO / "studies" / "quickstart.yaml")
+    study, quickstart = load_study(tmp_path / "mine.yaml"), load_study(REPO / "studies" / "quickstart.yaml")
     assert study.name == "mine" and study.trials == 3 and study.train == quickstart.train
     assert study.data == quickstart.data and study.sampler == quickstart.sampler
 
 
 def test_repeats_train_the_first_candidates_again_with_other_seeds(tmp_path):
-    study = Study.load(write(tmp_path / "s.yaml", repeats={"seeds": [7, 8], "fraction": 0.25}))
+    study = load_study(write(tmp_path / "s.yaml", repeats={"seeds": [7, 8], "fraction": 0.25}))
     assert study.trials == 8 + 2 * 2 and len(study.runs) == study.trials
     assert study.runs[:8] == tuple((i, 0, None) for i in range(8))
     assert study.runs[8:] == ((0, 0, 7), (1, 0, 7), (0, 0, 8), (1, 0, 8))
     assert study.run_config().seed == 0 and study.run_config(seed=7).seed == 7
-    assert Study.from_dict(study.resolved(), source=study.source).repeats == study.repeats
-    per_budget = Study.load(write(tmp_path / "p.yaml", repeats={"seeds": [1], "fraction": 0.1},
+    assert study_from_dict(study.resolved(), source=study.source).repeats == study.repeats
+    per_budget = load_study(write(tmp_path / "p.yaml", repeats={"seeds": [1], "fraction": 0.1},
                                   budget={"min_samples": 100, "max_samples": 900, "early_stopping": "none",
                                           "schedule": "per_budget"}))
     assert per_budget.trials == (8 + 1) * 3  # every schedule, for the repeated candidate too
@@ -138,37 +138,37 @@ def test_repeats_train_the_first_candidates_again_with_other_seeds(tmp_path):
 ])
 def test_bad_fields_name_the_field(tmp_path, fields, field, message):
     with pytest.raises(ConfigError, match=message) as info:
-        Study.load(write(tmp_path / "s.yaml", **fields))
+        load_study(write(tmp_path / "s.yaml", **fields))
     assert info.value.field == field and str(tmp_path / "s.yaml") in str(info.value)
 
 
 def test_image_size_measures_the_same_candidates_at_another_resolution(tmp_path):
-    full = Study.load(write(tmp_path / "full.yaml"))
-    low = Study.load(write(tmp_path / "low.yaml", image_size=32))
+    full = load_study(write(tmp_path / "full.yaml"))
+    low = load_study(write(tmp_path / "low.yaml", image_size=32))
     assert low.archs == tuple(a.replace(image_size=32) for a in full.archs)  # the same candidates, fewer pixels
     assert all(cost(a).image_gmacs < cost(b).image_gmacs for a, b in zip(low.archs, full.archs))
-    again = Study.from_dict(low.resolved(), source=low.source)
+    again = study_from_dict(low.resolved(), source=low.source)
     assert again.archs == low.archs and again.image_size == 32
 
 
 def test_a_grid_takes_the_space_in_a_stratified_order_and_reads_back(tmp_path):
-    study = Study.load(write(tmp_path / "s.yaml", trials=12))
+    study = load_study(write(tmp_path / "s.yaml", trials=12))
     keys = strata(list(study.space.enumerate()))
     by_arch = dict(zip([a.arch_id for a in study.space.enumerate()], keys))
     counts = collections.Counter((k, v) for a in study.archs for k, v in by_arch[a.arch_id].items())
     assert counts[("stages.0.block", "'mbconv'")] == counts[("stages.0.block", "'convnext'")] == 6
     assert {counts[("transformer.depth", d)] for d in ("2", "3", "4")} == {4}
-    assert Study.from_dict(study.resolved(), source=study.source).archs == study.archs
+    assert study_from_dict(study.resolved(), source=study.source).archs == study.archs
 
 
 def test_new_fields_at_their_defaults_leave_the_resolved_form_as_it_was(tmp_path):
-    resolved = Study.load(write(tmp_path / "s.yaml")).resolved()
+    resolved = load_study(write(tmp_path / "s.yaml")).resolved()
     assert "between" not in resolved["budget"] and "mask_ratio" not in resolved["train"]
     assert "repeats" not in resolved and "image_size" not in resolved
 
 
 def test_the_searcher_enqueues_each_repeat_as_a_trial_and_the_database_keeps_its_seed(tmp_path):
-    study = Study.load(write(tmp_path / "s.yaml", trials=3, repeats={"seeds": [5], "fraction": 0.3}))
+    study = load_study(write(tmp_path / "s.yaml", trials=3, repeats={"seeds": [5], "fraction": 0.3}))
     store = ResultStore.create(tmp_path / "out", study)
     searcher = StudySearcher(study, store)
     proposed = [searcher.suggest(f"t{i}")["candidate"] for i in range(4)]
@@ -188,7 +188,7 @@ def test_the_searcher_enqueues_each_repeat_as_a_trial_and_the_database_keeps_its
 
 
 def test_a_database_from_before_repeats_gains_the_seed_column(tmp_path):
-    study = Study.load(write(tmp_path / "s.yaml", trials=2))
+    study = load_study(write(tmp_path / "s.yaml", trials=2))
     store = ResultStore.create(tmp_path / "out", study)
     store.close()
     with sqlite3.connect(store.path) as db:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from nas.study import Study
+from nas.study import load_study
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -14,7 +14,7 @@ import study_time  # noqa: E402
 
 
 def test_the_runs_are_laid_on_the_slots_in_the_studys_order():
-    study = Study.load(REPO / "studies" / "data_scaling.yaml")  # one arch, 4k ... 128k, 2 at once
+    study = load_study(REPO / "studies" / "data_scaling.yaml")  # one arch, 4k ... 128k, 2 at once
     arch = study.archs[0].arch_id
     result = study_time.estimate(study, {arch: 100.0}, {arch: 2.0}, startup_s=8.0)
     # runs of 50, 90, 170, 330, 650, 1290 s: A 50 -> 220 -> 870, B 90 -> 420 -> 1710

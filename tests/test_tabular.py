@@ -3,21 +3,18 @@ stopping, evaluations between the ladder's rungs, the first candidate repeated w
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import ray
-from search_helpers import SPACE, synthetic_data, tower, write_study
+from search_helpers import SPACE, tower, write_study
 
 from nas.errors import ConfigError
 from nas.proxies import zero_cost_scores
 from nas.space import SearchSpace
-from nas.study import Study
+from nas.study import Study, load_study
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import tabular  # noqa: E402
@@ -27,7 +24,7 @@ ARCHS = [tower(32, 1), tower(64, 2, block="convnext")]
 
 def tabular_study(directory: Path, data: Path, **fields) -> Study:
     budget = {"min_samples": 64, "max_samples": 256, "reduction_factor": 2, "early_stopping": "none", "between": 1}
-    return Study.load(write_study(directory, data, **{
+    return load_study(write_study(directory, data, **{
         "algorithm": "fixed", "archs": [a.to_dict() for a in ARCHS], "trials": len(ARCHS),
         "objectives": {"zeroshot_top1": "max"}, "budget": budget, "repeats": {"seeds": [1], "fraction": 0.5},
         "data": {"urls": str(data / "shards"), "zeroshot": str(data / "eval" / "zeroshot")},
@@ -35,18 +32,10 @@ def tabular_study(directory: Path, data: Path, **fields) -> Study:
 
 
 @pytest.mark.slow
-def test_a_tiny_table_has_every_candidate_at_every_rung_and_a_second_seed(tmp_path):
-    data = synthetic_data(tmp_path)
-    study = tabular_study(tmp_path / "study", data)
+def test_a_tiny_table_has_every_candidate_at_every_rung_and_a_second_seed(local_ray, search_data, tmp_path):
+    study = tabular_study(tmp_path / "study", search_data)
     assert study.budget.rungs == (64, 91, 128, 181, 256) and study.trials == 3
-    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", _temp_dir=temp,
-             log_to_driver=False)
-    try:
-        store = tabular.run(study, tmp_path / "out")
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
+    store = tabular.run(study, tmp_path / "out")
     assert tabular.main(["--from-run", str(tmp_path / "out"), "--csv", str(tmp_path / "t.csv")]) == 0
     frame = pd.read_csv(tmp_path / "t.csv")
     assert set(frame.arch_id) == {a.arch_id for a in ARCHS} and (frame.candidate_id == frame.arch_id).all()
@@ -76,14 +65,14 @@ def test_a_table_needs_listed_candidates_and_no_early_stopping(tmp_path):
     data = tmp_path / "data"
     with pytest.raises(ConfigError, match="early_stopping: none"):
         tabular.check_study(tabular_study(tmp_path, data, budget={"min_samples": 64, "max_samples": 256}))
-    searched = Study.load(write_study(tmp_path, data, algorithm="random", trials=2))
+    searched = load_study(write_study(tmp_path, data, algorithm="random", trials=2))
     with pytest.raises(ConfigError, match="lists its candidates"):
         tabular.check_study(searched)
 
 
 def test_the_tabular_study_extends_the_quickstart_and_covers_the_space_evenly():
-    study = Study.load(Path(__file__).resolve().parents[1] / "studies" / "tabular_tiny.yaml")
-    quickstart = Study.load(Path(__file__).resolve().parents[1] / "studies" / "quickstart.yaml")
+    study = load_study(Path(__file__).resolve().parents[1] / "studies" / "tabular_tiny.yaml")
+    quickstart = load_study(Path(__file__).resolve().parents[1] / "studies" / "quickstart.yaml")
     tabular.check_study(study)
     assert replace(study.train, rungs=()) == replace(quickstart.train, rungs=())  # the quickstart's recipe
     assert study.data == quickstart.data and study.text == quickstart.text

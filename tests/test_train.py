@@ -19,19 +19,11 @@ from train_helpers import TINY_ARCH, TINY_TEXT, factory, random_pairs
 
 from nas.errors import ConfigError
 from nas.models import build_clip
-from nas.train import (
-    LOGIT_SCALE_MAX,
-    OOMError,
-    Trainer,
-    build_model,
-    cosine_schedule,
-    is_oom,
-    load_checkpoint,
-    param_groups,
-    save_checkpoint,
-    setup_runtime,
-    train,
-)
+from nas.train import OOMError, train
+from nas.train.checkpoint import load_checkpoint, save_checkpoint
+from nas.train.recipe import LOGIT_SCALE_MAX, build_model, cosine_schedule, param_groups
+from nas.train.runtime import is_oom, setup_runtime
+from nas.train.trainer import Trainer
 from nas.train_config import TrainConfig
 
 FP32 = setup_runtime("fp32", device="cpu")
@@ -249,7 +241,7 @@ def test_other_errors_do_not_read_as_out_of_memory(err):
 
 WRITER = """
 import sys, torch
-from nas.train import save_checkpoint
+from nas.train.checkpoint import save_checkpoint
 i = 0
 while True:
     i += 1
@@ -257,6 +249,7 @@ while True:
 """
 
 
+@pytest.mark.subprocess
 def test_checkpoint_survives_sigkill_at_any_moment(tmp_path):
     """A writer killed mid-save leaves the previous checkpoint or the new one, whole."""
     path = tmp_path / "checkpoint.pt"

@@ -101,14 +101,12 @@ def test_a_bare_lock_text_asks_for_the_checkpoint(capsys):
     assert "--lock-text CHECKPOINT" in capsys.readouterr().err
 
 
-def test_train_under_open_clip_names_on_a_subset_prints_rungs_and_a_table(synthetic, tmp_path, capsys, cli):
+def test_train_under_open_clip_names_on_a_subset_prints_rungs_and_a_table(synthetic, tmp_path, capsys, run_cli):
     """The arch file is what `vitamin-nas arch --json` prints (its text tower comes with it); the subset is
     DataComp's uid format, written by `vitamin-nas data subset`; curves go to TensorBoard."""
-    import subprocess
-
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    arch = subprocess.run([*cli, "arch", str(synthetic / "arch.json"), "--json"], capture_output=True, text=True)
+    arch = run_cli("arch", synthetic / "arch.json", "--json")
     data = json.loads(arch.stdout)
     data["text"] = asdict(TEXT)  # the tests' small text tower instead of open_clip's default
     (tmp_path / "c.json").write_text(json.dumps(data))

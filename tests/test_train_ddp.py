@@ -16,7 +16,8 @@ import pytest
 import torch
 from train_helpers import TINY_ARCH, TINY_TEXT, factory
 
-from nas.train import load_checkpoint, train
+from nas.train import train
+from nas.train.checkpoint import load_checkpoint
 from nas.train_config import TrainConfig
 
 CONFIG = {"samples": 96, "batch_size": 16, "warmup": 1, "drop_path": 0.0, "log_every": 1, "rungs": (48,)}
@@ -54,6 +55,7 @@ def _losses(out) -> list[float]:
     return [r["loss"] for r in lines if r["event"] == "train"]
 
 
+@pytest.mark.subprocess
 def test_two_ranks_take_the_single_process_steps(tmp_path, repo, one_thread):
     script = tmp_path / "rank.py"
     script.write_text(RANK % repr(CONFIG))

@@ -11,7 +11,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from train_helpers import TINY_ARCH, TINY_TEXT, random_pairs
 
 from nas.errors import ConfigError
-from nas.train import ReportTo, scalars, train
+from nas.train import ReportTo, train
+from nas.train.log import scalars
 from nas.train_config import TrainConfig
 
 

@@ -19,7 +19,7 @@ import torch
 from train_helpers import stream_run
 
 from nas.data import SynthConfig, synthesize
-from nas.train import load_checkpoint
+from nas.train.checkpoint import load_checkpoint
 
 BUDGET = 160
 KILLED_RUN = """
@@ -56,6 +56,7 @@ def _lines(out) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.subprocess
 def test_killed_run_resumes_to_the_uninterrupted_result(shards, tmp_path, repo, one_thread):
     killed = subprocess.Popen([sys.executable, "-c", KILLED_RUN, shards, str(tmp_path / "b"), str(repo / "tests")],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -29,9 +29,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def _quickstart(args: argparse.Namespace) -> int:
     from nas.shipped import study_file
-    from nas.study import Study
+    from nas.study import load_study
 
-    study = Study.load(study_file("quickstart"))
+    study = load_study(study_file("quickstart"))
     begin = time.perf_counter()
     out = Path(args.out)
     code = search_and_report(study, out, args.resume,

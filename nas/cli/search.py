@@ -51,9 +51,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def _search(args: argparse.Namespace) -> int:
     from nas.shipped import study_file
-    from nas.study import Study
+    from nas.study import load_study
 
-    study = Study.load(study_file(args.study))
+    study = load_study(study_file(args.study))
     out = Path(args.out or Path("runs") / study.name)
     resume = ["vitamin-nas", "search", args.study, "--out", str(out), "--resume"]
     for option in ("address", "storage", "report_to"):
@@ -67,6 +67,10 @@ def _search(args: argparse.Namespace) -> int:
 def search_and_report(study, out: Path, resume: bool, command: str, **options) -> int:
     """Run the study, then print its leaderboard and Pareto fronts and write its search figures; the exit code:
     130 when a signal stopped it (with `command`, which continues it), 1 when no trial produced a result."""
+    from nas.search.loopback import prefer_loopback
+
+    if not options.get("address"):
+        prefer_loopback()  # before Ray is imported: a local instance on 127.0.0.1 only
     from nas.leaderboard import results_report
     from nas.search import Outcome, SearchInterrupted, search
     from plots.search import search_figures

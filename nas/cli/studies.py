@@ -23,12 +23,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 def _studies(args: argparse.Namespace) -> int:
     from nas import shipped
     from nas.space import SearchSpace
-    from nas.study import Study
+    from nas.study import load_study
     from nas.tables import format_table
 
     rows = []
     for name, path in shipped.studies().items():
-        study = Study.load(path)
+        study = load_study(path)
         budgets = ", ".join(f"{b:,}" for b in study.budget.rungs)
         objectives = ", ".join(f"{metric} {way}" for metric, way in study.objectives.items())
         rows.append([name, study.algorithm, study.trials, budgets, objectives, study.description])

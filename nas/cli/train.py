@@ -147,7 +147,8 @@ def run_settings(args: argparse.Namespace) -> tuple:
     """`(arch, text, TrainConfig, DataSource, ReportTo)` of the command line, checked before anything is built."""
     from nas.data import DataSource
     from nas.presets import load_arch
-    from nas.train import TENSORBOARD, ReportTo
+    from nas.train import ReportTo
+    from nas.train.log import TENSORBOARD
     from nas.train_config import TrainConfig
 
     if args.lock_text == "":

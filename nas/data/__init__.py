@@ -6,6 +6,8 @@ Training stream (`nas.data.streaming`; its configs in `nas.data.source`)::
     settings = nas.data.StreamSettings(batch_size=256, image_size=224, samples=1_000_000, workers=8, seed=0)
     loader, stats = nas.data.stream(source, settings)                    # how one run reads it
     loader, stats = nas.data.stream("data/shards", batch_size=256, ...)  # the same, as keywords
+    run_stream = nas.data.connect(source, settings, rank=0, world_size=1)  # bound to one run (as the trainer does)
+    loader = run_stream(start_sample)    # its loader, opened where the run stands; run_stream.stats follows it
     for images, texts, uids in loader:  # (B,3,H,W) float, (B,77) int64, list of uids; len(loader) batches
         ...
     print(stats.summary())              # samples_seen, skipped by reason (nas.data.SKIP_REASONS)
@@ -38,7 +40,8 @@ import importlib
 from typing import TYPE_CHECKING
 
 _EXPORTS = {
-    "stream": "streaming", "DataSource": "source", "StreamSettings": "source", "StreamStats": "streaming",
+    "stream": "streaming", "connect": "streaming", "RunStream": "streaming", "DataSource": "source",
+    "StreamSettings": "source", "StreamStats": "streaming",
     "Loader": "streaming", "Batch": "streaming", "BatchPlan": "streaming", "SKIP_REASONS": "samples",
     "Augment": "source", "image_transform": "transforms", "tokenizer": "transforms",
     "UidSet": "subset", "filter_metadata": "subset",
@@ -51,6 +54,7 @@ __all__ = [
     "Augment",
     "Batch",
     "BatchPlan",
+    "connect",
     "DataSource",
     "dataset_size",
     "expand_shards",
@@ -59,6 +63,7 @@ __all__ = [
     "Loader",
     "retrieval_set",
     "RetrievalSet",
+    "RunStream",
     "select_shards",
     "SKIP_REASONS",
     "stream",
@@ -77,7 +82,7 @@ if TYPE_CHECKING:
     from nas.data.samples import SKIP_REASONS
     from nas.data.shards import dataset_size, expand_shards, select_shards
     from nas.data.source import Augment, DataSource, StreamSettings
-    from nas.data.streaming import Batch, BatchPlan, Loader, StreamStats, stream
+    from nas.data.streaming import Batch, BatchPlan, Loader, RunStream, StreamStats, connect, stream
     from nas.data.subset import UidSet, filter_metadata
     from nas.data.synth import SynthConfig, synthesize
     from nas.data.transforms import image_transform, tokenizer

@@ -127,7 +127,8 @@ class DataSource:
 
 @dataclass(frozen=True)
 class StreamSettings:
-    """How one run reads a `DataSource`: what only the run knows (litgpt's `DataModule.connect` arguments).
+    """How one run reads a `DataSource`: what only the run knows (the arguments of `nas.data.connect`, as of litgpt's
+    `DataModule.connect`).
 
     batch_size: per rank. image_size: the candidate's resolution. samples: the budget over all ranks (None:
     one pass). start_sample: resume a budgeted stream here (a multiple of batch_size * world_size). seed:

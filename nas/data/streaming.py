@@ -377,6 +377,35 @@ def stream(source: str | Sequence[str] | DataSource, settings: StreamSettings | 
     return Loader(ShardStream(source, settings, urls, rank, world_size, uids, captions), stats), stats
 
 
+@dataclass
+class RunStream:
+    """A `DataSource` connected to one run (`connect`): its `StreamSettings` and its rank among `world_size`.
+
+    `run_stream(start_sample)` opens the run's loader at `start_sample` (0, or where a resumed run stands: a batch
+    boundary); `stats` follows the skips of the loader opened last (None before the first)."""
+
+    source: DataSource
+    settings: StreamSettings
+    rank: int
+    world_size: int
+    stats: StreamStats | None = None
+
+    def __call__(self, start_sample: int = 0) -> Loader:
+        loader, self.stats = stream(self.source, replace(self.settings, start_sample=start_sample), rank=self.rank,
+                                    world_size=self.world_size)
+        return loader
+
+
+def connect(source: DataSource, settings: StreamSettings, *, rank: int | None = None,
+            world_size: int | None = None) -> RunStream:
+    """Connect a study's `DataSource` to one run (litgpt's `DataModule.connect`): the run supplies what must agree
+    with its model, budget and ranks (`settings`: batch size per rank, resolution, budget, seed, workers, context
+    length, pinned memory) and its place among the ranks (`rank`, `world_size`: torch.distributed's when it is
+    initialised, else 0 and 1). The trainer connects its data this way (`nas.train.loop`)."""
+    rank, world_size = _rank_and_world(rank, world_size)
+    return RunStream(source, settings, rank, world_size)
+
+
 def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     if rank is None:

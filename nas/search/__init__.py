@@ -1,13 +1,16 @@
 """Architecture search on Ray Tune and Optuna.
 
-    store = nas.search.search(Study.load("studies/quickstart.yaml"), "runs/quickstart")
+    store = nas.search.search(load_study("studies/quickstart.yaml"), "runs/quickstart")
 
 `driver` runs a study (`search`), `searcher` proposes candidates with Optuna, `schedulers` stops them early,
-`trial` trains one on a Ray worker, `recorder` writes what Tune sees into the results database, `session` is
-the driver's (signals, what it writes to), `outcome` sums up a finished search.
+`trainable` is Ray Tune's entry into a trial, which `trial` (or `data_parallel`) trains on Ray workers,
+`protocol` is what the searcher hands a trial and what the trial reports, `recorder` writes what Tune sees into
+the results database, `session` is the driver's (signals, what it writes to), `outcome` sums up a finished
+search.
 
-Attributes load on first use: a trial's Ray worker imports `nas.search.trial` (or `data_parallel`) without the
-driver's Tuner, Optuna and the results database's readers, about 2 s of imports in every trial process.
+Attributes load on first use: a trial's Ray worker imports `nas.search.trainable` (and `trial`, or
+`data_parallel`) without the driver's Tuner, Optuna and the results database's readers, about 2 s of imports in
+every trial process.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Train" pattern (Ray Train V2): the Tune trial's function (`DataParallelTrial`, i
 builds a `ray.train.torch.TorchTrainer` whose `ScalingConfig` places N ranks with C CPUs, G GPUs (and
 `memory_gib`) each; Ray Train sets up their process group (NCCL on GPUs, gloo on CPUs) and every rank runs
 `rank_loop`, which is `nas.train.train` as under torchrun: the trainer takes the process group it finds
-(`nas.train.setup_runtime`). What a one-process trial does around training stays in the Tune trial (`Trial`):
+(`nas.train.runtime.setup_runtime`). What a one-process trial does around training stays in the Tune trial (`Trial`):
 the ledger, where to start, replays, out-of-memory retries, the ends it reports.
 
 - Rungs are reported once, by rank 0, and synchronously: rank 0 hands the rung's metrics to its trial
@@ -39,9 +39,11 @@ import ray
 
 from nas.arch import Arch
 from nas.search.placement import worker_request
-from nas.search.trial import Trial, cpu_share, eval_sets, memory_limit, process_place
+from nas.search.protocol import process_place
+from nas.search.trial import Trial, cpu_share, eval_sets, memory_limit
 from nas.study import Study
-from nas.train import OOMError, ReportTo, TrainResult, is_oom
+from nas.train import OOMError, ReportTo, TrainResult
+from nas.train.runtime import is_oom
 from nas.train_config import TrainConfig
 
 #: Seconds the trial waits for a message from rank 0 before it looks whether the job still runs.

@@ -1,6 +1,6 @@
 """The search driver: `search(study, out)` measures a study's candidates on Ray Tune and records them.
 
-    store = search(Study.load("studies/quickstart.yaml"), "runs/quickstart")
+    store = search(load_study("studies/quickstart.yaml"), "runs/quickstart")
     store.pareto_front(budget=store.budgets()[-1])
 
 The pieces, each the library's own where it has one:
@@ -8,8 +8,9 @@ The pieces, each the library's own where it has one:
 - `nas.search.searcher.StudySearcher`: Optuna's ask/tell behind Ray Tune's `Searcher` interface (feasible,
   unmeasured candidates; Optuna told the budget each reached).
 - `nas.search.schedulers`: ASHA on samples seen; `ParetoASHA` with several objectives.
-- `nas.search.trial.trainable`: the function trainable around `nas.train.train`, with each trial's CPU/GPU
-  share; its checkpoints live in the run directory (`nas.run_dir`).
+- `nas.search.trainable.trainable`: the function trainable that runs a `nas.search.trial.Trial` (around
+  `nas.train.train`) or a data-parallel one, with each trial's CPU/GPU share; its checkpoints live in the run
+  directory (`nas.run_dir`).
 - `nas.search.recorder.Recorder`: a Tune callback on the driver that writes every trial, rung and end to the
   `ResultStore` (the only writer of `RUN/study.db`), keeps the `Ledger` actor that trials read, and prints
   progress.
@@ -48,18 +49,20 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import yaml
 from ray import tune
 
 from nas import heartbeat, status
 from nas.errors import ConfigError
 from nas.results import ResultStore
 from nas.run_dir import RunDir
-from nas.search import placement, reaper
+from nas.search import loopback, placement, reaper
+from nas.search.protocol import LEDGER_NAMESPACE
 from nas.search.recorder import Ledger, Recorder, ledger_entries
 from nas.search.schedulers import make_scheduler
 from nas.search.searcher import StudySearcher
 from nas.search.session import DriverSession, SearchInterrupted, running
-from nas.search.trial import LEDGER_NAMESPACE, TrialSettings, trainable
+from nas.search.trainable import TrialSettings, trainable
 from nas.study import Study
 from nas.train import ReportTo
 
@@ -67,6 +70,8 @@ from nas.train import ReportTo
 RAY_TEMP_PREFIX = "vitamin-nas-ray-"
 #: Seconds to wait for an `--address` to answer.
 CONNECT_TIMEOUT_S = 10.0
+#: The cluster launcher's config on a `ray up` cluster's head (what its autoscaler can add).
+BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")
 
 # ---- running a study ---------------------------------------------------------------------------------------
 
@@ -239,9 +244,10 @@ def ray_session(address: str | None, *, dashboard: bool = False, dashboard_host:
         else:  # never join a cluster by accident (RAY_ADDRESS, /tmp/ray): a private instance on the loopback
             temp = tempfile.mkdtemp(prefix=RAY_TEMP_PREFIX)
             ender = reaper.start(os.getpid())
-            with loopback_node():
-                ray.init(address="local", include_dashboard=dashboard, dashboard_host=dashboard_host, _temp_dir=temp,
-                         **options)
+            ray.init(address="local", include_dashboard=dashboard, dashboard_host=dashboard_host, _temp_dir=temp,
+                     **options)
+            if (warning := loopback_warning()) is not None:
+                logging.getLogger(__name__).warning(warning)
         if not verbose:
             logging.getLogger("ray.tune").setLevel(logging.WARNING)
         yield temp
@@ -254,26 +260,14 @@ def ray_session(address: str | None, *, dashboard: bool = False, dashboard_host:
             shutil.rmtree(temp, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def loopback_node() -> Iterator[None]:
-    """Ray's single-machine mode while a local instance starts: its node IP is then 127.0.0.1, and with it the
-    GCS, the raylet, the object manager, every worker's and the driver's gRPC server, the runtime-env and
-    dashboard agents and the metrics exporter bind the loopback only. Elsewhere Ray replaces 127.0.0.1 with the
-    machine's address (`ray.init(_node_ip_address="127.0.0.1")` alone leaves them on every interface)."""
-    from ray._private import ray_constants
-
-    variable = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
-    previous = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(variable)
-    ray_constants.ENABLE_RAY_CLUSTER = False  # read when Ray resolves this node's address
-    os.environ[variable] = "0"  # and in the processes it starts
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = previous[0]
-        if previous[1] is None:
-            os.environ.pop(variable, None)
-        else:
-            os.environ[variable] = previous[1]
+def loopback_warning() -> str | None:
+    """What to say when the local Ray instance just started listens beyond the loopback: Ray was imported before
+    `nas.search.loopback.prefer_loopback()` could ask for its single-machine mode (a library caller's process)."""
+    address = ray.util.get_node_ip_address()
+    if address == "127.0.0.1":
+        return None
+    return (f"the local Ray instance listens on {address}, not only on 127.0.0.1: set {loopback.SINGLE_MACHINE}=0 "
+            "before Ray is imported (nas.search.loopback.prefer_loopback()) to keep it on this machine")
 
 
 def probe_address(address: str) -> None:
@@ -320,18 +314,17 @@ def check_resources(study: Study) -> None:
                           field="resources.workers")
 
 
-def autoscaler_node_types() -> list[dict[str, float]]:
-    """The resources of each node type a cluster's autoscaler can start (none without an autoscaler). Read from
-    the cluster config Ray's autoscaler publishes (as Ray Data does); nothing when this Ray keeps it elsewhere."""
+def autoscaler_node_types(config: Path = BOOTSTRAP_CONFIG) -> list[dict[str, float]]:
+    """The resources of each node type a cluster's autoscaler can start (none without an autoscaler), from the
+    cluster launcher's config on the head node (`ray up` writes it there, and Ray Tune reads it to tell an
+    autoscaling cluster); nothing where there is none (a fixed cluster, KubeRay: their nodes are all up)."""
     try:
-        from ray._private.state import state
-
-        config = state.get_cluster_config()
-    except Exception:
+        launched = yaml.safe_load(config.expanduser().read_text()) or {}
+    except (OSError, yaml.YAMLError):
         return []
-    if config is None:
-        return []
-    return [dict(group.resources) for group in config.node_group_configs if group.max_count != 0]
+    types = launched.get("available_node_types") or {}
+    return [{key: float(value) for key, value in (kind.get("resources") or {}).items()}
+            for kind in types.values() if isinstance(kind, dict) and kind.get("max_workers", 0) != 0]
 
 
 def _resources(resources: dict[str, float]) -> str:

@@ -25,8 +25,24 @@ from nas import status
 from nas.progress import progress_report
 from nas.run_dir import CHECKPOINT
 from nas.search import retention, session
-from nas.search.searcher import STATUS_KEY, OptunaStudy, final_status
-from nas.search.trial import LEDGER_NAMESPACE, rung_metrics
+from nas.search.protocol import (
+    ACCUM_FREQ_KEY,
+    CANDIDATE_KEY,
+    ERROR_KEY,
+    HITS_KEY,
+    LEDGER_NAMESPACE,
+    NUMBER_KEY,
+    PLACE_KEYS,
+    REPLAY_KEY,
+    RESUMED_FROM_KEY,
+    RUNG_CHECKPOINT_KEY,
+    SESSION_KEY,
+    STATUS_KEY,
+    WORKER_PID_KEY,
+    final_status,
+    rung_metrics,
+)
+from nas.search.searcher import OptunaStudy
 from nas.study import Study
 
 if TYPE_CHECKING:
@@ -64,7 +80,7 @@ class Ledger:
         """A rung's checkpoint was deleted (`storage.keep`)."""
         for rung in self.entries.get(trial_id, {}).get("rungs", []):
             if rung["budget"] == budget:
-                rung["rung_checkpoint"] = None
+                rung[RUNG_CHECKPOINT_KEY] = None
 
     def hold(self, trial_id: str, placement_group: Any) -> None:
         """Note the placement group a data-parallel trial's Ray Train job reserved (`nas.search.data_parallel`)."""
@@ -84,8 +100,8 @@ def ledger_entries(store: ResultStore) -> dict[str, dict[str, Any]]:
     entries = {t["trial_id"]: {"trial_id": t["trial_id"], "key": (t["arch_id"], t["schedule"], t["seed"]),
                                "status": t["status"], "rungs": [], "error": t["error"]} for t in store.trials()}
     for row in store.rungs():
-        entries[row["trial_id"]]["rungs"].append({**row["metrics"], "rung_checkpoint": row["checkpoint"],
-                                                   **({"hits": row["hits"]} if row["hits"] else {})})
+        entries[row["trial_id"]]["rungs"].append({**row["metrics"], RUNG_CHECKPOINT_KEY: row["checkpoint"],
+                                                   **({HITS_KEY: row["hits"]} if row["hits"] else {})})
     return entries
 
 
@@ -115,13 +131,13 @@ class Recorder(tune.Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """A trial (re)starts. One whose end is recorded (a driver killed after it ended, before Ray Tune saved
         that) keeps its record: it replays its results and ends as it did."""
-        candidate = trial.config["candidate"]
+        candidate = trial.config[CANDIDATE_KEY]
         self.started.add(trial.trial_id)
         row = self.store.trial(trial.trial_id)
         if row is not None and row["status"] in status.KNOWN and row["ended_at"]:
             self.replaying.add(trial.trial_id)  # what it reports, and how Tune ends it, are recorded already
             return
-        self.store.add_trial(trial.trial_id, candidate.arch, candidate.cost, number=trial.config["number"],
+        self.store.add_trial(trial.trial_id, candidate.arch, candidate.cost, number=trial.config[NUMBER_KEY],
                              schedule=candidate.schedule, seed=candidate.seed)
         self.store.start_attempt(trial.trial_id)
         self.ledger.update.remote(trial.trial_id, candidate.key, status=status.RUNNING)
@@ -131,27 +147,27 @@ class Recorder(tune.Callback):
         if result.get(STATUS_KEY) != status.RUNNING or "budget" not in result or trial.trial_id in self.replaying:
             return
         metrics = rung_metrics(result)
-        where = {k: result[k] for k in ("host", "node", "device")}
-        checkpoint = result.get("rung_checkpoint") or None
-        if checkpoint and result["replay"] and not (self.store.checkpoint_path(checkpoint) / CHECKPOINT).is_file():
+        where = {k: result[k] for k in PLACE_KEYS}
+        checkpoint = result.get(RUNG_CHECKPOINT_KEY) or None
+        if checkpoint and result[REPLAY_KEY] and not (self.store.checkpoint_path(checkpoint) / CHECKPOINT).is_file():
             checkpoint = None  # a replayed measurement whose checkpoint `storage.keep` let go meanwhile
-        hits = result.get("hits")
+        hits = result.get(HITS_KEY)
         self.store.record_rung(trial.trial_id, {**metrics, **where}, rung=self.study.budget.rung_of(result["budget"]),
-                               checkpoint=checkpoint, hits=hits, session=result["session"],
-                               replace=not result["replay"])
-        self.store.update_trial(trial.trial_id, pid=result["worker_pid"], accum_freq=result["accum_freq"],
-                                resumed_from=result["resumed_from"])
-        if not result["replay"]:
-            self.ledger.update.remote(trial.trial_id, trial.config["candidate"].key,
-                                      rung={**metrics, "rung_checkpoint": checkpoint,
-                                            **({"hits": hits} if hits else {})})
+                               checkpoint=checkpoint, hits=hits, session=result[SESSION_KEY],
+                               replace=not result[REPLAY_KEY])
+        self.store.update_trial(trial.trial_id, pid=result[WORKER_PID_KEY], accum_freq=result[ACCUM_FREQ_KEY],
+                                resumed_from=result[RESUMED_FROM_KEY])
+        if not result[REPLAY_KEY]:
+            self.ledger.update.remote(trial.trial_id, trial.config[CANDIDATE_KEY].key,
+                                      rung={**metrics, RUNG_CHECKPOINT_KEY: checkpoint,
+                                            **({HITS_KEY: hits} if hits else {})})
         self._prune()
         self._print(force=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result
         self._release(trial.trial_id)
-        self._finish(trial, final_status(result, False), result.get("error") or None)
+        self._finish(trial, final_status(result, False), result.get(ERROR_KEY) or None)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._release(trial.trial_id)
@@ -179,7 +195,7 @@ class Recorder(tune.Callback):
                 self.store.update_trial(row["trial_id"], status=status.INTERRUPTED, ended_at=now,
                                         error=f"interrupted: the driver was stopped by {self.session.signal_name}")
                 if row["number"] is not None:
-                    optuna.trial(row["number"]).set_user_attr("status", status.INTERRUPTED)
+                    optuna.set_user_attr(row["number"], "status", status.INTERRUPTED)
             self._print(force=True, final=True)
             return
         for row in self.store.trials(status=(status.PENDING, status.RUNNING, status.INTERRUPTED)):
@@ -187,8 +203,8 @@ class Recorder(tune.Callback):
                 self.store.update_trial(row["trial_id"], status=status.INTERRUPTED, ended_at=now,
                                         error="interrupted: the driver was killed before Ray Tune recorded this trial")
         for frozen in optuna.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            optuna.trial(frozen.number).set_user_attr("skipped", "interrupted: the driver was killed")
-            optuna.trial(frozen.number).set_user_attr("status", status.INTERRUPTED)
+            optuna.set_user_attr(frozen.number, "skipped", "interrupted: the driver was killed")
+            optuna.set_user_attr(frozen.number, "status", status.INTERRUPTED)
             optuna.study.tell(frozen.number, state=TrialState.FAIL)
         self._print(force=True, final=True)
 
@@ -216,7 +232,7 @@ class Recorder(tune.Callback):
         if trial.trial_id in self.replaying or (row is not None and row["status"] == end and row["ended_at"]):
             return  # a replayed end: the recorded one stands (ASHA may stop a replay early)
         self.store.update_trial(trial.trial_id, status=end, error=error, ended_at=time.time())
-        self.ledger.update.remote(trial.trial_id, trial.config["candidate"].key, status=end, error=error)
+        self.ledger.update.remote(trial.trial_id, trial.config[CANDIDATE_KEY].key, status=end, error=error)
         self._prune()
         self._print(force=True)
 

@@ -18,7 +18,12 @@ It owns an `optuna.Study` in the results database and drives it with Optuna's pu
   `status` (`nas.status`), and the metrics it measured at each budget (`budget_<samples>`); with one
   objective, its value at each budget is also an intermediate value (Optuna takes none for several).
 
-Tune saves the searcher with its experiment; `restore` finds the Optuna trials still running by their numbers.
+- A model-based sampler that has converged proposes measured archs again and again: `ProposalSampler` (an
+  Optuna sampler around the study's) then draws the next proposals at random, so that the rest of a small
+  space is still reached.
+
+Every Optuna trial is addressed by its number (`OptunaStudy`): Tune saves the searcher with its experiment,
+and `restore` finds the Optuna trials still running by their numbers.
 The results database is the driver session's (`nas.search.session`), never a path saved with the searcher.
 """
 
@@ -27,19 +32,28 @@ from __future__ import annotations
 import logging
 import pickle
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search import Searcher
 
 from nas import status
-from nas.arch import Arch
 from nas.errors import ConfigError
 from nas.metrics import TRAINED, ZERO_COST
 from nas.results import ResultStore
+from nas.search.protocol import (
+    CANDIDATE_KEY,
+    NUMBER_KEY,
+    SCHEDULE_KEY,
+    STATUS_KEY,
+    Candidate,
+    final_status,
+    rung_metrics,
+)
 from nas.study import Study
 
 logger = logging.getLogger(__name__)
@@ -51,34 +65,8 @@ MAX_PROPOSALS = 1000
 RANDOM_AFTER = 20
 #: Finite spaces up to this size are enumerated once, so that the search ends when every feasible arch is known.
 ENUMERATE_LIMIT = 100_000
-STATUS_KEY = "trial_status"
-
-
-def final_status(result: Mapping[str, Any] | None, error: bool) -> str:
-    """How a trial ended, from its last result: the trial's own verdict, else whether it reached the end of
-    its schedule."""
-    if error or not result:
-        return status.FAILED
-    if result.get(STATUS_KEY) in status.UNTRAINABLE:
-        return result[STATUS_KEY]
-    return status.COMPLETED if result.get("samples_seen", 0) >= result["schedule"] else status.STOPPED_EARLY
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """What one trial measures: an arch with its analytic cost, trained with a schedule that ends at `schedule`
-    samples seen, with the recipe's seed or (a study's `repeats`) another. It travels to the trial in Tune's
-    config."""
-
-    arch: Arch
-    schedule: int
-    cost: dict[str, float]  # the cost metrics, and the zero-cost scores the study optimises
-    violations: tuple[str, ...] = ()
-    seed: int | None = None  # None: the recipe's (train.seed)
-
-    @property
-    def key(self) -> tuple[str, int, int | None]:
-        return self.arch.arch_id, self.schedule, self.seed
+#: The user attribute naming the Ray Tune trial that trains an Optuna trial; a proposal told at once has none.
+TRIAL_ID_ATTR = "trial_id"
 
 
 @dataclass(frozen=True)
@@ -135,27 +123,88 @@ def make_sampler(study: Study) -> optuna.samplers.BaseSampler:
         raise ConfigError(f"not an option of {kind.__name__}: {err}", source=study.source, field="sampler") from None
 
 
+class ProposalSampler(optuna.samplers.BaseSampler):
+    """The study's sampler, until it keeps proposing what is known: after `random_after` proposals in a row that
+    were told at once (infeasible, measured or in training: Optuna trials no Tune trial trains), the next are
+    drawn at random, until one is trained. A model-based sampler that has converged on measured archs proposes
+    them again and again; the rest of a small space must still be reached.
+
+    Which sampler a trial gets is decided once, when Optuna starts it (`before_trial`), from the trials before
+    it; every trial's end is told to the study's sampler (`after_trial`), which learns from them all."""
+
+    def __init__(self, sampler: optuna.samplers.BaseSampler, random: optuna.samplers.RandomSampler,
+                 random_after: int = RANDOM_AFTER):
+        self.sampler = sampler
+        self.random = random
+        self.random_after = random_after
+        self._chosen: tuple[int, optuna.samplers.BaseSampler] | None = None  # (trial number, its sampler)
+
+    def _for(self, study: optuna.Study, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
+        if self._chosen is None or self._chosen[0] != trial.number:
+            known = 0
+            for before in reversed(study.get_trials(deepcopy=False)[:trial.number]):
+                if known >= self.random_after or not before.state.is_finished() or TRIAL_ID_ATTR in before.user_attrs:
+                    break
+                known += 1
+            self._chosen = trial.number, self.random if known >= self.random_after else self.sampler
+        return self._chosen[1]
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._for(study, trial).before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self._for(study, trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return self._for(study, trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return self._for(study, trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        self.sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.sampler.reseed_rng()
+        self.random.reseed_rng()
+
+
 class OptunaStudy:
-    """The study's Optuna study in its results database (created on first use, with its metric names), and the
-    storage it lives in, through which a trial asked in an earlier driver session is found by its number."""
+    """The study's Optuna study in its results database (created on first use, with its metric names), and its
+    trials addressed by number, through the storage it lives in: a trial asked in an earlier driver session is
+    annotated and told as one asked in this one."""
 
     def __init__(self, study: Study, store: ResultStore, sampler: optuna.samplers.BaseSampler | None = None):
         self.storage = store.optuna_storage()
         directions = ["maximize" if way == "max" else "minimize" for way in study.objectives.values()]
         self.study = optuna.create_study(study_name=study.name, storage=self.storage, sampler=sampler,
                                          directions=directions, load_if_exists=True)
+        self.study_id = self.storage.get_study_id_from_name(study.name)
         if self.study.metric_names is None:
             with warnings.catch_warnings():  # experimental since Optuna 3.2, and what optuna-dashboard shows
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 self.study.set_metric_names(list(study.objectives))
 
-    def trial(self, number: int) -> optuna.Trial:
-        """The `optuna.Trial` of a trial number, to report to, annotate or tell."""
-        study_id = self.storage.get_study_id_from_name(self.study.study_name)
-        return optuna.trial.Trial(self.study, self.storage.get_trial_id_from_study_id_trial_number(study_id, number))
+    def _trial_id(self, number: int) -> int:
+        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
 
     def state(self, number: int) -> TrialState:
         return self.study.get_trials(deepcopy=False)[number].state
+
+    def set_user_attr(self, number: int, key: str, value: Any) -> None:
+        self.storage.set_trial_user_attr(self._trial_id(number), key, value)
+
+    def set_constraint(self, number: int, key: str, value: float) -> None:
+        """A constraint's value (<= 0: feasible), stored where `optuna.Trial.set_constraint` stores it, from
+        which `FrozenTrial.constraints` and the samplers read it."""
+        self.storage.set_trial_system_attr(self._trial_id(number), f"constraints:{key}", float(value))
+
+    def report(self, number: int, value: float, step: int) -> None:
+        """An intermediate value (one objective only, as `optuna.Trial.report`)."""
+        self.storage.set_trial_intermediate_value(self._trial_id(number), step, float(value))
 
 
 class StudySearcher(Searcher):
@@ -168,12 +217,12 @@ class StudySearcher(Searcher):
         self.store = store
         self.propose = Proposer(study)
         self.feasible = feasible_archs(study)
-        self.random = optuna.samplers.RandomSampler(seed=study.seed)
-        self.asked: dict[str, optuna.Trial] = {}  # Tune trial id -> its Optuna trial
+        self.sampler = ProposalSampler(make_sampler(study), optuna.samplers.RandomSampler(seed=study.seed))
+        self.asked: dict[str, int] = {}  # Tune trial id -> its Optuna trial's number
         self.in_flight: dict[str, tuple[str, int, int | None]] = {}  # Tune trial id -> Candidate.key in training
         self.reported: dict[str, set[int]] = {}  # Tune trial id -> budgets told to Optuna
         self.told: set[str] = set()
-        self.optuna = OptunaStudy(study, store, make_sampler(study))
+        self.optuna = OptunaStudy(study, store, self.sampler)
         self.ot_study = self.optuna.study
         per_budget = study.budget.per_budget  # every candidate at the smallest budget first, then the next
         seeds = (None, *study.repeats.seeds)
@@ -186,16 +235,16 @@ class StudySearcher(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self._trials_spent():  # what a proposal tells Optuna adds no trial to the database: asked once
             return Searcher.FINISHED
-        for proposal in range(MAX_PROPOSALS):
+        for _ in range(MAX_PROPOSALS):
             if self._exhausted():
                 return Searcher.FINISHED
-            ot_trial, candidate = self._proposal(at_random=proposal >= RANDOM_AFTER)
-            if not self._skipped(ot_trial, candidate):
-                self.asked[trial_id] = ot_trial
+            number, candidate = self._proposal()
+            if not self._skipped(number, candidate):
+                self.asked[trial_id] = number
                 self.in_flight[trial_id] = candidate.key
-                ot_trial.set_user_attr("trial_id", trial_id)
-                ot_trial.set_user_attr("status", status.RUNNING)
-                return {"candidate": candidate, "number": ot_trial.number}
+                self.optuna.set_user_attr(number, TRIAL_ID_ATTR, trial_id)
+                self.optuna.set_user_attr(number, "status", status.RUNNING)
+                return {CANDIDATE_KEY: candidate, NUMBER_KEY: number}
         logger.warning("the last %d proposals were all infeasible or measured already: the search stops proposing",
                        MAX_PROPOSALS)
         return Searcher.FINISHED
@@ -203,60 +252,54 @@ class StudySearcher(Searcher):
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         """What the trial measured at a budget, unless Optuna was told its end already (a trial that ended before
         the driver was killed and replays its results)."""
-        ot_trial = self.asked.get(trial_id)
-        if "budget" in result and ot_trial is not None and not self.optuna.state(ot_trial.number).is_finished():
-            self._report(ot_trial, trial_id, result["budget"], result)
+        number = self.asked.get(trial_id)
+        if "budget" in result and number is not None and not self.optuna.state(number).is_finished():
+            self._report(number, trial_id, result["budget"], result)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        ot_trial = self.asked.get(trial_id)
+        number = self.asked.get(trial_id)
         self.in_flight.pop(trial_id, None)
-        if ot_trial is None or trial_id in self.told:
+        if number is None or trial_id in self.told:
             return
         self.told.add(trial_id)
-        if self.optuna.state(ot_trial.number).is_finished():
+        if self.optuna.state(number).is_finished():
             return  # told before the driver was killed; Tune's experiment state did not know yet
         if result and "budget" in result:  # the rung where the scheduler stopped it reaches no on_trial_result
-            self._report(ot_trial, trial_id, result["budget"], result)
-        self._tell(ot_trial, final_status(result, error), result)
+            self._report(number, trial_id, result["budget"], result)
+        self._tell(number, final_status(result, error), result)
 
     def save(self, checkpoint_path: str) -> None:
-        state = {"asked": {t: trial.number for t, trial in self.asked.items()}, "in_flight": self.in_flight,
-                 "reported": self.reported, "told": self.told}
+        state = {"asked": self.asked, "in_flight": self.in_flight, "reported": self.reported, "told": self.told}
         with open(checkpoint_path, "wb") as f:
             pickle.dump(state, f)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             state = pickle.load(f)
-        self.asked = {t: self.optuna.trial(number) for t, number in state["asked"].items()}
-        self.in_flight, self.reported, self.told = state["in_flight"], state["reported"], state["told"]
+        self.asked, self.in_flight = state["asked"], state["in_flight"]
+        self.reported, self.told = state["reported"], state["told"]
 
     def __getstate__(self) -> dict[str, Any]:
-        """Without the results database and the Optuna study in it: `__setstate__` opens the driver session's."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("store", "optuna", "ot_study", "asked")} | \
-            {"asked": {t: trial.number for t, trial in self.asked.items()}}
+        """Without the results database and the Optuna study in it: `__setstate__` opens the driver session's. The
+        study's sampler is made again (NSGA-II's does not pickle); the random one keeps its state."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("store", "optuna", "ot_study", "sampler")} | \
+            {"random": self.sampler.random}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         from nas.search import session
 
+        random = state.pop("random")
         self.__dict__.update(state)
         self.store = session.current().store
-        self.optuna = OptunaStudy(self.study, self.store, make_sampler(self.study))
+        self.sampler = ProposalSampler(make_sampler(self.study), random)
+        self.optuna = OptunaStudy(self.study, self.store, self.sampler)
         self.ot_study = self.optuna.study
-        self.asked = {t: self.optuna.trial(number) for t, number in state["asked"].items()}
 
     # ---- deciding what to train ------------------------------------------------------------------------------
-    def _proposal(self, at_random: bool) -> tuple[optuna.Trial, Candidate]:
-        """A new Optuna trial and its candidate, from the study's sampler or (`at_random`) the random one: a
-        trial samples its parameters when they are suggested, so the sampler is swapped for both steps."""
-        sampler = self.ot_study.sampler
-        if at_random:
-            self.ot_study.sampler = self.random
-        try:
-            ot_trial = self.ot_study.ask()
-            return ot_trial, self.propose(ot_trial)
-        finally:
-            self.ot_study.sampler = sampler
+    def _proposal(self) -> tuple[int, Candidate]:
+        """A new Optuna trial's number and its candidate, sampled (by `ProposalSampler`) as it is suggested."""
+        ot_trial = self.ot_study.ask()
+        return ot_trial.number, self.propose(ot_trial)
 
     def _trials_spent(self) -> bool:
         """The study's `trials` are the trials the database holds with a result and those in training: Ray Tune's
@@ -275,41 +318,39 @@ class StudySearcher(Searcher):
             return False
         return self.feasible <= {key[0] for key in self.in_flight.values()} | self.store.arch_ids(status.KNOWN)
 
-    def _skipped(self, ot_trial: optuna.Trial, candidate: Candidate) -> bool:
+    def _skipped(self, number: int, candidate: Candidate) -> bool:
         """Tell Optuna at once what is known about the candidate; False when it must be trained."""
         if candidate.violations:
-            ot_trial.set_user_attr("skipped", f"infeasible: {'; '.join(candidate.violations)}")
-            self.ot_study.tell(ot_trial, state=TrialState.PRUNED)
+            self.optuna.set_user_attr(number, "skipped", f"infeasible: {'; '.join(candidate.violations)}")
+            self.ot_study.tell(number, state=TrialState.PRUNED)
             return True
         training = next((t for t, key in self.in_flight.items() if key == candidate.key), None)
         if training is not None:
-            ot_trial.set_user_attr("skipped", f"duplicate: the arch is being trained by trial {training}")
+            self.optuna.set_user_attr(number, "skipped", f"duplicate: the arch is being trained by trial {training}")
             if training in self.asked:
-                ot_trial.set_user_attr("duplicate_of", self.asked[training].number)
-            self.ot_study.tell(ot_trial, state=TrialState.FAIL)
+                self.optuna.set_user_attr(number, "duplicate_of", self.asked[training])
+            self.ot_study.tell(number, state=TrialState.FAIL)
             return True
         measured = self.store.measured(*candidate.key)
         if measured is None or measured.status not in status.KNOWN:
             return False
-        ot_trial.set_user_attr("skipped", f"measured: by trial {measured.trial_id}")
+        self.optuna.set_user_attr(number, "skipped", f"measured: by trial {measured.trial_id}")
         original = (self.store.trial(measured.trial_id) or {}).get("number")
         if original is not None and 0 <= original < len(self.ot_study.get_trials(deepcopy=False)) and \
                 self.optuna.state(original).is_finished():  # Optuna knows the result: told once, there
-            ot_trial.set_user_attr("measured_by", original)
-            self.ot_study.tell(ot_trial, state=TrialState.FAIL)
+            self.optuna.set_user_attr(number, "measured_by", original)
+            self.ot_study.tell(number, state=TrialState.FAIL)
             return True
         for rung in measured.rungs:  # a result Optuna was never told (its trial is not in this study): tell it here
-            self._report(ot_trial, None, rung["budget"], rung["metrics"])
+            self._report(number, None, rung["budget"], rung["metrics"])
         last = {**measured.rungs[-1]["metrics"], **candidate.cost, STATUS_KEY: measured.status,
-                "schedule": candidate.schedule}
-        self._tell(ot_trial, measured.status, last)
+                SCHEDULE_KEY: candidate.schedule}
+        self._tell(number, measured.status, last)
         return True
 
-    def _report(self, ot_trial: optuna.Trial, trial_id: str | None, budget: int, metrics: Mapping[str, Any]) -> None:
+    def _report(self, number: int, trial_id: str | None, budget: int, metrics: Mapping[str, Any]) -> None:
         """What a trial measured at a budget, as a user attribute, and as an intermediate value with one objective
         (Optuna takes none for several)."""
-        from nas.search.trial import rung_metrics
-
         reported = self.reported.setdefault(trial_id, set()) if trial_id else set()
         if budget in reported:
             return
@@ -319,21 +360,21 @@ class StudySearcher(Searcher):
                 *(f"{name}_{part}" for name in self.study.objectives for part in ("n", "low", "high"))}
         shown = {k: float(f"{v:.6g}") if isinstance(v, float) else v
                  for k, v in rung_metrics(dict(metrics)).items() if k in kept}
-        ot_trial.set_user_attr(f"budget_{int(budget)}", shown)
+        self.optuna.set_user_attr(number, f"budget_{int(budget)}", shown)
         if isinstance(self.metric, str) and self.metric in metrics:
-            ot_trial.report(metrics[self.metric], step=int(budget))
+            self.optuna.report(number, metrics[self.metric], step=int(budget))
         reported.add(budget)
 
-    def _tell(self, ot_trial: optuna.Trial, end: str, result: Mapping[str, Any] | None) -> None:
+    def _tell(self, number: int, end: str, result: Mapping[str, Any] | None) -> None:
         """COMPLETE only at the full budget; an early stop is PRUNED; oom/diverged are PRUNED and violate a
         `trainable` constraint, so that samplers learn to avoid such archs as they avoid infeasible ones."""
-        ot_trial.set_user_attr("status", end)
+        self.optuna.set_user_attr(number, "status", end)
         if end in status.UNTRAINABLE:
-            ot_trial.set_constraint("trainable", 1.0)
+            self.optuna.set_constraint(number, "trainable", 1.0)
         if end == status.COMPLETED:
             values = [result[name] for name in self.study.objectives]
-            self.ot_study.tell(ot_trial, values if len(values) > 1 else values[0])
+            self.ot_study.tell(number, values if len(values) > 1 else values[0])
         elif end == status.FAILED:
-            self.ot_study.tell(ot_trial, state=TrialState.FAIL)
+            self.ot_study.tell(number, state=TrialState.FAIL)
         else:
-            self.ot_study.tell(ot_trial, state=TrialState.PRUNED)
+            self.ot_study.tell(number, state=TrialState.PRUNED)

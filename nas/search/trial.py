@@ -1,13 +1,13 @@
 """One trial of a search as it runs on a Ray worker: train a candidate through its rungs, report each to Tune.
 
-`trainable(config, settings)` is Ray Tune's function trainable; `config["candidate"]` is the
-`nas.search.searcher.Candidate` (arch, schedule, analytic cost) it measures. It is idempotent, so that
-retries, resumed searches and repeated candidates never train what is already measured:
+A `Trial` measures a `nas.search.protocol.Candidate` (arch, schedule, analytic cost), started by Ray Tune's
+function trainable (`nas.search.trainable`), and reports what `nas.search.protocol` defines. It is idempotent,
+so that retries, resumed searches and repeated candidates never train what is already measured:
 
-- It first asks the search's ledger (`nas.search.ledger.Ledger`, kept by the driver from the results database)
+- It first asks the search's ledger (`nas.search.recorder.Ledger`, kept by the driver from the results database)
   what is known. A trial that already ended (a driver killed after the trial finished but before Ray Tune
   saved that) reports its rungs again and ends the same way; an arch measured to the full budget by another
-  trial reports those results. Reports of known results carry `replay: True` and are not written again.
+  trial reports those results. Reports of known results carry `REPLAY_KEY: True` and are not written again.
 - Otherwise it starts from the newest checkpoint of the arch: the trial's own (`RUN/trials/<trial>/`, written by
   its earlier attempts, whichever worker or driver session ran them) or, when the ledger knows another trial
   of the arch that got further (one that failed or was cut off), that trial's; `nas.train.train` resumes from
@@ -19,11 +19,6 @@ retries, resumed searches and repeated candidates never train what is already me
   the micro-batch and twice the gradient accumulation (same effective batch) up to the study's
   `oom_retries`, then ends as `oom`. Anything else raises, and Ray Tune retries the trial from its last
   checkpoint up to `max_retries` times before recording `failed`.
-
-Its training curves go to TensorBoard under the study's run directory, `RUN/tensorboard/<number>-<arch name>`
-(`trial_events`), so that `tensorboard --logdir RUN/tensorboard` compares every trial of the study; on a
-cluster, RUN must then be on a filesystem the nodes share. With `report_to` naming wandb too, each trial is also
-a W&B run, grouped by the study's name.
 
 The trial takes exactly its CPU share (torch threads, loader workers) and at most its share of memory: with
 `resources.memory_gib`, that much; on a GPU it shares with other trials (`gpus: 0.25`), its share of the
@@ -39,9 +34,7 @@ import ctypes
 import functools
 import gc
 import json
-import os
 import resource
-import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,38 +44,25 @@ from typing import Any
 import torch
 
 from nas import status
-from nas.cost import COST_METRICS
-from nas.metrics import ZERO_COST
 from nas.run_dir import CHECKPOINT, RUNGS, RunDir, link_or_copy
 from nas.search.placement import device_memory_fraction
-from nas.search.searcher import Candidate
+from nas.search.protocol import (
+    ACCUM_FREQ_KEY,
+    ARCH_ID_KEY,
+    ERROR_KEY,
+    HITS_KEY,
+    REPLAY_KEY,
+    RESUMED_FROM_KEY,
+    RUNG_CHECKPOINT_KEY,
+    SCHEDULE_KEY,
+    SESSION_KEY,
+    STATUS_KEY,
+    Candidate,
+    process_place,
+)
 from nas.study import Resources, Study
 from nas.train import ReportTo, TrainResult
 from nas.train_config import TrainConfig
-
-LEDGER_NAMESPACE = "vitamin-nas"
-#: Keys a trial adds to the trainer's metrics in its reports (the rest are metrics).
-REPORT_KEYS = ("schedule", "trial_status", "replay", "arch_id", "host", "node", "device", "worker_pid", "session",
-               "accum_freq", "resumed_from", "error", "rung_checkpoint")
-
-
-@dataclass(frozen=True)
-class TrialSettings:
-    """What every trial of a search shares: the study, where to find the driver's ledger, the run directory as
-    the driver sees it (on a cluster, a filesystem every node mounts at that path; the trials' checkpoints and
-    TensorBoard events go there) and where the curves go (`--report-to`)."""
-
-    study: Study
-    ledger: str
-    run_dir: str
-    report_to: str = "tensorboard"
-
-
-def trial_events(run_dir: str | os.PathLike, number: int, candidate: Candidate) -> Path:
-    """A trial's TensorBoard directory: named by its Optuna number and arch, the run's name in TensorBoard."""
-    from nas.train import TENSORBOARD
-
-    return Path(run_dir) / TENSORBOARD / f"{number:03d}-{candidate.arch.name()}"
 
 
 @dataclass(frozen=True)
@@ -93,24 +73,6 @@ class StartingPoint:
     accum_freq: int
     checkpoint: Path
     trial_id: str
-
-
-def trainable(config: dict[str, Any], settings: TrialSettings) -> None:
-    """Ray Tune's trainable: measure `config["candidate"]` under `settings.study`."""
-    import ray
-    from ray import tune
-
-    ledger = ray.get_actor(settings.ledger, namespace=LEDGER_NAMESPACE)
-    context = tune.get_context()
-    events = trial_events(settings.run_dir, config["number"], config["candidate"])
-    report_to = ReportTo.parse(settings.report_to, events, name=events.name, group=settings.study.name)
-    kind = Trial
-    if settings.study.resources.data_parallel:  # a Ray Train job per training run
-        from nas.search.data_parallel import DataParallelTrial
-
-        kind = DataParallelTrial
-    kind(settings.study, config["candidate"], context.get_trial_id(), RunDir(settings.run_dir), ledger,
-         report_to).run()
 
 
 class Trial:
@@ -146,7 +108,8 @@ class Trial:
             self._train(self._starting_point(furthest))
 
     def _train(self, start: StartingPoint | None) -> None:
-        from nas.train import OOMError, is_oom, run_progress
+        from nas.train import OOMError, run_progress
+        from nas.train.runtime import is_oom
 
         if start is not None:
             self.accum_freq = start.accum_freq
@@ -223,9 +186,9 @@ class Trial:
 
     # ---- reporting ---------------------------------------------------------------------------------------------
     def _extras(self, replay: bool, where: dict[str, Any] | None = None) -> dict[str, Any]:
-        return {"arch_id": self.arch.arch_id, **(where or process_place(self.device)), "session": self.session,
-                "accum_freq": self.accum_freq, "resumed_from": self.resumed_from, "replay": replay,
-                "trial_status": status.RUNNING, "schedule": self.schedule, **self.candidate.cost}
+        return {ARCH_ID_KEY: self.arch.arch_id, **(where or process_place(self.device)), SESSION_KEY: self.session,
+                ACCUM_FREQ_KEY: self.accum_freq, RESUMED_FROM_KEY: self.resumed_from, REPLAY_KEY: replay,
+                STATUS_KEY: status.RUNNING, SCHEDULE_KEY: self.schedule, **self.candidate.cost}
 
     def _report(self, metrics: dict[str, Any], where: dict[str, Any] | None = None) -> bool:
         """The trainer's rung callback (its checkpoint is written): keep the rung's checkpoint and report, with
@@ -236,7 +199,7 @@ class Trial:
         rung = self.study.budget.rung_of(metrics["budget"])
         kept = self.run_dir.relative(self.run_dir.keep_rung(self.trial_id, rung, self.out / CHECKPOINT))
         self.reported.add(metrics["budget"])
-        tune.report({**_reported(metrics), **self._extras(False, where), "rung_checkpoint": kept})
+        tune.report({**_reported(metrics), **self._extras(False, where), RUNG_CHECKPOINT_KEY: kept})
         return False
 
     def _replay(self, rungs: list[dict[str, Any]]) -> None:
@@ -246,46 +209,26 @@ class Trial:
 
         for metrics in rungs:
             self.reported.add(metrics["budget"])
-            kept = metrics.get("rung_checkpoint")
+            kept = metrics.get(RUNG_CHECKPOINT_KEY)
             own = self.run_dir.rung(self.trial_id, self.study.budget.rung_of(metrics["budget"]))
             if kept is None and (own / CHECKPOINT).is_file():
                 kept = self.run_dir.relative(own)
-            tune.report({**_reported(metrics), **self._extras(replay=True), "rung_checkpoint": kept or ""})
+            tune.report({**_reported(metrics), **self._extras(replay=True), RUNG_CHECKPOINT_KEY: kept or ""})
 
     def _report_end(self, end: str, error: str | None, replay: bool = False) -> None:
         from ray import tune
 
-        tune.report({**self._extras(replay), "trial_status": end, "error": error or ""})
-
-
-def process_place(device: str) -> dict[str, Any]:
-    """Where this process runs, as a trial reports it: host, Ray node, device and pid (`worker_pid`: Ray Tune
-    fills a result's `pid` with its trial's process, which is not rank 0's)."""
-    import ray
-
-    return {"host": socket.gethostname(), "node": ray.get_runtime_context().get_node_id(), "device": device,
-            "worker_pid": os.getpid()}
+        tune.report({**self._extras(replay), STATUS_KEY: end, ERROR_KEY: error or ""})
 
 
 def _reported(metrics: dict[str, Any]) -> dict[str, Any]:
     """A rung's metrics as Tune takes them: the numbers, and the per-item eval hits as JSON text (the trainer
     gives them as a mapping; the ledger, replaying a measurement, as the text it was recorded with)."""
     numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    hits = metrics.get("hits")
+    hits = metrics.get(HITS_KEY)
     if hits:
-        numbers["hits"] = hits if isinstance(hits, str) else json.dumps(hits, sort_keys=True)
+        numbers[HITS_KEY] = hits if isinstance(hits, str) else json.dumps(hits, sort_keys=True)
     return numbers
-
-
-def rung_metrics(result: dict[str, Any]) -> dict[str, float]:
-    """What a Tune result of a trial measured at its rung: the trainer's numbers, without what the trial adds
-    (`REPORT_KEYS`), the analytic cost and Ray Tune's own keys."""
-    from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
-
-    skip = {*REPORT_KEYS, *COST_METRICS, *ZERO_COST, *AUTO_RESULT_KEYS, *DEBUG_METRICS, "done", "should_checkpoint",
-            "trial_id", "experiment_tag", "hits"}
-    return {k: v for k, v in result.items()
-            if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def newest_checkpoint(run_dir: RunDir, trial_id: str) -> StartingPoint | None:

@@ -1,316 +1,26 @@
-"""A study's report: its tables beside the ViTamin paper's numbers, and which of the paper's findings it reproduces.
-
-The paper's side comes from a data file (`studies/paper/vitamin.yaml`: the authors' published benchmark, the
-cost of their ablation variants, and the findings as checkable claims), never from this code; the study's
-side is computed from its results database. A claim is an ordering of labelled candidates (tiers, best
-first) at every budget, or a metric that rises with data or with a cost. The same check runs on both sides:
-
-    paper = load_paper(PAPER)
-    text = report(ResultStore.open("runs/vitamin_design_choices", readonly=True), paper, figures)
-
-`figures` maps figure names to paths relative to the report (`plots.study.study_figures` writes them and names
-them): the report links `group:NAME` in that group's section and the rest at its end.
-"""
+"""The report's markdown: the study's tables beside the paper's numbers, the claims' verdicts, run-to-run noise,
+fidelity, scaling and the extrapolated choice (`report`)."""
 
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
-from nas import shipped, status
+from nas import status
 from nas.errors import ConfigError
 from nas.metrics import direction
 from nas.presets import PRESETS
+from nas.report.claims import Verdict, study_table, trial_seed, verdicts
+from nas.report.paper import Claim, Paper
 from nas.results import ResultStore
 from nas.select import at_target, choose, extrapolation_warnings, family_laws, measurements, separation
-from nas.uncertainty import PairedDifference, paired_difference
 
-PAPER = shipped.PAPER
-PAPER_FIELDS = ("paper", "source", "metric", "benchmark", "ablations", "models", "families", "claims")
-BENCHMARK_FIELDS = ("model", "samples", "image_params_m", "image_gmacs", "imagenet", "avg38")
-CLAIM_FIELDS = ("id", "text", "order", "monotonic", "labels", "paper")
 #: How many times the smallest tower's parameters the largest must have for a model-size law at fixed data.
 SIZE_SPAN = 4
-
-
-# ---- the paper's side ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A finding of the paper. `order`: tiers of labels, best first (each label of a tier beats each of the
-    next) at every budget. `monotonic`: the metric rises with samples_seen (each candidate), or with a cost
-    column across `labels` at every budget. `paper`: the benchmark models a monotonic claim is checked on."""
-
-    id: str
-    text: str
-    order: tuple[tuple[str, ...], ...] = ()
-    monotonic: str | None = None
-    labels: tuple[str, ...] = ()
-    paper: tuple[str, ...] = ()
-
-    @property
-    def named(self) -> tuple[str, ...]:
-        """The labels a study must have for the claim to apply to it."""
-        return tuple(label for tier in self.order for label in tier) or self.labels
-
-
-@dataclass(frozen=True)
-class Paper:
-    """The paper's published numbers (`benchmark`: one row per model and budget) and its claims."""
-
-    title: str
-    source: str
-    metric: str
-    benchmark: pd.DataFrame
-    ablations: list[dict[str, Any]]
-    models: dict[str, str]
-    families: dict[str, list[str]]
-    claims: list[Claim]
-
-    def table(self, models: Sequence[str] | None = None) -> pd.DataFrame:
-        """The metric by model (rows) and samples seen (columns), as fractions like a study's accuracies."""
-        rows = self.benchmark if models is None else self.benchmark[self.benchmark.model.isin(models)]
-        table = rows.pivot_table(index="model", columns="samples", values=self.metric).sort_index(axis=1) / 100
-        return table.reindex([m for m in (models or table.index) if m in table.index])
-
-
-def load_paper(path: str | os.PathLike = PAPER) -> Paper:
-    """Read and check the paper's data file; errors name the file and the field."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("no such file", source=str(path))
-    raw = yaml.safe_load(path.read_text())
-    if not isinstance(raw, dict):
-        raise ConfigError("a mapping", source=str(path))
-    missing = [f for f in PAPER_FIELDS if f not in raw]
-    if missing:
-        raise ConfigError(f"missing field(s) {', '.join(missing)}", source=str(path))
-    benchmark = pd.DataFrame.from_records(raw["benchmark"])
-    if set(benchmark.columns) != set(BENCHMARK_FIELDS):
-        raise ConfigError(f"rows need exactly {', '.join(BENCHMARK_FIELDS)}", source=str(path), field="benchmark")
-    if raw["metric"] not in ("imagenet", "avg38"):
-        raise ConfigError(f"{raw['metric']!r} is not one of imagenet, avg38", source=str(path), field="metric")
-    known = set(benchmark.model)
-    for where, models in [("models", list(raw["models"].values())), *((f"families.{k}", v) for k, v in
-                                                                       raw["families"].items())]:
-        unknown = sorted(set(models) - known)
-        if unknown:
-            raise ConfigError(f"not benchmark models: {', '.join(unknown)}", source=str(path), field=where)
-    claims = [_claim(item, i, str(path), known) for i, item in enumerate(raw["claims"])]
-    return Paper(str(raw["paper"]), str(raw["source"]), raw["metric"], benchmark, list(raw["ablations"]),
-                 dict(raw["models"]), dict(raw["families"]), claims)
-
-
-def _claim(item: Any, index: int, source: str, models: set[str]) -> Claim:
-    where = f"claims[{index}]"
-    if not isinstance(item, dict) or set(item) - set(CLAIM_FIELDS) or not {"id", "text"} <= set(item):
-        raise ConfigError(f"a mapping with id, text and order or monotonic (fields: {', '.join(CLAIM_FIELDS)})",
-                          source=source, field=where)
-    if ("order" in item) == ("monotonic" in item):
-        raise ConfigError("give exactly one of order and monotonic", source=source, field=where)
-    order = tuple(tuple(tier) if isinstance(tier, list) else (tier,) for tier in item.get("order", ()))
-    if "order" in item and len(order) < 2:
-        raise ConfigError("an order needs at least two tiers", source=source, field=f"{where}.order")
-    unknown = sorted(set(item.get("paper", ())) - models)
-    if unknown:
-        raise ConfigError(f"not benchmark models: {', '.join(unknown)}", source=source, field=f"{where}.paper")
-    return Claim(str(item["id"]), str(item["text"]), order, item.get("monotonic"), tuple(item.get("labels", ())),
-                 tuple(item.get("paper", ())))
-
-
-# ---- checking a claim ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """How a claim fares on one side, over `of` comparisons (budgets, or candidates for data scaling): it holds at
-    `held`, is reversed at `reversed`, and at the rest the data cannot tell. On a study, a comparison counts only
-    when McNemar's test on the same eval images rejects (5 %), and, where each run was repeated with other seeds,
-    rejects in the same direction for every seed; on the paper's published numbers, which come without their
-    noise, the sign of the difference decides. A comparison of several pairs (a chain A > B > C) holds where every
-    pair holds and is reversed where any pair is. `margin` is the smallest gap in the claimed direction (metric
-    points, negative where it fails): where the study kept per-image hits, the least favourable seed's paired
-    difference with its 95 % interval, else the difference of the (seed-mean) accuracies."""
-
-    held: int
-    of: int
-    margin: float | None
-    unit: str
-    reversed: int = 0
-    low: float | None = None
-    high: float | None = None
-
-    @property
-    def unclear(self) -> int:
-        return self.of - self.held - self.reversed
-
-    @property
-    def outcome(self) -> str:
-        if not self.of:
-            return "not measured"
-        if self.held == self.of:
-            return "reproduced"
-        if self.reversed == self.of:
-            return "reversed"
-        if not self.held and not self.reversed:
-            return "not distinguishable"
-        return "partly" if self.held else "not reproduced"
-
-    def describe(self, reference: bool = False) -> str:
-        """`reproduced (3/3 budgets, margin +1.2 pts [0.4, 2.0])`; for the paper itself, `holds` instead."""
-        if not self.of:
-            return "not measured"
-        word = self.outcome
-        if reference:
-            word = {"reproduced": "holds", "reversed": "does not hold", "partly": "partly",
-                    "not distinguishable": "does not hold", "not reproduced": "does not hold"}[word]
-        counts = f"{self.held}/{self.of} {self.unit}"
-        if self.reversed:
-            counts += f", reversed at {self.reversed}"
-        if self.unclear and not reference:
-            counts += f", not distinguishable at {self.unclear}"
-        margin = ""
-        if self.margin is not None:
-            margin = f", margin {100 * self.margin:+.1f} pts"
-            if self.low is not None:
-                margin += f" [{100 * self.low:+.1f}, {100 * self.high:+.1f}]"
-        return f"{word} ({counts}{margin})"
-
-
-#: `compare((label, budget), (label, budget))`: the first's metric minus the second's on the same eval items, one
-#: paired difference per seed both were measured with (none where no per-item hits were kept).
-Compare = Callable[[tuple[str, float], tuple[str, float]], list[PairedDifference]]
-
-
-def check(claim: Claim, table: pd.DataFrame, names: dict[str, str] | None = None,
-          cost: pd.Series | None = None, compare: Compare | None = None) -> Verdict:
-    """The claim on `table` (metric by name and budget, larger is better). `names` maps the claim's labels to
-    the table's rows (identity by default); `cost` is the column a `monotonic` claim on a cost rises with;
-    `compare` gives the paired differences of two measurements, one per seed (None or none: the sign of the
-    difference decides)."""
-    names = names or {}
-    tally = _Tally(table, compare)
-    if claim.order:
-        tiers = [[names.get(label, label) for label in tier] for tier in claim.order]
-        for budget in table.columns:
-            values = [table[budget].reindex(tier) for tier in tiers]
-            if not any(v.isna().any() for v in values):
-                tally.comparison([((u, budget), (lo, budget)) for upper, lower in zip(tiers, tiers[1:])
-                                  for u in upper for lo in lower])
-        return tally.verdict("budgets")
-    if claim.monotonic == "samples_seen":
-        for label, values in table.iterrows():
-            budgets = list(values.dropna().index)
-            if len(budgets) >= 2:
-                tally.comparison([((label, b), (label, a)) for a, b in zip(budgets, budgets[1:])])
-        return tally.verdict("models")
-    if cost is not None:
-        for budget in table.columns:
-            labels = list(cost.reindex(table[budget].dropna().index).sort_values().index)
-            if len(labels) >= 2:
-                tally.comparison([((b, budget), (a, budget)) for a, b in zip(labels, labels[1:])])
-    return tally.verdict("budgets")
-
-
-class _Tally:
-    """Counts comparisons (each a list of better-than pairs that must all hold) as held, reversed or unclear."""
-
-    def __init__(self, table: pd.DataFrame, compare: Compare | None):
-        self.table, self.compare = table, compare
-        self.held = self.reversed = self.of = 0
-        self.smallest: tuple[float, PairedDifference | None] | None = None
-
-    def comparison(self, pairs: list[tuple[tuple[str, float], tuple[str, float]]]) -> None:
-        signs = []
-        for better, worse in pairs:
-            gap = float(self.table.loc[better]) - float(self.table.loc[worse])
-            seeds = self.compare(better, worse) if self.compare else []
-            paired = min(seeds, key=lambda d: d.difference) if seeds else None
-            margin = paired.difference if paired else gap
-            if self.smallest is None or margin < self.smallest[0]:
-                self.smallest = (margin, paired)
-            if not seeds:
-                signs.append(1 if gap > 0 else -1)
-            elif all(d.significant() and d.difference > 0 for d in seeds):
-                signs.append(1)
-            else:
-                signs.append(-1 if all(d.significant() and d.difference < 0 for d in seeds) else 0)
-        self.of += 1
-        self.held += all(sign > 0 for sign in signs)
-        self.reversed += any(sign < 0 for sign in signs)
-
-    def verdict(self, unit: str) -> Verdict:
-        if self.smallest is None:
-            return Verdict(0, 0, None, unit)
-        gap, paired = self.smallest
-        return Verdict(self.held, self.of, gap, unit, self.reversed, paired.low if paired else None,
-                       paired.high if paired else None)
-
-
-# ---- the study's side --------------------------------------------------------------------------------------------
-
-
-def study_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The metric by label (rows, in study order) and budget (columns); the mean where an arch ran twice."""
-    table = frame.pivot_table(index="label", columns="budget", values=metric).sort_index(axis=1)
-    return table.reindex(list(dict.fromkeys(frame.label)))
-
-
-def paired_measurements(frame: pd.DataFrame, metric: str) -> Compare:
-    """Paired differences between the study's measurements (label, budget) from their per-item eval hits, one per
-    seed that both were measured with."""
-    from nas.compare import hits
-
-    found: dict[tuple[str, float], dict[Any, Any]] = {}
-    for row in frame.itertuples():
-        found.setdefault((row.label, row.budget), {}).setdefault(_seed(row.seed), hits(row, metric))
-
-    def compare(better: tuple[str, float], worse: tuple[str, float]) -> list[PairedDifference]:
-        a, b = found.get(better, {}), found.get(worse, {})
-        return [paired_difference(a[seed], b[seed]) for seed in a
-                if seed in b and a[seed] is not None and b[seed] is not None and len(a[seed]) == len(b[seed])]
-
-    return compare
-
-
-def _seed(value: Any) -> Any:
-    """A trial's seed: None (the study's own) or the repeat's."""
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else int(value)
-
-
-def verdicts(paper: Paper, frame: pd.DataFrame, metric: str) -> list[tuple[Claim, Verdict, Verdict | None]]:
-    """Each claim that applies to the study (all its labels measured): the study's verdict and the paper's
-    (None where the paper published no numbers for it: a design choice)."""
-    table = study_table(frame, metric)
-    costs = frame.drop_duplicates("label").set_index("label")
-    paper_cost = paper.benchmark.drop_duplicates("model").set_index("model").image_gmacs
-    compare = paired_measurements(frame, metric)
-    results = []
-    for claim in paper.claims:
-        if any(label not in table.index for label in claim.named):
-            continue
-        rows = table.loc[list(claim.labels)] if claim.labels else table
-        cost = costs[claim.monotonic] if claim.monotonic in costs else None
-        ours = check(claim, rows, cost=cost, compare=compare)
-        theirs = None
-        if claim.order and all(label in paper.models for label in claim.named):
-            theirs = check(claim, paper.table(), names=paper.models)
-        elif claim.monotonic:
-            models = list(claim.paper) or None
-            theirs = check(claim, paper.table(models), cost=paper_cost)
-        results.append((claim, ours, theirs))
-    return results
-
-
-# ---- markdown ----------------------------------------------------------------------------------------------------
 
 
 def _markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -391,7 +101,7 @@ def _claims_section(results: list[tuple[Claim, Verdict, Verdict | None]], paper:
 def _noise_section(frame: pd.DataFrame, metric: str, own_seed: int) -> list[str]:
     """Each measurement repeated with other seeds, its seeds side by side: the run-to-run noise (initialisation and
     data order) that a difference between candidates has to exceed, beside the eval set's own."""
-    seeds = frame.assign(seed=[own_seed if _seed(v) is None else _seed(v) for v in frame.seed])
+    seeds = frame.assign(seed=[own_seed if trial_seed(v) is None else trial_seed(v) for v in frame.seed])
     rows, spreads, halves = [], [], []
     for (label, budget), runs in seeds.groupby(["label", "budget"], sort=False):
         if runs.seed.nunique() < 2:

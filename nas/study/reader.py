@@ -1,79 +1,30 @@
-"""`Study`: what one search runs, read from a YAML file in `studies/` and checked before anything starts.
-
-    name: quickstart
-    space: ../search_spaces/tiny.yaml        # the search space (its text tower and constraints apply), the name
-                                             # of a shipped one (tiny, vitamin: `vitamin-nas studies`), or inline
-    data:
-      synthetic: {samples: 12000, size: 64}  # or urls: shards (dir, brace pattern, URL, pipe:)
-      dir: ../data/quickstart                # where the synthetic data lives (written when absent)
-      zeroshot: ...                          # eval sets (default for synthetic: dir/eval/...)
-      retrieval: ...
-      zeroshot_templates: ["{}"]             # optional: the zero-shot prompts (default: the set's templates.txt)
-      captions: "{color} {shape}"            # optional: caption each image from its metadata row (a template)
-      workers: auto                          # loader workers per trial + any nas.data.DataSource field
-    text: {width: 64, layers: 2, heads: 2, context_length: 32}   # or a preset name; default: the space's
-    train: {batch_size: 64, lr: 0.001, warmup: 20}               # nas.train_config.TrainConfig fields
-    objectives: {zeroshot_top1: max, image_gmacs: min}           # one, or several (a Pareto search)
-    algorithm: tpe                           # tpe | nsga2 | random | grid | fixed (then archs: [...])
-    archs: {ViTamin: ViTamin-S, ViT: ViT-S-16}   # fixed: a list, or a mapping that labels each candidate
-    groups: {family: [ViTamin, ViT]}         # labelled candidates that a report compares with each other
-    sampler: {n_startup_trials: 4}           # keyword arguments of the Optuna sampler
-    trials: 12
-    budget: {min_samples: 1500, max_samples: 13500, reduction_factor: 3}   # ASHA rungs in samples seen
-                                             # (+ early_stopping: asha|curve|none, schedule: shared|per_budget,
-                                             #  between: evaluations between rungs, below: under the first)
-    constraints: {image_gmacs: {max: 0.05}}  # on top of the space's
-    resources: {cpus: 1, gpus: 0, memory_gib: null, concurrency: 2}   # per trial; with workers: N, per worker
-                                             # of a data-parallel trial (Ray Train); gpus: 0.25 packs 4 per GPU
-    storage: {keep: 3}                       # optional: the rung checkpoints of only the best 3 at each rung
-    seed: 0
-    failures: {max_retries: 2, oom_retries: 1}
-    repeats: {seeds: [1], fraction: 0.25}    # listed candidates: the first quarter again with train.seed 1
-    image_size: 32                           # listed candidates: measured at this resolution (a fidelity axis)
-    extends: quickstart.yaml                 # every field not given here is that study's (see below); a path
-                                             # or the name of a shipped study
-
-A study that `extends` another takes the other's fields in their resolved form: `data`, `train`, `budget`,
-`resources` and `failures` are merged field by field (`budget: {early_stopping: none}` keeps the base's
-ladder), except that a `data` naming its own data (urls, synthetic or dir) replaces the base's; every other
-field given replaces the base's; the base's `sampler`, `archs`, `groups` and `trials` are dropped when the
-study chooses another algorithm, and its `groups` and `trials` when the study lists its own `archs`; `name` and
-`description` are never inherited. So a study that measures what another searches follows that study's recipe
-as it changes, instead of a copy of its numbers.
-
-Relative paths are relative to the study file, except the `data.dir` of a study installed with the package,
-which lands under the current directory (`nas.shipped`). Every error names the file and the field, and the CLI exits
-with code 2 on it. A `Study` is plain, typed data (picklable): Ray ships it to every trial. What one training
-run of it needs is `study.run_config(schedule, accum_freq)`, derived from `study.train` in that one place.
-`study.resolved()` is the study in file form (space inlined, paths absolute): stored in the results database,
-it reads back with `Study.from_dict` (`nas.results.ResultStore.study()`).
+"""Reading a study file (`load_study`), or the resolved form the results database stores (`study_from_dict`),
+into a typed `Study`: every check raises a `ConfigError` that names the file and the field. The package
+docstring (`nas.study`) gives the format and how `extends` merges a base study.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nas.arch import Arch
 from nas.cost import COST_METRICS
-from nas.data import Augment, DataSource, SynthConfig
+from nas.data import DataSource, SynthConfig
 from nas.data.prompts import check_templates
 from nas.data.source import SETTINGS_FIELDS
-from nas.errors import ConfigError, load_yaml, reject_unknown
+from nas.errors import ConfigError, is_int, load_yaml, reject_unknown
 from nas.metrics import EVALUATED, TRAINED, ZERO_COST
-from nas.presets import PRESETS, TextTower, load_arch, preset_with_text
+from nas.presets import PRESETS, load_arch, preset_with_text
 from nas.space import SearchSpace
 from nas.stratified import stratified_order
+from nas.study.study import DERIVED_TRAIN_FIELDS, Budget, FailurePolicy, Repeats, Resources, Storage, Study, StudyData
 from nas.train_config import TrainConfig
 
 ALGORITHMS = ("tpe", "nsga2", "random", "grid", "fixed")
 DIRECTIONS = ("max", "min")
-EARLY_STOPPING = ("asha", "curve", "none")
-SCHEDULES = ("shared", "per_budget")
 TOP_FIELDS = ("name", "description", "extends", "space", "data", "text", "train", "objectives", "algorithm",
               "sampler", "archs", "groups", "trials", "budget", "constraints", "resources", "storage", "seed",
               "failures", "repeats", "image_size")
@@ -83,330 +34,16 @@ MERGED_SECTIONS = ("data", "train", "budget", "resources", "storage", "failures"
 ALGORITHM_FIELDS = ("sampler", "archs", "groups", "trials")
 #: The base's fields about its listed candidates: not inherited by a study that lists its own.
 CANDIDATE_FIELDS = ("groups", "trials")
-#: Fields added after searches were stored: left out of the resolved form at their defaults, so that a search
-#: begun before they existed still resumes (`--resume` compares resolved forms).
-LATER_DEFAULTS = {"budget": {"between": 0, "below": 0}, "train": {"mask_ratio": 0.0}}
-#: Train fields the study sets from elsewhere: the budget (samples, rungs) and data.workers.
-DERIVED_TRAIN_FIELDS = {"samples": "budget (max_samples and the rungs)", "rungs": "budget (max_samples and the rungs)",
-                        "workers": "data.workers"}
 
 
-def _require(ok: bool, name: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(message, field=name)
+def load_study(path: str | os.PathLike) -> Study:
+    """The study file at `path`, checked."""
+    return study_from_dict(_read(Path(path)), source=str(path))
 
 
-def _is_int(value: Any, low: int = 0) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-
-@dataclass(frozen=True)
-class Budget:
-    """ASHA's ladder in samples seen: min_samples x reduction_factor^k below max_samples, then max_samples.
-
-    `schedule: shared` trains a candidate once, with one cosine schedule to max_samples, and measures it at
-    every rung (what ASHA needs; the smaller budgets are then measured mid-schedule). `schedule: per_budget`
-    trains every (candidate, budget) pair in a run of its own whose schedule ends at that budget, as data
-    scaling laws are fitted (fixed and grid studies, without early stopping; trials = candidates x rungs).
-    A rung is the index of a budget in `rungs`, the same for every trial of the study.
-
-    `between` adds that many evaluations between each two budgets of the ladder, and `below` that many under
-    its first, spaced geometrically (reduction_factor^(1 / (between + 1)) apart): learning curves to fit, and
-    cheaper first rungs to measure the fidelity of. They are rungs like the others (every candidate is
-    evaluated there); ASHA still decides only at the ladder's budgets.
-    """
-
-    min_samples: int
-    max_samples: int
-    reduction_factor: float = 3.0
-    early_stopping: str = "asha"
-    schedule: str = "shared"
-    between: int = 0
-    below: int = 0
-
-    def __post_init__(self) -> None:
-        _require(_is_int(self.min_samples, 1) and _is_int(self.max_samples, 1)
-                 and self.min_samples <= self.max_samples, "",
-                 f"needs integers 0 < min_samples <= max_samples, got {self.min_samples} and {self.max_samples}")
-        _require(isinstance(self.reduction_factor, (int, float)) and not isinstance(self.reduction_factor, bool)
-                 and self.reduction_factor > 1, "reduction_factor", f"must be > 1, got {self.reduction_factor!r}")
-        _require(self.early_stopping in EARLY_STOPPING, "early_stopping",
-                 f"{self.early_stopping!r} is not one of {', '.join(EARLY_STOPPING)}")
-        _require(self.schedule in SCHEDULES, "schedule", f"{self.schedule!r} is not one of {', '.join(SCHEDULES)}")
-        _require(not self.per_budget or self.early_stopping == "none", "schedule",
-                 "per_budget trains each budget in a run of its own: set early_stopping: none")
-        for name in ("between", "below"):
-            _require(_is_int(getattr(self, name)), name, f"must be an integer >= 0, got {getattr(self, name)!r}")
-
-    @property
-    def per_budget(self) -> bool:
-        return self.schedule == "per_budget"
-
-    @property
-    def ladder(self) -> tuple[int, ...]:
-        """Successive halving's budgets; ASHA decides at all but the last."""
-        ladder, k = [], 0
-        while (budget := int(round(self.min_samples * self.reduction_factor**k))) < self.max_samples:
-            ladder.append(budget)
-            k += 1
-        return (*ladder, self.max_samples)
-
-    @property
-    def rungs(self) -> tuple[int, ...]:
-        """The budgets at which every candidate is evaluated: the ladder, and `between` and `below` evaluations."""
-        ladder = self.ladder
-        step = self.reduction_factor ** (1 / (self.between + 1))
-        points = [ladder[0] * step**-j for j in range(self.below, 0, -1)]
-        for low, high in zip(ladder, ladder[1:]):
-            points += [low * (high / low) ** (j / (self.between + 1)) for j in range(self.between + 1)]
-        points.append(ladder[-1])
-        return tuple(sorted({int(round(p)) for p in points if round(p) >= 1}))
-
-    @property
-    def schedules(self) -> tuple[int, ...]:
-        """The budgets that training runs end at: every rung with `schedule: per_budget`, else max_samples."""
-        return self.rungs if self.per_budget else (self.max_samples,)
-
-    def measured_at(self, schedule: int) -> tuple[int, ...]:
-        """The budgets a run whose schedule ends at `schedule` is measured at: every rung of a shared schedule,
-        or only its own end."""
-        return (schedule,) if self.per_budget else self.rungs
-
-    def rung_of(self, budget: int) -> int:
-        """The rung a budget stands for."""
-        return self.rungs.index(budget)
-
-
-@dataclass(frozen=True)
-class Repeats:
-    """Listed candidates trained again with other seeds (the weights' initialisation and the data order): the
-    first `fraction` of them (at least one), once with each of `seeds`, beside their run with `train.seed`.
-
-    What the spread between two seeds of one candidate measures is the run-to-run noise that a ranking of
-    candidates has to beat. Each repeat is a trial of its own (`nas.search.searcher.Candidate.seed`).
-    """
-
-    seeds: tuple[int, ...] = ()
-    fraction: float = 1.0
-
-    def __post_init__(self) -> None:
-        _require(isinstance(self.seeds, (list, tuple)) and all(_is_int(s) for s in self.seeds), "seeds",
-                 f"must be a list of integers >= 0, got {self.seeds!r}")
-        object.__setattr__(self, "seeds", tuple(self.seeds))
-        _require(len(set(self.seeds)) == len(self.seeds), "seeds", f"lists a seed twice: {list(self.seeds)}")
-        _require(isinstance(self.fraction, (int, float)) and not isinstance(self.fraction, bool)
-                 and 0 < self.fraction <= 1, "fraction", f"must be in (0, 1], got {self.fraction!r}")
-
-    def count(self, candidates: int) -> int:
-        """How many of `candidates` listed candidates are repeated (the first ones)."""
-        return 0 if not self.seeds or not candidates else max(1, math.ceil(self.fraction * candidates - 1e-9))
-
-
-@dataclass(frozen=True)
-class Resources:
-    """One trial's share of the cluster, and how many trials run at once (None: as many as the cluster holds).
-
-    With `workers: 1` (the default) a trial is one process with `cpus` CPUs and `gpus` GPUs; a fraction of a GPU
-    (`gpus: 0.25`) lets four trials share one device, each capped to its share of the device's memory. With
-    `workers: N > 1` a trial is a data-parallel Ray Train job of N processes (ranks), and `cpus`, `gpus` and
-    `memory_gib` are each rank's: one whole GPU per rank (NCCL), or none (gloo on CPUs).
-
-    `memory_gib` caps what a process may allocate: on a GPU, its share of the device's memory; on a CPU, the
-    address space it may add to its worker, so that a candidate too big for the machine fails with `oom`
-    instead of taking the node down. Ray also reserves it when placing trials, and each trial then runs in
-    a fresh worker process.
-    """
-
-    cpus: float = 1.0
-    gpus: float = 0.0
-    memory_gib: float | None = None
-    concurrency: int | None = None
-    workers: int = 1
-
-    def __post_init__(self) -> None:
-        for name in ("cpus", "gpus"):
-            value = getattr(self, name)
-            _require(isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0, name,
-                     f"must be a number >= 0, got {value!r}")
-        _require(self.cpus > 0 or self.gpus > 0, "cpus", "a trial needs some CPU or GPU")
-        _require(self.gpus <= 1 or self.gpus == int(self.gpus), "gpus", "above 1, GPUs per trial must be whole")
-        _require(self.memory_gib is None or (isinstance(self.memory_gib, (int, float)) and self.memory_gib > 0),
-                 "memory_gib", f"must be a positive number of GiB or null, got {self.memory_gib!r}")
-        _require(self.concurrency is None or _is_int(self.concurrency, 1), "concurrency",
-                 f"must be an integer >= 1, got {self.concurrency!r}")
-        _require(_is_int(self.workers, 1), "workers", f"must be an integer >= 1, got {self.workers!r}")
-        _require(self.workers == 1 or self.gpus in (0, 1), "gpus",
-                 f"with workers: {self.workers}, each worker is one rank on one whole GPU (NCCL cannot run two ranks "
-                 f"of a job on one device) or on CPUs only: 0 or 1, got {self.gpus!r}")
-
-    @property
-    def data_parallel(self) -> bool:
-        """Whether a trial is a Ray Train job of several ranks (`nas.search.data_parallel`)."""
-        return self.workers > 1
-
-    @property
-    def threads(self) -> int:
-        """Torch threads of one trial process (of each rank): its whole CPUs (at least one)."""
-        return max(1, int(self.cpus))
-
-    @property
-    def loader_workers(self) -> int:
-        """Loader processes for the trial's CPU share: none below 3 CPUs (decoding in the training process costs
-        less than a worker's start and memory there), else one per CPU beyond the training thread's, up to 8."""
-        return 0 if self.cpus < 3 else min(8, int(self.cpus) - 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The file form; `workers` only when a trial has several (a study stored before it existed reads back
-        unchanged)."""
-        values = dataclasses.asdict(self)
-        if self.workers == 1:
-            values.pop("workers")
-        return values
-
-
-@dataclass(frozen=True)
-class Storage:
-    """What a search keeps on disk beyond what resume needs. `keep: K` keeps the rung checkpoints of only the
-    best K trials at each rung (by the study's first measured objective; with several objectives, the rung's
-    Pareto front too); None keeps every rung's (`nas.search.retention`)."""
-
-    keep: int | None = None
-
-    def __post_init__(self) -> None:
-        _require(self.keep is None or _is_int(self.keep, 1), "keep",
-                 f"must be an integer >= 1 (how many trials keep their rung checkpoints) or null, got {self.keep!r}")
-
-
-@dataclass(frozen=True)
-class FailurePolicy:
-    """A trial whose worker dies or raises is retried from its last checkpoint up to `max_retries` times;
-    out of memory is retried `oom_retries` times with half the micro-batch and twice the gradient
-    accumulation (the same effective batch), then recorded as `oom`."""
-
-    max_retries: int = 2
-    oom_retries: int = 1
-
-    def __post_init__(self) -> None:
-        for name in ("max_retries", "oom_retries"):
-            _require(_is_int(getattr(self, name)), name, f"must be an integer >= 0, got {getattr(self, name)!r}")
-
-
-@dataclass(frozen=True)
-class StudyData:
-    """Which data a study trains on (`source`) and evaluates on (local paths), and where synthetic data lives."""
-
-    source: DataSource
-    zeroshot: str | None = None
-    retrieval: str | None = None
-    synthetic: SynthConfig | None = None
-    dir: str | None = None
-    zeroshot_templates: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True)
-class Study:
-    """A validated study file. See the module docstring for the fields.
-
-    `train` is the recipe as one run to the full budget trains it; `run_config` derives every other run.
-    """
-
-    name: str
-    source: str
-    space: SearchSpace
-    data: StudyData
-    train: TrainConfig
-    objectives: dict[str, str]
-    algorithm: str
-    trials: int
-    budget: Budget
-    resources: Resources = field(default_factory=Resources)
-    failures: FailurePolicy = field(default_factory=FailurePolicy)
-    storage: Storage = field(default_factory=Storage)
-    seed: int = 0
-    archs: tuple[Arch, ...] = ()
-    labels: tuple[str, ...] = ()  # one per arch when the study names its candidates
-    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    sampler: dict[str, Any] = field(default_factory=dict)
-    description: str = ""
-    repeats: Repeats = field(default_factory=Repeats)
-    image_size: int | None = None  # the resolution every listed candidate is measured at (None: its own)
-
-    @property
-    def text(self) -> TextTower:
-        return self.space.text
-
-    @property
-    def multi_objective(self) -> bool:
-        return len(self.objectives) > 1
-
-    @property
-    def label_of(self) -> dict[str, str]:
-        """arch_id -> the label the study gave its candidate (`archs` as a mapping of label: arch)."""
-        return {arch.arch_id: label for arch, label in zip(self.archs, self.labels)}
-
-    @property
-    def runs(self) -> tuple[tuple[int, int, int | None], ...]:
-        """What a study of listed candidates measures, in order: (candidate index, schedule index, seed), every
-        candidate at every schedule with the recipe's seed (None: `train.seed`), then the repeats."""
-        schedules = range(len(self.budget.schedules))
-        runs = [(i, b, None) for b in schedules for i in range(len(self.archs))]
-        repeated = range(self.repeats.count(len(self.archs)))
-        return (*runs, *((i, b, seed) for seed in self.repeats.seeds for b in schedules for i in repeated))
-
-    def run_config(self, schedule: int | None = None, accum_freq: int | None = None,
-                   seed: int | None = None) -> TrainConfig:
-        """The trainer's config for one run: the recipe, its budget (`schedule`, one of `budget.schedules`;
-        default the largest) with the rungs before its end, an OOM retry's accumulation, and a repeat's seed."""
-        samples = schedule or self.budget.max_samples
-        return dataclasses.replace(self.train, samples=samples, rungs=self.budget.measured_at(samples)[:-1],
-                                   accum_freq=accum_freq or self.train.accum_freq,
-                                   seed=self.train.seed if seed is None else seed)
-
-    def resolved(self) -> dict[str, Any]:
-        """The study in file form, with the space inlined and paths absolute: what defines its results.
-
-        Stored in the results database; `--resume` refuses a study whose resolved form has changed, and
-        `Study.from_dict` reads it back.
-        """
-        source = {f.name: getattr(self.data.source, f.name) for f in dataclasses.fields(DataSource)
-                  if getattr(self.data.source, f.name) != f.default and f.name != "augment"}
-        if self.data.source.augment != Augment():
-            source["augment"] = dataclasses.asdict(self.data.source.augment)
-        if self.data.synthetic is not None:
-            source.pop("urls")
-        data = {**source, "zeroshot": self.data.zeroshot, "retrieval": self.data.retrieval,
-                "workers": self.train.workers}
-        if self.data.zeroshot_templates is not None:
-            data["zeroshot_templates"] = list(self.data.zeroshot_templates)
-        if self.data.synthetic is not None:
-            data.update(synthetic=dataclasses.asdict(self.data.synthetic), dir=self.data.dir)
-        train = {k: v for k, v in self.train.to_dict().items() if k not in DERIVED_TRAIN_FIELDS}
-        budget = dataclasses.asdict(self.budget)
-        for section, values in (("train", train), ("budget", budget)):
-            for name, default in LATER_DEFAULTS[section].items():
-                if values[name] == default:
-                    del values[name]
-        archs = [a.to_dict() for a in self.archs]
-        return _plain({
-            "name": self.name, "description": self.description, "space": self.space.spec, "data": data,
-            "train": train, "objectives": self.objectives, "algorithm": self.algorithm,
-            **({"sampler": self.sampler} if self.sampler else {}),
-            **({"archs": dict(zip(self.labels, archs)) if self.labels else archs} if self.archs else {}),
-            **({"groups": self.groups} if self.groups else {}),
-            "trials": len(self.archs) if self.archs else self.trials,
-            "budget": budget, "resources": self.resources.to_dict(),
-            **({"storage": dataclasses.asdict(self.storage)} if self.storage != Storage() else {}),
-            "seed": self.seed, "failures": dataclasses.asdict(self.failures),
-            **({"repeats": dataclasses.asdict(self.repeats)} if self.repeats.seeds else {}),
-            **({"image_size": self.image_size} if self.image_size else {})})
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> Study:
-        return cls.from_dict(_read(Path(path)), source=str(path))
-
-    @classmethod
-    def from_dict(cls, raw: Any, source: str = "<study>") -> Study:
-        return _Reader(raw, source).study()
+def study_from_dict(raw: Any, source: str = "<study>") -> Study:
+    """A study from its file form (`Study.resolved()` reads back with it); `source` names it in errors."""
+    return _Reader(raw, source).study()
 
 
 def _read(path: Path) -> Any:
@@ -416,7 +53,7 @@ def _read(path: Path) -> Any:
 
 
 def _extend(base: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
-    """A study file that `extends` the resolved form of `base` (the module docstring says how)."""
+    """A study file that `extends` the resolved form of `base` (the package docstring says how)."""
     merged = {k: v for k, v in base.items() if k not in ("name", "description")}
     if raw.get("algorithm", merged["algorithm"]) != merged["algorithm"]:
         for name in ALGORITHM_FIELDS:
@@ -431,15 +68,6 @@ def _extend(base: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
         elif key != "extends":
             merged[key] = value
     return merged
-
-
-def _plain(value: Any) -> Any:
-    """Tuples as lists, for YAML and JSON."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 class _Reader:
@@ -798,6 +426,6 @@ class _Reader:
         return value
 
     def integer(self, value: Any, field_name: str, low: int = 0) -> int:
-        if not _is_int(value, low):
+        if not is_int(value, low):
             raise self.error(f"must be an integer >= {low}, got {value!r}", field_name)
         return value
