@@ -221,12 +221,11 @@ def test_out_of_memory_raises_a_typed_error_with_the_batch_size():
     assert "batch size 32" in str(err.value) and isinstance(err.value.__cause__, torch.OutOfMemoryError)
 
 
-
 @pytest.mark.parametrize("err", [
     torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"), MemoryError(),
     RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory"),
     RuntimeError("std::bad_alloc"), RuntimeError("can't start new thread"),
-    OSError(errno.ENOMEM, "Cannot allocate memory")])
+    RuntimeError("could not create a primitive"), OSError(errno.ENOMEM, "Cannot allocate memory")])
 def test_every_form_of_running_out_of_memory_reads_as_out_of_memory(err):
     assert is_oom(err)
 

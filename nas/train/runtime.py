@@ -130,9 +130,12 @@ class OOMError(RuntimeError):
 
 #: How running out of memory reads when it is not a `torch.OutOfMemoryError` or a `MemoryError`: the CPU
 #: allocator (the machine's memory, or a limit on the process), a C++ allocation torch turns into a RuntimeError,
-#: a thread whose stack cannot be mapped, and cuBLAS/cuDNN failing to allocate their workspaces.
+#: a thread whose stack cannot be mapped, cuBLAS/cuDNN failing to allocate their workspaces, and oneDNN (torch's
+#: CPU convolutions) failing to allocate a primitive's memory: seen in a conv backward under a worker's 1 GiB
+#: RLIMIT_AS (tests/test_search.py); oneDNN's message names no cause, so another failure to create a primitive
+#: reads as out of memory too: retried at a smaller micro-batch, it fails the same way and is kept as the error.
 OOM_MESSAGES = ("DefaultCPUAllocator: can't allocate memory", "std::bad_alloc", "can't start new thread",
-                "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
+                "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED", "could not create a primitive")
 
 
 def is_oom(err: BaseException) -> bool:
