@@ -192,7 +192,7 @@ class OptunaStudy:
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
 
     def state(self, number: int) -> TrialState:
-        return self.study.get_trials(deepcopy=False)[number].state
+        return self.storage.get_trial(self._trial_id(number)).state  # one row, not every trial of the study
 
     def set_user_attr(self, number: int, key: str, value: Any) -> None:
         self.storage.set_trial_user_attr(self._trial_id(number), key, value)
