@@ -1,4 +1,5 @@
-"""A real `vitamin-nas search` process stopped with SIGINT, then (resumed) with SIGTERM, then resumed to the end:
+"""A real `vitamin-nas search` process, against which a second driver is started and refused, stopped with
+SIGINT, then (resumed) with SIGTERM, then resumed to the end:
 each stop exits 130 and prints the exact command that continues it, the database records the stop (the
 driver's record, the running trials `interrupted`), `vitamin-nas status` never shows the stopped search as
 running, the driver's Ray processes and temporary directory are gone, and the last resume finishes every
@@ -24,9 +25,11 @@ from nas.run_dir import RunDir
 CHECKPOINT_EVERY = 96
 
 
-def stop(cli: list[str], study: Path, out: Path, sig: signal.Signals, log: Path, extra: tuple[str, ...] = ()):
-    """Start a driver, let every trial pass a checkpoint beyond its last rung, send `sig`; the driver's exit code,
-    output, the pids of its Ray processes and the sockets they listened on."""
+def stop(cli: list[str], study: Path, out: Path, sig: signal.Signals, log: Path, extra: tuple[str, ...] = (),
+         second: bool = False):
+    """Start a driver, let every trial pass a checkpoint beyond its last rung, (with `second`, start a second
+    driver with --resume, which is refused,) send `sig`; the driver's exit code, output, the pids of its Ray
+    processes and the sockets they listened on."""
     run_dir = RunDir(out)
     with open(log, "w") as output:
         driver = subprocess.Popen([*cli, "search", str(study), "--out", str(out), *extra], stdout=output,
@@ -47,6 +50,12 @@ def stop(cli: list[str], study: Path, out: Path, sig: signal.Signals, log: Path,
                 for t in running)
 
         wait_for(past_a_rung, 400, what="running trials past a rung")
+        if second:  # what a resubmitted job runs; the live driver goes on writing (and stops cleanly) after it
+            refused = subprocess.run([*cli, "search", str(study), "--out", str(out), "--resume"],
+                                     capture_output=True, text=True, timeout=300)
+            assert refused.returncode == 2, refused.stderr
+            assert f"is being searched by a running driver (pid {driver.pid} " in refused.stderr
+            assert f"watch it with `vitamin-nas status {out}`" in refused.stderr and "--resume" not in refused.stderr
         processes = children(driver.pid)
         sockets = listening_sockets([driver.pid, *processes])
         driver.send_signal(sig)
@@ -70,7 +79,7 @@ def test_sigint_and_sigterm_stop_a_search_cleanly_and_resume_continues_it(tmp_pa
     out = tmp_path / "out"
     resume = shlex.join(["vitamin-nas", "search", str(study), "--out", str(out), "--resume"])
 
-    code, output, processes, sockets = stop(cli, study, out, signal.SIGINT, tmp_path / "first.log")
+    code, output, processes, sockets = stop(cli, study, out, signal.SIGINT, tmp_path / "first.log", second=True)
     assert code == 130, output[-3000:]
     assert output.rstrip().endswith(f"continue it with:\n  {resume}")
     assert "Tuner.restore" not in output and "Traceback" not in output

@@ -50,11 +50,13 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _search(args: argparse.Namespace) -> int:
+    from nas.heartbeat import refuse_if_running
     from nas.shipped import study_file
     from nas.study import load_study
 
     study = load_study(study_file(args.study))
     out = Path(args.out or Path("runs") / study.name)
+    refuse_if_running(out)  # at once, before Ray loads (the driver checks again)
     resume = ["vitamin-nas", "search", args.study, "--out", str(out), "--resume"]
     for option in ("address", "storage", "report_to"):
         if getattr(args, option) and getattr(args, option) != "tensorboard":
