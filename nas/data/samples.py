@@ -21,6 +21,7 @@ from webdataset.gopen import gopen
 from webdataset.tariterators import base_plus_ext
 
 from nas.data.limits import DEFAULT_LIMITS, ImageLimits
+from nas.data.stall import watched
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 
@@ -58,14 +59,15 @@ class RawSample:
     meta: dict
 
 
-def read_shard(url: str, skipped: Counter) -> Iterator[RawSample]:
-    """Yield the complete samples of one shard, counting into `skipped` whatever is skipped and why.
+def read_shard(url: str, skipped: Counter, timeout: float | None = None) -> Iterator[RawSample]:
+    """Yield the complete samples of one shard, counting into `skipped` whatever is skipped and why. With
+    `timeout`, a command or URL that sends nothing for that many seconds raises `nas.data.stall.DataStalled`.
 
     A key seen before in the shard (a resharding or download that wrote a sample twice) is skipped as
     `duplicate_key`, so that no sample weighs double in a pass.
     """
     try:
-        stream = gopen(url, "rb")
+        stream = watched(gopen(url, "rb"), url, timeout)
     except (OSError, ValueError):
         skipped["unreadable_shard"] += 1
         return
