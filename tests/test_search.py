@@ -416,7 +416,7 @@ def test_resources_no_node_has_fail_before_anything_is_written(local_ray, search
         run(wide, tmp_path / "out")
 
 
-def test_the_outcome_of_a_search_names_its_most_common_error(search_data, tmp_path):
+def test_the_outcome_of_a_search_names_each_error_with_a_log(search_data, tmp_path):
     study = load_study(write_study(tmp_path, search_data))
     store = ResultStore.create(tmp_path / "out", study)
     assert Outcome.of(store).summary() == "no trial produced a result: no candidate was trained (every proposal " \
@@ -428,13 +428,15 @@ def test_the_outcome_of_a_search_names_its_most_common_error(search_data, tmp_pa
         store.add_trial(f"t{i}", arch, cost(arch, study.text).metrics(), number=i, schedule=256)
         store.update_trial(f"t{i}", status="failed" if i < 2 else "oom",
                            error=traceback if i < 2 else "OOMError: out of memory at batch 32")
+    log = RunDir(tmp_path / "out").log_error("t1", 1, traceback)  # as the Recorder logs a failed attempt
     outcome = Outcome.of(store)
     assert not outcome.produced_results
-    assert outcome.summary() == ("no trial produced a result (3 trial(s), 2 failed); most common error (2x): "
-                                 "RuntimeError: the data ran out after 0 of 256 samples")
+    assert outcome.summary() == ("no trial produced a result (3 trial(s), 2 failed)\n"
+                                 f"  2x RuntimeError: the data ran out after 0 of 256 samples (log: {log})\n"
+                                 "  1x OOMError: out of memory at batch 32")
     store.record_rung("t2", {"budget": 64, "samples_seen": 64, "loss": 4.0}, rung=0)
-    assert Outcome.of(store).summary() == ("2 of 3 trials failed; most common error (2x): RuntimeError: the data "
-                                           "ran out after 0 of 256 samples")
+    assert Outcome.of(store).summary().splitlines()[:2] == [
+        "2 of 3 trials failed", f"  2x RuntimeError: the data ran out after 0 of 256 samples (log: {log})"]
 
 
 def test_a_caption_template_over_missing_columns_fails_before_any_trial(search_data, tmp_path):

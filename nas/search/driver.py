@@ -105,6 +105,9 @@ def search(study: Study, out: str | os.PathLike, *, resume: bool = False, addres
     # The results database and RUN/tensorboard hold every result: Ray's own CSV, JSON and TensorBoard copies in
     # each trial directory only cost disk and time, and its "tensorboard --logdir" hint pointed at them.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    # Ray Tune's legacy output engine, silent at verbose=0: the new one prints its "Configuration for experiment"
+    # box and "View detailed results here" whatever the verbosity; the Recorder prints the toolkit's progress.
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     driver = DriverSession(study, run_dir, store)
     command = command or f"vitamin-nas search {study.source} --out {run_dir.root} --resume"
     # The session's handlers go in once Ray is up: Ray's core installs its own for SIGTERM (a stack dump, then abort).
@@ -152,8 +155,10 @@ def search(study: Study, out: str | os.PathLike, *, resume: bool = False, addres
 
 def open_store(study: Study, out: Path, resume: bool) -> ResultStore | None:
     """With `resume`, the existing database, which must hold this very study and no live driver; otherwise None
-    (a new search), after checking that `out` holds none."""
+    (a new search), after checking that `out` holds none. Everything is checked through a read-only connection
+    (`heartbeat.refuse_if_running`) before the database is opened for writing: a refused driver writes nothing."""
     exists = (out / "study.db").exists()
+    previous = heartbeat.refuse_if_running(out)
     if exists and not resume:
         raise ConfigError("holds a search already: add --resume to continue it, or choose another --out",
                           source=str(out))
@@ -162,18 +167,15 @@ def open_store(study: Study, out: Path, resume: bool) -> ResultStore | None:
     if not exists:
         return None
     resolved = json.loads(json.dumps(study.resolved()))
-    store = ResultStore.open(out)
-    recorded = store.meta("study") or {}
+    with contextlib.closing(ResultStore.open(out, readonly=True)) as recorded_store:
+        recorded = recorded_store.meta("study") or {}
     changed = sorted(k for k in resolved.keys() | recorded.keys() if resolved.get(k) != recorded.get(k))
     if changed:
         raise ConfigError(f"the study changed since this search began ({', '.join(changed)}); resuming would mix "
                           "results: run it with another --out", source=study.source)
-    previous = heartbeat.read(store)
-    if previous is not None and previous.alive():
-        raise ConfigError(f"is being searched by a running driver (pid {previous.pid} on {previous.host}); stop it "
-                          "first (Ctrl-C or SIGTERM)", source=str(out))
     if previous is not None and previous.ray_temp and Path(previous.ray_temp).name.startswith(RAY_TEMP_PREFIX):
         shutil.rmtree(previous.ray_temp, ignore_errors=True)  # left by a killed driver
+    store = ResultStore.open(out)
     for row in store.trials(status=(status.RUNNING, status.INTERRUPTED)):  # until Tune restarts them (or finds it
         store.update_trial(row["trial_id"], status=status.PENDING)       # never knew them)
     return store
@@ -334,22 +336,28 @@ def _resources(resources: dict[str, float]) -> str:
 
 @contextlib.contextmanager
 def ray_tune_hints_silenced(verbose: bool) -> Iterator[None]:
-    """Without Ray Tune's own stop and restore hints (`Tuner.restore(...)`): the toolkit prints its `--resume`.
-    SIGUSR1, which Ray Tune takes over while it runs, is given back afterwards."""
+    """Without Ray Tune's own stop and restore hints (`Tuner.restore(...)`): the toolkit prints its `--resume`;
+    without its traceback of each failed trial (kept in the trial's error log). SIGUSR1, which Ray Tune takes
+    over while it runs, is given back afterwards."""
     previous = signal.getsignal(signal.SIGUSR1)
-    logger = logging.getLogger("ray.tune.tune")
+    loggers = [logging.getLogger("ray.tune.tune"), logging.getLogger(_RayTuneHints.TRIAL_ERRORS[0])]
     quiet = _RayTuneHints()
     if not verbose:
-        logger.addFilter(quiet)
+        for logger in loggers:
+            logger.addFilter(quiet)
     try:
         yield
     finally:
-        logger.removeFilter(quiet)
+        for logger in loggers:
+            logger.removeFilter(quiet)
         signal.signal(signal.SIGUSR1, previous)
 
 
 class _RayTuneHints(logging.Filter):
-    HINTS = ("Tuner.restore", "Stop signal received", "Trials did not complete")
+    #: Ray Tune's traceback of every failed trial attempt: the Recorder keeps it in the trial's error log and
+    #: the search ends with one line per kind of error (`nas.search.outcome`).
+    TRIAL_ERRORS = ("ray.tune.execution.tune_controller", "Trial task failed for trial")
+    HINTS = ("Tuner.restore", "Stop signal received", "Trials did not complete", TRIAL_ERRORS[1])
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not any(hint in record.getMessage() for hint in self.HINTS)

@@ -173,12 +173,12 @@ class Recorder(tune.Callback):
         self._release(trial.trial_id)
         if trial.trial_id in self.replaying:
             return
-        self.store.update_trial(trial.trial_id, status=status.PENDING, error=_error_text(trial))
+        self.store.update_trial(trial.trial_id, status=status.PENDING, error=self._logged_error(trial))
         self._print(force=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._release(trial.trial_id)
-        self._finish(trial, status.FAILED, _error_text(trial))
+        self._finish(trial, status.FAILED, self._logged_error(trial))
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self._print()
@@ -227,6 +227,14 @@ class Recorder(tune.Callback):
         for gone in retention.prune(self.store, self.study):
             self.ledger.forget_checkpoint.remote(gone.trial_id, gone.budget)
 
+    def _logged_error(self, trial: Any) -> str:
+        """The trial's latest error, appended whole to its error log under the run directory (which outlives Ray's
+        temporary directory): the terminal shows one line per kind of error (`nas.search.outcome`)."""
+        error = _error_text(trial)
+        row = self.store.trial(trial.trial_id)
+        self.session.run_dir.log_error(trial.trial_id, row["attempts"] if row else 0, error)
+        return error[-4000:]
+
     def _finish(self, trial: Any, end: str, error: str | None) -> None:
         row = self.store.trial(trial.trial_id)
         if trial.trial_id in self.replaying or (row is not None and row["status"] == end and row["ended_at"]):
@@ -249,6 +257,6 @@ def _error_text(trial: Any) -> str:
     """The trial's latest error: Ray Tune writes it on the driver first (`error_file`), then copies it to its
     storage (`get_error`)."""
     if trial.error_file and Path(trial.error_file).is_file():
-        return Path(trial.error_file).read_text()[-4000:]
+        return Path(trial.error_file).read_text()
     error = trial.get_error()
-    return str(error)[-4000:] if error is not None else "unknown error"
+    return str(error) if error is not None else "unknown error"
