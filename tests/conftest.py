@@ -125,6 +125,20 @@ def design_figures(design_results) -> Path:
     return out
 
 
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A real 2 MB filesystem (tmpfs) mounted at tmp_path/small, for drills of a full disk; skipped with the reason
+    where this process may not mount one (not root, no CAP_SYS_ADMIN, a container without it)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
+    yield mount
+    subprocess.run(["umount", "--lazy", str(mount)], check=True)
+
+
 # ---- Ray, once per test process ------------------------------------------------------------------------------
 
 #: A local Ray instance on the loopback: 2 CPUs, no dashboard; `nas.search.search` uses the caller's Ray when one

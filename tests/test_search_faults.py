@@ -6,6 +6,7 @@ started on a live search is refused without touching the live one's database."""
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import time
@@ -112,3 +113,27 @@ def test_a_refused_second_driver_leaves_the_live_drivers_database_alone(tmp_path
     reader = ResultStore.open(out, readonly=True)
     assert [reader.meta(f"probe{i}") for i in range(6)] == list(range(6))
     assert reader.meta("driver")["state"] == heartbeat.FINISHED
+
+
+@pytest.mark.slow
+def test_a_full_disk_ends_the_search_with_one_line_and_its_trials_resumable(local_ray, search_data, small_filesystem,
+                                                                           run_cli):
+    """A real 2 MB filesystem as --out: the results database and Ray Tune's state fit, a trial's first checkpoint
+    does not. Before: 360 lines of tracebacks (torch's "unexpected pos" among them) and trials left `running`.
+    Now the search stops at the first full write, exits 1 with one line naming the path and the free space, and
+    its trials are `interrupted`, which --resume continues once space is freed (as the driver's record says)."""
+    study = write_study(small_filesystem.parent, search_data, algorithm="fixed",
+                        archs=[tower(32).to_dict(), tower(64).to_dict()], resources={"cpus": 1, "concurrency": 2})
+    run = run_cli("search", study, "--out", small_filesystem)
+    assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
+    line = run.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(rf"vitamin-nas search: error: disk full: cannot write {small_filesystem}/trials/\w+/"
+                        r"train-accum1/checkpoint\.pt \(\d+\.\d MB free on its filesystem\); free space, then "
+                        r"continue with --resume", line), line
+    assert "Traceback" not in run.stdout + run.stderr and "unexpected pos" not in run.stdout + run.stderr
+    store = ResultStore.open(small_filesystem, readonly=True)
+    assert {t["status"] for t in store.trials()} == {"interrupted"}
+    driver = store.meta("driver")
+    assert driver["state"] == "failed" and driver["reason"].startswith("disk full: cannot write")
+    assert not list(small_filesystem.glob("trials/*/*/.checkpoint.pt.tmp"))  # no half-written checkpoint left
+    print(line)

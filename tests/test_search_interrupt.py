@@ -1,5 +1,5 @@
-"""A real `vitamin-nas search` process, against which a second driver is started and refused, stopped with
-SIGINT, then (resumed) with SIGTERM, then resumed to the end:
+"""A real `vitamin-nas search` process (under a long TMPDIR), against which a second driver is started and
+refused, stopped with SIGINT, then (resumed) with SIGTERM, then resumed to the end:
 each stop exits 130 and prints the exact command that continues it, the database records the stop (the
 driver's record, the running trials `interrupted`), `vitamin-nas status` never shows the stopped search as
 running, the driver's Ray processes and temporary directory are gone, and the last resume finishes every
@@ -9,6 +9,7 @@ trial from its newest checkpoint. While it runs, every socket the driver and its
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import signal
 import subprocess
@@ -26,14 +27,14 @@ CHECKPOINT_EVERY = 96
 
 
 def stop(cli: list[str], study: Path, out: Path, sig: signal.Signals, log: Path, extra: tuple[str, ...] = (),
-         second: bool = False):
+         second: bool = False, env: dict[str, str] | None = None):
     """Start a driver, let every trial pass a checkpoint beyond its last rung, (with `second`, start a second
     driver with --resume, which is refused,) send `sig`; the driver's exit code, output, the pids of its Ray
     processes and the sockets they listened on."""
     run_dir = RunDir(out)
     with open(log, "w") as output:
         driver = subprocess.Popen([*cli, "search", str(study), "--out", str(out), *extra], stdout=output,
-                                  stderr=subprocess.STDOUT)
+                                  stderr=subprocess.STDOUT, env=env)
     try:
         # Each look opens the database afresh and closes it (see `told_trials`).
         def trials(**where) -> list[dict]:
@@ -79,7 +80,12 @@ def test_sigint_and_sigterm_stop_a_search_cleanly_and_resume_continues_it(tmp_pa
     out = tmp_path / "out"
     resume = shlex.join(["vitamin-nas", "search", str(study), "--out", str(out), "--resume"])
 
-    code, output, processes, sockets = stop(cli, study, out, signal.SIGINT, tmp_path / "first.log", second=True)
+    # a cluster job's long per-job TMPDIR: Ray's sockets would not fit under it (107 bytes), the driver's Ray goes
+    # to /tmp
+    tmpdir = tmp_path / "a-per-job-temporary-directory-of-a-cluster-job"
+    tmpdir.mkdir()
+    code, output, processes, sockets = stop(cli, study, out, signal.SIGINT, tmp_path / "first.log", second=True,
+                                            env={**os.environ, "TMPDIR": str(tmpdir)})
     assert code == 130, output[-3000:]
     assert output.rstrip().endswith(f"continue it with:\n  {resume}")
     assert "Tuner.restore" not in output and "Traceback" not in output
@@ -94,7 +100,7 @@ def test_sigint_and_sigterm_stop_a_search_cleanly_and_resume_continues_it(tmp_pa
     store = ResultStore.open(out, readonly=True)
     driver = store.meta("driver")
     assert driver["state"] == "interrupted" and driver["reason"] == "SIGINT" and driver["command"] == resume
-    assert not Path(driver["ray_temp"]).exists()
+    assert not Path(driver["ray_temp"]).exists() and Path(driver["ray_temp"]).parent == Path("/tmp")
     trials = store.trials()
     assert {t["status"] for t in trials} == {"interrupted"} and len(trials) == 2
     assert all(t["error"] == "interrupted: the driver was stopped by SIGINT" for t in trials)

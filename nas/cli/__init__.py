@@ -8,6 +8,7 @@ import os
 import sys
 
 from nas import __version__
+from nas.disk import DiskFull
 from nas.errors import ConfigError
 
 #: Every command and its one-line summary; each lives in the module of its name (`nas.cli.<command>`), whose
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"vitamin-nas {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except DiskFull as err:  # the path and the space left, in one line
+        print(f"vitamin-nas {args.command}: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -53,6 +53,7 @@ import yaml
 from ray import tune
 
 from nas import heartbeat, status
+from nas.disk import DiskFull, full_disk
 from nas.errors import ConfigError
 from nas.results import ResultStore
 from nas.run_dir import RunDir
@@ -68,6 +69,13 @@ from nas.train import ReportTo
 
 #: Prefix of the Ray temporary directories a driver makes (short: Ray's socket paths must fit in 107 bytes).
 RAY_TEMP_PREFIX = "vitamin-nas-ray-"
+#: The longest an AF_UNIX socket's path may be (Linux's sun_path, less its NUL).
+SOCKET_PATH_MAX = 107
+#: What Ray appends to its temporary directory for its longest socket path, with room for a 7-digit pid and a
+#: ".N" suffix: /session_<date>_<time>_<microseconds>_<pid>/sockets/plasma_store
+RAY_SOCKET_TAIL = len("/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store.10")
+#: Where Ray's temporary directory goes when TMPDIR is too long for its sockets (Ray's own default is /tmp/ray).
+SHORT_TEMP = "/tmp"
 #: Seconds to wait for an `--address` to answer.
 CONNECT_TIMEOUT_S = 10.0
 #: The cluster launcher's config on a `ray up` cluster's head (what its autoscaler can add).
@@ -136,18 +144,26 @@ def search(study: Study, out: str | os.PathLike, *, resume: bool = False, addres
             with ray_tune_hints_silenced(verbose):
                 tuner.fit()
             end, reason = (heartbeat.INTERRUPTED, driver.signal_name) if driver.stopping else (heartbeat.FINISHED, None)
+            if driver.failure is not None:  # a trial found the disk full (the Recorder stopped the search)
+                end, reason = heartbeat.FAILED, str(driver.failure)
         except KeyboardInterrupt:
             end, reason = heartbeat.INTERRUPTED, driver.signal_name or "SIGINT"
             raise
         except BaseException as err:
             reason = f"{type(err).__name__}: {err}".splitlines()[0][:300]
-            raise
+            if not full_disk(err):
+                raise
+            driver.failure = DiskFull(run_dir.root)  # the driver's own writes (study.db, Ray Tune's state)
+            reason = str(driver.failure)
+            raise driver.failure from None
         finally:
-            if end == heartbeat.INTERRUPTED:
-                mark_interrupted(store, reason)
+            if end == heartbeat.INTERRUPTED or driver.failure is not None:
+                mark_interrupted(store, reason)  # resumable
             with contextlib.suppress(Exception):
                 ray.kill(ledger)
             beat.end(end, reason)
+    if driver.failure is not None:
+        raise driver.failure
     if driver.stopping:
         raise SearchInterrupted(driver.signal_name, len(store.trials(status=status.INTERRUPTED)))
     return store
@@ -244,7 +260,7 @@ def ray_session(address: str | None, *, dashboard: bool = False, dashboard_host:
                                   "RAY_AUTH_MODE=token here, with its token in ~/.ray/auth_token or RAY_AUTH_TOKEN",
                                   field="--address") from None
         else:  # never join a cluster by accident (RAY_ADDRESS, /tmp/ray): a private instance on the loopback
-            temp = tempfile.mkdtemp(prefix=RAY_TEMP_PREFIX)
+            temp = ray_temp_dir()
             ender = reaper.start(os.getpid())
             ray.init(address="local", include_dashboard=dashboard, dashboard_host=dashboard_host, _temp_dir=temp,
                      **options)
@@ -260,6 +276,14 @@ def ray_session(address: str | None, *, dashboard: bool = False, dashboard_host:
             reaper.stop(ender)
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
+
+
+def ray_temp_dir() -> str:
+    """A new directory for a local Ray's session: in TMPDIR when Ray's socket paths fit under it, else (a
+    cluster job's per-job TMPDIR is often longer) in `SHORT_TEMP`, where they do."""
+    base = tempfile.gettempdir()
+    longest = len(os.path.join(base, RAY_TEMP_PREFIX + "x" * 8)) + RAY_SOCKET_TAIL  # mkdtemp adds 8 characters
+    return tempfile.mkdtemp(prefix=RAY_TEMP_PREFIX, dir=base if longest <= SOCKET_PATH_MAX else SHORT_TEMP)
 
 
 def loopback_warning() -> str | None:

@@ -22,6 +22,7 @@ from ray import tune
 from ray.util.placement_group import remove_placement_group
 
 from nas import status
+from nas.disk import DiskFull, full_disk
 from nas.progress import progress_report
 from nas.run_dir import CHECKPOINT
 from nas.search import retention, session
@@ -178,7 +179,8 @@ class Recorder(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._release(trial.trial_id)
-        self._finish(trial, status.FAILED, self._logged_error(trial))
+        error = self._logged_error(trial)
+        self._finish(trial, status.INTERRUPTED if full_disk(error) else status.FAILED, error)  # a full disk: resumable
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self._print()
@@ -193,7 +195,7 @@ class Recorder(tune.Callback):
         if self.session.stopping:
             for row in self.store.trials(status=(status.PENDING, status.RUNNING)):
                 self.store.update_trial(row["trial_id"], status=status.INTERRUPTED, ended_at=now,
-                                        error=f"interrupted: the driver was stopped by {self.session.signal_name}")
+                                        error=f"interrupted: the driver was stopped by {self.session.stop_reason}")
                 if row["number"] is not None:
                     optuna.set_user_attr(row["number"], "status", status.INTERRUPTED)
             self._print(force=True, final=True)
@@ -233,6 +235,8 @@ class Recorder(tune.Callback):
         error = _error_text(trial)
         row = self.store.trial(trial.trial_id)
         self.session.run_dir.log_error(trial.trial_id, row["attempts"] if row else 0, error)
+        if full_disk(error):  # every trial would fail so: the search stops, its trials resumable
+            self.session.fail(DiskFull.told(error, self.session.run_dir.root))
         return error[-4000:]
 
     def _finish(self, trial: Any, end: str, error: str | None) -> None:

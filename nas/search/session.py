@@ -49,10 +49,26 @@ class DriverSession:
     store: ResultStore | None = None
     ledger: str = field(default_factory=lambda: f"ledger-{uuid.uuid4().hex[:12]}")
     stop_signal: int | None = None
+    failure: Exception | None = None
 
     @property
     def stopping(self) -> bool:
-        return self.stop_signal is not None
+        return self.stop_signal is not None or self.failure is not None
+
+    @property
+    def stop_reason(self) -> str:
+        """What stopped the search: the signal's name, or the failure (a full disk)."""
+        return self.signal_name or str(self.failure or "")
+
+    def fail(self, failure: Exception) -> None:
+        """A fault no trial can get past (a full disk): stop as on a signal, running trials keeping their last
+        checkpoint; the search then raises `failure`."""
+        if self.stopping:
+            return
+        self.failure = failure
+        tune_stop = signal.getsignal(signal.SIGUSR1)
+        if callable(tune_stop):
+            tune_stop(signal.SIGUSR1, None)
 
     @property
     def signal_name(self) -> str:
