@@ -34,8 +34,8 @@ from nas.results import ResultStore
 from nas.run_dir import RunDir
 from nas.search import Outcome, prepare_data
 from nas.search import search as run
-from nas.search.protocol import STATUS_KEY, Candidate, final_status
-from nas.search.schedulers import ParetoASHA
+from nas.search.protocol import REPLAY_KEY, RESUMED_FROM_KEY, STATUS_KEY, Candidate, final_status
+from nas.search.schedulers import ASHA, ParetoASHA
 from nas.search.searcher import StudySearcher
 from nas.study import Study, load_study
 
@@ -479,3 +479,31 @@ def test_pareto_asha_promotes_by_pareto_rank_not_one_metric():
     assert pareto.reward({"samples_seen": 100, "zeroshot_top1": 0.5, "image_gmacs": 2.0}).tolist() == [-0.5, 2.0]
     assert pareto.reward({"samples_seen": 100, STATUS_KEY: "oom"}) is None
     assert "ParetoASHA" in pareto.debug_string()
+
+
+@pytest.mark.parametrize("kind", ["asha", "pareto"])
+def test_a_trial_promoted_before_a_driver_kill_is_not_stopped_at_that_rung_when_it_resumes(kind):
+    """The case seen once (a trial promoted at 800 samples, stopped at 800 after a driver kill, its 2,400 never
+    measured), reproduced: Ray Tune restores a search's trials and searcher but not its scheduler, so the
+    resumed trial's replay of the rung is decided again by an empty scheduler, against whatever this session
+    recorded there first. A better trial's result there first, and the promoted trial (resumed from its
+    checkpoint at 1,200 samples) is stopped at the rung it passed. A replayed rung behind the checkpoint is now
+    recorded but never stops its trial; a replay at the very checkpoint (the kill came before the decision) and
+    a live result are decided as ever."""
+    common = {"time_attr": "samples_seen", "max_t": 2400, "grace_period": 800, "reduction_factor": 3}
+
+    def scheduler():
+        return ASHA(metric="loss", mode="min", brackets=1, **common) if kind == "asha" else \
+            ParetoASHA({"loss": "min"}, **common)
+
+    promoted, better = SimpleNamespace(trial_id="promoted"), SimpleNamespace(trial_id="better")
+    first = scheduler()  # the session before the kill: alone at the rung, promoted
+    first.on_trial_add(None, promoted)
+    assert first.on_trial_result(None, promoted, {"samples_seen": 800, "loss": 4.0}) == "CONTINUE"
+    for resumed_from, replay, decided in ((1200, True, "CONTINUE"), (800, True, "STOP"), (None, False, "STOP")):
+        resumed = scheduler()  # the resumed session's scheduler, empty
+        for trial in (better, promoted):
+            resumed.on_trial_add(None, trial)
+        assert resumed.on_trial_result(None, better, {"samples_seen": 800, "loss": 3.0}) == "CONTINUE"
+        again = {"samples_seen": 800, "loss": 4.0, REPLAY_KEY: replay, RESUMED_FROM_KEY: resumed_from}
+        assert resumed.on_trial_result(None, promoted, again) == decided, (resumed_from, replay)

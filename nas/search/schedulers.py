@@ -30,6 +30,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialSch
 
 from nas.metrics import TRAINED, direction
 from nas.pareto import minimization, pareto_order
+from nas.search.protocol import REPLAY_KEY, RESUMED_FROM_KEY
 from nas.study import Budget, Study
 
 
@@ -44,7 +45,31 @@ def make_scheduler(study: Study) -> TrialScheduler:
     if study.multi_objective:
         return ParetoASHA(study.objectives, **common)
     (metric, mode), = study.objectives.items()
-    return AsyncHyperBandScheduler(metric=metric, mode=mode, brackets=1, **common)
+    return ASHA(metric=metric, mode=mode, brackets=1, **common)
+
+
+def promoted_before(result: Mapping[str, Any], time_attr: str) -> bool:
+    """Whether `result` is a rung replayed by a trial resumed from a checkpoint past that rung: the trial was
+    promoted there, in the session that measured it. A resumed search's scheduler starts empty (Ray Tune restores
+    trials and the searcher, not the scheduler), so deciding that rung again, against whatever this session has
+    recorded there so far, could stop the trial now at a rung it passed (seen once: a trial promoted at 800
+    samples, stopped at 800 after a driver kill, its 2,400 never measured). Such a rung is recorded (other
+    trials are compared with it) but never stops its trial."""
+    resumed = result.get(RESUMED_FROM_KEY)
+    return bool(result.get(REPLAY_KEY)) and resumed is not None and resumed > result.get(time_attr, math.inf)
+
+
+class ASHA(AsyncHyperBandScheduler):
+    """Ray Tune's ASHA, except that a rung replayed by a trial promoted past it before goes on
+    (`promoted_before`)."""
+
+    def __init__(self, *, time_attr: str, **options: Any):
+        super().__init__(time_attr=time_attr, **options)
+        self.samples_attr = time_attr
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        action = super().on_trial_result(tune_controller, trial, result)
+        return TrialScheduler.CONTINUE if promoted_before(result, self.samples_attr) else action
 
 
 class ParetoASHA(FIFOScheduler):
@@ -93,6 +118,8 @@ class ParetoASHA(FIFOScheduler):
             action = TrialScheduler.STOP
         else:
             action = self.decide(trial.trial_id, result[self.time_attr], reward)
+            if promoted_before(result, self.time_attr):
+                action = TrialScheduler.CONTINUE
         self.stopped += action == TrialScheduler.STOP
         return action
 
