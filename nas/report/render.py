@@ -172,13 +172,14 @@ def _ablation_section(frame: pd.DataFrame, paper: Paper) -> list[str]:
 def _fidelity_section(store: ResultStore, metric: str) -> list[str]:
     """How far the study's cheap measurements (earlier budgets, size, and the zero-cost proxies it scored) rank
     its candidates as its most expensive one does (`vitamin-nas fidelity` adds the proxies it did not score)."""
-    from nas.fidelity import format_fidelity, study_fidelity
+    from nas.fidelity import MIN_CANDIDATES, format_fidelity, study_fidelity
 
     rows = study_fidelity(store, metric, proxies=None)
     if not rows:
         return []
     return ["", "## Fidelity: do cheap measurements rank the candidates as the expensive ones do?", "",
-            "Rank correlations over the candidates measured at both, with 95 % bootstrap intervals; changed "
+            f"Rank correlations over the candidates measured at both, with 95 % bootstrap intervals (below "
+            f"{MIN_CANDIDATES} candidates: too few for one, the exact permutation p instead); changed "
             "promotions: of the candidates successive halving would keep on the cheap ranking, how many the "
             "expensive one would not; noise p > 0.05: the cheap ranking cannot be told from eval noise.", "",
             "```", format_fidelity(rows), "```"]
