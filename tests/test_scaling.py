@@ -20,7 +20,17 @@ from scipy import optimize
 
 from nas import cli
 from nas.errors import ConfigError
-from nas.scaling import LAWS, arrays_from_frame, backtest, compute_optimal, fit, fit_frame, held_out_check, register
+from nas.scaling import (
+    LAWS,
+    arrays_from_frame,
+    backtest,
+    compute_optimal,
+    fit,
+    fit_frame,
+    fit_gate,
+    held_out_check,
+    register,
+)
 from nas.scaling.fitting import objectives
 from nas.scaling.laws import NonlinearLaw
 from nas.scaling.registry import DROPPED, EXPONENT_RANGE, Term
@@ -519,11 +529,11 @@ def test_a_power_law_on_saturating_data_warns_and_on_power_law_data_does_not():
     bent = (0.5 + 400 * compute**-0.2) * np.exp(rng.normal(0, 0.01, compute.size))
     result = fit("power", compute, bent)
     check = result.lack_of_fit
-    assert check.runs_p < 0.01 and check.richer == "saturating" and check.delta_bic > 10
-    assert [w.split(":")[0] for w in result.warnings] == ["lack of fit", "lack of fit"]
+    assert check.runs_p < 0.01 and check.richer == "saturating" and check.delta_bic > 10 and check.curvature_p < 0.01
+    assert [w.split(":")[0] for w in result.warnings] == ["lack of fit"] * 3  # runs, curvature, BIC
     assert "the power law is the wrong shape" in result.summary()
     straight = fit("power", compute, 400 * compute**-0.2 * np.exp(rng.normal(0, 0.01, compute.size)))
-    assert straight.warnings == () and straight.lack_of_fit.runs_p > 0.01
+    assert straight.warnings == () and straight.lack_of_fit.runs_p > 0.01 and straight.lack_of_fit.curvature_p > 0.01
 
 
 def test_compute_optimal_exponent_has_an_interval(chinchilla_fit):
@@ -621,6 +631,32 @@ def test_fit_command_prints_the_backtest_beside_the_extrapolation(tmp_path, caps
     assert "the saturating law fitted to the same runs predicts" in out
     assert cli.main(["fit", str(path), "--law", "power", "--x", "compute", "--y", "error", "--at", "1e17"]) == 0
     assert "backtest" not in capsys.readouterr().out  # within the runs: nothing to backtest
+
+
+def test_fit_names_the_failed_check_and_the_local_slopes_and_its_figure_shows_residuals(tmp_path, capsys):
+    """Issue 28's data-scaling runs (committed): they accelerate, so `fit` says the power law's exponent is not to
+    be compared and why, and the figure has a residual panel naming the failed check. A power law that holds
+    passes; a saturating fit whose power term is not identified fails identification."""
+    from plots.scaling import scaling_curve
+
+    runs = pd.read_csv(SCALING_DATA.parents[1] / "docs" / "results" / "data_scaling.csv")
+    path = tmp_path / "runs.csv"
+    runs.assign(error=1 - runs.zeroshot_top1).to_csv(path, index=False)
+    assert cli.main(["fit", str(path), "--law", "power", "--x", "samples_seen", "--y", "error"]) == 0
+    assert ("checks: not compared with a published exponent: fails the curvature test (p = 0.008); local log-log "
+            "slopes -0.11, -0.11, -0.42, -1.04, -1.85\n") in capsys.readouterr().out
+    assert cli.main(["fit", str(path), "--law", "saturating", "--x", "samples_seen", "--y", "error"]) == 0
+    assert "checks: not compared with a published exponent: fails identification (E_inf, A, alpha not identified)" \
+        in capsys.readouterr().out
+    accelerating = fit("power", runs.samples_seen, 1 - runs.zeroshot_top1)
+    assert not fit_gate(accelerating).passed and fit_gate(accelerating).local_slopes[-1] < -1.8
+    main, residuals = scaling_curve(accelerating).axes
+    assert residuals.get_ylabel() == "log residual" and residuals.get_title(loc="left").startswith(
+        "fails the curvature test")
+    compute, error, _ = saturating_ladder(0.0)
+    holds = fit("power", compute, error)
+    assert fit_gate(holds).passed and fit_gate(holds).summary() == "passes its lack-of-fit and identification checks"
+    assert scaling_curve(holds).axes[1].get_title(loc="left") == ""
 
 
 def test_the_tied_allocation_is_tested_against_the_joint_law():

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from nas.errors import ConfigError
-from nas.scaling import LAWS, Fit, Law, arrays_from_frame, backtest, compute_optimal, fit, held_out_check
+from nas.scaling import LAWS, Fit, Law, arrays_from_frame, backtest, compute_optimal, fit, fit_gate, held_out_check
 
 #: What a study directory is fitted on unless told otherwise: error against compute, per arch family.
 STUDY_DEFAULTS = {"x": "compute", "y": "error", "n": "image_params_m", "d": "samples_seen", "by": "family"}
@@ -266,6 +266,8 @@ def _fit_group(frame: pd.DataFrame, args: argparse.Namespace, options: dict, sou
                                flops_per_param_token=args.flops_per_param_token, source=source)
     result = fit(args.law, xs, ys, **options)
     print(result.summary())
+    gate = fit_gate(result)
+    print(f"checks: {gate.summary()}" + ("; its exponents may be set beside published ones" if gate.passed else ""))
     if args.at:
         _print_targets(result, args, xs, ys, options)
     if args.hold_out:

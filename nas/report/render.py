@@ -194,7 +194,8 @@ def _scaling_section(frame: pd.DataFrame, paper: Paper, law: str) -> list[str]:
     for family, fit in ours.items():
         models = paper.families.get(family, [])
         theirs = _paper_law(paper, models, law)
-        rows.append([family, frame[frame.family == family].arch_id.nunique(), len(fit.y), _exponent(fit),
+        gate = _gated(fit, family, caveats)
+        rows.append([family, frame[frame.family == family].arch_id.nunique(), len(fit.y), gate or _exponent(fit),
                      f"{fit.r2_log:.3f}", ", ".join(models) or "-", _exponent(theirs) if theirs else "-"])
         published = sorted({PRESETS[m][0].family for m in models if m in PRESETS} - {family})
         if published:
@@ -204,7 +205,9 @@ def _scaling_section(frame: pd.DataFrame, paper: Paper, law: str) -> list[str]:
         caveats += [f"{family}: {warning}" for warning in fit.warnings]  # lack of fit, unidentified terms
     return ["", f"## Scaling: error against compute ({law} law)", "",
             "Compute is image GMACs x samples seen on both sides; the exponent is d log(error) / d log(compute) "
-            "with its 95% interval. The paper's column fits the same law to its S/B/L models at 128M/512M/1.28B.", "",
+            "with its 95% interval, shown only where the law passes its lack-of-fit checks and identifies its "
+            "parameters (else the failed check and the local slopes). The paper's column fits the same law to its "
+            "S/B/L models at 128M/512M/1.28B.", "",
             _markdown_table(["family", "archs", "points", "exponent [95% CI]", "R^2 (log)", "paper models",
                              "paper exponent [95% CI]"], rows), *(["", *(f"Caveat: {c}" for c in caveats)]
                                                                  if caveats else [])]
@@ -218,7 +221,7 @@ def _size_section(frame: pd.DataFrame, paper: Paper) -> list[str]:
     from nas.scaling import fit
 
     paper_budgets = sorted(paper.benchmark.samples.unique())
-    rows = []
+    rows, gated = [], []
     for family, members in frame.dropna(subset=["error"]).groupby("family", sort=True):
         budgets = sorted(members.budget.unique())
         models = paper.families.get(family, [])
@@ -228,6 +231,7 @@ def _size_section(frame: pd.DataFrame, paper: Paper) -> list[str]:
             if len(sizes) < 3 or sizes.params.max() < SIZE_SPAN * sizes.params.min():
                 continue
             ours = fit("power", sizes.params, sizes.error)
+            gate = _gated(ours, f"{family} at {_samples(budget)}", gated)
             theirs, paper_budget = None, None
             if models and len(budgets) == len(paper_budgets):
                 paper_budget = paper_budgets[rank]
@@ -235,17 +239,30 @@ def _size_section(frame: pd.DataFrame, paper: Paper) -> list[str]:
                 theirs = fit("power", rows_p.image_params_m, 1 - rows_p[paper.metric] / 100) if len(rows_p) >= 3 \
                     else None
             rows.append([family, _samples(budget), len(sizes),
-                         f"{sizes.params.min():.3g}-{sizes.params.max():.3g}", _exponent(ours),
+                         f"{sizes.params.min():.3g}-{sizes.params.max():.3g}", gate or _exponent(ours),
                          ", ".join(models) or "-", _samples(paper_budget) if paper_budget else "-",
                          _exponent(theirs) if theirs else "-"])
     if not rows:
         return []
     return ["", "## Model size at fixed data (power law)", "",
             "Error against image parameters (M) at each budget; the exponent is d log(error) / d log(params) with "
-            "its 95% interval, beside the same law on the paper's S/B/L models of the family at the budget of the "
-            "same rank (three points: a wide interval).", "",
+            "its 95% interval (only where the law passes its checks, as above), beside the same law on the paper's "
+            "S/B/L models of the family at the budget of the same rank (three points: a wide interval).", "",
             _markdown_table(["family", "budget", "sizes", "params (M)", "exponent [95% CI]", "paper models",
-                             "paper budget", "paper exponent [95% CI]"], rows)]
+                             "paper budget", "paper exponent [95% CI]"], rows),
+            *(["", *(f"Caveat: {c}" for c in gated)] if gated else [])]
+
+
+def _gated(fit, name: str, caveats: list[str]) -> str | None:
+    """None where `fit`'s exponent may stand beside the paper's (`fit_gate`); else the cell that says why not,
+    with the failed checks and local slopes added to `caveats`."""
+    from nas.scaling import fit_gate
+
+    gate = fit_gate(fit)
+    if gate.passed:
+        return None
+    caveats.append(f"{name}: the {fit.law} law's exponent is {gate.summary()}.")
+    return "not compared: fails its checks"
 
 
 def _paper_law(paper: Paper, models: Sequence[str], law: str):

@@ -1,6 +1,7 @@
 """What is checked after a fit, so that it never claims more than the data hold: which parameters the data do not
 identify (each additive term dropped and the law refitted) and which values of them the data allow, lack of fit
-(a runs test of the residuals, and the law's richer or rival law by BIC), held-out checks (fit on the smaller runs,
+(a runs test of the residuals, the law's richer or rival law by BIC, and a bend of a line in log space), whether a
+fit may be compared with a published one (`fit_gate`), held-out checks (fit on the smaller runs,
 score the largest), and the backtest every extrapolation gets.
 """
 
@@ -178,6 +179,41 @@ def _runs_p(residuals: np.ndarray) -> tuple[int, float, float]:
     return runs, 1.0 + 2.0 * n1 * n2 / n, p
 
 
+def curvature_p(x: np.ndarray, y: np.ndarray, *, two_sided: bool = False) -> float:
+    """p-value that log y bends up in log x (as a power law does toward its floor), or with `two_sided` either way
+    (runs that accelerate bend down): the t test of the quadratic term of log y on log x and its square, exact
+    under a power law with log-normal noise. 1 with fewer than 4 points."""
+    log_x = np.log(x)
+    z = (log_x - log_x.mean()) / log_x.std()
+    design = np.column_stack([np.ones(len(z)), z, z**2])
+    dof = len(y) - 3
+    if dof < 1 or not np.isfinite(z).all():
+        return 1.0
+    coef, *_ = np.linalg.lstsq(design, np.log(y), rcond=None)
+    resid = np.log(y) - design @ coef
+    se = math.sqrt(float(resid @ resid) / dof * np.linalg.inv(design.T @ design)[2, 2])
+    if not se > 0:
+        return 1.0
+    t = coef[2] / se
+    return float(2 * stats.t.sf(abs(t), dof)) if two_sided else float(stats.t.sf(t, dof))
+
+
+def local_slopes(x: np.ndarray, y: np.ndarray, groups: int = 8) -> tuple[float, ...]:
+    """d log y / d log x between neighbouring runs along x: what a single exponent would have to describe. Runs
+    at one x are averaged in log y; more than `groups` distinct x are merged into `groups` consecutive groups
+    (their mean log x and log y). Empty for the laws of several variables."""
+    if np.ndim(x) != 1 or len(x) < 2:
+        return ()
+    log_x, log_y = np.log(np.asarray(x, dtype=float)), np.log(np.asarray(y, dtype=float))
+    distinct, which = np.unique(log_x, return_inverse=True)
+    mean_y = np.bincount(which, weights=log_y) / np.bincount(which)
+    if len(distinct) > groups:
+        parts = np.array_split(np.arange(len(distinct)), groups)
+        distinct = np.array([distinct[part].mean() for part in parts])
+        mean_y = np.array([mean_y[part].mean() for part in parts])
+    return tuple(float(v) for v in np.diff(mean_y) / np.diff(distinct))
+
+
 def _bic(log_resid: np.ndarray, n_params: int) -> float:
     n = len(log_resid)
     return float(n * np.log(np.mean(log_resid**2) + 1e-12) + n_params * np.log(n))
@@ -199,6 +235,11 @@ def lack_of_fit(law: Law, x: np.ndarray, y: np.ndarray, log_resid: np.ndarray, n
         warnings.append(f"lack of fit: ordered by {along}, the residuals change sign only {runs - 1} times in "
                         f"{len(y)} points ({expected:.1f} runs expected; runs test p = {p:.2g}): the {law.name} law is "
                         "the wrong shape for these data")
+    bend = curvature_p(x, y, two_sided=True) if law.curvature_tested and x.ndim == 1 else None
+    if bend is not None and bend < LACK_OF_FIT_P:
+        slopes = ", ".join(f"{v:.2f}" for v in local_slopes(x, y))
+        warnings.append(f"lack of fit: log y is curved in log x (curvature test p = {bend:.2g}; local log-log "
+                        f"slopes {slopes}): no single exponent describes these runs")
     richer, starts = law.richer or (None, None)
     delta = None
     spans = x.ndim == 1 or all(len(np.unique(column)) >= 3 for column in x.T)  # else the rival fits a degenerate law
@@ -214,7 +255,47 @@ def lack_of_fit(law: Law, x: np.ndarray, y: np.ndarray, log_resid: np.ndarray, n
                 warnings.append(f"lack of fit: a {richer} law fits these data much better (BIC lower by "
                                 f"{delta:.1f})")
     return LackOfFit(runs=runs, expected_runs=expected, runs_p=p, richer=richer if delta is not None else None,
-                     delta_bic=delta, warnings=tuple(warnings))
+                     delta_bic=delta, warnings=tuple(warnings), curvature_p=bend)
+
+
+@dataclass(frozen=True)
+class FitGate:
+    """Whether a fitted exponent may stand beside a published one: only when the law passes its lack-of-fit
+    checks (runs test, richer law by BIC, curvature) and the runs identify every parameter. `failed` names each
+    check that failed, with its number; `local_slopes` (`local_slopes`) are what to show instead."""
+
+    failed: tuple[str, ...]
+    local_slopes: tuple[float, ...]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed
+
+    def summary(self) -> str:
+        """'passes its lack-of-fit and identification checks', or the failed checks and the local slopes."""
+        if self.passed:
+            return "passes its lack-of-fit and identification checks"
+        slopes = ", ".join(f"{v:.2f}" for v in self.local_slopes)
+        return (f"not compared with a published exponent: fails {'; '.join(self.failed)}"
+                + (f"; local log-log slopes {slopes}" if slopes else ""))
+
+
+def fit_gate(result: Fit) -> FitGate:
+    """`FitGate` of a fit, from the checks made when it was fitted (`Fit.lack_of_fit`, `Fit.not_identified`)."""
+    check, failed = result.lack_of_fit, []
+    if check is None:
+        failed.append("no lack-of-fit check (fitted without checks)")
+    else:
+        if check.runs_p < LACK_OF_FIT_P:
+            failed.append(f"the runs test (p = {check.runs_p:.2g})")
+        if check.delta_bic is not None and check.delta_bic > LACK_OF_FIT_BIC:
+            failed.append(f"the comparison with a {check.richer} law (BIC lower by {check.delta_bic:.1f})")
+        if check.curvature_p is not None and check.curvature_p < LACK_OF_FIT_P:
+            failed.append(f"the curvature test (p = {check.curvature_p:.2g})")
+    unidentified = [name for name in result.not_identified if name not in result.fixed]
+    if unidentified:
+        failed.append(f"identification ({', '.join(unidentified)} not identified)")
+    return FitGate(failed=tuple(failed), local_slopes=local_slopes(result.x, result.y))
 
 
 def with_checks(result: Fit, x: np.ndarray, y: np.ndarray, log_resid: np.ndarray) -> Fit:
@@ -275,21 +356,6 @@ class Backtest:
     richer: Interval | None
     warnings: tuple[str, ...]
     note: str = ""
-
-
-def curvature_p(x: np.ndarray, y: np.ndarray) -> float:
-    """One-sided p-value that log y bends up in log x (as a power law does toward its floor): the t test of the
-    quadratic term of log y on log x and its square, exact under a power law with log-normal noise."""
-    log_x = np.log(x)
-    z = (log_x - log_x.mean()) / log_x.std()
-    design = np.column_stack([np.ones(len(z)), z, z**2])
-    coef, *_ = np.linalg.lstsq(design, np.log(y), rcond=None)
-    resid = np.log(y) - design @ coef
-    dof = len(y) - 3
-    if dof < 1:
-        return 1.0
-    se = math.sqrt(float(resid @ resid) / dof * np.linalg.inv(design.T @ design)[2, 2])
-    return float(stats.t.sf(coef[2] / se, dof)) if se > 0 else 1.0
 
 
 def backtest(result: Fit, x, y, at, *, level: float = 0.95, **options) -> Backtest:
