@@ -260,7 +260,9 @@ def _predict(key: str, label: str, arch: Arch, row: Any, x: Any, error: Any, tar
         notes.append(f"its interval at the target depends on {', '.join(interval.depends_on)}, which the runs do not "
                      "identify: the range over the values they allow")
     if interval.extrapolated.any():
-        notes += backtest(law_fit, x, error, [target], level=level).warnings
+        checked = backtest(law_fit, x, error, [target], level=level)
+        notes += checked.warnings
+        interval = checked.interval  # a power law's widened to hold a floor the runs cannot rule out
     low, high = float(interval.lower[0]), float(interval.upper[0])
     value, lower, upper = float(interval.y[0]), low, high
     if direction(metric) == "max":  # an error law may pass 1 (a rising error): accuracy stays in [0, 1]

@@ -220,17 +220,24 @@ def _print_targets(result: Fit, args: argparse.Namespace, xs, ys, options: dict)
         for text in allocation.warnings:
             print(f"warning: {text}")
         prediction, at = loss, np.stack([allocation.n, allocation.d], axis=-1)
+        checked = backtest(result, xs, ys, at, **options) if np.any(prediction.extrapolated) else None
     else:
         prediction, at = result.extrapolate(args.at, level=args.level), args.at
-        for x, y, low, high, beyond in zip(prediction.x, prediction.y, prediction.lower, prediction.upper,
-                                           prediction.extrapolated, strict=True):
+        checked = backtest(result, xs, ys, at, **options) if np.any(prediction.extrapolated) else None
+        shown = prediction if checked is None else checked.interval
+        for x, y, low, high, beyond in zip(shown.x, shown.y, shown.lower, shown.upper, shown.extrapolated,
+                                           strict=True):
             where = "extrapolated" if beyond else "within the fitted range"
             print(f"  at {x:.4g}: {y:.4g} {_range(low, high)} ({level} prediction interval, {where})")
+        if checked is not None and checked.widened:
+            print(f"  beyond the runs these intervals also hold the {result.form.richer[0]} law fitted to them: a "
+                  f"floor the runs cannot rule out; the {result.law} law alone gives " + ", ".join(
+                      _range(low, high) for low, high, beyond in zip(prediction.lower, prediction.upper,
+                                                                     prediction.extrapolated, strict=True) if beyond))
     if prediction.depends_on:
         print(f"  these intervals depend on {', '.join(prediction.depends_on)}, which the runs do not identify: "
               "each is the range over the values the runs allow")
-    if np.any(prediction.extrapolated):
-        checked = backtest(result, xs, ys, at, **options)
+    if checked is not None:
         for text in checked.warnings:
             print(f"warning: {text}")
         if checked.note:

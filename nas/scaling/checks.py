@@ -346,33 +346,59 @@ BACKTEST_FRACTION = 0.25
 class Backtest:
     """An extrapolation's backtest: the law refitted without the largest runs and scored on them (`check`;
     `missed` held-out runs fell outside their prediction intervals), and for a straight line in log space, the
-    one-sided p-value of a bend toward a floor (`curvature_p`). On a miss or a bend, `richer` is the richer law's
-    prediction at the extrapolation's points (fitted on every run) and `warnings` say so; `note` says why there
-    is no backtest."""
+    one-sided p-value of a bend toward a floor (`curvature_p`). `interval` is the extrapolation to print: the law's
+    own prediction interval, or for a straight line in log space, widened beyond the runs to hold the richer law's
+    (`widened`): a power law assumes no floor, and a short ladder cannot rule one out. `richer` is the richer
+    law's prediction at the extrapolation's points (fitted on every run), where it was fitted; on a miss or a bend
+    `warnings` say so, with that prediction; `note` says why there is no backtest."""
 
     check: HeldOutCheck | None
     missed: int
     curvature_p: float | None
     richer: Interval | None
     warnings: tuple[str, ...]
+    interval: Interval
+    widened: bool = False
     note: str = ""
+
+
+def _richer_prediction(result: Fit, x: np.ndarray, y: np.ndarray, at, level: float) -> tuple[Interval | None, str]:
+    """The richer law (`Law.richer`) fitted to the same runs, at `at`; or None and why not."""
+    name = result.form.richer[0]
+    richer = get_law(name)
+    try:
+        other = richer.fit(x, y, level=level, **({"n_bootstrap": 0} if richer.iterated else {}))
+    except ConfigError as err:
+        return None, f"no {name} law to compare: {err.message}"
+    return other.extrapolate(at, level=level), ""
+
+
+def _widened(own: Interval, other: Interval) -> Interval:
+    """`own` beyond the runs stretched to hold `other` there (within the runs it is left as it is)."""
+    beyond = own.extrapolated
+    return replace(own, lower=np.where(beyond, np.minimum(own.lower, other.lower), own.lower),
+                   upper=np.where(beyond, np.maximum(own.upper, other.upper), own.upper))
 
 
 def backtest(result: Fit, x, y, at, *, level: float = 0.95, **options) -> Backtest:
     """Check an extrapolation of `result` to `at` (points in the law's x) before it is used.
 
-    The law is refitted on the runs `x`, `y` it was fitted on without the `BACKTEST_FRACTION` largest (by
-    compute, or N * D), and each held-out run must fall in its prediction interval; for a law that is a straight
-    line in log space (`Law.curvature_tested`), log y must not bend toward a floor (`curvature_p`). The two share
-    1 - `level` (the backtest's intervals Bonferroni-adjusted over the k held-out runs), so that a law that holds
-    draws a false alarm on at most 1 - `level` of ladders (measured: docs/scaling_laws.md). A miss or a bend is a
-    warning, with the richer law's prediction at `at` beside it; `options` are the law's fit options.
+    `x`, `y` are the runs `result` was fitted to (for ``isoflop``, its raw (C, N) runs), the one source every
+    part of the check reads. The law is refitted without the `BACKTEST_FRACTION` largest (by compute, or N * D),
+    and each held-out run must fall in its prediction interval; for a law that is a straight line in log space
+    (`Law.curvature_tested`), log y must not bend toward a floor (`curvature_p`). The two share 1 - `level` (the
+    backtest's intervals Bonferroni-adjusted over the k held-out runs), so that a law that holds draws a false
+    alarm on few ladders (measured: docs/scaling_laws.md). A miss or a bend is a warning, with the richer law's
+    prediction at `at` beside it; `options` are the law's fit options. A straight line's extrapolation interval is
+    widened to hold the richer law's (`Backtest.interval`): a bend seven noisy runs cannot show still moves a
+    prediction far beyond them, so the interval carries it instead of a warning that could not be raised.
     """
     law = result.law
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    own = result.extrapolate(at, level=level)
     alpha = (1 - level) / 2 if result.form.curvature_tested else 1 - level
     findings, note, check, missed = [], "", None, 0
-    bend = curvature_p(result.x, result.y) if result.form.curvature_tested else None
+    bend = curvature_p(x, y) if result.form.curvature_tested else None
     if bend is not None and bend < alpha:
         findings.append(f"log y bends toward a floor over the runs (curvature test p = {bend:.2g})")
     k = max(1, int(round(BACKTEST_FRACTION * len(y))))
@@ -389,22 +415,23 @@ def backtest(result: Fit, x, y, at, *, level: float = 0.95, **options) -> Backte
             errors = ", ".join(f"{e:+.1%}" for e in check.relative_error[outside])
             findings.append(f"refitted without its {len(check.y)} largest runs, its prediction intervals miss "
                             f"{missed} of them (relative errors {errors})")
+    other, why_not = None, ""
+    if result.form.richer is not None and (findings or result.form.curvature_tested):
+        other, why_not = _richer_prediction(result, x, y, at, level)
+    widened = other is not None and result.form.curvature_tested and not np.isnan(other.lower).any()
+    interval = _widened(own, other) if widened else own
     if not findings:
-        return Backtest(check=check, missed=missed, curvature_p=bend, richer=None, warnings=(), note=note)
+        return Backtest(check=check, missed=missed, curvature_p=bend, richer=other, warnings=(), interval=interval,
+                        widened=widened, note=note)
     warning = f"backtest of the extrapolation: {'; '.join(findings)}: the {law} law's extrapolation may be off"
-    other = None
-    if result.form.richer is not None:
-        name = result.form.richer[0]
-        richer = get_law(name)
-        try:
-            other = richer.fit(result.x, result.y, level=level, **({"n_bootstrap": 0} if richer.iterated else {}))\
-                .extrapolate(at, level=level)
-        except ConfigError as err:
-            warning += f"; no {name} law to compare: {err.message}"
-        else:
-            bounded = not np.isnan(other.lower).any()
-            shown = "; ".join(f"{v:.4g}" + (f" [{lo:.4g}, {hi:.4g}]" if bounded else "") for v, lo, hi in
-                              zip(np.ravel(other.y), np.ravel(other.lower), np.ravel(other.upper), strict=True))
-            warning += (f"; the {name} law fitted to the same runs predicts {shown} there "
-                        + (f"({level:.0%} interval)" if bounded else "(no interval: fitted without a bootstrap)"))
-    return Backtest(check=check, missed=missed, curvature_p=bend, richer=other, warnings=(warning,), note=note)
+    name = result.form.richer[0] if result.form.richer else None
+    if why_not:
+        warning += f"; {why_not}"
+    elif other is not None:
+        bounded = not np.isnan(other.lower).any()
+        shown = "; ".join(f"{v:.4g}" + (f" [{lo:.4g}, {hi:.4g}]" if bounded else "") for v, lo, hi in
+                          zip(np.ravel(other.y), np.ravel(other.lower), np.ravel(other.upper), strict=True))
+        warning += (f"; the {name} law fitted to the same runs predicts {shown} there "
+                    + (f"({level:.0%} interval)" if bounded else "(no interval: fitted without a bootstrap)"))
+    return Backtest(check=check, missed=missed, curvature_p=bend, richer=other, warnings=(warning,),
+                    interval=interval, widened=widened, note=note)
