@@ -55,6 +55,9 @@ _DIRECTIONS = ("max", "min")
 #: ranking reaches p < 0.05 (a perfect one: 2/24, two-sided), at 5 only a perfect one does (2/120), and a
 #: bootstrap resample of 5 holds 3.4 distinct candidates on average, so its percentiles describe 3 or 4 points;
 #: 6 is the first size where the test can reject with a swap (p = 0.017) and a resample holds 4 distinct ones.
+#: Measured on 400 bivariate-normal samples each (Spearman 0.89): the percentile bootstrap alone covers 75 % at 5
+#: candidates (a quarter of its intervals of zero width), 87 % at 6, 96 % at 8; widened to the Fisher-z interval
+#: (`bootstrap_correlation`) it covers 99.5 % or more at 6 to 12 (98.5 % or more at Spearman 0.48).
 MIN_CANDIDATES = 6
 
 
