@@ -58,13 +58,15 @@ def _curve(fit: Fit, compute: np.ndarray, level: float, flops_per_param_token: f
 
 
 def scaling_curve(fit: Fit, path: str | Path | None = None, *, at: Sequence[float] = (),
-                  extrapolate_to: float | None = None, level: float = 0.95, xlabel: str | None = None,
+                  targets: Interval | None = None, extrapolate_to: float | None = None, level: float = 0.95,
+                  xlabel: str | None = None,
                   ylabel: str | None = None, title: str | None = None,
                   flops_per_param_token: float = 6.0) -> Figure:
     """Log-log scaling curve of `fit`; saved as PNG and SVG when `path` is given.
 
     The law is solid over the fitted runs and dashed beyond them, out to `extrapolate_to` (default: the
-    largest of `at`, else ten times the largest run); `at` points get their prediction interval as error bars.
+    largest of `at`, else ten times the largest run); `at` points get their prediction interval as error bars
+    (`targets`, the intervals printed with them, e.g. `Backtest.interval`; by default the law's own).
     A second panel below shows the runs' log residuals: a law of the wrong shape shows there as a bend. Where the
     fit fails its checks (`fit_gate`), the panel's title names the failed check.
     """
@@ -89,8 +91,9 @@ def scaling_curve(fit: Fit, path: str | Path | None = None, *, at: Sequence[floa
     ax.scatter(compute[fit.frontier], fit.y[fit.frontier], marker="D", s=36, color=OKABE_ITO["vermillion"],
                edgecolors="black", linewidths=0.6, zorder=4, label=_FRONTIER_LABELS.get(fit.law, "frontier"))
     if len(at):
-        targets = np.asarray(at, dtype=float)
-        _mark_targets(ax, targets, _curve(fit, targets, level, flops_per_param_token))
+        compute_at = np.asarray(at, dtype=float)
+        _mark_targets(ax, compute_at, targets if targets is not None else
+                      _curve(fit, compute_at, level, flops_per_param_token))
 
     default_x, default_y = _DEFAULT_LABELS.get(fit.law, ("compute", "error"))
     _residuals(below, fit, compute, xlabel or default_x)

@@ -673,6 +673,11 @@ def test_fit_names_the_failed_check_and_the_local_slopes_and_its_figure_shows_re
     holds = fit("power", compute, error)
     assert fit_gate(holds).passed and fit_gate(holds).summary() == "passes its lack-of-fit and identification checks"
     assert scaling_curve(holds).axes[1].get_title(loc="left") == ""
+    compute, error, _ = saturating_ladder(2.0)
+    bent = fit("power", compute[:7], error[:7])
+    printed = backtest(bent, compute[:7], error[:7], [1e21]).interval  # the figure marks what `fit --at` prints
+    (bars,) = scaling_curve(bent, at=[1e21], targets=printed).axes[0].containers[0].lines[2]
+    assert bars.get_segments()[0][:, 1] == pytest.approx([printed.lower[0], printed.upper[0]])
 
 
 def test_the_tied_allocation_is_tested_against_the_joint_law():
