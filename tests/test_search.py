@@ -272,8 +272,8 @@ def test_a_worker_killed_between_rungs_resumes_from_its_newest_checkpoint(local_
     study = load_study(write_study(
         tmp_path, search_data, algorithm="fixed", archs=[tower(64, 2).to_dict()],
         train={"batch_size": 32, "warmup": 1, "lr": 0.002, "checkpoint_every": every, "log_every": 1},
-        budget={"min_samples": 64, "max_samples": 1024, "reduction_factor": 16}))
-    assert study.budget.rungs == (64, 1024)
+        budget={"min_samples": 64, "max_samples": 512, "reduction_factor": 8}))
+    assert study.budget.rungs == (64, 512)
     out = tmp_path / "out"
     killed = {}
 
@@ -294,7 +294,7 @@ def test_a_worker_killed_between_rungs_resumes_from_its_newest_checkpoint(local_
     killer.join(timeout=5)
     (trial,) = store.trials()
     assert killed["pid"] != trial["pid"]
-    assert trial["status"] == "completed" and trial["attempts"] == 2 and trial["samples_seen"] == 1024
+    assert trial["status"] == "completed" and trial["attempts"] == 2 and trial["samples_seen"] == 512
     assert trial["resumed_from"] == killed["checkpointed"] > 64  # its newest checkpoint, not the rung's
     assert 0 <= killed["logged"] - trial["resumed_from"] <= every
     print(f"worker kill: at {killed['logged']} samples, resumed from {trial['resumed_from']} (rung at 64, "

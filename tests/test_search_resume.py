@@ -40,7 +40,7 @@ def finished(store: ResultStore) -> dict[str, tuple]:
 def test_a_killed_driver_resumes_a_copied_run_from_the_newest_checkpoints(tmp_path, tmp_path_factory, cli, run_cli):
     data = synthetic_data(tmp_path_factory.getbasetemp())
     study = write_study(tmp_path, data, algorithm="tpe", sampler={"n_startup_trials": 3}, trials=8,
-                        budget={"min_samples": 64, "max_samples": 1024, "reduction_factor": 2},
+                        budget={"min_samples": 64, "max_samples": 512, "reduction_factor": 2},
                         train={"batch_size": 32, "warmup": 1, "lr": 0.002, "checkpoint_every": CHECKPOINT_EVERY,
                                "log_every": 1})
     out = tmp_path / "out"
