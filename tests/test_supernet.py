@@ -3,6 +3,7 @@ the cost model says, trains by the sandwich rule, resumes after a kill and expor
 
 from __future__ import annotations
 
+import csv
 import signal
 import subprocess
 import time
@@ -11,6 +12,7 @@ import pytest
 import torch
 from search_helpers import write_study
 
+from nas.arch import Arch
 from nas.cost import cost
 from nas.export import load_open_clip
 from nas.models import build_clip
@@ -114,9 +116,10 @@ def test_a_sandwich_step_updates_the_shared_weights_of_every_sampled_subnet(repo
 
 
 def _study(tmp_path, search_data, samples: int):
+    """A study over the search tests' space: batches of 16, a checkpoint every step."""
     return write_study(tmp_path / "study", search_data,
                        data={"urls": str(search_data / "shards"), "workers": 0},
-                       train={"batch_size": 16, "warmup": 1, "lr": 0.002, "checkpoint_every": 32, "drop_path": 0.0},
+                       train={"batch_size": 16, "warmup": 1, "lr": 0.002, "checkpoint_every": 16, "drop_path": 0.0},
                        budget={"min_samples": samples, "max_samples": samples, "early_stopping": "none"})
 
 
@@ -149,6 +152,30 @@ def test_export_round_trips_through_load_open_clip(trained, tmp_path, run_cli):
     assert torch.equal(model.logit_scale, supernet.logit_scale)
 
 
+def test_rank_writes_a_csv_with_intervals_and_a_pareto_front(trained, tmp_path, run_cli, search_data):
+    run = run_cli("supernet", "rank", trained, "--samples", 5, "--eval", search_data / "eval", "--out", tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "5 of 16 subnets scored" in run.stdout and "Pareto front" in run.stdout
+    with open(tmp_path / "ranking.csv") as f:
+        ranking = list(csv.DictReader(f))
+    with open(tmp_path / "pareto.csv") as f:
+        front = list(csv.DictReader(f))
+    assert len(ranking) == 5 and len({r["arch_id"] for r in ranking}) == 5
+    top1 = [float(r["zeroshot_top1"]) for r in ranking]
+    assert top1 == sorted(top1, reverse=True)
+    for row in ranking:
+        assert float(row["zeroshot_top1_low"]) <= float(row["zeroshot_top1"]) <= float(row["zeroshot_top1_high"])
+        assert int(row["zeroshot_top1_n"]) == 160
+        assert Arch.from_json(row["arch"]).arch_id == row["arch_id"]
+    assert front and {r["arch_id"] for r in front} == {r["arch_id"] for r in ranking if r["pareto"] == "True"}
+    points = [(float(r["zeroshot_top1"]), float(r["image_gmacs"])) for r in ranking]
+
+    def dominated(a):
+        return any(b[0] >= a[0] and b[1] <= a[1] and b != a for b in points)
+
+    assert [r["pareto"] == "True" for r in ranking] == [not dominated(p) for p in points]
+
+
 def test_export_refuses_an_arch_of_another_space(trained, tmp_path, run_cli, repo):
     other = SearchSpace.load(repo / "search_spaces" / "tiny.yaml").sample(0)
     (tmp_path / "other.json").write_text(other.to_json())
@@ -159,8 +186,8 @@ def test_export_refuses_an_arch_of_another_space(trained, tmp_path, run_cli, rep
 
 @pytest.mark.subprocess
 def test_a_killed_run_resumes_from_its_newest_checkpoint(cli, tmp_path, search_data, run_cli, one_thread):
-    study, out = _study(tmp_path, search_data, 256), tmp_path / "run"
-    args = ["supernet", "train", str(study), "--out", str(out), "--random-subnets", "1", "--no-progress",
+    study, out = _study(tmp_path, search_data, 64), tmp_path / "run"
+    args = ["supernet", "train", str(study), "--out", str(out), "--random-subnets", "0", "--no-progress",
             "--report-to", "none"]
     process = subprocess.Popen([*cli, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     checkpoint, deadline = out / "checkpoint.pt", time.time() + 120
@@ -170,10 +197,10 @@ def test_a_killed_run_resumes_from_its_newest_checkpoint(cli, tmp_path, search_d
     _, stderr = process.communicate()
     assert process.returncode == -signal.SIGKILL, f"the run ended before it could be killed: {stderr[-2000:]}"
     newest = load_checkpoint(checkpoint)["samples_seen"]
-    assert 32 <= newest < 256
+    assert 16 <= newest < 64
 
     run = run_cli(*args)
     assert run.returncode == 0, run.stderr
     assert f"resumed from {newest:,} samples seen" in run.stdout
-    assert "completed" in run.stdout and "256 samples seen in 16 steps" in run.stdout
-    assert load_checkpoint(checkpoint)["samples_seen"] == 256
+    assert "completed" in run.stdout and "64 samples seen in 4 steps" in run.stdout
+    assert load_checkpoint(checkpoint)["samples_seen"] == 64

@@ -1,6 +1,7 @@
 """`vitamin-nas supernet`: train a weight-sharing supernet of a study's space, export its subnets.
 
     vitamin-nas supernet train studies/quickstart.yaml --out runs/sn --random-subnets 2
+    vitamin-nas supernet rank runs/sn --samples 1000 --eval data/quickstart/eval
     vitamin-nas supernet export runs/sn --arch largest --out runs/sn/largest
 """
 
@@ -15,13 +16,19 @@ from nas.errors import ConfigError
 
 def register(commands: argparse._SubParsersAction) -> None:
     supernet = commands.add_parser(
-        "supernet", help="a weight-sharing supernet of a study's space: train it, export its subnets",
+        "supernet", help="a weight-sharing supernet of a study's space: train it, rank and export its subnets",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  vitamin-nas supernet train studies/quickstart.yaml --out runs/sn\n"
+               "  vitamin-nas supernet rank runs/sn --samples 1000 --eval data/quickstart/eval\n"
+               "  vitamin-nas supernet export runs/sn --arch largest --out runs/sn/largest",
         description="One-shot NAS: one supernet holds every candidate of a search space (sizes are slices of the "
                     "largest tower's weights, each block type of a stage a path of its own, the text tower "
                     "shared), trained once with the sandwich rule; its subnets are then exported with the weights "
-                    "they inherit.")
+                    "they inherit, or ranked by zero-shot accuracy with those weights.")
     sub = supernet.add_subparsers(dest="supernet_command", required=True, metavar="COMMAND")
     _register_train(sub)
+    _register_rank(sub)
     _register_export(sub)
 
 
@@ -53,6 +60,29 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
                        help="where the curves go besides OUT/metrics.jsonl (default: tensorboard)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(func=_train)
+
+
+def _register_rank(sub: argparse._SubParsersAction) -> None:
+    rank = sub.add_parser(
+        "rank", help="score subnets by zero-shot accuracy with inherited weights; their Pareto front",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Score a sample of the supernet's subnets (drawn uniformly from the space's feasible archs at "
+                    "its resolution) by zero-shot top-1 and top-5 with the weights they inherit from the newest "
+                    "checkpoint, no retraining, each with its 95 %% interval over the eval set's images. Writes "
+                    "OUT/ranking.csv (best first) and OUT/pareto.csv (the front of top-1 against image GMACs), "
+                    "each row with the arch's JSON; prints the front.",
+        epilog="examples:\n"
+               "  vitamin-nas supernet rank runs/sn --samples 1000 --eval data/quickstart/eval\n"
+               "  vitamin-nas supernet rank runs/sn --samples 50 --eval imagenet/val --out runs/sn/rank50 --seed 1")
+    rank.add_argument("run", type=Path, help="the supernet's run directory (`supernet train --out`)")
+    rank.add_argument("--samples", type=int, required=True, help="subnets to score (all of them if there are fewer)")
+    rank.add_argument("--eval", type=Path, required=True,
+                      help="zero-shot set: a class-folder directory, or a synthetic eval/ directory (its zeroshot/)")
+    rank.add_argument("--out", type=Path, help="where the CSVs go (default: RUN/rank)")
+    rank.add_argument("--seed", type=int, default=0, help="which subnets are drawn (default: %(default)s)")
+    rank.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
+    rank.add_argument("--batch-size", type=int, default=256, help="eval batch (default: %(default)s)")
+    rank.set_defaults(func=_rank)
 
 
 def _register_export(sub: argparse._SubParsersAction) -> None:
@@ -96,6 +126,33 @@ def _train(args: argparse.Namespace) -> int:
     print(f"{result.status}: the supernet of {study.space.source}, {result.samples_seen:,} samples seen in "
           f"{result.step:,} steps ({result.wall_s:.1f} s), loss {result.final.get('loss', float('nan')):.4f}")
     print(f"checkpoint: {result.checkpoint}")
+    return 0
+
+
+def _rank(args: argparse.Namespace) -> int:
+    from nas.data import zeroshot_set
+    from nas.supernet import load_supernet
+    from nas.supernet.rank import rank as rank_subnets
+    from nas.supernet.rank import sample_subnets, write_ranking
+    from nas.tables import format_table
+
+    supernet = load_supernet(args.run)
+    root = args.eval / "zeroshot" if (args.eval / "zeroshot").is_dir() else args.eval
+    zeroshot = zeroshot_set(root, supernet.image_size)
+    try:
+        archs = sample_subnets(supernet, args.samples, args.seed)
+    except ConfigError as err:
+        raise ConfigError(err.message, field="--samples") from None
+    records = rank_subnets(supernet, zeroshot, archs, device=args.device, batch_size=args.batch_size)
+    ranking, pareto = write_ranking(records, args.out or args.run / "rank")
+    front = sorted((r for r in records if r["pareto"]), key=lambda r: r["image_gmacs"])
+    table = [[r["arch_name"], f"{r['image_gmacs']:.4g}", f"{r['image_params_m']:.3f}",
+              f"{100 * r['zeroshot_top1']:.1f} [{100 * r['zeroshot_top1_low']:.1f}, "
+              f"{100 * r['zeroshot_top1_high']:.1f}]"] for r in front]
+    print(f"{len(records)} of {len(supernet.candidates)} subnets scored on {len(zeroshot.dataset)} zero-shot images "
+          f"with inherited weights; the Pareto front (zero-shot top-1 against image GMACs, 95 % intervals):")
+    print(format_table(["arch", "image GMACs", "image params (M)", "zero-shot top-1 % [95 %]"], table))
+    print(f"wrote {ranking} and {pareto}")
     return 0
 
 
