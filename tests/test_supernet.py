@@ -115,11 +115,12 @@ def test_a_sandwich_step_updates_the_shared_weights_of_every_sampled_subnet(repo
     assert not torch.equal(changed["text.token_embedding.weight"], before["text.token_embedding.weight"])
 
 
-def _study(tmp_path, search_data, samples: int):
-    """A study over the search tests' space: batches of 16, a checkpoint every step."""
+def _study(tmp_path, search_data, samples: int, drop_path: float = 0.0):
+    """A study over the search tests' space: batches of 16 read in this process, a checkpoint every step."""
     return write_study(tmp_path / "study", search_data,
                        data={"urls": str(search_data / "shards"), "workers": 0},
-                       train={"batch_size": 16, "warmup": 1, "lr": 0.002, "checkpoint_every": 16, "drop_path": 0.0},
+                       train={"batch_size": 16, "warmup": 1, "lr": 0.002, "checkpoint_every": 16,
+                              "drop_path": drop_path},
                        budget={"min_samples": samples, "max_samples": samples, "early_stopping": "none"})
 
 
@@ -186,10 +187,12 @@ def test_export_refuses_an_arch_of_another_space(trained, tmp_path, run_cli, rep
 
 @pytest.mark.subprocess
 def test_a_killed_run_resumes_from_its_newest_checkpoint(cli, tmp_path, search_data, run_cli, one_thread):
-    study, out = _study(tmp_path, search_data, 64), tmp_path / "run"
-    args = ["supernet", "train", str(study), "--out", str(out), "--random-subnets", "0", "--no-progress",
-            "--report-to", "none"]
-    process = subprocess.Popen([*cli, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """Killed mid-run, resumed, it ends where the uninterrupted run ends: drop-path masks and random subnets
+    are seeded by the step, though the resumed stream draws from the global generator as it starts."""
+    study, out = _study(tmp_path, search_data, 64, drop_path=0.1), tmp_path / "run"
+    args = ["supernet", "train", str(study), "--random-subnets", "1", "--no-progress", "--report-to", "none"]
+    process = subprocess.Popen([*cli, *args, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
     checkpoint, deadline = out / "checkpoint.pt", time.time() + 120
     while time.time() < deadline and process.poll() is None and not checkpoint.exists():
         time.sleep(0.05)
@@ -199,8 +202,12 @@ def test_a_killed_run_resumes_from_its_newest_checkpoint(cli, tmp_path, search_d
     newest = load_checkpoint(checkpoint)["samples_seen"]
     assert 16 <= newest < 64
 
-    run = run_cli(*args)
+    run = run_cli(*args, "--out", out)
     assert run.returncode == 0, run.stderr
     assert f"resumed from {newest:,} samples seen" in run.stdout
     assert "completed" in run.stdout and "64 samples seen in 4 steps" in run.stdout
-    assert load_checkpoint(checkpoint)["samples_seen"] == 64
+    assert run_cli(*args, "--out", tmp_path / "uninterrupted").returncode == 0
+    resumed, uninterrupted = load_checkpoint(checkpoint), load_checkpoint(tmp_path / "uninterrupted" / "checkpoint.pt")
+    assert resumed["samples_seen"] == uninterrupted["samples_seen"] == 64
+    for name, tensor in uninterrupted["model"].items():
+        assert torch.allclose(resumed["model"][name], tensor, atol=1e-6, rtol=0), name

@@ -40,8 +40,9 @@ def distillation(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 class SandwichTrainer(Trainer):
     """The trainer's optimizer step (`nas.train.trainer`) on a `Supernet`, each step over the sandwich's subnets.
 
-    Subnets are drawn from Python's `random`, whose state the run's checkpoints hold, so a resumed run draws what
-    the uninterrupted one draws. `sampled` holds the last step's subnets, largest first."""
+    A step's randomness (which subnets, their drop-path masks) is seeded by the run's seed and the step, so a run
+    resumed from a checkpoint takes the steps the uninterrupted run takes, whatever else drew from the global
+    generators in between (a data loader started anew). `sampled` holds the last step's subnets, largest first."""
 
     def __init__(self, supernet: Supernet, config: TrainConfig, runtime: Runtime):
         if config.accum_freq != 1 or config.compile or runtime.distributed or config.loss != "clip":
@@ -51,14 +52,15 @@ class SandwichTrainer(Trainer):
         self.supernet = supernet
         self.sampled: tuple[Arch, ...] = ()
 
-    def subnets(self) -> tuple[Arch, ...]:
+    def subnets(self, rng: random.Random) -> tuple[Arch, ...]:
         """The sandwich: the largest subnet, the smallest, then `random_subnets` drawn from the space."""
-        rng = random.Random(random.getrandbits(64))
         net = self.supernet
         return (net.largest, net.smallest, *(net.sample(rng) for _ in range(net.config.random_subnets)))
 
     def _single(self, forward, images: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
-        self.sampled = self.subnets()
+        seed = self.config.seed * 2**32 + self.step
+        torch.manual_seed(seed)
+        self.sampled = self.subnets(random.Random(seed))
         net = self.supernet
         with self.runtime.autocast():
             text_features = net.encode_text(texts)

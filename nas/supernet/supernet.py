@@ -73,14 +73,14 @@ class Supernet(nn.Module):
         self.space, self.config, self.drop_path = space, config or SupernetConfig(), drop_path
         self.candidates = _candidates(space, self.config.image_size)
         self.image_size = self.candidates[0].image_size
+        self._candidates = frozenset(self.candidates)
         costs = {arch: space.cost(arch) for arch in self.candidates}
         by_size = sorted(self.candidates, key=lambda a: (costs[a].image_macs, costs[a].image_params))
         self.smallest, self.largest = by_size[0], by_size[-1]
         self.paths = envelope(space, self.candidates)
         self.image = nn.Module()
-        self._weights: dict[str, nn.Parameter] = {}
         for key, tensor in _largest_weights(self.paths).items():
-            self._weights[key] = _register(self.image, key, nn.Parameter(tensor))
+            _register(self.image, key, nn.Parameter(tensor))
         clip = build_clip(self.paths[0], space.text)
         self.text, self.logit_scale = clip.text, clip.logit_scale
         self._skeletons: OrderedDict[str, nn.Module] = OrderedDict()
@@ -98,8 +98,8 @@ class Supernet(nn.Module):
         if arch.image_size != self.image_size:
             raise ConfigError(f"{arch.name()} is at {arch.image_size} px; the supernet is at {self.image_size} px",
                               source=source, field="image_size")
-        if not self.space.contains(arch):
-            raise ConfigError(f"{arch.name()} is not an arch of the space {self.space.source}", source=source)
+        if arch not in self._candidates:
+            raise ConfigError(f"{arch.name()} is not a feasible arch of the space {self.space.source}", source=source)
         return arch
 
     def sample(self, rng: random.Random) -> Arch:
@@ -124,7 +124,10 @@ class Supernet(nn.Module):
         """The stand-alone tower's weights (`build_vision_tower(arch)`'s keys), sliced from the shared ones."""
         weights = {}
         for key, meta in self.skeleton(arch).state_dict(keep_vars=True).items():
-            shared = self._weights.get(supernet_key(arch, key))
+            try:
+                shared = self.image.get_parameter(supernet_key(arch, key))
+            except AttributeError:
+                shared = None
             if shared is None or not _fits(meta.shape, shared.shape, key):
                 raise ConfigError(f"{arch.name()} needs {key} of shape {tuple(meta.shape)}, which the supernet of "
                                   f"{self.space.source} does not hold", field="arch")
@@ -217,7 +220,7 @@ def _largest_weights(towers: list[Arch]) -> dict[str, torch.Tensor]:
     return weights
 
 
-def _register(root: nn.Module, key: str, param: nn.Parameter) -> nn.Parameter:
+def _register(root: nn.Module, key: str, param: nn.Parameter) -> None:
     """Register `param` under its dotted `key`, making the modules on its path, so the state dict keys read as the
     towers' own."""
     *path, name = key.split(".")
@@ -227,4 +230,3 @@ def _register(root: nn.Module, key: str, param: nn.Parameter) -> nn.Parameter:
             module.add_module(part, nn.Module())
         module = getattr(module, part)
     module.register_parameter(name, param)
-    return param
