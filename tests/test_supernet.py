@@ -185,6 +185,15 @@ def test_export_refuses_an_arch_of_another_space(trained, tmp_path, run_cli, rep
     assert "other.json" in run.stderr and not (tmp_path / "x").exists()
 
 
+def test_train_refuses_a_resolution_the_space_lacks_in_one_line(tmp_path, search_data, run_cli):
+    study = _study(tmp_path, search_data, 32)
+    run = run_cli("supernet", "train", study, "--out", tmp_path / "run", "--image-size", 48)
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1
+    assert "image_size" in run.stderr and "48" in run.stderr and not (tmp_path / "run").exists()
+    for command in ("train", "rank", "export"):
+        assert "examples:" in run_cli("supernet", command, "--help").stdout
+
+
 @pytest.mark.subprocess
 def test_a_killed_run_resumes_from_its_newest_checkpoint(cli, tmp_path, search_data, run_cli, one_thread):
     """Killed mid-run, resumed, it ends where the uninterrupted run ends: drop-path masks and random subnets

@@ -4,8 +4,9 @@
 
 The directory is what `vitamin-nas export` writes for a trained candidate (open_clip's config and safetensors
 weights, `arch.json`), its weights the subnet's slices of the supernet's and the shared text tower: the
-stand-alone `build_clip(arch)` it loads into computes what the supernet computes for that subnet. From there
-`vitamin-nas train` fine-tunes it like any arch file (`--arch DIR/arch.json`).
+stand-alone `build_clip(arch)` it loads into computes what the supernet computes for that subnet. Its
+`arch.json` is an arch file like any other (`vitamin-nas train --arch DIR/arch.json` trains that arch, from
+scratch: the trainer has no option yet to start from the exported weights).
 """
 
 from __future__ import annotations
