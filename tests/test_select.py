@@ -113,7 +113,8 @@ def test_without_a_law_candidates_rank_as_measured_at_the_furthest_common_budget
     with its eval-set interval and ties, nothing extrapolated; by arch and by family, in the command too."""
     study = load_study(DESIGN)
     one = ResultStore.create(tmp_path, study)
-    results = {0: (300, 0.30, 0.25, 0.35), 1: (300, 0.28, 0.22, 0.33), 2: (300, 0.10, 0.07, 0.13), 3: (100, 0.5, 0.4, 0.6)}
+    results = {0: (300, 0.30, 0.25, 0.35), 1: (300, 0.28, 0.22, 0.33), 2: (300, 0.10, 0.07, 0.13),
+               3: (100, 0.5, 0.4, 0.6)}
     for i, (budget, accuracy, low, high) in results.items():
         arch = study.archs[i]
         one.add_trial(f"t{i}", arch, cost(arch, study.text).metrics())
