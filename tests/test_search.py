@@ -415,6 +415,23 @@ def test_a_sampled_proposal_becomes_an_optuna_trial_only_when_it_is_trained(sear
     assert len(searcher.ot_study.get_trials()) == len(measured) + 1
 
 
+def test_a_trial_ray_tune_never_recorded_continues_under_its_own_id_and_number(search_data, tmp_path):
+    """No Ray needed: a killed driver had started trial `lost` (its row and Optuna trial exist) before Ray Tune
+    saved it; the searcher of the resumed search hands it out again first, as itself, and counts it once."""
+    study = load_study(write_study(tmp_path, search_data, algorithm="tpe", trials=2))
+    store = ResultStore.create(tmp_path / "out", study)
+    searcher = StudySearcher(study, store)
+    config = searcher.suggest("tune-1")
+    arch = config["candidate"].arch
+    store.add_trial("lost", arch, config["candidate"].cost, number=config["number"], schedule=256)
+    store.update_trial("lost", status="pending")  # as the resumed driver finds it
+    resumed = StudySearcher(study, store)  # Ray Tune's saved state knew nothing of it
+    again = resumed.suggest("tune-2")
+    assert again["continues"] == "lost" and again["number"] == config["number"] and again["candidate"].arch == arch
+    assert len(resumed.ot_study.get_trials()) == 1  # no new Optuna trial for it
+    assert resumed.suggest("tune-3")["number"] == 1 and resumed.suggest("tune-4") == StudySearcher.FINISHED
+
+
 def test_resources_no_node_has_fail_before_anything_is_written(local_ray, search_data, tmp_path):
     study = load_study(write_study(tmp_path, search_data, resources={"cpus": 8}))
     begin = time.time()
