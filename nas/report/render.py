@@ -128,26 +128,30 @@ def _noise_section(frame: pd.DataFrame, metric: str, own_seed: int) -> list[str]
     return lines + ["", _markdown_table(["label", "budget", f"{metric} (%) by seed", "spread (pts)"], rows)]
 
 
-def _group_section(name: str, labels: Sequence[str], frame: pd.DataFrame, table: pd.DataFrame, paper: Paper,
+def _group_section(name: str, labels: Sequence[str], frame: pd.DataFrame, table: pd.DataFrame, paper: Paper | None,
                    metric: str, figure: str | None) -> list[str]:
+    """The group's candidates at each budget; beside the paper's models they stand for, with a `paper`."""
     budgets = list(table.columns)
-    paper_table = paper.table()
-    paper_budgets = list(paper_table.columns)
+    paper_table = paper.table() if paper else None
+    paper_budgets = list(paper_table.columns) if paper else []
     rows = []
     for label in labels:
         arch = frame[frame.label == label]
         if arch.empty:
-            rows.append([label, "not measured", *["-"] * (2 + len(budgets) + 2 + len(paper_budgets))])
+            rows.append([label, "not measured", *["-"] * (2 + len(budgets) + (2 + len(paper_budgets) if paper else 0))])
             continue
         first = arch.iloc[0]
-        model = paper.models.get(label)
-        theirs = [100 * paper_table.loc[model, b] if model in paper_table.index else None for b in paper_budgets]
-        gmacs = f"{paper.benchmark[paper.benchmark.model == model].image_gmacs.max():.2f}" if model else None
-        rows.append([label, f"`{first.arch_name}`", f"{1e3 * first.image_gmacs:.1f}", f"{first.image_params_m:.2f}",
-                     *(100 * table.loc[label, b] if label in table.index else None for b in budgets),
-                     model or "-", gmacs, *theirs])
-    headers = ["label", "arch", "image MMACs", "params (M)", *(f"{metric} @ {_samples(b)}" for b in budgets),
-               "paper model", "paper image GMACs", *(f"paper @ {_samples(b)}" for b in paper_budgets)]
+        row = [label, f"`{first.arch_name}`", f"{first.image_gmacs:.4g}", f"{first.image_params_m:.2f}",
+               *(100 * table.loc[label, b] if label in table.index else None for b in budgets)]
+        if paper:
+            model = paper.models.get(label)
+            theirs = [100 * paper_table.loc[model, b] if model in paper_table.index else None for b in paper_budgets]
+            gmacs = f"{paper.benchmark[paper.benchmark.model == model].image_gmacs.max():.2f}" if model else None
+            row += [model or "-", gmacs, *theirs]
+        rows.append(row)
+    headers = ["label", "arch", "image GMACs", "params (M)", *(f"{metric} @ {_samples(b)}" for b in budgets)]
+    if paper:
+        headers += ["paper model", "paper image GMACs", *(f"paper @ {_samples(b)}" for b in paper_budgets)]
     lines = ["", f"### {name}", "", _markdown_table(headers, rows)]
     if figure:
         lines += ["", f"![{name}]({figure})"]
@@ -319,11 +323,17 @@ def report(store: ResultStore, paper: Paper, figures: Mapping[str, str] | None =
     lines += _claims_section(verdicts(paper, frame, metric), paper)
     lines += _noise_section(frame, metric, store.study().train.seed)
     groups = store.study().groups or {"all candidates": list(table.index[:20])}
-    lines += ["", "## Tables beside the paper", "",
-              f"This study's {metric} (%) at each budget; the paper's zero-shot ImageNet top-1 (%) of the benchmark "
-              f"model each label stands for ({paper.title}; {paper.source})."]
+    beside = any(label in paper.models for label in table.index)  # its candidates stand for the paper's models
+    if beside:
+        lines += ["", "## Tables beside the paper", "",
+                  f"This study's {metric} (%) at each budget; the paper's zero-shot ImageNet top-1 (%) of the "
+                  f"benchmark model each label stands for ({paper.title}; {paper.source})."]
+    else:
+        lines += ["", "## Tables", "", f"This study's {metric} (%) at each budget (none of its candidates stands for "
+                  "a model of the paper: nothing to set beside the paper's numbers)."]
     for name, labels in groups.items():
-        lines += _group_section(name, labels, frame, table, paper, metric, figure_of.pop(f"group:{name}", None))
+        lines += _group_section(name, labels, frame, table, paper if beside else None, metric,
+                                figure_of.pop(f"group:{name}", None))
     lines += _ablation_section(frame, paper)
     lines += _fidelity_section(store, metric)
     lines += _scaling_section(frame, paper, law)
