@@ -132,6 +132,7 @@ def test_printed_commands_name_the_environments_tools_as_they_run(tmp_path, monk
     bin_dir = Path(sys.executable).parent
     assert executable() == "vitamin-nas" and executable("tensorboard") == "tensorboard"
     monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.chdir(tmp_path)  # a working directory the environment is not below: the absolute path
     assert executable() == str(bin_dir / "vitamin-nas")
     monkeypatch.chdir(bin_dir.parent.parent)
     assert executable("tensorboard") == f"{bin_dir.parent.name}/bin/tensorboard"
