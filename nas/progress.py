@@ -13,14 +13,15 @@ from nas.tables import format_duration, format_table, headers, rows
 if TYPE_CHECKING:
     from nas.results import ResultStore
 
-PROGRESS_COLUMNS = ("trial", "arch", "status", "rung", "samples_seen", "wall", "eta")
+#: `budget` is the rung's, as the leaderboard shows it (the samples seen there overshoot it by under a batch).
+PROGRESS_COLUMNS = ("trial", "arch", "status", "rung", "budget", "wall", "eta")
 #: A running trial silent this long (no row update, no file written by its training) is named in the summary: a
 #: stalled data source shows here before `data.timeout` fails it.
 SILENT_S = 60.0
 
 
 def progress(store: ResultStore, now: float | None = None) -> tuple[list[dict[str, Any]], str]:
-    """Each trial's state (running first, then the most recent) and a one-line summary with the study's ETA.
+    """Each trial's state (running first, then the most recent first) and a one-line summary with the study's ETA.
 
     A trial's ETA extrapolates its wall time per sample seen to the end of its schedule (before its first rung,
     at the study's wall time per sample so far); the study's adds the remaining trials at the mean wall time of
@@ -98,10 +99,11 @@ def progress_report(store: ResultStore, limit: int = 20) -> str:
     rungs = len(store.study().budget.rungs)
     objectives = [name for name in store.objectives if name not in PROGRESS_COLUMNS]
     columns = [*PROGRESS_COLUMNS[:5], *objectives, *PROGRESS_COLUMNS[5:]]
-    for record in records:
+    shown = sorted(records[:limit], key=lambda r: (r["status"] != status.RUNNING, r["trial"] is None, r["trial"] or 0))
+    for record in shown:  # the running and the most recent trials, in the order of their numbers
         if record["rung"] is not None:
             record["rung"] = f"{record['rung'] + 1}/{rungs}"
-    table = format_table(headers(columns), rows(records[:limit], columns))
+    table = format_table(headers(columns), rows(shown, columns))
     return f"\n[{time.strftime('%H:%M:%S')}] {summary}\n{table}"
 
 

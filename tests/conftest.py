@@ -15,6 +15,8 @@ import pytest
 from nas.search.loopback import SINGLE_MACHINE
 
 REPO = Path(__file__).resolve().parents[1]
+# As in an activated environment: its tools on PATH, so that the commands the CLI prints name them (nas/cli/_program.py)
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 SEARCH_SPACES = sorted((REPO / "search_spaces").glob("*.yaml"))
 
 

@@ -8,6 +8,7 @@ import re
 import sys
 import threading
 import time
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -313,3 +314,18 @@ def test_batched_preprocessing_equals_open_clips_transform_exactly(train):
     torch.manual_seed(0)
     random.seed(0)
     assert torch.equal(BatchPreprocess(transform)(images), expected)
+
+
+def test_images_smaller_than_the_tower_are_upsampled_with_a_warning_once():
+    from PIL import Image
+
+    from nas.data.transforms import BatchPreprocess, image_transform
+
+    small = [Image.new("RGB", (32, 32))] * 2
+    preprocess = BatchPreprocess(image_transform(64, False), 64)
+    with pytest.warns(UserWarning, match="images of 32x32 px are upsampled to the tower's 64 px input"):
+        assert preprocess(small).shape == (2, 3, 64, 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        preprocess(small)  # said once
+        BatchPreprocess(image_transform(32, False), 32)(small)  # the tower's own size: nothing to say

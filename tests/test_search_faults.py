@@ -31,7 +31,7 @@ def test_an_address_where_no_cluster_answers_fails_within_seconds(tmp_path, sear
     assert run.returncode == 2 and run.stderr.strip().splitlines() == [
         f"vitamin-nas search: error: --address: no Ray cluster answers at {address} (Connection refused); start its "
         "head with `ray start --head` or give the address it printed"]
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and "watch it" not in run.stdout  # no hint before the error
 
 
 def test_a_dashboard_without_its_packages_names_the_extra(tmp_path, search_data, run_cli):

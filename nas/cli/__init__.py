@@ -30,6 +30,7 @@ COMMANDS = {
     "report": "a markdown report of a study beside the ViTamin paper's numbers",
     "fit": "fit a scaling law to a CSV or a study's results, print it with its uncertainty and plot it",
     "fidelity": "how well early rungs, size and zero-cost proxies rank a study's candidates",
+    "supernet": "a weight-sharing supernet of a study's space: train it, export its subnets",
 }
 
 

@@ -191,7 +191,8 @@ class ShardStream(IterableDataset):
         self.plan = BatchPlan.for_budget(settings.samples, settings.batch_size, world_size) if settings.samples \
             else None
         self.first_step = self.plan.first_step(settings.start_sample, world_size) if self.plan else 0
-        self.preprocess = BatchPreprocess(image_transform(settings.image_size, settings.train, source.augment))
+        self.preprocess = BatchPreprocess(image_transform(settings.image_size, settings.train, source.augment),
+                                          settings.image_size)
         self.tokenize = tokenizer(source.tokenizer, settings.context_length)
 
     def __iter__(self) -> Iterator[dict]:

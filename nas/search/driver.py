@@ -44,7 +44,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,11 +87,12 @@ BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")
 def search(study: Study, out: str | os.PathLike, *, resume: bool = False, address: str | None = None,
            storage: str | None = None, dashboard: bool = False, dashboard_host: str = "127.0.0.1",
            verbose: bool = False, progress_every: float = 30.0, command: str | None = None,
-           report_to: str = "tensorboard") -> ResultStore:
+           report_to: str = "tensorboard", on_start: Callable[[], Any] | None = None) -> ResultStore:
     """Run (or with `resume`, continue) `study`; results go to `out/study.db`, Ray's experiment to `storage`,
     the trials' curves to `out/tensorboard` (and W&B, with `report_to="tensorboard,wandb"`).
 
-    `command` is how a user continues the search (recorded for `vitamin-nas status`). Returns the results
+    `command` is how a user continues the search (recorded for `vitamin-nas status`); `on_start` is called once
+    the study, its data and the resources it asks for are checked, as the search begins. Returns the results
     database. Raises `ConfigError` for a study that cannot run as given (an existing search without `resume`, a
     changed study, missing data, resources no node has, no cluster at `address`), `SearchInterrupted` when a
     SIGINT or SIGTERM stopped it.
@@ -129,19 +130,21 @@ def search(study: Study, out: str | os.PathLike, *, resume: bool = False, addres
                               field="--storage")
         store = driver.store = store or ResultStore.create(run_dir.root, study)  # a failed start leaves nothing
         beat = heartbeat.Heartbeat(store.path, command, ray_temp).start()
+        if on_start is not None:
+            on_start()
         end, reason = heartbeat.FAILED, None
         ledger = Ledger.options(name=driver.ledger, namespace=LEDGER_NAMESPACE).remote(ledger_entries(store))
         try:
             settings = TrialSettings(study, driver.ledger, str(run_dir.root), report_to)
             function = tune.with_resources(tune.with_parameters(trainable, settings=settings),
                                           placement.trial_request(study.resources))
-            if restore:
-                tuner = tune.Tuner.restore(experiment, trainable=function, resume_unfinished=True,
-                                           resume_errored=True)
-            else:
-                tuner = tune.Tuner(function, tune_config=tune_config(study, store),
-                                   run_config=tune_run_config(study, storage, progress_every))
             with ray_tune_hints_silenced(verbose):
+                if restore:
+                    tuner = tune.Tuner.restore(experiment, trainable=function, resume_unfinished=True,
+                                               resume_errored=True)
+                else:
+                    tuner = tune.Tuner(function, tune_config=tune_config(study, store),
+                                       run_config=tune_run_config(study, storage, progress_every))
                 tuner.fit()
             end, reason = (heartbeat.INTERRUPTED, driver.signal_name) if driver.stopping else (heartbeat.FINISHED, None)
             if driver.failure is not None:  # a trial found the disk full (the Recorder stopped the search)
@@ -360,20 +363,26 @@ def _resources(resources: dict[str, float]) -> str:
 
 @contextlib.contextmanager
 def ray_tune_hints_silenced(verbose: bool) -> Iterator[None]:
-    """Without Ray Tune's own stop and restore hints (`Tuner.restore(...)`): the toolkit prints its `--resume`;
-    without its traceback of each failed trial (kept in the trial's error log). SIGUSR1, which Ray Tune takes
-    over while it runs, is given back afterwards."""
+    """Without Ray Tune's own stop and restore hints (`Tuner.restore(...)`: the toolkit prints its `--resume`), its
+    result grid's warning that trials have no result files (Ray's loggers are off: `study.db` holds every result),
+    Optuna's notes on creating and loading the study, and Ray Tune's traceback of each failed trial (kept in the
+    trial's error log). SIGUSR1, which Ray Tune takes over while it runs, is given back afterwards."""
+    import optuna
+
     previous = signal.getsignal(signal.SIGUSR1)
-    loggers = [logging.getLogger("ray.tune.tune"), logging.getLogger(_RayTuneHints.TRIAL_ERRORS[0])]
+    loggers = [logging.getLogger(name) for name in _RayTuneHints.LOGGERS]
     quiet = _RayTuneHints()
+    verbosity = optuna.logging.get_verbosity()
     if not verbose:
         for logger in loggers:
             logger.addFilter(quiet)
+        optuna.logging.set_verbosity(max(verbosity, optuna.logging.WARNING))
     try:
         yield
     finally:
         for logger in loggers:
             logger.removeFilter(quiet)
+        optuna.logging.set_verbosity(verbosity)
         signal.signal(signal.SIGUSR1, previous)
 
 
@@ -381,7 +390,9 @@ class _RayTuneHints(logging.Filter):
     #: Ray Tune's traceback of every failed trial attempt: the Recorder keeps it in the trial's error log and
     #: the search ends with one line per kind of error (`nas.search.outcome`).
     TRIAL_ERRORS = ("ray.tune.execution.tune_controller", "Trial task failed for trial")
-    HINTS = ("Tuner.restore", "Stop signal received", "Trials did not complete", TRIAL_ERRORS[1])
+    LOGGERS = ("ray.tune.tune", "ray.tune.analysis.experiment_analysis", TRIAL_ERRORS[0])
+    HINTS = ("Tuner.restore", "Stop signal received", "Trials did not complete",
+             "both result.json and progress.csv were not found", TRIAL_ERRORS[1])
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not any(hint in record.getMessage() for hint in self.HINTS)
