@@ -4,6 +4,7 @@ the cost model says, trains by the sandwich rule, resumes after a kill and expor
 from __future__ import annotations
 
 import csv
+import functools
 import signal
 import subprocess
 import time
@@ -14,11 +15,14 @@ from search_helpers import write_study
 
 from nas.arch import Arch
 from nas.cost import cost
+from nas.data import zeroshot_set
 from nas.export import load_open_clip
 from nas.models import build_clip
 from nas.space import SearchSpace
 from nas.study import load_study
 from nas.supernet import Supernet, SupernetConfig, load_supernet, train_supernet
+from nas.supernet.evolution import evolve, within_limits
+from nas.supernet.rank import SubnetScorer
 from nas.supernet.sandwich import SandwichTrainer
 from nas.supernet.supernet import STAGE_PREFIX, slice_weight, supernet_key
 from nas.train.checkpoint import load_checkpoint
@@ -157,6 +161,7 @@ def test_rank_writes_a_csv_with_intervals_and_a_pareto_front(trained, tmp_path, 
     run = run_cli("supernet", "rank", trained, "--samples", 5, "--eval", search_data / "eval", "--out", tmp_path)
     assert run.returncode == 0, run.stderr
     assert "5 of 16 subnets scored" in run.stdout and "Pareto front" in run.stdout
+    assert "retrieval captions" in run.stdout and "text_to_image_R@1 % [95 %]" in run.stdout
     with open(tmp_path / "ranking.csv") as f:
         ranking = list(csv.DictReader(f))
     with open(tmp_path / "pareto.csv") as f:
@@ -167,6 +172,9 @@ def test_rank_writes_a_csv_with_intervals_and_a_pareto_front(trained, tmp_path, 
     for row in ranking:
         assert float(row["zeroshot_top1_low"]) <= float(row["zeroshot_top1"]) <= float(row["zeroshot_top1_high"])
         assert int(row["zeroshot_top1_n"]) == 160
+        for metric in ("image_to_text_R@5", "text_to_image_R@1"):  # the eval directory has a retrieval set
+            assert float(row[f"{metric}_low"]) <= float(row[metric]) <= float(row[f"{metric}_high"]), metric
+            assert int(row[f"{metric}_n"]) > 0
         assert Arch.from_json(row["arch"]).arch_id == row["arch_id"]
     assert front and {r["arch_id"] for r in front} == {r["arch_id"] for r in ranking if r["pareto"] == "True"}
     points = [(float(r["zeroshot_top1"]), float(r["image_gmacs"])) for r in ranking]
@@ -175,6 +183,38 @@ def test_rank_writes_a_csv_with_intervals_and_a_pareto_front(trained, tmp_path, 
         return any(b[0] >= a[0] and b[1] <= a[1] and b != a for b in points)
 
     assert [r["pareto"] == "True" for r in ranking] == [not dominated(p) for p in points]
+
+
+def test_an_evolutionary_search_keeps_the_subnets_within_the_limits_and_repeats_with_its_seed(
+        trained, tmp_path, run_cli, search_data):
+    supernet = load_supernet(trained)
+    gmacs = sorted(supernet.cost(a).image_gmacs for a in supernet.candidates)
+    limit = gmacs[len(gmacs) // 2]
+    run = run_cli("supernet", "rank", trained, "--search", "evolution", "--max-gmacs", limit, "--max-params", 100,
+                  "--population", 3, "--generations", 2, "--seed", 3, "--eval", search_data / "eval", "--out", tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "scored by NSGA-II (3 x 2;" in run.stdout and "Pareto front" in run.stdout
+    with open(tmp_path / "ranking.csv") as f:
+        ranking = list(csv.DictReader(f))
+    within = {a.arch_id for a in within_limits(supernet, max_gmacs=limit)}
+    assert 2 <= len(ranking) <= 6 and {r["arch_id"] for r in ranking} <= within
+    for row in ranking:
+        assert float(row["zeroshot_top1_low"]) <= float(row["zeroshot_top1"]) <= float(row["zeroshot_top1_high"])
+    assert any(r["pareto"] == "True" for r in ranking) and (tmp_path / "pareto.csv").exists()
+    # the same seed proposes the same subnets (the scorer cached: the second search scores nothing again)
+    scorer = functools.cache(SubnetScorer(supernet, zeroshot_set(search_data / "eval" / "zeroshot", 32)))
+    archs = within_limits(supernet, max_gmacs=limit, max_params_m=100)
+    first, again = (evolve(supernet, scorer, archs, population=3, generations=2, seed=3) for _ in range(2))
+    assert [r["arch_id"] for r in first.records] == [r["arch_id"] for r in again.records]
+    assert first.proposals == again.proposals
+    assert {r["arch_id"] for r in first.records} == {r["arch_id"] for r in ranking}  # what the command kept
+
+
+def test_an_evolutionary_search_refuses_limits_no_subnet_meets_in_one_line(trained, tmp_path, run_cli, search_data):
+    run = run_cli("supernet", "rank", trained, "--search", "evolution", "--max-gmacs", 1e-9,
+                  "--eval", search_data / "eval", "--out", tmp_path / "x")
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1
+    assert "--max-gmacs" in run.stderr and not (tmp_path / "x").exists()
 
 
 def test_export_refuses_an_arch_of_another_space(trained, tmp_path, run_cli, repo):

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, require_int
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -66,20 +66,35 @@ def _register_rank(sub: argparse._SubParsersAction) -> None:
     rank = sub.add_parser(
         "rank", help="score subnets by zero-shot accuracy with inherited weights; their Pareto front",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Score a sample of the supernet's subnets (drawn uniformly from the space's feasible archs at "
-                    "its resolution) by zero-shot top-1 and top-5 with the weights they inherit from the newest "
-                    "checkpoint, no retraining, each with its 95 %% interval over the eval set's images. Writes "
-                    "OUT/ranking.csv (best first) and OUT/pareto.csv (the front of top-1 against image GMACs), "
-                    "each row with the arch's JSON; prints the front.",
+        description="Score subnets of the supernet by zero-shot top-1 and top-5 (and, when the eval directory "
+                    "has a retrieval/ set, recall@1/5/10 both ways) with the weights they inherit from the newest "
+                    "checkpoint, no retraining, each with its 95 %% interval over the eval set. Which subnets: a "
+                    "uniform sample of the space's feasible archs at its resolution (--search sample, --samples N), "
+                    "or Optuna's NSGA-II mutating and crossing over the space's choices for zero-shot top-1 against "
+                    "image GMACs, keeping the subnets within --max-gmacs and --max-params (--search evolution: "
+                    "POPULATION x GENERATIONS feasible proposals, each subnet scored once). Writes OUT/ranking.csv "
+                    "(best first) and OUT/pareto.csv (the front of top-1 against image GMACs), each row with the "
+                    "arch's JSON; prints the front. The same --seed draws the same subnets.",
         epilog="examples:\n"
                "  vitamin-nas supernet rank runs/sn --samples 1000 --eval data/quickstart/eval\n"
-               "  vitamin-nas supernet rank runs/sn --samples 50 --eval imagenet/val --out runs/sn/rank50 --seed 1")
+               "  vitamin-nas supernet rank runs/sn --samples 50 --eval imagenet/val --out runs/sn/rank50 --seed 1\n"
+               "  vitamin-nas supernet rank runs/sn --search evolution --max-gmacs 0.5 --max-params 4 \\\n"
+               "      --population 20 --generations 10 --eval data/quickstart/eval --out runs/sn/evolution")
     rank.add_argument("run", type=Path, help="the supernet's run directory (`supernet train --out`)")
-    rank.add_argument("--samples", type=int, required=True, help="subnets to score (all of them if there are fewer)")
+    rank.add_argument("--search", choices=("sample", "evolution"), default="sample",
+                      help="a uniform sample, or an evolutionary search under the limits (default: %(default)s)")
+    rank.add_argument("--samples", type=int, help="--search sample: subnets to score (all of them if there are fewer)")
+    rank.add_argument("--max-gmacs", type=float, help="--search evolution: at most this many image GMACs")
+    rank.add_argument("--max-params", type=float, help="--search evolution: at most this many image parameters (M)")
+    rank.add_argument("--population", type=int, default=20,
+                      help="--search evolution: NSGA-II's population (default: %(default)s)")
+    rank.add_argument("--generations", type=int, default=10,
+                      help="--search evolution: generations (default: %(default)s)")
     rank.add_argument("--eval", type=Path, required=True,
-                      help="zero-shot set: a class-folder directory, or a synthetic eval/ directory (its zeroshot/)")
+                      help="zero-shot set: a class-folder directory, or a synthetic eval/ directory (its zeroshot/, "
+                           "and its retrieval/ shards when there are)")
     rank.add_argument("--out", type=Path, help="where the CSVs go (default: RUN/rank)")
-    rank.add_argument("--seed", type=int, default=0, help="which subnets are drawn (default: %(default)s)")
+    rank.add_argument("--seed", type=int, default=0, help="which subnets are drawn or evolved (default: %(default)s)")
     rank.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
     rank.add_argument("--batch-size", type=int, default=256, help="eval batch (default: %(default)s)")
     rank.set_defaults(func=_rank)
@@ -130,30 +145,55 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _rank(args: argparse.Namespace) -> int:
-    from nas.data import zeroshot_set
+    from nas.data import retrieval_set, zeroshot_set
     from nas.supernet import load_supernet
-    from nas.supernet.rank import rank as rank_subnets
-    from nas.supernet.rank import sample_subnets, write_ranking
+    from nas.supernet.evolution import evolve, within_limits
+    from nas.supernet.rank import SubnetScorer, ranked, sample_subnets, write_ranking
     from nas.tables import format_table
 
+    if args.search == "sample" and args.samples is None:
+        raise ConfigError("--search sample needs --samples N", field="--samples")
     supernet = load_supernet(args.run)
+    try:
+        archs = (sample_subnets(supernet, args.samples, args.seed) if args.search == "sample" else
+                 within_limits(supernet, args.max_gmacs, args.max_params))
+        require_int(args.population, "population", low=2)
+        require_int(args.generations, "generations", low=1)
+    except ConfigError as err:
+        flag = "--max-params" if err.field == "max_params_m" else f"--{(err.field or 'search').replace('_', '-')}"
+        raise ConfigError(err.message, field=flag) from None
     root = args.eval / "zeroshot" if (args.eval / "zeroshot").is_dir() else args.eval
     zeroshot = zeroshot_set(root, supernet.image_size)
-    try:
-        archs = sample_subnets(supernet, args.samples, args.seed)
-    except ConfigError as err:
-        raise ConfigError(err.message, field="--samples") from None
-    records = rank_subnets(supernet, zeroshot, archs, device=args.device, batch_size=args.batch_size)
+    pairs = args.eval / "retrieval"
+    retrieval = retrieval_set(str(pairs), supernet.image_size) if pairs.is_dir() else None
+    scorer = SubnetScorer(supernet, zeroshot, retrieval, device=args.device, batch_size=args.batch_size)
+    if args.search == "sample":
+        records = ranked([scorer(arch) for arch in archs])
+        how = f"{len(records)} of {len(supernet.candidates)} subnets scored"
+    else:
+        search = evolve(supernet, scorer, archs, population=args.population, generations=args.generations,
+                        seed=args.seed)
+        records = search.records
+        how = (f"{len(records)} of the {search.feasible} subnets within the limits scored by NSGA-II "
+               f"({args.population} x {args.generations}; {search.proposals} proposals, {search.infeasible} "
+               f"infeasible)")
     ranking, pareto = write_ranking(records, args.out or args.run / "rank")
     front = sorted((r for r in records if r["pareto"]), key=lambda r: r["image_gmacs"])
+    recall = ["text_to_image_R@1"] if retrieval is not None else []
     table = [[r["arch_name"], f"{r['image_gmacs']:.4g}", f"{r['image_params_m']:.3f}",
-              f"{100 * r['zeroshot_top1']:.1f} [{100 * r['zeroshot_top1_low']:.1f}, "
-              f"{100 * r['zeroshot_top1_high']:.1f}]"] for r in front]
-    print(f"{len(records)} of {len(supernet.candidates)} subnets scored on {len(zeroshot.dataset)} zero-shot images "
-          f"with inherited weights; the Pareto front (zero-shot top-1 against image GMACs, 95 % intervals):")
-    print(format_table(["arch", "image GMACs", "image params (M)", "zero-shot top-1 % [95 %]"], table))
+              *(_percent(r, metric) for metric in ["zeroshot_top1", *recall])] for r in front]
+    print(f"{how} on {len(zeroshot.dataset)} zero-shot images"
+          f"{f' and {len(retrieval.texts)} retrieval captions' if retrieval is not None else ''} with inherited "
+          f"weights; the Pareto front (zero-shot top-1 against image GMACs, 95 % intervals):")
+    print(format_table(["arch", "image GMACs", "image params (M)", "zero-shot top-1 % [95 %]",
+                        *(f"{metric} % [95 %]" for metric in recall)], table))
     print(f"wrote {ranking} and {pareto}")
     return 0
+
+
+def _percent(record: dict, metric: str) -> str:
+    return (f"{100 * record[metric]:.1f} [{100 * record[metric + '_low']:.1f}, "
+            f"{100 * record[metric + '_high']:.1f}] (n={record[metric + '_n']})")
 
 
 def _export(args: argparse.Namespace) -> int:

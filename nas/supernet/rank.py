@@ -1,13 +1,16 @@
 """Ranking subnets by zero-shot accuracy with the weights they inherit from a trained supernet (BigNAS: no
-retraining), each with its eval-set interval, and their Pareto front against image GMACs.
+retraining), and by retrieval recall when there is a retrieval set, each with its eval-set interval, and their
+Pareto front against image GMACs.
 
     supernet = load_supernet("runs/sn")
-    records = rank(supernet, zeroshot_set("eval/zeroshot", supernet.image_size), sample_subnets(supernet, 1000))
+    records = rank(supernet, zeroshot_set("eval/zeroshot", supernet.image_size), sample_subnets(supernet, 1000),
+                   retrieval_set("eval/retrieval", supernet.image_size))          # the retrieval set is optional
     write_ranking(records, "runs/sn/rank")            # ranking.csv and pareto.csv
 
 Accuracies and their intervals are `nas.evaluate`'s (the Wilson interval over the eval set's images, as every
-trial's); the class embeddings are computed once, since the text tower is shared. A hybrid tower normalises with
-LayerNorm only, so no subnet needs recalibrated batch-norm statistics before it is scored.
+trial's, and a bootstrap over images for text-to-image recall); the class embeddings and the captions are
+encoded once, since the text tower is shared (`SubnetScorer`, which `evolution` also scores with). A hybrid
+tower normalises with LayerNorm only, so no subnet needs recalibrated batch-norm statistics before it is scored.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from nas.arch import Arch
 from nas.errors import require_int
-from nas.evaluate import Evaluation, encode_images, topk_hits, zero_shot_classifier
+from nas.evaluate import Evaluation, encode_images, encode_texts, retrieval_evaluation, topk_hits, zero_shot_classifier
 from nas.pareto import pareto_mask
 from nas.supernet.supernet import Supernet
 
@@ -44,28 +47,57 @@ def sample_subnets(supernet: Supernet, samples: int, seed: int = 0) -> list[Arch
     return [arch for i, arch in enumerate(supernet.candidates) if i in chosen]
 
 
-def rank(supernet: Supernet, zeroshot: Any, archs: list[Arch], *, device: str | torch.device = "cpu",
-         batch_size: int = 256, workers: int = 0, level: float = 0.95) -> list[dict[str, Any]]:
-    """One record per subnet, best zero-shot top-1 first: its arch, cost, every zero-shot metric with `_low`,
-    `_high` and `_n` (`Evaluation.flat`), and whether it is on the Pareto front (`pareto`).
+class SubnetScorer:
+    """Scores subnets of one supernet with the weights they inherit: zero-shot top-1 and top-5 and, given a
+    retrieval set, recall@k both ways, each with its interval (`nas.evaluate`'s). The text tower is shared, so the
+    class embeddings and the captions are encoded once, and the eval images decoded once.
 
-    `zeroshot` is a `nas.data.ZeroShotSet` at the supernet's resolution; its images are decoded once."""
-    from nas.data import tokenizer
+    `zeroshot` is a `nas.data.ZeroShotSet` and `retrieval` a `nas.data.RetrievalSet`, at the supernet's
+    resolution."""
 
-    device = torch.device(device)
-    supernet.to(device).eval()
-    classifier = zero_shot_classifier(supernet, zeroshot.classnames, zeroshot.templates,
-                                      tokenizer(context_length=supernet.text_tower.context_length), device)
-    batches = list(DataLoader(zeroshot.dataset, batch_size=batch_size, shuffle=False, num_workers=workers))
-    records = []
-    for arch in archs:
-        subnet = SimpleNamespace(encode_image=partial(supernet.encode_image, arch))  # what encode_images calls
-        features, labels = encode_images(subnet, batches, device, batch_size=batch_size)
-        hits = topk_hits(features @ classifier, labels.to(device))
-        evaluation = Evaluation.from_hits({f"zeroshot_top{k}": value for k, value in hits.items()}, level=level)
-        cost = supernet.cost(arch)
-        records.append({"arch_id": arch.arch_id, "arch_name": arch.name(), "image_gmacs": cost.image_gmacs,
-                        "image_params_m": cost.image_params / 1e6, **evaluation.flat(), "arch": arch.to_json()})
+    def __init__(self, supernet: Supernet, zeroshot: Any, retrieval: Any = None, *,
+                 device: str | torch.device = "cpu", batch_size: int = 256, workers: int = 0, level: float = 0.95):
+        from nas.data import tokenizer as make_tokenizer
+
+        self.supernet, self.device, self.level, self.batch_size = supernet, torch.device(device), level, batch_size
+        self.retrieval = retrieval
+        supernet.to(self.device).eval()
+        tokenizer = make_tokenizer(context_length=supernet.text_tower.context_length)
+        self.classifier = zero_shot_classifier(supernet, zeroshot.classnames, zeroshot.templates, tokenizer,
+                                               self.device)
+        self.batches = list(DataLoader(zeroshot.dataset, batch_size=batch_size, shuffle=False, num_workers=workers))
+        if retrieval is not None:
+            self.captions = encode_texts(supernet, retrieval.texts, tokenizer, self.device, batch_size=batch_size)
+            self.pairs = list(DataLoader(retrieval.images, batch_size=batch_size, shuffle=False,
+                                         num_workers=workers))
+
+    def __call__(self, arch: Arch) -> dict[str, Any]:
+        """The record of `arch`: its id, name, cost, every metric with `_low`, `_high` and `_n`
+        (`Evaluation.flat`), and its JSON."""
+        subnet = SimpleNamespace(encode_image=partial(self.supernet.encode_image, arch))  # what encode_images calls
+        features, labels = encode_images(subnet, self.batches, self.device, batch_size=self.batch_size)
+        hits = topk_hits(features @ self.classifier, labels.to(self.device))
+        evaluation = Evaluation.from_hits({f"zeroshot_top{k}": value for k, value in hits.items()}, level=self.level)
+        if self.retrieval is not None:
+            images, _ = encode_images(subnet, self.pairs, self.device, batch_size=self.batch_size)
+            evaluation |= retrieval_evaluation(images, self.captions, self.retrieval.text_to_image, self.level)
+        cost = self.supernet.cost(arch)
+        return {"arch_id": arch.arch_id, "arch_name": arch.name(), "image_gmacs": cost.image_gmacs,
+                "image_params_m": cost.image_params / 1e6, **evaluation.flat(), "arch": arch.to_json()}
+
+
+def rank(supernet: Supernet, zeroshot: Any, archs: list[Arch], retrieval: Any = None, *,
+         device: str | torch.device = "cpu", batch_size: int = 256, workers: int = 0,
+         level: float = 0.95) -> list[dict[str, Any]]:
+    """One `SubnetScorer` record per subnet of `archs`, ranked (`ranked`)."""
+    scorer = SubnetScorer(supernet, zeroshot, retrieval, device=device, batch_size=batch_size, workers=workers,
+                          level=level)
+    return ranked([scorer(arch) for arch in archs])
+
+
+def ranked(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records best zero-shot top-1 first, each marked with whether it is on the Pareto front (`pareto`) of
+    zero-shot top-1 against image GMACs."""
     front = pareto_mask(np.array([[-r[FRONT[0]], r[FRONT[1]]] for r in records]))
     for record, on_front in zip(records, front, strict=True):
         record["pareto"] = bool(on_front)
