@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -356,11 +357,13 @@ SIZE_SCORES = {"image_params_m": "max", "image_gmacs": "max"}
 
 
 def study_fidelity(store: ResultStore, metric: str = "zeroshot_top1", proxies: Sequence[str] | None = ZERO_COST,
-                   progress: bool = False, **options) -> list[FidelityRow]:
+                   progress: bool = False, supernet: str | os.PathLike | None = None, **options) -> list[FidelityRow]:
     """`fidelity_table` of a study's results: every rung against every later one, then the image tower's
     parameters and GMACs (larger predicting better) and the zero-cost `proxies` (computed here for every arch
     the study measured, unless the study already scored them: a second or so per small tower, much more for deep
-    ones) against every rung. `proxies=None`: only those the study scored."""
+    ones) against every rung. `proxies=None`: only those the study scored. With `supernet` (a `vitamin-nas
+    supernet train` run directory), also the zero-shot top-1 every measured arch that is one of its subnets gets
+    with inherited weights on the study's zero-shot set (`metrics.SUPERNET`)."""
     study = store.study()
     frame = store.frame(status=status.MEASURED).dropna(subset=[metric])
     if frame.empty:
@@ -378,6 +381,19 @@ def study_fidelity(store: ResultStore, metric: str = "zeroshot_top1", proxies: S
                   for arch_id, text in tqdm(archs.items(), total=len(archs), desc="zero-cost proxies",
                                             unit="arch", disable=not progress)}
         frame = frame.assign(**{p: frame.arch_id.map(lambda a, p=p: scores[a][p]) for p in missing})
-    return fidelity_table(frame, metric, mode=metrics.direction(metric),
-                          scores={**SIZE_SCORES, **{p: "max" for p in proxies}},
+    predictors = {**SIZE_SCORES, **{p: "max" for p in proxies}}
+    if supernet is not None:
+        if study.data.zeroshot is None:
+            raise ConfigError("the supernet's score needs the study's zero-shot set", source=study.source,
+                              field="data.zeroshot")
+        from nas.data import zeroshot_set
+        from nas.supernet import load_supernet
+        from nas.supernet.rank import inherited_scores
+
+        trained = load_supernet(supernet)
+        zeroshot = zeroshot_set(study.data.zeroshot, trained.image_size, templates=study.data.zeroshot_templates)
+        inherited = inherited_scores(trained, zeroshot, map(Arch.from_json, archs))
+        frame = frame.assign(**{metrics.SUPERNET: frame.arch_id.map(inherited)})
+        predictors[metrics.SUPERNET] = "max"
+    return fidelity_table(frame, metric, mode=metrics.direction(metric), scores=predictors,
                           reduction_factor=study.budget.reduction_factor, **options)

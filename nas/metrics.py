@@ -18,6 +18,9 @@ TRAINED = ("loss", *EVALUATED)
 #: Training-free scores of a candidate at initialisation (`nas.proxies`), higher predicting better: a study may
 #: use them, like the cost metrics, as objectives known before any training.
 ZERO_COST = ("naswot", "synflow")
+#: A candidate's zero-shot top-1 with the weights it inherits from a trained supernet (`nas.supernet`), no
+#: training of its own: a one-shot proxy, higher predicting better.
+SUPERNET = "supernet_top1"
 
 
 def direction(metric: str) -> str:

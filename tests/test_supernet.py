@@ -17,7 +17,9 @@ from nas.arch import Arch
 from nas.cost import cost
 from nas.data import zeroshot_set
 from nas.export import load_open_clip
+from nas.metrics import SUPERNET
 from nas.models import build_clip
+from nas.results import ResultStore
 from nas.space import SearchSpace
 from nas.study import load_study
 from nas.supernet import Supernet, SupernetConfig, load_supernet, train_supernet
@@ -215,6 +217,24 @@ def test_an_evolutionary_search_refuses_limits_no_subnet_meets_in_one_line(train
                   "--eval", search_data / "eval", "--out", tmp_path / "x")
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1
     assert "--max-gmacs" in run.stderr and not (tmp_path / "x").exists()
+
+
+def test_fidelity_ranks_the_supernet_score_beside_the_zero_cost_ones(trained, tmp_path, run_cli, search_data):
+    """Four measured candidates, all subnets of the supernet: its score is ranked against their measurement."""
+    supernet = load_supernet(trained)
+    study = load_study(write_study(tmp_path / "study", search_data))
+    store = ResultStore.create(tmp_path / "out", study)
+    for number, arch in enumerate(supernet.candidates[::5]):
+        store.add_trial(f"t{number}", arch, cost(arch, study.text).metrics(), number=number)
+        store.record_rung(f"t{number}", {"budget": 256, "samples_seen": 256, "zeroshot_top1": 0.1 * number}, rung=0)
+        store.update_trial(f"t{number}", status="completed")
+    store.close()
+    run = run_cli("fidelity", tmp_path / "out", "--no-proxies", "--supernet", trained)
+    assert run.returncode == 0, run.stderr
+    rows = {line.split()[0]: line.split() for line in run.stdout.splitlines() if line.split()}
+    assert {"image_params_m", "image_gmacs", SUPERNET} <= set(rows)
+    assert rows[SUPERNET][1:3] == ["256", "4"]  # the budget, and every candidate (each is a subnet)
+    assert "--supernet RUN" in run_cli("fidelity", "--help").stdout
 
 
 def test_export_refuses_an_arch_of_another_space(trained, tmp_path, run_cli, repo):

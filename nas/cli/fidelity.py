@@ -13,19 +13,26 @@ from nas.cli._study import open_results
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "fidelity", help="how well early rungs, size and zero-cost proxies rank a study's candidates",
+        "fidelity", help="how well early rungs, size, zero-cost proxies and a supernet rank a study's candidates",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="For every pair of budgets (each rung against every later one, on the candidates measured at "
                     "both), and for the image tower's parameters, GMACs and the zero-cost proxies (NASWOT, synflow; "
-                    "computed at initialisation, no training, no labels) against every budget: Spearman and Kendall "
+                    "computed at initialisation, no training, no labels) and, with --supernet, the zero-shot top-1 "
+                    "each candidate gets with the weights it inherits from a trained supernet (supernet_top1, on "
+                    "the study's zero-shot set) against every budget: Spearman and Kendall "
                     "rank correlations with 95 % bootstrap intervals, the top-k overlap, how many of successive "
                     "halving's promotions would change had the later rung decided, and whether the cheap rung's "
                     "ranking can be told from eval noise at all.",
         epilog="examples:\n  vitamin-nas fidelity runs/quickstart\n"
-               "  vitamin-nas fidelity runs/study --metric zeroshot_top5 --no-proxies")
+               "  vitamin-nas fidelity runs/study --metric zeroshot_top5 --no-proxies\n"
+               "  vitamin-nas supernet train studies/quickstart.yaml --out runs/sn\n"
+               "  vitamin-nas fidelity runs/quickstart --supernet runs/sn")
     parser.add_argument("dir", help="the study's output directory (holding study.db)")
     parser.add_argument("--metric", default="zeroshot_top1", help="the measured metric (default zeroshot_top1)")
     parser.add_argument("--no-proxies", action="store_true", help="skip the zero-cost proxies (they build every arch)")
+    parser.add_argument("--supernet", metavar="RUN",
+                        help="a supernet's run directory (`vitamin-nas supernet train --out`): its score beside the "
+                             "zero-cost ones, for the candidates that are its subnets")
     parser.add_argument("--top-fraction", type=float, default=1 / 3,
                         help="the top-k overlap's k as a fraction of the candidates (default 1/3)")
     parser.set_defaults(func=_fidelity)
@@ -39,7 +46,7 @@ def _fidelity(args: argparse.Namespace) -> int:
     if not 0 < args.top_fraction <= 1:
         raise ConfigError(f"must be in (0, 1], got {args.top_fraction}", field="--top-fraction")
     rows = study_fidelity(open_results(args.dir), args.metric, proxies=() if args.no_proxies else ZERO_COST,
-                          progress=True, top_fraction=args.top_fraction)
+                          progress=True, supernet=args.supernet, top_fraction=args.top_fraction)
     if not rows:
         print("too few candidates measured at two fidelities (at least 3 in common are needed)")
         return 0

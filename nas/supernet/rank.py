@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import os
 import random
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -102,6 +103,15 @@ def ranked(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for record, on_front in zip(records, front, strict=True):
         record["pareto"] = bool(on_front)
     return sorted(records, key=lambda r: -r["zeroshot_top1"])
+
+
+def inherited_scores(supernet: Supernet, zeroshot: Any, archs: Iterable[Arch], **options: Any) -> dict[str, float]:
+    """Zero-shot top-1 with inherited weights by arch id, of those of `archs` that are subnets of the supernet
+    (the others have none): the supernet's score as a proxy (`nas.metrics.SUPERNET`). `options` go to
+    `SubnetScorer`."""
+    subnets = [arch for arch in archs if supernet.holds(arch)]
+    scorer = SubnetScorer(supernet, zeroshot, **options)
+    return {arch.arch_id: scorer(arch)["zeroshot_top1"] for arch in subnets}
 
 
 def write_ranking(records: list[dict[str, Any]], out: str | os.PathLike) -> tuple[Path, Path]:

@@ -93,12 +93,16 @@ class Supernet(nn.Module):
         """The analytic cost of the subnet: that of its arch, as `nas.cost` counts every candidate's."""
         return self.space.cost(arch)
 
+    def holds(self, arch: Arch) -> bool:
+        """Whether `arch` is a subnet of this supernet."""
+        return arch in self._candidates
+
     def check(self, arch: Arch, source: str = "arch") -> Arch:
         """`arch` when it is a subnet of this supernet; a `ConfigError` naming `source` otherwise."""
         if arch.image_size != self.image_size:
             raise ConfigError(f"{arch.name()} is at {arch.image_size} px; the supernet is at {self.image_size} px",
                               source=source, field="image_size")
-        if arch not in self._candidates:
+        if not self.holds(arch):
             raise ConfigError(f"{arch.name()} is not a feasible arch of the space {self.space.source}", source=source)
         return arch
 
