@@ -12,16 +12,18 @@ run from its own training losses (the mean loss since the previous rung, `nas.tr
 with B the global batch (ln B is the contrastive loss of a model that cannot tell a batch's captions apart,
 where an untrained CLIP starts) and b' the furthest earlier rung at most b / reduction_factor (one step of the
 study's ladder before): the loss has fallen less than 25 % below an untrained model's and less than 5 % over
-the last ladder step. Both are needed. A slow learner is still near the start at the first rungs, but falling
-(in the tabular table, the slowest of 40 runs was 19 % below ln 32 at 8.7k samples, 32 % lower than a ladder
-step before, and ended 46 % below); a run that has converged stops falling, far below the start. The stuck
-run of that table is caught at 12.5k samples (14 % below ln 32, its loss higher than at 4.2k); none of the
-other 39 runs, nor any of the 32 of the two other tables, is caught at any rung. A run measured at one rung
-only, or at none a ladder step apart, is never judged. The rule reads the contrastive loss (`train.loss:
-clip`); a sigmoid (SigLIP) loss starts elsewhere and is not judged.
+the last ladder step. Both are needed, and the run must have taken MIN_STEPS = 100 optimizer steps by b: in
+fewer, no run has learned much (a test's 8-step search is near its start throughout, and still learning). A
+slow learner is still near the start at the first rungs, but falling (in the tabular table, the slowest of 40
+runs was 19 % below ln 32 at 8.7k samples, 19 % lower than a ladder step before, and ended 46 % below); a run
+that has converged stops falling, far below the start. The stuck run of that table is caught at 12.5k samples
+(14 % below ln 32, its loss higher than at 4.2k); none of the other 39 runs, nor any of the 32 of the two other
+tables, is caught at any rung (100 steps of batch 32 is 3,200 samples; the quickstart's runs are judged at
+18k, against 6k). A run measured at one rung only, or at none a ladder step apart, is never judged. The rule
+reads the contrastive loss (`train.loss: clip`); a sigmoid (SigLIP) loss starts elsewhere and is not judged.
 
     did_not_learn({6000: 2.88, 18000: 2.84}, batch_size=32, reduction_factor=3)   # -> the reason, or None
-    failure_rate(store)                                                          # counted, with its interval
+    study_failure_rate(store)                                                    # counted, with its interval
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
 LEARNED_FRACTION = 0.25
 #: A run is still learning while its loss falls by this fraction over one ladder step.
 PLATEAU_FRACTION = 0.05
+#: Optimizer steps a run must have taken at a rung before the rule judges it there.
+MIN_STEPS = 100
 
 
 def did_not_learn(losses: Mapping[int, float], *, batch_size: int, reduction_factor: float,
@@ -53,7 +57,7 @@ def did_not_learn(losses: Mapping[int, float], *, batch_size: int, reduction_fac
     budgets = sorted(b for b, value in losses.items() if value is not None and math.isfinite(value))
     for budget in budgets:
         earlier = [b for b in budgets if b * reduction_factor <= budget * (1 + 1e-9)]
-        if not earlier:
+        if not earlier or budget < MIN_STEPS * batch_size:
             continue
         before, now = losses[earlier[-1]], losses[budget]
         if now > (1 - LEARNED_FRACTION) * start and now > (1 - PLATEAU_FRACTION) * before:

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from nas.metrics import EVALUATED, direction
 from nas.uncertainty import PairedDifference, paired_difference
 
 HOLDS, SEED_DEPENDENT, NOT_DISTINGUISHABLE, ONE_SEED = "holds", "seed-dependent", "not distinguishable", "one seed"
@@ -197,8 +198,23 @@ def seed_table(frame: pd.DataFrame, metric: str, own_seed: int, level: float = 0
     for _, runs in rows.groupby(["arch_id", "budget"], sort=False):
         first = runs.iloc[0]
         interval = (first.get(f"{metric}_low"), first.get(f"{metric}_high"))
-        summary = seed_mean(runs[metric], runs.seed, level=level,
+        summary = seed_mean(runs[metric], runs.seed, level=level, bounds=(0.0, 1.0) if metric in EVALUATED else None,
                             eval_interval=interval if not any(pd.isna(v) for v in interval) else None)
         records.append({**first.to_dict(), "seeds": summary.k, "mean": summary.mean, "low": summary.low,
                         "high": summary.high, "values": summary.values, "seed_list": summary.seeds})
     return pd.DataFrame.from_records(records)
+
+
+def ranked(frame: pd.DataFrame, metric: str, own_seed: int) -> pd.DataFrame:
+    """`seed_table` best first by the seed mean (the way `metric` is better): how the leaderboard's winner,
+    `select`'s finalists and `export --best` rank candidates measured with several seeds."""
+    table = seed_table(frame, metric, own_seed)
+    return table.sort_values("mean", ascending=direction(metric) == "min", kind="stable").reset_index(drop=True)
+
+
+def format_mean(metric: str, mean: float, low: float, high: float) -> str:
+    """`25.0 [15.2, 34.8]` (an accuracy, in percent) or `2.31 [2.10, 2.52]`; the interval '-' where unknown."""
+    scale, digits = (100.0, ".1f") if metric in EVALUATED else (1.0, ".4g")
+    if low is None or pd.isna(low):
+        return f"{scale * mean:{digits}}"
+    return f"{scale * mean:{digits}} [{scale * low:{digits}}, {scale * high:{digits}}]"

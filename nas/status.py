@@ -8,8 +8,8 @@ A trial is `pending` until a worker starts it and `running` while one trains it;
 - `oom`: out of memory even with the smallest micro-batch the failure policy allows;
 - `diverged`: the loss went non-finite;
 - `did_not_learn`: the run stopped learning near where it started (`nas.learning`: its loss stayed within 25 % of
-  an untrained model's and fell less than 5 % over a ladder step); a study's `repeats.not_learned` reruns it
-  with the next seed;
+  an untrained model's and fell less than 5 % over a ladder step, after 100 steps or more); a study's
+  `repeats.not_learned` reruns it with the next seed;
 - `failed`: an error the retries did not overcome;
 - `interrupted`: the search driver was stopped or killed before the trial ended (`--resume` continues it).
 

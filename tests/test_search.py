@@ -26,15 +26,18 @@ import pytest
 import torch
 from optuna.trial import TrialState
 from ray.tune.schedulers import AsyncHyperBandScheduler
+from ray.tune.search import Searcher
 from search_helpers import alive, last_logged_samples, progress_of, tower, wait_for, write_study
 
+from nas import status
 from nas.cost import cost
 from nas.errors import ConfigError
+from nas.leaderboard import results_report
 from nas.results import ResultStore
 from nas.run_dir import RunDir
 from nas.search import Outcome, prepare_data
 from nas.search import search as run
-from nas.search.protocol import STATUS_KEY, Candidate, final_status
+from nas.search.protocol import CANDIDATE_KEY, NUMBER_KEY, SCHEDULE_KEY, STATUS_KEY, Candidate, final_status
 from nas.search.schedulers import ParetoASHA
 from nas.search.searcher import StudySearcher
 from nas.study import Study, load_study
@@ -339,6 +342,44 @@ def test_a_diverging_trial_is_recorded_and_stopped(local_ray, search_data, tmp_p
     frozen = optuna_trials(store)[trial["number"]]
     assert frozen.state == TrialState.PRUNED and frozen.user_attrs["status"] == "diverged"
     assert frozen.constraints["trainable"] > 0
+
+
+@pytest.mark.slow
+def test_a_run_that_does_not_learn_is_caught_and_stopped(local_ray, search_data, tmp_path):
+    # lr 1e-9: the loss stays where it starts (above ln 4, batch 4). The rule (nas.learning) judges from 100 steps
+    # on: at 800 samples (200 steps) against 400 (a ladder step before), so the run stops there, before 1,600.
+    study = load_study(write_study(
+        tmp_path, search_data, algorithm="fixed", archs=[tower(32).to_dict()],
+        train={"batch_size": 4, "warmup": 1, "lr": 1e-9, "checkpoint_every": 800},
+        budget={"min_samples": 400, "max_samples": 1600, "reduction_factor": 2}))
+    store = run(study, tmp_path / "out")
+    (trial,) = store.trials()
+    assert trial["status"] == "did_not_learn" and trial["attempts"] == 1, trial["error"]
+    assert trial["error"].startswith("did not learn: loss") and "at 800 samples" in trial["error"]
+    assert [r["budget"] for r in store.rungs(trial["trial_id"])] == [400, 800]  # stopped, not trained on
+    frozen = optuna_trials(store)[trial["number"]]
+    assert frozen.state == TrialState.PRUNED and frozen.user_attrs["status"] == "did_not_learn"
+    assert store.frame(status=status.MEASURED).empty and store.leaderboard().empty  # never a measurement
+    assert "did not learn: 1 of 1 runs (100 % [21, 100]" in results_report(store)
+
+
+def test_a_run_that_did_not_learn_is_rerun_with_the_next_seed(search_data, tmp_path):
+    """No Ray needed: the searcher on a real Optuna study in a real results database, told what the trials did.
+    With `repeats.not_learned: 1`, a run that did not learn is proposed again with the next seed, once."""
+    study = load_study(write_study(tmp_path, search_data, algorithm="fixed", archs=[tower(32).to_dict()],
+                                   repeats={"not_learned": 1}))
+    store = ResultStore.create(tmp_path / "out", study)
+    searcher = StudySearcher(study, store)
+    seeds = []
+    for trial_id in ("first", "rerun"):
+        config = searcher.suggest(trial_id)
+        candidate = config[CANDIDATE_KEY]
+        seeds.append(candidate.seed)
+        store.add_trial(trial_id, candidate.arch, candidate.cost, number=config[NUMBER_KEY],
+                        schedule=candidate.schedule, seed=candidate.seed)
+        assert searcher.suggest("waiting") is None  # nothing else now, but the trial in flight may ask for a rerun
+        searcher.on_trial_complete(trial_id, {STATUS_KEY: status.DID_NOT_LEARN, SCHEDULE_KEY: 256})
+    assert seeds == [None, 1] and searcher.suggest("third") == Searcher.FINISHED
 
 
 def test_a_measured_arch_proposed_again_is_told_once(search_data, tmp_path):
