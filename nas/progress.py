@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from nas import heartbeat, status
+from nas.learning import study_failure_rate
 from nas.tables import format_duration, format_table, headers, rows
 
 if TYPE_CHECKING:
@@ -81,7 +82,9 @@ def progress_report(store: ResultStore, limit: int = 20) -> str:
         if record["rung"] is not None:
             record["rung"] = f"{record['rung'] + 1}/{rungs}"
     table = format_table(headers(columns), rows(records[:limit], columns))
-    return f"\n[{time.strftime('%H:%M:%S')}] {summary}\n{table}"
+    failures = study_failure_rate(store)
+    note = f"\n{failures.line()}" if failures.failed else ""
+    return f"\n[{time.strftime('%H:%M:%S')}] {summary}\n{table}{note}"
 
 
 def _study_eta(running_left: list[float | None], finished_wall: list[float], pending: int,

@@ -55,7 +55,7 @@ def skip_reason(trial: optuna.trial.FrozenTrial) -> str:
 @pytest.mark.slow
 def test_a_search_trains_each_feasible_arch_once_and_asha_stops_some(shared_search):
     study, store, limit = shared_search
-    trials = store.trials()
+    trials = [t for t in store.trials() if t["seed"] is None]  # the search's; then the finalist's confirmation
     assert study.budget.rungs == (64, 128, 256)
     assert len(trials) == 6 and len({t["arch_id"] for t in trials}) == 6
     statuses = Counter(t["status"] for t in trials)
@@ -116,11 +116,28 @@ def test_a_search_driver_records_its_session(shared_search):
 
 
 @pytest.mark.slow
+def test_the_best_candidate_is_confirmed_with_one_more_seed_at_the_full_budget(shared_search):
+    study, store, _ = shared_search
+    searched = [t for t in store.trials() if t["seed"] is None]
+    (finalist,) = [t for t in store.trials() if t["seed"] is not None]
+    full = store.frame(budget=256)
+    best = full[full.seed.isna()].sort_values("loss").iloc[0]  # confirm.top: 1, by the objective (loss, min)
+    assert finalist["arch_id"] == best.arch_id and finalist["seed"] == 1 and finalist["status"] == "completed"
+    assert finalist["created_at"] > max(t["ended_at"] for t in searched)  # after every trial of the search ended
+    assert [r["budget"] for r in store.rungs(finalist["trial_id"])] == [64, 128, 256]  # never stopped early
+    frozen = optuna_trials(store)[finalist["number"]]
+    assert frozen.user_attrs["finalist"] is True and frozen.user_attrs["seed"] == 1
+    text = results_report(store)
+    assert "confirmed finalists at 256 samples seen" in text
+    assert f"winner by seed mean: {best.arch_name}" in text and "over 2 seeds; the only finalist" in text
+    assert "seed-to-seed spread measured in this study" in text  # and no "eval noise only": a candidate has 2
+
+
 def test_optuna_is_told_each_trial_at_the_budget_it_reached(shared_search):
     _, store, _ = shared_search
     told = optuna_trials(store)
     reasons = Counter(skip_reason(t) for t in told.values())
-    assert reasons["trained"] == 6 and set(reasons) <= {"trained", "infeasible", "duplicate", "measured"}
+    assert reasons["trained"] == 7 and set(reasons) <= {"trained", "infeasible", "duplicate", "measured"}
     for frozen in told.values():
         if skip_reason(frozen) == "infeasible":  # told at once, with the violated constraint, never trained
             assert frozen.state == TrialState.PRUNED and frozen.constraints["image_gmacs"] > 0
@@ -237,8 +254,9 @@ def test_optuna_dashboard_shows_each_trial_its_costs_status_and_metrics_at_every
         best = [next(a["value"] for a in t["user_attrs"] if a["key"] == "arch_id") for t in shown["best_trials"]]
         assert best and len(best) == len(set(best))  # no arch twice
         complete = Counter(next(a["value"] for a in t["user_attrs"] if a["key"] == "arch_id")
-                           for t in shown["trials"] if t["state"] == "Complete")
-        assert set(complete.values()) == {1}
+                           for t in shown["trials"] if t["state"] == "Complete"
+                           and not any(a["key"] == "finalist" for a in t["user_attrs"]))
+        assert set(complete.values()) == {1}  # and a finalist's confirmation, another seed of one of them
 
 
 @pytest.mark.slow

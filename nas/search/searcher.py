@@ -10,7 +10,8 @@ It owns an `optuna.Study` in the results database and drives it with Optuna's pu
   a violated constraint, so that TPE learns to avoid it.
 - An arch already measured is not trained again, and is told to Optuna once: a proposal of it is FAIL (which
   no sampler learns from) with `measured_by` naming the Optuna trial that holds its result, so that the
-  sampler learns the arch from that trial and `best_trials` never lists one arch twice.
+  sampler learns the arch from that trial and `best_trials` never lists one arch twice (a finalist's confirmation,
+  another seed of a measured arch, is told COMPLETE too, marked with the user attribute `finalist`).
 - Optuna is told a trial's result only at the budget it reached: a trial that ASHA stopped early is PRUNED
   (with its intermediate values when there is one objective), never COMPLETE with low-budget metrics.
 - optuna-dashboard shows the search: the objectives are named, and each trial carries as user attributes its
