@@ -8,7 +8,8 @@ affords: in docs/results the median spread between two seeds of one candidate wa
 - its value is the mean over seeds, with a Student t interval over the seeds' values (`seed_mean`): each seed's
   value carries its own eval noise, so the spread between seeds holds both, and the interval includes
   seed-to-seed variance. With two seeds it is wide (t = 12.7 on one degree of freedom): that is what two seeds
-  can say.
+  can say. It is never narrower than the eval noise of the mean (seeds whose values happen to agree exactly
+  give no zero-width interval): the half-width is at least z * sqrt(sum of the seeds' eval variances) / k.
 - two designs are compared through their paired per-seed differences (`compare`): design A minus design B
   with the same seed, on the same eval images (a paired difference and McNemar's test per seed,
   `nas.uncertainty.paired_difference`), and a t interval over the seeds' differences. The verdict is
@@ -64,9 +65,11 @@ class SeedMean:
 
 
 def seed_mean(values: Sequence[float], seeds: Sequence[int] | None = None, *, eval_interval: tuple[float, float] |
-              None = None, level: float = 0.95, bounds: tuple[float, float] | None = (0.0, 1.0)) -> SeedMean:
-    """The mean of per-seed `values` with a t interval over them (clipped to `bounds`: an accuracy stays in [0, 1]);
-    with one value, `eval_interval` (or none: NaN, unknown)."""
+              None = None, level: float = 0.95, bounds: tuple[float, float] | None = (0.0, 1.0),
+              eval_halves: Sequence[float] | None = None) -> SeedMean:
+    """The mean of per-seed `values` with a t interval over them (clipped to `bounds`: an accuracy stays in [0, 1]),
+    never narrower than the seeds' eval intervals (`eval_halves`, each seed's half-width at `level`) allow; with
+    one value, `eval_interval` (or none: NaN, unknown)."""
     values = [float(v) for v in values]
     if not values:
         raise ValueError("seed_mean needs at least one seed's value")
@@ -76,6 +79,8 @@ def seed_mean(values: Sequence[float], seeds: Sequence[int] | None = None, *, ev
         low, high = eval_interval if eval_interval is not None else (math.nan, math.nan)
     else:
         half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values))
+        if eval_halves is not None and len(eval_halves) == len(values):
+            half = max(half, math.sqrt(sum(h * h for h in eval_halves)) / len(values))
         low, high = mean - half, mean + half
         if bounds is not None:
             low, high = max(low, bounds[0]), min(high, bounds[1])
@@ -125,7 +130,7 @@ def compare(differences: Mapping[int, PairedDifference], *, alpha: float = ALPHA
         (d,) = ds
         return SeedComparison(ds, seeds, d.difference, d.low, d.high, 1.0,
                               ONE_SEED if d.significant(alpha) else NOT_DISTINGUISHABLE)
-    summary = seed_mean(values, seeds, level=level, bounds=None)
+    summary = seed_mean(values, seeds, level=level, bounds=None, eval_halves=[(d.high - d.low) / 2 for d in ds])
     variances = np.array([max(_se(d, level), 1e-12) ** 2 for d in ds])
     weights = 1 / variances
     pooled = float(np.sum(weights * values) / np.sum(weights))
@@ -198,8 +203,12 @@ def seed_table(frame: pd.DataFrame, metric: str, own_seed: int, level: float = 0
     for _, runs in rows.groupby(["arch_id", "budget"], sort=False):
         first = runs.iloc[0]
         interval = (first.get(f"{metric}_low"), first.get(f"{metric}_high"))
+        halves = None
+        if f"{metric}_low" in runs and runs[[f"{metric}_low", f"{metric}_high"]].notna().all(axis=None):
+            halves = list((runs[f"{metric}_high"] - runs[f"{metric}_low"]) / 2)
         summary = seed_mean(runs[metric], runs.seed, level=level, bounds=(0.0, 1.0) if metric in EVALUATED else None,
-                            eval_interval=interval if not any(pd.isna(v) for v in interval) else None)
+                            eval_interval=interval if not any(pd.isna(v) for v in interval) else None,
+                            eval_halves=halves)
         records.append({**first.to_dict(), "seeds": summary.k, "mean": summary.mean, "low": summary.low,
                         "high": summary.high, "values": summary.values, "seed_list": summary.seeds})
     return pd.DataFrame.from_records(records)

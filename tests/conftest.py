@@ -184,8 +184,8 @@ def shared_search(local_ray, search_data, tmp_path_factory):
     """One real TPE + ASHA search (Ray Tune, Optuna, SQLite, tiny towers on CPU), run once per test process for
     the tests that read what it leaves (study.db, the run directory and its checkpoints, TensorBoard runs): six
     of the space's eight archs are feasible (a GMACs limit), and the study asks for eight trials (the search ends
-    when the space holds nothing new), then confirms its best candidate with one more seed (`confirm`). The study, its results database and the GMACs limit; readers never write
-    to the run."""
+    when the space holds nothing new), then confirms its best candidate with one more seed (`confirm`). The study,
+    its results database and the GMACs limit; readers never write to the run."""
     from search_helpers import write_study
 
     from nas.search import search
