@@ -227,3 +227,21 @@ def format_mean(metric: str, mean: float, low: float, high: float) -> str:
     if low is None or pd.isna(low):
         return f"{scale * mean:{digits}}"
     return f"{scale * mean:{digits}} [{scale * low:{digits}}, {scale * high:{digits}}]"
+
+
+def arch_means(frame: pd.DataFrame, metric: str, own_seed: int) -> tuple[pd.DataFrame, str]:
+    """One row per arch of one budget's rows, as figures draw a candidate: `metric` the mean over its seeds with
+    the seed-level interval as `<metric>_low/_high` (`seed_table`; one seed keeps its eval interval), throughput
+    the best of its seeds' runs (best-of-N timing: a run beside other trials is slowed, never sped up); and a
+    line saying what the points are."""
+    table = seed_table(frame, metric, own_seed)
+    if table.empty:
+        return table, "no measurement"
+    if "images_per_s" in frame:
+        best = frame.groupby("arch_id").images_per_s.max()
+        table["images_per_s"] = table.arch_id.map(best)
+    table[metric], table[f"{metric}_low"], table[f"{metric}_high"] = table["mean"], table.low, table.high
+    repeated = int((table.seeds > 1).sum())
+    what = (f"mean over seeds for {repeated} of {len(table)} archs, bars over seeds" if repeated else
+            "one seed each: bars cover eval noise only")
+    return table, what

@@ -17,6 +17,7 @@ from nas.seeds import (
     SEED_DEPENDENT,
     compare,
     compare_hits,
+    ranked,
     seed_mean,
     seed_spread,
     seed_table,
@@ -141,3 +142,13 @@ def test_the_failure_rate_has_a_wilson_interval():
     assert (rate.failed, rate.runs) == (1, 9)
     assert (rate.low, rate.high) == pytest.approx((0.01988, 0.43503), abs=1e-4)
     assert "1 of 9 runs" in rate.line()
+
+
+def test_candidates_rank_by_their_seed_mean():
+    # A's first seed is the best single run (40 %), but its seeds' mean (30 %) is below B's one seed (35 %):
+    # the leaderboard's winner, select's finalists and export --best go by the mean
+    frame = pd.DataFrame({"arch_id": ["a", "a", "b"], "budget": [100] * 3, "seed": [None, 1, None],
+                          "zeroshot_top1": [0.40, 0.20, 0.35]})
+    table = ranked(frame, "zeroshot_top1", own_seed=0)
+    assert list(table.arch_id) == ["b", "a"] and list(table.seeds) == [1, 2]
+    assert ranked(frame.rename(columns={"zeroshot_top1": "loss"}), "loss", own_seed=0).arch_id[0] == "a"

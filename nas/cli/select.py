@@ -40,12 +40,16 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _select(args: argparse.Namespace) -> int:
+    from nas.leaderboard import finalists_lines
     from nas.select import at_target, choose, write_selection
 
     if not 0 < args.level < 1:
         raise ConfigError(f"must be in (0, 1), got {args.level}", field="--level")
     store = open_results(args.dir)
     print(_fronts_text(store, args.metric))
+    finalists = finalists_lines(store, args.metric)
+    if finalists:  # confirmed with more seeds: ranked by their seed mean, the interval over seeds
+        print("\n".join(finalists).lstrip("\n") + "\n")
     ranking = at_target(store, target_samples=args.target_samples, target_compute=args.target_compute,
                         max_gmacs=args.target_gmacs, gmacs_tolerance=args.gmacs_tolerance, by=args.by, law=args.law,
                         metric=args.metric, level=args.level)
