@@ -58,7 +58,7 @@ def progress(store: ResultStore, now: float | None = None) -> tuple[list[dict[st
     records.sort(key=lambda r: (r["status"] != status.RUNNING, -r["updated_at"]))
     counts = {s: sum(r["status"] == s for r in records) for s in status.ALL}
     finished = sum(counts[s] for s in status.FINAL)
-    total = study.trials
+    total = study.trials + study.confirm.runs  # the search's trials and its finalists' runs
     ended = ", ".join(f"{counts[s]} {s.replace('_', ' ')}" for s in status.FINAL if counts[s])
     summary = (f"{study.name}: {finished}/{total} trials finished" + (f" ({ended})" if ended else "")
                + f", {counts[status.RUNNING]} running"

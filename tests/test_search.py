@@ -33,6 +33,7 @@ from nas import status
 from nas.cost import cost
 from nas.errors import ConfigError
 from nas.leaderboard import results_report
+from nas.progress import progress_report
 from nas.results import ResultStore
 from nas.run_dir import RunDir
 from nas.search import Outcome, prepare_data
@@ -379,6 +380,7 @@ def test_a_run_that_does_not_learn_is_caught_and_stopped(local_ray, search_data,
     assert frozen.state == TrialState.PRUNED and frozen.user_attrs["status"] == "did_not_learn"
     assert store.frame(status=status.MEASURED).empty and store.leaderboard().empty  # never a measurement
     assert "did not learn: 1 of 1 runs (100 % [21, 100]" in results_report(store)
+    assert "1 did not learn" in progress_report(store) and "did not learn: 1 of 1 runs" in progress_report(store)
 
 
 def test_a_run_that_did_not_learn_is_rerun_with_the_next_seed(search_data, tmp_path):
