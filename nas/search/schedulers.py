@@ -50,7 +50,8 @@ def make_scheduler(study: Study) -> TrialScheduler:
 
 def finalist(trial: Any) -> bool:
     """Whether a Tune trial is a finalist's confirmation run, which early stopping leaves to the full budget."""
-    return bool(getattr(trial.config.get(CANDIDATE_KEY), "finalist", False))
+    config = getattr(trial, "config", None) or {}  # a Ray Tune trial's; a stand-in may have none
+    return bool(getattr(config.get(CANDIDATE_KEY), "finalist", False))
 
 
 class ASHA(AsyncHyperBandScheduler):
