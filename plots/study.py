@@ -74,8 +74,8 @@ def _pareto(store: ResultStore, frame: pd.DataFrame, metric: str, out: Path) -> 
         at, seeds = arch_means(frame[frame.budget == budget], metric, study.train.seed)
         path = out / f"pareto_{budget}"
         pareto_front(at, metric, direction=direction(metric), path=path,
-                     title=f"Pareto fronts at {budget:,} samples seen ({seeds}; throughput: the best of the "
-                           "seeds' runs, measured beside concurrent trials)")
+                     title=f"Pareto fronts at {budget:,} samples seen\n({seeds}; throughput: the best of an "
+                           "arch's runs, measured beside concurrent trials)")
         written[f"pareto:{budget}"] = _png(path)
     return written
 
