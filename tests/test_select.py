@@ -108,6 +108,26 @@ def test_an_accuracy_extrapolated_from_a_rising_error_stays_in_0_1(tmp_path):
     assert prediction.value == prediction.lower == 0.0 and 0.0 <= prediction.upper <= 1.0
 
 
+def test_a_finalist_with_two_seeds_is_extrapolated_through_its_seed_means(tmp_path):
+    # seed 0 and seed 1 at 100, 300 and 900 samples: the law goes through the mean at each budget, so two seeds
+    # at two budgets (a confirmed quickstart finalist) are two points, not four with repeated x
+    study = load_study(DESIGN)
+    store = ResultStore.create(tmp_path, study)
+    arch = study.archs[0]
+    for trial_id, seed, accuracies in (("a", None, (0.10, 0.20, 0.30)), ("b", 1, (0.14, 0.24, 0.34))):
+        store.add_trial(trial_id, arch, cost(arch, study.text).metrics(), seed=seed)
+        for rung, (budget, accuracy) in enumerate(zip((100, 300, 900), accuracies)):
+            store.record_rung(trial_id, {"budget": budget, "samples_seen": budget, "zeroshot_top1": accuracy},
+                              rung=rung)
+        store.update_trial(trial_id, status="completed")
+    (prediction,) = at_target(store, target_samples=900)
+    assert prediction.points == 3 and prediction.value == pytest.approx(0.32, abs=0.01)
+    store.update_trial("a", status="stopped_early")
+    store.db.execute("DELETE FROM nas_rungs WHERE trial_id IN ('a', 'b') AND budget = 100")
+    (two,) = at_target(store, target_samples=1e5)  # two budgets: no law, and no crash
+    assert not two.fitted and two.points == 2
+
+
 def test_target_gmacs_keeps_the_matched_candidates(store):
     kept = {p.label for p in at_target(store, target_samples=1e6, max_gmacs=0.008)}
     assert kept == set(LAWS) - {"4C"}  # 10.2 MMACs; the others are within 10% of 8
