@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .PHONY: install quickstart test test-fast lint bench gpu-wheels
+.DEFAULT_GOAL := install
 
 $(BIN)/vitamin-nas: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,6 +13,7 @@ $(BIN)/vitamin-nas: pyproject.toml
 	touch $@
 
 install: $(BIN)/vitamin-nas
+	@echo "vitamin-nas is installed in $(VENV): activate it with  . $(VENV)/bin/activate  (or run $(BIN)/vitamin-nas)"
 
 quickstart: install
 	$(BIN)/vitamin-nas quickstart

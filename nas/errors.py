@@ -1,7 +1,8 @@
 """Errors that reach the user.
 
 A `ConfigError` is bad input (a file, a field, a value): the CLI prints it and exits with code 2.
-`load_yaml` reads the YAML files a user writes (studies, search spaces) and reports a syntax error as one.
+`load_yaml` reads the YAML files a user writes (studies, search spaces) and reports a syntax error, or a key given
+twice in one mapping (which YAML would settle silently, keeping the last), as one.
 `require`, `require_choice` and `require_int` are the checks a self-validating dataclass makes in `__post_init__`.
 """
 
@@ -59,8 +60,24 @@ def require_int(value: Any, field: str, low: int) -> None:
 
 def load_yaml(path: str | os.PathLike) -> Any:
     """A YAML file's content; a file that does not parse is a `ConfigError` of one line naming the file, the line
-    and column (1-based, as editors count) and PyYAML's problem, instead of PyYAML's multi-line caret text."""
+    and column (1-based, as editors count) and PyYAML's problem, instead of PyYAML's multi-line caret text. A key
+    given twice in a mapping is one too, naming both lines."""
     import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+            first: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                if isinstance(key, (str, int, float, bool)) and key in first:
+                    raise ConfigError(f"given twice in one mapping (lines {first[key]} and {line}); YAML would keep "
+                                      "only the last: remove one", source=str(path), field=str(key))
+                if isinstance(key, (str, int, float, bool)):
+                    first[key] = line
+            return super().construct_mapping(node, deep=deep)
 
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -69,7 +86,7 @@ def load_yaml(path: str | os.PathLike) -> Any:
     except OSError as err:
         raise ConfigError(f"cannot be read: {err.strerror}", source=str(path)) from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None

@@ -308,7 +308,8 @@ def export_trained(store: ResultStore, candidate: Trained, out: str | os.PathLik
     templates = None if data.zeroshot_templates is None else list(data.zeroshot_templates)
     measured = {"study": study.name, "database": str(store.path), "trial_id": candidate.trial_id,
                 "number": candidate.number, "arch_id": candidate.arch.arch_id, "arch_name": candidate.arch.name(),
-                "rung": candidate.rung, "budget": candidate.budget, "samples_seen": candidate.samples_seen,
+                "rung": f"{candidate.rung + 1}/{len(study.budget.rungs)}",  # as the CLI and `status` number it
+                "budget": candidate.budget, "samples_seen": candidate.samples_seen,
                 "checkpoint": candidate.checkpoint, "metrics": candidate.metrics,
                 # what the metrics were measured on: the same sets and prompts (None: the set's templates.txt)
                 # give the same numbers (nas.data.zeroshot_set(zeroshot, transform=preprocess, templates=...))

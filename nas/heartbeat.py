@@ -9,6 +9,7 @@ process is gone on this host, and report the search as stopped instead of runnin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -18,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from nas import status
-from nas.results import ResultStore
+from nas.errors import ConfigError
+from nas.results import FILENAME, ResultStore
 
 KEY = "driver"
 #: Seconds between two beats of a live driver.
@@ -77,6 +79,23 @@ def read(store: ResultStore) -> DriverRecord | None:
     """The record of the search's latest driver session (None for a search that never had one)."""
     values = store.meta(KEY)
     return DriverRecord.from_dict(values) if values else None
+
+
+def refuse_if_running(out: str | os.PathLike) -> DriverRecord | None:
+    """A `ConfigError` when a live driver searches the run in `out` (saying how to watch it); else the record of
+    its latest driver session (None without a database or a session).
+
+    Reads through a read-only connection, closed before returning: a process that is refused never writes to
+    the live driver's database, and never holds it while that driver runs (nas.results `_held`)."""
+    if not (Path(out) / FILENAME).is_file():
+        return None
+    with contextlib.closing(ResultStore.open(out, readonly=True)) as store:
+        record = read(store)
+    if record is not None and record.alive():
+        raise ConfigError(f"is being searched by a running driver (pid {record.pid} on {record.host}); watch it with "
+                          f"`vitamin-nas status {out}`, or stop that driver (Ctrl-C or SIGTERM) before starting "
+                          "another", source=str(out))
+    return record
 
 
 class Heartbeat:

@@ -8,16 +8,21 @@ from typing import TYPE_CHECKING, Any
 
 from nas import heartbeat, status
 from nas.learning import study_failure_rate
+from nas.run_dir import RunDir
 from nas.tables import format_duration, format_table, headers, rows
 
 if TYPE_CHECKING:
     from nas.results import ResultStore
 
-PROGRESS_COLUMNS = ("trial", "arch", "status", "rung", "samples_seen", "wall", "eta")
+#: `budget` is the rung's, as the leaderboard shows it (the samples seen there overshoot it by under a batch).
+PROGRESS_COLUMNS = ("trial", "arch", "status", "rung", "budget", "wall", "eta")
+#: A running trial silent this long (no row update, no file written by its training) is named in the summary: a
+#: stalled data source shows here before `data.timeout` fails it.
+SILENT_S = 60.0
 
 
 def progress(store: ResultStore, now: float | None = None) -> tuple[list[dict[str, Any]], str]:
-    """Each trial's state (running first, then the most recent) and a one-line summary with the study's ETA.
+    """Each trial's state (running first, then the most recent first) and a one-line summary with the study's ETA.
 
     A trial's ETA extrapolates its wall time per sample seen to the end of its schedule (before its first rung,
     at the study's wall time per sample so far); the study's adds the remaining trials at the mean wall time of
@@ -57,19 +62,36 @@ def progress(store: ResultStore, now: float | None = None) -> tuple[list[dict[st
         records.append(record)
     records.sort(key=lambda r: (r["status"] != status.RUNNING, -r["updated_at"]))
     counts = {s: sum(r["status"] == s for r in records) for s in status.ALL}
-    finished = sum(counts[s] for s in status.FINAL)
+    ends = [s for s in status.FINAL if s != status.INTERRUPTED]  # an interrupted trial is resumed, not finished
+    finished = sum(counts[s] for s in ends)
     total = study.trials + study.confirm.runs  # the search's trials and its finalists' runs
-    ended = ", ".join(f"{counts[s]} {s.replace('_', ' ')}" for s in status.FINAL if counts[s])
+    ended = ", ".join(f"{counts[s]} {s.replace('_', ' ')}" for s in ends if counts[s])
     summary = (f"{study.name}: {finished}/{total} trials finished" + (f" ({ended})" if ended else "")
+               + (f", {counts[status.INTERRUPTED]} interrupted" if counts[status.INTERRUPTED] else "")
                + f", {counts[status.RUNNING]} running"
                + (f", {counts[status.PENDING]} pending" if counts[status.PENDING] else ""))
     eta = _study_eta(running_left, finished_wall, max(0, total - finished - counts[status.RUNNING]),
                      max(1, counts[status.RUNNING]))
     if eta is not None and not stopped:
         summary += f", ETA ~{format_duration(eta)}"
+    silent = {} if stopped else _silent(store, [t for t in trials if t["status"] == status.RUNNING], now)
+    if silent:
+        summary += "; no progress for " + ", ".join(f"{format_duration(s)} (trial {n})" for n, s in silent.items())
     if driver is not None:
         summary += f"; {driver.describe(now)}"
     return records, summary
+
+
+def _silent(store: ResultStore, running: list[dict[str, Any]], now: float) -> dict[int, float]:
+    """Running trials (by number) with no sign of progress for `SILENT_S` or more: seconds since the last."""
+    run_dir = RunDir(store.path.parent)
+    found = {}
+    for trial in running:
+        last = max(t for t in (trial["updated_at"], trial["started_at"], run_dir.last_written(trial["trial_id"]))
+                   if t is not None)
+        if now - last >= SILENT_S:
+            found[trial["number"]] = now - last
+    return found
 
 
 def progress_report(store: ResultStore, limit: int = 20) -> str:
@@ -78,10 +100,11 @@ def progress_report(store: ResultStore, limit: int = 20) -> str:
     rungs = len(store.study().budget.rungs)
     objectives = [name for name in store.objectives if name not in PROGRESS_COLUMNS]
     columns = [*PROGRESS_COLUMNS[:5], *objectives, *PROGRESS_COLUMNS[5:]]
-    for record in records:
+    shown = sorted(records[:limit], key=lambda r: (r["status"] != status.RUNNING, r["trial"] is None, r["trial"] or 0))
+    for record in shown:  # the running and the most recent trials, in the order of their numbers
         if record["rung"] is not None:
             record["rung"] = f"{record['rung'] + 1}/{rungs}"
-    table = format_table(headers(columns), rows(records[:limit], columns))
+    table = format_table(headers(columns), rows(shown, columns))
     failures = study_failure_rate(store)
     note = f"\n{failures.line()}" if failures.failed else ""
     return f"\n[{time.strftime('%H:%M:%S')}] {summary}\n{table}{note}"

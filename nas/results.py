@@ -35,6 +35,7 @@ import json
 import os
 import sqlite3
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,23 +103,41 @@ REQUIRED_TABLES = ("nas_meta", "nas_trials", "nas_rungs", "studies", "study_dire
                    "trial_values", "version_info")
 
 
+#: The stores open in this process (see `_held`).
+_open_here: weakref.WeakSet[ResultStore] = weakref.WeakSet()
+
+
+def _held(path: Path) -> bool:
+    """Whether this process holds the database at `path` open through SQLite. Closing any plain descriptor of the
+    file would then drop every POSIX lock the process holds on it (SQLite's "How To Corrupt An SQLite Database
+    File", 2.2): another process's last connection would take its exclusive lock, checkpoint the WAL and delete it
+    under the live connections, which then fail with "disk I/O error" and lose what the WAL held."""
+    return any(store.path == path for store in list(_open_here))
+
+
 def check_database(path: str | os.PathLike) -> None:
     """A `ConfigError` saying how to recover when the file at `path` is not a whole results database.
 
     Read-only, and before anything else opens the file: neither SQLite (`CREATE TABLE IF NOT EXISTS`) nor
     Optuna (which creates missing tables) may write into a damaged file, which is evidence and may be
-    restored from a copy.
+    restored from a copy. A file this process holds open already was checked when it was first opened: only
+    SQLite reads it again (see `_held`).
     """
-    problem = _damage(Path(path))
+    problem = _damage(Path(path).resolve())
     if problem:
         raise ConfigError(f"damaged results database: {problem}. It was left as it is: {RECOVERY}", source=str(path))
 
 
 def _damage(path: Path) -> str | None:
-    """What is wrong with the file, or None. Cheap header checks first, then SQLite's own quick check."""
+    """What is wrong with the file, or None. Cheap header checks first (never on a file this process holds open:
+    `_held`), then SQLite's own quick check."""
     size = path.stat().st_size
     if size == 0:
         return "the file is empty (0 bytes)"
+    return (None if _held(path) else _header_damage(path, size)) or _sqlite_damage(path)
+
+
+def _header_damage(path: Path, size: int) -> str | None:
     with open(path, "rb") as file:
         header = file.read(100)
     if not header.startswith(SQLITE_HEADER):
@@ -130,6 +149,10 @@ def _damage(path: Path) -> str | None:
     pages = int.from_bytes(header[28:32], "big")
     if pages and header[24:28] == header[92:96] and size < pages * page_size:  # the header's page count is valid
         return f"cut short ({size:,} of {pages * page_size:,} bytes)"
+    return None
+
+
+def _sqlite_damage(path: Path) -> str | None:
     # Without a WAL beside it no connection is writing, and `immutable` keeps SQLite from making one (and its
     # shared-memory file); with one, a search may be writing, and SQLite must see its pages and locks.
     immutable = "" if Path(f"{path}-wal").exists() else "&immutable=1"
@@ -180,6 +203,7 @@ class ResultStore:
         uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
         self.db = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
+        _open_here.add(self)
         self._study: Study | None = None
         if not readonly:
             self.db.executescript(_TABLES)
@@ -238,6 +262,7 @@ class ResultStore:
         self.__init__(state["path"], state["readonly"])
 
     def close(self) -> None:
+        _open_here.discard(self)
         self.db.close()
 
     @property

@@ -4,6 +4,7 @@
     RUN/trials/<trial>/train-accum<k>/            the trial's training run: checkpoint.pt (its newest checkpoint,
                                                   where a retry or a resumed search continues), metrics.jsonl
     RUN/trials/<trial>/rungs/<rung>/checkpoint.pt the checkpoint of every rung the trial reached (for export)
+    RUN/trials/<trial>/error.log                  the error of each failed attempt of the trial, whole
     RUN/ray/                                      Ray Tune's experiment state (no checkpoints: `--storage`)
 
 Everything a search stores about the run names paths relative to RUN (`RunDir.relative`), so that a run
@@ -16,12 +17,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 TRIALS = "trials"
 RUNGS = "rungs"
 CHECKPOINT = "checkpoint.pt"
+ERROR_LOG = "error.log"
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,24 @@ class RunDir:
         """The trial's training runs, most micro-batches first (the latest out-of-memory retry first)."""
         runs = self.trial(trial_id).glob("train-accum*")
         return sorted(runs, key=lambda p: int(p.name.removeprefix("train-accum")), reverse=True)
+
+    def error_log(self, trial_id: str) -> Path:
+        """The trial's error log: what each failed attempt raised (tracebacks kept here, not on the terminal)."""
+        return self.trial(trial_id) / ERROR_LOG
+
+    def log_error(self, trial_id: str, attempt: int, error: str) -> Path:
+        """Append one failed attempt's error to the trial's error log."""
+        path = self.error_log(trial_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as log:
+            log.write(f"---- attempt {attempt}, {time.strftime('%Y-%m-%d %H:%M:%S')} ----\n{error.rstrip()}\n")
+        return path
+
+    def last_written(self, trial_id: str) -> float | None:
+        """When the trial's training last wrote a file (its metrics log, a checkpoint): a sign of progress. None
+        before it wrote any."""
+        times = [item.stat().st_mtime for run in self.trainings(trial_id) for item in run.iterdir() if item.is_file()]
+        return max(times, default=None)
 
     def rung(self, trial_id: str, rung: int) -> Path:
         return self.trial(trial_id) / RUNGS / str(rung)

@@ -131,10 +131,16 @@ class Prediction:
     upper: float
     fit: Fit | None = None
     note: str = ""
+    as_measured: bool = False  # no candidate had a law: `value` is the measured one at `target` (`as_measured`)
 
     @property
     def fitted(self) -> bool:
         return self.fit is not None
+
+    @property
+    def ranked(self) -> bool:
+        """It has a value to rank by: its law's, or (no candidate had a law) its measured one."""
+        return self.fitted or (self.as_measured and not math.isnan(self.value))
 
     @property
     def extrapolated(self) -> bool:
@@ -142,7 +148,7 @@ class Prediction:
 
     def overlaps(self, other: Prediction) -> bool:
         """Not distinguishable: the two prediction intervals share a value."""
-        return self.fitted and other.fitted and self.lower <= other.upper and other.lower <= self.upper
+        return self.ranked and other.ranked and self.lower <= other.upper and other.lower <= self.upper
 
     @property
     def degenerate(self) -> str:
@@ -170,7 +176,7 @@ class Prediction:
                 "image_gmacs": self.image_gmacs, "image_params_m": self.image_params_m, "target": self.target,
                 "measured": self.measured, "points": self.points, "extrapolated": self.extrapolated,
                 "value": _finite(self.value), "lower": _finite(self.lower), "upper": _finite(self.upper),
-                "fit": fitted, "note": self.note}
+                "fit": fitted, "note": self.note, "as_measured": self.as_measured}
 
 
 def _finite(value: float) -> float | None:
@@ -198,10 +204,11 @@ def at_target(store: ResultStore, *, target_samples: float | None = None, target
     limit = None if max_gmacs is None else max_gmacs * (1 + gmacs_tolerance)
     if by == "family":
         if target_compute is None:
-            if max_gmacs is None or target_samples is None:
+            if (max_gmacs is None) != (target_samples is None):
                 raise ConfigError("ranking families needs a target compute: --target-compute, or --target-gmacs "
-                                  "with --target-samples", field="--target-compute")
-            target_compute = max_gmacs * target_samples
+                                  "with --target-samples (default: the largest compute measured)",
+                                  field="--target-compute")
+            target_compute = float(frame.compute.max()) if max_gmacs is None else max_gmacs * target_samples
         predictions = [_family(family, rows, target_compute, limit, law, metric, level)
                        for family, rows in frame.groupby("family", sort=True)]
     else:
@@ -210,8 +217,35 @@ def at_target(store: ResultStore, *, target_samples: float | None = None, target
                        for _, rows in frame.groupby("arch_id", sort=False)
                        if limit is None or rows.image_gmacs.iloc[0] <= limit]
     predictions = [p for p in predictions if p is not None]
+    if predictions and not any(p.fitted for p in predictions):
+        predictions = as_measured(frame if limit is None else frame[frame.image_gmacs <= limit], by, metric)
     sign = -1.0 if direction(metric) == "max" else 1.0
-    return sorted(predictions, key=lambda p: (not p.fitted, sign * p.value if p.fitted else 0.0, p.label))
+    return sorted(predictions, key=lambda p: (not p.ranked, sign * p.value if p.ranked else 0.0, p.label))
+
+
+def as_measured(frame: pd.DataFrame, by: str, metric: str) -> list[Prediction]:
+    """When no candidate has a law: each one by its value measured at the furthest budget that two or more
+    candidates reached (the furthest, when only one did), with its interval over the eval set; a family by its
+    best member there. Nothing is extrapolated; candidates not measured at that budget are not ranked."""
+    key = "arch_id" if by == "arch" else "family"
+    reached = frame.groupby("budget")[key].nunique()
+    common = reached[reached >= 2]
+    budget = int(common.index.max() if not common.empty else reached.index.max())
+    ranked = []
+    for name, rows in frame.groupby(key, sort=True):
+        at = rows[rows.budget == budget].sort_values("error", kind="stable")
+        best = (at if not at.empty else rows.sort_values(["budget", "error"], ascending=[False, True])).iloc[0]
+        value = float(best[metric]) if not at.empty else math.nan
+        low, high = (float(best.get(f"{metric}_{end}", value)) for end in ("low", "high"))
+        low, high = (value, value) if math.isnan(low) or math.isnan(high) else (low, high)
+        note = f"measured at {budget:,} samples seen, not extrapolated" if not at.empty else \
+            f"not measured at {budget:,} samples seen: not ranked"
+        ranked.append(Prediction(key=str(name), label=str(name) if by == "family" else best.label,
+                                 arch=Arch.from_json(best.arch), image_gmacs=float(best.image_gmacs),
+                                 image_params_m=float(best.image_params_m), target=float(budget),
+                                 measured=float(best.samples_seen), points=int(rows.budget.nunique()), value=value,
+                                 lower=low, upper=high, note=note, as_measured=True))
+    return ranked
 
 
 def _samples_target(rows: pd.DataFrame, samples: float | None, compute: float | None, default: float) -> float:
@@ -262,7 +296,9 @@ def _predict(key: str, label: str, arch: Arch, row: Any, x: Any, error: Any, tar
         notes.append(f"its interval at the target depends on {', '.join(interval.depends_on)}, which the runs do not "
                      "identify: the range over the values they allow")
     if interval.extrapolated.any():
-        notes += backtest(law_fit, x, error, [target], level=level).warnings
+        checked = backtest(law_fit, x, error, [target], level=level)
+        notes += checked.warnings
+        interval = checked.interval  # a power law's widened to hold a floor the runs cannot rule out
     low, high = float(interval.lower[0]), float(interval.upper[0])
     value, lower, upper = float(interval.y[0]), low, high
     if direction(metric) == "max":  # an error law may pass 1 (a rising error): accuracy stays in [0, 1]
@@ -272,11 +308,11 @@ def _predict(key: str, label: str, arch: Arch, row: Any, x: Any, error: Any, tar
 
 def choose(ranking: list[Prediction]) -> list[Prediction]:
     """The best candidate and every one that is not distinguishable from it (overlapping intervals)."""
-    fitted = [p for p in ranking if p.fitted]
-    if not fitted:
+    ranked = [p for p in ranking if p.ranked]
+    if not ranked:
         return []
-    best = fitted[0]
-    return [best, *(p for p in fitted[1:] if p.overlaps(best))]
+    best = ranked[0]
+    return [best, *(p for p in ranked[1:] if p.overlaps(best))]
 
 
 def separation(ranking: list[Prediction], chosen: list[Prediction], level: float = 0.95) -> str:
@@ -286,6 +322,11 @@ def separation(ranking: list[Prediction], chosen: list[Prediction], level: float
     if not chosen:
         return "no candidate was measured at enough budgets to fit a law: nothing can be ranked"
     best, *tied = chosen
+    if not best.fitted:  # ranked as measured (`as_measured`)
+        ties = f", not distinguishable from {', '.join(p.label for p in tied)} ({level:.0%} intervals over the " \
+            "eval set overlap)" if tied else ""
+        return (f"no candidate was measured at enough budgets to fit a law, so nothing was extrapolated: ranked by "
+                f"the value measured at {best.target:,.0f} samples seen; {best.label} is best{ties}")
     others = [p for p in ranking if p is not best]
     unfitted = [p.label for p in others if not p.fitted]
     if tied:

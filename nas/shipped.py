@@ -37,14 +37,26 @@ def spaces() -> dict[str, Path]:
 
 
 def study_file(spec: str | os.PathLike) -> Path:
-    """A study file: `spec` itself when it is a file, else the shipped study of that name (`quickstart`)."""
+    """A study file: `spec` itself when it is a file, else the shipped study of that name (`quickstart`, or the
+    repository's path of it, `studies/quickstart.yaml`, where no checkout is)."""
+    return _file(spec, studies(), "studies", "study")
+
+
+def space_file(spec: str | os.PathLike) -> Path:
+    """A search space file: `spec` itself when it is a file, else the shipped space of that name (`tiny`, or
+    `search_spaces/tiny.yaml` where no checkout is)."""
+    return _file(spec, spaces(), "search_spaces", "search space")
+
+
+def _file(spec: str | os.PathLike, shipped: dict[str, Path], folder: str, what: str) -> Path:
     path = Path(spec)
     if path.is_file():
         return path
-    shipped = studies()
     if str(spec) in shipped:
         return shipped[str(spec)]
-    raise ConfigError(f"no such study file, nor a shipped study of that name (shipped: {', '.join(shipped)})",
+    if path.parent.name == folder and path.suffix == ".yaml" and path.stem in shipped:
+        return shipped[path.stem]
+    raise ConfigError(f"no such {what} file, nor a shipped {what} of that name (shipped: {', '.join(shipped)})",
                       source=str(spec))
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from plots.style import LABELS, OKABE_ITO, new_figure, save
+from plots.style import OKABE_ITO, interval_bars, metric_axis, new_figure, save
 
 
 def rung_history(frame: pd.DataFrame, objective: str = "zeroshot_top1", direction: str = "max",
@@ -31,12 +31,13 @@ def rung_history(frame: pd.DataFrame, objective: str = "zeroshot_top1", directio
         style = {"color": OKABE_ITO["blue"], "linestyle": "-", "alpha": 0.9} if done else \
             {"color": "0.5", "linestyle": "--", "alpha": 0.7}
         by_samples.plot(trial.samples_seen, trial[objective], marker="o", markersize=3, linewidth=1, **style)
+        interval_bars(by_samples, trial.samples_seen, trial, objective, style["color"], alpha=0.5)
         if not done:
             by_samples.plot(trial.samples_seen.iloc[-1:], trial[objective].iloc[-1:], marker="x", markersize=7,
                             color="0.3", linestyle="none")
     _over_time(by_time, frame, objective, direction, full)
-    by_samples.set(xscale="log", xlabel="samples seen (dotted: rungs)", ylabel=LABELS.get(objective, objective),
-                   title="trials through the rungs")
+    by_samples.set(xscale="log", xlabel="samples seen (dotted: rungs)", title="trials through the rungs")
+    metric_axis(by_samples, objective)
     by_samples.plot([], [], color=OKABE_ITO["blue"], label="reached the full budget")
     by_samples.plot([], [], color="0.5", linestyle="--", marker="x", label="stopped early")
     by_samples.legend(frameon=False, fontsize="small")
@@ -61,5 +62,7 @@ def _over_time(ax, frame: pd.DataFrame, objective: str, direction: str, full: in
     values = frame[objective].where(frame.budget == full).to_numpy(dtype=float)[order]
     best = (pd.Series(values).cummax() if direction == "max" else pd.Series(values).cummin()).ffill()
     ax.step(minutes.to_numpy()[order], best, where="post", color=OKABE_ITO["blue"], label="best at full budget")
-    ax.set(xlabel="minutes since the study began", ylabel=LABELS.get(objective, objective), title="over time")
+    interval_bars(ax, minutes, frame, objective, "0.6", alpha=0.4, zorder=1)
+    ax.set(xlabel="minutes since the study began", title="over time")
+    metric_axis(ax, objective)
     ax.legend(frameon=False, fontsize="small")

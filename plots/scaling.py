@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from nas.scaling import Fit, Interval, compute_optimal
+from nas.scaling import Fit, Interval, compute_optimal, fit_gate
 from plots.style import OKABE_ITO, SERIES_COLOURS, new_figure, save
 
 _FRONTIER_LABELS = {"pareto-power": "frontier (fitted)", "isoflop": "optimum per budget"}
@@ -58,13 +58,17 @@ def _curve(fit: Fit, compute: np.ndarray, level: float, flops_per_param_token: f
 
 
 def scaling_curve(fit: Fit, path: str | Path | None = None, *, at: Sequence[float] = (),
-                  extrapolate_to: float | None = None, level: float = 0.95, xlabel: str | None = None,
+                  targets: Interval | None = None, extrapolate_to: float | None = None, level: float = 0.95,
+                  xlabel: str | None = None,
                   ylabel: str | None = None, title: str | None = None,
                   flops_per_param_token: float = 6.0) -> Figure:
     """Log-log scaling curve of `fit`; saved as PNG and SVG when `path` is given.
 
     The law is solid over the fitted runs and dashed beyond them, out to `extrapolate_to` (default: the
-    largest of `at`, else ten times the largest run); `at` points get their prediction interval as error bars.
+    largest of `at`, else ten times the largest run); `at` points get their prediction interval as error bars
+    (`targets`, the intervals printed with them, e.g. `Backtest.interval`; by default the law's own).
+    A second panel below shows the runs' log residuals: a law of the wrong shape shows there as a bend. Where the
+    fit fails its checks (`fit_gate`), the panel's title names the failed check.
     """
     compute = _run_compute(fit, flops_per_param_token)
     largest = compute.max()
@@ -73,8 +77,8 @@ def scaling_curve(fit: Fit, path: str | Path | None = None, *, at: Sequence[floa
     curve = _curve(fit, grid, level, flops_per_param_token)
     fitted = grid <= largest
 
-    fig = new_figure()
-    ax = fig.add_subplot()
+    fig = new_figure(height=5.8)
+    ax, below = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": (3, 1)})
     blue = OKABE_ITO["blue"]
     ax.fill_between(grid, curve.lower, curve.upper, color=OKABE_ITO["sky_blue"], alpha=0.3, linewidth=0,
                     label=f"{level:.0%} prediction interval")
@@ -87,12 +91,26 @@ def scaling_curve(fit: Fit, path: str | Path | None = None, *, at: Sequence[floa
     ax.scatter(compute[fit.frontier], fit.y[fit.frontier], marker="D", s=36, color=OKABE_ITO["vermillion"],
                edgecolors="black", linewidths=0.6, zorder=4, label=_FRONTIER_LABELS.get(fit.law, "frontier"))
     if len(at):
-        targets = np.asarray(at, dtype=float)
-        _mark_targets(ax, targets, _curve(fit, targets, level, flops_per_param_token))
+        compute_at = np.asarray(at, dtype=float)
+        _mark_targets(ax, compute_at, targets if targets is not None else
+                      _curve(fit, compute_at, level, flops_per_param_token))
 
     default_x, default_y = _DEFAULT_LABELS.get(fit.law, ("compute", "error"))
-    return _finish(fig, ax, path, "small", xlabel=xlabel or default_x, ylabel=ylabel or default_y,
+    _residuals(below, fit, compute, xlabel or default_x)
+    return _finish(fig, ax, path, "small", ylabel=ylabel or default_y,
                    title=title or f"{fit.law} law, R$^2$ (log) = {fit.r2_log:.3f}")
+
+
+def _residuals(ax, fit: Fit, compute: np.ndarray, xlabel: str) -> None:
+    """log(run / law) against compute, with the failed checks (if any) as the panel's title."""
+    gate = fit_gate(fit)
+    resid = np.log(fit.y) - np.log(fit.predict(fit.x))
+    ax.axhline(0.0, color="0.5", linewidth=0.8)
+    ax.scatter(compute, resid, marker="o", s=18, color=OKABE_ITO["vermillion"], edgecolors="black", linewidths=0.4)
+    ax.set(xscale="log", xlabel=xlabel, ylabel="log residual")
+    ax.grid(True, which="major", color="0.85", linewidth=0.6)
+    if not gate.passed:
+        ax.set_title(f"fails {'; '.join(gate.failed)}", fontsize="small", loc="left")
 
 
 def _finish(fig: Figure, ax, path: str | Path | None, legend_size: str, **labels: str) -> Figure:

@@ -18,7 +18,7 @@ from nas.data.evalsets import class_count
 from nas.pareto import minimization, pareto_mask
 from nas.results import ResultStore
 from nas.seeds import arch_means
-from plots.style import LABELS, OKABE_ITO, interval_bars, new_figure, save
+from plots.style import OKABE_ITO, interval_bars, metric_axis, new_figure, save
 
 _BUDGET_STYLES = [(OKABE_ITO["sky_blue"], "o"), (OKABE_ITO["orange"], "s"), (OKABE_ITO["green"], "^"),
                   (OKABE_ITO["purple"], "v"), (OKABE_ITO["yellow"], "P"), (OKABE_ITO["vermillion"], "D")]
@@ -46,10 +46,14 @@ def pareto_fronts(frame: pd.DataFrame, x: str, y: str, objectives: Mapping[str, 
         front = front.sort_values(x)
         ax.step(front[x], front[y], where="post", color=color, linewidth=2.2 if last else 1.2,
                 linestyle="-" if last else ":", zorder=2)
+        if last and "number" in front:  # the front's members by trial number, as the leaderboard lists them
+            for _, point in front.iterrows():
+                ax.annotate(f"#{point.number:g}", (point[x], point[y]), xytext=(4, 4), textcoords="offset points",
+                            fontsize="x-small", zorder=4)
     if chance is not None:
         ax.axhline(chance, color="0.4", linestyle="--", linewidth=1, label="chance")
-    ax.set_xlabel(LABELS.get(x, x))
-    ax.set_ylabel(LABELS.get(y, y))
+    metric_axis(ax, x, "x")
+    metric_axis(ax, y)
     ax.set_title(f"Candidates and Pareto front per budget (samples seen)\n({seeds})", fontsize="medium")
     ax.legend(frameon=False, fontsize="small")
     ax.grid(alpha=0.3)
@@ -73,8 +77,9 @@ def search_history(frame: pd.DataFrame, objective: str, direction: str = "max",
     values = furthest[objective].where(full)
     best = values.cummax() if direction == "max" else values.cummin()
     ax.step(furthest.number, best, where="post", color=OKABE_ITO["blue"], label="best at full budget")
+    interval_bars(ax, furthest.number, furthest, objective, "0.4", alpha=0.6, zorder=2)
     ax.set_xlabel("trial")
-    ax.set_ylabel(LABELS.get(objective, objective))
+    metric_axis(ax, objective)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(frameon=False, fontsize="small")
     ax.grid(alpha=0.3)

@@ -54,3 +54,18 @@ def interval_bars(ax, x, frame, y: str, color: str, **style) -> bool:
     errors = [values - frame[low].to_numpy(dtype=float), frame[high].to_numpy(dtype=float) - values]
     ax.errorbar(x, values, yerr=errors, fmt="none", ecolor=color, elinewidth=0.8, capsize=2, **style)
     return True
+
+
+def metric_axis(ax, metric: str, axis: str = "y") -> None:
+    """Label an axis with `metric`'s name; accuracies and recalls (fractions in the results) in percent, as every
+    table shows them."""
+    from matplotlib.ticker import PercentFormatter
+
+    from nas.metrics import EVALUATED
+
+    label = LABELS.get(metric, metric)
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    if metric in EVALUATED:
+        target.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        label += " (%)"
+    target.set_label_text(label)

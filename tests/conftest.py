@@ -15,6 +15,8 @@ import pytest
 from nas.search.loopback import SINGLE_MACHINE
 
 REPO = Path(__file__).resolve().parents[1]
+# As in an activated environment: its tools on PATH, so that the commands the CLI prints name them (nas/cli/_program.py)
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 SEARCH_SPACES = sorted((REPO / "search_spaces").glob("*.yaml"))
 
 
@@ -123,6 +125,20 @@ def design_figures(design_results) -> Path:
     out = design_results / "figures"
     assert main(["plot", str(design_results), "--out", str(out)]) == 0
     return out
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A real 2 MB filesystem (tmpfs) mounted at tmp_path/small, for drills of a full disk; skipped with the reason
+    where this process may not mount one (not root, no CAP_SYS_ADMIN, a container without it)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
+    yield mount
+    subprocess.run(["umount", "--lazy", str(mount)], check=True)
 
 
 # ---- Ray, once per test process ------------------------------------------------------------------------------

@@ -35,6 +35,21 @@ def test_each_kind_of_broken_sample_is_skipped_under_its_reason(tmp_path):
     assert "corrupt_image=2" in stats.summary()
 
 
+def test_repeated_and_interleaved_members_are_named_apart_from_duplicate_samples(tmp_path):
+    """A caption written twice in a row is a `repeated_member` (the sample is used with its first caption);
+    two samples whose files are interleaved (a.jpg b.jpg a.txt b.txt) are `interleaved_members`, once each,
+    not also `missing_caption`; a whole sample again is a `duplicate_key`. All were counted as duplicate_key."""
+    a, b = sample(1), sample(2)
+    members = (sample(0) + [(f"{uid(0)}.txt", b"a second caption")]  # repeated member
+               + [a[0], b[0], a[1], b[1], a[2], b[2]]  # interleaved: 1.jpg 2.jpg 1.txt 2.txt 1.json 2.json
+               + sample(3) + sample(4) + sample(3)  # a duplicate sample
+               + sample(5, txt=None))  # a part with nothing to complete it
+    uids, skipped = read(write_tar(tmp_path / "mixed.tar", members))
+    assert uids == [uid(0), uid(3), uid(4)]
+    assert skipped == {"repeated_member": 1, "interleaved_members": 2, "duplicate_key": 1, "missing_caption": 1}
+    assert set(skipped) <= set(SKIP_REASONS)
+
+
 def test_a_tar_cut_inside_a_file_keeps_the_samples_before_the_cut(tmp_path):
     path = write_tar(tmp_path / "cut.tar", [m for i in range(5) for m in sample(i)])
     first, fourth = (member_offset(path, f"{uid(i)}.jpg", data=True) + 10 for i in (0, 3))

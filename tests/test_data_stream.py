@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import functools
 import http.server
+import re
+import sys
 import threading
+import time
+import warnings
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 from data_helpers import uid, write_shards
+from search_helpers import processes_mentioning
 
 from nas.data import Augment, BatchPlan, DataSource, StreamSettings, UidSet, connect, stream
+from nas.data.stall import DataStalled
 from nas.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(120)
@@ -214,6 +220,26 @@ def test_pipe_and_http_sources_read_the_same_samples(shards):
     assert sorted(flat(fetched)) == sorted(expected)
 
 
+def test_a_source_that_stops_sending_fails_after_its_timeout_and_its_command_ends(shards, tmp_path):
+    """A real `pipe:` that sends nothing (a hung S3 copy): the stream's first look at the data (in this process)
+    and a DataLoader worker reading it after a good shard each fail with "data stalled" after `timeout` seconds
+    instead of waiting for ever, and the command (under its shell) is ended."""
+    directory, _ = shards
+    marker = tmp_path / "stalled"  # names this test's sleeps: only they are looked for
+    stalled = f"pipe:{sys.executable} -c 'import time; time.sleep(60)' {marker}"  # under a shell
+    begin = time.time()
+    with pytest.raises(DataStalled, match=f"^data stalled: no data from {re.escape(stalled)} for 2 s "
+                                          r"\(data.timeout\)$"):
+        stream(stalled, **SMALL, timeout=2)
+    waited = time.time() - begin
+    loader, _ = stream([str(directory / "00000000.tar"), stalled], **{**SMALL, "workers": 1}, samples=40, timeout=2)
+    with pytest.raises(DataStalled, match=f"data stalled: no data from {re.escape(stalled)}"):
+        list(loader)
+    print(f"stalled source: failed after {waited:.1f} s (timeout 2 s); in a worker after {time.time() - begin:.1f} s")
+    assert 2 <= waited < 10
+    assert not processes_mentioning(str(marker))
+
+
 def test_a_path_that_does_not_exist_fails_at_once(tmp_path):
     with pytest.raises(ConfigError, match="4 of 4 shards not found") as err:
         stream(str(tmp_path / "missing" / "{00000000..00000003}.tar"), **SMALL)
@@ -288,3 +314,18 @@ def test_batched_preprocessing_equals_open_clips_transform_exactly(train):
     torch.manual_seed(0)
     random.seed(0)
     assert torch.equal(BatchPreprocess(transform)(images), expected)
+
+
+def test_images_smaller_than_the_tower_are_upsampled_with_a_warning_once():
+    from PIL import Image
+
+    from nas.data.transforms import BatchPreprocess, image_transform
+
+    small = [Image.new("RGB", (32, 32))] * 2
+    preprocess = BatchPreprocess(image_transform(64, False), 64)
+    with pytest.warns(UserWarning, match="images of 32x32 px are upsampled to the tower's 64 px input"):
+        assert preprocess(small).shape == (2, 3, 64, 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        preprocess(small)  # said once
+        BatchPreprocess(image_transform(32, False), 32)(small)  # the tower's own size: nothing to say

@@ -9,15 +9,18 @@ from scipy import stats
 
 from nas.errors import ConfigError
 from nas.fidelity import (
+    MIN_CANDIDATES,
     FidelityRow,
     bootstrap_correlation,
     changed_promotions,
+    compare,
     fidelity_line,
     fidelity_table,
     format_correlation,
     format_fidelity,
     kendall,
     kept,
+    permutation_p,
     promotions,
     spearman,
     top_overlap,
@@ -45,18 +48,45 @@ def test_rank_correlations_match_scipy_with_ties(seed):
         assert tau[row] == pytest.approx(stats.kendalltau(cheap[row], expensive[row]).statistic)
 
 
-def test_bootstrap_interval_of_a_rank_correlation_on_four_candidates():
-    # Candidates 1 and 2 swap. Of the 252 resamples that are not one candidate four times, the 14 that hold
-    # only candidates 1 and 2 rank them backwards (rho -1): 5.6 % > 2.5 %, so the 95 % interval reaches -1.
-    # The next value up, 1/3 (both swapped candidates and one other, e.g. {0, 1, 2, 2}), holds 19 %.
-    cheap, expensive = [1, 2, 3, 4], [1, 3, 2, 4]
-    assert bootstrap_correlation(cheap, expensive) == pytest.approx((0.8, -1.0, 1.0))
-    assert bootstrap_correlation(cheap, expensive, level=0.8) == pytest.approx((0.8, 1 / 3, 1.0))
-    assert bootstrap_correlation(cheap, expensive, "kendall")[0] == pytest.approx(2 / 3)
+def test_bootstrap_interval_of_a_rank_correlation_on_six_candidates():
+    # Candidates 1 and 2 swap. Of the resamples, those that hold only candidates 1 and 2 rank them backwards
+    # (rho -1): the 95 % interval reaches far down; 80 % reaches less far.
+    cheap, expensive = [1, 2, 3, 4, 5, 6], [1, 3, 2, 4, 5, 6]
+    rho, low, high = bootstrap_correlation(cheap, expensive)
+    assert rho == pytest.approx(1 - 6 * 2 / 210) and low < 0.5 and high == 1.0
+    assert low < bootstrap_correlation(cheap, expensive, level=0.8)[1] < rho
+    assert bootstrap_correlation(cheap, expensive, "kendall")[0] == pytest.approx(13 / 15)
     assert bootstrap_correlation(cheap, expensive, seed=5) == bootstrap_correlation(cheap, expensive, seed=5)
-    assert all(np.isnan(bootstrap_correlation([1, 1, 1, 1], expensive)))
+    assert all(np.isnan(bootstrap_correlation([1] * 6, expensive)))
     with pytest.raises(ConfigError, match="method"):
         bootstrap_correlation(cheap, expensive, "pearson")
+
+
+def test_too_few_candidates_get_the_exact_permutation_p_and_no_interval():
+    # 4 candidates in the same order: 1 of 24 orderings is as concordant and 1 as discordant, p = 2/24; no
+    # ranking of 4 can reach p < 0.05. Kendall's tau on one swap in 4: |tau| >= 2/3 in 8 of 24 orderings.
+    assert permutation_p([1, 2, 3, 4], [1, 2, 3, 4]) == pytest.approx(2 / 24)
+    assert permutation_p([1, 2, 3, 4], [1, 3, 2, 4], "kendall") == pytest.approx(8 / 24)
+    assert permutation_p([1, 2, 3, 4, 5], [5, 4, 3, 2, 1]) == pytest.approx(2 / 120)
+    assert permutation_p(np.arange(MIN_CANDIDATES), np.arange(MIN_CANDIDATES)) < 0.01
+    rho, low, high = bootstrap_correlation([1, 2, 3, 4], [1, 2, 3, 4])
+    assert rho == 1.0 and np.isnan(low) and np.isnan(high)  # never "1.00 [1.00, 1.00] (4 candidates)"
+    row = compare([1, 2, 3, 4], [1, 2, 3, 4], cheap_label=6000, expensive_label=18000)
+    assert row.too_few and row.spearman_p == pytest.approx(1 / 12) and row.kendall_p == pytest.approx(1 / 12)
+    assert fidelity_line(row) == ("6,000 -> 18,000: Spearman 1.00, too few candidates (4): exact permutation "
+                                  "p = 0.083, 0 of 1 promotions would change")
+    assert "1.00 (too few; exact p = 0.083)" in format_fidelity([row])
+    assert "[" not in format_fidelity([row]).splitlines()[2]
+
+
+@pytest.mark.parametrize("n", [MIN_CANDIDATES, 12, 40])
+def test_a_perfect_ranking_never_gets_a_zero_width_interval(n):
+    for method in ("spearman", "kendall"):
+        value, low, high = bootstrap_correlation(np.arange(n), np.arange(n), method)
+        assert value == 1.0 and high == 1.0 and low < 1.0
+        assert format_correlation(value, low, high).startswith("1.00 [0.") and "[1.00" not in format_correlation(
+            value, low, high)
+    assert bootstrap_correlation(np.arange(MIN_CANDIDATES), np.arange(MIN_CANDIDATES))[1] < 0.5
 
 
 def test_kept_shares_the_places_left_among_ties_at_the_cut():
@@ -93,9 +123,9 @@ def test_a_known_ranking_is_recovered_exactly():
     rows = fidelity_table(frame, "zeroshot_top1", scores={"params_m": "max", "loss_at_init": "min"})
     assert [(r.cheap, r.expensive) for r in rows] == [
         (1600, 4800), (1600, 14400), (4800, 14400), *((s, b) for s in ("params_m", "loss_at_init") for b in BUDGETS)]
-    for row in rows:
-        assert (row.spearman, row.spearman_low, row.spearman_high) == pytest.approx((1.0, 1.0, 1.0))
-        assert (row.kendall, row.kendall_low, row.kendall_high) == pytest.approx((1.0, 1.0, 1.0))
+    for row in rows:  # 12 candidates in the same order: 1, with an interval that still has a width
+        assert (row.spearman, row.spearman_high, row.kendall, row.kendall_high) == (1.0, 1.0, 1.0, 1.0)
+        assert 0.9 < row.spearman_low < 0.99 and 0.85 < row.kendall_low < 0.99 and not row.too_few
         assert (row.candidates, row.top_k, row.top_overlap) == (12, 4, 1.0)
         assert (row.promoted, row.changed_promotions, row.noise_p_value) == (4, 0.0, None)
 
@@ -119,6 +149,7 @@ def test_pairs_are_on_common_candidates_and_small_ones_are_left_out():
     rows = fidelity_table(frame, "zeroshot_top1")
     assert [(r.cheap, r.expensive, r.candidates) for r in rows] == [(1600, 4800, 4)]
     assert rows[0].spearman == pytest.approx(0.8)  # 2, 3, 4, 5 against 3, 2, 4, 5
+    assert rows[0].too_few and np.isnan(rows[0].spearman_low) and rows[0].spearman_p == pytest.approx(8 / 24)
     (lower_is_better,) = fidelity_table(frame.assign(zeroshot_top1=-frame.zeroshot_top1), "zeroshot_top1",
                                         mode="min")
     assert lower_is_better == rows[0]
@@ -133,15 +164,16 @@ def test_a_cheap_rung_that_cannot_be_told_from_noise_says_so():
     (clear,) = fidelity_table(_frame({1600: apart, 14400: expensive}, zeroshot_top1_n=n), "zeroshot_top1")
     assert noisy.noise_p_value > 0.5 and clear.noise_p_value < 1e-6
     assert "cannot be told from noise" in fidelity_line(noisy)
-    assert fidelity_line(clear) == ("1,600 -> 14,400: Spearman 1.00 [1.00, 1.00] (12 candidates), "
+    assert fidelity_line(clear) == ("1,600 -> 14,400: Spearman 1.00 [0.96, 1.00] (12 candidates), "
                                     "0 of 4 promotions would change")
 
 
 def test_formatting():
     row = FidelityRow(1600, 14400, 12, 0.8312, 0.4071, 0.9655, 0.6, 0.3, 0.9, 4, 0.75, 4, 1.5, 0.2)
-    assert format_correlation(0.8312, 0.4071, 0.9655, 12) == "0.83 [0.41, 0.97] (12 candidates)"
+    assert format_correlation(0.8312, 0.4071, 0.9655, 12) == "0.83 [0.40, 0.97] (12 candidates)"  # outward
+    assert format_correlation(1.0, 0.9996, 1.0, 40) == "1.00 [0.99, 1.00] (40 candidates)"
     assert format_correlation(np.nan, np.nan, np.nan) == "n/a"
-    assert fidelity_line(row) == ("1,600 -> 14,400: Spearman 0.83 [0.41, 0.97] (12 candidates), 1.5 of 4 "
+    assert fidelity_line(row) == ("1,600 -> 14,400: Spearman 0.83 [0.40, 0.97] (12 candidates), 1.5 of 4 "
                                   "promotions would change; the cheap ranking cannot be told from noise (p = 0.20)")
     table = format_fidelity([row, FidelityRow("gmacs", 14400, 12, -0.1, -0.6, 0.5, -0.05, -0.5, 0.4, 4, 0.25, 4,
                                               3.0, None)]).splitlines()

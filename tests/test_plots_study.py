@@ -66,11 +66,18 @@ def test_pareto_front_leaves_out_unmeasured_costs(frame):
 
 
 def test_rung_history_dashes_the_trials_stopped_early(frame):
-    fig = rung_history(frame)
+    fig = rung_history(frame.assign(zeroshot_top1_low=frame.zeroshot_top1 - 0.02,
+                                    zeroshot_top1_high=frame.zeroshot_top1 + 0.02))
     by_samples = fig.axes[0]
     dashed = [line for line in by_samples.lines if line.get_linestyle() == "--" and len(line.get_xdata())]
     assert len(dashed) == 2  # 8C and 4C
-    assert len(fig.axes[1].collections) == 2  # lower rungs and the full budget
+    from matplotlib.collections import LineCollection, PathCollection
+
+    points = [c for c in fig.axes[1].collections if isinstance(c, PathCollection)]
+    assert len(points) == 2  # lower rungs and the full budget
+    for ax in fig.axes:  # each measurement with its 95 % interval, in percent as the tables show it
+        assert any(isinstance(c, LineCollection) for c in ax.collections) and ax.get_ylabel().endswith("(%)")
+        assert ax.yaxis.get_major_formatter()(0.25, 0) == "25%"
 
 
 def test_group_curves_give_each_candidate_its_own_marker_and_dash(frame):

@@ -78,6 +78,16 @@ def test_report_sets_the_study_beside_the_paper(paper, store):
     assert "mid-schedule" in text  # the budgets are rungs of one schedule
 
 
+def test_a_study_of_none_of_the_papers_models_has_no_paper_columns(paper, store):
+    """A user's own study: its tables in image GMACs, as everywhere, and no column of '-' for the paper."""
+    import dataclasses
+
+    text = report(store, dataclasses.replace(paper, models={}))
+    assert "## Tables beside the paper" not in text and "nothing to set beside the paper's numbers" in text
+    header = next(line for line in text.splitlines() if line.startswith("| label | arch |"))
+    assert "image GMACs" in header and "paper" not in header and "MMACs" not in text
+
+
 def test_report_says_when_each_budget_was_a_run_of_its_own(paper, design_results, tmp_path):
     import shutil
 

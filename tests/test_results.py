@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import time
 from pathlib import Path
 
 import numpy as np
@@ -181,6 +182,33 @@ def test_progress_lists_running_first_with_etas(store):
     assert records[0]["trial"] == 4 and records[0]["status"] == "running"
     assert records[0]["eta"] == pytest.approx(10.0 / 104 * (900 - 104))
     assert summary.startswith("demo: 4/4 trials finished (2 completed, 2 stopped early), 1 running, ETA ~")
+
+
+def test_progress_counts_interrupted_trials_apart_from_finished_ones(store):
+    """An interrupted trial is resumed, not finished: counted as finished, the count went backwards across a
+    resume (a trial interrupted, then running again)."""
+    fill(store)
+    store.update_trial("mid", status="interrupted", error="interrupted: the driver was stopped by SIGINT")
+    _, summary = progress(store)
+    assert summary.startswith("demo: 3/4 trials finished (2 completed, 1 stopped early), 1 interrupted, 0 running")
+    store.start_attempt("mid")  # resumed
+    _, summary = progress(store)
+    assert summary.startswith("demo: 3/4 trials finished (2 completed, 1 stopped early), 1 running")
+
+
+def test_progress_names_a_running_trial_without_progress(store):
+    """A stalled data source, before `data.timeout` fails its trial: no row update and no file written by its
+    training for a minute or more is named, with how long."""
+    add(store, "stuck", tower(72), number=7, schedule=900)
+    store.start_attempt("stuck")
+    started = store.trial("stuck")["updated_at"]
+    assert "no progress" not in progress(store, now=started + 30)[1]
+    assert "2 running" not in progress(store, now=started + 90)[1]
+    assert "1 running; no progress for 1m30s (trial 7)" in progress(store, now=started + 90)[1]
+    training = store.path.parent / "trials" / "stuck" / "train-accum1"
+    training.mkdir(parents=True)
+    (training / "metrics.jsonl").write_text("{}\n")  # its training writes: progress
+    assert "no progress" not in progress(store, now=time.time() + 30)[1]
 
 
 @pytest.mark.subprocess

@@ -1,4 +1,6 @@
-"""A real `vitamin-nas search` process stopped with SIGINT, then (resumed) with SIGTERM, then resumed to the end:
+"""A real `vitamin-nas search` process (under a long TMPDIR), against which a second driver is started and
+refused, stopped with SIGINT, then (resumed) with SIGHUP while its output goes through a `tee` that the same stop
+ended (a broken stdout), then resumed to the end:
 each stop exits 130 and prints the exact command that continues it, the database records the stop (the
 driver's record, the running trials `interrupted`), `vitamin-nas status` never shows the stopped search as
 running, the driver's Ray processes and temporary directory are gone, and the last resume finishes every
@@ -8,6 +10,7 @@ trial from its newest checkpoint. While it runs, every socket the driver and its
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import signal
 import subprocess
@@ -24,13 +27,19 @@ from nas.run_dir import RunDir
 CHECKPOINT_EVERY = 96
 
 
-def stop(cli: list[str], study: Path, out: Path, sig: signal.Signals, log: Path, extra: tuple[str, ...] = ()):
-    """Start a driver, let every trial pass a checkpoint beyond its last rung, send `sig`; the driver's exit code,
-    output, the pids of its Ray processes and the sockets they listened on."""
+def stop(cli: list[str], study: Path, out: Path, sig: signal.Signals, log: Path, extra: tuple[str, ...] = (),
+         tee: bool = False, second: bool = False, env: dict[str, str] | None = None):
+    """Start a driver, let every trial pass a checkpoint beyond its last rung, (with `second`, start a second
+    driver with --resume, which is refused,) send `sig`; the driver's exit code, output, the pids of its Ray
+    processes and the sockets they listened on. With `tee`, its output goes through `tee`, killed just before the
+    signal (as Ctrl-C ends both): the driver's stdout and stderr are broken pipes."""
     run_dir = RunDir(out)
     with open(log, "w") as output:
-        driver = subprocess.Popen([*cli, "search", str(study), "--out", str(out), *extra], stdout=output,
-                                  stderr=subprocess.STDOUT)
+        driver = subprocess.Popen([*cli, "search", str(study), "--out", str(out), *extra],
+                                  stdout=subprocess.PIPE if tee else output, stderr=subprocess.STDOUT, env=env)
+    reader = subprocess.Popen(["tee", str(log)], stdin=driver.stdout, stdout=subprocess.DEVNULL) if tee else None
+    if tee:
+        driver.stdout.close()  # tee's alone: its end breaks the pipe
     try:
         # Each look opens the database afresh and closes it (see `told_trials`).
         def trials(**where) -> list[dict]:
@@ -47,18 +56,30 @@ def stop(cli: list[str], study: Path, out: Path, sig: signal.Signals, log: Path,
                 for t in running)
 
         wait_for(past_a_rung, 400, what="running trials past a rung")
+        if second:  # what a resubmitted job runs; the live driver goes on writing (and stops cleanly) after it
+            refused = subprocess.run([*cli, "search", str(study), "--out", str(out), "--resume"],
+                                     capture_output=True, text=True, timeout=300)
+            assert refused.returncode == 2, refused.stderr
+            assert f"is being searched by a running driver (pid {driver.pid} " in refused.stderr
+            assert f"watch it with `vitamin-nas status {out}`" in refused.stderr and "--resume" not in refused.stderr
         processes = children(driver.pid)
         sockets = listening_sockets([driver.pid, *processes])
+        if reader is not None:
+            reader.kill()
+            reader.wait()
         driver.send_signal(sig)
         code = driver.wait(timeout=180)
     finally:
         if driver.poll() is None:
             driver.kill()
+        if reader is not None and reader.poll() is None:
+            reader.kill()
     return code, log.read_text(), processes, sockets
 
 
 @pytest.mark.slow
-def test_sigint_and_sigterm_stop_a_search_cleanly_and_resume_continues_it(tmp_path, tmp_path_factory, cli):
+def test_sigint_and_sighup_into_a_dead_tee_stop_a_search_cleanly_and_resume_continues_it(tmp_path, tmp_path_factory,
+                                                                                        cli):
     data = synthetic_data(tmp_path_factory.getbasetemp())
     study = write_study(tmp_path, data, algorithm="fixed", archs=[tower(64, 2).to_dict(), tower(32, 2).to_dict()],
                         # rungs at 64, 256 and 1,024: a stop past a rung leaves the next session hundreds of
@@ -70,7 +91,12 @@ def test_sigint_and_sigterm_stop_a_search_cleanly_and_resume_continues_it(tmp_pa
     out = tmp_path / "out"
     resume = shlex.join(["vitamin-nas", "search", str(study), "--out", str(out), "--resume"])
 
-    code, output, processes, sockets = stop(cli, study, out, signal.SIGINT, tmp_path / "first.log")
+    # a cluster job's long per-job TMPDIR: Ray's sockets would not fit under it (107 bytes), the driver's Ray goes
+    # to /tmp
+    tmpdir = tmp_path / "a-per-job-temporary-directory-of-a-cluster-job"
+    tmpdir.mkdir()
+    code, output, processes, sockets = stop(cli, study, out, signal.SIGINT, tmp_path / "first.log", second=True,
+                                            env={**os.environ, "TMPDIR": str(tmpdir)})
     assert code == 130, output[-3000:]
     assert output.rstrip().endswith(f"continue it with:\n  {resume}")
     assert "Tuner.restore" not in output and "Traceback" not in output
@@ -85,7 +111,7 @@ def test_sigint_and_sigterm_stop_a_search_cleanly_and_resume_continues_it(tmp_pa
     store = ResultStore.open(out, readonly=True)
     driver = store.meta("driver")
     assert driver["state"] == "interrupted" and driver["reason"] == "SIGINT" and driver["command"] == resume
-    assert not Path(driver["ray_temp"]).exists()
+    assert not Path(driver["ray_temp"]).exists() and Path(driver["ray_temp"]).parent == Path("/tmp")
     trials = store.trials()
     assert {t["status"] for t in trials} == {"interrupted"} and len(trials) == 2
     assert all(t["error"] == "interrupted: the driver was stopped by SIGINT" for t in trials)
@@ -96,17 +122,25 @@ def test_sigint_and_sigterm_stop_a_search_cleanly_and_resume_continues_it(tmp_pa
     assert " running " not in status.stdout.split("eta\n", 1)[1]
 
     store.close()  # no reader spans a driver session (see `stop`)
-    code, output, processes, _ = stop(cli, study, out, signal.SIGTERM, tmp_path / "second.log", ("--resume",))
-    assert code == 130 and output.rstrip().endswith(resume), output[-3000:]
+    # Ctrl-C (here SIGHUP, a closed terminal) while piping into tee: tee ends too, and the driver's output with it
+    code, output, processes, _ = stop(cli, study, out, signal.SIGHUP, tmp_path / "second.log", ("--resume",),
+                                      tee=True)
+    assert code == 130, output[-3000:]
     assert not any(alive(p) for p in processes)
     store = ResultStore.open(out, readonly=True)  # afresh, as above
-    assert store.meta("driver")["reason"] == "SIGTERM"
+    assert store.meta("driver")["reason"] == "SIGHUP" and store.meta("driver")["command"] == resume
+    assert {t["status"] for t in store.trials()} == {"interrupted"} and len(store.trials()) == 2
     cut_off = {t["trial_id"]: progress_of(RunDir(out).training(t["trial_id"], 1)) for t in store.trials()}
     store.close()
 
     final = subprocess.run([*cli, "search", str(study), "--out", str(out), "--resume"], capture_output=True,
                            text=True, timeout=900)
     assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
+    # the toolkit's own output: nothing error-shaped from Ray, Tune or Optuna when nothing failed
+    noise = [line for line in (final.stdout + final.stderr).splitlines()
+             if any(word in line for word in ("Error", "Traceback", "WARNING"))]
+    assert not noise, noise
+    assert "Configuration for experiment" not in final.stdout and "View detailed results" not in final.stdout
     store = ResultStore.open(out, readonly=True)  # afresh, as above
     assert store.meta("driver")["state"] == "finished", (store.meta("driver"), final.stdout[-3000:])
     for trial in store.trials():

@@ -49,6 +49,7 @@ def test_the_exported_winner_scores_in_open_clip_what_the_search_recorded(search
     assert evaluation.metrics["zeroshot_top1"] == best.metrics["zeroshot_top1"]
     assert evaluation.metrics["zeroshot_top5"] == best.metrics["zeroshot_top5"]
     assert (measured["number"], measured["budget"], measured["arch_id"]) == (best.number, 256, best.arch.arch_id)
+    assert measured["rung"] == "3/3"  # numbered as the CLI and `status` number rungs
 
 
 def test_export_picks_a_trial_at_its_furthest_rung_and_names_what_exists(searched, tmp_path, capsys):

@@ -23,8 +23,7 @@ from nas.results import ResultStore
 from nas.run_dir import RunDir
 from nas.status import FINAL as FINAL_STATUSES
 
-OPTUNA_STATE = {"completed": TrialState.COMPLETE, "stopped_early": TrialState.PRUNED, "failed": TrialState.FAIL,
-                "interrupted": TrialState.FAIL}
+OPTUNA_STATE = {"completed": TrialState.COMPLETE, "stopped_early": TrialState.PRUNED, "failed": TrialState.FAIL}
 CHECKPOINT_EVERY = 96  # three steps of 32
 
 
@@ -40,7 +39,7 @@ def finished(store: ResultStore) -> dict[str, tuple]:
 def test_a_killed_driver_resumes_a_copied_run_from_the_newest_checkpoints(tmp_path, tmp_path_factory, cli, run_cli):
     data = synthetic_data(tmp_path_factory.getbasetemp())
     study = write_study(tmp_path, data, algorithm="tpe", sampler={"n_startup_trials": 3}, trials=8,
-                        budget={"min_samples": 64, "max_samples": 1024, "reduction_factor": 2},
+                        budget={"min_samples": 64, "max_samples": 512, "reduction_factor": 2},
                         train={"batch_size": 32, "warmup": 1, "lr": 0.002, "checkpoint_every": CHECKPOINT_EVERY,
                                "log_every": 1})
     out = tmp_path / "out"
@@ -106,11 +105,8 @@ def test_a_killed_driver_resumes_a_copied_run_from_the_newest_checkpoints(tmp_pa
         assert after[trial_id] == record
     trials = store.trials()
     assert all(t["status"] in FINAL_STATUSES for t in trials)
-    for trial_id in interrupted:  # a trial running at the kill went on from its newest checkpoint
-        now = store.trial(trial_id)
-        if now["status"] == "interrupted":  # unless Ray Tune had not recorded it yet: then it is closed, not hidden
-            assert now["error"].startswith("interrupted")
-            continue
+    for trial_id in interrupted:  # a trial running at the kill went on from its newest checkpoint, under its own
+        now = store.trial(trial_id)  # number, even when Ray Tune had not recorded it yet
         logged, checkpointed = killed_at[trial_id]
         assert now["attempts"] == 2 and now["resumed_from"] == checkpointed, (now, killed_at[trial_id])
         if checkpointed is None:  # killed before its first checkpoint: it starts again, nothing was lost
@@ -124,8 +120,7 @@ def test_a_killed_driver_resumes_a_copied_run_from_the_newest_checkpoints(tmp_pa
                 assert row == earlier[row["rung"]]
             else:
                 assert row["session"] not in {r["session"] for r in earlier.values()}
-    measured = [t for t in trials if not (t["error"] or "").startswith("interrupted")]
-    assert len(measured) == 8  # the study's number of trials, each once
+    assert len(trials) == 8 and len({t["number"] for t in trials}) == 8  # the study's number of trials, each once
     pairs = [(r["trial_id"], r["rung"]) for r in store.rungs()]
     assert len(pairs) == len(set(pairs))
     for row in store.rungs():  # every rung's checkpoint, found from the copy

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -92,3 +93,27 @@ time.sleep(120)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     wait_for(lambda: not alive(child) and not alive(ender), reaper.GRACE_S + 30, what="the reaper to end the child")
+
+
+def test_rays_temporary_directory_fits_its_socket_paths_however_long_tmpdir_is(tmp_path, monkeypatch):
+    """A cluster job's per-job TMPDIR (tens of characters) would put Ray's sockets past the 107-byte AF_UNIX limit
+    (a 35-line OSError from every local search): the driver's directory for Ray goes to /tmp then; a short TMPDIR
+    is used as it is. test_search_interrupt.py runs a real search under a long TMPDIR."""
+    from nas.search.driver import RAY_SOCKET_TAIL, RAY_TEMP_PREFIX, SOCKET_PATH_MAX, ray_temp_dir
+
+    short_tmpdir = Path(tempfile.mkdtemp(prefix="t", dir="/tmp"))  # /tmp/tXXXXXXXX
+    made = []
+    for tmpdir in (tmp_path / "a-per-job-temporary-directory-of-a-cluster-job", short_tmpdir):
+        tmpdir.mkdir(exist_ok=True)
+        monkeypatch.setenv("TMPDIR", str(tmpdir))
+        monkeypatch.setattr("tempfile.tempdir", None)  # read TMPDIR again
+        made.append(Path(ray_temp_dir()))
+    try:
+        long, short = made
+        assert long.parent == Path("/tmp") and short.parent == short_tmpdir
+        assert all(p.name.startswith(RAY_TEMP_PREFIX) and len(str(p)) + RAY_SOCKET_TAIL <= SOCKET_PATH_MAX
+                   for p in made)
+    finally:
+        for path in made:
+            path.rmdir()
+        short_tmpdir.rmdir()

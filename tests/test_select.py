@@ -128,6 +128,35 @@ def test_a_finalist_with_two_seeds_is_extrapolated_through_its_seed_means(tmp_pa
     assert not two.fitted and two.points == 2
 
 
+def test_without_a_law_candidates_rank_as_measured_at_the_furthest_common_budget(tmp_path, run_cli):
+    """No candidate has budgets enough for a law: each is ranked by its value at the furthest budget two reached,
+    with its eval-set interval and ties, nothing extrapolated; by arch and by family, in the command too."""
+    study = load_study(DESIGN)
+    one = ResultStore.create(tmp_path, study)
+    results = {0: (300, 0.30, 0.25, 0.35), 1: (300, 0.28, 0.22, 0.33), 2: (300, 0.10, 0.07, 0.13),
+               3: (100, 0.5, 0.4, 0.6)}
+    for i, (budget, accuracy, low, high) in results.items():
+        arch = study.archs[i]
+        one.add_trial(f"t{i}", arch, cost(arch, study.text).metrics())
+        one.record_rung(f"t{i}", {"budget": budget, "samples_seen": budget, "zeroshot_top1": accuracy,
+                                  "zeroshot_top1_low": low, "zeroshot_top1_high": high}, rung=0)
+        one.update_trial(f"t{i}", status="completed")
+    one.close()
+    store = ResultStore.open(tmp_path, readonly=True)
+    ranking = at_target(store, target_samples=1e6)
+    labels = [study.label_of[study.archs[i].arch_id] for i in range(4)]
+    assert [p.label for p in ranking] == labels[:3] + labels[3:] and ranking[-1].note.startswith("not measured at 300")
+    assert [p.target for p in ranking[:3]] == [300.0] * 3 and (ranking[0].lower, ranking[0].upper) == (0.25, 0.35)
+    chosen = choose(ranking)
+    assert chosen == ranking[:2]  # the first two's intervals overlap: a tie
+    text = separation(ranking, chosen)
+    assert "nothing was extrapolated" in text and f"{labels[0]} is best, not distinguishable from {labels[1]}" in text
+    families = at_target(store, by="family")
+    assert families and all(p.as_measured for p in families)
+    run = run_cli("select", tmp_path, "--by", "family")
+    assert run.returncode == 0 and "as measured at 300 samples seen (no law: not extrapolated)" in run.stdout
+
+
 def test_target_gmacs_keeps_the_matched_candidates(store):
     kept = {p.label for p in at_target(store, target_samples=1e6, max_gmacs=0.008)}
     assert kept == set(LAWS) - {"4C"}  # 10.2 MMACs; the others are within 10% of 8
@@ -231,7 +260,8 @@ def test_select_warns_when_the_target_is_more_than_a_decade_beyond_the_data():
 @pytest.mark.parametrize("args, message", [
     (["select", "{missing}"], "no results database here"),
     (["select", "{db}", "--target-samples", "-5"], "must be > 0"),
-    (["select", "{db}", "--by", "family"], "--target-compute: ranking families needs a target compute"),
+    (["select", "{db}", "--by", "family", "--target-samples", "1e6"],
+     "--target-compute: ranking families needs a target compute"),
 ])
 def test_select_command_bad_input_exits_2(design_results, tmp_path, run_cli, args, message):
     args = [a.format(missing=tmp_path / "nowhere", db=design_results) for a in args]

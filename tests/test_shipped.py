@@ -122,3 +122,35 @@ def test_a_study_names_a_shipped_space(tmp_path):
 
     study = load_study(write_study(tmp_path, tmp_path / "data", space="tiny"))
     assert Path(study.space.source) == shipped.spaces()["tiny"] and study.space.size() == 864
+
+
+def test_printed_commands_name_the_environments_tools_as_they_run(tmp_path, monkeypatch):
+    """On PATH (an activated environment), a tool by its name; otherwise (`make quickstart` runs .venv/bin/vitamin-nas
+    without activating .venv) by its path, relative to the working directory below which it is."""
+    from nas.cli._program import executable
+
+    bin_dir = Path(sys.executable).parent
+    assert executable() == "vitamin-nas" and executable("tensorboard") == "tensorboard"
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.chdir(tmp_path)  # a working directory the environment is not below: the absolute path
+    assert executable() == str(bin_dir / "vitamin-nas")
+    monkeypatch.chdir(bin_dir.parent.parent)
+    assert executable("tensorboard") == f"{bin_dir.parent.name}/bin/tensorboard"
+    assert subprocess.run([executable(), "--version"], capture_output=True).returncode == 0  # it runs as printed
+    assert executable("no-such-tool") == "no-such-tool"
+
+
+def test_shipped_names_work_wherever_a_space_or_study_is_taken(tmp_path, monkeypatch, run_cli):
+    """By name, and by the repository's path where there is no checkout (after `pip install`, the README's own
+    `space show search_spaces/vitamin.yaml`); a missing file of another name is still an error."""
+    from nas.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    assert shipped.space_file("search_spaces/vitamin.yaml") == shipped.spaces()["vitamin"]
+    assert shipped.study_file("studies/quickstart.yaml") == shipped.studies()["quickstart"]
+    with pytest.raises(ConfigError, match="no such search space file, nor a shipped search space"):
+        shipped.space_file("spaces/vitamin.yaml")
+    run = run_cli("space", "show", "tiny", "--samples", "50")
+    assert run.returncode == 0 and "864" in run.stdout.replace(",", "")
+    run = run_cli("space", "sample", "search_spaces/tiny.yaml", "-n", "2")
+    assert run.returncode == 0 and len(run.stdout.strip().splitlines()) >= 2

@@ -166,3 +166,32 @@ def test_bad_labels_and_groups_name_the_field(tmp_path, fields, field, message):
     with pytest.raises(ConfigError, match=message) as info:
         load_study(write(tmp_path, **fields))
     assert info.value.field == field
+
+
+def test_the_study_schema_is_the_typed_studys_and_ships_with_the_studies(run_cli):
+    """studies/study.schema.json is what `study_schema()` makes from the typed configs (regenerate it with
+    `vitamin-nas studies --schema > studies/study.schema.json`); every shipped study passes it, a misspelt field
+    does not, and `studies --fields` lists the same fields."""
+    import json
+
+    jsonschema = pytest.importorskip("jsonschema")
+    from nas.study.reader import TOP_FIELDS
+    from nas.study.schema import SCHEMA_FILE, fields_reference, schema_text, study_schema
+    from nas.train_config import TrainConfig
+
+    assert (STUDIES / SCHEMA_FILE).read_text() == schema_text()
+    schema = study_schema()
+    assert list(schema["properties"]) == list(TOP_FIELDS)
+    train = set(schema["properties"]["train"]["properties"])
+    assert train == {f.name for f in TrainConfig.__dataclass_fields__.values()} - set(DERIVED_TRAIN_FIELDS)
+    validator = jsonschema.Draft202012Validator(json.loads((STUDIES / SCHEMA_FILE).read_text()))
+    for path in sorted(STUDIES.glob("*.yaml")):
+        errors = [e.message for e in validator.iter_errors(yaml.safe_load(path.read_text()))]
+        assert not errors, (path.name, errors)
+    typo = yaml.safe_load((STUDIES / "quickstart.yaml").read_text())
+    typo["budget"]["reduction_factr"] = 3
+    assert any("reduction_factr" in e.message for e in validator.iter_errors(typo))
+    run = run_cli("studies", "--fields")
+    assert run.returncode == 0 and run.stdout.strip() == fields_reference()
+    assert "  reduction_factor: number = 3.0" in run.stdout
+    assert "budget: mapping (required, unless extends gives it)" in run.stdout

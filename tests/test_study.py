@@ -221,12 +221,18 @@ def bad_input(tmp_path: Path, case: str) -> tuple[Path, str]:
             f"{space}: transformer.depth: 'three' is not a positive integer; depth takes positive integers (one, a "
             "list of them or a range {low, high, step})")
     path = tmp_path / "study.yaml"
+    if case == "duplicate_key":  # YAML alone keeps the last value, silently
+        path.write_text(write(tmp_path, trials=12).read_text() + "trials: 3\n")
+        first = path.read_text().splitlines().index("trials: 12") + 1
+        last = len(path.read_text().splitlines())
+        return path, (f"{path}: trials: given twice in one mapping (lines {first} and {last}); YAML would keep only "
+                      "the last: remove one")
     path.write_text(BAD_YAML["unclosed_list"][0])
     return path, (f"{path}: line 3, column 1: not valid YAML: expected ',' or ']', but got '<stream end>' (while "
                   "parsing a flow sequence that starts at line 2, column 41)")  # the [ of max_samples
 
 
-@pytest.mark.parametrize("case", ["missing_space", "space_value", "yaml_syntax"])
+@pytest.mark.parametrize("case", ["missing_space", "space_value", "yaml_syntax", "duplicate_key"])
 def test_bad_input_ends_a_search_with_one_line_before_anything_is_written(tmp_path, run_cli, case):
     path, line = bad_input(tmp_path, case)
     run = run_cli("search", path, "--out", tmp_path / "run")

@@ -17,6 +17,7 @@ import pytest
 import torch
 from train_helpers import TINY_ARCH, TINY_TEXT, factory, random_pairs
 
+from nas.disk import DiskFull
 from nas.errors import ConfigError
 from nas.models import build_clip
 from nas.train import OOMError, train
@@ -286,6 +287,19 @@ def test_save_checkpoint_replaces_the_file_in_one_rename(tmp_path):
     save_checkpoint({"i": 2}, path)
     assert load_checkpoint(path) == {"i": 2}
     assert [p.name for p in path.parent.iterdir()] == ["checkpoint.pt"]
+
+
+def test_a_full_disk_is_one_line_and_leaves_the_previous_checkpoint(small_filesystem):
+    """A real 2 MB filesystem: a 4 MB checkpoint does not fit. torch alone fails with "unexpected pos" and leaves a
+    half-written file; here the error names the path and the space left, the temporary file is gone (its space
+    back) and the previous checkpoint stands."""
+    path = small_filesystem / "run" / "checkpoint.pt"
+    save_checkpoint({"weights": torch.zeros(100_000)}, path)  # 400 KB
+    with pytest.raises(DiskFull, match=rf"^disk full: cannot write {path} \(1\.\d MB free on its filesystem\); "
+                                       "free space, then continue with --resume$"):
+        save_checkpoint({"weights": torch.zeros(1_000_000)}, path)
+    assert [p.name for p in path.parent.iterdir()] == ["checkpoint.pt"]
+    assert load_checkpoint(path)["weights"].shape == (100_000,)
 
 
 # -- locked-text tuning, compile ----------------------------------------------------------------------

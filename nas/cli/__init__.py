@@ -8,6 +8,7 @@ import os
 import sys
 
 from nas import __version__
+from nas.disk import DiskFull
 from nas.errors import ConfigError
 
 #: Every command and its one-line summary; each lives in the module of its name (`nas.cli.<command>`), whose
@@ -29,6 +30,7 @@ COMMANDS = {
     "report": "a markdown report of a study beside the ViTamin paper's numbers",
     "fit": "fit a scaling law to a CSV or a study's results, print it with its uncertainty and plot it",
     "fidelity": "how well early rungs, size and zero-cost proxies rank a study's candidates",
+    "supernet": "a weight-sharing supernet of a study's space: train it, export its subnets",
 }
 
 
@@ -57,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"vitamin-nas {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except DiskFull as err:  # the path and the space left, in one line
+        print(f"vitamin-nas {args.command}: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -14,7 +14,18 @@ import numpy as np
 import pandas as pd
 
 from nas.errors import ConfigError
-from nas.scaling import LAWS, Fit, Law, arrays_from_frame, backtest, compute_optimal, fit, held_out_check
+from nas.scaling import (
+    LAWS,
+    Fit,
+    Interval,
+    Law,
+    arrays_from_frame,
+    backtest,
+    compute_optimal,
+    fit,
+    fit_gate,
+    held_out_check,
+)
 
 #: What a study directory is fitted on unless told otherwise: error against compute, per arch family.
 STUDY_DEFAULTS = {"x": "compute", "y": "error", "n": "image_params_m", "d": "samples_seen", "by": "family"}
@@ -194,9 +205,9 @@ def _range(low: float, high: float) -> str:
     return "(no interval: fit without a bootstrap)" if np.isnan(low) or np.isnan(high) else f"[{low:.4g}, {high:.4g}]"
 
 
-def _print_targets(result: Fit, args: argparse.Namespace, xs, ys, options: dict) -> None:
+def _print_targets(result: Fit, args: argparse.Namespace, xs, ys, options: dict) -> Interval | None:
     """The extrapolations at --at with their intervals, then their backtest (`backtest`): its warnings, or why
-    there is none."""
+    there is none. Returns the intervals printed for a law of compute (the figure marks the same), else None."""
     level = f"{args.level:.0%}"
     if result.form.allocates:
         try:
@@ -204,7 +215,7 @@ def _print_targets(result: Fit, args: argparse.Namespace, xs, ys, options: dict)
                                          level=args.level)
         except ConfigError as err:
             print(f"compute-optimal allocation: {err.message}")
-            return
+            return None
         loss = allocation.loss
         for i, compute in enumerate(allocation.compute):
             print(f"  C = {compute:.4g}: N* = {_interval(allocation.n[i], allocation.n_bounds, i)}, "
@@ -220,21 +231,30 @@ def _print_targets(result: Fit, args: argparse.Namespace, xs, ys, options: dict)
         for text in allocation.warnings:
             print(f"warning: {text}")
         prediction, at = loss, np.stack([allocation.n, allocation.d], axis=-1)
+        checked = backtest(result, xs, ys, at, **options) if np.any(prediction.extrapolated) else None
+        shown = None
     else:
         prediction, at = result.extrapolate(args.at, level=args.level), args.at
-        for x, y, low, high, beyond in zip(prediction.x, prediction.y, prediction.lower, prediction.upper,
-                                           prediction.extrapolated, strict=True):
+        checked = backtest(result, xs, ys, at, **options) if np.any(prediction.extrapolated) else None
+        shown = prediction if checked is None else checked.interval
+        for x, y, low, high, beyond in zip(shown.x, shown.y, shown.lower, shown.upper, shown.extrapolated,
+                                           strict=True):
             where = "extrapolated" if beyond else "within the fitted range"
             print(f"  at {x:.4g}: {y:.4g} {_range(low, high)} ({level} prediction interval, {where})")
+        if checked is not None and checked.widened:
+            print(f"  beyond the runs these intervals also hold the {result.form.richer[0]} law fitted to them: a "
+                  f"floor the runs cannot rule out; the {result.law} law alone gives " + ", ".join(
+                      _range(low, high) for low, high, beyond in zip(prediction.lower, prediction.upper,
+                                                                     prediction.extrapolated, strict=True) if beyond))
     if prediction.depends_on:
         print(f"  these intervals depend on {', '.join(prediction.depends_on)}, which the runs do not identify: "
               "each is the range over the values the runs allow")
-    if np.any(prediction.extrapolated):
-        checked = backtest(result, xs, ys, at, **options)
+    if checked is not None:
         for text in checked.warnings:
             print(f"warning: {text}")
         if checked.note:
             print(checked.note)
+    return shown
 
 
 def _print_held_out(args: argparse.Namespace, xs, ys, options: dict) -> None:
@@ -261,16 +281,18 @@ def _groups(frame: pd.DataFrame, by: str | None, source: str) -> list[tuple[str 
     return [(str(name), rows) for name, rows in frame.groupby(by, sort=True)]
 
 
-def _fit_group(frame: pd.DataFrame, args: argparse.Namespace, options: dict, source: str) -> Fit:
+def _fit_group(frame: pd.DataFrame, args: argparse.Namespace, options: dict,
+               source: str) -> tuple[Fit, Interval | None]:
     xs, ys = arrays_from_frame(frame, args.law, y=args.y, x=args.x, n=args.n, d=args.d, u=args.u,
                                flops_per_param_token=args.flops_per_param_token, source=source)
     result = fit(args.law, xs, ys, **options)
     print(result.summary())
-    if args.at:
-        _print_targets(result, args, xs, ys, options)
+    gate = fit_gate(result)
+    print(f"checks: {gate.summary()}" + ("; its exponents may be set beside published ones" if gate.passed else ""))
+    shown = _print_targets(result, args, xs, ys, options) if args.at else None
     if args.hold_out:
         _print_held_out(args, xs, ys, options)
-    return result
+    return result, shown
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -285,12 +307,12 @@ def _fit(args: argparse.Namespace) -> int:
     frame = read_runs(args.source, args.where, args.metric)
     options = _options(args)
     groups = _groups(frame, args.by, source)
-    fits = {}
+    fits, targets = {}, {}
     for name, rows in groups:
         if name is not None:
             print(f"\n{args.by} = {name} ({len(rows)} rows)")
         try:
-            fits[name] = _fit_group(rows, args, options, source)
+            fits[name], targets[name] = _fit_group(rows, args, options, source)
         except ConfigError as err:
             if len(groups) == 1:
                 raise
@@ -298,14 +320,16 @@ def _fit(args: argparse.Namespace) -> int:
     if not fits:
         raise ConfigError(f"no group of --by {args.by} could be fitted", source=source)
     if args.out:
-        _write_figures(fits, args)
+        _write_figures(fits, args, targets)
     return 0
 
 
-def _write_figures(fits: dict[str | None, Fit], args: argparse.Namespace) -> None:
+def _write_figures(fits: dict[str | None, Fit], args: argparse.Namespace,
+                   targets: dict[str | None, Interval | None]) -> None:
     """One figure per fitted group (named after it when there are several) and, for several one-variable laws,
     all of them on one axes at --out itself. The laws of (N, D) are drawn along their compute-optimal frontier,
-    so only joint and tied fits whose allocation is identified have a figure."""
+    so only joint and tied fits whose allocation is identified have a figure. The --at marks carry the intervals
+    printed (`targets`: a power law's widened by its backtest)."""
     from plots.scaling import scaling_curve, scaling_curves  # matplotlib only when a figure is asked for
     from plots.study import slug
 
@@ -319,8 +343,8 @@ def _write_figures(fits: dict[str | None, Fit], args: argparse.Namespace) -> Non
         path = args.out if len(fits) == 1 else args.out.with_name(f"{args.out.stem}_{slug(name)}{args.out.suffix}")
         title = None if name is None else f"{name}: {result.law} law, R$^2$ (log) = {result.r2_log:.3f}"
         try:
-            scaling_curve(result, path, at=args.at, level=args.level, xlabel=args.x, ylabel=label, title=title,
-                          flops_per_param_token=args.flops_per_param_token)
+            scaling_curve(result, path, at=args.at, targets=targets.get(name), level=args.level, xlabel=args.x,
+                          ylabel=label, title=title, flops_per_param_token=args.flops_per_param_token)
         except ConfigError as err:
             print(f"no figure{'' if name is None else f' for {name}'}: {err.message}")
             continue

@@ -11,6 +11,7 @@ import shlex
 import time
 from pathlib import Path
 
+from nas.cli._program import executable
 from nas.cli.search import search_and_report, watch_lines
 
 
@@ -18,7 +19,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     quickstart = commands.add_parser(
         "quickstart", help="the main job: a small search on synthetic data on this machine, in minutes",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Synthesize a captioned dataset (once), search about a dozen CPU-sized ViTamin-family towers "
+        description="Synthesize a captioned dataset (once), search ten CPU-sized ViTamin-family towers "
                     "with TPE and ASHA on this machine (CPU, or GPU when present), then print the leaderboard "
                     "and the Pareto front of zero-shot accuracy against GMACs and write the database and figures.",
         epilog="examples:\n  vitamin-nas quickstart\n  vitamin-nas quickstart --out runs/qs --resume")
@@ -35,11 +36,11 @@ def _quickstart(args: argparse.Namespace) -> int:
     begin = time.perf_counter()
     out = Path(args.out)
     code = search_and_report(study, out, args.resume,
-                             shlex.join(["vitamin-nas", "quickstart", "--out", args.out, "--resume"]),
+                             shlex.join([executable(), "quickstart", "--out", args.out, "--resume"]),
                              progress_every=30.0)
     if code == 0:
         lines = [*watch_lines(out)[1:],
-                 f"the best trial, for open_clip:   vitamin-nas export {out} --best --out winner"]
+                 f"the best trial, for open_clip:   {executable()} export {out} --best --out winner"]
         print(f"\nquickstart finished in {time.perf_counter() - begin:.0f} s. Next:\n"
               + "\n".join(f"  {line}" for line in lines))
     return code

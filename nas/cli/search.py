@@ -24,11 +24,12 @@ def register(commands: argparse._SubParsersAction) -> None:
                "  vitamin-nas search STUDY.yaml --address 10.0.0.1:6379 --storage /shared/runs",
         description="Run a study: propose candidates with Optuna, train each through ASHA's budget rungs on Ray "
                     "(locally on 127.0.0.1, or on a cluster with --address), record every trial and rung in "
-                    "OUT/study.db. Stop it with Ctrl-C or SIGTERM (exit code 130, it prints the command that "
+                    "OUT/study.db. Stop it with Ctrl-C, SIGTERM or SIGHUP (exit code 130, it prints the command that "
                     "continues it) or kill it: --resume continues without losing or retraining finished trials, "
                     "each running trial from its newest checkpoint. Exit code 1 when no trial produced a result, "
                     "2 for bad input (the study, resources no node has, no cluster at --address).")
-    search.add_argument("study", help="study YAML file, or the name of a shipped one (vitamin-nas studies)")
+    search.add_argument("study", help="study YAML file, or the name of a shipped one (vitamin-nas studies); its "
+                                      "fields: vitamin-nas studies --fields")
     search.add_argument("--out", help="output directory (default runs/<study name>)")
     search.add_argument("--resume", action="store_true", help="continue the search in --out")
     search.add_argument("--address", metavar="HOST:PORT|auto",
@@ -50,12 +51,15 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _search(args: argparse.Namespace) -> int:
+    from nas.cli._program import executable
+    from nas.heartbeat import refuse_if_running
     from nas.shipped import study_file
     from nas.study import load_study
 
     study = load_study(study_file(args.study))
     out = Path(args.out or Path("runs") / study.name)
-    resume = ["vitamin-nas", "search", args.study, "--out", str(out), "--resume"]
+    refuse_if_running(out)  # at once, before Ray loads (the driver checks again)
+    resume = [executable(), "search", args.study, "--out", str(out), "--resume"]
     for option in ("address", "storage", "report_to"):
         if getattr(args, option) and getattr(args, option) != "tensorboard":
             resume += [f"--{option.replace('_', '-')}", getattr(args, option)]
@@ -73,33 +77,37 @@ def search_and_report(study, out: Path, resume: bool, command: str, **options) -
         prefer_loopback()  # before Ray is imported: a local instance on 127.0.0.1 only
     from nas.leaderboard import results_report
     from nas.search import Outcome, SearchInterrupted, search
+    from nas.search.session import say
     from plots.search import search_figures
 
-    print("watch it while it runs:\n" + "\n".join(f"  {line}" for line in watch_lines(out)), flush=True)
+    def started() -> None:  # once the study checked out: no hint precedes a one-line error
+        say("watch it while it runs:\n" + "\n".join(f"  {line}" for line in watch_lines(out)))
+
     try:
-        store = search(study, out, resume=resume, command=command, **options)
-    except SearchInterrupted as stopped:
-        print(f"vitamin-nas search: {stopped}; continue it with:\n  {command}", file=sys.stderr)
+        store = search(study, out, resume=resume, command=command, on_start=started, **options)
+    except SearchInterrupted as stopped:  # a broken stdout or stderr too (`tee` ended by the same Ctrl-C): still 130
+        say(f"vitamin-nas search: {stopped}; continue it with:\n  {command}", sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print(f"vitamin-nas search: stopped at once; continue it with:\n  {command}", file=sys.stderr)
+        say(f"vitamin-nas search: stopped at once; continue it with:\n  {command}", sys.stderr)
         return 130
     outcome = Outcome.of(store)
     summary = outcome.summary()
     if not outcome.produced_results:
-        print(f"vitamin-nas search: {summary}", file=sys.stderr)
+        say(f"vitamin-nas search: {summary}", sys.stderr)
         return 1
-    print(results_report(store))
+    say("\n" + results_report(store))
     written = search_figures(store, out / "figures")
-    print("\nfigures: " + ", ".join(str(p) for p in written))
-    print(f"results: {store.path}")
+    say("\nfigures: " + ", ".join(str(p) for p in written) + f"\nresults: {store.path}")
     if summary:
-        print(f"vitamin-nas search: {summary}", file=sys.stderr)
+        say(f"vitamin-nas search: {summary}", sys.stderr)
     return 0
 
 
 def watch_lines(out: Path) -> list[str]:
     """The commands that show a search in `out`: its progress, its trials' curves, Optuna's view of it."""
-    return [f"progress and ETA:                vitamin-nas status {out}",
-            f"every trial's training curves:   tensorboard --logdir {out / 'tensorboard'}",
-            f"Optuna's view of the search:     optuna-dashboard sqlite:///{out.resolve() / 'study.db'}"]
+    from nas.cli._program import executable
+
+    return [f"progress and ETA:                {executable()} status {out}",
+            f"every trial's training curves:   {executable('tensorboard')} --logdir {out / 'tensorboard'}",
+            f"Optuna's view of the search:     {executable('optuna-dashboard')} sqlite:///{out.resolve() / 'study.db'}"]

@@ -46,13 +46,13 @@ def _select(args: argparse.Namespace) -> int:
     if not 0 < args.level < 1:
         raise ConfigError(f"must be in (0, 1), got {args.level}", field="--level")
     store = open_results(args.dir)
+    ranking = at_target(store, target_samples=args.target_samples, target_compute=args.target_compute,
+                        max_gmacs=args.target_gmacs, gmacs_tolerance=args.gmacs_tolerance, by=args.by, law=args.law,
+                        metric=args.metric, level=args.level)
     print(_fronts_text(store, args.metric))
     finalists = finalists_lines(store, args.metric)
     if finalists:  # confirmed with more seeds: ranked by their seed mean, the interval over seeds
         print("\n".join(finalists).lstrip("\n") + "\n")
-    ranking = at_target(store, target_samples=args.target_samples, target_compute=args.target_compute,
-                        max_gmacs=args.target_gmacs, gmacs_tolerance=args.gmacs_tolerance, by=args.by, law=args.law,
-                        metric=args.metric, level=args.level)
     chosen = choose(ranking)
     print(_ranking_text(ranking, chosen, args))
     target = {"samples": args.target_samples, "compute": args.target_compute, "max_image_gmacs": args.target_gmacs,
@@ -92,14 +92,17 @@ def _ranking_text(ranking, chosen, args: argparse.Namespace) -> str:
 
     x = "samples" if args.by == "arch" else "compute"
     level = f"{args.level:.0%}"
-    table = [[i, p.label, p.arch.name(), f"{p.image_gmacs:.4g}", p.points, f"{p.measured:.4g}", f"{p.target:.4g}",
-              f"{p.value:.4f}" if p.fitted else "-",
-              f"[{p.lower:.4f}, {p.upper:.4f}]" if p.fitted else p.note,
+    fitted = any(p.fitted for p in ranking)
+    table = [[i if p.ranked else "-", p.label, p.arch.name(), f"{p.image_gmacs:.4g}", p.points, f"{p.measured:.4g}",
+              f"{p.target:.4g}", f"{p.value:.4f}" if p.ranked else "-",
+              f"[{p.lower:.4f}, {p.upper:.4f}]" if p.ranked else p.note,
               "chosen" if p in chosen else ""] for i, p in enumerate(ranking, start=1)]
     headers = ["rank", "candidate", "arch", "image GMACs", "points", f"measured {x}", f"target {x}",
-               f"predicted {args.metric}", f"{level} prediction interval", ""]
-    text = [f"\nRanking by {args.metric} extrapolated with a {args.law} law in {x} ({args.by}):",
-            format_table(headers, table)]
+               f"predicted {args.metric}" if fitted else args.metric,
+               f"{level} prediction interval" if fitted else f"{level} interval (eval set)", ""]
+    how = f"extrapolated with a {args.law} law in {x}" if fitted or not ranking else \
+        f"as measured at {ranking[0].target:,.0f} samples seen (no law: not extrapolated)"
+    text = [f"\nRanking by {args.metric} {how} ({args.by}):", format_table(headers, table)]
     from nas.select import extrapolation_warnings, separation
 
     text.append(f"\n{separation(ranking, chosen, args.level)}.")

@@ -1,7 +1,7 @@
 """`vitamin-nas space`: a search space's parameters, size and cost ranges, and random feasible candidates.
 
-    vitamin-nas space show search_spaces/vitamin.yaml
-    vitamin-nas space sample search_spaces/vitamin.yaml -n 20 --max-gmacs 10 --seed 0 --json
+    vitamin-nas space show vitamin                          # a shipped space by name, or a YAML file
+    vitamin-nas space sample vitamin -n 20 --max-gmacs 10 --seed 0 --json
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import random
 from tqdm import tqdm
 
 from nas.errors import ConfigError
+from nas.shipped import space_file
 from nas.space import Constraint, SearchSpace
 from nas.tables import format_table
 
@@ -24,20 +25,20 @@ ENUMERATE_LIMIT = 50_000
 def register(commands: argparse._SubParsersAction) -> None:
     space = commands.add_parser("space", help="inspect a search space", description="Inspect a search space YAML.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="examples:\n  vitamin-nas space show search_spaces/tiny.yaml\n"
-                                       "  vitamin-nas space sample search_spaces/vitamin.yaml -n 5 --json")
+                                epilog="examples:\n  vitamin-nas space show tiny\n"
+                                       "  vitamin-nas space sample my_space.yaml -n 5 --json")
     sub = space.add_subparsers(dest="space_command", required=True, metavar="COMMAND")
     show = sub.add_parser("show", help="size, parameters, and parameter/GMAC ranges of a space",
                           description="Show a space's parameters, its size and the ranges of parameters and GMACs "
                                       "of its feasible candidates.")
-    show.add_argument("file", help="search space YAML")
+    show.add_argument("file", help="search space YAML, or the name of a shipped one (vitamin-nas studies)")
     show.add_argument("--samples", type=int, default=2000,
                       help=f"candidates to sample when the space has more than {ENUMERATE_LIMIT:,} (default 2000)")
     show.set_defaults(func=_space_show)
     sample = sub.add_parser("sample", help="random feasible candidates as a table or JSON lines",
                             description="Draw distinct random feasible candidates of a space; with --json, one "
                                         "arch per line, each readable back by `vitamin-nas arch FILE.json`.")
-    sample.add_argument("file", help="search space YAML")
+    sample.add_argument("file", help="search space YAML, or the name of a shipped one (vitamin-nas studies)")
     sample.add_argument("-n", type=int, default=20, help="how many (default 20)")
     sample.add_argument("--max-gmacs", type=float, help="also require image GMACs <= X (paper convention)")
     sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -46,7 +47,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _space_show(args: argparse.Namespace) -> int:
-    space = SearchSpace.load(args.file)
+    space = SearchSpace.load(space_file(args.file))
     print(f"{space.name}: {space.description}" if space.description else space.name)
     print(format_table(["parameter", "domain"], [[name, _domain_text(d)] for name, d in space.params()]))
     constraints = ", ".join(f"{k}: {_bounds(v)}" for k, v in space.constraints.items()) or "none"
@@ -99,7 +100,7 @@ def _bounds(k: Constraint) -> str:
 def _space_sample(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise ConfigError(f"must be at least 1, got {args.n}", field="-n")
-    space = SearchSpace.load(args.file)
+    space = SearchSpace.load(space_file(args.file))
     if args.max_gmacs is not None:
         space.constraints["image_gmacs"] = Constraint(space.constraints.get("image_gmacs", Constraint()).low,
                                                       args.max_gmacs)

@@ -21,6 +21,9 @@ from pathlib import Path
 from nas.errors import ConfigError
 from nas.presets import TextTower, preset_with_text
 
+#: Data loader workers per rank by default, unless the machine has fewer CPUs (torch warns past them).
+LOADER_WORKERS = 4
+
 #: open_clip_train's --precision names this trainer has: automatic mixed precision in bf16 is its `bf16`.
 PRECISIONS = {"auto": "auto", "bf16": "bf16", "fp32": "fp32", "amp_bf16": "bf16", "amp_bfloat16": "bf16"}
 
@@ -92,7 +95,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     engine.add_argument("--rungs", default="", help="comma-separated samples-seen thresholds to evaluate at")
     engine.add_argument("--checkpoint-every", type=int, help="samples between checkpoints (default: 10 per run)")
     engine.add_argument("--log-every", type=int, default=10, help="steps between metrics lines (default: %(default)s)")
-    engine.add_argument("--workers", type=int, default=4, help="data loader workers per rank (default: %(default)s)")
+    engine.add_argument("--workers", type=int, default=None,
+                        help=f"data loader workers per rank (default: {LOADER_WORKERS}, at most this machine's CPUs)")
     engine.add_argument("--augment", default="default",
                         help="'default' (RandomResizedCrop 0.9-1) or 'vitamin_long' (0.4-1, colour jitter, grayscale)")
     engine.add_argument("--eval-batch-size", type=int, default=256, help="(default: %(default)s)")
@@ -165,7 +169,8 @@ def run_settings(args: argparse.Namespace) -> tuple:
         accum_freq=args.accum_freq, grad_clip_norm=args.grad_clip_norm, lock_text=args.lock_text,
         lock_text_unlocked_layers=args.lock_text_unlocked_layers, rungs=_rungs(args.rungs),
         checkpoint_every=args.checkpoint_every, log_every=args.log_every, eval_batch_size=args.eval_batch_size,
-        workers=args.workers, seed=args.seed)
+        workers=min(LOADER_WORKERS, len(os.sched_getaffinity(0))) if args.workers is None else args.workers,
+        seed=args.seed)
     data = DataSource(urls=args.data, augment=args.augment, captions=args.captions, metadata=args.metadata,
                       subset=args.subset)
     out = _out(args, arch)

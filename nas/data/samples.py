@@ -21,6 +21,7 @@ from webdataset.gopen import gopen
 from webdataset.tariterators import base_plus_ext
 
 from nas.data.limits import DEFAULT_LIMITS, ImageLimits
+from nas.data.stall import watched
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 
@@ -34,7 +35,11 @@ SKIP_REASONS = {
     "corrupt_image": "a sample's image does not decode (truncated, wrong format)",
     "too_large": "a sample's image has more pixels than `max_pixels` (seen in its header, never decoded)",
     "too_small": "a sample's image has a side shorter than `min_side` pixels",
-    "duplicate_key": "a shard holds a sample's key again: the first is used, each repeat skipped",
+    "duplicate_key": "a shard holds a whole sample's key again: the first is used, each repeat skipped",
+    "repeated_member": "a sample's file (its .txt, say) comes again right after it: the sample is used as first "
+                       "given, each repeat skipped",
+    "interleaved_members": "a sample's files are split by another sample's (a.jpg b.jpg a.txt): its parts after the "
+                           "split are skipped (the whole sample, unless it was whole before), once per sample",
     "no_metadata_row": "captions come from the metadata (`captions`) and it has no row for the sample's uid",
 }
 """Why a sample or shard was skipped. `StreamStats.skipped` counts by these names."""
@@ -58,27 +63,47 @@ class RawSample:
     meta: dict
 
 
-def read_shard(url: str, skipped: Counter) -> Iterator[RawSample]:
-    """Yield the complete samples of one shard, counting into `skipped` whatever is skipped and why.
+def read_shard(url: str, skipped: Counter, timeout: float | None = None) -> Iterator[RawSample]:
+    """Yield the complete samples of one shard, counting into `skipped` whatever is skipped and why. With
+    `timeout`, a command or URL that sends nothing for that many seconds raises `nas.data.stall.DataStalled`.
 
-    A key seen before in the shard (a resharding or download that wrote a sample twice) is skipped as
-    `duplicate_key`, so that no sample weighs double in a pass.
+    A key seen before in the shard is skipped: as `duplicate_key` when both are whole samples (a resharding or
+    download that wrote a sample twice), so that no sample weighs double in a pass; as `repeated_member` when
+    the repeat follows at once and is a part (a .txt written again); as `interleaved_members` when another
+    sample's files came between the parts (then the earlier part is not counted as missing its image or caption:
+    parts are judged at the shard's end).
     """
     try:
-        stream = gopen(url, "rb")
+        stream = watched(gopen(url, "rb"), url, timeout)
     except (OSError, ValueError):
         skipped["unreadable_shard"] += 1
         return
     is_tar = False  # once a first header parses, any later failure is a cut, not an unreadable shard
-    keys: set[str] = set()
+    whole: dict[str, bool] = {}  # each key seen: whether its first group was a whole sample
+    parts: dict[str, str] = {}  # keys whose first group was a part, with what it lacks (counted at the end)
+    interleaved: set[str] = set()
+    previous = None
     try:
         tar = tarfile.open(fileobj=stream, mode="r|*", tarinfo=_EndAwareTarInfo)
         is_tar = True
         for key, files in _grouped(tar):
-            if key in keys:
-                skipped["duplicate_key"] += 1
+            is_whole = _missing(files) is None
+            if key in whole:
+                if is_whole and whole[key]:
+                    skipped["duplicate_key"] += 1
+                elif key == previous:  # counted once: the part before it is not missing anything
+                    parts.pop(key, None)
+                    skipped["repeated_member"] += 1
+                elif key not in interleaved:
+                    parts.pop(key, None)
+                    interleaved.add(key)
+                    skipped["interleaved_members"] += 1
+                previous = key
                 continue
-            keys.add(key)
+            whole[key], previous = is_whole, key
+            if not is_whole:
+                parts[key] = _missing(files)
+                continue
             sample = _complete(key, files, url, skipped)
             if sample is not None:
                 yield sample
@@ -86,6 +111,7 @@ def read_shard(url: str, skipped: Counter) -> Iterator[RawSample]:
     except (OSError, EOFError, tarfile.TarError, ValueError):
         skipped["truncated_tar" if is_tar else "unreadable_shard"] += 1
     finally:
+        skipped.update(parts.values())
         _close_quietly(stream)
 
 
@@ -134,14 +160,15 @@ def _grouped(tar: tarfile.TarFile) -> Iterator[tuple[str, dict[str, bytes]]]:
         yield key, files
 
 
+def _missing(files: dict[str, bytes]) -> str | None:
+    """What a sample's files lack to be a whole sample (`missing_image`, `missing_caption`), or None."""
+    if not any(ext in files for ext in IMAGE_EXTENSIONS):
+        return "missing_image"
+    return None if "txt" in files else "missing_caption"
+
+
 def _complete(key: str, files: dict[str, bytes], url: str, skipped: Counter) -> RawSample | None:
-    image = next((files[ext] for ext in IMAGE_EXTENSIONS if ext in files), None)
-    if image is None:
-        skipped["missing_image"] += 1
-        return None
-    if "txt" not in files:
-        skipped["missing_caption"] += 1
-        return None
+    image = next(files[ext] for ext in IMAGE_EXTENSIONS if ext in files)
     try:
         caption = files["txt"].decode("utf-8").strip()
     except UnicodeDecodeError:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from nas.data.limits import MAX_PIXELS, MIN_SIDE, ImageLimits
-from nas.errors import ConfigError, reject_unknown, require_int
+from nas.data.stall import DEFAULT_TIMEOUT_S
+from nas.errors import ConfigError, reject_unknown, require, require_int
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,9 @@ class DataSource:
     tokenizer: open_clip's tokenizer name. shuffle_buffer: samples shuffled together (encoded, before
     decoding). max_pixels / min_side: images above max_pixels (width x height; default 40 megapixels) are
     skipped as `too_large` from their header, before any decoding (decompression bombs), and images with a
-    side below min_side (default 8 px) as `too_small` (`nas.data.limits`).
+    side below min_side (default 8 px) as `too_small` (`nas.data.limits`). timeout: seconds a read may wait for
+    data from a shard's command or URL (default 600) before the trial fails with "data stalled"
+    (`nas.data.stall`).
 
     How one run reads it (batch size, resolution, budget, resume point, seed, workers) is that run's
     business: `StreamSettings`, given to `stream` together with the source.
@@ -95,6 +98,7 @@ class DataSource:
     tokenizer: str = "ViT-B-32"
     max_pixels: int = MAX_PIXELS
     min_side: int = MIN_SIDE
+    timeout: float = DEFAULT_TIMEOUT_S
 
     def __post_init__(self) -> None:
         if not isinstance(self.urls, str):
@@ -103,6 +107,8 @@ class DataSource:
         require_int(self.shuffle_buffer, "shuffle_buffer", 1)
         require_int(self.max_pixels, "max_pixels", 1)
         require_int(self.min_side, "min_side", 1)
+        require(isinstance(self.timeout, (int, float)) and not isinstance(self.timeout, bool) and self.timeout > 0,
+                "timeout", f"must be a number of seconds > 0, got {self.timeout!r}")
         if self.shards is not None:
             require_int(self.shards, "shards", 1)
         if (self.captions is None) != (self.metadata is None):

@@ -191,7 +191,8 @@ class ShardStream(IterableDataset):
         self.plan = BatchPlan.for_budget(settings.samples, settings.batch_size, world_size) if settings.samples \
             else None
         self.first_step = self.plan.first_step(settings.start_sample, world_size) if self.plan else 0
-        self.preprocess = BatchPreprocess(image_transform(settings.image_size, settings.train, source.augment))
+        self.preprocess = BatchPreprocess(image_transform(settings.image_size, settings.train, source.augment),
+                                          settings.image_size)
         self.tokenize = tokenizer(source.tokenizer, settings.context_length)
 
     def __iter__(self) -> Iterator[dict]:
@@ -253,7 +254,7 @@ class ShardStream(IterableDataset):
         produced = False
         captions = self.captions.for_shard(url) if self.captions is not None else None  # this shard's rows only
         allowed = self.uids.for_shard(url) if isinstance(self.uids, ShardSubset) else self.uids
-        for sample in read_shard(url, counts):
+        for sample in read_shard(url, counts, self.source.timeout):
             if allowed is not None and sample.uid not in allowed:
                 counts[FILTERED] += 1
             elif captions is not None and sample.uid not in captions:
@@ -370,7 +371,7 @@ def stream(source: str | Sequence[str] | DataSource, settings: StreamSettings | 
         if source.subset else None
     captions = ShardCaptions(source.metadata, source.captions, urls) if source.captions else None
     _check_start(settings, world_size)
-    _preflight(urls, uids if isinstance(uids, UidSet) else None, source.limits)
+    _preflight(urls, uids if isinstance(uids, UidSet) else None, source.limits, source.timeout)
     if source.resample and settings.samples is None:
         raise ConfigError("resampling never ends a pass, so it needs a budget (samples)", field="resample")
     stats = StreamStats(dataset_samples=dataset_size(urls))
@@ -426,11 +427,12 @@ def _check_start(settings: StreamSettings, world_size: int) -> None:
         raise ConfigError(f"{settings.start_sample} is past the budget of {settings.samples}", field="start_sample")
 
 
-def _preflight(urls: Sequence[str], uids: UidSet | None, limits: ImageLimits, attempts: int = 8) -> None:
+def _preflight(urls: Sequence[str], uids: UidSet | None, limits: ImageLimits, timeout: float,
+               attempts: int = 8) -> None:
     """Fail now, with the reasons, if the first shards hold no readable sample or the uids cannot match."""
     counts: Counter = Counter()
     for url in urls[:attempts]:
-        for sample, _ in decoded(read_shard(url, counts), counts, limits):
+        for sample, _ in decoded(read_shard(url, counts, timeout), counts, limits):
             if uids is not None and uids.is_hex and not _is_hex_uid(sample.uid):
                 raise ConfigError(f"the subset holds DataComp hex uids but samples carry uids like {sample.uid!r}",
                                   field="subset")

@@ -44,8 +44,10 @@ class BatchPreprocess:
     order, so the values are exactly open_clip's, at about half the tensor work and per-image overhead.
     """
 
-    def __init__(self, transform: Callable):
+    def __init__(self, transform: Callable, image_size: int | None = None):
         from torchvision.transforms import Compose, Normalize, ToTensor
+
+        self.image_size = image_size  # the tower's: smaller images are upsampled to it, said once (`_check_size`)
 
         steps = list(getattr(transform, "transforms", []))
         if len(steps) < 2 or not isinstance(steps[-2], ToTensor) or not isinstance(steps[-1], Normalize):
@@ -55,10 +57,22 @@ class BatchPreprocess:
         self.std = torch.tensor(steps[-1].std, dtype=torch.float32).view(1, -1, 1, 1)
 
     def __call__(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        if self.image_size is not None and images:
+            self._check_size(images[0])
         pixels = np.stack([np.asarray(self.per_image(image), dtype=np.uint8) for image in images])
         batch = torch.empty((len(images), pixels.shape[3], pixels.shape[1], pixels.shape[2]), dtype=torch.float32)
         batch.copy_(torch.from_numpy(pixels).permute(0, 3, 1, 2))
         return batch.div_(255).sub_(self.mean).div_(self.std)
+
+
+    def _check_size(self, image: Image.Image) -> None:
+        """Warn (once) when the data's images are smaller than the tower's input: they are upsampled, and the
+        tower sees no detail the data does not have."""
+        if min(image.size) < self.image_size:
+            warnings.warn(f"images of {image.size[0]}x{image.size[1]} px are upsampled to the tower's "
+                          f"{self.image_size} px input: it learns no detail finer than the data's (write the data at "
+                          f"{self.image_size} px or more, or choose a {min(image.size)} px tower)", stacklevel=2)
+        self.image_size = None
 
 
 @functools.lru_cache(maxsize=8)

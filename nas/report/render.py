@@ -136,26 +136,30 @@ def _noise_section(frame: pd.DataFrame, metric: str, own_seed: int) -> list[str]
     return lines + ["", _markdown_table(["label", "budget", f"{metric} (%) by seed", "spread (pts)"], rows)]
 
 
-def _group_section(name: str, labels: Sequence[str], frame: pd.DataFrame, table: pd.DataFrame, paper: Paper,
+def _group_section(name: str, labels: Sequence[str], frame: pd.DataFrame, table: pd.DataFrame, paper: Paper | None,
                    metric: str, figure: str | None) -> list[str]:
+    """The group's candidates at each budget; beside the paper's models they stand for, with a `paper`."""
     budgets = list(table.columns)
-    paper_table = paper.table()
-    paper_budgets = list(paper_table.columns)
+    paper_table = paper.table() if paper else None
+    paper_budgets = list(paper_table.columns) if paper else []
     rows = []
     for label in labels:
         arch = frame[frame.label == label]
         if arch.empty:
-            rows.append([label, "not measured", *["-"] * (2 + len(budgets) + 2 + len(paper_budgets))])
+            rows.append([label, "not measured", *["-"] * (2 + len(budgets) + (2 + len(paper_budgets) if paper else 0))])
             continue
         first = arch.iloc[0]
-        model = paper.models.get(label)
-        theirs = [100 * paper_table.loc[model, b] if model in paper_table.index else None for b in paper_budgets]
-        gmacs = f"{paper.benchmark[paper.benchmark.model == model].image_gmacs.max():.2f}" if model else None
-        rows.append([label, f"`{first.arch_name}`", f"{1e3 * first.image_gmacs:.1f}", f"{first.image_params_m:.2f}",
-                     *(100 * table.loc[label, b] if label in table.index else None for b in budgets),
-                     model or "-", gmacs, *theirs])
-    headers = ["label", "arch", "image MMACs", "params (M)", *(f"{metric} @ {_samples(b)}" for b in budgets),
-               "paper model", "paper image GMACs", *(f"paper @ {_samples(b)}" for b in paper_budgets)]
+        row = [label, f"`{first.arch_name}`", f"{first.image_gmacs:.4g}", f"{first.image_params_m:.2f}",
+               *(100 * table.loc[label, b] if label in table.index else None for b in budgets)]
+        if paper:
+            model = paper.models.get(label)
+            theirs = [100 * paper_table.loc[model, b] if model in paper_table.index else None for b in paper_budgets]
+            gmacs = f"{paper.benchmark[paper.benchmark.model == model].image_gmacs.max():.2f}" if model else None
+            row += [model or "-", gmacs, *theirs]
+        rows.append(row)
+    headers = ["label", "arch", "image GMACs", "params (M)", *(f"{metric} @ {_samples(b)}" for b in budgets)]
+    if paper:
+        headers += ["paper model", "paper image GMACs", *(f"paper @ {_samples(b)}" for b in paper_budgets)]
     lines = ["", f"### {name}", "", _markdown_table(headers, rows)]
     if figure:
         lines += ["", f"![{name}]({figure})"]
@@ -180,13 +184,14 @@ def _ablation_section(frame: pd.DataFrame, paper: Paper) -> list[str]:
 def _fidelity_section(store: ResultStore, metric: str) -> list[str]:
     """How far the study's cheap measurements (earlier budgets, size, and the zero-cost proxies it scored) rank
     its candidates as its most expensive one does (`vitamin-nas fidelity` adds the proxies it did not score)."""
-    from nas.fidelity import format_fidelity, study_fidelity
+    from nas.fidelity import MIN_CANDIDATES, format_fidelity, study_fidelity
 
     rows = study_fidelity(store, metric, proxies=None)
     if not rows:
         return []
     return ["", "## Fidelity: do cheap measurements rank the candidates as the expensive ones do?", "",
-            "Rank correlations over the candidates measured at both, with 95 % bootstrap intervals; changed "
+            f"Rank correlations over the candidates measured at both, with 95 % bootstrap intervals (below "
+            f"{MIN_CANDIDATES} candidates: too few for one, the exact permutation p instead); changed "
             "promotions: of the candidates successive halving would keep on the cheap ranking, how many the "
             "expensive one would not; noise p > 0.05: the cheap ranking cannot be told from eval noise.", "",
             "```", format_fidelity(rows), "```"]
@@ -201,7 +206,8 @@ def _scaling_section(frame: pd.DataFrame, paper: Paper, law: str) -> list[str]:
     for family, fit in ours.items():
         models = paper.families.get(family, [])
         theirs = _paper_law(paper, models, law)
-        rows.append([family, frame[frame.family == family].arch_id.nunique(), len(fit.y), _exponent(fit),
+        gate = _gated(fit, family, caveats)
+        rows.append([family, frame[frame.family == family].arch_id.nunique(), len(fit.y), gate or _exponent(fit),
                      f"{fit.r2_log:.3f}", ", ".join(models) or "-", _exponent(theirs) if theirs else "-"])
         published = sorted({PRESETS[m][0].family for m in models if m in PRESETS} - {family})
         if published:
@@ -211,7 +217,9 @@ def _scaling_section(frame: pd.DataFrame, paper: Paper, law: str) -> list[str]:
         caveats += [f"{family}: {warning}" for warning in fit.warnings]  # lack of fit, unidentified terms
     return ["", f"## Scaling: error against compute ({law} law)", "",
             "Compute is image GMACs x samples seen on both sides; the exponent is d log(error) / d log(compute) "
-            "with its 95% interval. The paper's column fits the same law to its S/B/L models at 128M/512M/1.28B.", "",
+            "with its 95% interval, shown only where the law passes its lack-of-fit checks and identifies its "
+            "parameters (else the failed check and the local slopes). The paper's column fits the same law to its "
+            "S/B/L models at 128M/512M/1.28B.", "",
             _markdown_table(["family", "archs", "points", "exponent [95% CI]", "R^2 (log)", "paper models",
                              "paper exponent [95% CI]"], rows), *(["", *(f"Caveat: {c}" for c in caveats)]
                                                                  if caveats else [])]
@@ -225,7 +233,7 @@ def _size_section(frame: pd.DataFrame, paper: Paper) -> list[str]:
     from nas.scaling import fit
 
     paper_budgets = sorted(paper.benchmark.samples.unique())
-    rows = []
+    rows, gated = [], []
     for family, members in frame.dropna(subset=["error"]).groupby("family", sort=True):
         budgets = sorted(members.budget.unique())
         models = paper.families.get(family, [])
@@ -235,6 +243,7 @@ def _size_section(frame: pd.DataFrame, paper: Paper) -> list[str]:
             if len(sizes) < 3 or sizes.params.max() < SIZE_SPAN * sizes.params.min():
                 continue
             ours = fit("power", sizes.params, sizes.error)
+            gate = _gated(ours, f"{family} at {_samples(budget)}", gated)
             theirs, paper_budget = None, None
             if models and len(budgets) == len(paper_budgets):
                 paper_budget = paper_budgets[rank]
@@ -242,17 +251,30 @@ def _size_section(frame: pd.DataFrame, paper: Paper) -> list[str]:
                 theirs = fit("power", rows_p.image_params_m, 1 - rows_p[paper.metric] / 100) if len(rows_p) >= 3 \
                     else None
             rows.append([family, _samples(budget), len(sizes),
-                         f"{sizes.params.min():.3g}-{sizes.params.max():.3g}", _exponent(ours),
+                         f"{sizes.params.min():.3g}-{sizes.params.max():.3g}", gate or _exponent(ours),
                          ", ".join(models) or "-", _samples(paper_budget) if paper_budget else "-",
                          _exponent(theirs) if theirs else "-"])
     if not rows:
         return []
     return ["", "## Model size at fixed data (power law)", "",
             "Error against image parameters (M) at each budget; the exponent is d log(error) / d log(params) with "
-            "its 95% interval, beside the same law on the paper's S/B/L models of the family at the budget of the "
-            "same rank (three points: a wide interval).", "",
+            "its 95% interval (only where the law passes its checks, as above), beside the same law on the paper's "
+            "S/B/L models of the family at the budget of the same rank (three points: a wide interval).", "",
             _markdown_table(["family", "budget", "sizes", "params (M)", "exponent [95% CI]", "paper models",
-                             "paper budget", "paper exponent [95% CI]"], rows)]
+                             "paper budget", "paper exponent [95% CI]"], rows),
+            *(["", *(f"Caveat: {c}" for c in gated)] if gated else [])]
+
+
+def _gated(fit, name: str, caveats: list[str]) -> str | None:
+    """None where `fit`'s exponent may stand beside the paper's (`fit_gate`); else the cell that says why not,
+    with the failed checks and local slopes added to `caveats`."""
+    from nas.scaling import fit_gate
+
+    gate = fit_gate(fit)
+    if gate.passed:
+        return None
+    caveats.append(f"{name}: the {fit.law} law's exponent is {gate.summary()}.")
+    return "not compared: fails its checks"
 
 
 def _paper_law(paper: Paper, models: Sequence[str], law: str):
@@ -309,11 +331,17 @@ def report(store: ResultStore, paper: Paper, figures: Mapping[str, str] | None =
     lines += _claims_section(verdicts(paper, frame, metric), paper)
     lines += _noise_section(frame, metric, store.study().train.seed)
     groups = store.study().groups or {"all candidates": list(table.index[:20])}
-    lines += ["", "## Tables beside the paper", "",
-              f"This study's {metric} (%) at each budget; the paper's zero-shot ImageNet top-1 (%) of the benchmark "
-              f"model each label stands for ({paper.title}; {paper.source})."]
+    beside = any(label in paper.models for label in table.index)  # its candidates stand for the paper's models
+    if beside:
+        lines += ["", "## Tables beside the paper", "",
+                  f"This study's {metric} (%) at each budget; the paper's zero-shot ImageNet top-1 (%) of the "
+                  f"benchmark model each label stands for ({paper.title}; {paper.source})."]
+    else:
+        lines += ["", "## Tables", "", f"This study's {metric} (%) at each budget (none of its candidates stands for "
+                  "a model of the paper: nothing to set beside the paper's numbers)."]
     for name, labels in groups.items():
-        lines += _group_section(name, labels, frame, table, paper, metric, figure_of.pop(f"group:{name}", None))
+        lines += _group_section(name, labels, frame, table, paper if beside else None, metric,
+                                figure_of.pop(f"group:{name}", None))
     lines += _ablation_section(frame, paper)
     lines += _fidelity_section(store, metric)
     lines += _scaling_section(frame, paper, law)

@@ -11,8 +11,9 @@ and which published fits they reproduce). What keeps a fit honest:
   admissible range as interval (never a zero-width one), and `compute_optimal` refuses to build on them;
 - bootstrap refits restart from fresh starts (a profile over the exponents for the joint, tied and saturating
   laws), not only from the full-data optimum, so a resample can leave its basin;
-- a lack-of-fit check on every fit (a runs test of the residuals and, where there is one, a comparison with
-  the next richer law, or a rival law, by BIC) whose warnings are on `Fit.warnings`;
+- a lack-of-fit check on every fit (a runs test of the residuals, where there is one a comparison with the next
+  richer law, or a rival law, by BIC, and for a line in log space a test of curvature) whose warnings are on
+  `Fit.warnings`; `fit_gate` says whether a fitted exponent may stand beside a published one;
 - prediction intervals over every value of an unidentified parameter the data allow (`Fit.allowed`), and a
   `backtest` of every extrapolation (the law refitted without the largest runs and scored on them).
 
@@ -20,7 +21,7 @@ Every fit returns a `Fit`. Inputs are arrays (or a DataFrame with `arrays_from_f
 """
 
 from nas.scaling.allocation import Allocation, compute_optimal, compute_optimal_exponent
-from nas.scaling.checks import Backtest, HeldOutCheck, backtest, held_out_check
+from nas.scaling.checks import Backtest, FitGate, HeldOutCheck, backtest, fit_gate, held_out_check
 from nas.scaling.fitting import Fit, Interval
 from nas.scaling.frames import arrays_from_frame, fit_frame
 from nas.scaling.laws import fit
@@ -31,6 +32,7 @@ __all__ = [
     "Allocation",
     "Backtest",
     "Fit",
+    "FitGate",
     "HeldOutCheck",
     "Interval",
     "Law",
@@ -40,6 +42,7 @@ __all__ = [
     "compute_optimal_exponent",
     "fit",
     "fit_frame",
+    "fit_gate",
     "held_out_check",
     "register",
 ]

@@ -1,6 +1,7 @@
 """What is checked after a fit, so that it never claims more than the data hold: which parameters the data do not
 identify (each additive term dropped and the law refitted) and which values of them the data allow, lack of fit
-(a runs test of the residuals, and the law's richer or rival law by BIC), held-out checks (fit on the smaller runs,
+(a runs test of the residuals, the law's richer or rival law by BIC, and a bend of a line in log space), whether a
+fit may be compared with a published one (`fit_gate`), held-out checks (fit on the smaller runs,
 score the largest), and the backtest every extrapolation gets.
 """
 
@@ -178,6 +179,41 @@ def _runs_p(residuals: np.ndarray) -> tuple[int, float, float]:
     return runs, 1.0 + 2.0 * n1 * n2 / n, p
 
 
+def curvature_p(x: np.ndarray, y: np.ndarray, *, two_sided: bool = False) -> float:
+    """p-value that log y bends up in log x (as a power law does toward its floor), or with `two_sided` either way
+    (runs that accelerate bend down): the t test of the quadratic term of log y on log x and its square, exact
+    under a power law with log-normal noise. 1 with fewer than 4 points."""
+    log_x = np.log(x)
+    z = (log_x - log_x.mean()) / log_x.std()
+    design = np.column_stack([np.ones(len(z)), z, z**2])
+    dof = len(y) - 3
+    if dof < 1 or not np.isfinite(z).all():
+        return 1.0
+    coef, *_ = np.linalg.lstsq(design, np.log(y), rcond=None)
+    resid = np.log(y) - design @ coef
+    se = math.sqrt(float(resid @ resid) / dof * np.linalg.inv(design.T @ design)[2, 2])
+    if not se > 0:
+        return 1.0
+    t = coef[2] / se
+    return float(2 * stats.t.sf(abs(t), dof)) if two_sided else float(stats.t.sf(t, dof))
+
+
+def local_slopes(x: np.ndarray, y: np.ndarray, groups: int = 8) -> tuple[float, ...]:
+    """d log y / d log x between neighbouring runs along x: what a single exponent would have to describe. Runs
+    at one x are averaged in log y; more than `groups` distinct x are merged into `groups` consecutive groups
+    (their mean log x and log y). Empty for the laws of several variables."""
+    if np.ndim(x) != 1 or len(x) < 2:
+        return ()
+    log_x, log_y = np.log(np.asarray(x, dtype=float)), np.log(np.asarray(y, dtype=float))
+    distinct, which = np.unique(log_x, return_inverse=True)
+    mean_y = np.bincount(which, weights=log_y) / np.bincount(which)
+    if len(distinct) > groups:
+        parts = np.array_split(np.arange(len(distinct)), groups)
+        distinct = np.array([distinct[part].mean() for part in parts])
+        mean_y = np.array([mean_y[part].mean() for part in parts])
+    return tuple(float(v) for v in np.diff(mean_y) / np.diff(distinct))
+
+
 def _bic(log_resid: np.ndarray, n_params: int) -> float:
     n = len(log_resid)
     return float(n * np.log(np.mean(log_resid**2) + 1e-12) + n_params * np.log(n))
@@ -199,6 +235,11 @@ def lack_of_fit(law: Law, x: np.ndarray, y: np.ndarray, log_resid: np.ndarray, n
         warnings.append(f"lack of fit: ordered by {along}, the residuals change sign only {runs - 1} times in "
                         f"{len(y)} points ({expected:.1f} runs expected; runs test p = {p:.2g}): the {law.name} law is "
                         "the wrong shape for these data")
+    bend = curvature_p(x, y, two_sided=True) if law.curvature_tested and x.ndim == 1 else None
+    if bend is not None and bend < LACK_OF_FIT_P:
+        slopes = ", ".join(f"{v:.2f}" for v in local_slopes(x, y))
+        warnings.append(f"lack of fit: log y is curved in log x (curvature test p = {bend:.2g}; local log-log "
+                        f"slopes {slopes}): no single exponent describes these runs")
     richer, starts = law.richer or (None, None)
     delta = None
     spans = x.ndim == 1 or all(len(np.unique(column)) >= 3 for column in x.T)  # else the rival fits a degenerate law
@@ -214,7 +255,47 @@ def lack_of_fit(law: Law, x: np.ndarray, y: np.ndarray, log_resid: np.ndarray, n
                 warnings.append(f"lack of fit: a {richer} law fits these data much better (BIC lower by "
                                 f"{delta:.1f})")
     return LackOfFit(runs=runs, expected_runs=expected, runs_p=p, richer=richer if delta is not None else None,
-                     delta_bic=delta, warnings=tuple(warnings))
+                     delta_bic=delta, warnings=tuple(warnings), curvature_p=bend)
+
+
+@dataclass(frozen=True)
+class FitGate:
+    """Whether a fitted exponent may stand beside a published one: only when the law passes its lack-of-fit
+    checks (runs test, richer law by BIC, curvature) and the runs identify every parameter. `failed` names each
+    check that failed, with its number; `local_slopes` (`local_slopes`) are what to show instead."""
+
+    failed: tuple[str, ...]
+    local_slopes: tuple[float, ...]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed
+
+    def summary(self) -> str:
+        """'passes its lack-of-fit and identification checks', or the failed checks and the local slopes."""
+        if self.passed:
+            return "passes its lack-of-fit and identification checks"
+        slopes = ", ".join(f"{v:.2f}" for v in self.local_slopes)
+        return (f"not compared with a published exponent: fails {'; '.join(self.failed)}"
+                + (f"; local log-log slopes {slopes}" if slopes else ""))
+
+
+def fit_gate(result: Fit) -> FitGate:
+    """`FitGate` of a fit, from the checks made when it was fitted (`Fit.lack_of_fit`, `Fit.not_identified`)."""
+    check, failed = result.lack_of_fit, []
+    if check is None:
+        failed.append("no lack-of-fit check (fitted without checks)")
+    else:
+        if check.runs_p < LACK_OF_FIT_P:
+            failed.append(f"the runs test (p = {check.runs_p:.2g})")
+        if check.delta_bic is not None and check.delta_bic > LACK_OF_FIT_BIC:
+            failed.append(f"the comparison with a {check.richer} law (BIC lower by {check.delta_bic:.1f})")
+        if check.curvature_p is not None and check.curvature_p < LACK_OF_FIT_P:
+            failed.append(f"the curvature test (p = {check.curvature_p:.2g})")
+    unidentified = [name for name in result.not_identified if name not in result.fixed]
+    if unidentified:
+        failed.append(f"identification ({', '.join(unidentified)} not identified)")
+    return FitGate(failed=tuple(failed), local_slopes=local_slopes(result.x, result.y))
 
 
 def with_checks(result: Fit, x: np.ndarray, y: np.ndarray, log_resid: np.ndarray) -> Fit:
@@ -265,48 +346,59 @@ BACKTEST_FRACTION = 0.25
 class Backtest:
     """An extrapolation's backtest: the law refitted without the largest runs and scored on them (`check`;
     `missed` held-out runs fell outside their prediction intervals), and for a straight line in log space, the
-    one-sided p-value of a bend toward a floor (`curvature_p`). On a miss or a bend, `richer` is the richer law's
-    prediction at the extrapolation's points (fitted on every run) and `warnings` say so; `note` says why there
-    is no backtest."""
+    one-sided p-value of a bend toward a floor (`curvature_p`). `interval` is the extrapolation to print: the law's
+    own prediction interval, or for a straight line in log space, widened beyond the runs to hold the richer law's
+    (`widened`): a power law assumes no floor, and a short ladder cannot rule one out. `richer` is the richer
+    law's prediction at the extrapolation's points (fitted on every run), where it was fitted; on a miss or a bend
+    `warnings` say so, with that prediction; `note` says why there is no backtest."""
 
     check: HeldOutCheck | None
     missed: int
     curvature_p: float | None
     richer: Interval | None
     warnings: tuple[str, ...]
+    interval: Interval
+    widened: bool = False
     note: str = ""
 
 
-def curvature_p(x: np.ndarray, y: np.ndarray) -> float:
-    """One-sided p-value that log y bends up in log x (as a power law does toward its floor): the t test of the
-    quadratic term of log y on log x and its square, exact under a power law with log-normal noise."""
-    log_x = np.log(x)
-    z = (log_x - log_x.mean()) / log_x.std()
-    design = np.column_stack([np.ones(len(z)), z, z**2])
-    coef, *_ = np.linalg.lstsq(design, np.log(y), rcond=None)
-    resid = np.log(y) - design @ coef
-    dof = len(y) - 3
-    if dof < 1:
-        return 1.0
-    se = math.sqrt(float(resid @ resid) / dof * np.linalg.inv(design.T @ design)[2, 2])
-    return float(stats.t.sf(coef[2] / se, dof)) if se > 0 else 1.0
+def _richer_prediction(result: Fit, x: np.ndarray, y: np.ndarray, at, level: float) -> tuple[Interval | None, str]:
+    """The richer law (`Law.richer`) fitted to the same runs, at `at`; or None and why not."""
+    name = result.form.richer[0]
+    richer = get_law(name)
+    try:
+        other = richer.fit(x, y, level=level, **({"n_bootstrap": 0} if richer.iterated else {}))
+    except ConfigError as err:
+        return None, f"no {name} law to compare: {err.message}"
+    return other.extrapolate(at, level=level), ""
+
+
+def _widened(own: Interval, other: Interval) -> Interval:
+    """`own` beyond the runs stretched to hold `other` there (within the runs it is left as it is)."""
+    beyond = own.extrapolated
+    return replace(own, lower=np.where(beyond, np.minimum(own.lower, other.lower), own.lower),
+                   upper=np.where(beyond, np.maximum(own.upper, other.upper), own.upper))
 
 
 def backtest(result: Fit, x, y, at, *, level: float = 0.95, **options) -> Backtest:
     """Check an extrapolation of `result` to `at` (points in the law's x) before it is used.
 
-    The law is refitted on the runs `x`, `y` it was fitted on without the `BACKTEST_FRACTION` largest (by
-    compute, or N * D), and each held-out run must fall in its prediction interval; for a law that is a straight
-    line in log space (`Law.curvature_tested`), log y must not bend toward a floor (`curvature_p`). The two share
-    1 - `level` (the backtest's intervals Bonferroni-adjusted over the k held-out runs), so that a law that holds
-    draws a false alarm on at most 1 - `level` of ladders (measured: docs/scaling_laws.md). A miss or a bend is a
-    warning, with the richer law's prediction at `at` beside it; `options` are the law's fit options.
+    `x`, `y` are the runs `result` was fitted to (for ``isoflop``, its raw (C, N) runs), the one source every
+    part of the check reads. The law is refitted without the `BACKTEST_FRACTION` largest (by compute, or N * D),
+    and each held-out run must fall in its prediction interval; for a law that is a straight line in log space
+    (`Law.curvature_tested`), log y must not bend toward a floor (`curvature_p`). The two share 1 - `level` (the
+    backtest's intervals Bonferroni-adjusted over the k held-out runs), so that a law that holds draws a false
+    alarm on few ladders (measured: docs/scaling_laws.md). A miss or a bend is a warning, with the richer law's
+    prediction at `at` beside it; `options` are the law's fit options. A straight line's extrapolation interval is
+    widened to hold the richer law's (`Backtest.interval`): a bend seven noisy runs cannot show still moves a
+    prediction far beyond them, so the interval carries it instead of a warning that could not be raised.
     """
     law = result.law
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    own = result.extrapolate(at, level=level)
     alpha = (1 - level) / 2 if result.form.curvature_tested else 1 - level
     findings, note, check, missed = [], "", None, 0
-    bend = curvature_p(result.x, result.y) if result.form.curvature_tested else None
+    bend = curvature_p(x, y) if result.form.curvature_tested else None
     if bend is not None and bend < alpha:
         findings.append(f"log y bends toward a floor over the runs (curvature test p = {bend:.2g})")
     k = max(1, int(round(BACKTEST_FRACTION * len(y))))
@@ -323,22 +415,23 @@ def backtest(result: Fit, x, y, at, *, level: float = 0.95, **options) -> Backte
             errors = ", ".join(f"{e:+.1%}" for e in check.relative_error[outside])
             findings.append(f"refitted without its {len(check.y)} largest runs, its prediction intervals miss "
                             f"{missed} of them (relative errors {errors})")
+    other, why_not = None, ""
+    if result.form.richer is not None and (findings or result.form.curvature_tested):
+        other, why_not = _richer_prediction(result, x, y, at, level)
+    widened = other is not None and result.form.curvature_tested and not np.isnan(other.lower).any()
+    interval = _widened(own, other) if widened else own
     if not findings:
-        return Backtest(check=check, missed=missed, curvature_p=bend, richer=None, warnings=(), note=note)
+        return Backtest(check=check, missed=missed, curvature_p=bend, richer=other, warnings=(), interval=interval,
+                        widened=widened, note=note)
     warning = f"backtest of the extrapolation: {'; '.join(findings)}: the {law} law's extrapolation may be off"
-    other = None
-    if result.form.richer is not None:
-        name = result.form.richer[0]
-        richer = get_law(name)
-        try:
-            other = richer.fit(result.x, result.y, level=level, **({"n_bootstrap": 0} if richer.iterated else {}))\
-                .extrapolate(at, level=level)
-        except ConfigError as err:
-            warning += f"; no {name} law to compare: {err.message}"
-        else:
-            bounded = not np.isnan(other.lower).any()
-            shown = "; ".join(f"{v:.4g}" + (f" [{lo:.4g}, {hi:.4g}]" if bounded else "") for v, lo, hi in
-                              zip(np.ravel(other.y), np.ravel(other.lower), np.ravel(other.upper), strict=True))
-            warning += (f"; the {name} law fitted to the same runs predicts {shown} there "
-                        + (f"({level:.0%} interval)" if bounded else "(no interval: fitted without a bootstrap)"))
-    return Backtest(check=check, missed=missed, curvature_p=bend, richer=other, warnings=(warning,), note=note)
+    name = result.form.richer[0] if result.form.richer else None
+    if why_not:
+        warning += f"; {why_not}"
+    elif other is not None:
+        bounded = not np.isnan(other.lower).any()
+        shown = "; ".join(f"{v:.4g}" + (f" [{lo:.4g}, {hi:.4g}]" if bounded else "") for v, lo, hi in
+                          zip(np.ravel(other.y), np.ravel(other.lower), np.ravel(other.upper), strict=True))
+        warning += (f"; the {name} law fitted to the same runs predicts {shown} there "
+                    + (f"({level:.0%} interval)" if bounded else "(no interval: fitted without a bootstrap)"))
+    return Backtest(check=check, missed=missed, curvature_p=bend, richer=other, warnings=(warning,),
+                    interval=interval, widened=widened, note=note)

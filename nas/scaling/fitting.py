@@ -36,9 +36,9 @@ class Interval:
 @dataclass(frozen=True, eq=False)
 class LackOfFit:
     """Is the law the right shape for the data? A runs test of the residuals' signs ordered along the law's
-    variables (too few runs: the residuals bend one way, then the other), and, where the law has a richer
-    neighbour (or a rival of as many parameters) with enough points to fit it, the BIC difference to it (> 10:
-    very strong evidence for it)."""
+    variables (too few runs: the residuals bend one way, then the other), where the law has a richer neighbour
+    (or a rival of as many parameters) with enough points to fit it, the BIC difference to it (> 10: very strong
+    evidence for it), and for a straight line in log space, a test of a bend either way (`curvature_p`)."""
 
     runs: int
     expected_runs: float
@@ -46,6 +46,7 @@ class LackOfFit:
     richer: str | None
     delta_bic: float | None
     warnings: tuple[str, ...]
+    curvature_p: float | None = None  # two-sided, for a law that is a straight line in log space
 
 
 @dataclass(frozen=True, eq=False)

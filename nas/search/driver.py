@@ -44,7 +44,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ import yaml
 from ray import tune
 
 from nas import heartbeat, status
+from nas.disk import DiskFull, full_disk
 from nas.errors import ConfigError
 from nas.results import ResultStore
 from nas.run_dir import RunDir
@@ -68,6 +69,13 @@ from nas.train import ReportTo
 
 #: Prefix of the Ray temporary directories a driver makes (short: Ray's socket paths must fit in 107 bytes).
 RAY_TEMP_PREFIX = "vitamin-nas-ray-"
+#: The longest an AF_UNIX socket's path may be (Linux's sun_path, less its NUL).
+SOCKET_PATH_MAX = 107
+#: What Ray appends to its temporary directory for its longest socket path, with room for a 7-digit pid and a
+#: ".N" suffix: /session_<date>_<time>_<microseconds>_<pid>/sockets/plasma_store
+RAY_SOCKET_TAIL = len("/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store.10")
+#: Where Ray's temporary directory goes when TMPDIR is too long for its sockets (Ray's own default is /tmp/ray).
+SHORT_TEMP = "/tmp"
 #: Seconds to wait for an `--address` to answer.
 CONNECT_TIMEOUT_S = 10.0
 #: The cluster launcher's config on a `ray up` cluster's head (what its autoscaler can add).
@@ -79,11 +87,12 @@ BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")
 def search(study: Study, out: str | os.PathLike, *, resume: bool = False, address: str | None = None,
            storage: str | None = None, dashboard: bool = False, dashboard_host: str = "127.0.0.1",
            verbose: bool = False, progress_every: float = 30.0, command: str | None = None,
-           report_to: str = "tensorboard") -> ResultStore:
+           report_to: str = "tensorboard", on_start: Callable[[], Any] | None = None) -> ResultStore:
     """Run (or with `resume`, continue) `study`; results go to `out/study.db`, Ray's experiment to `storage`,
     the trials' curves to `out/tensorboard` (and W&B, with `report_to="tensorboard,wandb"`).
 
-    `command` is how a user continues the search (recorded for `vitamin-nas status`). Returns the results
+    `command` is how a user continues the search (recorded for `vitamin-nas status`); `on_start` is called once
+    the study, its data and the resources it asks for are checked, as the search begins. Returns the results
     database. Raises `ConfigError` for a study that cannot run as given (an existing search without `resume`, a
     changed study, missing data, resources no node has, no cluster at `address`), `SearchInterrupted` when a
     SIGINT or SIGTERM stopped it.
@@ -105,6 +114,9 @@ def search(study: Study, out: str | os.PathLike, *, resume: bool = False, addres
     # The results database and RUN/tensorboard hold every result: Ray's own CSV, JSON and TensorBoard copies in
     # each trial directory only cost disk and time, and its "tensorboard --logdir" hint pointed at them.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    # Ray Tune's legacy output engine, silent at verbose=0: the new one prints its "Configuration for experiment"
+    # box and "View detailed results here" whatever the verbosity; the Recorder prints the toolkit's progress.
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     driver = DriverSession(study, run_dir, store)
     command = command or f"vitamin-nas search {study.source} --out {run_dir.root} --resume"
     # The session's handlers go in once Ray is up: Ray's core installs its own for SIGTERM (a stack dump, then abort).
@@ -118,33 +130,43 @@ def search(study: Study, out: str | os.PathLike, *, resume: bool = False, addres
                               field="--storage")
         store = driver.store = store or ResultStore.create(run_dir.root, study)  # a failed start leaves nothing
         beat = heartbeat.Heartbeat(store.path, command, ray_temp).start()
+        if on_start is not None:
+            on_start()
         end, reason = heartbeat.FAILED, None
         ledger = Ledger.options(name=driver.ledger, namespace=LEDGER_NAMESPACE).remote(ledger_entries(store))
         try:
             settings = TrialSettings(study, driver.ledger, str(run_dir.root), report_to)
             function = tune.with_resources(tune.with_parameters(trainable, settings=settings),
                                           placement.trial_request(study.resources))
-            if restore:
-                tuner = tune.Tuner.restore(experiment, trainable=function, resume_unfinished=True,
-                                           resume_errored=True)
-            else:
-                tuner = tune.Tuner(function, tune_config=tune_config(study, store),
-                                   run_config=tune_run_config(study, storage, progress_every))
             with ray_tune_hints_silenced(verbose):
+                if restore:
+                    tuner = tune.Tuner.restore(experiment, trainable=function, resume_unfinished=True,
+                                               resume_errored=True)
+                else:
+                    tuner = tune.Tuner(function, tune_config=tune_config(study, store),
+                                       run_config=tune_run_config(study, storage, progress_every))
                 tuner.fit()
             end, reason = (heartbeat.INTERRUPTED, driver.signal_name) if driver.stopping else (heartbeat.FINISHED, None)
+            if driver.failure is not None:  # a trial found the disk full (the Recorder stopped the search)
+                end, reason = heartbeat.FAILED, str(driver.failure)
         except KeyboardInterrupt:
             end, reason = heartbeat.INTERRUPTED, driver.signal_name or "SIGINT"
             raise
         except BaseException as err:
             reason = f"{type(err).__name__}: {err}".splitlines()[0][:300]
-            raise
+            if not full_disk(err):
+                raise
+            driver.failure = DiskFull(run_dir.root)  # the driver's own writes (study.db, Ray Tune's state)
+            reason = str(driver.failure)
+            raise driver.failure from None
         finally:
-            if end == heartbeat.INTERRUPTED:
-                mark_interrupted(store, reason)
+            if end == heartbeat.INTERRUPTED or driver.failure is not None:
+                mark_interrupted(store, reason)  # resumable
             with contextlib.suppress(Exception):
                 ray.kill(ledger)
             beat.end(end, reason)
+    if driver.failure is not None:
+        raise driver.failure
     if driver.stopping:
         raise SearchInterrupted(driver.signal_name, len(store.trials(status=status.INTERRUPTED)))
     return store
@@ -152,8 +174,10 @@ def search(study: Study, out: str | os.PathLike, *, resume: bool = False, addres
 
 def open_store(study: Study, out: Path, resume: bool) -> ResultStore | None:
     """With `resume`, the existing database, which must hold this very study and no live driver; otherwise None
-    (a new search), after checking that `out` holds none."""
+    (a new search), after checking that `out` holds none. Everything is checked through a read-only connection
+    (`heartbeat.refuse_if_running`) before the database is opened for writing: a refused driver writes nothing."""
     exists = (out / "study.db").exists()
+    previous = heartbeat.refuse_if_running(out)
     if exists and not resume:
         raise ConfigError("holds a search already: add --resume to continue it, or choose another --out",
                           source=str(out))
@@ -162,18 +186,15 @@ def open_store(study: Study, out: Path, resume: bool) -> ResultStore | None:
     if not exists:
         return None
     resolved = json.loads(json.dumps(study.resolved()))
-    store = ResultStore.open(out)
-    recorded = store.meta("study") or {}
+    with contextlib.closing(ResultStore.open(out, readonly=True)) as recorded_store:
+        recorded = recorded_store.meta("study") or {}
     changed = sorted(k for k in resolved.keys() | recorded.keys() if resolved.get(k) != recorded.get(k))
     if changed:
         raise ConfigError(f"the study changed since this search began ({', '.join(changed)}); resuming would mix "
                           "results: run it with another --out", source=study.source)
-    previous = heartbeat.read(store)
-    if previous is not None and previous.alive():
-        raise ConfigError(f"is being searched by a running driver (pid {previous.pid} on {previous.host}); stop it "
-                          "first (Ctrl-C or SIGTERM)", source=str(out))
     if previous is not None and previous.ray_temp and Path(previous.ray_temp).name.startswith(RAY_TEMP_PREFIX):
         shutil.rmtree(previous.ray_temp, ignore_errors=True)  # left by a killed driver
+    store = ResultStore.open(out)
     for row in store.trials(status=(status.RUNNING, status.INTERRUPTED)):  # until Tune restarts them (or finds it
         store.update_trial(row["trial_id"], status=status.PENDING)       # never knew them)
     return store
@@ -242,7 +263,7 @@ def ray_session(address: str | None, *, dashboard: bool = False, dashboard_host:
                                   "RAY_AUTH_MODE=token here, with its token in ~/.ray/auth_token or RAY_AUTH_TOKEN",
                                   field="--address") from None
         else:  # never join a cluster by accident (RAY_ADDRESS, /tmp/ray): a private instance on the loopback
-            temp = tempfile.mkdtemp(prefix=RAY_TEMP_PREFIX)
+            temp = ray_temp_dir()
             ender = reaper.start(os.getpid())
             ray.init(address="local", include_dashboard=dashboard, dashboard_host=dashboard_host, _temp_dir=temp,
                      **options)
@@ -258,6 +279,14 @@ def ray_session(address: str | None, *, dashboard: bool = False, dashboard_host:
             reaper.stop(ender)
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
+
+
+def ray_temp_dir() -> str:
+    """A new directory for a local Ray's session: in TMPDIR when Ray's socket paths fit under it, else (a
+    cluster job's per-job TMPDIR is often longer) in `SHORT_TEMP`, where they do."""
+    base = tempfile.gettempdir()
+    longest = len(os.path.join(base, RAY_TEMP_PREFIX + "x" * 8)) + RAY_SOCKET_TAIL  # mkdtemp adds 8 characters
+    return tempfile.mkdtemp(prefix=RAY_TEMP_PREFIX, dir=base if longest <= SOCKET_PATH_MAX else SHORT_TEMP)
 
 
 def loopback_warning() -> str | None:
@@ -334,22 +363,36 @@ def _resources(resources: dict[str, float]) -> str:
 
 @contextlib.contextmanager
 def ray_tune_hints_silenced(verbose: bool) -> Iterator[None]:
-    """Without Ray Tune's own stop and restore hints (`Tuner.restore(...)`): the toolkit prints its `--resume`.
-    SIGUSR1, which Ray Tune takes over while it runs, is given back afterwards."""
+    """Without Ray Tune's own stop and restore hints (`Tuner.restore(...)`: the toolkit prints its `--resume`), its
+    result grid's warning that trials have no result files (Ray's loggers are off: `study.db` holds every result),
+    Optuna's notes on creating and loading the study, and Ray Tune's traceback of each failed trial (kept in the
+    trial's error log). SIGUSR1, which Ray Tune takes over while it runs, is given back afterwards."""
+    import optuna
+
     previous = signal.getsignal(signal.SIGUSR1)
-    logger = logging.getLogger("ray.tune.tune")
+    loggers = [logging.getLogger(name) for name in _RayTuneHints.LOGGERS]
     quiet = _RayTuneHints()
+    verbosity = optuna.logging.get_verbosity()
     if not verbose:
-        logger.addFilter(quiet)
+        for logger in loggers:
+            logger.addFilter(quiet)
+        optuna.logging.set_verbosity(max(verbosity, optuna.logging.WARNING))
     try:
         yield
     finally:
-        logger.removeFilter(quiet)
+        for logger in loggers:
+            logger.removeFilter(quiet)
+        optuna.logging.set_verbosity(verbosity)
         signal.signal(signal.SIGUSR1, previous)
 
 
 class _RayTuneHints(logging.Filter):
-    HINTS = ("Tuner.restore", "Stop signal received", "Trials did not complete")
+    #: Ray Tune's traceback of every failed trial attempt: the Recorder keeps it in the trial's error log and
+    #: the search ends with one line per kind of error (`nas.search.outcome`).
+    TRIAL_ERRORS = ("ray.tune.execution.tune_controller", "Trial task failed for trial")
+    LOGGERS = ("ray.tune.tune", "ray.tune.analysis.experiment_analysis", TRIAL_ERRORS[0])
+    HINTS = ("Tuner.restore", "Stop signal received", "Trials did not complete",
+             "both result.json and progress.csv were not found", TRIAL_ERRORS[1])
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not any(hint in record.getMessage() for hint in self.HINTS)

@@ -15,10 +15,15 @@ import sys
 
 #: Ray's switch between single-machine mode ("0") and cluster mode ("1").
 SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+#: Ray's authentication mode; a new local instance uses a token by default, and warns so unless this names a mode.
+AUTH_MODE = "RAY_AUTH_MODE"
 
 
 def prefer_loopback() -> None:
     """Ask for Ray's single-machine mode for a Ray this process starts, unless the variable says otherwise; a no-op
-    once Ray is imported (too late: the driver then warns where its instance listens)."""
+    once Ray is imported (too late: the driver then warns where its instance listens). Its token authentication,
+    Ray's default for a new local instance, is asked for by name: the same protection, without Ray's warning
+    about it at every start."""
     if "ray" not in sys.modules:
         os.environ.setdefault(SINGLE_MACHINE, "0")
+        os.environ.setdefault(AUTH_MODE, "token")

@@ -1,10 +1,10 @@
 """What the searcher hands a trial and what a trial reports back, defined once for both sides.
 
 The searcher gives each Ray Tune trial a config of two keys: `CANDIDATE_KEY`, the `Candidate` it measures, and
-`NUMBER_KEY`, its Optuna trial number. The trial reports to Ray Tune at every rung the trainer's metrics plus
-the keys below (`REPORT_KEYS`), the candidate's analytic cost, and where it ran (`process_place`); its last
-report says how it ended (`STATUS_KEY`), which `final_status` reads on the driver. `rung_metrics` takes back,
-from any such report, what the trainer measured.
+`NUMBER_KEY`, its Optuna trial number (and `TRIAL_ID_KEY` for a trial that continues one Ray Tune lost). The
+trial reports to Ray Tune at every rung the trainer's metrics plus the keys below (`REPORT_KEYS`), the
+candidate's analytic cost, and where it ran (`process_place`); its last report says how it ended (`STATUS_KEY`),
+which `final_status` reads on the driver. `rung_metrics` takes back, from any such report, what the trainer measured.
 
 Torch-free and Ray-free at import: the trial's worker, the searcher and the recorder on the driver all read it.
 """
@@ -28,6 +28,14 @@ LEDGER_NAMESPACE = "vitamin-nas"
 # ---- the trial's config (from the searcher) ------------------------------------------------------------------
 CANDIDATE_KEY = "candidate"
 NUMBER_KEY = "number"
+#: A trial's id in the results database and the run directory, when it is not Ray Tune's own: a trial that a
+#: killed driver started and Ray Tune never recorded continues under its first id (its record, its checkpoints).
+TRIAL_ID_KEY = "continues"
+
+
+def trial_id_of(config: Mapping[str, Any], tune_trial_id: str) -> str:
+    """The id a trial is recorded and checkpointed under (`TRIAL_ID_KEY`, else Ray Tune's)."""
+    return config.get(TRIAL_ID_KEY) or tune_trial_id
 
 # ---- the keys a trial adds to the trainer's metrics in its reports ---------------------------------------------
 #: How the trial stands: `nas.status.RUNNING` at every rung, its end (`nas.status.REPORTED_ENDS`) in its last report.

@@ -22,6 +22,7 @@ from ray import tune
 from ray.util.placement_group import remove_placement_group
 
 from nas import status
+from nas.disk import DiskFull, full_disk
 from nas.progress import progress_report
 from nas.run_dir import CHECKPOINT
 from nas.search import retention, session
@@ -41,6 +42,7 @@ from nas.search.protocol import (
     WORKER_PID_KEY,
     final_status,
     rung_metrics,
+    trial_id_of,
 )
 from nas.search.searcher import OptunaStudy
 from nas.study import Study
@@ -132,19 +134,19 @@ class Recorder(tune.Callback):
         """A trial (re)starts. One whose end is recorded (a driver killed after it ended, before Ray Tune saved
         that) keeps its record: it replays its results and ends as it did."""
         candidate = trial.config[CANDIDATE_KEY]
-        self.started.add(trial.trial_id)
-        row = self.store.trial(trial.trial_id)
+        self.started.add(_id(trial))
+        row = self.store.trial(_id(trial))
         if row is not None and row["status"] in status.KNOWN and row["ended_at"]:
-            self.replaying.add(trial.trial_id)  # what it reports, and how Tune ends it, are recorded already
+            self.replaying.add(_id(trial))  # what it reports, and how Tune ends it, are recorded already
             return
-        self.store.add_trial(trial.trial_id, candidate.arch, candidate.cost, number=trial.config[NUMBER_KEY],
+        self.store.add_trial(_id(trial), candidate.arch, candidate.cost, number=trial.config[NUMBER_KEY],
                              schedule=candidate.schedule, seed=candidate.seed)
-        self.store.start_attempt(trial.trial_id)
-        self.ledger.update.remote(trial.trial_id, candidate.key, status=status.RUNNING)
+        self.store.start_attempt(_id(trial))
+        self.ledger.update.remote(_id(trial), candidate.key, status=status.RUNNING)
         self._print(force=True)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
-        if result.get(STATUS_KEY) != status.RUNNING or "budget" not in result or trial.trial_id in self.replaying:
+        if result.get(STATUS_KEY) != status.RUNNING or "budget" not in result or _id(trial) in self.replaying:
             return
         metrics = rung_metrics(result)
         where = {k: result[k] for k in PLACE_KEYS}
@@ -152,13 +154,13 @@ class Recorder(tune.Callback):
         if checkpoint and result[REPLAY_KEY] and not (self.store.checkpoint_path(checkpoint) / CHECKPOINT).is_file():
             checkpoint = None  # a replayed measurement whose checkpoint `storage.keep` let go meanwhile
         hits = result.get(HITS_KEY)
-        self.store.record_rung(trial.trial_id, {**metrics, **where}, rung=self.study.budget.rung_of(result["budget"]),
+        self.store.record_rung(_id(trial), {**metrics, **where}, rung=self.study.budget.rung_of(result["budget"]),
                                checkpoint=checkpoint, hits=hits, session=result[SESSION_KEY],
                                replace=not result[REPLAY_KEY])
-        self.store.update_trial(trial.trial_id, pid=result[WORKER_PID_KEY], accum_freq=result[ACCUM_FREQ_KEY],
+        self.store.update_trial(_id(trial), pid=result[WORKER_PID_KEY], accum_freq=result[ACCUM_FREQ_KEY],
                                 resumed_from=result[RESUMED_FROM_KEY])
         if not result[REPLAY_KEY]:
-            self.ledger.update.remote(trial.trial_id, trial.config[CANDIDATE_KEY].key,
+            self.ledger.update.remote(_id(trial), trial.config[CANDIDATE_KEY].key,
                                       rung={**metrics, RUNG_CHECKPOINT_KEY: checkpoint,
                                             **({HITS_KEY: hits} if hits else {})})
         self._prune()
@@ -166,19 +168,20 @@ class Recorder(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result
-        self._release(trial.trial_id)
+        self._release(_id(trial))
         self._finish(trial, final_status(result, False), result.get(ERROR_KEY) or None)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._release(trial.trial_id)
-        if trial.trial_id in self.replaying:
+        self._release(_id(trial))
+        if _id(trial) in self.replaying:
             return
-        self.store.update_trial(trial.trial_id, status=status.PENDING, error=_error_text(trial))
+        self.store.update_trial(_id(trial), status=status.PENDING, error=self._logged_error(trial))
         self._print(force=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._release(trial.trial_id)
-        self._finish(trial, status.FAILED, _error_text(trial))
+        self._release(_id(trial))
+        error = self._logged_error(trial)
+        self._finish(trial, status.INTERRUPTED if full_disk(error) else status.FAILED, error)  # a full disk: resumable
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self._print()
@@ -193,7 +196,7 @@ class Recorder(tune.Callback):
         if self.session.stopping:
             for row in self.store.trials(status=(status.PENDING, status.RUNNING)):
                 self.store.update_trial(row["trial_id"], status=status.INTERRUPTED, ended_at=now,
-                                        error=f"interrupted: the driver was stopped by {self.session.signal_name}")
+                                        error=f"interrupted: the driver was stopped by {self.session.stop_reason}")
                 if row["number"] is not None:
                     optuna.set_user_attr(row["number"], "status", status.INTERRUPTED)
             self._print(force=True, final=True)
@@ -227,12 +230,22 @@ class Recorder(tune.Callback):
         for gone in retention.prune(self.store, self.study):
             self.ledger.forget_checkpoint.remote(gone.trial_id, gone.budget)
 
+    def _logged_error(self, trial: Any) -> str:
+        """The trial's latest error, appended whole to its error log under the run directory (which outlives Ray's
+        temporary directory): the terminal shows one line per kind of error (`nas.search.outcome`)."""
+        error = _error_text(trial)
+        row = self.store.trial(_id(trial))
+        self.session.run_dir.log_error(_id(trial), row["attempts"] if row else 0, error)
+        if full_disk(error):  # every trial would fail so: the search stops, its trials resumable
+            self.session.fail(DiskFull.told(error, self.session.run_dir.root))
+        return error[-4000:]
+
     def _finish(self, trial: Any, end: str, error: str | None) -> None:
-        row = self.store.trial(trial.trial_id)
-        if trial.trial_id in self.replaying or (row is not None and row["status"] == end and row["ended_at"]):
+        row = self.store.trial(_id(trial))
+        if _id(trial) in self.replaying or (row is not None and row["status"] == end and row["ended_at"]):
             return  # a replayed end: the recorded one stands (ASHA may stop a replay early)
-        self.store.update_trial(trial.trial_id, status=end, error=error, ended_at=time.time())
-        self.ledger.update.remote(trial.trial_id, trial.config[CANDIDATE_KEY].key, status=end, error=error)
+        self.store.update_trial(_id(trial), status=end, error=error, ended_at=time.time())
+        self.ledger.update.remote(_id(trial), trial.config[CANDIDATE_KEY].key, status=end, error=error)
         self._prune()
         self._print(force=True)
 
@@ -242,13 +255,19 @@ class Recorder(tune.Callback):
         if not final and now - self.printed < (5.0 if force else self.progress_every):
             return
         self.printed = now
-        print(progress_report(self.store), flush=True)
+        if not session.say(progress_report(self.store)):
+            self.session.output_broken()
+
+
+def _id(trial: Any) -> str:
+    """The id the Ray Tune trial is recorded under (`nas.search.protocol.trial_id_of`)."""
+    return trial_id_of(trial.config, trial.trial_id)
 
 
 def _error_text(trial: Any) -> str:
     """The trial's latest error: Ray Tune writes it on the driver first (`error_file`), then copies it to its
     storage (`get_error`)."""
     if trial.error_file and Path(trial.error_file).is_file():
-        return Path(trial.error_file).read_text()[-4000:]
+        return Path(trial.error_file).read_text()
     error = trial.get_error()
-    return str(error)[-4000:] if error is not None else "unknown error"
+    return str(error) if error is not None else "unknown error"

@@ -30,7 +30,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialSch
 
 from nas.metrics import TRAINED, direction
 from nas.pareto import minimization, pareto_order
-from nas.search.protocol import CANDIDATE_KEY
+from nas.search.protocol import CANDIDATE_KEY, REPLAY_KEY, RESUMED_FROM_KEY
 from nas.study import Budget, Study
 
 
@@ -54,13 +54,30 @@ def finalist(trial: Any) -> bool:
     return bool(getattr(config.get(CANDIDATE_KEY), "finalist", False))
 
 
+def promoted_before(result: Mapping[str, Any], time_attr: str) -> bool:
+    """Whether `result` is a rung replayed by a trial resumed from a checkpoint past that rung: the trial was
+    promoted there, in the session that measured it. A resumed search's scheduler starts empty (Ray Tune restores
+    trials and the searcher, not the scheduler), so deciding that rung again, against whatever this session has
+    recorded there so far, could stop the trial now at a rung it passed (seen once: a trial promoted at 800
+    samples, stopped at 800 after a driver kill, its 2,400 never measured). Such a rung is recorded (other
+    trials are compared with it) but never stops its trial."""
+    resumed = result.get(RESUMED_FROM_KEY)
+    return bool(result.get(REPLAY_KEY)) and resumed is not None and resumed > result.get(time_attr, math.inf)
+
+
 class ASHA(AsyncHyperBandScheduler):
-    """Ray Tune's ASHA, except for finalists' runs, which it neither stops nor records at its rungs."""
+    """Ray Tune's ASHA, except for finalists' runs, which it neither stops nor records at its rungs, and a rung
+    replayed by a trial promoted past it before, which goes on (`promoted_before`)."""
+
+    def __init__(self, *, time_attr: str, **options: Any):
+        super().__init__(time_attr=time_attr, **options)
+        self.samples_attr = time_attr
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         if finalist(trial):
             return TrialScheduler.CONTINUE
-        return super().on_trial_result(tune_controller, trial, result)
+        action = super().on_trial_result(tune_controller, trial, result)
+        return TrialScheduler.CONTINUE if promoted_before(result, self.samples_attr) else action
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
         if not finalist(trial):
@@ -113,6 +130,8 @@ class ParetoASHA(FIFOScheduler):
             action = TrialScheduler.STOP
         else:
             action = self.decide(trial.trial_id, result[self.time_attr], reward)
+            if promoted_before(result, self.time_attr):
+                action = TrialScheduler.CONTINUE
         self.stopped += action == TrialScheduler.STOP
         return action
 

@@ -5,13 +5,16 @@ It owns an `optuna.Study` in the results database and drives it with Optuna's pu
 - A proposal is the space's define-by-run `suggest` (or the index of a listed candidate, and with
   `schedule: per_budget` the index of the budget its run ends at), sampled by a seeded TPE, NSGA-II or random
   sampler; grid and fixed studies enqueue their candidates. Constraints are checked on the analytic cost
-  (computed once, and passed to the trial in its config) before a trial is created, and set on the Optuna
-  trial; an infeasible proposal, and one that ran out of memory or diverged, is told to Optuna as PRUNED with
-  a violated constraint, so that TPE learns to avoid it.
-- An arch already measured is not trained again, and is told to Optuna once: a proposal of it is FAIL (which
-  no sampler learns from) with `measured_by` naming the Optuna trial that holds its result, so that the
-  sampler learns the arch from that trial and `best_trials` never lists one arch twice (a finalist's confirmation,
-  another seed of a measured arch, is told COMPLETE too, marked with the user attribute `finalist`).
+  (computed once, and passed to the trial in its config) and set on the Optuna trial.
+- Sampled proposals are drawn in an in-memory copy of the study (`_drafts`): one that is infeasible, measured
+  already or in training is told there (infeasible: PRUNED with a violated constraint, so that TPE learns to
+  avoid it; measured: FAIL, which no sampler learns from, with `measured_by` naming the Optuna trial that holds
+  its result) and never becomes a trial of the study; only a proposal to train does. The study's trials, and
+  optuna-dashboard, are the trials that trained. A trial that ran out of memory or diverged is PRUNED with a
+  violated `trainable` constraint.
+  A finalist's confirmation (another seed of a measured arch, `confirm`) and a rerun of a run that did not
+  learn (`repeats.not_learned`) are enqueued in the study itself, with their seed as a user attribute; a
+  finalist is told COMPLETE too, marked with the user attribute `finalist`.
 - Optuna is told a trial's result only at the budget it reached: a trial that ASHA stopped early is PRUNED
   (with its intermediate values when there is one objective), never COMPLETE with low-budget metrics.
 - optuna-dashboard shows the search: the objectives are named, and each trial carries as user attributes its
@@ -47,14 +50,16 @@ from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search import Searcher
 
 from nas import status
+from nas.arch import Arch
 from nas.errors import ConfigError
 from nas.metrics import TRAINED, ZERO_COST
-from nas.results import ResultStore
+from nas.results import Measured, ResultStore
 from nas.search.protocol import (
     CANDIDATE_KEY,
     NUMBER_KEY,
     SCHEDULE_KEY,
     STATUS_KEY,
+    TRIAL_ID_KEY,
     Candidate,
     final_status,
     rung_metrics,
@@ -82,36 +87,44 @@ class Proposer:
 
     study: Study
 
-    def __call__(self, trial: optuna.Trial) -> Candidate:
-        """The candidate, with the space's constraints on its analytic cost set on the trial (<= 0: feasible),
-        which TPE and NSGA-II take into account."""
+    def __call__(self, trial: optuna.Trial, candidate: Candidate | None = None) -> Candidate:
+        """The candidate of the trial's parameters (`candidate`, when it is known already), with the space's
+        constraints on its analytic cost set on the trial (<= 0: feasible), which TPE and NSGA-II take into
+        account."""
         space, schedules = self.study.space, self.study.budget.schedules
         if self.study.archs:
             arch = self.study.archs[trial.suggest_int("candidate", 0, len(self.study.archs) - 1)]
         else:
             arch = space.suggest(trial)
-        trial.set_user_attr("arch", arch.to_json())
-        trial.set_user_attr("arch_id", arch.arch_id)
-        trial.set_user_attr("arch_name", arch.name())
         schedule = schedules[trial.suggest_int("schedule", 0, len(schedules) - 1)] if self.study.budget.per_budget \
             else schedules[0]
-        trial.set_user_attr("schedule", schedule)
         seeds = (None, *self.study.repeats.seeds)
         seed = seeds[trial.suggest_int("seed", 0, len(seeds) - 1)] if self.study.repeats.seeds else None
         seed = trial.user_attrs.get(SEED_ATTR, seed)  # a rerun's or a finalist's
+        candidate = candidate or self.candidate(arch, schedule, seed, bool(trial.user_attrs.get(FINALIST_ATTR)))
+        trial.set_user_attr("arch", arch.to_json())
+        trial.set_user_attr("arch_id", arch.arch_id)
+        trial.set_user_attr("arch_name", arch.name())
+        trial.set_user_attr("schedule", schedule)
         cost = space.cost(arch)
         for name, value in cost.metrics().items():
             trial.set_user_attr(name, value)
         for name, value in zip(space.constraints, space.constraint_values(arch, cost)):
             trial.set_constraint(name, value)
+        return candidate
+
+    def candidate(self, arch: Arch, schedule: int, seed: int | None, finalist: bool = False) -> Candidate:
+        """What a trial of `arch` measures: its analytic cost, and its zero-cost scores when the study optimises
+        them (scored here, once)."""
+        space = self.study.space
+        cost = space.cost(arch)
         known = cost.metrics()
         zero_cost = [name for name in self.study.objectives if name in ZERO_COST]
-        if zero_cost:  # objectives known before training, like the cost: scored once, here
+        if zero_cost:
             from nas.proxies import zero_cost_scores
 
             known.update(zero_cost_scores(arch, names=tuple(zero_cost)))
-        return Candidate(arch, schedule, known, tuple(space.violations(arch, cost)), seed,
-                         bool(trial.user_attrs.get(FINALIST_ATTR)))
+        return Candidate(arch, schedule, known, tuple(space.violations(arch, cost)), seed, finalist)
 
 
 def feasible_archs(study: Study) -> frozenset[str] | None:
@@ -132,6 +145,13 @@ def make_sampler(study: Study) -> optuna.samplers.BaseSampler:
         raise ConfigError(f"not an option of {kind.__name__}: {err}", source=study.source, field="sampler") from None
 
 
+def enqueued_only(study: Study) -> optuna.samplers.BaseSampler:
+    """The sampler of the study in the results database, whose every trial is asked with enqueued parameters
+    (the drafts' proposal, a grid's or a list's candidate), so that it samples nothing. The proposals' sampler
+    is another: a sampler serves one study (TPE and NSGA-II cache its search space), and it serves the drafts."""
+    return optuna.samplers.RandomSampler(seed=study.seed)
+
+
 class ProposalSampler(optuna.samplers.BaseSampler):
     """The study's sampler, until it keeps proposing what is known: after `random_after` proposals in a row that
     were told at once (infeasible, measured or in training: Optuna trials no Tune trial trains), the next are
@@ -146,16 +166,16 @@ class ProposalSampler(optuna.samplers.BaseSampler):
         self.sampler = sampler
         self.random = random
         self.random_after = random_after
-        self._chosen: tuple[int, optuna.samplers.BaseSampler] | None = None  # (trial number, its sampler)
+        self._chosen: tuple[tuple[str, int], optuna.samplers.BaseSampler] | None = None  # ((study, number), sampler)
 
     def _for(self, study: optuna.Study, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
-        if self._chosen is None or self._chosen[0] != trial.number:
+        if self._chosen is None or self._chosen[0] != (study.study_name, trial.number):
             known = 0
             for before in reversed(study.get_trials(deepcopy=False)[:trial.number]):
                 if known >= self.random_after or not before.state.is_finished() or TRIAL_ID_ATTR in before.user_attrs:
                     break
                 known += 1
-            self._chosen = trial.number, self.random if known >= self.random_after else self.sampler
+            self._chosen = (study.study_name, trial.number), self.random if known >= self.random_after else self.sampler
         return self._chosen[1]
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -235,7 +255,8 @@ class StudySearcher(Searcher):
         self.ended: dict[str, tuple[tuple[str, int, int | None], str, bool]] = {}  # Tune id -> key, end, finalist
         self.queued: dict[tuple[str, int, int | None], bool] = {}  # reruns and finalists enqueued -> finalist
         self.confirmed = False  # the finalists chosen (once)
-        self.optuna = OptunaStudy(study, store, self.sampler)
+        self.passed: list[FrozenTrial] = []  # proposals passed over in the drafts study (`_drafts`), oldest first
+        self.optuna = OptunaStudy(study, store, enqueued_only(study))
         self.ot_study = self.optuna.study
         per_budget = study.budget.per_budget  # every candidate at the smallest budget first, then the next
         seeds = (None, *study.repeats.seeds)
@@ -246,25 +267,38 @@ class StudySearcher(Searcher):
 
     # ---- Tune's interface ------------------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        lost = self._lost()
+        if lost is not None:  # one of the study's trials already: handed out before any count
+            return self._hand(trial_id, *lost)
         extra = self._queue_extras()
         if not extra and self._trials_spent():  # what a proposal tells Optuna adds no trial to the database
             return self._finished()
+        drafts = None
         for _ in range(MAX_PROPOSALS):
             if not extra and self._exhausted():
                 return self._finished()
-            extra = False
-            number, candidate = self._proposal()
-            if not self._skipped(number, candidate):
-                self.asked[trial_id] = number
-                self.in_flight[trial_id] = candidate.key
-                self.optuna.set_user_attr(number, TRIAL_ID_ATTR, trial_id)
-                self.optuna.set_user_attr(number, "status", status.RUNNING)
-                if candidate.finalist:
-                    self.finalists.add(trial_id)
-                return {CANDIDATE_KEY: candidate, NUMBER_KEY: number}
+            if extra or self.study.archs:  # the study's queue: reruns and finalists first, a grid's or a list's
+                proposal = self._proposal()
+            else:
+                drafts = self._drafts() if drafts is None else drafts
+                proposal = self._draft(drafts)
+            extra = extra and self._waiting_extras()
+            if proposal is not None:
+                return self._hand(trial_id, *proposal)
         logger.warning("the last %d proposals were all infeasible or measured already: the search stops proposing",
                        MAX_PROPOSALS)
         return Searcher.FINISHED
+
+    def _hand(self, trial_id: str, number: int, candidate: Candidate, continues: str | None = None) -> dict[str, Any]:
+        """The config of Tune trial `trial_id`, which trains Optuna trial `number` (recorded under `continues`,
+        a trial Ray Tune lost, when given)."""
+        self.asked[trial_id] = number
+        self.in_flight[trial_id] = candidate.key
+        self.optuna.set_user_attr(number, TRIAL_ID_ATTR, continues or trial_id)
+        self.optuna.set_user_attr(number, "status", status.RUNNING)
+        if candidate.finalist:
+            self.finalists.add(trial_id)
+        return {CANDIDATE_KEY: candidate, NUMBER_KEY: number, **({TRIAL_ID_KEY: continues} if continues else {})}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         """What the trial measured at a budget, unless Optuna was told its end already (a trial that ended before
@@ -289,7 +323,8 @@ class StudySearcher(Searcher):
 
     def save(self, checkpoint_path: str) -> None:
         state = {"asked": self.asked, "in_flight": self.in_flight, "reported": self.reported, "told": self.told,
-                 "ended": self.ended, "queued": self.queued, "confirmed": self.confirmed, "finalists": self.finalists}
+                 "ended": self.ended, "queued": self.queued, "confirmed": self.confirmed, "finalists": self.finalists,
+                 "passed": self.passed}
         with open(checkpoint_path, "wb") as f:
             pickle.dump(state, f)
 
@@ -300,6 +335,7 @@ class StudySearcher(Searcher):
         self.reported, self.told = state["reported"], state["told"]
         self.ended, self.queued = state.get("ended", {}), state.get("queued", {})
         self.confirmed, self.finalists = state.get("confirmed", False), state.get("finalists", set())
+        self.passed = state.get("passed", [])
 
     def __getstate__(self) -> dict[str, Any]:
         """Without the results database and the Optuna study in it: `__setstate__` opens the driver session's. The
@@ -314,7 +350,7 @@ class StudySearcher(Searcher):
         self.__dict__.update(state)
         self.store = session.current().store
         self.sampler = ProposalSampler(make_sampler(self.study), random)
-        self.optuna = OptunaStudy(self.study, self.store, self.sampler)
+        self.optuna = OptunaStudy(self.study, self.store, enqueued_only(self.study))
         self.ot_study = self.optuna.study
 
     # ---- runs the study adds: reruns of runs that did not learn, finalists -------------------------------------
@@ -334,6 +370,10 @@ class StudySearcher(Searcher):
             self.confirmed = True
             for key, seed in self._finalist_runs():
                 self._enqueue(key, seed, finalist=True)
+        return self._waiting_extras()
+
+    def _waiting_extras(self) -> bool:
+        """Whether a rerun or a finalist waits in the study's queue."""
         return any(SEED_ATTR in t.user_attrs for t in self.ot_study.get_trials(
             deepcopy=False, states=(TrialState.WAITING,)))
 
@@ -389,10 +429,56 @@ class StudySearcher(Searcher):
         self.queued[(*key[:2], seed)] = finalist
 
     # ---- deciding what to train ------------------------------------------------------------------------------
-    def _proposal(self) -> tuple[int, Candidate]:
-        """A new Optuna trial's number and its candidate, sampled (by `ProposalSampler`) as it is suggested."""
+    def _proposal(self) -> tuple[int, Candidate] | None:
+        """The next enqueued candidate of a grid or fixed study (each is an Optuna trial already), unless it is
+        known: then told to Optuna at once, and None."""
         ot_trial = self.ot_study.ask()
-        return ot_trial.number, self.propose(ot_trial)
+        number, candidate = ot_trial.number, self.propose(ot_trial)
+        return None if self._skipped(number, candidate) else (number, candidate)
+
+    def _drafts(self) -> optuna.Study:
+        """An in-memory copy of the study in which sampled proposals are drawn (`_draft`): only a proposal that
+        must be trained becomes a trial of the study, so that its trials (and optuna-dashboard) are the trials
+        that trained. It holds the study's trials and the proposals passed over before, in the order they were
+        made, so that the sampler learns from both as it did when both were trials of the study."""
+        drafts = optuna.create_study(directions=self.ot_study.directions, sampler=self.sampler)
+        made = [t for t in self.ot_study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
+        drafts.add_trials(sorted([*made, *self.passed], key=lambda t: t.datetime_start))
+        return drafts
+
+    def _draft(self, drafts: optuna.Study) -> tuple[int, Candidate] | None:
+        """A proposal drawn in `drafts`: a new trial of the study (with the proposal's parameters) when it must
+        be trained; else passed over, told as it would have been in the study, there only, and None (unless it
+        carries a result Optuna was never told: then the study is told, on a trial of its own)."""
+        draft = drafts.ask()
+        candidate = self.propose(draft)
+        known = self._known(candidate)
+        if known is None or isinstance(known, Measured):
+            self.ot_study.enqueue_trial(draft.params)
+            ot_trial = self.ot_study.ask()
+            self.propose(ot_trial, candidate)
+            if known is None:
+                return ot_trial.number, candidate
+            self._tell_measured(ot_trial.number, candidate, known)
+            return None
+        state, attrs = known
+        for key, value in attrs.items():
+            draft.set_user_attr(key, value)
+        self.passed.append(drafts.tell(draft, state=state))
+        return None
+
+    def _lost(self) -> tuple[int, Candidate, str] | None:
+        """A trial that a killed driver started and Ray Tune never recorded (its experiment state was saved before
+        the trial began), and none of this search has handed out again: in the results database, unfinished,
+        with an Optuna trial this searcher never asked. It continues under its own id and Optuna number, from
+        its newest checkpoint."""
+        handed = set(self.asked.values())
+        for row in self.store.trials(status=(status.PENDING, status.INTERRUPTED)):
+            if row["number"] is not None and row["number"] not in handed and \
+                    not self.optuna.state(row["number"]).is_finished():
+                arch = Arch.from_json(row["arch"])
+                return row["number"], self.propose.candidate(arch, row["schedule"], row["seed"]), row["trial_id"]
+        return None
 
     def _trials_spent(self) -> bool:
         """The study's `trials` are the trials the database holds with a result and those in training: Ray Tune's
@@ -412,35 +498,49 @@ class StudySearcher(Searcher):
             return False
         return self.feasible <= {key[0] for key in self.in_flight.values()} | self.store.arch_ids(status.KNOWN)
 
-    def _skipped(self, number: int, candidate: Candidate) -> bool:
-        """Tell Optuna at once what is known about the candidate; False when it must be trained."""
+    def _known(self, candidate: Candidate) -> tuple[TrialState, dict[str, Any]] | Measured | None:
+        """What is known of a candidate that needs no training: how its proposal is told (state, user
+        attributes), or a measurement Optuna was never told; None when it must be trained."""
         if candidate.violations:
-            self.optuna.set_user_attr(number, "skipped", f"infeasible: {'; '.join(candidate.violations)}")
-            self.ot_study.tell(number, state=TrialState.PRUNED)
-            return True
+            return TrialState.PRUNED, {"skipped": f"infeasible: {'; '.join(candidate.violations)}"}
         training = next((t for t, key in self.in_flight.items() if key == candidate.key), None)
         if training is not None:
-            self.optuna.set_user_attr(number, "skipped", f"duplicate: the arch is being trained by trial {training}")
+            attrs = {"skipped": f"duplicate: the arch is being trained by trial {training}"}
             if training in self.asked:
-                self.optuna.set_user_attr(number, "duplicate_of", self.asked[training])
-            self.ot_study.tell(number, state=TrialState.FAIL)
-            return True
+                attrs["duplicate_of"] = self.asked[training]
+            return TrialState.FAIL, attrs
         measured = self.store.measured(*candidate.key)
         if measured is None or measured.status not in status.KNOWN:
-            return False
-        self.optuna.set_user_attr(number, "skipped", f"measured: by trial {measured.trial_id}")
+            return None
         original = (self.store.trial(measured.trial_id) or {}).get("number")
         if original is not None and 0 <= original < len(self.ot_study.get_trials(deepcopy=False)) and \
                 self.optuna.state(original).is_finished():  # Optuna knows the result: told once, there
-            self.optuna.set_user_attr(number, "measured_by", original)
-            self.ot_study.tell(number, state=TrialState.FAIL)
+            return TrialState.FAIL, {"skipped": f"measured: by trial {measured.trial_id}", "measured_by": original}
+        return measured
+
+    def _skipped(self, number: int, candidate: Candidate) -> bool:
+        """Tell Optuna at once what is known about the candidate of trial `number`; False when it must be
+        trained."""
+        known = self._known(candidate)
+        if known is None:
+            return False
+        if isinstance(known, Measured):
+            self._tell_measured(number, candidate, known)
             return True
-        for rung in measured.rungs:  # a result Optuna was never told (its trial is not in this study): tell it here
+        state, attrs = known
+        for key, value in attrs.items():
+            self.optuna.set_user_attr(number, key, value)
+        self.ot_study.tell(number, state=state)
+        return True
+
+    def _tell_measured(self, number: int, candidate: Candidate, measured: Measured) -> None:
+        """A result Optuna was never told (its trial is not in this study), told on trial `number`."""
+        self.optuna.set_user_attr(number, "skipped", f"measured: by trial {measured.trial_id}")
+        for rung in measured.rungs:
             self._report(number, None, rung["budget"], rung["metrics"])
         last = {**measured.rungs[-1]["metrics"], **candidate.cost, STATUS_KEY: measured.status,
                 SCHEDULE_KEY: candidate.schedule}
         self._tell(number, measured.status, last)
-        return True
 
     def _report(self, number: int, trial_id: str | None, budget: int, metrics: Mapping[str, Any]) -> None:
         """What a trial measured at a budget, as a user attribute, and as an intermediate value with one objective

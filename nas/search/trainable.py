@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.run_dir import RunDir
-from nas.search.protocol import CANDIDATE_KEY, LEDGER_NAMESPACE, NUMBER_KEY, Candidate
+from nas.search.protocol import CANDIDATE_KEY, LEDGER_NAMESPACE, NUMBER_KEY, Candidate, trial_id_of
 from nas.search.trial import Trial
 from nas.study import Study
 from nas.train.log import TENSORBOARD, ReportTo
@@ -54,5 +54,5 @@ def trainable(config: dict[str, Any], settings: TrialSettings) -> None:
         from nas.search.data_parallel import DataParallelTrial
 
         kind = DataParallelTrial
-    kind(settings.study, candidate, tune.get_context().get_trial_id(), RunDir(settings.run_dir), ledger,
-         report_to).run()
+    kind(settings.study, candidate, trial_id_of(config, tune.get_context().get_trial_id()), RunDir(settings.run_dir),
+         ledger, report_to).run()

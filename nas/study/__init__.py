@@ -11,6 +11,8 @@ starts.
       retrieval: ...
       zeroshot_templates: ["{}"]             # optional: the zero-shot prompts (default: the set's templates.txt)
       captions: "{color} {shape}"            # optional: caption each image from its metadata row (a template)
+      timeout: 600                           # seconds a pipe:/URL shard may send nothing before its trial
+                                             # fails ("data stalled"; retried as the failures policy says)
       workers: auto                          # loader workers per trial + any nas.data.DataSource field
     text: {width: 64, layers: 2, heads: 2, context_length: 32}   # or a preset name; default: the space's
     train: {batch_size: 64, lr: 0.001, warmup: 20}               # nas.train_config.TrainConfig fields

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from nas.arch import Arch
+from nas.disk import DiskFull, full_disk
 from nas.errors import ConfigError
 from nas.jsonable import jsonable
 from nas.presets import TextTower
@@ -93,15 +94,23 @@ def check_compatible(checkpoint: Mapping[str, Any], identity: Mapping[str, Any],
 def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> None:
     """Write `state` to a temporary file next to `path`, fsync it, then rename it over `path`.
 
-    A process killed at any moment leaves either the previous checkpoint or the new one, never a torn file.
+    A process killed at any moment leaves either the previous checkpoint or the new one, never a torn file. A
+    full disk (torch says "unexpected pos") raises `nas.disk.DiskFull`, naming `path` and the space left, with
+    the temporary file removed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(dict(state), f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(dict(state), f)
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as err:
+        tmp.unlink(missing_ok=True)  # the space a cut write took, back; the previous checkpoint stands
+        if full_disk(err):
+            raise DiskFull(path) from None
+        raise
     os.replace(tmp, path)
     directory = os.open(path.parent, os.O_RDONLY)
     try:

@@ -131,12 +131,16 @@ class TrainingLoop:
         self.zeroshot, self.retrieval, self.on_rung, self.progress = zeroshot, retrieval, on_rung, progress
         self.data = _connect(data, arch, text, config, self.runtime)
         _seed_everything(config.seed)
-        self.trainer = Trainer(build_model(arch, text, config), config, self.runtime)
+        self.trainer = self._build_trainer()
         _seed_everything(config.seed + self.runtime.rank)
         self.meter = Meter(cost(arch, text).train_gflops)
         self.log = MetricsLog(out, self.runtime, report_to)
         self.state = RunState()
         self.status = status.COMPLETED
+
+    def _build_trainer(self) -> Trainer:
+        """The model and its optimizer step (`nas.supernet` trains a supernet in this loop by overriding it)."""
+        return Trainer(build_model(self.arch, self.text, self.config), self.config, self.runtime)
 
     def execute(self) -> TrainResult:
         self.start = time.perf_counter()
