@@ -267,8 +267,10 @@ def _arch_id(store: ResultStore, prefix: str) -> str:
 
 
 def _best(store: ResultStore, budget: int | None, metric: str | None) -> tuple[str, int]:
-    """The arch that measured best on `metric` at `budget` (default: the largest budget measured)."""
-    from nas.metrics import TRAINED, direction
+    """The arch that measured best on `metric` at `budget` (default: the largest budget measured): by its mean over
+    seeds where it ran with several (a confirmed finalist, `nas.seeds.ranked`)."""
+    from nas.metrics import TRAINED
+    from nas.seeds import ranked
     from nas.status import MEASURED
 
     metric = metric or next(m for m in store.objectives if m in TRAINED)
@@ -280,8 +282,7 @@ def _best(store: ResultStore, budget: int | None, metric: str | None) -> tuple[s
     if metric not in frame or frame[metric].isna().all():
         raise ConfigError(f"nothing measured {metric} at {budget:,} samples seen; budgets measured: "
                           f"{', '.join(f'{b:,}' for b in budgets)}", source=str(store.path), field="--budget")
-    frame = frame.dropna(subset=[metric]).sort_values(metric, ascending=direction(metric) == "min", kind="stable")
-    return frame.arch_id.iloc[0], budget
+    return ranked(frame.dropna(subset=[metric]), metric, store.study().train.seed).arch_id.iloc[0], budget
 
 
 def export_trained(store: ResultStore, candidate: Trained, out: str | os.PathLike) -> Path:

@@ -1,7 +1,9 @@
 """The text leaderboard of a study (`vitamin-nas results`, and at the end of `vitamin-nas search`): every trial at
 its furthest budget and the Pareto front at every budget, each accuracy with its interval and the eval-set size
 it rests on, with notes on how far the tables can be trusted (`nas.compare`'s ties and first-rung noise,
-`nas.fidelity`'s rung-to-rung agreement).
+`nas.fidelity`'s rung-to-rung agreement, `nas.seeds`' seed spread, `nas.learning`'s runs that did not learn). The
+finalists a study confirmed with more seeds (`confirm`) get a section of their own, ranked by their seed mean,
+whose interval includes seed-to-seed variance; the winner is named by it.
 
     print(results_report(ResultStore.open("runs/quickstart", readonly=True)))
 """
@@ -12,9 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nas.compare import annotate, first_rung_noise, front_ties, with_interval
+from nas import status
+from nas.compare import annotate, first_rung_noise, front_ties, hits, with_interval
 from nas.fidelity import fidelity_line, study_fidelity
+from nas.learning import study_failure_rate
 from nas.metrics import EVALUATED
+from nas.seeds import EVAL_ONLY, compare_hits, format_mean, ranked, seed_spread
 from nas.tables import format_table, headers, rows
 
 if TYPE_CHECKING:
@@ -28,8 +33,9 @@ def results_report(store: ResultStore, budget: int | None = None, top: int = 10)
     objectives = store.objectives
     first = next(iter(objectives))
     board = store.leaderboard(budget=budget)
+    failures = study_failure_rate(store)
     if board.empty:
-        return "no results yet"
+        return "no results yet" + (f" ({failures.line()})" if failures.failed else "")
     measured = first in EVALUATED and f"{first}_low" in board
     board = annotate(board, first).head(top)
     shown = f"{first} % [95 % CI]" if measured else first
@@ -52,9 +58,70 @@ def results_report(store: ResultStore, budget: int | None = None, top: int = 10)
         text += [f"\nPareto front at {front_budget:,} samples seen ({title}):",
                  format_table([shown if c == shown else headers([c])[0] for c in front_columns],
                               rows(records, front_columns))]
+    text += finalists_lines(store, first)
     if measured:
-        text.append(_trust_notes(store, first, first_rung_noise(store.frame(), first)))
+        text.append(_trust_notes(store, first, first_rung_noise(store.frame(status=status.MEASURED), first)))
+    text += seed_notes(store, first)
+    if failures.runs:
+        text.append(failures.line())
     return "\n".join(text)
+
+
+def finalists_lines(store: ResultStore, metric: str) -> list[str]:
+    """The confirmed finalists: candidates measured at the full budget with two seeds or more, best first by their
+    seed mean (a t interval over seeds), each against the best seed by seed (`nas.seeds.compare`); then the
+    winner, named as far as the seeds support it. Nothing where no candidate has two seeds there."""
+    study = store.study()
+    budget = study.budget.max_samples
+    table = ranked(store.frame(budget=budget, status=status.MEASURED), metric, study.train.seed)
+    table = table[table.seeds >= 2].reset_index(drop=True)
+    if table.empty:
+        return []
+    seeds = {row.arch_id: _hits_by_seed(store, row.arch_id, budget, metric) for row in table.itertuples()}
+    best = table.iloc[0]
+    records = []
+    for row in table.itertuples():
+        versus = compare_hits(seeds[best.arch_id], seeds[row.arch_id]) if row.Index else None
+        records.append([row.arch_name, row.seeds, format_mean(metric, row.mean, row.low, row.high),
+                        ", ".join(format_mean(metric, v, None, None) for v in row.values),
+                        "best" if not row.Index else versus.describe() if versus else "-"])
+    unit = " %" if metric in EVALUATED else ""
+    lines = [f"\nconfirmed finalists at {budget:,} samples seen (mean over seeds, 95 % t interval over seeds):",
+             format_table(["arch_name", "seeds", f"{metric}{unit} [95 % CI]", "per seed",
+                           "best minus it, seed by seed"], records)]
+    runner = compare_hits(seeds[best.arch_id], seeds[table.iloc[1].arch_id]) if len(table) > 1 else None
+    if runner is not None and runner.verdict == "holds":
+        standing = f"ahead of {table.iloc[1].arch_name} on every seed (holds)"
+    elif len(table) > 1:
+        standing = (f"not shown ahead of {table.iloc[1].arch_name} over seeds "
+                    f"({runner.verdict if runner else 'no paired hits'})")
+    else:
+        standing = "the only finalist"
+    lines.append(f"winner by seed mean: {best.arch_name}, {format_mean(metric, best['mean'], best.low, best.high)}"
+                 f"{unit} over {best.seeds} seeds; {standing}")
+    return lines
+
+
+def _hits_by_seed(store: ResultStore, arch_id: str, budget: int, metric: str) -> dict[int, Any]:
+    own = store.study().train.seed
+    frame = store.frame(budget=budget, status=status.MEASURED)
+    return {own if row.seed is None or row.seed != row.seed else int(row.seed): hits(row, metric)
+            for row in frame[frame.arch_id == arch_id].itertuples()}
+
+
+def seed_notes(store: ResultStore, metric: str) -> list[str]:
+    """What the intervals cover: with one seed a candidate, eval noise only, beside the study's measured seed
+    spread where it repeated any candidate."""
+    frame = store.frame(status=status.MEASURED)
+    if frame.empty or metric not in frame:
+        return []
+    spread = seed_spread(frame, metric, store.study().train.seed)
+    single = frame.groupby(["arch_id", "budget"]).seed.nunique(dropna=False).max() < 2
+    lines = []
+    if single:
+        lines.append(f"{EVAL_ONLY}: every candidate was trained with one seed, so training noise is in no interval")
+    lines.append(spread.line() if spread else "seed-to-seed spread: not measured (no candidate ran with two seeds)")
+    return lines
 
 
 def fidelity_lines(store: ResultStore, metric: str) -> list[str]:

@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from nas import heartbeat, status
+from nas.learning import study_failure_rate
 from nas.run_dir import RunDir
 from nas.tables import format_duration, format_table, headers, rows
 
@@ -63,7 +64,7 @@ def progress(store: ResultStore, now: float | None = None) -> tuple[list[dict[st
     counts = {s: sum(r["status"] == s for r in records) for s in status.ALL}
     ends = [s for s in status.FINAL if s != status.INTERRUPTED]  # an interrupted trial is resumed, not finished
     finished = sum(counts[s] for s in ends)
-    total = study.trials
+    total = study.trials + study.confirm.runs  # the search's trials and its finalists' runs
     ended = ", ".join(f"{counts[s]} {s.replace('_', ' ')}" for s in ends if counts[s])
     summary = (f"{study.name}: {finished}/{total} trials finished" + (f" ({ended})" if ended else "")
                + (f", {counts[status.INTERRUPTED]} interrupted" if counts[status.INTERRUPTED] else "")
@@ -104,7 +105,9 @@ def progress_report(store: ResultStore, limit: int = 20) -> str:
         if record["rung"] is not None:
             record["rung"] = f"{record['rung'] + 1}/{rungs}"
     table = format_table(headers(columns), rows(shown, columns))
-    return f"\n[{time.strftime('%H:%M:%S')}] {summary}\n{table}"
+    failures = study_failure_rate(store)
+    note = f"\n{failures.line()}" if failures.failed else ""
+    return f"\n[{time.strftime('%H:%M:%S')}] {summary}\n{table}{note}"
 
 
 def _study_eta(running_left: list[float | None], finished_wall: list[float], pending: int,

@@ -421,8 +421,9 @@ class ResultStore:
         return frame.sort_values(["budget", "created_at", "trial_id"], kind="stable").reset_index(drop=True)
 
     def at_budget(self, budget: int) -> pd.DataFrame:
-        """One row per arch measured at `budget` (an arch measured twice keeps its first trial)."""
-        frame = self.frame(budget=budget)
+        """One row per arch measured at `budget` (an arch measured twice keeps its first trial), of the trials whose
+        rungs are measurements (`nas.status.MEASURED`)."""
+        frame = self.frame(budget=budget, status=status.MEASURED)
         return frame.drop_duplicates("arch_id", keep="first").reset_index(drop=True)
 
     def pareto_front(self, objectives: Mapping[str, str] | None = None, budget: int | None = None) -> pd.DataFrame:
@@ -445,9 +446,9 @@ class ResultStore:
 
     def leaderboard(self, objectives: Mapping[str, str] | None = None, budget: int | None = None) -> pd.DataFrame:
         """Every trial at the furthest budget it reached (or at `budget`), best first: larger budgets first,
-        then by the first objective."""
+        then by the first objective; the trials whose rungs are measurements (`nas.status.MEASURED`)."""
         objectives = dict(objectives or self.objectives)
-        frame = self.frame(budget=budget)
+        frame = self.frame(budget=budget, status=status.MEASURED)
         if frame.empty:
             return frame
         frame = frame.sort_values("budget").drop_duplicates("trial_id", keep="last")

@@ -257,8 +257,10 @@ def _samples_target(rows: pd.DataFrame, samples: float | None, compute: float | 
 
 
 def _arch(rows: pd.DataFrame, target: float, law: str, metric: str, level: float) -> Prediction:
+    """An arch's law through its seed mean at each budget (a confirmed finalist ran with several seeds)."""
     first = rows.iloc[0]
-    return _predict(first.arch_id, first.label, Arch.from_json(first.arch), first, rows.samples_seen, rows.error,
+    means = rows.groupby("budget")[["samples_seen", "error"]].mean()
+    return _predict(first.arch_id, first.label, Arch.from_json(first.arch), first, means.samples_seen, means.error,
                     target, law, metric, level)
 
 

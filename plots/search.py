@@ -12,10 +12,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from nas import status
 from nas.cost import COST_METRICS
 from nas.data.evalsets import class_count
 from nas.pareto import minimization, pareto_mask
 from nas.results import ResultStore
+from nas.seeds import arch_means
 from plots.style import OKABE_ITO, interval_bars, metric_axis, new_figure, save
 
 _BUDGET_STYLES = [(OKABE_ITO["sky_blue"], "o"), (OKABE_ITO["orange"], "s"), (OKABE_ITO["green"], "^"),
@@ -23,18 +25,19 @@ _BUDGET_STYLES = [(OKABE_ITO["sky_blue"], "o"), (OKABE_ITO["orange"], "s"), (OKA
 
 
 def pareto_fronts(frame: pd.DataFrame, x: str, y: str, objectives: Mapping[str, str] | None = None,
-                  path: str | Path | None = None, chance: float | None = None) -> Figure:
+                  path: str | Path | None = None, chance: float | None = None, own_seed: int = 0) -> Figure:
     """Every measurement (`frame`: one row per trial and rung) as `y` against `x`, one colour and marker per
     budget, with each budget's Pareto front as a step line: fronts are per budget, never across budgets.
     `objectives` gives the directions (default: `y` max, `x` min); `chance` draws a reference line; accuracies
-    carry their 95 % interval as error bars."""
+    carry their 95 % interval as error bars. An arch measured with several seeds is one point, the mean over its
+    seeds with the interval over seeds (`nas.seeds.arch_means`; seed None is `own_seed`); the title says so."""
     objectives = dict(objectives or {y: "max", x: "min"})
     fig = new_figure()
     ax = fig.add_subplot()
-    budgets = sorted(frame.budget.unique())
+    budgets, seeds = sorted(frame.budget.unique()), "no measurement"
     for i, budget in enumerate(budgets):
         color, marker = _BUDGET_STYLES[i % len(_BUDGET_STYLES)]
-        at = frame[frame.budget == budget].dropna(subset=[x, y]).drop_duplicates("arch_id")
+        at, seeds = arch_means(frame[frame.budget == budget].dropna(subset=[x, y]), y, own_seed)
         last = i == len(budgets) - 1
         ax.scatter(at[x], at[y], color=color, marker=marker, s=40 if last else 22, alpha=1.0 if last else 0.7,
                    edgecolors="black" if last else "none", linewidths=0.6, label=f"{budget:,} samples", zorder=3)
@@ -51,7 +54,7 @@ def pareto_fronts(frame: pd.DataFrame, x: str, y: str, objectives: Mapping[str, 
         ax.axhline(chance, color="0.4", linestyle="--", linewidth=1, label="chance")
     metric_axis(ax, x, "x")
     metric_axis(ax, y)
-    ax.set_title("Candidates and Pareto front per budget (samples seen)")
+    ax.set_title(f"Candidates and Pareto front per budget (samples seen)\n({seeds})", fontsize="medium")
     ax.legend(frameon=False, fontsize="small")
     ax.grid(alpha=0.3)
     if path is not None:
@@ -89,7 +92,7 @@ def search_history(frame: pd.DataFrame, objective: str, direction: str = "max",
 
 def search_figures(store: ResultStore, directory: str | Path) -> list[Path]:
     """The per-budget Pareto fronts and the search history of a study, as PNG and SVG; the PNG paths."""
-    frame = store.frame()
+    frame = store.frame(status=status.MEASURED)
     if frame.empty:
         return []
     directory = Path(directory)
@@ -99,6 +102,7 @@ def search_figures(store: ResultStore, directory: str | Path) -> list[Path]:
     zeroshot = store.study().data.zeroshot
     classes = class_count(zeroshot) if y == "zeroshot_top1" and zeroshot else None
     written = [directory / "pareto_fronts", directory / "search_history"]
-    pareto_fronts(frame, x, y, objectives, path=written[0], chance=1 / classes if classes else None)
+    pareto_fronts(frame, x, y, objectives, path=written[0], chance=1 / classes if classes else None,
+                  own_seed=store.study().train.seed)
     search_history(frame, y, objectives[y], path=written[1])
     return [p.with_suffix(".png") for p in written]

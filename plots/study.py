@@ -22,7 +22,8 @@ import pandas as pd
 from nas.arch import Arch
 from nas.metrics import direction
 from nas.results import ResultStore
-from nas.select import family_laws, measurements, with_labels
+from nas.seeds import arch_means
+from nas.select import family_laws, measurements
 from plots.search import search_figures
 
 #: At most this many architecture diagrams per study.
@@ -68,14 +69,16 @@ def _pareto(store: ResultStore, frame: pd.DataFrame, metric: str, out: Path) -> 
     from plots.pareto import pareto_front
 
     written = {}
-    labels = store.study().label_of
+    study = store.study()
     for budget in sorted(frame.budget.unique()):
-        at = with_labels(store.at_budget(int(budget)), labels)
+        at, seeds = arch_means(frame[frame.budget == budget], metric, study.train.seed)
         path = out / f"pareto_{budget}"
         pareto_front(at, metric, direction=direction(metric), path=path,
-                     title=f"Pareto fronts at {budget:,} samples seen")
+                     title=f"Pareto fronts at {budget:,} samples seen\n({seeds}; throughput: the best of an "
+                           "arch's runs, measured beside concurrent trials)")
         written[f"pareto:{budget}"] = _png(path)
     return written
+
 
 
 def _history(frame: pd.DataFrame, metric: str, out: Path) -> dict[str, Path]:
@@ -92,7 +95,8 @@ def _groups(store: ResultStore, frame: pd.DataFrame, metric: str, out: Path) -> 
     written = {}
     for name, labels in store.study().groups.items():
         path = out / f"group_{slug(name)}"
-        group_curves(frame, labels, metric, path=path, title=f"{name}: {' vs '.join(labels)}")
+        group_curves(frame, labels, metric, path=path, title=f"{name}: {' vs '.join(labels)}",
+                     own_seed=store.study().train.seed)
         written[f"group:{name}"] = _png(path)
     return written
 

@@ -200,8 +200,8 @@ def shared_search(local_ray, search_data, tmp_path_factory):
     """One real TPE + ASHA search (Ray Tune, Optuna, SQLite, tiny towers on CPU), run once per test process for
     the tests that read what it leaves (study.db, the run directory and its checkpoints, TensorBoard runs): six
     of the space's eight archs are feasible (a GMACs limit), and the study asks for eight trials (the search ends
-    when the space holds nothing new). The study, its results database and the GMACs limit; readers never write
-    to the run."""
+    when the space holds nothing new), then confirms its best candidate with one more seed (`confirm`). The study,
+    its results database and the GMACs limit; readers never write to the run."""
     from search_helpers import write_study
 
     from nas.search import search
@@ -213,5 +213,6 @@ def shared_search(local_ray, search_data, tmp_path_factory):
     limit = (gmacs[5] + gmacs[6]) / 2
     train = {"batch_size": 32, "warmup": 1, "lr": 0.002, "checkpoint_every": 32, "log_every": 2}
     study = load_study(write_study(directory, search_data, algorithm="tpe", sampler={"n_startup_trials": 3},
-                                   trials=8, train=train, constraints={"image_gmacs": {"max": limit}}))
+                                   trials=8, train=train, constraints={"image_gmacs": {"max": limit}},
+                                   confirm={"top": 1, "seeds": 1}))
     return study, search(study, directory / "out"), limit

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 
 import numpy as np
+import pandas as pd
 import pytest
 from study_helpers import BUDGETS, LAWS
 
@@ -95,3 +96,18 @@ def test_scaling_curves_overlay_one_law_per_family(frame):
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert len(legend) == len(laws) and all(any(f in text for text in legend) for f in laws)
     assert ax.get_xscale() == ax.get_yscale() == "log"
+
+
+def test_group_curves_draw_every_seed_and_bars_over_seeds(frame):
+    # ViT with a second seed 10 points lower at every budget: the line is the mean over the two seeds, each seed a
+    # hollow point, and the bars the t interval over seeds (t(1) = 12.7 x se 5 points: +-63.5 points, clipped)
+    vit = frame[frame.label == "ViT"]
+    repeated = vit.assign(seed=1, zeroshot_top1=vit.zeroshot_top1 - 0.10)
+    ax = group_curves(pd.concat([frame, repeated]), ["ViT"]).axes[0]
+    (line,) = [line for line in ax.lines if not line.get_label().startswith("_")]  # (the bars' caps are lines too)
+    assert np.allclose(line.get_ydata(), vit.groupby("budget").zeroshot_top1.mean().to_numpy() - 0.05)
+    points = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections if c.get_offsets().shape[1] == 2
+                             and len(c.get_offsets()) == 2])
+    assert len(points) == 2 * len(BUDGETS)  # both seeds at every budget, never one seed silently
+    assert "interval over seeds" in ax.get_title() and "2 seed(s)" in line.get_label()
+    assert "eval noise only" in group_curves(frame, ["ViT"]).axes[0].get_title()

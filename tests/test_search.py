@@ -26,15 +26,28 @@ import pytest
 import torch
 from optuna.trial import TrialState
 from ray.tune.schedulers import AsyncHyperBandScheduler
+from ray.tune.search import Searcher
 from search_helpers import alive, last_logged_samples, progress_of, tower, wait_for, write_study
 
+from nas import status
 from nas.cost import cost
 from nas.errors import ConfigError
+from nas.leaderboard import results_report
+from nas.progress import progress_report
 from nas.results import ResultStore
 from nas.run_dir import RunDir
 from nas.search import Outcome, prepare_data
 from nas.search import search as run
-from nas.search.protocol import REPLAY_KEY, RESUMED_FROM_KEY, STATUS_KEY, Candidate, final_status
+from nas.search.protocol import (
+    CANDIDATE_KEY,
+    NUMBER_KEY,
+    REPLAY_KEY,
+    RESUMED_FROM_KEY,
+    SCHEDULE_KEY,
+    STATUS_KEY,
+    Candidate,
+    final_status,
+)
 from nas.search.schedulers import ASHA, ParetoASHA
 from nas.search.searcher import StudySearcher
 from nas.study import Study, load_study
@@ -52,7 +65,7 @@ def skip_reason(trial: optuna.trial.FrozenTrial) -> str:
 @pytest.mark.slow
 def test_a_search_trains_each_feasible_arch_once_and_asha_stops_some(shared_search):
     study, store, limit = shared_search
-    trials = store.trials()
+    trials = [t for t in store.trials() if t["seed"] is None]  # the search's; then the finalist's confirmation
     assert study.budget.rungs == (64, 128, 256)
     assert len(trials) == 6 and len({t["arch_id"] for t in trials}) == 6
     statuses = Counter(t["status"] for t in trials)
@@ -113,13 +126,31 @@ def test_a_search_driver_records_its_session(shared_search):
 
 
 @pytest.mark.slow
+def test_the_best_candidate_is_confirmed_with_one_more_seed_at_the_full_budget(shared_search):
+    study, store, _ = shared_search
+    searched = [t for t in store.trials() if t["seed"] is None]
+    (finalist,) = [t for t in store.trials() if t["seed"] is not None]
+    full = store.frame(budget=256)
+    best = full[full.seed.isna()].sort_values("loss").iloc[0]  # confirm.top: 1, by the objective (loss, min)
+    assert finalist["arch_id"] == best.arch_id and finalist["seed"] == 1 and finalist["status"] == "completed"
+    assert finalist["created_at"] > max(t["ended_at"] for t in searched)  # after every trial of the search ended
+    assert [r["budget"] for r in store.rungs(finalist["trial_id"])] == [64, 128, 256]  # never stopped early
+    frozen = optuna_trials(store)[finalist["number"]]
+    assert frozen.user_attrs["finalist"] is True and frozen.user_attrs["seed"] == 1
+    text = results_report(store)
+    assert "confirmed finalists at 256 samples seen" in text
+    assert f"winner by seed mean: {best.arch_name}" in text and "over 2 seeds; the only finalist" in text
+    assert "seed-to-seed spread measured in this study" in text  # and no "eval noise only": a candidate has 2
+
+
 def test_optuna_is_told_each_trial_at_the_budget_it_reached(shared_search):
     _, store, _ = shared_search
     told = optuna_trials(store)
     # TPE proposed infeasible and measured archs too (8 trials asked of 6 feasible archs): passed over before
-    # Optuna's ask, they are no trials of the study, which holds the six that trained, numbered 0-5
-    assert sorted(told) == list(range(6)) and {skip_reason(t) for t in told.values()} == {"trained"}
-    assert sorted(t["number"] for t in store.trials()) == list(range(6))
+    # Optuna's ask, they are no trials of the study, which holds the six that trained, numbered 0-5, and the
+    # finalist's confirmation (6)
+    assert sorted(told) == list(range(7)) and {skip_reason(t) for t in told.values()} == {"trained"}
+    assert sorted(t["number"] for t in store.trials()) == list(range(7))
     for trial in store.trials():
         frozen = told[trial["number"]]
         losses = {r["budget"]: r["metrics"]["loss"] for r in store.rungs(trial["trial_id"])}
@@ -229,8 +260,9 @@ def test_optuna_dashboard_shows_each_trial_its_costs_status_and_metrics_at_every
         best = [next(a["value"] for a in t["user_attrs"] if a["key"] == "arch_id") for t in shown["best_trials"]]
         assert best and len(best) == len(set(best))  # no arch twice
         complete = Counter(next(a["value"] for a in t["user_attrs"] if a["key"] == "arch_id")
-                           for t in shown["trials"] if t["state"] == "Complete")
-        assert set(complete.values()) == {1}
+                           for t in shown["trials"] if t["state"] == "Complete"
+                           and not any(a["key"] == "finalist" for a in t["user_attrs"]))
+        assert set(complete.values()) == {1}  # and a finalist's confirmation, another seed of one of them
 
 
 @pytest.mark.slow
@@ -334,6 +366,45 @@ def test_a_diverging_trial_is_recorded_and_stopped(local_ray, search_data, tmp_p
     frozen = optuna_trials(store)[trial["number"]]
     assert frozen.state == TrialState.PRUNED and frozen.user_attrs["status"] == "diverged"
     assert frozen.constraints["trainable"] > 0
+
+
+@pytest.mark.slow
+def test_a_run_that_does_not_learn_is_caught_and_stopped(local_ray, search_data, tmp_path):
+    # lr 1e-9: the loss stays where it starts (above ln 4, batch 4). The rule (nas.learning) judges from 100 steps
+    # on: at 800 samples (200 steps) against 400 (a ladder step before), so the run stops there, before 1,600.
+    study = load_study(write_study(
+        tmp_path, search_data, algorithm="fixed", archs=[tower(32).to_dict()],
+        train={"batch_size": 4, "warmup": 1, "lr": 1e-9, "checkpoint_every": 800},
+        budget={"min_samples": 400, "max_samples": 1600, "reduction_factor": 2}))
+    store = run(study, tmp_path / "out")
+    (trial,) = store.trials()
+    assert trial["status"] == "did_not_learn" and trial["attempts"] == 1, trial["error"]
+    assert trial["error"].startswith("did not learn: loss") and "at 800 samples" in trial["error"]
+    assert [r["budget"] for r in store.rungs(trial["trial_id"])] == [400, 800]  # stopped, not trained on
+    frozen = optuna_trials(store)[trial["number"]]
+    assert frozen.state == TrialState.PRUNED and frozen.user_attrs["status"] == "did_not_learn"
+    assert store.frame(status=status.MEASURED).empty and store.leaderboard().empty  # never a measurement
+    assert "did not learn: 1 of 1 runs (100 % [21, 100]" in results_report(store)
+    assert "1 did not learn" in progress_report(store) and "did not learn: 1 of 1 runs" in progress_report(store)
+
+
+def test_a_run_that_did_not_learn_is_rerun_with_the_next_seed(search_data, tmp_path):
+    """No Ray needed: the searcher on a real Optuna study in a real results database, told what the trials did.
+    With `repeats.not_learned: 1`, a run that did not learn is proposed again with the next seed, once."""
+    study = load_study(write_study(tmp_path, search_data, algorithm="fixed", archs=[tower(32).to_dict()],
+                                   repeats={"not_learned": 1}))
+    store = ResultStore.create(tmp_path / "out", study)
+    searcher = StudySearcher(study, store)
+    seeds = []
+    for trial_id in ("first", "rerun"):
+        config = searcher.suggest(trial_id)
+        candidate = config[CANDIDATE_KEY]
+        seeds.append(candidate.seed)
+        store.add_trial(trial_id, candidate.arch, candidate.cost, number=config[NUMBER_KEY],
+                        schedule=candidate.schedule, seed=candidate.seed)
+        assert searcher.suggest("waiting") is None  # nothing else now, but the trial in flight may ask for a rerun
+        searcher.on_trial_complete(trial_id, {STATUS_KEY: status.DID_NOT_LEARN, SCHEDULE_KEY: 256})
+    assert seeds == [None, 1] and searcher.suggest("third") == Searcher.FINISHED
 
 
 def test_a_measured_arch_proposed_again_is_told_once(search_data, tmp_path):

@@ -108,6 +108,26 @@ def test_an_accuracy_extrapolated_from_a_rising_error_stays_in_0_1(tmp_path):
     assert prediction.value == prediction.lower == 0.0 and 0.0 <= prediction.upper <= 1.0
 
 
+def test_a_finalist_with_two_seeds_is_extrapolated_through_its_seed_means(tmp_path):
+    # seed 0 and seed 1 at 100, 300 and 900 samples: the law goes through the mean at each budget, so two seeds
+    # at two budgets (a confirmed quickstart finalist) are two points, not four with repeated x
+    study = load_study(DESIGN)
+    store = ResultStore.create(tmp_path, study)
+    arch = study.archs[0]
+    for trial_id, seed, accuracies in (("a", None, (0.10, 0.20, 0.30)), ("b", 1, (0.14, 0.24, 0.34))):
+        store.add_trial(trial_id, arch, cost(arch, study.text).metrics(), seed=seed)
+        for rung, (budget, accuracy) in enumerate(zip((100, 300, 900), accuracies)):
+            store.record_rung(trial_id, {"budget": budget, "samples_seen": budget, "zeroshot_top1": accuracy},
+                              rung=rung)
+        store.update_trial(trial_id, status="completed")
+    (prediction,) = at_target(store, target_samples=900)
+    assert prediction.points == 3 and prediction.value == pytest.approx(0.32, abs=0.01)
+    store.update_trial("a", status="stopped_early")
+    store.db.execute("DELETE FROM nas_rungs WHERE trial_id IN ('a', 'b') AND budget = 100")
+    (two,) = at_target(store, target_samples=1e5)  # two budgets: no law, and no crash
+    assert not two.fitted and two.points == 2
+
+
 def test_without_a_law_candidates_rank_as_measured_at_the_furthest_common_budget(tmp_path, run_cli):
     """No candidate has budgets enough for a law: each is ranked by its value at the furthest budget two reached,
     with its eval-set interval and ties, nothing extrapolated; by arch and by family, in the command too."""

@@ -124,6 +124,17 @@ def test_repeats_train_the_first_candidates_again_with_other_seeds(tmp_path):
     assert per_budget.trials == (8 + 1) * 3  # every schedule, for the repeated candidate too
 
 
+def test_confirm_and_reruns_read_back_and_bound_the_trials(tmp_path):
+    study = load_study(write(tmp_path / "c.yaml", algorithm="random", trials=6, confirm={"top": 2, "seeds": 3},
+                             repeats={"not_learned": 1}))
+    assert (study.confirm.top, study.confirm.runs, study.repeats.not_learned) == (2, 6, 1)
+    assert study.max_trials == 6 * 2 + 6 * 2  # each search trial and each finalist's run may be rerun once
+    again = study_from_dict(study.resolved(), source=study.source)
+    assert (again.confirm, again.repeats) == (study.confirm, study.repeats)
+    plain = load_study(write(tmp_path / "p.yaml", algorithm="random", trials=6))
+    assert "confirm" not in plain.resolved() and "repeats" not in plain.resolved()  # stored searches still resume
+
+
 @pytest.mark.parametrize("fields, field, message", [
     ({"repeats": {"seeds": [1, 1]}}, "repeats.seeds", "twice"),
     ({"repeats": {"seeds": [-1]}}, "repeats.seeds", "integers >= 0"),
@@ -131,6 +142,10 @@ def test_repeats_train_the_first_candidates_again_with_other_seeds(tmp_path):
     ({"repeats": {"seeds": [0]}}, "repeats.seeds", "train.seed"),
     ({"repeats": {"seeds": [1]}, "algorithm": "tpe"}, "repeats", "candidates listed"),
     ({"image_size": 32, "algorithm": "random"}, "image_size", "candidates listed"),
+    ({"repeats": {"not_learned": -1}}, "repeats.not_learned", "integer >= 0"),
+    ({"confirm": {"top": 2, "seeds": 0}}, "confirm.seeds", "integer >= 1"),
+    ({"confirm": {"top": "two"}}, "confirm.top", "integer >= 0"),
+    ({"confirm": {"best": 2}}, "confirm", "unknown field"),
     ({"image_size": 40}, "image_size", "not divisible"),
     ({"budget": {"min_samples": 100, "max_samples": 900, "between": -1}}, "budget.between", ">= 0"),
     ({"budget": {"min_samples": 100, "max_samples": 900, "early_stopping": "curves"}}, "budget.early_stopping",

@@ -40,6 +40,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _select(args: argparse.Namespace) -> int:
+    from nas.leaderboard import finalists_lines
     from nas.select import at_target, choose, write_selection
 
     if not 0 < args.level < 1:
@@ -49,6 +50,9 @@ def _select(args: argparse.Namespace) -> int:
                         max_gmacs=args.target_gmacs, gmacs_tolerance=args.gmacs_tolerance, by=args.by, law=args.law,
                         metric=args.metric, level=args.level)
     print(_fronts_text(store, args.metric))
+    finalists = finalists_lines(store, args.metric)
+    if finalists:  # confirmed with more seeds: ranked by their seed mean, the interval over seeds
+        print("\n".join(finalists).lstrip("\n") + "\n")
     chosen = choose(ranking)
     print(_ranking_text(ranking, chosen, args))
     target = {"samples": args.target_samples, "compute": args.target_compute, "max_image_gmacs": args.target_gmacs,

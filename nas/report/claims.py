@@ -11,19 +11,23 @@ from typing import Any
 import pandas as pd
 
 from nas.report.paper import Claim, Paper
+from nas.seeds import HOLDS, ONE_SEED, SEED_DEPENDENT, SeedComparison
+from nas.seeds import compare as compare_seeds
 from nas.uncertainty import PairedDifference, paired_difference
 
 
 @dataclass(frozen=True)
 class Verdict:
     """How a claim fares on one side, over `of` comparisons (budgets, or candidates for data scaling): it holds at
-    `held`, is reversed at `reversed`, and at the rest the data cannot tell. On a study, a comparison counts only
-    when McNemar's test on the same eval images rejects (5 %), and, where each run was repeated with other seeds,
-    rejects in the same direction for every seed; on the paper's published numbers, which come without their
-    noise, the sign of the difference decides. A comparison of several pairs (a chain A > B > C) holds where every
-    pair holds and is reversed where any pair is. `margin` is the smallest gap in the claimed direction (metric
-    points, negative where it fails): where the study kept per-image hits, the least favourable seed's paired
-    difference with its 95 % interval, else the difference of the (seed-mean) accuracies."""
+    `held`, is reversed at `reversed`, and at the rest the data cannot tell (at `seed_dependent` of them, because
+    the seeds disagree). On a study with one seed, a comparison counts when McNemar's test on the same eval images
+    rejects (5 %: eval noise only); where runs were repeated with other seeds, when the per-seed paired
+    differences give "holds" (`nas.seeds.compare`: every seed agrees and the t interval over seeds excludes 0);
+    on the paper's published numbers, which come without their noise, the sign of the difference decides. A
+    comparison of several pairs (a chain A > B > C) holds where every pair holds and is reversed where any pair
+    is. `margin` is the smallest gap in the claimed direction (metric points, negative where it fails): where the
+    study kept per-image hits, the mean over seeds of the paired difference with its 95 % interval (over seeds
+    with two or more, else the one seed's eval interval), else the difference of the (seed-mean) accuracies."""
 
     held: int
     of: int
@@ -32,6 +36,7 @@ class Verdict:
     reversed: int = 0
     low: float | None = None
     high: float | None = None
+    seed_dependent: int = 0
 
     @property
     def unclear(self) -> int:
@@ -62,6 +67,8 @@ class Verdict:
             counts += f", reversed at {self.reversed}"
         if self.unclear and not reference:
             counts += f", not distinguishable at {self.unclear}"
+            if self.seed_dependent:
+                counts += f" (seed-dependent at {self.seed_dependent})"
         margin = ""
         if self.margin is not None:
             margin = f", margin {100 * self.margin:+.1f} pts"
@@ -110,34 +117,36 @@ class _Tally:
 
     def __init__(self, table: pd.DataFrame, compare: Compare | None):
         self.table, self.compare = table, compare
-        self.held = self.reversed = self.of = 0
-        self.smallest: tuple[float, PairedDifference | None] | None = None
+        self.held = self.reversed = self.of = self.seed_dependent = 0
+        self.smallest: tuple[float, SeedComparison | None] | None = None
 
     def comparison(self, pairs: list[tuple[tuple[str, float], tuple[str, float]]]) -> None:
-        signs = []
+        signs, dependent = [], False
         for better, worse in pairs:
             gap = float(self.table.loc[better]) - float(self.table.loc[worse])
             seeds = self.compare(better, worse) if self.compare else []
-            paired = min(seeds, key=lambda d: d.difference) if seeds else None
-            margin = paired.difference if paired else gap
+            paired = compare_seeds(dict(enumerate(seeds))) if seeds else None
+            margin = paired.mean if paired else gap
             if self.smallest is None or margin < self.smallest[0]:
                 self.smallest = (margin, paired)
-            if not seeds:
+            if paired is None:
                 signs.append(1 if gap > 0 else -1)
-            elif all(d.significant() and d.difference > 0 for d in seeds):
-                signs.append(1)
+            elif paired.verdict in (HOLDS, ONE_SEED):
+                signs.append(1 if paired.mean > 0 else -1)
             else:
-                signs.append(-1 if all(d.significant() and d.difference < 0 for d in seeds) else 0)
+                signs.append(0)
+                dependent |= paired.verdict == SEED_DEPENDENT
         self.of += 1
         self.held += all(sign > 0 for sign in signs)
         self.reversed += any(sign < 0 for sign in signs)
+        self.seed_dependent += dependent and not any(sign < 0 for sign in signs)
 
     def verdict(self, unit: str) -> Verdict:
         if self.smallest is None:
             return Verdict(0, 0, None, unit)
         gap, paired = self.smallest
         return Verdict(self.held, self.of, gap, unit, self.reversed, paired.low if paired else None,
-                       paired.high if paired else None)
+                       paired.high if paired else None, self.seed_dependent)
 
 
 def study_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:

@@ -12,6 +12,8 @@ import pandas as pd
 
 from nas import status
 from nas.errors import ConfigError
+from nas.leaderboard import seed_notes
+from nas.learning import study_failure_rate
 from nas.metrics import direction
 from nas.presets import PRESETS
 from nas.report.claims import Verdict, study_table, trial_seed, verdicts
@@ -67,6 +69,10 @@ def _header(store: ResultStore, frame: pd.DataFrame, metric: str) -> list[str]:
         lines.append(f"- seeds: {', '.join(map(str, (study.train.seed, *study.repeats.seeds)))} ("
                      f"{'every candidate' if repeated == len(study.archs) else f'the first {repeated} candidates'}; "
                      "the tables give the mean over seeds)")
+    lines += [f"- {note}" for note in seed_notes(store, metric)]
+    failures = study_failure_rate(store)
+    if failures.runs:
+        lines.append(f"- {failures.line()}: never a candidate's measurement")
     if study.budget.per_budget:
         lines.append("- each budget is a run of its own, with a cosine schedule that ends at that budget")
     elif study.budget.early_stopping == "none" and frame.budget.nunique() > 1:
@@ -79,11 +85,13 @@ def _claims_section(results: list[tuple[Claim, Verdict, Verdict | None]], paper:
     lines = ["", "## The paper's findings at proxy scale", "",
              f"Each finding is checked on this study's results and, with the same code, on the paper's published "
              f"benchmark ({paper.source}); a finding whose accuracies the paper does not publish is its design "
-             f"choice. On the study, a comparison counts only where McNemar's exact test on the same eval images "
-             f"rejects at 5 %, for every seed where runs were repeated; a chain (A > B > C) is reversed at a budget "
-             f"where any of its pairs is. The margin is the smallest gap in the finding's direction: the least "
-             f"favourable seed's paired difference, with its 95 % interval; where no comparison rejects, the "
-             f"study cannot tell.", ""]
+             f"choice. On the study, a comparison counts where the designs' per-seed paired differences (same "
+             f"seed, same eval images) hold: every seed agrees and the 95 % t interval over seeds excludes 0 "
+             f"(nas.seeds); 'seed-dependent' where the seeds point different ways beyond their eval noise; with "
+             f"one seed, where McNemar's exact test rejects at 5 %, which covers eval noise only. A chain "
+             f"(A > B > C) is reversed at a budget where any of its pairs is. The margin is the smallest gap in the "
+             f"finding's direction: the seed mean of the paired difference, with its 95 % interval; where no "
+             f"comparison holds, the study cannot tell.", ""]
     if not results:
         return lines + ["None of the paper's findings names this study's candidates."]
     rows = [[claim.text, ours.describe(), theirs.describe(reference=True) if theirs else "design choice (no "

@@ -155,8 +155,7 @@ class DataParallelTrial(Trial):
                 continue
             stop = True  # unless Ray Tune takes the report and asks for more (it ends this thread to stop)
             try:
-                self._report(*payload)
-                stop = False
+                stop = self._report(*payload)  # True: the run did not learn (`nas.learning`)
             finally:
                 channel.answer.remote(stop)
         if fitting.error is not None:

@@ -408,7 +408,7 @@ def tune_config(study: Study, store: ResultStore) -> tune.TuneConfig:
     trial starts in a fresh process so that its limit counts from a clean start, and for data-parallel trials,
     whose Ray Train job must end with the trial's process."""
     return tune.TuneConfig(search_alg=StudySearcher(study, store), scheduler=make_scheduler(study),
-                           num_samples=study.trials, max_concurrent_trials=concurrency(study),
+                           num_samples=study.max_trials, max_concurrent_trials=concurrency(study),
                            reuse_actors=study.resources.memory_gib is None and not study.resources.data_parallel,
                            trial_name_creator=trial_name, trial_dirname_creator=trial_name)
 

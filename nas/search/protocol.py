@@ -38,7 +38,7 @@ def trial_id_of(config: Mapping[str, Any], tune_trial_id: str) -> str:
     return config.get(TRIAL_ID_KEY) or tune_trial_id
 
 # ---- the keys a trial adds to the trainer's metrics in its reports ---------------------------------------------
-#: How the trial stands: `nas.status.RUNNING` at every rung, its end (`oom`, `diverged`) in its last report.
+#: How the trial stands: `nas.status.RUNNING` at every rung, its end (`nas.status.REPORTED_ENDS`) in its last report.
 STATUS_KEY = "trial_status"
 SCHEDULE_KEY = "schedule"  # the budget its run's schedule ends at (`Candidate.schedule`)
 REPLAY_KEY = "replay"  # True: a result measured before, reported again (not written again)
@@ -68,6 +68,7 @@ class Candidate:
     cost: dict[str, float]  # the cost metrics, and the zero-cost scores the study optimises
     violations: tuple[str, ...] = ()
     seed: int | None = None  # None: the recipe's (train.seed)
+    finalist: bool = False  # a finalist's confirmation run (`confirm`): trained to the full budget, never stopped
 
     @property
     def key(self) -> tuple[str, int, int | None]:
@@ -87,7 +88,7 @@ def final_status(result: Mapping[str, Any] | None, error: bool) -> str:
     its schedule."""
     if error or not result:
         return status.FAILED
-    if result.get(STATUS_KEY) in status.UNTRAINABLE:
+    if result.get(STATUS_KEY) in status.REPORTED_ENDS:
         return result[STATUS_KEY]
     return status.COMPLETED if result.get("samples_seen", 0) >= result[SCHEDULE_KEY] else status.STOPPED_EARLY
 

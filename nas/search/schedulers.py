@@ -5,7 +5,7 @@ ASHA (asynchronous successive halving, Li et al. 2020) records each trial's resu
 reduction_factor^k and lets it continue past a rung only when it is among the best 1 / reduction_factor of the
 trials recorded there so far. With several objectives, `ParetoASHA` (MO-ASHA, Schmucker et al. 2021) orders the
 trials at a rung by non-dominated front, then crowding distance, so that cheap candidates are not judged on
-accuracy alone.
+accuracy alone. A finalist's confirmation run (`confirm`) is never stopped: it is trained to the full budget.
 
 ASHA compares candidates at equal samples seen, so a larger tower that learns slower early but ends higher
 (the crossover of the ViTamin paper's data-scaling curves) is stopped before it can cross over. `CurveASHA`
@@ -30,7 +30,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialSch
 
 from nas.metrics import TRAINED, direction
 from nas.pareto import minimization, pareto_order
-from nas.search.protocol import REPLAY_KEY, RESUMED_FROM_KEY
+from nas.search.protocol import CANDIDATE_KEY, REPLAY_KEY, RESUMED_FROM_KEY
 from nas.study import Budget, Study
 
 
@@ -48,6 +48,12 @@ def make_scheduler(study: Study) -> TrialScheduler:
     return ASHA(metric=metric, mode=mode, brackets=1, **common)
 
 
+def finalist(trial: Any) -> bool:
+    """Whether a Tune trial is a finalist's confirmation run, which early stopping leaves to the full budget."""
+    config = getattr(trial, "config", None) or {}  # a Ray Tune trial's; a stand-in may have none
+    return bool(getattr(config.get(CANDIDATE_KEY), "finalist", False))
+
+
 def promoted_before(result: Mapping[str, Any], time_attr: str) -> bool:
     """Whether `result` is a rung replayed by a trial resumed from a checkpoint past that rung: the trial was
     promoted there, in the session that measured it. A resumed search's scheduler starts empty (Ray Tune restores
@@ -60,16 +66,22 @@ def promoted_before(result: Mapping[str, Any], time_attr: str) -> bool:
 
 
 class ASHA(AsyncHyperBandScheduler):
-    """Ray Tune's ASHA, except that a rung replayed by a trial promoted past it before goes on
-    (`promoted_before`)."""
+    """Ray Tune's ASHA, except for finalists' runs, which it neither stops nor records at its rungs, and a rung
+    replayed by a trial promoted past it before, which goes on (`promoted_before`)."""
 
     def __init__(self, *, time_attr: str, **options: Any):
         super().__init__(time_attr=time_attr, **options)
         self.samples_attr = time_attr
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        if finalist(trial):
+            return TrialScheduler.CONTINUE
         action = super().on_trial_result(tune_controller, trial, result)
         return TrialScheduler.CONTINUE if promoted_before(result, self.samples_attr) else action
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
+        if not finalist(trial):
+            super().on_trial_complete(tune_controller, trial, result)
 
 
 class ParetoASHA(FIFOScheduler):
@@ -112,7 +124,7 @@ class ParetoASHA(FIFOScheduler):
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         reward = self.reward(result)
-        if reward is None:
+        if reward is None or finalist(trial):
             return TrialScheduler.CONTINUE
         if result[self.time_attr] >= self.max_t:
             action = TrialScheduler.STOP
@@ -124,7 +136,7 @@ class ParetoASHA(FIFOScheduler):
         return action
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
-        reward = self.reward(result) if result else None
+        reward = self.reward(result) if result and not finalist(trial) else None
         if reward is not None and result[self.time_attr] < self.max_t:
             self.decide(trial.trial_id, result[self.time_attr], reward)
 

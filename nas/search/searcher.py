@@ -12,6 +12,9 @@ It owns an `optuna.Study` in the results database and drives it with Optuna's pu
   its result) and never becomes a trial of the study; only a proposal to train does. The study's trials, and
   optuna-dashboard, are the trials that trained. A trial that ran out of memory or diverged is PRUNED with a
   violated `trainable` constraint.
+  A finalist's confirmation (another seed of a measured arch, `confirm`) and a rerun of a run that did not
+  learn (`repeats.not_learned`) are enqueued in the study itself, with their seed as a user attribute; a
+  finalist is told COMPLETE too, marked with the user attribute `finalist`.
 - Optuna is told a trial's result only at the budget it reached: a trial that ASHA stopped early is PRUNED
   (with its intermediate values when there is one objective), never COMPLETE with low-budget metrics.
 - optuna-dashboard shows the search: the objectives are named, and each trial carries as user attributes its
@@ -19,6 +22,10 @@ It owns an `optuna.Study` in the results database and drives it with Optuna's pu
   `status` (`nas.status`), and the metrics it measured at each budget (`budget_<samples>`); with one
   objective, its value at each budget is also an intermediate value (Optuna takes none for several).
 
+- Runs the study adds to its own: a run that did not learn is trained again with the next seed
+  (`repeats.not_learned`), and once every other trial has ended, the best `confirm.top` candidates at the full
+  budget are trained again with `confirm.seeds` more seeds (finalists, which no early stopping stops). Both are
+  enqueued Optuna trials with the run's seed (`SEED_ATTR`) as a user attribute.
 - A model-based sampler that has converged proposes measured archs again and again: `ProposalSampler` (an
   Optuna sampler around the study's) then draws the next proposals at random, so that the rest of a small
   space is still reached.
@@ -70,6 +77,8 @@ RANDOM_AFTER = 20
 ENUMERATE_LIMIT = 100_000
 #: The user attribute naming the Ray Tune trial that trains an Optuna trial; a proposal told at once has none.
 TRIAL_ID_ATTR = "trial_id"
+#: User attributes of an enqueued rerun or finalist: the seed it trains with, and whether it is a finalist.
+SEED_ATTR, FINALIST_ATTR = "seed", "finalist"
 
 
 @dataclass(frozen=True)
@@ -91,7 +100,8 @@ class Proposer:
             else schedules[0]
         seeds = (None, *self.study.repeats.seeds)
         seed = seeds[trial.suggest_int("seed", 0, len(seeds) - 1)] if self.study.repeats.seeds else None
-        candidate = candidate or self.candidate(arch, schedule, seed)
+        seed = trial.user_attrs.get(SEED_ATTR, seed)  # a rerun's or a finalist's
+        candidate = candidate or self.candidate(arch, schedule, seed, bool(trial.user_attrs.get(FINALIST_ATTR)))
         trial.set_user_attr("arch", arch.to_json())
         trial.set_user_attr("arch_id", arch.arch_id)
         trial.set_user_attr("arch_name", arch.name())
@@ -103,7 +113,7 @@ class Proposer:
             trial.set_constraint(name, value)
         return candidate
 
-    def candidate(self, arch: Arch, schedule: int, seed: int | None) -> Candidate:
+    def candidate(self, arch: Arch, schedule: int, seed: int | None, finalist: bool = False) -> Candidate:
         """What a trial of `arch` measures: its analytic cost, and its zero-cost scores when the study optimises
         them (scored here, once)."""
         space = self.study.space
@@ -114,7 +124,7 @@ class Proposer:
             from nas.proxies import zero_cost_scores
 
             known.update(zero_cost_scores(arch, names=tuple(zero_cost)))
-        return Candidate(arch, schedule, known, tuple(space.violations(arch, cost)), seed)
+        return Candidate(arch, schedule, known, tuple(space.violations(arch, cost)), seed, finalist)
 
 
 def feasible_archs(study: Study) -> frozenset[str] | None:
@@ -241,6 +251,10 @@ class StudySearcher(Searcher):
         self.in_flight: dict[str, tuple[str, int, int | None]] = {}  # Tune trial id -> Candidate.key in training
         self.reported: dict[str, set[int]] = {}  # Tune trial id -> budgets told to Optuna
         self.told: set[str] = set()
+        self.finalists: set[str] = set()  # Tune ids of finalists' runs
+        self.ended: dict[str, tuple[tuple[str, int, int | None], str, bool]] = {}  # Tune id -> key, end, finalist
+        self.queued: dict[tuple[str, int, int | None], bool] = {}  # reruns and finalists enqueued -> finalist
+        self.confirmed = False  # the finalists chosen (once)
         self.passed: list[FrozenTrial] = []  # proposals passed over in the drafts study (`_drafts`), oldest first
         self.optuna = OptunaStudy(study, store, enqueued_only(study))
         self.ot_study = self.optuna.study
@@ -256,13 +270,19 @@ class StudySearcher(Searcher):
         lost = self._lost()
         if lost is not None:  # one of the study's trials already: handed out before any count
             return self._hand(trial_id, *lost)
-        if self._trials_spent():  # what a proposal tells Optuna adds no trial to the database: asked once
-            return Searcher.FINISHED
-        drafts = None if self.study.archs else self._drafts()
+        extra = self._queue_extras()
+        if not extra and self._trials_spent():  # what a proposal tells Optuna adds no trial to the database
+            return self._finished()
+        drafts = None
         for _ in range(MAX_PROPOSALS):
-            if self._exhausted():
-                return Searcher.FINISHED
-            proposal = self._proposal() if drafts is None else self._draft(drafts)
+            if not extra and self._exhausted():
+                return self._finished()
+            if extra or self.study.archs:  # the study's queue: reruns and finalists first, a grid's or a list's
+                proposal = self._proposal()
+            else:
+                drafts = self._drafts() if drafts is None else drafts
+                proposal = self._draft(drafts)
+            extra = extra and self._waiting_extras()
             if proposal is not None:
                 return self._hand(trial_id, *proposal)
         logger.warning("the last %d proposals were all infeasible or measured already: the search stops proposing",
@@ -276,6 +296,8 @@ class StudySearcher(Searcher):
         self.in_flight[trial_id] = candidate.key
         self.optuna.set_user_attr(number, TRIAL_ID_ATTR, continues or trial_id)
         self.optuna.set_user_attr(number, "status", status.RUNNING)
+        if candidate.finalist:
+            self.finalists.add(trial_id)
         return {CANDIDATE_KEY: candidate, NUMBER_KEY: number, **({TRIAL_ID_KEY: continues} if continues else {})}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
@@ -287,9 +309,11 @@ class StudySearcher(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         number = self.asked.get(trial_id)
-        self.in_flight.pop(trial_id, None)
+        key = self.in_flight.pop(trial_id, None)
         if number is None or trial_id in self.told:
             return
+        if key is not None:
+            self.ended[trial_id] = (key, final_status(result, error), trial_id in self.finalists)
         self.told.add(trial_id)
         if self.optuna.state(number).is_finished():
             return  # told before the driver was killed; Tune's experiment state did not know yet
@@ -299,6 +323,7 @@ class StudySearcher(Searcher):
 
     def save(self, checkpoint_path: str) -> None:
         state = {"asked": self.asked, "in_flight": self.in_flight, "reported": self.reported, "told": self.told,
+                 "ended": self.ended, "queued": self.queued, "confirmed": self.confirmed, "finalists": self.finalists,
                  "passed": self.passed}
         with open(checkpoint_path, "wb") as f:
             pickle.dump(state, f)
@@ -308,6 +333,8 @@ class StudySearcher(Searcher):
             state = pickle.load(f)
         self.asked, self.in_flight = state["asked"], state["in_flight"]
         self.reported, self.told = state["reported"], state["told"]
+        self.ended, self.queued = state.get("ended", {}), state.get("queued", {})
+        self.confirmed, self.finalists = state.get("confirmed", False), state.get("finalists", set())
         self.passed = state.get("passed", [])
 
     def __getstate__(self) -> dict[str, Any]:
@@ -325,6 +352,81 @@ class StudySearcher(Searcher):
         self.sampler = ProposalSampler(make_sampler(self.study), random)
         self.optuna = OptunaStudy(self.study, self.store, enqueued_only(self.study))
         self.ot_study = self.optuna.study
+
+    # ---- runs the study adds: reruns of runs that did not learn, finalists -------------------------------------
+    def _finished(self) -> str | None:
+        """Nothing left to propose: wait (None) while a trial in flight may yet ask for a rerun or the finalists,
+        else the search is over."""
+        adds = self.study.repeats.not_learned or (self.study.confirm.top and not self.confirmed)
+        return None if self.in_flight and adds else Searcher.FINISHED
+
+    def _queue_extras(self) -> bool:
+        """Enqueue the reruns and (once every other trial ended) the finalists due now; whether any waits."""
+        for key, seed in self._reruns():
+            self._enqueue(key, seed, finalist=False)
+        searching = any(t not in self.finalists for t in self.in_flight)
+        if self.study.confirm.top and not self.confirmed and not searching and \
+                (self._trials_spent() or self._exhausted()):
+            self.confirmed = True
+            for key, seed in self._finalist_runs():
+                self._enqueue(key, seed, finalist=True)
+        return self._waiting_extras()
+
+    def _waiting_extras(self) -> bool:
+        """Whether a rerun or a finalist waits in the study's queue."""
+        return any(SEED_ATTR in t.user_attrs for t in self.ot_study.get_trials(
+            deepcopy=False, states=(TrialState.WAITING,)))
+
+    def _seeds_used(self, arch_id: str, schedule: int) -> set[int]:
+        own = {self.study.train.seed if t["seed"] is None else t["seed"] for t in self.store.trials()
+               if t["arch_id"] == arch_id and t["schedule"] == schedule}
+        return own | {self.study.train.seed if k[2] is None else k[2] for k in (*self.in_flight.values(), *self.queued)
+                      if k[:2] == (arch_id, schedule)}
+
+    def _reruns(self) -> list[tuple[tuple[str, int, int | None], int]]:
+        """(key, seed) of each run that did not learn and may be rerun: `repeats.not_learned` per candidate and
+        schedule, each with the next seed no run of it used."""
+        limit = self.study.repeats.not_learned
+        if not limit:
+            return []
+        due = []
+        for key, end, _ in list(self.ended.values()):
+            if end != status.DID_NOT_LEARN:
+                continue
+            failed = sum(k[:2] == key[:2] and e == status.DID_NOT_LEARN for k, e, _ in self.ended.values())
+            reruns = sum(k[:2] == key[:2] and not finalist for k, finalist in self.queued.items())
+            if reruns < min(failed, limit):
+                due.append((key, max(self._seeds_used(*key[:2])) + 1))
+        return due
+
+    def _finalist_runs(self) -> list[tuple[tuple[str, int, int | None], int]]:
+        """(key, seed) of the finalists' runs: the best `confirm.top` candidates measured at the full budget (mean
+        over the seeds that learned), each with `confirm.seeds` seeds beyond every seed the study uses."""
+        metric, way = next(iter(self.study.objectives.items()))
+        schedule = self.study.budget.schedules[-1]
+        failed = {t for t, (_, end, _) in self.ended.items() if end != status.COMPLETED}
+        frame = self.store.frame(budget=self.study.budget.max_samples, status=status.MEASURED)
+        if frame.empty or metric not in frame:
+            return []
+        frame = frame[~frame.trial_id.isin(failed) & (frame.schedule == schedule)].dropna(subset=[metric])
+        means = frame.groupby("arch_id")[metric].mean().sort_values(ascending=way == "min", kind="stable")
+        runs = []
+        for arch_id in means.index[:self.study.confirm.top]:
+            used, seed = self._seeds_used(arch_id, schedule), max(self.study.used_seeds)
+            for _ in range(self.study.confirm.seeds):
+                seed = next(s for s in range(seed + 1, seed + 2 + len(used)) if s not in used)
+                runs.append(((arch_id, schedule, None), seed))
+        return runs
+
+    def _enqueue(self, key: tuple[str, int, int | None], seed: int, finalist: bool) -> None:
+        """An Optuna trial with the parameters of the run `key` and `seed` (as a user attribute)."""
+        row = next(t for t in self.store.trials()
+                   if (t["arch_id"], t["schedule"]) == key[:2] and t["number"] is not None)
+        params = dict(self.ot_study.trials[row["number"]].params)
+        if "seed" in params:
+            params["seed"] = 0
+        self.ot_study.enqueue_trial(params, user_attrs={SEED_ATTR: seed, **({FINALIST_ATTR: True} if finalist else {})})
+        self.queued[(*key[:2], seed)] = finalist
 
     # ---- deciding what to train ------------------------------------------------------------------------------
     def _proposal(self) -> tuple[int, Candidate] | None:
@@ -384,8 +486,9 @@ class StudySearcher(Searcher):
         killed, and would train one more."""
         if self.study.archs:
             return False
-        measured = {t["trial_id"] for t in self.store.trials(status=status.KNOWN)}
-        return len(measured | set(self.in_flight)) >= self.study.trials
+        measured = {t["trial_id"] for t in self.store.trials(status=status.KNOWN) if t["seed"] is None}
+        searching = {t for t, key in self.in_flight.items() if key[2] is None}
+        return len(measured | searching) >= self.study.trials
 
     def _exhausted(self) -> bool:
         """No candidate left: a grid or fixed list all asked, or every feasible arch of a finite space known."""

@@ -15,7 +15,8 @@ so that retries, resumed searches and repeated candidates never train what is al
   every rung, so a killed worker or driver loses at most one interval of training. At every rung the
   trainer's metrics, the analytic cost and where it ran are reported, and the rung's checkpoint is kept in
   `RUN/trials/<trial>/rungs/<rung>/` (`nas.run_dir`): one copy of each checkpoint, none in Ray's storage.
-- Failures are results: a non-finite loss ends the trial as `diverged`; out of memory is retried with half
+- Failures are results: a non-finite loss ends the trial as `diverged`, a run that stopped learning near where
+  it started (`nas.learning`, judged at every rung) as `did_not_learn`; out of memory is retried with half
   the micro-batch and twice the gradient accumulation (same effective batch) up to the study's
   `oom_retries`, then ends as `oom`. Anything else raises, and Ray Tune retries the trial from its last
   checkpoint up to `max_retries` times before recording `failed`.
@@ -44,6 +45,7 @@ from typing import Any
 import torch
 
 from nas import status
+from nas.learning import did_not_learn, losses_of
 from nas.run_dir import CHECKPOINT, RUNGS, RunDir, link_or_copy
 from nas.search.placement import device_memory_fraction
 from nas.search.protocol import (
@@ -90,6 +92,8 @@ class Trial:
         self.accum_freq = study.train.accum_freq
         self.resumed_from: int | None = None
         self.reported: set[int] = set()  # budgets reported in this session
+        self.losses: dict[int, float] = {}  # budget -> the rung's training loss, what `did_not_learn` judges
+        self.not_learned: str | None = None  # why the run did not learn, once it is caught
 
     # ---- the trial -------------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -98,7 +102,7 @@ class Trial:
         own, furthest = ray.get(self.ledger.lookup.remote(self.trial_id, self.candidate.key))
         if own is not None and own["status"] in status.KNOWN:
             self._replay(own["rungs"])
-            if own["status"] in status.UNTRAINABLE:
+            if own["status"] in status.REPORTED_ENDS:
                 self._report_end(own["status"], own.get("error"), replay=True)
             return
         if furthest is not None and furthest["status"] == status.COMPLETED:
@@ -128,7 +132,9 @@ class Trial:
             if not self._halve_micro_batch():
                 self._report_end(status.OOM, message)
                 return
-        if result.status == status.DIVERGED:
+        if self.not_learned is not None:
+            self._report_end(status.DID_NOT_LEARN, self.not_learned)
+        elif result.status == status.DIVERGED:
             self._report_end(status.DIVERGED,
                              f"non-finite loss by step {result.step} ({result.samples_seen} samples)")
         elif result.rungs and result.rungs[-1]["budget"] not in self.reported:
@@ -193,20 +199,25 @@ class Trial:
     def _report(self, metrics: dict[str, Any], where: dict[str, Any] | None = None) -> bool:
         """The trainer's rung callback (its checkpoint is written): keep the rung's checkpoint and report, with
         where the rung was measured (`where`: another process's, default this one's). Never asks to stop: when
-        ASHA stops the trial, Ray ends this thread inside `tune.report`."""
+        ASHA stops the trial, Ray ends this thread inside `tune.report`. Stops the run (True) once it did not learn."""
         from ray import tune
 
         rung = self.study.budget.rung_of(metrics["budget"])
         kept = self.run_dir.relative(self.run_dir.keep_rung(self.trial_id, rung, self.out / CHECKPOINT))
         self.reported.add(metrics["budget"])
         tune.report({**_reported(metrics), **self._extras(False, where), RUNG_CHECKPOINT_KEY: kept})
-        return False
+        self.losses.update(losses_of([metrics]))
+        train = self.study.train
+        self.not_learned = did_not_learn(self.losses, batch_size=train.batch_size, loss=train.loss,
+                                         reduction_factor=self.study.budget.reduction_factor)
+        return self.not_learned is not None
 
     def _replay(self, rungs: list[dict[str, Any]]) -> None:
         """Report rungs measured before (by this trial in an earlier session, or by another trial of the arch),
         each with the checkpoint kept for it, when there is one."""
         from ray import tune
 
+        self.losses.update(losses_of(rungs))
         for metrics in rungs:
             self.reported.add(metrics["budget"])
             kept = metrics.get(RUNG_CHECKPOINT_KEY)

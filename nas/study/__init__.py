@@ -32,6 +32,10 @@ starts.
     seed: 0
     failures: {max_retries: 2, oom_retries: 1}
     repeats: {seeds: [1], fraction: 0.25}    # listed candidates: the first quarter again with train.seed 1
+                                             # (+ not_learned: N, any study: a run that did not learn, again
+                                             #  with the next seed, up to N times)
+    confirm: {top: 2, seeds: 1}              # after the search: the best 2 at the full budget, again with 1
+                                             # more seed each; ranked then by their seed mean (nas.seeds)
     image_size: 32                           # listed candidates: measured at this resolution (a fidelity axis)
     extends: quickstart.yaml                 # every field not given here is that study's (see below); a path
                                              # or the name of a shipped study
@@ -55,7 +59,17 @@ it reads back with `study_from_dict` (`nas.results.ResultStore.study()`).
 """
 
 from nas.study.reader import load_study, study_from_dict
-from nas.study.study import DERIVED_TRAIN_FIELDS, Budget, FailurePolicy, Repeats, Resources, Storage, Study, StudyData
+from nas.study.study import (
+    DERIVED_TRAIN_FIELDS,
+    Budget,
+    Confirm,
+    FailurePolicy,
+    Repeats,
+    Resources,
+    Storage,
+    Study,
+    StudyData,
+)
 
-__all__ = ["DERIVED_TRAIN_FIELDS", "Budget", "FailurePolicy", "Repeats", "Resources", "Storage", "Study", "StudyData",
-           "load_study", "study_from_dict"]
+__all__ = ["DERIVED_TRAIN_FIELDS", "Budget", "Confirm", "FailurePolicy", "Repeats", "Resources", "Storage", "Study",
+           "StudyData", "load_study", "study_from_dict"]

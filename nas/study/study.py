@@ -1,6 +1,6 @@
-"""The typed study: `Study` and its sections (`Budget`, `Repeats`, `Resources`, `Storage`, `FailurePolicy`,
-`StudyData`), each checked where it is made. `nas.study.reader` reads a file into one; the package docstring
-gives the file format.
+"""The typed study: `Study` and its sections (`Budget`, `Repeats`, `Confirm`, `Resources`, `Storage`,
+`FailurePolicy`, `StudyData`), each checked where it is made. `nas.study.reader` reads a file into one; the package
+docstring gives the file format.
 """
 
 from __future__ import annotations
@@ -112,10 +112,14 @@ class Repeats:
 
     What the spread between two seeds of one candidate measures is the run-to-run noise that a ranking of
     candidates has to beat. Each repeat is a trial of its own (`nas.search.protocol.Candidate.seed`).
+
+    `not_learned: N` (any study, listed candidates or not): a run that did not learn (`nas.learning`) is trained
+    again with the next seed no run of its candidate used, up to N times per candidate and schedule.
     """
 
     seeds: tuple[int, ...] = ()
     fraction: float = 1.0
+    not_learned: int = 0
 
     def __post_init__(self) -> None:
         require(isinstance(self.seeds, (list, tuple)) and all(is_int(s) for s in self.seeds), "seeds",
@@ -124,10 +128,38 @@ class Repeats:
         require(len(set(self.seeds)) == len(self.seeds), "seeds", f"lists a seed twice: {list(self.seeds)}")
         require(isinstance(self.fraction, (int, float)) and not isinstance(self.fraction, bool)
                 and 0 < self.fraction <= 1, "fraction", f"must be in (0, 1], got {self.fraction!r}")
+        require(is_int(self.not_learned), "not_learned",
+                f"must be an integer >= 0 (reruns of a run that did not learn), got {self.not_learned!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file form; `not_learned` only when set (a study stored before it existed reads back unchanged)."""
+        values = dataclasses.asdict(self)
+        if not self.not_learned:
+            values.pop("not_learned")
+        return values
 
     def count(self, candidates: int) -> int:
         """How many of `candidates` listed candidates are repeated (the first ones)."""
         return 0 if not self.seeds or not candidates else max(1, math.ceil(self.fraction * candidates - 1e-9))
+
+
+@dataclass(frozen=True)
+class Confirm:
+    """Finalists confirmed after the search: the best `top` candidates at the full budget (by the study's first
+    objective, seed 0's measurement) are trained again to the full budget with `seeds` more seeds each (the next
+    ones no run of the study used), and the leaderboard, `select` and `export --best` then rank them by the mean
+    over their seeds with its seed-level interval (`nas.seeds`). `top: 0` (the default) confirms nothing."""
+
+    top: int = 0
+    seeds: int = 1
+
+    def __post_init__(self) -> None:
+        require(is_int(self.top), "top", f"must be an integer >= 0 (finalists to confirm), got {self.top!r}")
+        require(is_int(self.seeds, 1), "seeds", f"must be an integer >= 1 (seeds per finalist), got {self.seeds!r}")
+
+    @property
+    def runs(self) -> int:
+        return self.top * self.seeds
 
 
 @dataclass(frozen=True)
@@ -258,6 +290,7 @@ class Study:
     description: str = ""
     repeats: Repeats = field(default_factory=Repeats)
     image_size: int | None = None  # the resolution every listed candidate is measured at (None: its own)
+    confirm: Confirm = field(default_factory=Confirm)
 
     @property
     def text(self) -> TextTower:
@@ -271,6 +304,17 @@ class Study:
     def label_of(self) -> dict[str, str]:
         """arch_id -> the label the study gave its candidate (`archs` as a mapping of label: arch)."""
         return {arch.arch_id: label for arch, label in zip(self.archs, self.labels)}
+
+    @property
+    def max_trials(self) -> int:
+        """The most Ray Tune trials the search may start: the study's, its confirmations, and a rerun of each run
+        that did not learn (`repeats.not_learned` times)."""
+        return self.trials * (1 + self.repeats.not_learned) + self.confirm.runs * (1 + self.repeats.not_learned)
+
+    @property
+    def used_seeds(self) -> tuple[int, ...]:
+        """The seeds the study's own runs train with: `train.seed` and the repeats'."""
+        return (self.train.seed, *self.repeats.seeds)
 
     @property
     def runs(self) -> tuple[tuple[int, int, int | None], ...]:
@@ -325,5 +369,6 @@ class Study:
             "budget": budget, "resources": self.resources.to_dict(),
             **({"storage": dataclasses.asdict(self.storage)} if self.storage != Storage() else {}),
             "seed": self.seed, "failures": dataclasses.asdict(self.failures),
-            **({"repeats": dataclasses.asdict(self.repeats)} if self.repeats.seeds else {}),
-            **({"image_size": self.image_size} if self.image_size else {})})
+            **({"repeats": self.repeats.to_dict()} if self.repeats != Repeats() else {}),
+            **({"image_size": self.image_size} if self.image_size else {}),
+            **({"confirm": dataclasses.asdict(self.confirm)} if self.confirm != Confirm() else {})})
