@@ -33,6 +33,8 @@ starts.
     failures: {max_retries: 2, oom_retries: 1}
     repeats: {seeds: [1], fraction: 0.25}    # listed candidates: the first quarter again with train.seed 1
     image_size: 32                           # listed candidates: measured at this resolution (a fidelity axis)
+    stand_in: {seconds_per_rung: 0.5}        # benchmarks of the search machinery: no training, a synthetic
+                                             # curve per arch after that long per rung (nas.search.stand_in)
     extends: quickstart.yaml                 # every field not given here is that study's (see below); a path
                                              # or the name of a shipped study
 
@@ -55,7 +57,17 @@ it reads back with `study_from_dict` (`nas.results.ResultStore.study()`).
 """
 
 from nas.study.reader import load_study, study_from_dict
-from nas.study.study import DERIVED_TRAIN_FIELDS, Budget, FailurePolicy, Repeats, Resources, Storage, Study, StudyData
+from nas.study.study import (
+    DERIVED_TRAIN_FIELDS,
+    Budget,
+    FailurePolicy,
+    Repeats,
+    Resources,
+    StandIn,
+    Storage,
+    Study,
+    StudyData,
+)
 
-__all__ = ["DERIVED_TRAIN_FIELDS", "Budget", "FailurePolicy", "Repeats", "Resources", "Storage", "Study", "StudyData",
-           "load_study", "study_from_dict"]
+__all__ = ["DERIVED_TRAIN_FIELDS", "Budget", "FailurePolicy", "Repeats", "Resources", "StandIn", "Storage", "Study",
+           "StudyData", "load_study", "study_from_dict"]

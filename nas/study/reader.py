@@ -20,14 +20,24 @@ from nas.metrics import EVALUATED, TRAINED, ZERO_COST
 from nas.presets import PRESETS, load_arch, preset_with_text
 from nas.space import SearchSpace
 from nas.stratified import stratified_order
-from nas.study.study import DERIVED_TRAIN_FIELDS, Budget, FailurePolicy, Repeats, Resources, Storage, Study, StudyData
+from nas.study.study import (
+    DERIVED_TRAIN_FIELDS,
+    Budget,
+    FailurePolicy,
+    Repeats,
+    Resources,
+    StandIn,
+    Storage,
+    Study,
+    StudyData,
+)
 from nas.train_config import TrainConfig
 
 ALGORITHMS = ("tpe", "nsga2", "random", "grid", "fixed")
 DIRECTIONS = ("max", "min")
 TOP_FIELDS = ("name", "description", "extends", "space", "data", "text", "train", "objectives", "algorithm",
               "sampler", "archs", "groups", "trials", "budget", "constraints", "resources", "storage", "seed",
-              "failures", "repeats", "image_size")
+              "failures", "repeats", "image_size", "stand_in")
 #: Sections a study that `extends` another merges field by field with the base's.
 MERGED_SECTIONS = ("data", "train", "budget", "resources", "storage", "failures")
 #: The base's fields that belong to its algorithm: not inherited by a study that chooses another.
@@ -127,7 +137,7 @@ class _Reader:
             storage=self.section(raw, "storage", Storage), seed=seed,
             archs=archs, labels=labels, groups=self.groups(raw.get("groups"), labels),
             sampler=self.sampler(raw.get("sampler"), algorithm), description=str(raw.get("description", "")),
-            repeats=repeats, image_size=image_size)
+            repeats=repeats, image_size=image_size, stand_in=self.section(raw, "stand_in", StandIn))
 
     def extended(self, value: Any) -> Study:
         """The study this one extends: a path relative to this file, or the name of a shipped study."""
