@@ -57,7 +57,7 @@ def test_a_stand_in_search_goes_through_asha(local_ray, search_data, tmp_path):
 @pytest.mark.slow
 def test_a_killed_stand_in_driver_resumes(tmp_path, tmp_path_factory, cli):
     data = synthetic_data(tmp_path_factory.getbasetemp())
-    study = write_study(tmp_path, data, **STAND_IN, stand_in={"seconds_per_rung": 0.3})
+    study = write_study(tmp_path, data, **STAND_IN, stand_in={"seconds_per_rung": 1.0})
     out = tmp_path / "out"
     with open(tmp_path / "first.log", "w") as log:
         driver = subprocess.Popen([*cli, "search", str(study), "--out", str(out)], stdout=log,
@@ -65,9 +65,9 @@ def test_a_killed_stand_in_driver_resumes(tmp_path, tmp_path_factory, cli):
     try:
         store = wait_for(lambda: (out / "study.db").exists() and ResultStore.open(out, readonly=True), 120,
                          what="the results database")
-        wait_for(lambda: len(store.trials(status=FINAL_STATUSES)) >= 2 and
+        wait_for(lambda: store.trials(status=FINAL_STATUSES) and
                  [t for t in store.trials(status="running") if t["rung"] is not None], 120,
-                 what="two finished trials and one past a rung")
+                 what="a finished trial and one past a rung")
         ray_processes = children(driver.pid)
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
