@@ -1,7 +1,9 @@
 """Ray Tune's entry point into a trial: `trainable(config, settings)`, the function trainable the driver gives
 its Tuner, which measures `config[CANDIDATE_KEY]` (`nas.search.protocol`) with a `Trial` in the Tune trial's
 process, or with a `DataParallelTrial` (a Ray Train job of `resources.workers` ranks) when the study asks for
-several workers.
+several workers, or with a `nas.search.stand_in.StandInTrial` (no training: a synthetic curve) when the study
+asks for its `stand_in`. This module and the stand-in's import no torch: a trial process imports it only to
+train.
 
 Its training curves go to TensorBoard under the study's run directory, `RUN/tensorboard/<number>-<arch name>`
 (`trial_events`), so that `tensorboard --logdir RUN/tensorboard` compares every trial of the study; on a
@@ -18,9 +20,7 @@ from typing import Any
 
 from nas.run_dir import RunDir
 from nas.search.protocol import CANDIDATE_KEY, LEDGER_NAMESPACE, NUMBER_KEY, Candidate, trial_id_of
-from nas.search.trial import Trial
 from nas.study import Study
-from nas.train.log import TENSORBOARD, ReportTo
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ class TrialSettings:
 
 def trial_events(run_dir: str | os.PathLike, number: int, candidate: Candidate) -> Path:
     """A trial's TensorBoard directory: named by its Optuna number and arch, the run's name in TensorBoard."""
+    from nas.train.log import TENSORBOARD
+
     return Path(run_dir) / TENSORBOARD / f"{number:03d}-{candidate.arch.name()}"
 
 
@@ -47,6 +49,15 @@ def trainable(config: dict[str, Any], settings: TrialSettings) -> None:
 
     candidate = config[CANDIDATE_KEY]
     ledger = ray.get_actor(settings.ledger, namespace=LEDGER_NAMESPACE)
+    trial_id = trial_id_of(config, tune.get_context().get_trial_id())
+    if settings.study.stand_in.active:
+        from nas.search.stand_in import StandInTrial
+
+        StandInTrial(settings.study, candidate, trial_id, RunDir(settings.run_dir), ledger).run()
+        return
+    from nas.search.trial import Trial
+    from nas.train.log import ReportTo
+
     events = trial_events(settings.run_dir, config[NUMBER_KEY], candidate)
     report_to = ReportTo.parse(settings.report_to, events, name=events.name, group=settings.study.name)
     kind = Trial
@@ -54,5 +65,4 @@ def trainable(config: dict[str, Any], settings: TrialSettings) -> None:
         from nas.search.data_parallel import DataParallelTrial
 
         kind = DataParallelTrial
-    kind(settings.study, candidate, trial_id_of(config, tune.get_context().get_trial_id()), RunDir(settings.run_dir),
-         ledger, report_to).run()
+    kind(settings.study, candidate, trial_id, RunDir(settings.run_dir), ledger, report_to).run()

@@ -25,7 +25,8 @@ The trial takes exactly its CPU share (torch threads, loader workers) and at mos
 `resources.memory_gib`, that much; on a GPU it shares with other trials (`gpus: 0.25`), its share of the
 device's memory (`nas.search.placement.device_memory_fraction`). With `resources.workers > 1` the trial trains
 through a Ray Train job of that many ranks (`nas.search.data_parallel.DataParallelTrial`), everything else the
-same.
+same. This module imports torch only where it trains, so that `nas.search.stand_in.StandInTrial` (a `Trial`
+whose training is a synthetic curve) runs in processes without it.
 """
 
 from __future__ import annotations
@@ -37,12 +38,10 @@ import gc
 import json
 import resource
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from nas import status
 from nas.learning import did_not_learn, losses_of
@@ -63,8 +62,10 @@ from nas.search.protocol import (
     process_place,
 )
 from nas.study import Resources, Study
-from nas.train import ReportTo, TrainResult
 from nas.train_config import TrainConfig
+
+if TYPE_CHECKING:
+    from nas.train import ReportTo, TrainResult
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class Trial:
             ledger
         self.report_to = report_to
         self.arch, self.schedule = candidate.arch, candidate.schedule
-        gpu = study.resources.gpus > 0 and torch.cuda.is_available()
+        gpu = study.resources.gpus > 0 and cuda_available()
         self.device = "cuda" if gpu else "cpu"
         self.session = uuid.uuid4().hex[:12]
         self.accum_freq = study.train.accum_freq
@@ -108,6 +109,10 @@ class Trial:
         if furthest is not None and furthest["status"] == status.COMPLETED:
             self._replay(furthest["rungs"])
             return
+        self._measure(furthest)
+
+    def _measure(self, furthest: dict[str, Any] | None) -> None:
+        """Train from the newest checkpoint there is (`_starting_point`), in the trial's CPU share."""
         with cpu_share(self.study.resources.threads):
             self._train(self._starting_point(furthest))
 
@@ -171,13 +176,21 @@ class Trial:
     def _starting_point(self, furthest: dict[str, Any] | None) -> StartingPoint | None:
         """The newest checkpoint of this trial's earlier attempts, or of the trial that measured the arch furthest
         when it got further (own first when they stand at the same point)."""
-        own = newest_checkpoint(self.run_dir, self.trial_id)
+        own = newest_checkpoint(self.run_dir, self.trial_id, self._progress)
         other = None
         if furthest is not None and furthest.get("trial_id") not in (None, self.trial_id):
-            other = newest_checkpoint(self.run_dir, furthest["trial_id"])
+            other = newest_checkpoint(self.run_dir, furthest["trial_id"], self._progress)
         if other is not None and (own is None or other.samples_seen > own.samples_seen):
             return other
         return own
+
+    @staticmethod
+    def _progress(directory: Path) -> tuple[int, int] | None:
+        """Samples seen and the accumulation of the run whose checkpoint is in `directory` (None: none there)."""
+        from nas.train import run_progress
+
+        progress = run_progress(directory)
+        return None if progress is None else (progress[0].samples_seen, progress[1].accum_freq)
 
     def _materialize(self, start: StartingPoint) -> None:
         """The starting checkpoint as this trial's training run, and another trial's rung checkpoints as this
@@ -242,17 +255,17 @@ def _reported(metrics: dict[str, Any]) -> dict[str, Any]:
     return numbers
 
 
-def newest_checkpoint(run_dir: RunDir, trial_id: str) -> StartingPoint | None:
+def newest_checkpoint(run_dir: RunDir, trial_id: str,
+                      progress: Callable[[Path], tuple[int, int] | None]) -> StartingPoint | None:
     """The newest checkpoint a trial wrote: its training runs' (where the trainer writes every interval) or its
-    rungs' (a training run replaced since), whichever stands furthest."""
-    from nas.train import run_progress
-
+    rungs' (a training run replaced since), whichever stands furthest by `progress` (samples seen and
+    accumulation of a directory's checkpoint)."""
     newest = None
     rungs = sorted(run_dir.trial(trial_id).glob(f"{RUNGS}/*"))
     for directory in [*run_dir.trainings(trial_id), *rungs]:
-        progress = run_progress(directory)
-        if progress is not None and (newest is None or progress[0].samples_seen > newest.samples_seen):
-            newest = StartingPoint(progress[0].samples_seen, progress[1].accum_freq, directory / CHECKPOINT, trial_id)
+        found = progress(directory)
+        if found is not None and (newest is None or found[0] > newest.samples_seen):
+            newest = StartingPoint(found[0], found[1], directory / CHECKPOINT, trial_id)
     return newest
 
 
@@ -266,9 +279,17 @@ def eval_sets(zeroshot: str | None, retrieval: str | None, image_size: int,
             retrieval_set(retrieval, image_size) if retrieval else None)
 
 
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 @contextlib.contextmanager
 def cpu_share(threads: int) -> Iterator[None]:
     """Torch's intra-op threads set to the trial's CPUs (trials sharing a node do not oversubscribe it)."""
+    import torch
+
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -287,6 +308,8 @@ def memory_limit(resources: Resources, device: str) -> Iterator[None]:
 
     Each training attempt takes its own: the heap a failed attempt leaves mapped (free, and reused by the
     next) is not counted against the retry."""
+    import torch
+
     if device.startswith("cuda"):
         index = torch.device(device).index
         index = torch.cuda.current_device() if index is None else index
@@ -323,6 +346,8 @@ def _address_space() -> int:
 def free_memory() -> None:
     """Return what a failed attempt allocated before the next one (its frames are gone once the error is):
     to the GPU's pool, and to the operating system, since glibc keeps freed heap memory in the process."""
+    import torch
+
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

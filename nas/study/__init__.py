@@ -37,6 +37,8 @@ starts.
     confirm: {top: 2, seeds: 1}              # after the search: the best 2 at the full budget, again with 1
                                              # more seed each; ranked then by their seed mean (nas.seeds)
     image_size: 32                           # listed candidates: measured at this resolution (a fidelity axis)
+    stand_in: {seconds_per_rung: 0.5}        # benchmarks of the search machinery: no training, a synthetic
+                                             # curve per arch after that long per rung (nas.search.stand_in)
     extends: quickstart.yaml                 # every field not given here is that study's (see below); a path
                                              # or the name of a shipped study
 
@@ -66,10 +68,11 @@ from nas.study.study import (
     FailurePolicy,
     Repeats,
     Resources,
+    StandIn,
     Storage,
     Study,
     StudyData,
 )
 
-__all__ = ["DERIVED_TRAIN_FIELDS", "Budget", "Confirm", "FailurePolicy", "Repeats", "Resources", "Storage", "Study",
-           "StudyData", "load_study", "study_from_dict"]
+__all__ = ["DERIVED_TRAIN_FIELDS", "Budget", "Confirm", "FailurePolicy", "Repeats", "Resources", "StandIn", "Storage",
+           "Study", "StudyData", "load_study", "study_from_dict"]

@@ -27,6 +27,7 @@ from nas.study.study import (
     FailurePolicy,
     Repeats,
     Resources,
+    StandIn,
     Storage,
     Study,
     StudyData,
@@ -37,7 +38,7 @@ ALGORITHMS = ("tpe", "nsga2", "random", "grid", "fixed")
 DIRECTIONS = ("max", "min")
 TOP_FIELDS = ("name", "description", "extends", "space", "data", "text", "train", "objectives", "algorithm",
               "sampler", "archs", "groups", "trials", "budget", "constraints", "resources", "storage", "seed",
-              "failures", "repeats", "image_size", "confirm")
+              "failures", "repeats", "image_size", "confirm", "stand_in")
 #: Sections a study that `extends` another merges field by field with the base's.
 MERGED_SECTIONS = ("data", "train", "budget", "resources", "storage", "failures")
 #: The base's fields that belong to its algorithm: not inherited by a study that chooses another.
@@ -137,7 +138,8 @@ class _Reader:
             storage=self.section(raw, "storage", Storage), seed=seed,
             archs=archs, labels=labels, groups=self.groups(raw.get("groups"), labels),
             sampler=self.sampler(raw.get("sampler"), algorithm), description=str(raw.get("description", "")),
-            repeats=repeats, image_size=image_size, confirm=self.section(raw, "confirm", Confirm))
+            repeats=repeats, image_size=image_size, confirm=self.section(raw, "confirm", Confirm),
+            stand_in=self.section(raw, "stand_in", StandIn))
 
     def extended(self, value: Any) -> Study:
         """The study this one extends: a path relative to this file, or the name of a shipped study."""

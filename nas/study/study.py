@@ -1,6 +1,6 @@
 """The typed study: `Study` and its sections (`Budget`, `Repeats`, `Confirm`, `Resources`, `Storage`,
-`FailurePolicy`, `StudyData`), each checked where it is made. `nas.study.reader` reads a file into one; the package
-docstring gives the file format.
+`FailurePolicy`, `StandIn`, `StudyData`), each checked where it is made. `nas.study.reader` reads a file into one; the
+package docstring gives the file format.
 """
 
 from __future__ import annotations
@@ -252,6 +252,25 @@ class FailurePolicy:
 
 
 @dataclass(frozen=True)
+class StandIn:
+    """A stand-in for training, to measure the search machinery at scale on one machine: with `seconds_per_rung`
+    set, each trial sleeps that long per rung and reports a synthetic learning curve drawn per arch and seed
+    (`nas.search.stand_in`), without torch; the driver, searcher, schedulers, recorder, ledger, database,
+    checkpoint records and resume are the real ones. Its results measure no architecture."""
+
+    seconds_per_rung: float | None = None
+
+    def __post_init__(self) -> None:
+        value = self.seconds_per_rung
+        require(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0),
+                "seconds_per_rung", f"must be a number of seconds >= 0 or null, got {value!r}")
+
+    @property
+    def active(self) -> bool:
+        return self.seconds_per_rung is not None
+
+
+@dataclass(frozen=True)
 class StudyData:
     """Which data a study trains on (`source`) and evaluates on (local paths), and where synthetic data lives."""
 
@@ -282,6 +301,7 @@ class Study:
     resources: Resources = field(default_factory=Resources)
     failures: FailurePolicy = field(default_factory=FailurePolicy)
     storage: Storage = field(default_factory=Storage)
+    stand_in: StandIn = field(default_factory=StandIn)
     seed: int = 0
     archs: tuple[Arch, ...] = ()
     labels: tuple[str, ...] = ()  # one per arch when the study names its candidates
@@ -368,6 +388,7 @@ class Study:
             "trials": len(self.archs) if self.archs else self.trials,
             "budget": budget, "resources": self.resources.to_dict(),
             **({"storage": dataclasses.asdict(self.storage)} if self.storage != Storage() else {}),
+            **({"stand_in": dataclasses.asdict(self.stand_in)} if self.stand_in.active else {}),
             "seed": self.seed, "failures": dataclasses.asdict(self.failures),
             **({"repeats": self.repeats.to_dict()} if self.repeats != Repeats() else {}),
             **({"image_size": self.image_size} if self.image_size else {}),
