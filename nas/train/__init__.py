@@ -24,9 +24,27 @@ What a search needs from a trial, beyond the loop:
   process group is set up already (Ray Train's workers: `nas.search.data_parallel`).
 """
 
-from nas.train.checkpoint import RunState, run_progress
-from nas.train.log import ReportTo
-from nas.train.loop import TrainResult, train
-from nas.train.runtime import OOMError
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nas.train.checkpoint import RunState, run_progress
+    from nas.train.log import ReportTo
+    from nas.train.loop import TrainResult, train
+    from nas.train.runtime import OOMError
+
+#: Where each name of the package lives. They are imported on first use (PEP 562), so that a process that needs
+#: one light part (the search driver: `ReportTo`, `run_progress`) does not import torch, timm and open_clip with
+#: the loop (5 s of CPU and most of a driver's 1.1 GB).
+_PARTS = {"OOMError": "runtime", "ReportTo": "log", "RunState": "checkpoint", "TrainResult": "loop",
+          "run_progress": "checkpoint", "train": "loop"}
 
 __all__ = ["OOMError", "ReportTo", "RunState", "TrainResult", "run_progress", "train"]
+
+
+def __getattr__(name: str):
+    if name not in _PARTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_PARTS[name]}"), name)
+    globals()[name] = value
+    return value

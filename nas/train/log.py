@@ -10,12 +10,14 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nas.errors import ConfigError
 from nas.jsonable import jsonable
 from nas.metrics import EVALUATED
-from nas.train.runtime import Runtime
+
+if TYPE_CHECKING:
+    from nas.train.runtime import Runtime
 
 METRICS = "metrics.jsonl"
 #: Where a run's TensorBoard events go by default: `OUT/tensorboard` for a single run, `RUN/tensorboard/<trial>`
