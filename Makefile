@@ -18,20 +18,22 @@ install: $(BIN)/vitamin-nas
 quickstart: install
 	$(BIN)/vitamin-nas quickstart
 
-# Whole test modules on 3 workers, the slowest first (tests/conftest.py), and torch on one thread in every test
-# process: the suite is CPU-bound on 2 cores (Ray, its trial processes and their imports), and on its tiny tensors a
-# second thread costs CPU without saving time (test_train, test_models, test_train_resume: 76.6 CPU-s on one
-# thread against 91.9 on two, measured in one cgroup). A test that wants more threads sets them itself.
+# Whole test modules on 2 workers, the slowest first (tests/conftest.py), and torch on one thread in every test
+# process: the suite is CPU-bound on 2 cores (Ray, its trial processes and their imports), and a third worker only
+# oversubscribes them (measured at the same commit on 2 idle cores: 568 s and 607 CPU-s on 2 workers, 725 s and
+# 796 CPU-s on 3). On its tiny tensors a second torch thread costs CPU without saving time (test_train,
+# test_models, test_train_resume: 76.6 CPU-s on one thread against 91.9 on two, measured in one cgroup). A test
+# that wants more threads sets them itself.
 # The modules that read the shared search (tests/conftest.py: SHARED_SEARCH_MODULES) go to one worker together.
 test: install
-	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 3 --dist loadfile --no-loadscope-reorder
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # The unit tier, as `make test` runs it less the tests marked slow, ray (a Ray instance in the test process) and
 # subprocess (real processes: the console script, torchrun, killed runs); tests/conftest.py sets the last two from
 # the fixtures a test uses. `make test` stays the whole suite.
 FAST := not slow and not ray and not subprocess
 test-fast: install
-	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 3 --dist loadfile --no-loadscope-reorder -m "$(FAST)"
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "$(FAST)"
 
 lint: install
 	$(BIN)/ruff check .
