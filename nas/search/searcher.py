@@ -362,6 +362,8 @@ class StudySearcher(Searcher):
 
     def _queue_extras(self) -> bool:
         """Enqueue the reruns and (once every other trial ended) the finalists due now; whether any waits."""
+        if not (self.study.repeats.not_learned or self.study.confirm.top):
+            return False  # a study that adds no runs has none to enqueue or waiting: no read of the queue
         for key, seed in self._reruns():
             self._enqueue(key, seed, finalist=False)
         searching = any(t not in self.finalists for t in self.in_flight)
