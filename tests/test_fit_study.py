@@ -69,10 +69,14 @@ def test_fit_csv_still_needs_its_y_column(tmp_path, capsys):
 LADDER_LAW = {"E": 0.2, "A": 0.1, "alpha": 0.5, "B": 5.0, "beta": 0.3}
 
 
-def write_ladder_study(directory, budget=None, law=LADDER_LAW, noise=0.0):
-    """The model-scaling ladder, each size trained to every budget (the study's three, or those of `budget`: a
-    mapping of Budget fields) in runs of their own (schedule: per_budget), with error = E + A / N^alpha +
-    B / D^beta (N: image params in M, D: samples seen), exactly or times seeded log-normal `noise`."""
+#: The paper's 128M : 512M : 1.28B samples seen at proxy scale (the design study's budgets).
+PAPER_BUDGETS = {"min_samples": 3_600, "max_samples": 36_000, "reduction_factor": 4}
+
+
+def write_ladder_study(directory, budget=PAPER_BUDGETS, law=LADDER_LAW, noise=0.0):
+    """The model-scaling ladder's sizes, each trained to every budget (`budget`: a mapping of Budget fields) in
+    runs of their own (schedule: per_budget), with error = E + A / N^alpha + B / D^beta (N: image params in M,
+    D: samples seen), exactly or times seeded log-normal `noise`."""
     from dataclasses import replace
 
     from study_helpers import REPO
@@ -81,8 +85,7 @@ def write_ladder_study(directory, budget=None, law=LADDER_LAW, noise=0.0):
     from nas.study import load_study
 
     study = load_study(REPO / "studies" / "model_scaling.yaml")
-    if budget:
-        study = replace(study, budget=replace(study.budget, **budget))
+    study = replace(study, budget=replace(study.budget, **budget))
     store = ResultStore.create(directory, study)
     rng = np.random.default_rng(0)
     for number, (arch, samples) in enumerate((a, b) for b in study.budget.schedules for a in study.archs):
@@ -164,7 +167,7 @@ def test_a_law_that_fails_its_checks_is_not_set_beside_the_papers():
     from nas.report import load_paper
     from nas.report.render import _scaling_section, _size_section
 
-    runs = pd.read_csv(REPO / "docs" / "results" / "data_scaling.csv")
+    runs = pd.read_csv(REPO / "tests" / "data" / "data_scaling_octave.csv")
     runs = runs.assign(compute=runs.image_gmacs * runs.samples_seen, error=1 - runs.zeroshot_top1)
     section = "\n".join(_scaling_section(runs, load_paper(), "power"))
     assert "| C-C-T/geglu | 1 | 6 | not compared: fails its checks | 0.789 |" in section and "-0.649" not in section

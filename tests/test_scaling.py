@@ -650,12 +650,13 @@ def test_fit_command_prints_the_backtest_beside_the_extrapolation(tmp_path, caps
 
 
 def test_fit_names_the_failed_check_and_the_local_slopes_and_its_figure_shows_residuals(tmp_path, capsys):
-    """Issue 28's data-scaling runs (committed): they accelerate, so `fit` says the power law's exponent is not to
-    be compared and why, and the figure has a residual panel naming the failed check. A power law that holds
-    passes; a saturating fit whose power term is not identified fails identification."""
+    """Issue 28's data-scaling runs (the octave ladder of docs/results at 42c8330, kept in tests/data): they
+    accelerate, so `fit` says the power law's exponent is not to be compared and why, and the figure has a residual
+    panel naming the failed check. A power law that holds passes; a saturating fit whose power term is not
+    identified fails identification."""
     from plots.scaling import scaling_curve
 
-    runs = pd.read_csv(SCALING_DATA.parents[1] / "docs" / "results" / "data_scaling.csv")
+    runs = pd.read_csv(Path(__file__).parent / "data" / "data_scaling_octave.csv")
     path = tmp_path / "runs.csv"
     runs.assign(error=1 - runs.zeroshot_top1).to_csv(path, index=False)
     assert cli.main(["fit", str(path), "--law", "power", "--x", "samples_seen", "--y", "error"]) == 0
