@@ -21,6 +21,7 @@ from nas.presets import TextTower
 from nas.progress import progress, progress_report
 from nas.results import ResultStore
 from nas.study import study_from_dict
+from nas.tables import format_duration
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = TextTower(width=64, layers=2, heads=2, context_length=32)
@@ -182,6 +183,27 @@ def test_progress_lists_running_first_with_etas(store):
     assert records[0]["trial"] == 4 and records[0]["status"] == "running"
     assert records[0]["eta"] == pytest.approx(10.0 / 104 * (900 - 104))
     assert summary.startswith("demo: 4/4 trials finished (2 completed, 2 stopped early), 1 running, ETA ~")
+
+
+def test_a_study_of_listed_runs_counts_the_schedules_it_has_not_started_in_its_eta(tmp_path):
+    """Two candidates, each a run to 100 and one to 900 samples (schedule: per_budget): with the two short runs
+    done in 10 s each, the two long ones left cost 9 times as much, not the finished runs' mean."""
+    archs = {"a": tower(64).to_dict(), "b": tower(96).to_dict()}
+    study = study_from_dict({"name": "listed", "space": str(REPO / "search_spaces" / "tiny.yaml"),
+                             "data": {"urls": str(tmp_path / "shards"), "zeroshot": str(tmp_path / "zeroshot")},
+                             "text": dataclasses.asdict(TEXT), "objectives": OBJECTIVES, "algorithm": "fixed",
+                             "archs": archs, "train": {"batch_size": 32, "warmup": 1},
+                             "budget": {"min_samples": 100, "max_samples": 900, "reduction_factor": 9,
+                                        "early_stopping": "none", "schedule": "per_budget"}})
+    store = ResultStore.create(tmp_path, study)
+    for number, (name, arch) in enumerate(zip(archs, study.archs)):
+        add(store, name, arch, number=number, schedule=100)
+        store.start_attempt(name)
+        report(store, name, 0, 0.05)
+        store.update_trial(name, status="completed")
+    _, summary = progress(store)
+    per_sample = 20.0 / 208  # 10 s for 104 samples, twice
+    assert f"2/4 trials finished (2 completed), 0 running, ETA ~{format_duration(per_sample * 1800)}" in summary
 
 
 def test_progress_counts_interrupted_trials_apart_from_finished_ones(store):
