@@ -363,7 +363,8 @@ def study_fidelity(store: ResultStore, metric: str = "zeroshot_top1", proxies: S
     the study measured, unless the study already scored them: a second or so per small tower, much more for deep
     ones) against every rung. `proxies=None`: only those the study scored. With `supernet` (a `vitamin-nas
     supernet train` run directory), also the zero-shot top-1 every measured arch that is one of its subnets gets
-    with inherited weights on the study's zero-shot set (`metrics.SUPERNET`)."""
+    with inherited weights on the study's zero-shot set (`metrics.SUPERNET`); without it, the scores a study with a
+    `proxy` stored with its trials, when it has them."""
     study = store.study()
     frame = store.frame(status=status.MEASURED).dropna(subset=[metric])
     if frame.empty:
@@ -383,17 +384,12 @@ def study_fidelity(store: ResultStore, metric: str = "zeroshot_top1", proxies: S
         frame = frame.assign(**{p: frame.arch_id.map(lambda a, p=p: scores[a][p]) for p in missing})
     predictors = {**SIZE_SCORES, **{p: "max" for p in proxies}}
     if supernet is not None:
-        if study.data.zeroshot is None:
-            raise ConfigError("the supernet's score needs the study's zero-shot set", source=study.source,
-                              field="data.zeroshot")
-        from nas.data import zeroshot_set
-        from nas.supernet import load_supernet
-        from nas.supernet.rank import inherited_scores
+        from nas.supernet.rank import inherited_scores, study_scorer
 
-        trained = load_supernet(supernet)
-        zeroshot = zeroshot_set(study.data.zeroshot, trained.image_size, templates=study.data.zeroshot_templates)
-        inherited = inherited_scores(trained, zeroshot, map(Arch.from_json, archs))
-        frame = frame.assign(**{metrics.SUPERNET: frame.arch_id.map(inherited)})
+        inherited = inherited_scores(study_scorer(study, supernet), map(Arch.from_json, archs))
+        frame = frame.assign(**{metrics.SUPERNET: frame.arch_id.map(
+            {arch_id: score[metrics.SUPERNET] for arch_id, score in inherited.items()})})
+    if frame[metrics.SUPERNET].notna().any():  # computed here, or the study's `proxy` scored its trials
         predictors[metrics.SUPERNET] = "max"
     return fidelity_table(frame, metric, mode=metrics.direction(metric), scores=predictors,
                           reduction_factor=study.budget.reduction_factor, **options)

@@ -21,6 +21,8 @@ ZERO_COST = ("naswot", "synflow")
 #: A candidate's zero-shot top-1 with the weights it inherits from a trained supernet (`nas.supernet`), no
 #: training of its own: a one-shot proxy, higher predicting better.
 SUPERNET = "supernet_top1"
+#: That score with its eval-set interval and the number of eval images, as a study with a `proxy` stores it per trial.
+SUPERNET_SCORE = (SUPERNET, f"{SUPERNET}_low", f"{SUPERNET}_high", f"{SUPERNET}_n")
 
 
 def direction(metric: str) -> str:

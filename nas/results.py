@@ -4,7 +4,8 @@ The file holds Optuna's own tables (so `optuna-dashboard sqlite:///DIR/study.db`
 sampler resumes from it) and the toolkit's, prefixed `nas_`:
 
 - `nas_trials`: one row per trial (Ray Tune's trial id): its Optuna number, the arch (JSON, `arch_id`, name,
-  family), the analytic cost, the status (`nas.status`: `pending`, `running`, then one of its final statuses,
+  family), the analytic cost, the zero-cost and supernet scores the study took (`nas.metrics.ZERO_COST`,
+  `nas.metrics.SUPERNET_SCORE`), the status (`nas.status`: `pending`, `running`, then one of its final statuses,
   with the error), host, Ray node, device, attempts, micro-batch accumulation, wall time.
 - `nas_rungs`: one row per trial and rung (the index of the budget in the study's ladder): the budget (samples
   seen the rung stands for), every metric the trainer reported there (JSON), the checkpoint (a directory holding
@@ -45,7 +46,7 @@ from nas import status
 from nas.arch import Arch
 from nas.cost import COST_METRICS
 from nas.errors import ConfigError
-from nas.metrics import ZERO_COST
+from nas.metrics import SUPERNET_SCORE, ZERO_COST
 from nas.pareto import minimization, pareto_mask
 
 if TYPE_CHECKING:
@@ -63,7 +64,8 @@ CREATE TABLE IF NOT EXISTS nas_trials (
     trial_id TEXT PRIMARY KEY, number INTEGER, arch_id TEXT NOT NULL, arch_name TEXT NOT NULL,
     family TEXT NOT NULL, arch TEXT NOT NULL,
     image_gmacs REAL, image_gmacs_full REAL, image_params_m REAL, gmacs REAL, gmacs_full REAL, params_m REAL,
-    train_gflops REAL, naswot REAL, synflow REAL,
+    train_gflops REAL, naswot REAL, synflow REAL, supernet_top1 REAL, supernet_top1_low REAL,
+    supernet_top1_high REAL, supernet_top1_n INTEGER,
     schedule INTEGER, seed INTEGER, status TEXT NOT NULL, error TEXT, rung INTEGER, budget INTEGER,
     samples_seen INTEGER,
     host TEXT, node TEXT, device TEXT, pid INTEGER, accum_freq INTEGER, attempts INTEGER NOT NULL DEFAULT 0,
@@ -78,10 +80,12 @@ CREATE TABLE IF NOT EXISTS nas_rungs (
 );
 CREATE INDEX IF NOT EXISTS nas_rungs_budget ON nas_rungs (budget);
 """
-_TRIAL_COLUMNS = ("trial_id", "number", "arch_id", "arch_name", "family", "arch", *COST_METRICS, *ZERO_COST, "schedule",
-                  "seed", "status", "error",
+_TRIAL_COLUMNS = ("trial_id", "number", "arch_id", "arch_name", "family", "arch", *COST_METRICS, *ZERO_COST,
+                  *SUPERNET_SCORE, "schedule", "seed", "status", "error",
                   "rung", "budget", "samples_seen", "host", "node", "device", "pid", "accum_freq", "attempts",
                   "resumed_from", "wall_s", "created_at", "started_at", "updated_at", "ended_at")
+#: Columns added to `nas_trials` after databases were written, with their types: added when one is opened to write.
+LATER_COLUMNS = {"seed": "INTEGER", **{name: "INTEGER" if name.endswith("_n") else "REAL" for name in SUPERNET_SCORE}}
 #: Trial fields a search may update as a trial runs (what `update_trial` accepts).
 TRIAL_FIELDS = ("number", "status", "error", "rung", "budget", "samples_seen", "host", "node", "device", "pid",
                 "accum_freq", "resumed_from", "wall_s", "started_at", "ended_at")
@@ -208,8 +212,9 @@ class ResultStore:
         if not readonly:
             self.db.executescript(_TABLES)
             columns = {row[1] for row in self.db.execute("PRAGMA table_info(nas_trials)")}
-            if "seed" not in columns:  # a database written before repeats: every trial ran with train.seed
-                self.db.execute("ALTER TABLE nas_trials ADD COLUMN seed INTEGER")
+            for name, kind in LATER_COLUMNS.items():  # a database written before repeats (seed: every trial ran
+                if name not in columns:              # with train.seed) or before proxies (no trial was scored)
+                    self.db.execute(f"ALTER TABLE nas_trials ADD COLUMN {name} {kind}")
         version = self.meta("schema_version")
         if version not in (None, SCHEMA_VERSION):
             raise ConfigError(f"schema version {version}, this toolkit reads {SCHEMA_VERSION}", source=str(self.path))
@@ -295,11 +300,11 @@ class ResultStore:
 
     # ---- writing (the search driver) ---------------------------------------------------------------------
     def add_trial(self, trial_id: str, arch: Arch, cost: Mapping[str, float], **fields: Any) -> None:
-        """Register a trial with its analytic cost (`Cost.metrics()`, and the zero-cost scores the study scored),
-        idempotently: a trial already there keeps its row."""
+        """Register a trial with its analytic cost (`Cost.metrics()`, and the zero-cost and supernet scores the study
+        took), idempotently: a trial already there keeps its row."""
         values = {"trial_id": trial_id, "arch_id": arch.arch_id, "arch_name": arch.name(),
                   "family": arch.family, "arch": arch.to_json(), **{k: cost[k] for k in COST_METRICS},
-                  **{k: cost[k] for k in ZERO_COST if k in cost},
+                  **{k: cost[k] for k in (*ZERO_COST, *SUPERNET_SCORE) if k in cost},
                   "status": status.PENDING, "created_at": time.time(), **fields}
         names = ", ".join(values)
         self.db.execute(f"INSERT INTO nas_trials ({names}) VALUES ({', '.join('?' * len(values))}) "

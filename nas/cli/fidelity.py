@@ -32,7 +32,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-proxies", action="store_true", help="skip the zero-cost proxies (they build every arch)")
     parser.add_argument("--supernet", metavar="RUN",
                         help="a supernet's run directory (`vitamin-nas supernet train --out`): its score beside the "
-                             "zero-cost ones, for the candidates that are its subnets")
+                             "zero-cost ones, for the candidates that are its subnets (a study with a proxy has its "
+                             "supernet's scores stored: they are ranked without this option)")
     parser.add_argument("--top-fraction", type=float, default=1 / 3,
                         help="the top-k overlap's k as a fraction of the candidates (default 1/3)")
     parser.set_defaults(func=_fidelity)

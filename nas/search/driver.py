@@ -7,6 +7,8 @@ The pieces, each the library's own where it has one:
 
 - `nas.search.searcher.StudySearcher`: Optuna's ask/tell behind Ray Tune's `Searcher` interface (feasible,
   unmeasured candidates; Optuna told the budget each reached).
+- `nas.search.screen.SupernetScreen`: a study's `proxy`, loaded, checked and (a list's candidates) scored here
+  before Ray starts; the only path by which the driver imports torch.
 - `nas.search.schedulers`: ASHA on samples seen; `ParetoASHA` with several objectives.
 - `nas.search.trainable.trainable`: the function trainable that runs a `nas.search.trial.Trial` (around
   `nas.train.train`) or a data-parallel one, with each trial's CPU/GPU share; its checkpoints live in the run
@@ -61,6 +63,7 @@ from nas.search import loopback, placement, reaper
 from nas.search.protocol import LEDGER_NAMESPACE
 from nas.search.recorder import Ledger, Recorder, ledger_entries
 from nas.search.schedulers import make_scheduler
+from nas.search.screen import SupernetScreen
 from nas.search.searcher import StudySearcher
 from nas.search.session import DriverSession, SearchInterrupted, running
 from nas.search.trainable import TrialSettings, trainable
@@ -107,6 +110,8 @@ def search(study: Study, out: str | os.PathLike, *, resume: bool = False, addres
     if address:
         probe_address(address)
     prepare_data(study)
+    # a new search's proxy scores before Ray starts; a resumed one's searcher holds what it scored
+    screen = SupernetScreen.prepare(study) if study.proxy is not None and not resume else None
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"  # oom/diverged ends report no objective metrics
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # the session handles SIGINT (and SIGTERM) itself
     # Tune saves its experiment state at every result: what resume wants, not a warning.
@@ -143,7 +148,7 @@ def search(study: Study, out: str | os.PathLike, *, resume: bool = False, addres
                     tuner = tune.Tuner.restore(experiment, trainable=function, resume_unfinished=True,
                                                resume_errored=True)
                 else:
-                    tuner = tune.Tuner(function, tune_config=tune_config(study, store),
+                    tuner = tune.Tuner(function, tune_config=tune_config(study, store, screen),
                                        run_config=tune_run_config(study, storage, progress_every))
                 tuner.fit()
             end, reason = (heartbeat.INTERRUPTED, driver.signal_name) if driver.stopping else (heartbeat.FINISHED, None)
@@ -403,11 +408,11 @@ def concurrency(study: Study) -> int:
     return placement.concurrency(study.resources, ray.cluster_resources())
 
 
-def tune_config(study: Study, store: ResultStore) -> tune.TuneConfig:
+def tune_config(study: Study, store: ResultStore, screen: SupernetScreen | None = None) -> tune.TuneConfig:
     """Workers are reused across trials (no torch import per trial), except under a memory limit, where each
     trial starts in a fresh process so that its limit counts from a clean start, and for data-parallel trials,
-    whose Ray Train job must end with the trial's process."""
-    return tune.TuneConfig(search_alg=StudySearcher(study, store), scheduler=make_scheduler(study),
+    whose Ray Train job must end with the trial's process. `screen`: the study's proxy, prepared."""
+    return tune.TuneConfig(search_alg=StudySearcher(study, store, screen), scheduler=make_scheduler(study),
                            num_samples=study.max_trials, max_concurrent_trials=concurrency(study),
                            reuse_actors=study.resources.memory_gib is None and not study.resources.data_parallel,
                            trial_name_creator=trial_name, trial_dirname_creator=trial_name)

@@ -20,7 +20,7 @@ from typing import Any
 from nas import status
 from nas.arch import Arch
 from nas.cost import COST_METRICS
-from nas.metrics import ZERO_COST
+from nas.metrics import SUPERNET_SCORE, ZERO_COST
 
 #: The Ray namespace of the search's ledger actor (`nas.search.recorder.Ledger`), which trials look up.
 LEDGER_NAMESPACE = "vitamin-nas"
@@ -65,7 +65,7 @@ class Candidate:
 
     arch: Arch
     schedule: int
-    cost: dict[str, float]  # the cost metrics, and the zero-cost scores the study optimises
+    cost: dict[str, float]  # the cost metrics, the zero-cost scores the study optimises, its supernet score
     violations: tuple[str, ...] = ()
     seed: int | None = None  # None: the recipe's (train.seed)
     finalist: bool = False  # a finalist's confirmation run (`confirm`): trained to the full budget, never stopped
@@ -98,7 +98,7 @@ def rung_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     (`REPORT_KEYS`), the analytic cost and Ray Tune's own keys."""
     from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
 
-    skip = {*REPORT_KEYS, *COST_METRICS, *ZERO_COST, *AUTO_RESULT_KEYS, *DEBUG_METRICS, "done", "should_checkpoint",
-            "trial_id", "experiment_tag", HITS_KEY}
+    skip = {*REPORT_KEYS, *COST_METRICS, *ZERO_COST, *SUPERNET_SCORE, *AUTO_RESULT_KEYS, *DEBUG_METRICS, "done",
+            "should_checkpoint", "trial_id", "experiment_tag", HITS_KEY}
     return {k: v for k, v in result.items()
             if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool)}

@@ -29,6 +29,9 @@ It owns an `optuna.Study` in the results database and drives it with Optuna's pu
 - A model-based sampler that has converged proposes measured archs again and again: `ProposalSampler` (an
   Optuna sampler around the study's) then draws the next proposals at random, so that the rest of a small
   space is still reached.
+- A study with a `proxy` screens its candidates by a trained supernet's score (`nas.search.screen`): a list's
+  runs are asked best-scored first and only the kept ones train; a sampled study trains the best of
+  `proxy.pool` proposals, the others passed over in the drafts, PRUNED with their score.
 
 Every Optuna trial is addressed by its number (`OptunaStudy`): Tune saves the searcher with its experiment,
 and `restore` finds the Optuna trials still running by their numbers.
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -52,7 +56,7 @@ from ray.tune.search import Searcher
 from nas import status
 from nas.arch import Arch
 from nas.errors import ConfigError
-from nas.metrics import TRAINED, ZERO_COST
+from nas.metrics import SUPERNET_SCORE, TRAINED, ZERO_COST
 from nas.results import Measured, ResultStore
 from nas.search.protocol import (
     CANDIDATE_KEY,
@@ -64,6 +68,7 @@ from nas.search.protocol import (
     final_status,
     rung_metrics,
 )
+from nas.search.screen import SCREENED_BY_ATTR, SupernetScreen
 from nas.study import Study
 
 logger = logging.getLogger(__name__)
@@ -83,9 +88,10 @@ SEED_ATTR, FINALIST_ATTR = "seed", "finalist"
 
 @dataclass(frozen=True)
 class Proposer:
-    """The define-by-run space given to Optuna."""
+    """The define-by-run space given to Optuna, and the supernet that scores its candidates (a `proxy`)."""
 
     study: Study
+    screen: SupernetScreen | None = None
 
     def __call__(self, trial: optuna.Trial, candidate: Candidate | None = None) -> Candidate:
         """The candidate of the trial's parameters (`candidate`, when it is known already), with the space's
@@ -109,22 +115,28 @@ class Proposer:
         cost = space.cost(arch)
         for name, value in cost.metrics().items():
             trial.set_user_attr(name, value)
+        for name in SUPERNET_SCORE:
+            if name in candidate.cost:
+                trial.set_user_attr(name, candidate.cost[name])
         for name, value in zip(space.constraints, space.constraint_values(arch, cost)):
             trial.set_constraint(name, value)
         return candidate
 
     def candidate(self, arch: Arch, schedule: int, seed: int | None, finalist: bool = False) -> Candidate:
-        """What a trial of `arch` measures: its analytic cost, and its zero-cost scores when the study optimises
-        them (scored here, once)."""
+        """What a trial of `arch` measures: its analytic cost, its zero-cost scores when the study optimises
+        them (scored here, once), and a feasible arch's supernet score when the study has a `proxy`."""
         space = self.study.space
         cost = space.cost(arch)
         known = cost.metrics()
+        violations = tuple(space.violations(arch, cost))
         zero_cost = [name for name in self.study.objectives if name in ZERO_COST]
         if zero_cost:
             from nas.proxies import zero_cost_scores
 
             known.update(zero_cost_scores(arch, names=tuple(zero_cost)))
-        return Candidate(arch, schedule, known, tuple(space.violations(arch, cost)), seed, finalist)
+        if self.screen is not None and not violations:
+            known.update(self.screen.score(arch))
+        return Candidate(arch, schedule, known, violations, seed, finalist)
 
 
 def feasible_archs(study: Study) -> frozenset[str] | None:
@@ -172,7 +184,8 @@ class ProposalSampler(optuna.samplers.BaseSampler):
         if self._chosen is None or self._chosen[0] != (study.study_name, trial.number):
             known = 0
             for before in reversed(study.get_trials(deepcopy=False)[:trial.number]):
-                if known >= self.random_after or not before.state.is_finished() or TRIAL_ID_ATTR in before.user_attrs:
+                new = TRIAL_ID_ATTR in before.user_attrs or SCREENED_BY_ATTR in before.user_attrs  # trained, screened
+                if known >= self.random_after or not before.state.is_finished() or new:
                     break
                 known += 1
             self._chosen = (study.study_name, trial.number), self.random if known >= self.random_after else self.sampler
@@ -237,14 +250,16 @@ class OptunaStudy:
 
 
 class StudySearcher(Searcher):
-    """Proposes only feasible, unmeasured candidates and tells Optuna the budget each reached."""
+    """Proposes only feasible, unmeasured candidates and tells Optuna the budget each reached. `screen`: the study's
+    `proxy`, prepared (`SupernetScreen.prepare`); one that scores on first use when none is given."""
 
-    def __init__(self, study: Study, store: ResultStore):
+    def __init__(self, study: Study, store: ResultStore, screen: SupernetScreen | None = None):
         names, modes = list(study.objectives), list(study.objectives.values())
         super().__init__(metric=names if len(names) > 1 else names[0], mode=modes if len(modes) > 1 else modes[0])
         self.study = study
         self.store = store
-        self.propose = Proposer(study)
+        self.screen = screen if screen is not None or study.proxy is None else SupernetScreen(study)
+        self.propose = Proposer(study, self.screen)
         self.feasible = feasible_archs(study)
         self.sampler = ProposalSampler(make_sampler(study), optuna.samplers.RandomSampler(seed=study.seed))
         self.asked: dict[str, int] = {}  # Tune trial id -> its Optuna trial's number
@@ -260,7 +275,7 @@ class StudySearcher(Searcher):
         self.ot_study = self.optuna.study
         per_budget = study.budget.per_budget  # every candidate at the smallest budget first, then the next
         seeds = (None, *study.repeats.seeds)
-        for index, budget, seed in study.runs:
+        for index, budget, seed in study.runs if self.screen is None else self.screen.order(study.runs):
             self.ot_study.enqueue_trial({"candidate": index, **({"schedule": budget} if per_budget else {}),
                                          **({"seed": seeds.index(seed)} if study.repeats.seeds else {})},
                                         skip_if_exists=True)
@@ -273,18 +288,20 @@ class StudySearcher(Searcher):
         extra = self._queue_extras()
         if not extra and self._trials_spent():  # what a proposal tells Optuna adds no trial to the database
             return self._finished()
-        drafts = None
+        drafts, pool, started = None, [], time.time()  # pool: proposals to train, screened by a proxy's supernet
         for _ in range(MAX_PROPOSALS):
-            if not extra and self._exhausted():
-                return self._finished()
+            if not extra and self._exhausted(pool):
+                return self._hand(trial_id, *self._screened(drafts, pool, started)) if pool else self._finished()
             if extra or self.study.archs:  # the study's queue: reruns and finalists first, a grid's or a list's
                 proposal = self._proposal()
             else:
                 drafts = self._drafts() if drafts is None else drafts
-                proposal = self._draft(drafts)
+                proposal = self._draft(drafts, pool, started)
             extra = extra and self._waiting_extras()
             if proposal is not None:
                 return self._hand(trial_id, *proposal)
+        if pool:
+            return self._hand(trial_id, *self._screened(drafts, pool, started))
         logger.warning("the last %d proposals were all infeasible or measured already: the search stops proposing",
                        MAX_PROPOSALS)
         return Searcher.FINISHED
@@ -448,26 +465,58 @@ class StudySearcher(Searcher):
         drafts.add_trials(sorted([*made, *self.passed], key=lambda t: t.datetime_start))
         return drafts
 
-    def _draft(self, drafts: optuna.Study) -> tuple[int, Candidate] | None:
+    def _draft(self, drafts: optuna.Study, pool: list[tuple[optuna.Trial, Candidate]],
+               started: float) -> tuple[int, Candidate] | None:
         """A proposal drawn in `drafts`: a new trial of the study (with the proposal's parameters) when it must
         be trained; else passed over, told as it would have been in the study, there only, and None (unless it
-        carries a result Optuna was never told: then the study is told, on a trial of its own)."""
+        carries a result Optuna was never told: then the study is told, on a trial of its own). With a proxy, a
+        proposal to train joins the `pool`, and the best of a full pool becomes the trial (`_screened`)."""
         draft = drafts.ask()
         candidate = self.propose(draft)
         known = self._known(candidate)
+        if known is None and any(other.key == candidate.key for _, other in pool):
+            known = TrialState.FAIL, {"skipped": "duplicate: proposed twice in one screening"}
+        if known is None and self.screen is not None:
+            pool.append((draft, candidate))
+            return self._screened(drafts, pool, started) if len(pool) >= self.screen.proxy.pool else None
         if known is None or isinstance(known, Measured):
-            self.ot_study.enqueue_trial(draft.params)
-            ot_trial = self.ot_study.ask()
-            self.propose(ot_trial, candidate)
+            number = self._enter(draft, candidate)
             if known is None:
-                return ot_trial.number, candidate
-            self._tell_measured(ot_trial.number, candidate, known)
+                return number, candidate
+            self._tell_measured(number, candidate, known)
             return None
         state, attrs = known
         for key, value in attrs.items():
             draft.set_user_attr(key, value)
         self.passed.append(drafts.tell(draft, state=state))
         return None
+
+    def _enter(self, draft: optuna.Trial, candidate: Candidate) -> int:
+        """The number of a new trial of the study with the parameters of `draft`, a proposal of `candidate`."""
+        self.ot_study.enqueue_trial(draft.params)
+        ot_trial = self.ot_study.ask()
+        self.propose(ot_trial, candidate)
+        return ot_trial.number
+
+    def _screened(self, drafts: optuna.Study, pool: list[tuple[optuna.Trial, Candidate]],
+                  started: float) -> tuple[int, Candidate]:
+        """The best-scored proposal of the `pool` as a new trial of the study; the others told in `drafts`, PRUNED
+        with their score and the trial's number (`nas.search.screen`). The pool is emptied."""
+        best = self.screen.best([candidate.cost for _, candidate in pool])
+        draft, candidate = pool[best]
+        number = self._enter(draft, candidate)
+        for other, passed in (entry for i, entry in enumerate(pool) if i != best):
+            for key, value in self.screen.passed_over(passed.cost, candidate.cost, number).items():
+                other.set_user_attr(key, value)
+            self.passed.append(drafts.tell(other, state=TrialState.PRUNED))
+        self.screen.report(candidate.arch, candidate.cost, len(pool), number, started)
+        pool.clear()
+        return number, candidate
+
+    def _screened_out(self) -> dict[str, int]:
+        """arch id -> the Optuna number of the trial it was screened out for, of a sampled study's proposals."""
+        return {t.user_attrs["arch_id"]: t.user_attrs[SCREENED_BY_ATTR] for t in self.passed
+                if SCREENED_BY_ATTR in t.user_attrs}
 
     def _lost(self) -> tuple[int, Candidate, str] | None:
         """A trial that a killed driver started and Ray Tune never recorded (its experiment state was saved before
@@ -492,13 +541,15 @@ class StudySearcher(Searcher):
         searching = {t for t, key in self.in_flight.items() if key[2] is None}
         return len(measured | searching) >= self.study.trials
 
-    def _exhausted(self) -> bool:
-        """No candidate left: a grid or fixed list all asked, or every feasible arch of a finite space known."""
+    def _exhausted(self, pool: list[tuple[optuna.Trial, Candidate]] = ()) -> bool:
+        """No candidate left: a grid or fixed list all asked, or every feasible arch of a finite space known, in
+        training, screened out or in the screening `pool`."""
         if self.study.archs:
             return not self.ot_study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         if self.feasible is None:
             return False
-        return self.feasible <= {key[0] for key in self.in_flight.values()} | self.store.arch_ids(status.KNOWN)
+        taken = {key[0] for key in self.in_flight.values()} | {candidate.arch.arch_id for _, candidate in pool}
+        return self.feasible <= taken | self.store.arch_ids(status.KNOWN) | set(self._screened_out())
 
     def _known(self, candidate: Candidate) -> tuple[TrialState, dict[str, Any]] | Measured | None:
         """What is known of a candidate that needs no training: how its proposal is told (state, user
@@ -511,6 +562,11 @@ class StudySearcher(Searcher):
             if training in self.asked:
                 attrs["duplicate_of"] = self.asked[training]
             return TrialState.FAIL, attrs
+        if self.screen is not None and self.study.archs and not self.screen.keeps(candidate.arch):
+            return TrialState.PRUNED, self.screen.screened_out(candidate.arch)
+        screened = self._screened_out().get(candidate.arch.arch_id)
+        if screened is not None:
+            return TrialState.FAIL, {"skipped": f"screened out: for trial {screened}"}
         measured = self.store.measured(*candidate.key)
         if measured is None or measured.status not in status.KNOWN:
             return None

@@ -37,6 +37,9 @@ starts.
     confirm: {top: 2, seeds: 1}              # after the search: the best 2 at the full budget, again with 1
                                              # more seed each; ranked then by their seed mean (nas.seeds)
     image_size: 32                           # listed candidates: measured at this resolution (a fidelity axis)
+    proxy: {supernet: ../runs/sn, keep: 0.25}   # screen candidates by a trained supernet's score: a list trains
+                                             # its best quarter, best first; a sampled study trains the best of
+                                             # every 4 proposals (nas.search.screen)
     stand_in: {seconds_per_rung: 0.5}        # benchmarks of the search machinery: no training, a synthetic
                                              # curve per arch after that long per rung (nas.search.stand_in)
     extends: quickstart.yaml                 # every field not given here is that study's (see below); a path
@@ -66,6 +69,7 @@ from nas.study.study import (
     Budget,
     Confirm,
     FailurePolicy,
+    Proxy,
     Repeats,
     Resources,
     StandIn,
@@ -74,5 +78,5 @@ from nas.study.study import (
     StudyData,
 )
 
-__all__ = ["DERIVED_TRAIN_FIELDS", "Budget", "Confirm", "FailurePolicy", "Repeats", "Resources", "StandIn", "Storage",
-           "Study", "StudyData", "load_study", "study_from_dict"]
+__all__ = ["DERIVED_TRAIN_FIELDS", "Budget", "Confirm", "FailurePolicy", "Proxy", "Repeats", "Resources", "StandIn",
+           "Storage", "Study", "StudyData", "load_study", "study_from_dict"]

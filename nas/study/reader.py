@@ -25,6 +25,7 @@ from nas.study.study import (
     Budget,
     Confirm,
     FailurePolicy,
+    Proxy,
     Repeats,
     Resources,
     StandIn,
@@ -38,7 +39,7 @@ ALGORITHMS = ("tpe", "nsga2", "random", "grid", "fixed")
 DIRECTIONS = ("max", "min")
 TOP_FIELDS = ("name", "description", "extends", "space", "data", "text", "train", "objectives", "algorithm",
               "sampler", "archs", "groups", "trials", "budget", "constraints", "resources", "storage", "seed",
-              "failures", "repeats", "image_size", "confirm", "stand_in")
+              "failures", "repeats", "image_size", "confirm", "stand_in", "proxy")
 #: Sections a study that `extends` another merges field by field with the base's.
 MERGED_SECTIONS = ("data", "train", "budget", "resources", "storage", "failures")
 #: The base's fields that belong to its algorithm: not inherited by a study that chooses another.
@@ -139,7 +140,17 @@ class _Reader:
             archs=archs, labels=labels, groups=self.groups(raw.get("groups"), labels),
             sampler=self.sampler(raw.get("sampler"), algorithm), description=str(raw.get("description", "")),
             repeats=repeats, image_size=image_size, confirm=self.section(raw, "confirm", Confirm),
-            stand_in=self.section(raw, "stand_in", StandIn))
+            stand_in=self.section(raw, "stand_in", StandIn), proxy=self.proxy(raw, data))
+
+    def proxy(self, raw: dict[str, Any], data: StudyData) -> Proxy | None:
+        """The supernet that screens the candidates (none without a `proxy` section), its run's path resolved."""
+        if raw.get("proxy") is None:
+            return None
+        proxy = self.section(raw, "proxy", Proxy)
+        if data.zeroshot is None:
+            raise self.error("the supernet scores candidates by zero-shot top-1: the study needs a zero-shot set",
+                             "data.zeroshot")
+        return dataclasses.replace(proxy, supernet=self.path(proxy.supernet, "proxy.supernet"))
 
     def extended(self, value: Any) -> Study:
         """The study this one extends: a path relative to this file, or the name of a shipped study."""

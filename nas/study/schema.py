@@ -32,6 +32,7 @@ from nas.study.study import (
     Budget,
     Confirm,
     FailurePolicy,
+    Proxy,
     Repeats,
     Resources,
     StandIn,
@@ -44,7 +45,7 @@ SCHEMA_FILE = "study.schema.json"
 REQUIRED = ("space", "data", "objectives", "budget")
 #: The sections read into one dataclass each, field by field.
 SECTIONS: dict[str, type] = {"budget": Budget, "resources": Resources, "storage": Storage, "failures": FailurePolicy,
-                             "repeats": Repeats, "confirm": Confirm, "stand_in": StandIn}
+                             "repeats": Repeats, "confirm": Confirm, "stand_in": StandIn, "proxy": Proxy}
 #: Fields that take one of a list of values, by the dataclass that holds them.
 CHOICES: dict[tuple[type, str], tuple[str, ...]] = {
     (Budget, "early_stopping"): EARLY_STOPPING, (Budget, "schedule"): SCHEDULES, (TrainConfig, "loss"): LOSSES,

@@ -1,4 +1,4 @@
-"""The typed study: `Study` and its sections (`Budget`, `Repeats`, `Confirm`, `Resources`, `Storage`,
+"""The typed study: `Study` and its sections (`Budget`, `Repeats`, `Confirm`, `Proxy`, `Resources`, `Storage`,
 `FailurePolicy`, `StandIn`, `StudyData`), each checked where it is made. `nas.study.reader` reads a file into one; the
 package docstring gives the file format.
 """
@@ -163,6 +163,37 @@ class Confirm:
 
 
 @dataclass(frozen=True)
+class Proxy:
+    """Candidates screened by a trained supernet before they train: `supernet` is a run directory of `vitamin-nas
+    supernet train --out` (relative to the study file), whose score of a candidate is its zero-shot top-1 with the
+    weights it inherits, on the study's zero-shot set (`supernet_top1`, with its interval). `keep` is the fraction
+    (0, 1] of candidates trained: a fixed or grid study trains its best-scored ceil(keep x n) candidates, best
+    first, and tells Optuna the others as pruned; a sampled study draws ceil(1 / keep) proposals per trial and
+    trains the best-scored one, the others passed over as pruned. Every candidate must be a subnet of the supernet.
+
+    The score is the supernet's prediction, not a measurement: how well it ranks stand-alone training is what
+    `vitamin-nas fidelity` measures (it ranks a study's stored scores against every rung)."""
+
+    supernet: str
+    keep: float = 1.0
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.supernet, str) and bool(self.supernet), "supernet",
+                f"must be the path of a supernet run (vitamin-nas supernet train --out), got {self.supernet!r}")
+        require(isinstance(self.keep, (int, float)) and not isinstance(self.keep, bool) and 0 < self.keep <= 1,
+                "keep", f"must be a fraction in (0, 1] of the candidates to train, got {self.keep!r}")
+
+    def kept(self, candidates: int) -> int:
+        """How many of `candidates` listed candidates train (at least one)."""
+        return max(1, math.ceil(self.keep * candidates - 1e-9))
+
+    @property
+    def pool(self) -> int:
+        """How many proposals a sampled study screens per trial that trains."""
+        return math.ceil(1 / self.keep - 1e-9)
+
+
+@dataclass(frozen=True)
 class Resources:
     """One trial's share of the cluster, and how many trials run at once (None: as many as the cluster holds).
 
@@ -311,6 +342,7 @@ class Study:
     repeats: Repeats = field(default_factory=Repeats)
     image_size: int | None = None  # the resolution every listed candidate is measured at (None: its own)
     confirm: Confirm = field(default_factory=Confirm)
+    proxy: Proxy | None = None
 
     @property
     def text(self) -> TextTower:
@@ -392,4 +424,5 @@ class Study:
             "seed": self.seed, "failures": dataclasses.asdict(self.failures),
             **({"repeats": self.repeats.to_dict()} if self.repeats != Repeats() else {}),
             **({"image_size": self.image_size} if self.image_size else {}),
-            **({"confirm": dataclasses.asdict(self.confirm)} if self.confirm != Confirm() else {})})
+            **({"confirm": dataclasses.asdict(self.confirm)} if self.confirm != Confirm() else {}),
+            **({"proxy": dataclasses.asdict(self.proxy)} if self.proxy is not None else {})})

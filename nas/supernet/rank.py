@@ -29,9 +29,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from nas.arch import Arch
-from nas.errors import require_int
+from nas.data import zeroshot_set
+from nas.errors import ConfigError, require_int
 from nas.evaluate import Evaluation, encode_images, encode_texts, retrieval_evaluation, topk_hits, zero_shot_classifier
+from nas.metrics import SUPERNET, SUPERNET_SCORE
 from nas.pareto import pareto_mask
+from nas.study import Study
 from nas.supernet.supernet import Supernet
 
 RANKING_FILE = "ranking.csv"
@@ -105,13 +108,30 @@ def ranked(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(records, key=lambda r: -r["zeroshot_top1"])
 
 
-def inherited_scores(supernet: Supernet, zeroshot: Any, archs: Iterable[Arch], **options: Any) -> dict[str, float]:
-    """Zero-shot top-1 with inherited weights by arch id, of those of `archs` that are subnets of the supernet
-    (the others have none): the supernet's score as a proxy (`nas.metrics.SUPERNET`). `options` go to
-    `SubnetScorer`."""
-    subnets = [arch for arch in archs if supernet.holds(arch)]
-    scorer = SubnetScorer(supernet, zeroshot, **options)
-    return {arch.arch_id: scorer(arch)["zeroshot_top1"] for arch in subnets}
+def study_scorer(study: Study, run: str | os.PathLike, **options: Any) -> SubnetScorer:
+    """A `SubnetScorer` of the supernet trained in `run` (its newest checkpoint) on the study's zero-shot set and
+    prompts at the supernet's resolution: what scores a study's candidates as a proxy (`nas.metrics.SUPERNET`).
+    `options` go to `SubnetScorer`."""
+    from nas.supernet.training import load_supernet
+
+    if study.data.zeroshot is None:
+        raise ConfigError("the supernet's score needs the study's zero-shot set", source=study.source,
+                          field="data.zeroshot")
+    supernet = load_supernet(run)
+    zeroshot = zeroshot_set(study.data.zeroshot, supernet.image_size, templates=study.data.zeroshot_templates)
+    return SubnetScorer(supernet, zeroshot, **options)
+
+
+def proxy_score(record: dict[str, Any]) -> dict[str, float]:
+    """A `SubnetScorer` record's zero-shot top-1, its interval and n, named as the supernet's score of a candidate
+    (`nas.metrics.SUPERNET_SCORE`)."""
+    return {name: record[name.replace(SUPERNET, "zeroshot_top1")] for name in SUPERNET_SCORE}
+
+
+def inherited_scores(scorer: SubnetScorer, archs: Iterable[Arch]) -> dict[str, dict[str, float]]:
+    """The supernet's score (`proxy_score`) by arch id, of those of `archs` that are subnets of the scorer's supernet
+    (the others have none)."""
+    return {arch.arch_id: proxy_score(scorer(arch)) for arch in archs if scorer.supernet.holds(arch)}
 
 
 def write_ranking(records: list[dict[str, Any]], out: str | os.PathLike) -> tuple[Path, Path]:
