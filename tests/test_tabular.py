@@ -59,6 +59,12 @@ def test_a_tiny_table_has_every_candidate_at_every_rung_and_a_second_seed(local_
     cut = next(t for t in store.trials() if t["arch_id"] != repeated)
     store.update_trial(cut["trial_id"], status="interrupted")
     assert set(tabular.table(store).arch_id) == {repeated}
+    # one that did not learn stays, with its status: reading the table takes it out (`tabular.read_table`)
+    store.update_trial(cut["trial_id"], status="did_not_learn")
+    kept = tabular.table(store)
+    out = kept[kept.status == "did_not_learn"]
+    assert set(out.arch_id) == {cut["arch_id"]} and out.seed.nunique() == 1
+    assert [(c, s) for c, _, s, _ in tabular.learned(kept, study).flagged] == [(cut["arch_id"], out.seed.iloc[0])]
 
 
 def test_a_table_needs_listed_candidates_and_no_early_stopping(tmp_path):
