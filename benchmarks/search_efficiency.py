@@ -1,9 +1,9 @@
 """Search efficiency against ground truth: search strategies replayed many times over a tabular benchmark.
 
     .venv/bin/python benchmarks/search_efficiency.py                       # benchmarks/tables/tabular_tiny.csv
-    .venv/bin/python benchmarks/search_efficiency.py --table T.csv --study studies/quickstart.yaml \\
-        [--replays 100] [--strategies random-full,asha,pareto-asha,tpe-asha,curve] [--workers 2] \\
-        [--cost samples|flops] [--jobs 2] [--plot regret.png]
+    .venv/bin/python benchmarks/search_efficiency.py --table T.csv --table-study S.yaml \\
+        [--study studies/quickstart.yaml] [--replays 100] [--strategies random-full,asha,pareto-asha,tpe-asha,curve] \\
+        [--workers 2] [--cost samples|flops] [--jobs 2] [--plot regret.png]
 
 The table (benchmarks/tabular.py) holds each candidate's learning curve, and for some a second seed. The
 search replayed is `--study`'s (default the quickstart's): its ladder (min_samples, max_samples,
@@ -26,7 +26,13 @@ strategy is a real search's code, driven by an event loop instead of Ray Tune's 
   the searcher's rule of never measuring an arch twice give on a finite table).
 
 Each replay draws, for each candidate, one of its seeds' curves: the search sees one noisy run, and is judged
-by the candidate's mean over seeds at the full budget ("true" accuracy). `--workers` trials run at once
+by the candidate's mean over seeds at the full budget ("true" accuracy). A run that did not learn is neither:
+the table is read by `benchmarks/tabular.py`'s `read_table`, which judges every run by `nas.learning`'s rule
+(with the batch size and reduction factor of `--table-study`, the study that made the table), prints the runs
+it takes out, and leaves a candidate its seeds that learned (and leaves out a candidate with none). A real
+search with `repeats: {not_learned: 1}` trains such a run until the rule catches it, its reports reaching the
+scheduler, and then reruns the candidate with the next seed; the replay models that rerun as free (the failed
+run's samples are not spent, and the scheduler never sees it). `--workers` trials run at once
 (default: the study's concurrency); a trial's time is its samples times its analytic training GFLOPs per
 sample, which orders the asynchronous events. Samples spent count each trial's samples up to its last
 report (`--cost flops` weights them by training FLOPs); exhaustive compute is every candidate trained to the
@@ -61,6 +67,8 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+import tabular  # noqa: E402  (benchmarks/tabular.py: this script's directory is on the path)
 
 from nas.arch import Arch  # noqa: E402
 from nas.errors import ConfigError  # noqa: E402
@@ -112,7 +120,7 @@ class Candidate:
     arch: Arch
     cost: dict[str, float]
     curves: dict[int, dict[int, tuple[float, float | None]]]
-    truth: float  # mean over seeds at the full budget
+    truth: float  # mean over its seeds (that learned) at the full budget
 
 
 @dataclass(frozen=True)
@@ -132,7 +140,8 @@ class Table:
 
 
 def load_table(frame: pd.DataFrame, metric: str = METRIC) -> Table:
-    """The table of `benchmarks/tabular.py` (a CSV read as a frame): every candidate measured at the full budget."""
+    """The table of `benchmarks/tabular.py` (its `read_table`'s frame: the runs that learned): every candidate
+    measured at the full budget."""
     needed = {"candidate_id", "arch", "seed", "budget", metric, "image_gmacs", "train_gflops"}
     missing = sorted(needed - set(frame.columns))
     if missing:
@@ -513,6 +522,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", default=str(TABLE), help="the tabular benchmark (benchmarks/tabular.py's CSV)")
+    parser.add_argument("--table-study", default=str(tabular.STUDY),
+                        help="the study that made the table (default studies/tabular_tiny.yaml): its batch size and "
+                        "reduction factor judge whether each run learned")
     parser.add_argument("--study", default=str(STUDY), help="the search to replay (default studies/quickstart.yaml)")
     parser.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
                         help=f"comma-separated, of: {', '.join(STRATEGIES)}")
@@ -528,7 +540,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not Path(args.table).is_file():
             raise ConfigError("no such table: make it with benchmarks/tabular.py", source=args.table)
-        table = load_table(pd.read_csv(args.table))
+        judged = tabular.read_table(args.table, load_study(args.table_study))
+        print(judged.lines())
+        table = load_table(judged.frame)
         study = load_study(args.study)
         strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
         outcomes = run_replays(table, study, strategies, args.replays, args.workers or study.resources.concurrency

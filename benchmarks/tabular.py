@@ -28,7 +28,16 @@ extends this one with `image_size: 32` (studies/tabular_tiny_32px.yaml) or `trai
 (studies/tabular_tiny_masked.yaml). `--fidelity FULL.csv CHEAP.csv ...` ranks the candidates by every budget of
 each cheaper table, by every earlier budget of the full one, and by the size and zero-cost scores, against
 the full table's last budget (`nas.fidelity`: Spearman and Kendall with bootstrap intervals, top-k overlap,
-promotions that would change; a candidate's value is its mean over seeds).
+promotions that would change; a candidate's value is its mean over seeds), and, as the ceiling no cheaper
+measurement can pass, the full budget's ranking by another seed (the candidates trained twice).
+
+A run that did not learn is no measurement of its candidate (`nas.learning`, issue #28). `read_table`, the one
+place a table is read (here and by `benchmarks/search_efficiency.py`), judges every (candidate, seed) curve by
+that rule, with the batch size and reduction factor of the study that made the table (`--study`), and takes
+such runs out: a candidate's value is its mean over the seeds that learned, and a candidate with none leaves
+the table. Which runs it took out, with the rule's reason and the rate's Wilson interval, is printed first. A
+table written from a search keeps the status `did_not_learn` its search recorded (the run, measured up to the
+rung where it was caught, stays in the CSV).
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -49,6 +59,7 @@ from nas import status  # noqa: E402
 from nas.arch import Arch  # noqa: E402
 from nas.errors import ConfigError  # noqa: E402
 from nas.fidelity import SIZE_SCORES, FidelityRow, compare, format_fidelity  # noqa: E402
+from nas.learning import FailureRate, did_not_learn, failure_rate  # noqa: E402
 from nas.metrics import EVALUATED, ZERO_COST  # noqa: E402
 from nas.results import ResultStore  # noqa: E402
 from nas.search import SearchInterrupted  # noqa: E402
@@ -83,11 +94,12 @@ def run(study: Study, out: str | Path, resume: bool = False, **options) -> Resul
 def table(store: ResultStore, proxies: Sequence[str] = ZERO_COST, progress: bool = False) -> pd.DataFrame:
     """One row per completed trial and rung (the module docstring's columns), zero-cost scores computed for
     the archs whose scores the study did not record. A trial cut off (an interrupted search, `--from-run` of
-    one still running) is left out: a table's candidates are measured to the full budget."""
+    one still running) is left out: a table's candidates are measured to the full budget. A trial that did not
+    learn is kept, with its status, up to the rung where it was caught (`read_table` takes it out)."""
     from nas.proxies import zero_cost_scores
 
     study = store.study()
-    frame = store.frame(status=status.COMPLETED)
+    frame = store.frame(status=(status.COMPLETED, status.DID_NOT_LEARN))
     if frame.empty:
         return pd.DataFrame(columns=IDENTITY)
     archs = {arch_id: Arch.from_json(text) for arch_id, text in frame.drop_duplicates("arch_id")[["arch_id", "arch"]]
@@ -118,6 +130,48 @@ def candidate_id(arch: Arch, space: SearchSpace) -> str:
         return arch.arch_id
     full = max(domain.options()) if domain.finite else domain.high
     return arch.replace(image_size=int(full)).arch_id
+
+
+@dataclass(frozen=True)
+class Learned:
+    """A table with its runs that did not learn taken out (`read_table`)."""
+
+    frame: pd.DataFrame                             # the rows of the runs that learned
+    flagged: tuple[tuple[str, str, int, str], ...]  # (candidate_id, arch_name, seed, the rule's reason) taken out
+    left: tuple[str, ...]                           # candidates no run of which learned: out of the table
+    rate: FailureRate                               # runs taken out of all runs, with its Wilson interval
+
+    def lines(self) -> str:
+        names = {candidate: name for candidate, name, _, _ in self.flagged}
+        lines = [f"{self.rate.line()}; such a run is no measurement: the table keeps its candidates' other seeds"]
+        lines += [f"  {name} seed {seed}: {reason}" for _, name, seed, reason in self.flagged]
+        lines += [f"  {names[c]}: no seed learned; the candidate leaves the table" for c in self.left]
+        return "\n".join(lines)
+
+
+def learned(frame: pd.DataFrame, study: Study) -> Learned:
+    """`frame` without its runs that did not learn: each (candidate, seed) curve judged by `nas.learning`'s rule
+    on its training losses, with the batch size, loss and reduction factor of `study` (the study that made the
+    table), or recorded so by its search."""
+    flagged, statuses = [], []
+    for (candidate, seed), run in frame.groupby(["candidate_id", "seed"], sort=True):
+        reason = did_not_learn(dict(zip(run.budget.astype(int), run.loss.astype(float))),
+                               batch_size=study.train.batch_size, loss=study.train.loss,
+                               reduction_factor=study.budget.reduction_factor)
+        if reason is None and (run.status == status.DID_NOT_LEARN).any():
+            reason = "recorded did_not_learn by its search"
+        if reason is not None:
+            flagged.append((str(candidate), str(run.arch_name.iloc[0]), int(seed), reason))
+        statuses.append(status.COMPLETED if reason is None else status.DID_NOT_LEARN)
+    runs = pd.MultiIndex.from_frame(frame[["candidate_id", "seed"]])
+    kept = frame[~runs.isin([(c, s) for c, _, s, _ in flagged])]
+    left = tuple(sorted(set(frame.candidate_id) - set(kept.candidate_id)))
+    return Learned(kept.reset_index(drop=True), tuple(flagged), left, failure_rate(statuses))
+
+
+def read_table(path: str | Path, study: Study) -> Learned:
+    """The table at `path`, its runs that did not learn taken out (`learned`): the one place a table is read."""
+    return learned(pd.read_csv(path), study)
 
 
 def write_table(store: ResultStore, path: str | Path, progress: bool = False) -> pd.DataFrame:
@@ -156,7 +210,8 @@ def measurement(frame: pd.DataFrame) -> str:
 def fidelity(full: pd.DataFrame, cheap: Sequence[pd.DataFrame] = (), metric: str = "zeroshot_top1",
              reduction_factor: float = 3.0, **options) -> list[FidelityRow]:
     """Each cheaper measurement against `full`'s last budget, on the candidates both measured (the module
-    docstring); `options` go to `nas.fidelity.compare`."""
+    docstring), then the last budget of one seed against another's (`another seed`: a candidate's first two
+    seeds, where it has two); `options` go to `nas.fidelity.compare`."""
     target = int(full.budget.max())
     truth = full[full.budget == target].groupby("candidate_id")[metric].mean()
     rows = []
@@ -167,6 +222,13 @@ def fidelity(full: pd.DataFrame, cheap: Sequence[pd.DataFrame] = (), metric: str
                 name = f"{int(budget):,}" if own else f"{measurement(table)} {int(budget):,}"
                 rows.append(compare(both.iloc[:, 0], both.iloc[:, 1], cheap_label=name, expensive_label=target,
                                     reduction_factor=reduction_factor, **options))
+    seeds = full[full.budget == target].pivot(index="candidate_id", columns="seed", values=metric)
+    twice = seeds.apply(lambda row: row.dropna().iloc[:2].tolist(), axis=1)
+    twice = twice[twice.map(len) == 2]
+    if len(twice) >= 3:
+        first, second = zip(*twice)
+        rows.append(compare(first, second, cheap_label="another seed", expensive_label=target,
+                            reduction_factor=reduction_factor, **options))
     per_candidate = full.drop_duplicates("candidate_id").set_index("candidate_id")
     for score, way in {**SIZE_SCORES, **dict.fromkeys(ZERO_COST, "max")}.items():
         if score in per_candidate:
@@ -181,7 +243,8 @@ def fidelity(full: pd.DataFrame, cheap: Sequence[pd.DataFrame] = (), metric: str
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--study", default=str(STUDY), help="the study (default studies/tabular_tiny.yaml)")
+    parser.add_argument("--study", default=str(STUDY), help="the study (default studies/tabular_tiny.yaml); with "
+                        "--fidelity, the one that made the tables: its batch size judges whether each run learned")
     parser.add_argument("--out", help="the search's directory (default runs/<study name>)")
     parser.add_argument("--csv", help="the table (default benchmarks/tables/<study name>.csv)")
     parser.add_argument("--resume", action="store_true", help="continue the search in --out")
@@ -190,7 +253,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the full table, then cheaper tables of its candidates: print their fidelity; run nothing")
     args = parser.parse_args(argv)
     if args.fidelity:
-        full, *cheap = (pd.read_csv(path) for path in args.fidelity)
+        study = load_study(args.study)
+        judged = [read_table(path, study) for path in args.fidelity]
+        for path, table in zip(args.fidelity, judged):
+            print(f"{path}: {table.lines()}")
+        full, *cheap = (table.frame for table in judged)
         print(f"ranking of {full.candidate_id.nunique()} candidates at {int(full.budget.max()):,} samples "
               f"({measurement(full)}) by cheaper measurements:")
         print(format_fidelity(fidelity(full, cheap)))

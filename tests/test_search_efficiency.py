@@ -19,18 +19,20 @@ from nas.study import Study, load_study
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import search_efficiency as se  # noqa: E402
+import tabular  # noqa: E402
 
 QUICKSTART = REPO / "studies" / "quickstart.yaml"
 RUNGS = load_study(QUICKSTART).budget.rungs  # the quickstart's ladder
 FIRST, FULL = RUNGS[0], RUNGS[-1]
 #: The ladder, one point below it and one between each two of its rungs (geometric)
 BUDGETS = tuple(sorted({FIRST // 2, *RUNGS, *(round((a * b) ** 0.5) for a, b in zip(RUNGS, RUNGS[1:]))}))
+START = math.log(load_study(QUICKSTART).train.batch_size)  # the loss of an untrained CLIP
 
 
 def make_table(study: Study, candidates: int = 8, repeated: int = 2) -> pd.DataFrame:
     """Candidates of the study's space; error = b (samples / FIRST)^-a, a and b larger for larger towers, so that
     the largest ends best although it is the worst at the first rung; the repeated ones' second seed is a little
-    off the first."""
+    off the first. Every run learns: its training loss falls linearly in samples from ln(batch) to half of it."""
     archs = stratified_order(study.space.enumerate(feasible=True))[:candidates]
     costs = [cost(a, study.text) for a in archs]
     order = np.argsort([c.image_params for c in costs])
@@ -40,8 +42,10 @@ def make_table(study: Study, candidates: int = 8, repeated: int = 2) -> pd.DataF
         for seed in range(2 if i < repeated else 1):
             for budget in BUDGETS:
                 accuracy = 1 - b * (budget / FIRST) ** -a + 0.002 * seed
-                rows.append({"candidate_id": archs[i].arch_id, "arch": archs[i].to_json(), "seed": seed,
-                             "budget": budget, "zeroshot_top1": accuracy, "zeroshot_top1_n": 400,
+                rows.append({"candidate_id": archs[i].arch_id, "arch_name": archs[i].name(),
+                             "arch": archs[i].to_json(), "seed": seed, "status": "completed", "budget": budget,
+                             "zeroshot_top1": accuracy, "zeroshot_top1_n": 400,
+                             "loss": START * (1 - budget / FULL / 2),
                              "image_gmacs": costs[i].image_gmacs, "image_params_m": costs[i].image_params / 1e6,
                              "train_gflops": costs[i].train_gflops})
     return pd.DataFrame(rows)
@@ -103,11 +107,41 @@ def test_the_benchmark_prints_and_plots_its_figures(setting, tmp_path, capsys):
                     "--strategies", "random-full,asha,pareto-asha,tpe-asha,curve", "--plot", str(tmp_path / "r.png"),
                     "--json", str(tmp_path / "s.json")])
     out = capsys.readouterr().out
-    assert code == 0
+    assert code == 0 and out.startswith("did not learn: 0 of 10 runs")
     for text in ("Regret of the best candidate found", "P(top 10 %)", "best stopped at rung 1", "curve - asha at 25%",
                  "tpe-asha", "pareto-asha"):
         assert text in out
     assert (tmp_path / "r.png").stat().st_size > 0 and len(pd.read_json(tmp_path / "s.json")) == 5
+
+
+def test_a_run_that_did_not_learn_is_neither_truth_nor_replayed_and_a_slow_learner_is_both():
+    """A repeated candidate's second seed stays at ln(batch), chance accuracy, while its first is the table's best;
+    a single-seed candidate stays there too; another's first seed learns slowly (within 25 % of ln(batch) to the
+    end, but falling more than 5 % over every ladder step)."""
+    study = load_study(QUICKSTART)
+    frame = make_table(study)
+    seeds = frame.groupby("candidate_id").seed.nunique()
+    (stuck, slow), lost = seeds[seeds == 2].index, seeds[seeds == 1].index[0]
+    at = {name: (frame.candidate_id == candidate) & (frame.seed == seed)
+          for name, candidate, seed in (("stuck", stuck, 1), ("best", stuck, 0), ("slow", slow, 0), ("lost", lost, 0))}
+    frame.loc[at["stuck"] | at["lost"], ["loss", "zeroshot_top1"]] = [START, 1 / 80]
+    frame.loc[at["best"], "zeroshot_top1"] += 0.3
+    frame.loc[at["slow"], "loss"] = [START * f for f in (0.995, 0.95, 0.87, 0.78)]
+    judged = tabular.learned(frame, study)
+    assert sorted((c, s) for c, _, s, _ in judged.flagged) == sorted([(stuck, 1), (lost, 0)])
+    assert all(reason.startswith(f"did not learn: loss {START:.3f}") for *_, reason in judged.flagged)
+    assert judged.left == (lost,) and (judged.rate.failed, judged.rate.runs) == (2, 10)
+    assert "did not learn: 2 of 10 runs" in judged.lines() and "no seed learned" in judged.lines()
+
+    table = se.load_table(judged.frame)
+    index = {c.candidate_id: i for i, c in enumerate(table.candidates)}
+    assert lost not in index and len(table.candidates) == 7
+    assert set(table.candidates[index[stuck]].curves) == {0} and set(table.candidates[index[slow]].curves) == {0, 1}
+    assert table.candidates[index[stuck]].truth == frame[at["best"] & (frame.budget == FULL)].zeroshot_top1.item()
+    assert table.best == index[stuck]
+    # every replay draws the best's learned seed: searching the whole table always ends with it found
+    for outcome in se.run_replays(table, study, ["random-full"], replays=5, workers=2)["random-full"]:
+        assert outcome.regret[-1] == 0.0
 
 
 def test_bad_input_names_what_is_wrong(setting, tmp_path, capsys):

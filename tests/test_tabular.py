@@ -59,6 +59,12 @@ def test_a_tiny_table_has_every_candidate_at_every_rung_and_a_second_seed(local_
     cut = next(t for t in store.trials() if t["arch_id"] != repeated)
     store.update_trial(cut["trial_id"], status="interrupted")
     assert set(tabular.table(store).arch_id) == {repeated}
+    # one that did not learn stays, with its status: reading the table takes it out (`tabular.read_table`)
+    store.update_trial(cut["trial_id"], status="did_not_learn")
+    kept = tabular.table(store)
+    out = kept[kept.status == "did_not_learn"]
+    assert set(out.arch_id) == {cut["arch_id"]} and out.seed.nunique() == 1
+    assert [(c, s) for c, _, s, _ in tabular.learned(kept, study).flagged] == [(cut["arch_id"], out.seed.iloc[0])]
 
 
 def test_a_table_needs_listed_candidates_and_no_early_stopping(tmp_path):
@@ -104,19 +110,21 @@ def test_fidelity_ranks_cheaper_tables_of_the_same_candidates_against_the_full_o
     ids = [f"c{i}" for i in range(6)]
     truth = [0.10, 0.30, 0.20, 0.50, 0.40, 0.60]
 
-    def frame(values: dict[int, list[float]], image_size: int = 64, mask_ratio: float = 0.0) -> pd.DataFrame:
-        return pd.DataFrame([{"candidate_id": c, "seed": 0, "budget": budget, "zeroshot_top1": v[i],
+    def frame(values: dict[int, list[float]], image_size: int = 64, mask_ratio: float = 0.0,
+              seed: int = 0) -> pd.DataFrame:
+        return pd.DataFrame([{"candidate_id": c, "seed": seed, "budget": budget, "zeroshot_top1": v[i],
                               "image_size": image_size, "mask_ratio": mask_ratio, "image_params_m": float(i),
                               "image_gmacs": 1.0 - i / 10, "naswot": -truth[i]} for budget, v in values.items()
                              for i, c in enumerate(ids)])
 
     reversed_order = [1 - t for t in truth]
-    full = frame({100: reversed_order, 900: truth})
+    full = pd.concat([frame({100: reversed_order, 900: truth}), frame({900: truth}, seed=1)])  # seeds agree
     low = frame({100: [t / 2 for t in truth]}, image_size=32)  # the same order: a perfect proxy
     masked = frame({100: reversed_order}, mask_ratio=0.5)
     rows = {r.cheap: r for r in tabular.fidelity(full, [low, masked], n_bootstrap=200)}
-    assert {"100", "32 px 100", "64 px, mask 0.5 100", "image_params_m", "image_gmacs", "naswot", "synflow"} - \
-        set(rows) == {"synflow"}  # no synflow column in these tables
+    assert {"100", "32 px 100", "64 px, mask 0.5 100", "another seed", "image_params_m", "image_gmacs", "naswot",
+            "synflow"} - set(rows) == {"synflow"}  # no synflow column in these tables
+    assert rows["another seed"].spearman == pytest.approx(1.0) and rows["another seed"].candidates == 6
     assert rows["32 px 100"].spearman == pytest.approx(1.0) and rows["32 px 100"].top_overlap == 1.0
     assert rows["100"].spearman == pytest.approx(-1.0) and rows["64 px, mask 0.5 100"].spearman == pytest.approx(-1)
     assert rows["naswot"].spearman == pytest.approx(-1.0) and all(r.expensive == 900 for r in rows.values())
