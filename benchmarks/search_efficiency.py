@@ -472,7 +472,8 @@ def report(table: Table, study: Study, outcomes: Mapping[str, list[Outcome]], co
     summaries = summarise(table, study, outcomes, cost)
     unit = "training GFLOPs" if cost == "flops" else "samples"
     lines = [f"{len(table.candidates)} candidates; table best {table.candidates[table.best].arch.name()} at "
-             f"{table.candidates[table.best].truth:.2%} {table.metric} (mean over its seeds); exhaustive compute "
+             f"{table.candidates[table.best].truth:.2%} {table.metric} (mean over its "
+             f"{len(table.candidates[table.best].curves)} seed(s) that learned); exhaustive compute "
              f"{exhaustive(table, study, cost):,.0f} {unit}; ladder {', '.join(f'{b:,}' for b in study.budget.ladder)}"
              f"; {summaries[0].replays if summaries else 0} replays per strategy", "",
              f"Regret of the best candidate found ({table.metric}, points; mean [95 % interval] over the replays "

@@ -187,8 +187,9 @@ def summary(frame: pd.DataFrame, metric: str = "zeroshot_top1") -> str:
     if frame.empty:
         return "an empty table"
     full = frame[frame.budget == frame.budget.max()]
-    repeated = frame.groupby("candidate_id").seed.nunique()
-    lines = [f"{frame.candidate_id.nunique()} candidates ({int((repeated > 1).sum())} with a second seed), "
+    repeated = frame[frame.status != status.DID_NOT_LEARN].groupby("candidate_id").seed.nunique()
+    lines = [f"{frame.candidate_id.nunique()} candidates ({int((repeated > 1).sum())} with a second seed that "
+             "learned), "
              f"{frame.budget.nunique()} budgets ({', '.join(f'{b:,}' for b in sorted(frame.budget.unique()))}), "
              f"{len(frame)} rows"]
     if metric in full and full[metric].notna().any():
