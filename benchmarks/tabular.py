@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/tabular.py --study S.yaml --out runs/S --csv T.csv
     .venv/bin/python benchmarks/tabular.py --from-run runs/tabular_tiny --csv T.csv    # the CSV of a finished run
     .venv/bin/python benchmarks/tabular.py --fidelity FULL.csv CHEAP.csv [...]   # cheaper measurements, ranked
+    .venv/bin/python benchmarks/tabular.py --repeatability T.csv --study S.yaml   # the ranking from seed to seed
 
 The study must list its candidates (algorithm fixed, or grid: the space's feasible archs in a stratified order,
 `nas.stratified`) and run without early stopping, so that every candidate is measured at every rung
@@ -16,12 +17,20 @@ per trial and rung:
     candidate_id, arch_id, arch_name, family, arch (JSON), image_size, mask_ratio, seed, status,
     budget, samples_seen, zeroshot_top1, zeroshot_top1_n, zeroshot_top1_low, zeroshot_top1_high (every metric
     the study measured, with its eval-set size and 95 % interval), loss, wall_s (cumulative seconds),
-    image_gmacs, image_params_m, train_gflops (analytic, per sample), naswot, synflow (at initialisation)
+    image_gmacs, image_params_m, train_gflops (analytic, per sample), naswot, synflow (at initialisation),
+    hits (which eval items the run got right, as the results database keeps them: JSON of
+    `nas.uncertainty.pack_hits` text by metric, one bit an item; `nas.compare.hits` reads a row's)
 
 `arch_id` is the tower as measured; `candidate_id` the same tower at the space's full (largest) resolution, which
 pairs a study measured at a lower `image_size` with the full one. `seed` is the training seed (the recipe's,
-or a repeat's). `benchmarks/search_efficiency.py` replays searches over the table. Prints the time it took;
-asserts nothing.
+or a repeat's). `benchmarks/search_efficiency.py` replays searches over the table. Prints the time it took,
+then the table's repeatability (below); asserts nothing.
+
+Repeatability (`repeatability`, at every budget; `--repeatability T.csv` for a table already written): the
+Spearman between disjoint seeds' tables (seed 0 against seed 1, ...), the share of candidates distinguishable
+from the best (`nas.seeds` verdicts on the per-seed paired differences of the hits), and the probability that
+the table's best is the true best (a parametric bootstrap). A pilot of a study is a study that extends it with
+fewer `trials` (a grid's first candidates), and a larger `budget` to try (studies/tabular_v2.yaml).
 
 Fidelity axes beyond samples seen are tables of the same candidates measured more cheaply: a study that
 extends this one with `image_size: 32` (studies/tabular_tiny_32px.yaml) or `train: {mask_ratio: 0.5}`
@@ -43,6 +52,7 @@ rung where it was caught, stays in the CSV).
 from __future__ import annotations
 
 import argparse
+import itertools
 import shlex
 import sys
 import time
@@ -50,6 +60,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,12 +68,14 @@ sys.path.insert(0, str(REPO))
 
 from nas import status  # noqa: E402
 from nas.arch import Arch  # noqa: E402
+from nas.compare import hits  # noqa: E402
 from nas.errors import ConfigError  # noqa: E402
-from nas.fidelity import SIZE_SCORES, FidelityRow, compare, format_fidelity  # noqa: E402
+from nas.fidelity import SIZE_SCORES, FidelityRow, compare, format_correlation, format_fidelity  # noqa: E402
 from nas.learning import FailureRate, did_not_learn, failure_rate  # noqa: E402
 from nas.metrics import EVALUATED, ZERO_COST  # noqa: E402
 from nas.results import ResultStore  # noqa: E402
 from nas.search import SearchInterrupted  # noqa: E402
+from nas.seeds import HOLDS, compare_hits, seed_spread  # noqa: E402
 from nas.space import SearchSpace  # noqa: E402
 from nas.study import Study, load_study  # noqa: E402
 
@@ -117,7 +130,7 @@ def table(store: ResultStore, proxies: Sequence[str] = ZERO_COST, progress: bool
     out = frame.assign(
         candidate_id=frame.arch_id.map(candidate), image_size=frame.arch_id.map(lambda a: archs[a].image_size),
         mask_ratio=study.train.mask_ratio, seed=frame.seed.map(lambda s: study.train.seed if pd.isna(s) else int(s)))
-    columns = [*IDENTITY, "budget", "samples_seen", *metrics, "loss", "wall_s", *COST_COLUMNS, *proxies]
+    columns = [*IDENTITY, "budget", "samples_seen", *metrics, "loss", "wall_s", *COST_COLUMNS, *proxies, "hits"]
     out = out[[c for c in columns if c in out]]
     return out.sort_values(["candidate_id", "seed", "budget"], kind="stable").reset_index(drop=True)
 
@@ -241,6 +254,98 @@ def fidelity(full: pd.DataFrame, cheap: Sequence[pd.DataFrame] = (), metric: str
     return rows
 
 
+#: Redrawn tables behind `Repeatability.p_best`.
+N_DRAWS = 10_000
+
+
+@dataclass(frozen=True)
+class Repeatability:
+    """How far a table's ranking at one budget survives a new seed (`repeatability`)."""
+
+    budget: int
+    repeated: int                     # candidates with two or more seeds that learned
+    pairs: tuple[FidelityRow, ...]    # seed s (`cheap`, "seed s") against seed t (`expensive`), every pair of seeds
+    best: str                         # the table's best by its seed mean (arch name)
+    verdicts: tuple[str, ...]         # `nas.seeds` verdict of the best against each other candidate (with hits)
+    seed_sd: float                    # the seed-to-seed SD, pooled over the repeated candidates (`nas.seeds`)
+    p_best: float                     # P(the table's best is the true best), the parametric bootstrap
+
+    @property
+    def distinguishable(self) -> int:
+        """Candidates the best is better than on every seed, by an interval over seeds that excludes 0."""
+        return sum(v == HOLDS for v in self.verdicts)
+
+    def lines(self) -> str:
+        pairs = "; ".join(f"{r.cheap} vs {r.expensive}: "
+                          f"{format_correlation(r.spearman, r.spearman_low, r.spearman_high, p_value=r.spearman_p)} "
+                          f"({r.candidates})" for r in self.pairs)
+        counts = ", ".join(f"{verdict} {self.verdicts.count(verdict)}" for verdict in dict.fromkeys(self.verdicts))
+        lines = [f"at {self.budget:,} samples: {self.repeated} candidates with two or more seeds that learned, "
+                 f"seed SD {100 * self.seed_sd:.2f} pts (pooled)",
+                 f"  Spearman between seeds' tables, [95 %] (candidates): {pairs or 'no two seeds'}"]
+        if self.verdicts:
+            lines.append(f"  distinguishable from the best, {self.best}: {self.distinguishable} of "
+                         f"{len(self.verdicts)} ({counts}; nas.seeds on per-seed McNemar differences of the hits)")
+        else:
+            lines.append(f"  distinguishable from the best, {self.best}: unknown (no hits in the table)")
+        lines.append(f"  P(the table's best is the true best) = {self.p_best:.2f} (parametric bootstrap, {N_DRAWS:,} "
+                     "tables redrawn with the pooled seed SD)")
+        return "\n".join(lines)
+
+
+def repeatability(frame: pd.DataFrame, budget: int, metric: str = "zeroshot_top1", seed: int = 0,
+                  **options) -> Repeatability | None:
+    """The repeatability of a table's ranking at `budget` (its runs that learned: `learned`), None where no
+    candidate has two seeds there:
+
+    - the Spearman between disjoint seeds' tables: seed s against seed t on the candidates with both, for every
+      pair of seeds, with `nas.fidelity`'s interval (none below its `MIN_CANDIDATES`: the exact p);
+    - the verdict (`nas.seeds.compare_hits`) of the best by seed mean against every other candidate, from the
+      per-seed paired differences on the same eval images (the stored hits);
+    - the probability that the table's best is the true best, by a parametric bootstrap: the truth taken as the
+      table's seed means, each candidate's seed mean is drawn again as normal around its own, with the seed SD
+      pooled over the repeated candidates (`nas.seeds.seed_spread`; a candidate's own SD rests on one or two
+      degrees of freedom) over the square root of its seed count; the share of `N_DRAWS` redrawn tables whose
+      best is the table's. The observed best's lead is itself inflated by its selection, so it leans high.
+
+    `options` go to `nas.fidelity.compare`."""
+    at = frame[frame.budget == budget].dropna(subset=[metric])
+    spread = seed_spread(at, metric, own_seed=0)
+    if spread is None:
+        return None
+    values = at.pivot_table(index="candidate_id", columns="seed", values=metric)
+    pairs = []
+    for s, t in itertools.combinations(values.columns, 2):
+        both = values[[s, t]].dropna()
+        if len(both) >= 3:
+            pairs.append(compare(both[s], both[t], cheap_label=f"seed {s}", expensive_label=int(t), seed=seed,
+                                 **options))
+    means, seeds = values.mean(axis=1), values.notna().sum(axis=1)
+    best = means.idxmax()
+    verdicts = []
+    if "hits" in at:
+        by_seed = {c: {int(r.seed): hits(r, metric) for r in runs.itertuples(index=False)}
+                   for c, runs in at.groupby("candidate_id")}
+        for other in means.index.drop(best):
+            comparison = compare_hits(by_seed[best], by_seed[other])
+            if comparison is not None:
+                verdicts.append(comparison.verdict)
+    drawn = means.to_numpy() + np.random.default_rng(seed).standard_normal((N_DRAWS, len(means))) * spread.sd / \
+        np.sqrt(seeds.to_numpy())
+    p_best = float(np.mean(drawn.argmax(axis=1) == means.index.get_loc(best)))
+    name = at[at.candidate_id == best].arch_name.iloc[0]
+    return Repeatability(int(budget), int((seeds >= 2).sum()), tuple(pairs), str(name), tuple(verdicts), spread.sd,
+                         p_best)
+
+
+def format_repeatability(frame: pd.DataFrame, metric: str = "zeroshot_top1") -> str:
+    """`repeatability` at every budget of a table (its runs that learned)."""
+    found = [r for budget in sorted(frame.budget.unique()) if (r := repeatability(frame, budget, metric))]
+    if not found:
+        return "repeatability: no candidate has two seeds that learned"
+    return "\n".join(["repeatability of the ranking from seed to seed:", *(r.lines() for r in found)])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -252,7 +357,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--from-run", metavar="DIR", help="write the table of a finished search; run nothing")
     parser.add_argument("--fidelity", nargs="+", metavar="CSV",
                         help="the full table, then cheaper tables of its candidates: print their fidelity; run nothing")
+    parser.add_argument("--repeatability", metavar="CSV", help="print the table's repeatability from seed to seed "
+                        "at every budget (a run prints its own table's when it ends); run nothing")
     args = parser.parse_args(argv)
+    if args.repeatability:
+        judged = read_table(args.repeatability, load_study(args.study))
+        print(f"{args.repeatability}: {judged.lines()}")
+        print(format_repeatability(judged.frame))
+        return 0
     if args.fidelity:
         study = load_study(args.study)
         judged = [read_table(path, study) for path in args.fidelity]
@@ -285,6 +397,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     print(summary(frame))
     print(f"table: {csv} ({time.perf_counter() - begin:.0f} s)")
+    if not frame.empty:
+        judged = learned(frame, store.study())
+        print(judged.lines())
+        print(format_repeatability(judged.frame))
     return 0
 
 

@@ -3,23 +3,29 @@ stopping, evaluations between the ladder's rungs, the first candidate repeated w
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from search_helpers import SPACE, tower, write_study
 
+from nas.compare import hits
 from nas.errors import ConfigError
 from nas.proxies import zero_cost_scores
+from nas.seeds import compare_hits
 from nas.space import SearchSpace
 from nas.study import Study, load_study
+from nas.uncertainty import mcnemar, pack_hits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import tabular  # noqa: E402
 
 ARCHS = [tower(32, 1), tower(64, 2, block="convnext")]
+STUDIES = Path(__file__).resolve().parents[1] / "studies"
 
 
 def tabular_study(directory: Path, data: Path, **fields) -> Study:
@@ -49,6 +55,8 @@ def test_a_tiny_table_has_every_candidate_at_every_rung_and_a_second_seed(local_
     assert (frame.zeroshot_top1_n == 2 * 80).all()  # 2 images per class of the tests' data
     assert ((frame.zeroshot_top1_low <= frame.zeroshot_top1) & (frame.zeroshot_top1 <= frame.zeroshot_top1_high)).all()
     assert (frame.samples_seen >= frame.budget).all() and (frame.status == "completed").all()
+    for row in frame.itertuples():  # every run's hits at every rung, as many as its eval set holds
+        assert hits(row, "zeroshot_top1").mean() == pytest.approx(row.zeroshot_top1)
     for arch in ARCHS:
         rows = frame[frame.arch_id == arch.arch_id]
         assert (rows.arch_name == arch.name()).all() and (rows.image_size == 32).all()
@@ -91,6 +99,23 @@ def test_the_tabular_study_extends_the_quickstart_and_covers_the_space_evenly():
     assert {a.stages[0].width for a in study.archs} == {16, 24, 32}
 
 
+def test_the_v2_study_trains_every_candidate_of_the_tiny_table_with_three_seeds_on_5000_images(tmp_path):
+    study, tiny = load_study(STUDIES / "tabular_v2.yaml"), load_study(STUDIES / "tabular_tiny.yaml")
+    tabular.check_study(study)
+    assert study.archs == tiny.archs and study.train == tiny.train and study.budget == tiny.budget
+    assert study.data.source == replace(tiny.data.source, urls=study.data.source.urls,
+                                        metadata=study.data.source.metadata)  # only the eval set grows
+    assert study.data.synthetic.zeroshot_per_class * 80 >= 5000 and study.budget.max_samples >= 18_000
+    assert [seed for _, _, seed in study.runs].count(None) == 32 and len(study.runs) == 96
+    assert study.repeats.not_learned == 1 and study.confirm.top == 0
+    pilot = tmp_path / "pilot.yaml"  # the pilot the study file describes
+    pilot.write_text(f"name: pilot\nextends: {STUDIES / 'tabular_v2.yaml'}\ntrials: 8\n"
+                     "budget: {max_samples: 54000}\n")
+    pilot = load_study(pilot)
+    assert pilot.archs == study.archs[:8] and len(pilot.runs) == 24 and 18_000 in pilot.budget.rungs
+    assert pilot.data == study.data
+
+
 def test_a_candidate_is_the_tower_at_the_spaces_full_resolution():
     arch = tower(32, image_size=32)
     at_64 = arch.replace(image_size=64).arch_id
@@ -129,3 +154,55 @@ def test_fidelity_ranks_cheaper_tables_of_the_same_candidates_against_the_full_o
     assert rows["100"].spearman == pytest.approx(-1.0) and rows["64 px, mask 0.5 100"].spearman == pytest.approx(-1)
     assert rows["naswot"].spearman == pytest.approx(-1.0) and all(r.expensive == 900 for r in rows.values())
     assert rows["image_gmacs"].spearman == pytest.approx(-rows["image_params_m"].spearman)  # larger predicts better
+
+
+def seeded_table(values: dict[str, list[float]], n: int = 400, budget: int = 900,
+                 right: str = "first") -> pd.DataFrame:
+    """A table at one budget: candidate -> its seeds' accuracies, each run's hits packed as the results database
+    keeps them (JSON by metric); `right`: the first items are the ones a run gets right (a better run gets right
+    every item a worse one does), or random items."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for i, (candidate, accuracies) in enumerate(values.items()):
+        for seed, accuracy in enumerate(accuracies):
+            k = round(accuracy * n)
+            hit = np.arange(n) < k if right == "first" else np.isin(np.arange(n), rng.permutation(n)[:k])
+            rows.append({"candidate_id": candidate, "arch_id": candidate, "arch_name": f"tower {i}", "seed": seed,
+                         "status": "completed", "budget": budget, "zeroshot_top1": k / n, "zeroshot_top1_n": n,
+                         "loss": 1.0, "hits": json.dumps({"zeroshot_top1": pack_hits(hit)})})
+    return pd.DataFrame(rows)
+
+
+def test_hits_stored_in_the_table_read_back_for_a_paired_test(tmp_path):
+    frame = seeded_table({"a": [0.50, 0.52], "b": [0.30, 0.31]}, right="random")
+    frame.to_csv(tmp_path / "t.csv", index=False, float_format="%.6g")
+    back = tabular.read_table(tmp_path / "t.csv", load_study(STUDIES / "tabular_v2.yaml")).frame
+    for written, read in zip(frame.itertuples(), back.itertuples()):
+        assert np.array_equal(hits(written, "zeroshot_top1"), hits(read, "zeroshot_top1"))
+        assert hits(read, "zeroshot_top1").mean() == pytest.approx(read.zeroshot_top1)
+    a, b = (hits(back[(back.candidate_id == c) & (back.seed == 0)].iloc[0].to_dict(), "zeroshot_top1") for c in "ab")
+    assert mcnemar(a, b) < 1e-4  # 50 % against 30 % of 400 images
+    assert compare_hits({0: a}, {0: b}).verdict == "one seed"
+
+
+def test_a_perfectly_repeatable_table_ranks_the_same_on_every_seed_and_knows_its_best():
+    """Eight candidates 8 points apart, each seed within half a point of the others."""
+    frame = seeded_table({f"c{i}": [0.2 + 0.08 * i + 0.0025 * s for s in (0, 2, 1)] for i in range(8)})
+    found = tabular.repeatability(frame, 900, n_bootstrap=200)
+    assert found.repeated == 8 and [(r.cheap, r.expensive) for r in found.pairs] == \
+        [("seed 0", 1), ("seed 0", 2), ("seed 1", 2)]
+    assert all(r.spearman == pytest.approx(1.0) and r.spearman_low > 0.5 for r in found.pairs)
+    assert found.best == "tower 7" and found.verdicts == ("holds",) * 7 and found.distinguishable == 7
+    assert found.p_best > 0.99 and found.seed_sd == pytest.approx(0.0025, rel=0.2)
+    text = tabular.format_repeatability(frame)
+    assert "at 900 samples: 8 candidates" in text and "distinguishable from the best, tower 7: 7 of 7" in text
+
+
+def test_a_table_of_pure_noise_has_no_repeatable_ranking():
+    """Eight candidates of one true accuracy, each seed's measurement off it by a seed-sized noise."""
+    rng = np.random.default_rng(0)
+    frame = seeded_table({f"c{i}": list(0.3 + 0.03 * rng.standard_normal(3)) for i in range(8)}, right="random")
+    found = tabular.repeatability(frame, 900, n_bootstrap=200)
+    assert all(r.spearman_low < 0 < r.spearman_high for r in found.pairs)
+    assert found.p_best < 0.7 and found.distinguishable < 4
+    assert tabular.repeatability(frame[frame.seed == 0], 900) is None  # one seed: nothing to repeat
