@@ -2,10 +2,11 @@
 
     .venv/bin/python benchmarks/search_efficiency.py                       # benchmarks/tables/tabular_tiny.csv
     .venv/bin/python benchmarks/search_efficiency.py --table T.csv --table-study S.yaml \\
-        [--study studies/quickstart.yaml] [--replays 100] [--strategies random-full,asha,pareto-asha,tpe-asha,curve] \\
-        [--workers 2] [--cost samples|flops] [--jobs 2] [--plot regret.png]
+        [--study studies/quickstart.yaml] [--replays 200] [--tables 20] \\
+        [--strategies random-full,asha,pareto-asha,tpe-asha,curve] [--workers 2] [--cost samples|flops] [--jobs 2] \\
+        [--plot regret.png]
 
-The table (benchmarks/tabular.py) holds each candidate's learning curve, and for some a second seed. The
+The table (benchmarks/tabular.py) holds each candidate's learning curve, and for some more seeds. The
 search replayed is `--study`'s (default the quickstart's): its ladder (min_samples, max_samples,
 reduction_factor) and rungs, its objectives, its sampler's settings, its space and its concurrency. Every
 strategy is a real search's code, driven by an event loop instead of Ray Tune's controller:
@@ -38,11 +39,22 @@ sample, which orders the asynchronous events. Samples spent count each trial's s
 report (`--cost flops` weights them by training FLOPs); exhaustive compute is every candidate trained to the
 full budget.
 
-Prints, per strategy, over the replays (each figure with its 95 % interval: a t interval of the mean over
-replays, Wilson for proportions): the regret of the best candidate found (table best minus the true accuracy
-of the incumbent: the best measured at the full budget) at fractions of exhaustive compute, the probability
-of ending with a top-10 % candidate at 25 % of exhaustive compute, and how often the table's best was stopped
-at the first rung when it was sampled. Plots the median regret curves with `--plot`. Asserts nothing.
+The table's own uncertainty (its truth is a mean over few seeds) is a bootstrap: `--tables B` tables are drawn
+by resampling each candidate's seeds that learned with replacement (as many as it has; its truth their mean; a
+replay sees one of the drawn seeds' curves), and the replays are spread evenly over them (`--tables 0`: the
+table as measured). A candidate with one seed that learned is not redrawn, so its seed noise is left out of the
+intervals (the output says how many); the runs that did not learn are out of every draw (their rerun is free).
+Replay r of every strategy is judged against the same drawn table, sees the same seeds' curves and, for random
+search, the same order: paired.
+
+Prints, per strategy, over the replays (each figure with its 95 % interval, which holds the spread between the
+bootstrap tables and the replays' noise: `interval`): the regret of the best candidate found (the table's best
+minus the true accuracy of the incumbent, the best measured at the full budget; both of the replay's table) at
+10, 25, 50 and 100 % of exhaustive compute, the probability of ending with a top-10 % candidate at 25 % of
+exhaustive compute, how often the table's best was stopped at the first rung when it was sampled (Wilson), and
+each strategy's paired difference from random search (random-full) in regret and in that probability, with the
+verdict "better", "worse" (the interval excludes 0) or "not distinguishable". Plots the median regret curves
+with `--plot`. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -105,7 +117,7 @@ STRATEGIES = {
 }
 DEFAULT_STRATEGIES = ("random-full", "asha", "pareto-asha", "tpe-asha", "curve", "curve-dense")
 #: Fractions of exhaustive compute at which regret is summarised, and the one P(top 10 %) is read at.
-FRACTIONS = (0.05, 0.1, 0.25, 0.5, 1.0)
+FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 AT_FRACTION = 0.25
 TOP_FRACTION = 0.1
 
@@ -124,19 +136,54 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class TableDraw:
+    """A table the replays are judged against: each candidate's seeds (the table's own, `Table.measured`, or
+    resampled with replacement, `draw_table`), a replay seeing one of them, and its truth, their mean at the full
+    budget. `index` tells the draws of one bootstrap apart."""
+
+    index: int
+    seeds: tuple[tuple[int, ...], ...]
+    truth: tuple[float, ...]
+
+    @property
+    def best(self) -> int:
+        return int(np.argmax(self.truth))
+
+    def top(self, fraction: float) -> set[int]:
+        """The indices of the best ceil(fraction x candidates) by true value."""
+        k = max(1, math.ceil(fraction * len(self.truth) - 1e-9))
+        return set(np.argsort([-t for t in self.truth], kind="stable")[:k].tolist())
+
+
+@dataclass(frozen=True)
 class Table:
     candidates: tuple[Candidate, ...]
     budgets: tuple[int, ...]
     metric: str
 
     @property
-    def best(self) -> int:
-        return int(np.argmax([c.truth for c in self.candidates]))
+    def measured(self) -> TableDraw:
+        """The table as measured: every candidate's seeds, its truth their mean."""
+        return TableDraw(0, tuple(tuple(sorted(c.curves)) for c in self.candidates),
+                         tuple(c.truth for c in self.candidates))
 
-    def top(self, fraction: float) -> set[int]:
-        """The indices of the best ceil(fraction x candidates) by true value."""
-        k = max(1, math.ceil(fraction * len(self.candidates) - 1e-9))
-        return set(np.argsort([-c.truth for c in self.candidates], kind="stable")[:k].tolist())
+
+def draw_table(table: Table, index: int, rng: np.random.Generator) -> TableDraw:
+    """A bootstrap table: each candidate's seeds that learned resampled with replacement (as many as it has), its
+    truth their mean. A candidate with one seed keeps it: nothing to resample, so the intervals leave out its
+    seed noise."""
+    full = table.budgets[-1]
+    seeds = tuple(tuple(int(s) for s in rng.choice(sorted(c.curves), size=len(c.curves))) if len(c.curves) > 1 else
+                  tuple(c.curves) for c in table.candidates)
+    truth = tuple(float(np.mean([c.curves[s][full][0] for s in drawn])) for c, drawn in zip(table.candidates, seeds))
+    return TableDraw(index, seeds, truth)
+
+
+def draw_tables(table: Table, tables: int, seed: int = 0) -> list[TableDraw]:
+    """`tables` bootstrap tables (`draw_table`, seeded), or with 0 the table as measured."""
+    if not tables:
+        return [table.measured]
+    return [draw_table(table, b, np.random.default_rng([seed, b])) for b in range(tables)]
 
 
 def load_table(frame: pd.DataFrame, metric: str = METRIC) -> Table:
@@ -272,9 +319,10 @@ class ReplayTrial:
 
 @dataclass
 class Outcome:
-    """One replay: (samples spent, true regret of the incumbent, the incumbent) after every report, the
-    candidates in the order they started, and where each ended (the last budget it reported)."""
+    """One replay, judged against `draw`: (samples spent, true regret of the incumbent, the incumbent) after every
+    report, the candidates in the order they started, and where each ended (the last budget it reported)."""
 
+    draw: TableDraw
     started: list[int] = field(default_factory=list)
     spent: list[float] = field(default_factory=list)
     regret: list[float] = field(default_factory=list)
@@ -291,8 +339,10 @@ def search_study(study: Study, strategy: Strategy, seed: int) -> Study:
 
 
 def replay(table: Table, study: Study, strategy: Strategy, seed: int, workers: int, cost: str,
-           parameters: dict[int, tuple[dict[str, Any], dict[str, Any]]] | None) -> Outcome:
-    """One search over the table (the module docstring); deterministic for `seed`."""
+           parameters: dict[int, tuple[dict[str, Any], dict[str, Any]]] | None,
+           draw: TableDraw | None = None) -> Outcome:
+    """One search over the table (the module docstring), judged against `draw` (default: the table as measured),
+    each candidate's curve one of the draw's seeds; deterministic for `seed`."""
     from ray.tune.schedulers import TrialScheduler
 
     from nas.search.schedulers import make_scheduler
@@ -300,12 +350,13 @@ def replay(table: Table, study: Study, strategy: Strategy, seed: int, workers: i
     rng = np.random.default_rng(seed)
     searched = search_study(study, strategy, seed)
     scheduler = make_scheduler(searched)
-    seeds = {i: int(rng.choice(sorted(c.curves))) for i, c in enumerate(table.candidates)}  # first: paired replays
+    draw = draw or table.measured
+    seeds = {i: int(rng.choice(drawn)) for i, drawn in enumerate(draw.seeds)}  # first: paired replays
     searcher = TPEProjected(table, searched, rng, parameters) if strategy.sampler == "tpe" else \
         RandomOrder(table, rng)
     rungs = table.budgets if strategy.dense else study.budget.rungs
     rungs = tuple(b for b in rungs if b <= study.budget.max_samples)
-    outcome, events, counter = Outcome(), [], itertools.count()
+    outcome, events, counter = Outcome(draw), [], itertools.count()
     spent, best, reported_by = 0.0, None, {}
     running = 0
 
@@ -348,15 +399,15 @@ def replay(table: Table, study: Study, strategy: Strategy, seed: int, workers: i
             heapq.heappush(events, (now + (rungs[k + 1] - budget) * pace, next(counter), index, trial, k + 1))
         outcome.spent.append(spent)
         outcome.incumbent.append(-1 if best is None else best[0])
-        outcome.regret.append(math.nan if best is None else
-                              table.candidates[table.best].truth - table.candidates[best[0]].truth)
+        outcome.regret.append(math.nan if best is None else draw.truth[draw.best] - draw.truth[best[0]])
     return outcome
 
 
 # ---- many replays, and what they say -------------------------------------------------------------------------
 
-def check(table: Table, study: Study, strategies: Sequence[str]) -> None:
-    """The study's rungs must be budgets of the table, and the strategies known."""
+def check(table: Table, study: Study, strategies: Sequence[str], replays: int = 1, tables: int = 0) -> None:
+    """The study's rungs must be budgets of the table, the strategies known, and every bootstrap table replayed
+    at least twice (the replays' noise within a table is told from the spread between tables)."""
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
         raise ConfigError(f"unknown strateg(ies) {', '.join(unknown)}; known: {', '.join(STRATEGIES)}",
@@ -365,20 +416,25 @@ def check(table: Table, study: Study, strategies: Sequence[str]) -> None:
     if missing:
         raise ConfigError(f"the study's rungs {', '.join(map(str, missing))} are not budgets of the table "
                           f"({', '.join(map(str, table.budgets))})", source=study.source, field="budget")
+    if tables == 1 or replays < 2 * tables:
+        raise ConfigError(f"{replays} replays over {tables} bootstrap table(s): each needs two replays or more, and a "
+                          "bootstrap two tables or more (0: the table as measured)", field="--tables")
 
 
-def _replays(job: tuple[Table, Study, str, Sequence[int], int, str, Any]) -> list[Outcome]:
+def _replays(job: tuple[Table, Study, str, Sequence[tuple[int, TableDraw]], int, str, Any]) -> list[Outcome]:
     table, study, name, seeds, workers, cost, parameters = job
-    return [replay(table, study, STRATEGIES[name], seed, workers, cost, parameters) for seed in seeds]
+    return [replay(table, study, STRATEGIES[name], seed, workers, cost, parameters, draw) for seed, draw in seeds]
 
 
 def run_replays(table: Table, study: Study, strategies: Sequence[str], replays: int, workers: int,
-                cost: str = "samples", jobs: int = 1, seed: int = 0) -> dict[str, list[Outcome]]:
-    """`replays` replays of each strategy (replay r of every strategy draws the same seed curves, and random
-    search the same order of candidates: paired), on `jobs` processes."""
-    check(table, study, strategies)
+                cost: str = "samples", jobs: int = 1, seed: int = 0, tables: int = 0) -> dict[str, list[Outcome]]:
+    """`replays` replays of each strategy, spread evenly over `tables` bootstrap tables (`draw_tables`; 0: the
+    table as measured). Replay r of every strategy is judged against the same table, draws the same seed curves,
+    and random search the same order of candidates: paired. On `jobs` processes."""
+    check(table, study, strategies, replays, tables)
     parameters = space_parameters(study, table) if any(STRATEGIES[s].sampler == "tpe" for s in strategies) else None
-    seeds = [seed * 100_003 + r for r in range(replays)]
+    draws = draw_tables(table, tables, seed)
+    seeds = [(seed * 100_003 + r, draws[r % len(draws)]) for r in range(replays)]
     chunks = [seeds[i::max(1, jobs)] for i in range(max(1, jobs))]
     work = [(table, study, name, chunk, workers, cost, parameters) for name in strategies for chunk in chunks if chunk]
     if jobs > 1:
@@ -406,15 +462,42 @@ def state_at(outcome: Outcome, spend: float) -> tuple[float, int]:
     return outcome.regret[position], outcome.incumbent[position]
 
 
-def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and its t interval over replays (the finite values); nan without two."""
+def interval(values: Sequence[float], tables: Sequence[int], level: float = 0.95) -> tuple[float, float, float]:
+    """The mean of per-replay values (the finite ones) with an interval that holds the table's uncertainty and
+    the replays' noise. The replays are grouped by the bootstrap table they were judged against: the variance
+    of the tables' means less what the noise within them explains (one-way random effects, by moments; at least
+    0) is the table's, var_t; with var_r the variance within tables and N replays in B tables, the interval is
+    mean +- t(B - 1) sqrt(var_t (1 + 1/B) + var_r / N). One table (as measured): a t interval over the replays.
+    NaN without two values."""
     from scipy import stats
 
-    x = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
+    x, group = np.asarray(values, dtype=float), np.asarray(tables)
+    keep = np.isfinite(x)
+    x, group = x[keep], group[keep]
     if len(x) < 2:
         return (float(x.mean()) if len(x) else math.nan), math.nan, math.nan
-    half = stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
+    _, owner = np.unique(group, return_inverse=True)
+    counts = np.bincount(owner)
+    means = np.bincount(owner, weights=x) / counts
+    residual = x - means[owner]
+    b, dof = len(counts), len(x) - len(counts)
+    within = float(residual @ residual) / dof if dof else 0.0
+    between = max(0.0, float(np.var(means, ddof=1)) - within * float(np.mean(1 / counts))) if b > 1 else 0.0
+    half = stats.t.ppf(0.5 + level / 2, b - 1 if b > 1 else len(x) - 1) * \
+        math.sqrt(between * (1 + 1 / b) + within / len(x))
     return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
+
+
+def _points(value: tuple[float, float, float], sign: str = "") -> str:
+    mean, low, high = (100 * v for v in value)
+    return "n/a" if math.isnan(mean) else f"{mean:{sign}.2f}" if math.isnan(low) else \
+        f"{mean:{sign}.2f} [{low:{sign}.2f}, {high:{sign}.2f}]"
+
+
+def _share(value: tuple[float, float, float], sign: str = "") -> str:
+    mean, low, high = value
+    return "n/a" if math.isnan(mean) else f"{mean:{sign}.2f}" if math.isnan(low) else \
+        f"{mean:{sign}.2f} [{low:{sign}.2f}, {high:{sign}.2f}]"
 
 
 def proportion(hits: int, n: int) -> str:
@@ -424,74 +507,147 @@ def proportion(hits: int, n: int) -> str:
     return f"{hits / n:.2f} [{low:.2f}, {high:.2f}] ({hits}/{n})"
 
 
-def _points(value: tuple[float, float, float]) -> str:
-    mean, low, high = (100 * v for v in value)
-    return "n/a" if math.isnan(mean) else f"{mean:.2f}" if math.isnan(low) else f"{mean:.2f} [{low:.2f}, {high:.2f}]"
-
-
 @dataclass(frozen=True)
 class Summary:
-    """The figures of one strategy over its replays (regrets in the metric's units)."""
+    """The figures of one strategy over its replays (regrets in the metric's units; intervals `interval`'s)."""
 
     strategy: str
     replays: int
     regret: dict[float, tuple[float, float, float]]  # fraction of exhaustive compute -> mean, low, high
     found: dict[float, float]                         # share of replays with a full-budget incumbent by then
-    top_hits: int                                     # replays whose incumbent at AT_FRACTION is a top candidate
-    best_sampled: int                                 # replays that sampled the table's best
+    top: tuple[float, float, float]                   # P(incumbent at AT_FRACTION is a top candidate of its table)
+    best_sampled: int                                 # replays that sampled their table's best
     best_first_rung: int                              # ... and stopped it at the first rung
     best_lost: int                                    # ... and stopped it before the full budget
 
 
+def _clip(value: tuple[float, float, float], low: float, high: float) -> tuple[float, float, float]:
+    """An interval kept within what its quantity can be (a regret >= 0, a probability in [0, 1])."""
+    mean, a, b = value
+    return mean, (a if math.isnan(a) else max(a, low)), (b if math.isnan(b) else min(b, high))
+
+
+def _at(outcomes: Sequence[Outcome], total: float, fraction: float) -> list[tuple[float, int]]:
+    return [state_at(o, fraction * total) for o in outcomes]
+
+
+def _top(outcomes: Sequence[Outcome], total: float) -> list[float]:
+    """1.0 where the incumbent at AT_FRACTION is a top candidate of the replay's table, else 0.0."""
+    return [float(i in o.draw.top(TOP_FRACTION)) for o, (_, i) in zip(outcomes, _at(outcomes, total, AT_FRACTION))]
+
+
 def summarise(table: Table, study: Study, outcomes: Mapping[str, list[Outcome]],
               cost: str = "samples") -> list[Summary]:
-    total, top, best = exhaustive(table, study, cost), table.top(TOP_FRACTION), table.best
+    total = exhaustive(table, study, cost)
     first, full = study.budget.ladder[0], study.budget.max_samples
     summaries = []
     for name, runs in outcomes.items():
-        at = {f: [state_at(o, f * total) for o in runs] for f in FRACTIONS}
-        sampled = [o for o in runs if best in o.ended]
+        tables = [o.draw.index for o in runs]
+        at = {f: _at(runs, total, f) for f in FRACTIONS}
+        sampled = [o for o in runs if o.draw.best in o.ended]
         summaries.append(Summary(
-            name, len(runs), {f: mean_interval([r for r, _ in at[f]]) for f in FRACTIONS},
+            name, len(runs), {f: _clip(interval([r for r, _ in at[f]], tables), 0.0, 1.0) for f in FRACTIONS},
             {f: float(np.mean([i >= 0 for _, i in at[f]])) for f in FRACTIONS},
-            sum(state_at(o, AT_FRACTION * total)[1] in top for o in runs), len(sampled),
-            sum(o.ended[best] <= first for o in sampled), sum(o.ended[best] < full for o in sampled)))
+            _clip(interval(_top(runs, total), tables), 0.0, 1.0),
+            len(sampled), sum(o.ended[o.draw.best] <= first for o in sampled),
+            sum(o.ended[o.draw.best] < full for o in sampled)))
     return summaries
+
+
+BETTER, WORSE, NOT_DISTINGUISHABLE = "better", "worse", "not distinguishable"
+
+
+def verdict(difference: tuple[float, float, float], lower_is_better: bool = True) -> str:
+    """"better" or "worse" where the difference's interval excludes 0, else "not distinguishable"."""
+    _, low, high = difference
+    if math.isnan(low) or low <= 0 <= high:
+        return NOT_DISTINGUISHABLE
+    return BETTER if (high < 0) == lower_is_better else WORSE
 
 
 def paired(outcomes: Mapping[str, list[Outcome]], table: Table, study: Study, a: str, b: str, fraction: float,
            cost: str = "samples") -> tuple[float, float, float]:
     """Mean regret of `a` minus `b` at `fraction` of exhaustive compute over the replays both found an incumbent
-    in (replay r of each drew the same seed curves): its t interval."""
+    in (replay r of each was judged against the same table and drew the same seed curves): `interval`."""
     total = exhaustive(table, study, cost)
-    return mean_interval([state_at(x, fraction * total)[0] - state_at(y, fraction * total)[0]
-                          for x, y in zip(outcomes[a], outcomes[b])])
+    return interval([x - y for (x, _), (y, _) in zip(_at(outcomes[a], total, fraction), _at(outcomes[b], total,
+                                                                                               fraction))],
+                    [o.draw.index for o in outcomes[a]])
+
+
+@dataclass(frozen=True)
+class Versus:
+    """A strategy against random search in the same replays (`paired`): its regret minus random search's at
+    each fraction of exhaustive compute (negative: it ends closer to the best), and its P(top 10 %) minus random
+    search's (positive: more often), each with its interval and verdict."""
+
+    strategy: str
+    regret: dict[float, tuple[float, float, float]]
+    top: tuple[float, float, float]
+
+    def verdicts(self) -> dict[str, str]:
+        return {**{f"{f:.0%}": verdict(d) for f, d in self.regret.items()},
+                "top": verdict(self.top, lower_is_better=False)}
+
+
+def versus(table: Table, study: Study, outcomes: Mapping[str, list[Outcome]], baseline: str = "random-full",
+           cost: str = "samples") -> list[Versus]:
+    """Every other strategy against `baseline` (none without it)."""
+    if baseline not in outcomes:
+        return []
+    total, tables = exhaustive(table, study, cost), [o.draw.index for o in outcomes[baseline]]
+    base = _top(outcomes[baseline], total)
+    return [Versus(name, {f: paired(outcomes, table, study, name, baseline, f, cost) for f in FRACTIONS},
+                   _clip(interval([x - y for x, y in zip(_top(runs, total), base)], tables), -1.0, 1.0))
+            for name, runs in outcomes.items() if name != baseline]
+
+
+def uncertainty(table: Table, outcomes: Mapping[str, list[Outcome]]) -> str:
+    """What the intervals hold: the table's uncertainty (how many bootstrap tables) or the replays' noise only."""
+    runs = next(iter(outcomes.values()), [])
+    tables = len({o.draw.index for o in runs})
+    if not runs or runs[0].draw == table.measured:
+        return "Intervals: the replays' noise only, on the table as measured (--tables 0)."
+    single = sum(len(c.curves) == 1 for c in table.candidates)
+    return (f"Intervals: the table's uncertainty and the replays' noise: {tables} bootstrap tables (each candidate's "
+            f"seeds that learned resampled with replacement; its truth their mean, a replay seeing one of them), "
+            f"{len(runs) // tables} replays each; {single} of {len(table.candidates)} candidates have one seed that "
+            "learned and are not redrawn (their seed noise is not in the intervals).")
 
 
 def report(table: Table, study: Study, outcomes: Mapping[str, list[Outcome]], cost: str = "samples") -> str:
     summaries = summarise(table, study, outcomes, cost)
     unit = "training GFLOPs" if cost == "flops" else "samples"
-    lines = [f"{len(table.candidates)} candidates; table best {table.candidates[table.best].arch.name()} at "
-             f"{table.candidates[table.best].truth:.2%} {table.metric} (mean over its "
-             f"{len(table.candidates[table.best].curves)} seed(s) that learned); exhaustive compute "
+    best = table.candidates[table.measured.best]
+    lines = [f"{len(table.candidates)} candidates; table best {best.arch.name()} at {best.truth:.2%} {table.metric} "
+             f"(mean over its {len(best.curves)} seed(s) that learned); exhaustive compute "
              f"{exhaustive(table, study, cost):,.0f} {unit}; ladder {', '.join(f'{b:,}' for b in study.budget.ladder)}"
-             f"; {summaries[0].replays if summaries else 0} replays per strategy", "",
+             f"; {summaries[0].replays if summaries else 0} replays per strategy", uncertainty(table, outcomes), "",
              f"Regret of the best candidate found ({table.metric}, points; mean [95 % interval] over the replays "
              "that found one; share found) at fractions of exhaustive compute:"]
     headers = ["strategy", *(f"{f:.0%}" for f in FRACTIONS)]
     rows = [[s.strategy, *(f"{_points(s.regret[f])} ({s.found[f]:.0%})" for f in FRACTIONS)] for s in summaries]
     lines += [format_table(headers, rows), "",
-              f"P(top {TOP_FRACTION:.0%} candidate at {AT_FRACTION:.0%} of exhaustive compute), and the table's best "
-              f"when sampled: stopped at the first rung ({study.budget.ladder[0]:,}), stopped before the full budget:"]
-    rows = [[s.strategy, proportion(s.top_hits, s.replays), proportion(s.best_first_rung, s.best_sampled),
+              f"P(top {TOP_FRACTION:.0%} candidate at {AT_FRACTION:.0%} of exhaustive compute) [95 %], and the "
+              f"table's best when sampled: stopped at the first rung ({study.budget.ladder[0]:,}), stopped before the "
+              "full budget:"]
+    rows = [[s.strategy, _share(s.top), proportion(s.best_first_rung, s.best_sampled),
              proportion(s.best_lost, s.best_sampled)] for s in summaries]
     lines.append(format_table(["strategy", "P(top 10 %)", "best stopped at rung 1", "best stopped early"], rows))
+    against = versus(table, study, outcomes, cost=cost)
+    if against:
+        lines += ["", "Against random search (random-full), paired (same tables, seed curves and replay seeds): "
+                  "regret minus random's (points; negative: closer to the best) and P(top 10 %) minus random's, "
+                  "[95 %], verdict:"]
+        rows = [[v.strategy, *(f"{_points(v.regret[f], '+')} {v.verdicts()[f'{f:.0%}']}" for f in FRACTIONS),
+                 f"{_share(v.top, '+')} {v.verdicts()['top']}"] for v in against]
+        lines.append(format_table(["strategy", *(f"{f:.0%}" for f in FRACTIONS), "P(top 10 %)"], rows))
     comparisons = [(a, "asha") for a in ("curve", "curve-dense", "tpe-curve") if a in outcomes and "asha" in outcomes]
     if comparisons:
-        lines += ["", "Paired differences of regret (points; same replay seeds), negative: the first finds better:"]
+        lines += ["", "Paired differences of regret (points; same replays), negative: the first finds better:"]
         for a, b in comparisons:
-            differences = [f"{a} - {b} at {f:.0%}: {_points(paired(outcomes, table, study, a, b, f, cost))}"
-                           for f in (AT_FRACTION, 1.0)]
+            differences = [f"{a} - {b} at {f:.0%}: {_points(d := paired(outcomes, table, study, a, b, f, cost), '+')} "
+                           f"{verdict(d)}" for f in (AT_FRACTION, 1.0)]
             lines.append("  " + "; ".join(differences))
     return "\n".join(lines)
 
@@ -529,7 +685,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--study", default=str(STUDY), help="the search to replay (default studies/quickstart.yaml)")
     parser.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
                         help=f"comma-separated, of: {', '.join(STRATEGIES)}")
-    parser.add_argument("--replays", type=int, default=100, help="replays per strategy (default 100)")
+    parser.add_argument("--replays", type=int, default=200, help="replays per strategy (default 200)")
+    parser.add_argument("--tables", type=int, default=20, help="bootstrap tables the replays are spread over, for "
+                        "the table's uncertainty (default 20; 0: the table as measured, the replays' noise only)")
     parser.add_argument("--workers", type=int, help="trials at once (default: the study's concurrency, or 1)")
     parser.add_argument("--cost", choices=("samples", "flops"), default="samples", help="what compute counts")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="processes (default 2)")
@@ -547,7 +705,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         study = load_study(args.study)
         strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
         outcomes = run_replays(table, study, strategies, args.replays, args.workers or study.resources.concurrency
-                               or 1, args.cost, args.jobs, args.seed)
+                               or 1, args.cost, args.jobs, args.seed, args.tables)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -60,9 +61,10 @@ def setting() -> tuple[se.Table, Study]:
 def test_the_table_knows_its_best_and_top_candidates(setting):
     table, study = setting
     truths = [c.truth for c in table.candidates]
-    assert table.best == int(np.argmax(truths)) and table.top(0.1) == {table.best}  # ceil(0.8) = 1
+    best = table.measured.best
+    assert best == int(np.argmax(truths)) and table.measured.top(0.1) == {best}  # ceil(0.8) = 1
     largest = max(range(len(table.candidates)), key=lambda i: table.candidates[i].cost["image_params_m"])
-    assert table.best == largest
+    assert best == largest
     assert table.candidates[largest].curves[0][FIRST][0] == min(c.curves[0][FIRST][0] for c in table.candidates)
     assert sum(len(c.curves) == 2 for c in table.candidates) == 2
     repeated = next(c for c in table.candidates if len(c.curves) == 2)
@@ -103,13 +105,14 @@ def test_asha_stops_the_slow_starting_best_that_the_curve_rule_keeps_more_often(
 def test_the_benchmark_prints_and_plots_its_figures(setting, tmp_path, capsys):
     table, study = setting
     make_table(study).to_csv(tmp_path / "table.csv", index=False)
-    code = se.main(["--table", str(tmp_path / "table.csv"), "--replays", "3", "--jobs", "1",
+    code = se.main(["--table", str(tmp_path / "table.csv"), "--replays", "4", "--tables", "2", "--jobs", "1",
                     "--strategies", "random-full,asha,pareto-asha,tpe-asha,curve", "--plot", str(tmp_path / "r.png"),
                     "--json", str(tmp_path / "s.json")])
     out = capsys.readouterr().out
     assert code == 0 and out.startswith("did not learn: 0 of 10 runs")
     for text in ("Regret of the best candidate found", "P(top 10 %)", "best stopped at rung 1", "curve - asha at 25%",
-                 "tpe-asha", "pareto-asha"):
+                 "tpe-asha", "pareto-asha", "2 bootstrap tables", "2 replays each", "6 of 8 candidates have one seed",
+                 "Against random search"):
         assert text in out
     assert (tmp_path / "r.png").stat().st_size > 0 and len(pd.read_json(tmp_path / "s.json")) == 5
 
@@ -138,7 +141,7 @@ def test_a_run_that_did_not_learn_is_neither_truth_nor_replayed_and_a_slow_learn
     assert lost not in index and len(table.candidates) == 7
     assert set(table.candidates[index[stuck]].curves) == {0} and set(table.candidates[index[slow]].curves) == {0, 1}
     assert table.candidates[index[stuck]].truth == frame[at["best"] & (frame.budget == FULL)].zeroshot_top1.item()
-    assert table.best == index[stuck]
+    assert table.measured.best == index[stuck]
     # every replay draws the best's learned seed: searching the whole table always ends with it found
     for outcome in se.run_replays(table, study, ["random-full"], replays=5, workers=2)["random-full"]:
         assert outcome.regret[-1] == 0.0
@@ -155,3 +158,69 @@ def test_bad_input_names_what_is_wrong(setting, tmp_path, capsys):
         se.run_replays(coarse, study, ["asha"], replays=1, workers=1)
     assert se.main(["--table", str(tmp_path / "none.csv")]) == 2
     assert "make it with benchmarks/tabular.py" in capsys.readouterr().err
+
+
+def three_seed_table(value, candidates: int = 8) -> se.Table:
+    """`make_table`'s candidates, each with seeds 0, 1 and 2, its metric `value(rank, seed, budget)`."""
+    first = make_table(load_study(QUICKSTART), candidates, repeated=0).drop_duplicates("candidate_id")
+    rows = [{**row, "seed": seed, "budget": budget, "zeroshot_top1": value(i, seed, budget)}
+            for i, row in enumerate(first.to_dict("records")) for seed in range(3) for budget in BUDGETS]
+    return se.load_table(pd.DataFrame(rows))
+
+
+def test_a_bootstrap_table_resamples_each_candidates_seeds_and_keeps_a_single_one():
+    table = three_seed_table(lambda i, seed, budget: 0.1 * i + 0.01 * seed)
+    one = table.candidates[-1].curves[2]
+    table = se.Table((*table.candidates[:-1], replace(table.candidates[-1], curves={2: one}, truth=one[FULL][0])),
+                     table.budgets, table.metric)
+    draws = se.draw_tables(table, 200, seed=3)
+    assert se.draw_tables(table, 0) == [table.measured] and draws == se.draw_tables(table, 200, seed=3)
+    assert all(len(d.seeds[0]) == 3 and set(d.seeds[0]) <= {0, 1, 2} for d in draws)
+    assert {d.seeds[-1] for d in draws} == {(2,)} and {d.truth[-1] for d in draws} == {one[FULL][0]}  # kept
+    # seeds 0.00, 0.01, 0.02 above the candidate's own level: their mean, and the SD of a resample's mean
+    truths = np.array([d.truth[0] for d in draws]) - table.candidates[0].curves[0][FULL][0]
+    assert truths.mean() == pytest.approx(0.01, abs=0.001) and truths.std() == pytest.approx(0.01 * (2 / 9) ** 0.5,
+                                                                                              rel=0.15)
+    assert {d.best for d in draws} == {table.measured.best}  # 10 points apart: seeds never reorder them
+
+
+def test_the_interval_holds_the_spread_between_tables_beside_the_replays_noise():
+    rng = np.random.default_rng(0)
+    tables = np.repeat(np.arange(40), 10)
+    noise = rng.normal(0, 1.0, size=400)
+    mean, low, high = se.interval(noise, np.zeros(400))  # one table: a t interval over the replays
+    assert high - low == pytest.approx(2 * 1.966 * noise.std(ddof=1) / 20, rel=0.01) and low < 0 < high
+    # no spread between tables: wider than the replays' noise alone by the uncertainty of the tables' variance,
+    # never wider than the interval of the tables' means taken as single values
+    _, low40, high40 = se.interval(noise, tables)
+    means = noise.reshape(40, 10).mean(axis=1)
+    assert high - low < high40 - low40 < 2 * 2.03 * means.std(ddof=1) * (1 + 1 / 40) ** 0.5
+    shifted = noise + rng.normal(0, 2.0, size=40)[tables]  # each table moves its replays by an SD of 2
+    _, low, high = se.interval(shifted, tables)
+    assert (high - low) / 2 == pytest.approx(2.02 * 2.0, rel=0.3)
+    assert se.verdict((1.0, 0.5, 1.5)) == "worse" and se.verdict((-1.0, -1.5, -0.5)) == "better"
+    assert se.verdict((-1.0, -1.5, 0.5)) == "not distinguishable" and se.verdict((0.2, 0.1, 0.3), False) == "better"
+
+
+def test_asha_is_better_than_random_where_the_first_rung_ranks_as_the_last():
+    """Eight candidates 5 points apart at every budget, three seeds within half a point: ASHA, promoting the
+    first rung's best, has the best by half the exhaustive compute, random search half the time."""
+    table = three_seed_table(lambda i, seed, budget: 0.1 + 0.05 * i + 0.1 * budget / FULL + 0.002 * seed)
+    study = load_study(QUICKSTART)
+    outcomes = se.run_replays(table, study, ["random-full", "asha"], replays=60, workers=2, tables=6)
+    (asha,) = se.versus(table, study, outcomes)
+    assert asha.verdicts()["50%"] == "better" and asha.verdicts()["100%"] == "not distinguishable"
+    assert {o.draw.index for o in outcomes["asha"]} == set(range(6))
+
+
+def test_on_a_table_of_pure_noise_no_strategy_is_told_from_random():
+    """Eight candidates of one true accuracy, every seed and budget off it by an independent seed-sized noise."""
+    rng = np.random.default_rng(0)
+    noise = {(i, seed, budget): rng.normal(0.3, 0.03) for i in range(8) for seed in range(3) for budget in BUDGETS}
+    table = three_seed_table(lambda i, seed, budget: noise[i, seed, budget])
+    study = load_study(QUICKSTART)
+    outcomes = se.run_replays(table, study, ["random-full", "asha"], replays=30, workers=2, tables=5)
+    (asha,) = se.versus(table, study, outcomes)
+    assert set(asha.verdicts().values()) == {"not distinguishable"}
+    with pytest.raises(ConfigError, match="two replays or more"):
+        se.run_replays(table, study, ["asha"], replays=5, workers=1, tables=3)
