@@ -606,7 +606,7 @@ def uncertainty(table: Table, outcomes: Mapping[str, list[Outcome]]) -> str:
     """What the intervals hold: the table's uncertainty (how many bootstrap tables) or the replays' noise only."""
     runs = next(iter(outcomes.values()), [])
     tables = len({o.draw.index for o in runs})
-    if not runs or runs[0].draw == table.measured:
+    if tables < 2:
         return "Intervals: the replays' noise only, on the table as measured (--tables 0)."
     single = sum(len(c.curves) == 1 for c in table.candidates)
     return (f"Intervals: the table's uncertainty and the replays' noise: {tables} bootstrap tables (each candidate's "
