@@ -282,7 +282,7 @@ class Repeatability:
         counts = ", ".join(f"{verdict} {self.verdicts.count(verdict)}" for verdict in dict.fromkeys(self.verdicts))
         lines = [f"at {self.budget:,} samples: {self.repeated} candidates with two or more seeds that learned, "
                  f"seed SD {100 * self.seed_sd:.2f} pts (pooled)",
-                 f"  Spearman between seeds' tables, [95 %] (candidates): {pairs or 'no two seeds'}"]
+                 f"  Spearman between seeds' tables, [95 %] (candidates): {pairs or 'too few with two seeds'}"]
         if self.verdicts:
             lines.append(f"  distinguishable from the best, {self.best}: {self.distinguishable} of "
                          f"{len(self.verdicts)} ({counts}; nas.seeds on per-seed McNemar differences of the hits)")
