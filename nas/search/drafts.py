@@ -49,6 +49,10 @@ class Drafts:
     def _draft_id(self, number: int) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
 
+    def trial(self, draft: optuna.Trial) -> FrozenTrial:
+        """The draft as it stands."""
+        return self.storage.get_trial(self._draft_id(draft.number))
+
     def adopt(self, draft: optuna.Trial, number: int) -> None:
         """`draft` became trial `number` of the study (with its parameters): it stands for it from the next
         proposal on."""

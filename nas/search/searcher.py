@@ -219,6 +219,16 @@ class OptunaStudy:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 self.study.set_metric_names(list(study.objectives))
 
+    def add(self, proposal: FrozenTrial) -> int:
+        """A running trial with the parameters, attributes and constraints of `proposal` (a draft): the trial
+        that enqueuing its parameters, asking and proposing them again would make, in one transaction (`ask`
+        first reads every running trial of the study again). Its number."""
+        constraints = {k: v for k, v in proposal.system_attrs.items() if k.startswith("constraints:")}
+        template = optuna.trial.create_trial(state=TrialState.RUNNING, params=proposal.params,
+                                             distributions=proposal.distributions, user_attrs=proposal.user_attrs,
+                                             system_attrs={"fixed_params": proposal.params, **constraints})
+        return self.storage.get_trial_number_from_id(self.storage.create_new_trial(self.study_id, template))
+
     def _trial_id(self, number: int) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
 
@@ -479,13 +489,11 @@ class StudySearcher(Searcher):
         candidate = self.propose(draft)
         known = self._known(candidate)
         if known is None or isinstance(known, Measured):
-            self.ot_study.enqueue_trial(draft.params)
-            ot_trial = self.ot_study.ask()
-            self.propose(ot_trial, candidate)
-            self.drafts.adopt(draft, ot_trial.number)
+            number = self.optuna.add(self.drafts.trial(draft))
+            self.drafts.adopt(draft, number)
             if known is None:
-                return ot_trial.number, candidate
-            self._tell_measured(ot_trial.number, candidate, known)
+                return number, candidate
+            self._tell_measured(number, candidate, known)
             return None
         state, attrs = known
         for key, value in attrs.items():
