@@ -368,11 +368,14 @@ class ResultStore:
             args = tuple(statuses)
         return [dict(r) for r in self.db.execute(query + " ORDER BY created_at, trial_id", args)]
 
-    def rungs(self, trial_id: str | None = None) -> list[dict[str, Any]]:
-        """Rung rows (metrics decoded; `hits` as recorded, JSON text or None), by trial then rung."""
+    def rungs(self, trial_id: str | None = None, latest: bool = False) -> list[dict[str, Any]]:
+        """Rung rows (metrics decoded; `hits` as recorded, JSON text or None), by trial then rung; with `latest`,
+        each trial's furthest rung only (the progress table's: no other row's metrics decoded)."""
         query, args = "SELECT * FROM nas_rungs", ()
+        if latest:
+            query += " WHERE (trial_id, rung) IN (SELECT trial_id, MAX(rung) FROM nas_rungs GROUP BY trial_id)"
         if trial_id is not None:
-            query, args = query + " WHERE trial_id = ?", (trial_id,)
+            query, args = query + (" AND" if latest else " WHERE") + " trial_id = ?", (trial_id,)
         rows = []
         for row in self.db.execute(query + " ORDER BY trial_id, rung", args):
             row = dict(row)
