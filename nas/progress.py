@@ -7,7 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from nas import heartbeat, status
-from nas.learning import study_failure_rate
+from nas.learning import failure_rate
 from nas.run_dir import RunDir
 from nas.tables import format_duration, format_table, headers, rows
 
@@ -36,7 +36,7 @@ def progress(store: ResultStore, now: float | None = None) -> tuple[list[dict[st
     stopped = driver is not None and not driver.alive(now)  # its running trials are cut off, not running
     max_budget = study.budget.max_samples
     objectives = study.objectives
-    latest = {r["trial_id"]: r for r in store.rungs()}  # rows come by rung: the last one wins
+    latest = {r["trial_id"]: r for r in store.rungs(latest=True)}
     records, running_left, finished_wall = [], [], []
     trials = store.trials()
     measured = [t for t in trials if t["wall_s"] and t["samples_seen"]]
@@ -114,6 +114,6 @@ def progress_report(store: ResultStore, limit: int = 20) -> str:
         if record["rung"] is not None:
             record["rung"] = f"{record['rung'] + 1}/{rungs}"
     table = format_table(headers(columns), rows(shown, columns))
-    failures = study_failure_rate(store)
+    failures = failure_rate([r["status"] for r in records])  # the statuses it judges, as in the database
     note = f"\n{failures.line()}" if failures.failed else ""
     return f"\n[{time.strftime('%H:%M:%S')}] {summary}\n{table}{note}"

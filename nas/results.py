@@ -37,7 +37,7 @@ import os
 import sqlite3
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,6 +72,7 @@ CREATE TABLE IF NOT EXISTS nas_trials (
     resumed_from INTEGER, wall_s REAL, created_at REAL NOT NULL, started_at REAL, updated_at REAL, ended_at REAL
 );
 CREATE INDEX IF NOT EXISTS nas_trials_arch ON nas_trials (arch_id);
+CREATE INDEX IF NOT EXISTS nas_trials_status ON nas_trials (status, seed);
 CREATE TABLE IF NOT EXISTS nas_rungs (
     trial_id TEXT NOT NULL REFERENCES nas_trials (trial_id), rung INTEGER NOT NULL, budget INTEGER NOT NULL,
     samples_seen INTEGER NOT NULL, metrics TEXT NOT NULL, hits TEXT, checkpoint TEXT, host TEXT, node TEXT,
@@ -372,11 +373,14 @@ class ResultStore:
             args = tuple(statuses)
         return [dict(r) for r in self.db.execute(query + " ORDER BY created_at, trial_id", args)]
 
-    def rungs(self, trial_id: str | None = None) -> list[dict[str, Any]]:
-        """Rung rows (metrics decoded; `hits` as recorded, JSON text or None), by trial then rung."""
+    def rungs(self, trial_id: str | None = None, latest: bool = False) -> list[dict[str, Any]]:
+        """Rung rows (metrics decoded; `hits` as recorded, JSON text or None), by trial then rung; with `latest`,
+        each trial's furthest rung only (the progress table's: no other row's metrics decoded)."""
         query, args = "SELECT * FROM nas_rungs", ()
+        if latest:
+            query += " WHERE (trial_id, rung) IN (SELECT trial_id, MAX(rung) FROM nas_rungs GROUP BY trial_id)"
         if trial_id is not None:
-            query, args = query + " WHERE trial_id = ?", (trial_id,)
+            query, args = query + (" AND" if latest else " WHERE") + " trial_id = ?", (trial_id,)
         rows = []
         for row in self.db.execute(query + " ORDER BY trial_id, rung", args):
             row = dict(row)
@@ -394,6 +398,16 @@ class ResultStore:
         if best is None:
             return None
         return Measured(best["trial_id"], best["status"], self.rungs(best["trial_id"]))
+
+    def count(self, statuses: Sequence[str], among: Collection[str] | None = None) -> int:
+        """How many trials of the study's own seed (`seed` None) have one of `statuses`, of those in `among` when
+        given: counted in SQLite's index (`nas_trials_status`), no row read into Python."""
+        query = f"SELECT COUNT(*) FROM nas_trials WHERE status IN ({', '.join('?' * len(statuses))}) AND seed IS NULL"
+        args = tuple(statuses)
+        if among is not None:
+            query += f" AND trial_id IN ({', '.join('?' * len(among))})"
+            args += tuple(among)
+        return self.db.execute(query, args).fetchone()[0]
 
     def arch_ids(self, statuses: Sequence[str]) -> set[str]:
         """The archs of the trials with one of `statuses`."""

@@ -62,17 +62,24 @@ class Ledger:
 
     def __init__(self, entries: dict[str, dict[str, Any]]):
         self.entries = entries
+        self.by_key: dict[tuple, list[str]] = {}  # a candidate's key -> its trials, in the entries' order
+        for trial_id, entry in entries.items():
+            self.by_key.setdefault(tuple(entry["key"]), []).append(trial_id)
         self.placement_groups: dict[str, list[Any]] = {}
 
     def lookup(self, trial_id: str, key: tuple[str, int]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        """This trial's own entry, and the furthest-measured entry of its candidate."""
-        same = [e for e in self.entries.values() if tuple(e["key"]) == tuple(key) and e["rungs"]]
+        """This trial's own entry, and the furthest-measured entry of its candidate (its trials only: a trial's
+        start reads no other candidate's)."""
+        same = [e for e in map(self.entries.get, self.by_key.get(tuple(key), ())) if e["rungs"]]
         furthest = max(same, key=lambda e: (e["rungs"][-1]["budget"], e["status"] == status.COMPLETED), default=None)
         return self.entries.get(trial_id), furthest
 
     def update(self, trial_id: str, key: tuple[str, int], rung: dict[str, Any] | None = None, **changes: Any) -> None:
-        entry = self.entries.setdefault(trial_id, {"trial_id": trial_id, "key": key, "status": status.RUNNING,
-                                                   "rungs": [], "error": None})
+        if trial_id not in self.entries:
+            self.entries[trial_id] = {"trial_id": trial_id, "key": key, "status": status.RUNNING, "rungs": [],
+                                      "error": None}
+            self.by_key.setdefault(tuple(key), []).append(trial_id)
+        entry = self.entries[trial_id]
         entry.update(changes)
         if rung is not None:
             entry["rungs"] = [r for r in entry["rungs"] if r["budget"] != rung["budget"]] + [rung]

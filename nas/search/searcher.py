@@ -6,7 +6,7 @@ It owns an `optuna.Study` in the results database and drives it with Optuna's pu
   `schedule: per_budget` the index of the budget its run ends at), sampled by a seeded TPE, NSGA-II or random
   sampler; grid and fixed studies enqueue their candidates. Constraints are checked on the analytic cost
   (computed once, and passed to the trial in its config) and set on the Optuna trial.
-- Sampled proposals are drawn in an in-memory copy of the study (`_drafts`): one that is infeasible, measured
+- Sampled proposals are drawn in an in-memory copy of the study (`nas.search.drafts`): one that is infeasible, measured
   already or in training is told there (infeasible: PRUNED with a violated constraint, so that TPE learns to
   avoid it; measured: FAIL, which no sampler learns from, with `measured_by` naming the Optuna trial that holds
   its result) and never becomes a trial of the study; only a proposal to train does. The study's trials, and
@@ -58,6 +58,7 @@ from nas.arch import Arch
 from nas.errors import ConfigError
 from nas.metrics import SUPERNET_SCORE, TRAINED, ZERO_COST
 from nas.results import Measured, ResultStore
+from nas.search.drafts import Drafts
 from nas.search.protocol import (
     CANDIDATE_KEY,
     NUMBER_KEY,
@@ -225,28 +226,57 @@ class OptunaStudy:
         self.study = optuna.create_study(study_name=study.name, storage=self.storage, sampler=sampler,
                                          directions=directions, load_if_exists=True)
         self.study_id = self.storage.get_study_id_from_name(study.name)
+        self.changed: set[int] = set()  # trials written here since `Drafts` last copied them (by number)
         if self.study.metric_names is None:
             with warnings.catch_warnings():  # experimental since Optuna 3.2, and what optuna-dashboard shows
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 self.study.set_metric_names(list(study.objectives))
 
+    def add(self, proposal: FrozenTrial) -> int:
+        """A running trial with the parameters, attributes and constraints of `proposal` (a draft): the trial
+        that enqueuing its parameters, asking and proposing them again would make, in one transaction (`ask`
+        first reads every running trial of the study again). Its number."""
+        constraints = {k: v for k, v in proposal.system_attrs.items() if k.startswith("constraints:")}
+        template = optuna.trial.create_trial(state=TrialState.RUNNING, params=proposal.params,
+                                             distributions=proposal.distributions, user_attrs=proposal.user_attrs,
+                                             system_attrs={"fixed_params": proposal.params, **constraints})
+        return self.storage.get_trial_number_from_id(self.storage.create_new_trial(self.study_id, template))
+
     def _trial_id(self, number: int) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
 
+    def trial(self, number: int) -> FrozenTrial:
+        return self.storage.get_trial(self._trial_id(number))  # one trial, not every trial of the study
+
     def state(self, number: int) -> TrialState:
-        return self.storage.get_trial(self._trial_id(number)).state  # one row, not every trial of the study
+        return self.trial(number).state
+
+    def finished(self, number: int) -> bool:
+        """Whether trial `number` of this study was told its end (False when the study has no such trial)."""
+        try:
+            return self.state(number).is_finished()
+        except KeyError:
+            return False
 
     def set_user_attr(self, number: int, key: str, value: Any) -> None:
         self.storage.set_trial_user_attr(self._trial_id(number), key, value)
+        self.changed.add(number)
 
     def set_constraint(self, number: int, key: str, value: float) -> None:
         """A constraint's value (<= 0: feasible), stored where `optuna.Trial.set_constraint` stores it, from
         which `FrozenTrial.constraints` and the samplers read it."""
         self.storage.set_trial_system_attr(self._trial_id(number), f"constraints:{key}", float(value))
+        self.changed.add(number)
 
     def report(self, number: int, value: float, step: int) -> None:
         """An intermediate value (one objective only, as `optuna.Trial.report`)."""
         self.storage.set_trial_intermediate_value(self._trial_id(number), step, float(value))
+        self.changed.add(number)
+
+    def tell(self, number: int, values: float | Sequence[float] | None = None,
+             state: TrialState | None = None) -> None:
+        self.study.tell(number, values, state=state)
+        self.changed.add(number)
 
 
 class StudySearcher(Searcher):
@@ -271,6 +301,7 @@ class StudySearcher(Searcher):
         self.queued: dict[tuple[str, int, int | None], bool] = {}  # reruns and finalists enqueued -> finalist
         self.confirmed = False  # the finalists chosen (once)
         self.passed: list[FrozenTrial] = []  # proposals passed over in the drafts study (`_drafts`), oldest first
+        self.drafts: Drafts | None = None  # built on the first proposal drawn in this driver session
         self.optuna = OptunaStudy(study, store, enqueued_only(study))
         self.ot_study = self.optuna.study
         per_budget = study.budget.per_budget  # every candidate at the smallest budget first, then the next
@@ -353,12 +384,13 @@ class StudySearcher(Searcher):
         self.ended, self.queued = state.get("ended", {}), state.get("queued", {})
         self.confirmed, self.finalists = state.get("confirmed", False), state.get("finalists", set())
         self.passed = state.get("passed", [])
+        self.drafts = None
 
     def __getstate__(self) -> dict[str, Any]:
         """Without the results database and the Optuna study in it: `__setstate__` opens the driver session's. The
         study's sampler is made again (NSGA-II's does not pickle); the random one keeps its state."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("store", "optuna", "ot_study", "sampler")} | \
-            {"random": self.sampler.random}
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("store", "optuna", "ot_study", "sampler", "drafts")} | {"random": self.sampler.random}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         from nas.search import session
@@ -369,6 +401,7 @@ class StudySearcher(Searcher):
         self.sampler = ProposalSampler(make_sampler(self.study), random)
         self.optuna = OptunaStudy(self.study, self.store, enqueued_only(self.study))
         self.ot_study = self.optuna.study
+        self.drafts = None
 
     # ---- runs the study adds: reruns of runs that did not learn, finalists -------------------------------------
     def _finished(self) -> str | None:
@@ -450,20 +483,20 @@ class StudySearcher(Searcher):
     # ---- deciding what to train ------------------------------------------------------------------------------
     def _proposal(self) -> tuple[int, Candidate] | None:
         """The next enqueued candidate of a grid or fixed study (each is an Optuna trial already), unless it is
-        known: then told to Optuna at once, and None."""
+        known: then told to Optuna at once, and None. A trial of the study that no draft stands for: the drafts
+        are built again when next drawn in."""
+        self.drafts = None
         ot_trial = self.ot_study.ask()
         number, candidate = ot_trial.number, self.propose(ot_trial)
         return None if self._skipped(number, candidate) else (number, candidate)
 
     def _drafts(self) -> optuna.Study:
-        """An in-memory copy of the study in which sampled proposals are drawn (`_draft`): only a proposal that
-        must be trained becomes a trial of the study, so that its trials (and optuna-dashboard) are the trials
-        that trained. It holds the study's trials and the proposals passed over before, in the order they were
-        made, so that the sampler learns from both as it did when both were trials of the study."""
-        drafts = optuna.create_study(directions=self.ot_study.directions, sampler=self.sampler)
-        made = [t for t in self.ot_study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
-        drafts.add_trials(sorted([*made, *self.passed], key=lambda t: t.datetime_start))
-        return drafts
+        """The in-memory copy of the study in which sampled proposals are drawn (`_draft`, `nas.search.drafts`):
+        only a proposal that must be trained becomes a trial of the study, so that its trials (and
+        optuna-dashboard) are the trials that trained."""
+        if self.drafts is None:
+            self.drafts = Drafts(self.optuna, self.sampler, self.passed)
+        return self.drafts.current()
 
     def _draft(self, drafts: optuna.Study, pool: list[tuple[optuna.Trial, Candidate]],
                started: float) -> tuple[int, Candidate] | None:
@@ -480,7 +513,7 @@ class StudySearcher(Searcher):
             pool.append((draft, candidate))
             return self._screened(drafts, pool, started) if len(pool) >= self.screen.proxy.pool else None
         if known is None or isinstance(known, Measured):
-            number = self._enter(draft, candidate)
+            number = self._enter(draft)
             if known is None:
                 return number, candidate
             self._tell_measured(number, candidate, known)
@@ -491,12 +524,12 @@ class StudySearcher(Searcher):
         self.passed.append(drafts.tell(draft, state=state))
         return None
 
-    def _enter(self, draft: optuna.Trial, candidate: Candidate) -> int:
-        """The number of a new trial of the study with the parameters of `draft`, a proposal of `candidate`."""
-        self.ot_study.enqueue_trial(draft.params)
-        ot_trial = self.ot_study.ask()
-        self.propose(ot_trial, candidate)
-        return ot_trial.number
+    def _enter(self, draft: optuna.Trial) -> int:
+        """The number of a new trial of the study made from `draft` (its parameters and attributes, in one
+        transaction), which the draft stands for from then on."""
+        number = self.optuna.add(self.drafts.trial(draft))
+        self.drafts.adopt(draft, number)
+        return number
 
     def _screened(self, drafts: optuna.Study, pool: list[tuple[optuna.Trial, Candidate]],
                   started: float) -> tuple[int, Candidate]:
@@ -504,7 +537,7 @@ class StudySearcher(Searcher):
         with their score and the trial's number (`nas.search.screen`). The pool is emptied."""
         best = self.screen.best([candidate.cost for _, candidate in pool])
         draft, candidate = pool[best]
-        number = self._enter(draft, candidate)
+        number = self._enter(draft)
         for other, passed in (entry for i, entry in enumerate(pool) if i != best):
             for key, value in self.screen.passed_over(passed.cost, candidate.cost, number).items():
                 other.set_user_attr(key, value)
@@ -537,9 +570,9 @@ class StudySearcher(Searcher):
         killed, and would train one more."""
         if self.study.archs:
             return False
-        measured = {t["trial_id"] for t in self.store.trials(status=status.KNOWN) if t["seed"] is None}
-        searching = {t for t, key in self.in_flight.items() if key[2] is None}
-        return len(measured | searching) >= self.study.trials
+        searching = {t for t, key in self.in_flight.items() if key[2] is None}  # some measured already (a replay)
+        measured = self.store.count(status.KNOWN)
+        return measured + len(searching) - self.store.count(status.KNOWN, among=searching) >= self.study.trials
 
     def _exhausted(self, pool: list[tuple[optuna.Trial, Candidate]] = ()) -> bool:
         """No candidate left: a grid or fixed list all asked, or every feasible arch of a finite space known, in
@@ -571,8 +604,7 @@ class StudySearcher(Searcher):
         if measured is None or measured.status not in status.KNOWN:
             return None
         original = (self.store.trial(measured.trial_id) or {}).get("number")
-        if original is not None and 0 <= original < len(self.ot_study.get_trials(deepcopy=False)) and \
-                self.optuna.state(original).is_finished():  # Optuna knows the result: told once, there
+        if original is not None and self.optuna.finished(original):  # Optuna knows the result: told once, there
             return TrialState.FAIL, {"skipped": f"measured: by trial {measured.trial_id}", "measured_by": original}
         return measured
 
@@ -588,7 +620,7 @@ class StudySearcher(Searcher):
         state, attrs = known
         for key, value in attrs.items():
             self.optuna.set_user_attr(number, key, value)
-        self.ot_study.tell(number, state=state)
+        self.optuna.tell(number, state=state)
         return True
 
     def _tell_measured(self, number: int, candidate: Candidate, measured: Measured) -> None:
@@ -625,8 +657,8 @@ class StudySearcher(Searcher):
             self.optuna.set_constraint(number, "trainable", 1.0)
         if end == status.COMPLETED:
             values = [result[name] for name in self.study.objectives]
-            self.ot_study.tell(number, values if len(values) > 1 else values[0])
+            self.optuna.tell(number, values if len(values) > 1 else values[0])
         elif end == status.FAILED:
-            self.ot_study.tell(number, state=TrialState.FAIL)
+            self.optuna.tell(number, state=TrialState.FAIL)
         else:
-            self.ot_study.tell(number, state=TrialState.PRUNED)
+            self.optuna.tell(number, state=TrialState.PRUNED)
