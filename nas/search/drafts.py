@@ -24,7 +24,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 if TYPE_CHECKING:
-    from nas.search.searcher import OptunaStudy
+    from nas.search.optuna_study import OptunaStudy
 
 
 class Drafts:

@@ -26,6 +26,7 @@ from nas.disk import DiskFull, full_disk
 from nas.progress import progress_report
 from nas.run_dir import CHECKPOINT
 from nas.search import retention, session
+from nas.search.optuna_study import OptunaStudy
 from nas.search.protocol import (
     ACCUM_FREQ_KEY,
     CANDIDATE_KEY,
@@ -44,7 +45,6 @@ from nas.search.protocol import (
     rung_metrics,
     trial_id_of,
 )
-from nas.search.searcher import OptunaStudy
 from nas.study import Study
 
 if TYPE_CHECKING:

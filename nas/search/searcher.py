@@ -43,7 +43,6 @@ from __future__ import annotations
 import logging
 import pickle
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +58,7 @@ from nas.errors import ConfigError
 from nas.metrics import SUPERNET_SCORE, TRAINED, ZERO_COST
 from nas.results import Measured, ResultStore
 from nas.search.drafts import Drafts
+from nas.search.optuna_study import OptunaStudy
 from nas.search.protocol import (
     CANDIDATE_KEY,
     NUMBER_KEY,
@@ -213,70 +213,6 @@ class ProposalSampler(optuna.samplers.BaseSampler):
     def reseed_rng(self) -> None:
         self.sampler.reseed_rng()
         self.random.reseed_rng()
-
-
-class OptunaStudy:
-    """The study's Optuna study in its results database (created on first use, with its metric names), and its
-    trials addressed by number, through the storage it lives in: a trial asked in an earlier driver session is
-    annotated and told as one asked in this one."""
-
-    def __init__(self, study: Study, store: ResultStore, sampler: optuna.samplers.BaseSampler | None = None):
-        self.storage = store.optuna_storage()
-        directions = ["maximize" if way == "max" else "minimize" for way in study.objectives.values()]
-        self.study = optuna.create_study(study_name=study.name, storage=self.storage, sampler=sampler,
-                                         directions=directions, load_if_exists=True)
-        self.study_id = self.storage.get_study_id_from_name(study.name)
-        self.changed: set[int] = set()  # trials written here since `Drafts` last copied them (by number)
-        if self.study.metric_names is None:
-            with warnings.catch_warnings():  # experimental since Optuna 3.2, and what optuna-dashboard shows
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                self.study.set_metric_names(list(study.objectives))
-
-    def add(self, proposal: FrozenTrial) -> int:
-        """A running trial with the parameters, attributes and constraints of `proposal` (a draft): the trial
-        that enqueuing its parameters, asking and proposing them again would make, in one transaction (`ask`
-        first reads every running trial of the study again). Its number."""
-        constraints = {k: v for k, v in proposal.system_attrs.items() if k.startswith("constraints:")}
-        template = optuna.trial.create_trial(state=TrialState.RUNNING, params=proposal.params,
-                                             distributions=proposal.distributions, user_attrs=proposal.user_attrs,
-                                             system_attrs={"fixed_params": proposal.params, **constraints})
-        return self.storage.get_trial_number_from_id(self.storage.create_new_trial(self.study_id, template))
-
-    def _trial_id(self, number: int) -> int:
-        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
-
-    def trial(self, number: int) -> FrozenTrial:
-        return self.storage.get_trial(self._trial_id(number))  # one trial, not every trial of the study
-
-    def state(self, number: int) -> TrialState:
-        return self.trial(number).state
-
-    def finished(self, number: int) -> bool:
-        """Whether trial `number` of this study was told its end (False when the study has no such trial)."""
-        try:
-            return self.state(number).is_finished()
-        except KeyError:
-            return False
-
-    def set_user_attr(self, number: int, key: str, value: Any) -> None:
-        self.storage.set_trial_user_attr(self._trial_id(number), key, value)
-        self.changed.add(number)
-
-    def set_constraint(self, number: int, key: str, value: float) -> None:
-        """A constraint's value (<= 0: feasible), stored where `optuna.Trial.set_constraint` stores it, from
-        which `FrozenTrial.constraints` and the samplers read it."""
-        self.storage.set_trial_system_attr(self._trial_id(number), f"constraints:{key}", float(value))
-        self.changed.add(number)
-
-    def report(self, number: int, value: float, step: int) -> None:
-        """An intermediate value (one objective only, as `optuna.Trial.report`)."""
-        self.storage.set_trial_intermediate_value(self._trial_id(number), step, float(value))
-        self.changed.add(number)
-
-    def tell(self, number: int, values: float | Sequence[float] | None = None,
-             state: TrialState | None = None) -> None:
-        self.study.tell(number, values, state=state)
-        self.changed.add(number)
 
 
 class StudySearcher(Searcher):
