@@ -72,7 +72,6 @@ CREATE TABLE IF NOT EXISTS nas_trials (
     resumed_from INTEGER, wall_s REAL, created_at REAL NOT NULL, started_at REAL, updated_at REAL, ended_at REAL
 );
 CREATE INDEX IF NOT EXISTS nas_trials_arch ON nas_trials (arch_id);
-CREATE INDEX IF NOT EXISTS nas_trials_status ON nas_trials (status, seed);
 CREATE TABLE IF NOT EXISTS nas_rungs (
     trial_id TEXT NOT NULL REFERENCES nas_trials (trial_id), rung INTEGER NOT NULL, budget INTEGER NOT NULL,
     samples_seen INTEGER NOT NULL, metrics TEXT NOT NULL, hits TEXT, checkpoint TEXT, host TEXT, node TEXT,
@@ -216,6 +215,7 @@ class ResultStore:
             for name, kind in LATER_COLUMNS.items():  # a database written before repeats (seed: every trial ran
                 if name not in columns:              # with train.seed) or before proxies (no trial was scored)
                     self.db.execute(f"ALTER TABLE nas_trials ADD COLUMN {name} {kind}")
+            self.db.execute("CREATE INDEX IF NOT EXISTS nas_trials_status ON nas_trials (status, seed)")  # seed: above
         version = self.meta("schema_version")
         if version not in (None, SCHEMA_VERSION):
             raise ConfigError(f"schema version {version}, this toolkit reads {SCHEMA_VERSION}", source=str(self.path))

@@ -206,7 +206,8 @@ def test_a_database_from_before_repeats_gains_the_seed_column(tmp_path):
     study = load_study(write(tmp_path / "s.yaml", trials=2))
     store = ResultStore.create(tmp_path / "out", study)
     store.close()
-    with sqlite3.connect(store.path) as db:
+    with sqlite3.connect(store.path) as db:  # as a database from before repeats: without the column and its index
+        db.execute("DROP INDEX nas_trials_status")
         db.execute("ALTER TABLE nas_trials DROP COLUMN seed")
     reopened = ResultStore(store.path)
     reopened.add_trial("t0", study.archs[0], cost(study.archs[0]).metrics(), schedule=900)

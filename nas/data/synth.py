@@ -409,7 +409,6 @@ def encode_jpeg(image: Image.Image, quality: int) -> bytes:
 
 def synthesize(out: str | os.PathLike, config: SynthConfig | None = None, progress: bool = False) -> dict:
     """Write the dataset under `out` (see the module docstring); returns what `synth.json` records."""
-    import pyarrow.parquet  # noqa: F401  (imported once here, before the workers fork, not once per worker)
     from tqdm import tqdm
 
     config = config or SynthConfig()
@@ -420,7 +419,11 @@ def synthesize(out: str | os.PathLike, config: SynthConfig | None = None, progre
     written: dict[str, int] = {}
     with tqdm(total=sum(t[3] for t in tasks), desc="synthesizing", unit="img", disable=not progress) as bar:
         if workers > 1:
-            with get_context("fork").Pool(workers) as pool:
+            # forkserver: workers forked from a clean server process, not from this one, whose threads (Ray's,
+            # torch's) and signal handlers a forked worker would inherit (a pool that never ends its workers)
+            context = get_context("forkserver")
+            context.set_forkserver_preload([__name__, "pyarrow.parquet"])
+            with context.Pool(workers) as pool:
                 for name, count in pool.imap_unordered(_run_task, [(str(root), config) + t for t in tasks]):
                     written[name] = count
                     bar.update(count)
