@@ -114,8 +114,8 @@ def test_a_study_extends_a_shipped_study_by_name(tmp_path):
 def test_repeats_train_the_first_candidates_again_with_other_seeds(tmp_path):
     study = load_study(write(tmp_path / "s.yaml", repeats={"seeds": [7, 8], "fraction": 0.25}))
     assert study.trials == 8 + 2 * 2 and len(study.runs) == study.trials
-    assert study.runs[:8] == tuple((i, 0, None) for i in range(8))
-    assert study.runs[8:] == ((0, 0, 7), (1, 0, 7), (0, 0, 8), (1, 0, 8))
+    assert study.runs[:6] == ((0, 0, None), (0, 0, 7), (0, 0, 8), (1, 0, None), (1, 0, 7), (1, 0, 8))
+    assert study.runs[6:] == tuple((i, 0, None) for i in range(2, 8))  # a prefix: its candidates with every seed
     assert study.run_config().seed == 0 and study.run_config(seed=7).seed == 7
     assert study_from_dict(study.resolved(), source=study.source).repeats == study.repeats
     per_budget = load_study(write(tmp_path / "p.yaml", repeats={"seeds": [1], "fraction": 0.1},
@@ -187,19 +187,20 @@ def test_the_searcher_enqueues_each_repeat_as_a_trial_and_the_database_keeps_its
     store = ResultStore.create(tmp_path / "out", study)
     searcher = StudySearcher(study, store)
     proposed = [searcher.suggest(f"t{i}")["candidate"] for i in range(4)]
-    assert [(c.arch, c.seed) for c in proposed] == [(a, None) for a in study.archs] + [(study.archs[0], 5)]
-    assert proposed[0].key != proposed[3].key and searcher.suggest("t4") == "FINISHED"
-    first, repeat = proposed[0], proposed[3]
-    for trial_id, candidate in (("t0", first), ("t3", repeat)):
+    assert [(c.arch, c.seed) for c in proposed] == [(study.archs[0], None), (study.archs[0], 5),
+                                                    *((a, None) for a in study.archs[1:])]
+    assert proposed[0].key != proposed[1].key and searcher.suggest("t4") == "FINISHED"
+    first, repeat = proposed[0], proposed[1]
+    for trial_id, candidate in (("t0", first), ("t1", repeat)):
         store.add_trial(trial_id, candidate.arch, candidate.cost, number=0, schedule=900, seed=candidate.seed)
         store.record_rung(trial_id, {"budget": 900, "samples_seen": 900, "zeroshot_top1": 0.5}, rung=2)
         store.update_trial(trial_id, status="completed")
     assert store.measured(first.arch.arch_id, 900).trial_id == "t0"
-    assert store.measured(first.arch.arch_id, 900, 5).trial_id == "t3"
+    assert store.measured(first.arch.arch_id, 900, 5).trial_id == "t1"
     assert store.measured(first.arch.arch_id, 900, 6) is None
-    assert store.trial("t0")["seed"] is None and store.trial("t3")["seed"] == 5
+    assert store.trial("t0")["seed"] is None and store.trial("t1")["seed"] == 5
     assert store.frame().seed.isna().tolist() == [True, False]
-    assert searcher.ot_study.trials[3].params["seed"] == 1 and searcher.ot_study.trials[3].state == TrialState.RUNNING
+    assert searcher.ot_study.trials[1].params["seed"] == 1 and searcher.ot_study.trials[1].state == TrialState.RUNNING
 
 
 def test_a_database_from_before_repeats_gains_the_seed_column(tmp_path):

@@ -370,12 +370,13 @@ class Study:
 
     @property
     def runs(self) -> tuple[tuple[int, int, int | None], ...]:
-        """What a study of listed candidates measures, in order: (candidate index, schedule index, seed), every
-        candidate at every schedule with the recipe's seed (None: `train.seed`), then the repeats."""
-        schedules = range(len(self.budget.schedules))
-        runs = [(i, b, None) for b in schedules for i in range(len(self.archs))]
-        repeated = range(self.repeats.count(len(self.archs)))
-        return (*runs, *((i, b, seed) for seed in self.repeats.seeds for b in schedules for i in repeated))
+        """What a study of listed candidates measures, in order: (candidate index, schedule index, seed), schedule
+        by schedule, each candidate with the recipe's seed (None: `train.seed`) and then its repeats' seeds, so
+        that any prefix of the runs measures its candidates with every seed (a table cut short is a complete
+        table of fewer candidates)."""
+        repeated = self.repeats.count(len(self.archs))
+        return tuple((i, b, seed) for b in range(len(self.budget.schedules)) for i in range(len(self.archs))
+                     for seed in (None, *(self.repeats.seeds if i < repeated else ())))
 
     def run_config(self, schedule: int | None = None, accum_freq: int | None = None,
                    seed: int | None = None) -> TrainConfig:
