@@ -175,11 +175,17 @@ def bootstrap_correlation(cheap: Sequence[float], expensive: Sequence[float], me
     if math.isnan(value) or len(x) < MIN_CANDIDATES:
         return value, math.nan, math.nan
     drawn = np.random.default_rng(seed).integers(0, len(x), size=(n_bootstrap, len(x)))
-    draws = correlation(x[drawn], y[drawn])
+    return value, *_widened(value, correlation(x[drawn], y[drawn]), method, len(x), level)
+
+
+def _widened(value: float, draws: np.ndarray, method: str, n: int, level: float) -> tuple[float, float]:
+    """The percentile interval of bootstrap `draws` of a rank correlation `value` on n candidates (draws with no
+    correlation left out), widened to hold the Fisher-z interval and the value itself (redrawn noise only ever
+    lowers a perfect ranking's correlation, so its draws can all lie below it)."""
     draws = draws[np.isfinite(draws)]
     low, high = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
-    fisher_low, fisher_high = _fisher_interval(value, method, len(x), level)
-    return value, float(min(low, fisher_low)), float(max(high, fisher_high))
+    fisher_low, fisher_high = _fisher_interval(value, method, n, level)
+    return _holding(value, (min(low, fisher_low), max(high, fisher_high)))
 
 
 def kept(values: Sequence[float], k: int) -> np.ndarray:
@@ -214,19 +220,133 @@ def changed_promotions(cheap: Sequence[float], expensive: Sequence[float], reduc
 def compare(cheap: Sequence[float], expensive: Sequence[float], *, cheap_label: int | float | str,
             expensive_label: int | float, top_fraction: float = 1 / 3, reduction_factor: float = 3,
             n_bootstrap: int = N_BOOTSTRAP, seed: int = 0, level: float = 0.95,
-            noise_p_value: float | None = None) -> FidelityRow:
-    """One pair's row; both sides are aligned per candidate, higher meaning better (or predicted better)."""
+            noise_p_value: float | None = None, agreement: Agreement | None = None) -> FidelityRow:
+    """One pair's row; both sides are aligned per candidate, higher meaning better (or predicted better). With
+    `agreement` (`table_agreement` of the same pair), its Spearman and Kendall with their table-level intervals
+    stand in for the bootstrap over candidates."""
     x, y = np.asarray(cheap, dtype=float), np.asarray(expensive, dtype=float)
     if x.shape != y.shape or x.ndim != 1:
         raise ValueError("cheap and expensive must be 1-D and aligned per candidate")
-    rho = bootstrap_correlation(x, y, "spearman", n_bootstrap=n_bootstrap, seed=seed, level=level)
-    tau = bootstrap_correlation(x, y, "kendall", n_bootstrap=n_bootstrap, seed=seed, level=level)
+    if agreement is None:
+        rho = bootstrap_correlation(x, y, "spearman", n_bootstrap=n_bootstrap, seed=seed, level=level)
+        tau = bootstrap_correlation(x, y, "kendall", n_bootstrap=n_bootstrap, seed=seed, level=level)
+    else:
+        rho = agreement.spearman, agreement.spearman_low, agreement.spearman_high
+        tau = agreement.kendall, agreement.kendall_low, agreement.kendall_high
     exact = ((permutation_p(x, y, "spearman"), permutation_p(x, y, "kendall")) if len(x) < MIN_CANDIDATES
              else (None, None))
     top_k = max(1, math.ceil(top_fraction * len(x)))
     return FidelityRow(cheap_label, expensive_label, len(x), *rho, *tau, top_k, top_overlap(x, y, top_k),
                        promotions(len(x), reduction_factor), changed_promotions(x, y, reduction_factor),
                        noise_p_value, *exact)
+
+
+# ---- agreement with a table's truth, with the table's own uncertainty --------------------------------------------
+
+#: The share of a table's candidates, best by truth, on which `table_agreement` also ranks.
+TOP_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How a score ranks a table's candidates against their truth (each a mean over its runs), with 95 %
+    intervals over redrawn tables (`table_agreement`): on every candidate, and on the `top_k` best by truth."""
+
+    candidates: int
+    repeated: int          # candidates with two or more runs: their runs are redrawn
+    parametric: int        # candidates with one run whose truth was drawn with `seed_sd` (0 without it)
+    spearman: float
+    spearman_low: float
+    spearman_high: float
+    kendall: float
+    kendall_low: float
+    kendall_high: float
+    top_k: int
+    top_spearman: float
+    top_spearman_low: float
+    top_spearman_high: float
+    top_kendall: float
+    top_kendall_low: float
+    top_kendall_high: float
+
+
+def table_draws(groups: Sequence[np.ndarray], n_bootstrap: int = N_BOOTSTRAP, seed: int = 0, *,
+                candidates: bool = True, seed_sd: float | None = None) -> np.ndarray:
+    """Redrawn tables: `groups[c]` holds candidate c's runs, one row each, its columns what is averaged over
+    them (column 0 the truth). Each of the `n_bootstrap` draws resamples the candidates with replacement (with
+    `candidates`; else keeps them in order) and, for each drawn candidate, its runs with replacement, as many as
+    it has, and averages their columns: an array (draws, candidates, columns). A candidate with one run keeps
+    it; with `seed_sd`, its truth is drawn as that run plus a normal seed noise of that SD (the parametric term:
+    a table's pooled seed spread standing in for the spread its one run cannot show)."""
+    counts = np.array([len(g) for g in groups])
+    if counts.min(initial=1) < 1:
+        raise ValueError("every candidate needs a run")
+    n, most, columns = len(groups), int(counts.max()), groups[0].shape[1]
+    padded = np.zeros((n, most, columns))
+    for index, group in enumerate(groups):
+        padded[index, :len(group)] = group
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, n, size=(n_bootstrap, n)) if candidates else np.broadcast_to(np.arange(n), (n_bootstrap, n))
+    k = counts[picks]
+    runs = np.minimum((rng.random((n_bootstrap, n, most)) * k[..., None]).astype(int), k[..., None] - 1)
+    kept = (np.arange(most) < k[..., None])[..., None]
+    means = np.where(kept, padded[picks[..., None], runs], 0.0).sum(axis=2) / k[..., None]
+    if seed_sd:
+        means[..., 0] += np.where(k == 1, rng.standard_normal(k.shape) * seed_sd, 0.0)
+    return means
+
+
+def _holding(value: float, interval: Sequence[float]) -> tuple[float, float]:
+    return float(min(interval[0], value)), float(max(interval[1], value))
+
+
+def table_agreement(runs: pd.DataFrame, score: str, truth: str, *, candidate: str = "candidate_id",
+                    top_fraction: float = TOP_FRACTION, seed_sd: float | None = None,
+                    n_bootstrap: int = N_BOOTSTRAP, seed: int = 0, level: float = 0.95) -> Agreement:
+    """Spearman and Kendall between a score and a table's truth, with intervals that hold the table's own
+    uncertainty, on every candidate and on the best `top_fraction` (at least one) by truth.
+
+    `runs` has a row per run (candidate, seed) with its `truth` (the full budget's measurement) and its `score`:
+    the run's own (an earlier rung of the same run: paired) or the candidate's (a proxy), repeated. A
+    candidate's truth and score are their means over its runs; rows missing either are left out. The interval on
+    every candidate redraws the candidates and each one's runs (`table_draws`), percentile, widened to hold the
+    Fisher-z interval as `bootstrap_correlation`'s (so it never has zero width; where every candidate's runs
+    agree it is the bootstrap over candidates alone); none below `MIN_CANDIDATES`. The top's redraws keep the
+    candidates and redraw their runs, the top taken again in each draw by its redrawn truth: the interval is
+    the table's seed noise alone (the top 10 % of a table is a handful of candidates), percentile, none below
+    three. Every interval holds the value itself. `seed_sd` adds the parametric term of `table_draws` for
+    candidates with one run."""
+    frame = runs.dropna(subset=[score, truth])
+    groups = [group[[truth, score]].to_numpy(dtype=float) for _, group in frame.groupby(candidate, sort=True)]
+    if len(groups) < 2:
+        raise ConfigError(f"{len(groups)} candidate(s) with both {truth} and {score}: nothing to rank",
+                          field=score)
+    means = np.array([group.mean(axis=0) for group in groups])
+    n, k = len(groups), max(1, math.ceil(top_fraction * len(groups) - 1e-9))
+    top = np.argsort(-means[:, 0], kind="stable")[:k]
+    everyone = table_draws(groups, n_bootstrap, seed, seed_sd=seed_sd)
+    seeds_only = table_draws(groups, n_bootstrap, seed + 1, candidates=False, seed_sd=seed_sd)
+    order = np.argsort(-seeds_only[..., 0], axis=1, kind="stable")[:, :k]
+    tops = np.take_along_axis(seeds_only, order[..., None], axis=1)
+    found = []
+    for method in ("spearman", "kendall"):
+        correlation = _correlation(method)
+        value = float(correlation(means[:, 1], means[:, 0])[0])
+        interval = ((math.nan, math.nan) if math.isnan(value) or n < MIN_CANDIDATES else
+                    _widened(value, correlation(everyone[..., 1], everyone[..., 0]), method, n, level))
+        found.append((value, *interval))
+    for method in ("spearman", "kendall"):
+        correlation = _correlation(method)
+        value = float(correlation(means[top, 1], means[top, 0])[0]) if k >= 2 else math.nan
+        draws = correlation(tops[..., 1], tops[..., 0]) if k >= 2 else np.array([math.nan])
+        draws = draws[np.isfinite(draws)]
+        interval = ((math.nan, math.nan) if math.isnan(value) or k < 3 or not len(draws) else
+                    _holding(value, np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])))
+        found.append((value, *interval))
+    repeated = sum(len(group) > 1 for group in groups)
+    parametric = n - repeated if seed_sd else 0
+    (rho, tau, top_rho, top_tau) = found
+    return Agreement(n, repeated, parametric, *rho, *tau, k, *top_rho, *top_tau)
 
 
 def _directions(scores: Sequence[str] | Mapping[str, str]) -> dict[str, str]:

@@ -23,6 +23,8 @@ from nas.fidelity import (
     permutation_p,
     promotions,
     spearman,
+    table_agreement,
+    table_draws,
     top_overlap,
 )
 
@@ -193,3 +195,55 @@ def test_bad_input_names_the_field():
         fidelity_table(frame, "zeroshot_top1", mode="maximise")
     with pytest.raises(ConfigError, match="scores"):
         fidelity_table(frame.assign(gmacs=1.0), "zeroshot_top1", scores={"gmacs": "up"})
+
+
+def runs_table(truth, spread: float = 0.0, seeds: int = 3, score=None) -> pd.DataFrame:
+    """A table's runs at the full budget: each candidate's seeds `spread` apart around its truth (their mean), and
+    a per-candidate `score` (default the truth)."""
+    score = truth if score is None else score
+    offsets = np.linspace(-spread, spread, seeds) if seeds > 1 else np.zeros(1)
+    return pd.DataFrame([{"candidate_id": f"c{i:02d}", "seed": s, "truth": t + offsets[s], "score": score[i]}
+                         for i, t in enumerate(truth) for s in range(seeds)])
+
+
+def test_table_agreement_of_the_truth_itself_is_one_and_seeds_that_agree_add_no_width():
+    truth = np.linspace(0.1, 0.7, 30)
+    found = table_agreement(runs_table(truth), "score", "truth", n_bootstrap=300)
+    assert (found.candidates, found.repeated, found.parametric, found.top_k) == (30, 30, 0, 3)
+    assert found.spearman == found.kendall == pytest.approx(1.0)
+    # every candidate's seeds agree: the interval is the bootstrap over candidates alone (never of zero width)
+    assert (found.spearman_low, found.spearman_high) == pytest.approx(
+        bootstrap_correlation(truth, truth, n_bootstrap=300)[1:])
+    assert found.spearman_low < 1 and found.spearman_high == 1
+    # the top 10 %: nothing to redraw but seeds that agree, so a degenerate interval
+    assert (found.top_spearman, found.top_spearman_low, found.top_spearman_high) == pytest.approx((1, 1, 1))
+    assert (found.top_kendall, found.top_kendall_low, found.top_kendall_high) == pytest.approx((1, 1, 1))
+    backwards = table_agreement(runs_table(truth, score=-truth), "score", "truth", n_bootstrap=300)
+    assert backwards.spearman == backwards.kendall == backwards.top_spearman == pytest.approx(-1.0)
+    assert backwards.spearman_high < -0.9 and backwards.top_kendall_high == pytest.approx(-1.0)
+
+
+def test_seeds_that_disagree_widen_the_interval_and_one_seed_needs_the_parametric_term():
+    truth = np.linspace(0.1, 0.7, 30)  # 0.0207 apart
+    agree = table_agreement(runs_table(truth), "score", "truth", n_bootstrap=300)
+    noisy = table_agreement(runs_table(truth, spread=0.05), "score", "truth", n_bootstrap=300)
+    assert noisy.spearman == pytest.approx(1.0)  # the seed means are the truth: the same point estimate
+    assert noisy.spearman_low < agree.spearman_low - 0.02 and noisy.kendall_low < agree.kendall_low - 0.05
+    assert noisy.top_spearman_low < 0.5  # which candidates are the top 3, and their order, now vary
+    single = runs_table(truth, seeds=1)
+    alone = table_agreement(single, "score", "truth", n_bootstrap=300)
+    assert alone.repeated == alone.parametric == 0 and alone.spearman_low == pytest.approx(agree.spearman_low)
+    drawn = table_agreement(single, "score", "truth", seed_sd=0.05, n_bootstrap=300)
+    assert drawn.parametric == 30 and drawn.spearman_low < alone.spearman_low - 0.02
+
+
+def test_a_paired_score_is_averaged_over_the_same_redrawn_runs():
+    """A cheap rung of the same runs: a run's score is its own truth halved, so every redrawn table ranks alike."""
+    frame = runs_table(np.linspace(0.1, 0.7, 30), spread=0.05)
+    found = table_agreement(frame.assign(score=frame.truth / 2), "score", "truth", n_bootstrap=300)
+    assert found.spearman == pytest.approx(1.0) and found.spearman_low == pytest.approx(
+        table_agreement(runs_table(np.linspace(0.1, 0.7, 30)), "score", "truth", n_bootstrap=300).spearman_low)
+    assert found.top_spearman_low == pytest.approx(1.0)
+    draws = table_draws([np.array([[0.2, 1.0]]), np.array([[0.4, 0.0], [0.6, 2.0]])], 500, candidates=False)
+    assert draws.shape == (500, 2, 2) and np.all(draws[:, 0] == [0.2, 1.0])
+    assert set(np.round(draws[:, 1, 0], 6)) == {0.4, 0.5, 0.6} and np.allclose(draws[:, 1, 1], 10 * draws[:, 1, 0] - 4)
