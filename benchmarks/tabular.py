@@ -36,9 +36,12 @@ Fidelity axes beyond samples seen are tables of the same candidates measured mor
 extends this one with `image_size: 32` (studies/tabular_tiny_32px.yaml) or `train: {mask_ratio: 0.5}`
 (studies/tabular_tiny_masked.yaml). `--fidelity FULL.csv CHEAP.csv ...` ranks the candidates by every budget of
 each cheaper table, by every earlier budget of the full one, and by the size and zero-cost scores, against
-the full table's last budget (`nas.fidelity`: Spearman and Kendall with bootstrap intervals, top-k overlap,
+the full table's last budget (`nas.fidelity`: Spearman and Kendall with intervals, top-k overlap,
 promotions that would change; a candidate's value is its mean over seeds), and, as the ceiling no cheaper
-measurement can pass, the full budget's ranking by another seed (the candidates trained twice).
+measurement can pass, the full budget's ranking by another seed (the candidates trained twice). Where the table
+has repeated seeds, the intervals are the table's own (`nas.fidelity.table_agreement`: every draw resamples the
+candidates and each one's seeds, its truth their mean, an earlier budget averaged over the same redrawn runs; a
+one-seed candidate's truth drawn with the table's pooled seed SD), else over candidates alone.
 
 A run that did not learn is no measurement of its candidate (`nas.learning`, issue #28). `read_table`, the one
 place a table is read (here and by `benchmarks/search_efficiency.py`), judges every (candidate, seed) curve by
@@ -70,7 +73,14 @@ from nas import status  # noqa: E402
 from nas.arch import Arch  # noqa: E402
 from nas.compare import hits  # noqa: E402
 from nas.errors import ConfigError  # noqa: E402
-from nas.fidelity import SIZE_SCORES, FidelityRow, compare, format_correlation, format_fidelity  # noqa: E402
+from nas.fidelity import (  # noqa: E402
+    SIZE_SCORES,
+    FidelityRow,
+    compare,
+    format_correlation,
+    format_fidelity,
+    table_agreement,
+)
 from nas.learning import FailureRate, did_not_learn, failure_rate  # noqa: E402
 from nas.metrics import EVALUATED, ZERO_COST  # noqa: E402
 from nas.results import ResultStore  # noqa: E402
@@ -225,33 +235,80 @@ def fidelity(full: pd.DataFrame, cheap: Sequence[pd.DataFrame] = (), metric: str
              reduction_factor: float = 3.0, **options) -> list[FidelityRow]:
     """Each cheaper measurement against `full`'s last budget, on the candidates both measured (the module
     docstring), then the last budget of one seed against another's (`another seed`: a candidate's first two
-    seeds, where it has two); `options` go to `nas.fidelity.compare`."""
+    seeds, where it has two); `options` go to `nas.fidelity.compare`. Where the full table has a candidate with
+    repeated seeds, each measurement's Spearman and Kendall intervals are the table-level ones (`table_intervals`):
+    an earlier budget paired run by run with the full one, another table's or a score's value per candidate."""
     target = int(full.budget.max())
-    truth = full[full.budget == target].groupby("candidate_id")[metric].mean()
+    runs = full[full.budget == target][["candidate_id", "seed", metric]].rename(columns={metric: TRUTH})
+    table = table_intervals(full, metric)
+    drawn = {k: options[k] for k in ("n_bootstrap", "seed", "level") if k in options}
+
+    def row(scored: pd.DataFrame, label: str) -> FidelityRow | None:
+        both = scored.dropna(subset=[SCORE, TRUTH]).groupby("candidate_id")[[SCORE, TRUTH]].mean()
+        if len(both) < 3:
+            return None
+        agreement = table_agreement(scored, SCORE, TRUTH, seed_sd=table.seed_sd, **drawn) if table else None
+        return compare(both[SCORE], both[TRUTH], cheap_label=label, expensive_label=target,
+                       reduction_factor=reduction_factor, agreement=agreement, **options)
+
     rows = []
-    for table, own in [(full[full.budget < target], True), *((t, False) for t in cheap)]:
-        for budget, at in table.groupby("budget"):
-            both = pd.concat([at.groupby("candidate_id")[metric].mean(), truth], axis=1, join="inner").dropna()
-            if len(both) >= 3:
-                name = f"{int(budget):,}" if own else f"{measurement(table)} {int(budget):,}"
-                rows.append(compare(both.iloc[:, 0], both.iloc[:, 1], cheap_label=name, expensive_label=target,
-                                    reduction_factor=reduction_factor, **options))
+    for at_budget, own in [(full[full.budget < target], True), *((t, False) for t in cheap)]:
+        for budget, at in at_budget.groupby("budget"):
+            name = f"{int(budget):,}" if own else f"{measurement(at_budget)} {int(budget):,}"
+            if own:  # the same runs, earlier: paired
+                scored = runs.merge(at[["candidate_id", "seed", metric]].rename(columns={metric: SCORE}),
+                                    on=["candidate_id", "seed"])
+            else:
+                scored = runs.merge(at.groupby("candidate_id")[metric].mean().rename(SCORE), on="candidate_id")
+            rows.append(row(scored, name))
     seeds = full[full.budget == target].pivot(index="candidate_id", columns="seed", values=metric)
     twice = seeds.apply(lambda row: row.dropna().iloc[:2].tolist(), axis=1)
     twice = twice[twice.map(len) == 2]
-    if len(twice) >= 3:
+    if len(twice) >= 3:  # seed against seed: the ceiling, with the bootstrap over candidates
         first, second = zip(*twice)
         rows.append(compare(first, second, cheap_label="another seed", expensive_label=target,
                             reduction_factor=reduction_factor, **options))
     per_candidate = full.drop_duplicates("candidate_id").set_index("candidate_id")
     for score, way in {**SIZE_SCORES, **dict.fromkeys(ZERO_COST, "max")}.items():
         if score in per_candidate:
-            both = pd.concat([per_candidate[score].astype(float) * (1 if way == "max" else -1), truth], axis=1,
-                             join="inner").dropna()
-            if len(both) >= 3:
-                rows.append(compare(both.iloc[:, 0], both.iloc[:, 1], cheap_label=score,
-                                    expensive_label=target, reduction_factor=reduction_factor, **options))
-    return rows
+            sign = 1 if way == "max" else -1
+            rows.append(row(runs.merge((sign * per_candidate[score].astype(float)).rename(SCORE),
+                                       left_on="candidate_id", right_index=True), score))
+    return [r for r in rows if r is not None]
+
+
+#: The columns `table_agreement` is given: a run's truth (its full budget) and the score it is ranked by.
+TRUTH, SCORE = "truth", "score"
+
+
+@dataclass(frozen=True)
+class TableIntervals:
+    """How a table's own uncertainty enters its intervals (`table_intervals`): its candidates with repeated seeds
+    at the full budget, and the pooled seed SD drawn for its one-seed candidates' truth (None when all have two)."""
+
+    repeated: int
+    single: int
+    seed_sd: float | None
+
+    def line(self) -> str:
+        line = (f"intervals (another seed's but) over redrawn tables (nas.fidelity.table_agreement): the candidates "
+                f"and each one's seeds resampled; {self.repeated} candidates with two or more seeds")
+        if self.single:
+            line += (f", {self.single} with one, whose truth is drawn with the pooled seed SD "
+                     f"{100 * self.seed_sd:.2f} pts (a parametric term)")
+        return line
+
+
+def table_intervals(frame: pd.DataFrame, metric: str = "zeroshot_top1") -> TableIntervals | None:
+    """The table's uncertainty at its full budget (its runs that learned), None where no candidate has two seeds
+    (intervals are then over candidates alone)."""
+    at = frame[frame.budget == frame.budget.max()].dropna(subset=[metric])
+    seeds = at.groupby("candidate_id").seed.nunique()
+    spread = seed_spread(at.assign(arch_id=at.candidate_id), metric, own_seed=0)  # a candidate at any resolution
+    if spread is None or not (seeds > 1).any():
+        return None
+    single = int((seeds == 1).sum())
+    return TableIntervals(int((seeds > 1).sum()), single, spread.sd if single else None)
 
 
 #: Redrawn tables behind `Repeatability.p_best`.
@@ -374,6 +431,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ranking of {full.candidate_id.nunique()} candidates at {int(full.budget.max()):,} samples "
               f"({measurement(full)}) by cheaper measurements:")
         print(format_fidelity(fidelity(full, cheap)))
+        intervals = table_intervals(full)
+        print(intervals.line() if intervals else "intervals over candidates alone: no candidate has two seeds "
+              "that learned, so the table's seed noise is not in them")
         return 0
     try:
         begin = time.perf_counter()

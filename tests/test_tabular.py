@@ -156,6 +156,30 @@ def test_fidelity_ranks_cheaper_tables_of_the_same_candidates_against_the_full_o
     assert rows["image_gmacs"].spearman == pytest.approx(-rows["image_params_m"].spearman)  # larger predicts better
 
 
+
+def test_fidelity_intervals_hold_the_tables_seed_noise():
+    """Twelve candidates measured twice at the full budget, and a 32 px table ranking them as their truth: seeds
+    that disagree widen the interval over seeds that agree, and a one-seed table's interval is over candidates."""
+    truth = np.linspace(0.1, 0.5, 12)
+
+    def table(spread: float, seeds: int = 2, image_size: int = 64) -> pd.DataFrame:
+        return pd.DataFrame([{"candidate_id": f"c{i}", "arch_id": f"c{i}", "seed": s, "budget": 900,
+                              "zeroshot_top1": t + spread * (-1) ** s, "image_size": image_size,
+                              "mask_ratio": 0.0} for i, t in enumerate(truth) for s in range(seeds)])
+
+    cheap = table(0.0, seeds=1, image_size=32)
+    agree, disagree, single = (tabular.fidelity(full, [cheap], n_bootstrap=300)[0]
+                               for full in (table(0.0), table(0.05), table(0.0, seeds=1)))
+    assert agree.cheap == disagree.cheap == "32 px 900" and agree.spearman == disagree.spearman == pytest.approx(1)
+    assert disagree.spearman_low < agree.spearman_low - 0.05 and disagree.kendall_low < agree.kendall_low - 0.05
+    assert (single.spearman_low, single.spearman_high) == pytest.approx((agree.spearman_low, agree.spearman_high))
+    assert tabular.table_intervals(table(0.05)).repeated == 12 and tabular.table_intervals(table(0.0, 1)) is None
+    half = pd.concat([table(0.05)[lambda f: f.candidate_id.isin(["c0", "c1", "c2"])], table(0.0, seeds=1)])
+    intervals = tabular.table_intervals(half.drop_duplicates(["candidate_id", "seed"]))
+    assert (intervals.repeated, intervals.single) == (3, 9) and intervals.seed_sd == pytest.approx(0.1 / 2 ** 0.5)
+    assert "9 with one, whose truth is drawn with the pooled seed SD 7.07 pts" in intervals.line()
+
+
 def seeded_table(values: dict[str, list[float]], n: int = 400, budget: int = 900,
                  right: str = "first") -> pd.DataFrame:
     """A table at one budget: candidate -> its seeds' accuracies, each run's hits packed as the results database
