@@ -28,6 +28,8 @@ class TrainConfig:
     as open_clip_train does with `--accum-freq` (features of the whole batch are the negatives).
     `warmup` is in optimizer steps. `rungs` are samples-seen thresholds; the end of the budget is always
     one. `checkpoint_every` is in samples; None writes ten checkpoints over the run, 0 only at rungs.
+    `pretrained` is a checkpoint or export whose whole model the run starts from (a fine-tune: open_clip_train's
+    --pretrained); the optimizer and schedule start afresh.
     `workers` are data loader processes per rank (with a `nas.data.DataSource`).
     """
 
@@ -49,6 +51,7 @@ class TrainConfig:
     grad_clip_norm: float | None = None
     lock_text: str | None = None
     lock_text_unlocked_layers: int = 0
+    pretrained: str | None = None
     rungs: tuple[int, ...] = ()
     checkpoint_every: int | None = None
     log_every: int = 10

@@ -19,6 +19,7 @@ from train_helpers import TINY_ARCH, TINY_TEXT, factory, random_pairs
 
 from nas.disk import DiskFull
 from nas.errors import ConfigError
+from nas.export import export
 from nas.models import build_clip
 from nas.train import OOMError, train
 from nas.train.checkpoint import load_checkpoint, save_checkpoint
@@ -322,6 +323,21 @@ def test_lock_text_loads_and_freezes_the_pretrained_text_tower(tmp_path):
         t.train_step([batch(index=index)])
     assert all(torch.equal(p, text_before[n]) for n, p in t.model.text.named_parameters())
     assert any(not torch.equal(p, image_before[n]) for n, p in t.model.visual.named_parameters())
+
+
+
+def test_pretrained_starts_from_an_exports_weights_and_refuses_another_arch(tmp_path):
+    torch.manual_seed(1)
+    pretrained = build_clip(TINY_ARCH, TINY_TEXT)
+    export(pretrained.state_dict(), TINY_ARCH, TINY_TEXT, tmp_path / "export")  # safetensors, as exports are
+    t = trainer(tiny_config(pretrained=str(tmp_path / "export")))
+    for name, param in pretrained.state_dict().items():
+        assert torch.equal(t.model.state_dict()[name], param), name
+    assert all(p.requires_grad for p in t.model.parameters())  # a fine-tune trains everything
+    other = TINY_ARCH.replace(embed_dim=24)
+    export(build_clip(other, TINY_TEXT).state_dict(), other, TINY_TEXT, tmp_path / "other")
+    with pytest.raises(ConfigError, match="does not match the run's arch"):
+        build_model(TINY_ARCH, TINY_TEXT, tiny_config(pretrained=str(tmp_path / "other")))
 
 
 def test_lock_text_with_a_mismatched_tower_is_a_config_error(tmp_path):

@@ -83,6 +83,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="LTT: load the text tower from this checkpoint or export and freeze it")
     recipe.add_argument("--lock-text-unlocked-layers", type=int, default=0,
                         help="leave the last N text layers trainable under --lock-text (default: 0)")
+    recipe.add_argument("--pretrained", metavar="CHECKPOINT",
+                        help="start from this checkpoint's or export's weights (a fine-tune: `vitamin-nas export` "
+                             "or `supernet export` directories too); the optimizer and schedule start afresh")
     recipe.add_argument("--seed", type=int, default=0, help="model init, data order, augmentation (default: 0)")
     engine = parser.add_argument_group("engineering")
     engine.add_argument("--precision", choices=tuple(PRECISIONS), default="auto",
@@ -167,7 +170,8 @@ def run_settings(args: argparse.Namespace) -> tuple:
         weight_decay=args.weight_decay, loss=args.loss, drop_path=args.drop_path,
         precision=PRECISIONS[args.precision], compile=args.compile, grad_checkpointing=args.grad_checkpointing,
         accum_freq=args.accum_freq, grad_clip_norm=args.grad_clip_norm, lock_text=args.lock_text,
-        lock_text_unlocked_layers=args.lock_text_unlocked_layers, rungs=_rungs(args.rungs),
+        lock_text_unlocked_layers=args.lock_text_unlocked_layers, pretrained=args.pretrained,
+        rungs=_rungs(args.rungs),
         checkpoint_every=args.checkpoint_every, log_every=args.log_every, eval_batch_size=args.eval_batch_size,
         workers=min(LOADER_WORKERS, len(os.sched_getaffinity(0))) if args.workers is None else args.workers,
         seed=args.seed)

@@ -5,8 +5,8 @@
 The directory is what `vitamin-nas export` writes for a trained candidate (open_clip's config and safetensors
 weights, `arch.json`), its weights the subnet's slices of the supernet's and the shared text tower: the
 stand-alone `build_clip(arch)` it loads into computes what the supernet computes for that subnet. Its
-`arch.json` is an arch file like any other (`vitamin-nas train --arch DIR/arch.json` trains that arch, from
-scratch: the trainer has no option yet to start from the exported weights).
+`arch.json` is an arch file like any other: `vitamin-nas train --arch DIR/arch.json --pretrained DIR` fine-tunes
+the subnet from the weights it inherited (without `--pretrained`, it trains that arch from scratch).
 """
 
 from __future__ import annotations

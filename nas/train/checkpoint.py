@@ -33,8 +33,8 @@ CHECKPOINT_FORMAT = 1
 #: run and its resumption; so may `accum_freq` (accumulation is exact), which lets a run that ran out of memory go
 #: on with smaller micro-batches.
 TRAJECTORY_FIELDS = ("samples", "batch_size", "lr", "betas", "eps", "weight_decay", "warmup", "loss", "drop_path",
-                     "mask_ratio", "precision", "grad_clip_norm", "lock_text", "lock_text_unlocked_layers", "seed",
-                     "workers")
+                     "mask_ratio", "precision", "grad_clip_norm", "lock_text", "lock_text_unlocked_layers",
+                     "pretrained", "seed", "workers")
 
 
 @dataclass

@@ -24,6 +24,7 @@ from torch import nn
 
 from nas.arch import Arch
 from nas.errors import ConfigError
+from nas.export import WEIGHTS_FILE
 from nas.models import build_clip
 from nas.presets import TextTower
 from nas.train.checkpoint import CHECKPOINT, load_checkpoint
@@ -41,6 +42,8 @@ def build_model(arch: Arch, text: TextTower, config: TrainConfig) -> open_clip.C
                        mask_ratio=config.mask_ratio)
     if siglip:  # open_clip's SigLIP configs: logit scale 10, bias -10
         model.logit_bias = nn.Parameter(torch.full_like(model.logit_scale, -10.0))
+    if config.pretrained:
+        load_pretrained(model, config.pretrained)
     if config.lock_text:
         load_text_tower(model, config.lock_text)
         model.lock_text_tower(unlocked_layers=config.lock_text_unlocked_layers, freeze_layer_norm=True)
@@ -49,33 +52,54 @@ def build_model(arch: Arch, text: TextTower, config: TrainConfig) -> open_clip.C
     return model
 
 
+def load_pretrained(model: open_clip.CustomTextCLIP, path: str | os.PathLike) -> None:
+    """Load a whole model's weights, strictly: a fine-tune's start. Accepts what `load_text_tower` accepts, and
+    `nas.export` directories with safetensors weights (`vitamin-nas export`, `supernet export`)."""
+    try:
+        model.load_state_dict(_state_dict(path, "pretrained"), strict=True)
+    except RuntimeError as err:
+        raise ConfigError(f"does not match the run's arch and text tower: {err}", source=str(path),
+                          field="pretrained") from None
+
+
 def load_text_tower(model: open_clip.CustomTextCLIP, path: str | os.PathLike) -> None:
     """Load the text tower (`model.text`) from a checkpoint, strictly: LTT's pretrained text encoder.
 
     Accepts this trainer's checkpoints, `nas.export` directories and open_clip state dicts, both the
     custom-text layout (`text.*`) and the classic CLIP one (`transformer.*`, `token_embedding`, ...).
     """
-    path = Path(path)
-    file = _state_dict_file(path) if path.is_dir() else path
-    if not file.exists():
-        raise ConfigError("text tower checkpoint not found", source=str(path), field="lock_text")
-    state = load_checkpoint(file)
-    state = state.get("model", state.get("state_dict", state))
-    if "text.token_embedding.weight" not in state and "token_embedding.weight" in state:
-        state = open_clip.model.convert_to_custom_text_state_dict(state)
+    state = _state_dict(path, "lock_text")
     text_state = {k.removeprefix("text."): v for k, v in state.items() if k.startswith("text.")}
     if not text_state:
-        raise ConfigError("holds no text tower (no text.* or token_embedding weights)", source=str(file),
+        raise ConfigError("holds no text tower (no text.* or token_embedding weights)", source=str(path),
                           field="lock_text")
     try:
         model.text.load_state_dict(text_state, strict=True)
     except RuntimeError as err:
         raise ConfigError(f"text tower does not match the run's text tower and embed_dim: {err}",
-                          source=str(file), field="lock_text") from None
+                          source=str(path), field="lock_text") from None
+
+
+def _state_dict(path: str | os.PathLike, field: str) -> dict[str, torch.Tensor]:
+    """The CLIP state dict (custom-text layout) of a checkpoint, an export directory or an open_clip state dict."""
+    path = Path(path)
+    file = _state_dict_file(path) if path.is_dir() else path
+    if not file.exists():
+        raise ConfigError("checkpoint not found", source=str(path), field=field)
+    if file.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(file))
+    else:
+        state = load_checkpoint(file)
+        state = state.get("model", state.get("state_dict", state))
+    if "text.token_embedding.weight" not in state and "token_embedding.weight" in state:
+        state = open_clip.model.convert_to_custom_text_state_dict(state)
+    return state
 
 
 def _state_dict_file(directory: Path) -> Path:
-    for name in ("open_clip_pytorch_model.bin", CHECKPOINT):
+    for name in (WEIGHTS_FILE, "open_clip_pytorch_model.bin", CHECKPOINT):
         if (directory / name).exists():
             return directory / name
     return directory / CHECKPOINT
