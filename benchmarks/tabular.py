@@ -233,48 +233,67 @@ def measurement(frame: pd.DataFrame) -> str:
 
 def fidelity(full: pd.DataFrame, cheap: Sequence[pd.DataFrame] = (), metric: str = "zeroshot_top1",
              reduction_factor: float = 3.0, **options) -> list[FidelityRow]:
-    """Each cheaper measurement against `full`'s last budget, on the candidates both measured (the module
-    docstring), then the last budget of one seed against another's (`another seed`: a candidate's first two
-    seeds, where it has two); `options` go to `nas.fidelity.compare`. Where the full table has a candidate with
-    repeated seeds, each measurement's Spearman and Kendall intervals are the table-level ones (`table_intervals`):
-    an earlier budget paired run by run with the full one, another table's or a score's value per candidate."""
+    """Each cheaper measurement (`scored_runs`) against `full`'s last budget, on the candidates both measured,
+    then the last budget of one seed against another's (`another seed`: a candidate's first two seeds, where it
+    has two); `options` go to `nas.fidelity.compare`. Where the full table has a candidate with repeated seeds,
+    each measurement's Spearman and Kendall intervals are the table-level ones (`table_intervals`)."""
     target = int(full.budget.max())
-    runs = full[full.budget == target][["candidate_id", "seed", metric]].rename(columns={metric: TRUTH})
     table = table_intervals(full, metric)
     drawn = {k: options[k] for k in ("n_bootstrap", "seed", "level") if k in options}
 
-    def row(scored: pd.DataFrame, label: str) -> FidelityRow | None:
-        both = scored.dropna(subset=[SCORE, TRUTH]).groupby("candidate_id")[[SCORE, TRUTH]].mean()
+    def row(label: str, scored: pd.DataFrame) -> list[FidelityRow]:
+        both = scored.groupby("candidate_id")[[SCORE, TRUTH]].mean()
         if len(both) < 3:
-            return None
+            return []
         agreement = table_agreement(scored, SCORE, TRUTH, seed_sd=table.seed_sd, **drawn) if table else None
-        return compare(both[SCORE], both[TRUTH], cheap_label=label, expensive_label=target,
-                       reduction_factor=reduction_factor, agreement=agreement, **options)
+        return [compare(both[SCORE], both[TRUTH], cheap_label=label, expensive_label=target,
+                        reduction_factor=reduction_factor, agreement=agreement, **options)]
 
-    rows = []
-    for at_budget, own in [(full[full.budget < target], True), *((t, False) for t in cheap)]:
-        for budget, at in at_budget.groupby("budget"):
-            name = f"{int(budget):,}" if own else f"{measurement(at_budget)} {int(budget):,}"
-            if own:  # the same runs, earlier: paired
-                scored = runs.merge(at[["candidate_id", "seed", metric]].rename(columns={metric: SCORE}),
-                                    on=["candidate_id", "seed"])
-            else:
-                scored = runs.merge(at.groupby("candidate_id")[metric].mean().rename(SCORE), on="candidate_id")
-            rows.append(row(scored, name))
+    measured = scored_runs(full, cheap, metric)
+    scores = {*SIZE_SCORES, *ZERO_COST}
+    return [*(r for label, scored in measured.items() if label not in scores for r in row(label, scored)),
+            *_another_seed(full, metric, reduction_factor, **options),
+            *(r for label, scored in measured.items() if label in scores for r in row(label, scored))]
+
+
+def _another_seed(full: pd.DataFrame, metric: str, reduction_factor: float, **options) -> list[FidelityRow]:
+    """Seed against seed at the full budget: the ceiling, with the bootstrap over candidates."""
+    target = int(full.budget.max())
     seeds = full[full.budget == target].pivot(index="candidate_id", columns="seed", values=metric)
     twice = seeds.apply(lambda row: row.dropna().iloc[:2].tolist(), axis=1)
     twice = twice[twice.map(len) == 2]
-    if len(twice) >= 3:  # seed against seed: the ceiling, with the bootstrap over candidates
-        first, second = zip(*twice)
-        rows.append(compare(first, second, cheap_label="another seed", expensive_label=target,
-                            reduction_factor=reduction_factor, **options))
+    if len(twice) < 3:
+        return []
+    first, second = zip(*twice)
+    return [compare(first, second, cheap_label="another seed", expensive_label=target,
+                    reduction_factor=reduction_factor, **options)]
+
+
+def scored_runs(full: pd.DataFrame, cheap: Sequence[pd.DataFrame] = (),
+                metric: str = "zeroshot_top1") -> dict[str, pd.DataFrame]:
+    """Each cheaper measurement of `full`'s candidates beside their truth, by label: the full budget's runs
+    (`candidate_id`, `seed`) with their `TRUTH` and the `SCORE` the measurement gives them: an earlier budget of
+    the same run ('6,000': paired), another table's candidate mean ('32 px 6,000'), or a size or zero-cost score
+    of the candidate, signed so that larger predicts better ('image_gmacs', 'naswot'). Runs without a score are
+    left out."""
+    target = int(full.budget.max())
+    runs = full[full.budget == target][["candidate_id", "seed", metric]].rename(columns={metric: TRUTH})
+    found = {}
+    for at_budget, own in [(full[full.budget < target], True), *((t, False) for t in cheap)]:
+        for budget, at in at_budget.groupby("budget"):
+            if own:
+                found[f"{int(budget):,}"] = runs.merge(
+                    at[["candidate_id", "seed", metric]].rename(columns={metric: SCORE}), on=["candidate_id", "seed"])
+            else:
+                found[f"{measurement(at_budget)} {int(budget):,}"] = runs.merge(
+                    at.groupby("candidate_id")[metric].mean().rename(SCORE), left_on="candidate_id", right_index=True)
     per_candidate = full.drop_duplicates("candidate_id").set_index("candidate_id")
     for score, way in {**SIZE_SCORES, **dict.fromkeys(ZERO_COST, "max")}.items():
         if score in per_candidate:
             sign = 1 if way == "max" else -1
-            rows.append(row(runs.merge((sign * per_candidate[score].astype(float)).rename(SCORE),
-                                       left_on="candidate_id", right_index=True), score))
-    return [r for r in rows if r is not None]
+            found[score] = runs.merge((sign * per_candidate[score].astype(float)).rename(SCORE),
+                                      left_on="candidate_id", right_index=True)
+    return {label: scored.dropna(subset=[SCORE, TRUTH]) for label, scored in found.items()}
 
 
 #: The columns `table_agreement` is given: a run's truth (its full budget) and the score it is ranked by.
