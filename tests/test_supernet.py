@@ -7,8 +7,11 @@ import csv
 import functools
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from search_helpers import write_study
@@ -280,3 +283,51 @@ def test_a_killed_run_resumes_from_its_newest_checkpoint(cli, tmp_path, search_d
     assert resumed["samples_seen"] == uninterrupted["samples_seen"] == 64
     for name, tensor in uninterrupted["model"].items():
         assert torch.allclose(resumed["model"][name], tensor, atol=1e-6, rtol=0), name
+
+
+def test_the_benchmark_ranks_a_tables_candidates_with_table_level_intervals_and_fine_tunes_its_pick(
+        trained, tmp_path, search_data, capsys):
+    """benchmarks/supernet.py on a hand-made table of eight of the supernet's subnets (four with two seeds, two
+    budgets): the CSV holds every candidate with its intervals, the report the agreement, compute and regret."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import supernet as benchmark
+
+    study = write_study(tmp_path / "study", search_data,
+                        data={"urls": str(search_data / "shards"), "zeroshot": str(search_data / "eval" / "zeroshot"),
+                              "workers": 0},
+                        train={"batch_size": 16, "warmup": 1, "lr": 0.002, "checkpoint_every": 16},
+                        budget={"min_samples": 16, "max_samples": 32, "early_stopping": "none"})
+    archs = load_supernet(trained).candidates[::2]
+    rows = [{"candidate_id": arch.arch_id, "arch_id": arch.arch_id, "arch_name": arch.name(), "arch": arch.to_json(),
+             "image_size": arch.image_size, "mask_ratio": 0.0, "seed": seed, "status": "completed", "budget": budget,
+             "samples_seen": budget, "zeroshot_top1": 0.1 + 0.05 * i + 0.01 * seed - (0.02 if budget == 16 else 0),
+             "zeroshot_top1_n": 160, "loss": 0.5, "wall_s": budget / 8, "image_gmacs": 0.01 * i,
+             "image_params_m": 0.1 * i, "naswot": float(-i), "synflow": float(i % 3)}
+            for i, arch in enumerate(archs) for seed in range(1 + (i % 2)) for budget in (16, 32)]
+    pd.DataFrame(rows).to_csv(tmp_path / "table.csv", index=False)
+    args = ["--run", trained, "--table", tmp_path / "table.csv", "--study", study, "--samples", 3,
+            "--finetune-samples", 16, "--out", tmp_path / "out", "--work", tmp_path / "work"]
+    assert benchmark.main([str(a) for a in args]) == 0
+    csv_rows = pd.read_csv(tmp_path / "out" / "supernet.csv")
+    assert set(csv_rows.candidate_id) == {a.arch_id for a in archs} and csv_rows.pick.sum() == csv_rows.best.sum() == 1
+    assert (csv_rows.truth_low <= csv_rows.truth).all() and (csv_rows.truth <= csv_rows.truth_high).all()
+    assert (csv_rows.truth_low < csv_rows.truth_high).any()  # the second seeds, and the pooled SD for one-seed ones
+    assert (csv_rows.supernet_top1_low <= csv_rows.supernet_top1).all() and (csv_rows.supernet_top1_n == 160).all()
+    assert sorted(csv_rows.seeds) == [1] * 4 + [2] * 4 and "top1_at_16" in csv_rows and "naswot" in csv_rows
+    text = (tmp_path / "out" / "supernet.md").read_text()
+    assert "python benchmarks/supernet.py --run" in text and "Spearman at least 0.6" in text
+    for label in ("supernet (inherited weights)", "| 16 |", "naswot", "image_gmacs"):
+        assert label in text, label
+    assert "CPU seconds not recorded" in text or "cpu_s" in (trained / "metrics.jsonl").read_text()
+    assert "Fine-tuned from its inherited weights for 16 samples" in text and "(n = 160, Wilson)" in text
+    assert (tmp_path / "out" / "supernet" / "score_vs_truth.png").stat().st_size > 0
+    assert len(pd.read_csv(tmp_path / "work" / "rank" / "ranking.csv")) == 3
+    capsys.readouterr()
+    # a candidate that is no subnet of the supernet (another space's arch) is named, exit 2
+    other = SearchSpace.load(Path(__file__).resolve().parents[1] / "search_spaces" / "tiny.yaml").sample(0)
+    rows[0] |= {"arch": other.to_json(), "candidate_id": other.arch_id}
+    pd.DataFrame(rows[:1] + [r for r in rows if r["candidate_id"] != archs[0].arch_id]).to_csv(
+        tmp_path / "other.csv", index=False)
+    assert benchmark.main([str(a) for a in args[:2]] + ["--table", str(tmp_path / "other.csv"),
+                                                      *map(str, args[4:])]) == 2
+    assert other.name() in capsys.readouterr().err
