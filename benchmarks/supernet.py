@@ -85,13 +85,14 @@ class Compute:
     cpu_estimated: bool = False
 
 
-def supernet_compute(run: Path, checkpoint_samples: int, subnets_per_step: int) -> Compute:
-    """The supernet's training up to its checkpoint, from RUN/metrics.jsonl's last train event at or before it."""
+def supernet_compute(run: Path, checkpoint: dict[str, Any], subnets_per_step: int) -> Compute:
+    """The supernet's training up to its checkpoint, from RUN/metrics.jsonl's last train event at or before it
+    (the checkpoint's own wall seconds where no event is)."""
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    trained = [e for e in events
-               if e.get("event") == "train" and e.get("samples_seen", math.inf) <= checkpoint_samples]
-    last = trained[-1] if trained else {}
-    return Compute(checkpoint_samples * subnets_per_step, float(last.get("wall_s", math.nan)), last.get("cpu_s"))
+    samples = int(checkpoint["samples_seen"])
+    trained = [e for e in events if e.get("event") == "train" and e.get("samples_seen", math.inf) <= samples]
+    last = trained[-1] if trained else {"wall_s": checkpoint["wall_s"]}
+    return Compute(samples * subnets_per_step, float(last["wall_s"]), last.get("cpu_s"))
 
 
 def table_compute(frame: pd.DataFrame) -> tuple[Compute, int]:
@@ -163,7 +164,7 @@ def _agreement_cells(label: str, a: Agreement) -> list[str]:
             format_correlation(a.top_kendall, a.top_kendall_low, a.top_kendall_high)]
 
 
-def verdicts(rho: Agreement, ranked: int, runs: float | None, runs_unit: str) -> list[str]:
+def verdicts(rho: Agreement, ranked: int, runs: float, runs_unit: str) -> list[str]:
     """The issue's target, condition by condition, only as the intervals say."""
     if rho.spearman_low >= TARGET_SPEARMAN:
         level = f"met: its interval lies above {TARGET_SPEARMAN}"
@@ -172,16 +173,13 @@ def verdicts(rho: Agreement, ranked: int, runs: float | None, runs_unit: str) ->
     else:
         level = (f"{'at or above' if rho.spearman >= TARGET_SPEARMAN else 'below'} {TARGET_SPEARMAN} as measured, "
                  f"but the interval holds {TARGET_SPEARMAN}: neither met nor missed to within the table's noise")
-    lines = [f"- Spearman at least {TARGET_SPEARMAN}: {rho.spearman:.2f} "
-             f"[{rho.spearman_low:.2f}, {rho.spearman_high:.2f}], {level}",
+    lines = [f"- Spearman at least {TARGET_SPEARMAN}: "
+             f"{format_correlation(rho.spearman, rho.spearman_low, rho.spearman_high, rho.candidates)}, {level}",
              f"- its interval excluding 0: {'met' if rho.spearman_low > 0 else 'not met'}",
              f"- at least {TARGET_RANKED:,} subnets ranked: {ranked:,}, "
              f"{'met' if ranked >= TARGET_RANKED else 'not met'}"]
-    if runs is None:
-        lines.append(f"- at most {TARGET_RUNS} full-budget runs of compute: unknown")
-    else:
-        lines.append(f"- at most {TARGET_RUNS} full-budget runs of compute: {runs:.2f} ({runs_unit}), "
-                     f"{'met' if runs <= TARGET_RUNS else 'not met'}")
+    lines.append(f"- at most {TARGET_RUNS} full-budget runs of compute (the supernet's training): {runs:.2f} "
+                 f"({runs_unit}), {'met' if runs <= TARGET_RUNS else 'not met'}")
     return lines
 
 
@@ -202,7 +200,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     scorer = study_scorer(study, args.run, device=args.device, batch_size=args.batch_size)
     supernet = scorer.supernet
     archs = candidate_archs(frame, supernet, args.run)
-    checkpoint_samples = int(load_checkpoint(Path(args.run) / CHECKPOINT)["samples_seen"])
+    checkpoint = load_checkpoint(Path(args.run) / CHECKPOINT)
+    checkpoint_samples = int(checkpoint["samples_seen"])
 
     sampled = sample_subnets(supernet, args.samples, args.seed)
     print(f"ranking {len(sampled):,} of the supernet's {len(supernet.candidates):,} subnets on the study's "
@@ -241,7 +240,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         regret["finetuned"] = {**tuned, "regret": tuned_regret,
                                "interval": interval(drawn.max(axis=1) - redrawn, tuned_regret)}
 
-    supernet_compute_ = supernet_compute(Path(args.run), checkpoint_samples, supernet.config.subnets_per_step)
+    supernet_compute_ = supernet_compute(Path(args.run), checkpoint, supernet.config.subnets_per_step)
     table, table_runs = table_compute(frame)
     return {"study": study, "judged": judged, "frame": frame, "target": target, "supernet": supernet,
             "scorer": scorer, "archs": archs, "scores": scores, "records": records, "rank_wall": rank_wall,

@@ -310,8 +310,8 @@ class TableIntervals:
     seed_sd: float | None
 
     def line(self) -> str:
-        line = (f"intervals (another seed's but) over redrawn tables (nas.fidelity.table_agreement): the candidates "
-                f"and each one's seeds resampled; {self.repeated} candidates with two or more seeds")
+        line = (f"intervals over redrawn tables (nas.fidelity.table_agreement): the candidates and each one's seeds "
+                f"resampled; {self.repeated} candidates with two or more seeds")
         if self.single:
             line += (f", {self.single} with one, whose truth is drawn with the pooled seed SD "
                      f"{100 * self.seed_sd:.2f} pts (a parametric term)")
@@ -451,8 +451,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"({measurement(full)}) by cheaper measurements:")
         print(format_fidelity(fidelity(full, cheap)))
         intervals = table_intervals(full)
-        print(intervals.line() if intervals else "intervals over candidates alone: no candidate has two seeds "
-              "that learned, so the table's seed noise is not in them")
+        print(f"{intervals.line()}; another seed's over candidates alone" if intervals else "intervals over "
+              "candidates alone: no candidate has two seeds that learned, so the table's seed noise is not in them")
         return 0
     try:
         begin = time.perf_counter()
