@@ -20,6 +20,13 @@ Accuracies on a few hundred images tie often. Ties are never broken by row order
 cut-off is kept with the probability a random tie-break gives it, so overlap and changed promotions are
 expectations over tie-breaks (a cheap measurement that ties everyone scores as a random one).
 
+Against a tabular benchmark's truth (a candidate's mean over its seeds), `table_agreement` gives Spearman and
+Kendall with intervals that hold the table's own uncertainty: every bootstrap draw resamples the candidates and
+each one's seeds (`table_draws`), and the same on the table's top 10 % by truth (`benchmarks/tabular.py
+--fidelity`, `benchmarks/supernet.py`):
+
+    agreement = table_agreement(runs, "score", "truth")   # a row per (candidate, seed) run; .spearman_low ...
+
 Inputs are pandas frames with one row per (arch_id, fidelity), as `ResultStore.frame()` returns (an arch
 measured twice at one fidelity keeps its first row); everything else is numpy. `study_fidelity(store)` runs it
 on a study: its rungs, and the size and zero-cost scores of its candidates (`vitamin-nas fidelity RUN`).
