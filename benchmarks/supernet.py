@@ -188,6 +188,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from tqdm import tqdm
 
     from nas.search.driver import prepare_data
+    from nas.supernet import load_supernet
     from nas.supernet.rank import ranked, sample_subnets, study_scorer, write_ranking
     from nas.train.checkpoint import CHECKPOINT, load_checkpoint
 
@@ -196,10 +197,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     print(f"{args.table}: {judged.lines()}", flush=True)
     frame = judged.frame
     target = int(frame.budget.max())
+    archs = candidate_archs(frame, load_supernet(args.run), args.run)  # before the eval set is read
     prepare_data(study)
     scorer = study_scorer(study, args.run, device=args.device, batch_size=args.batch_size)
     supernet = scorer.supernet
-    archs = candidate_archs(frame, supernet, args.run)
     checkpoint = load_checkpoint(Path(args.run) / CHECKPOINT)
     checkpoint_samples = int(checkpoint["samples_seen"])
 
