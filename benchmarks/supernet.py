@@ -371,6 +371,12 @@ def report(found: dict[str, Any], rows: pd.DataFrame, command: str, figure: str)
               f"{_percent(*truth.loc[best, ['truth', 'truth_low', 'truth_high']])} %. Regret "
               f"{_percent(regret['regret'], *regret['interval'])} points (interval over the table's redrawn seeds).",
               ""]
+    top = found["records"][0]
+    in_table = {arch.arch_id: c for c, arch in found["archs"].items()}.get(top["arch_id"])
+    lines += [f"The best of the {ranked:,} ranked subnets by inherited score: {top['arch_name']}, "
+              f"{_percent(top[METRIC], top[f'{METRIC}_low'], top[f'{METRIC}_high'])} % "
+              + (f"(a table candidate: truth {_percent(*truth.loc[in_table, ['truth', 'truth_low', 'truth_high']])} "
+                 "%)." if in_table else "(not a table candidate: no stand-alone truth)."), ""]
     tuned = regret.get("finetuned")
     if tuned:
         lines += [f"Fine-tuned from its inherited weights for {found['finetune_samples']:,} samples (the study's "
