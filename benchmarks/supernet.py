@@ -166,7 +166,9 @@ def _agreement_cells(label: str, a: Agreement) -> list[str]:
 
 def verdicts(rho: Agreement, ranked: int, runs: float, runs_unit: str) -> list[str]:
     """The issue's target, condition by condition, only as the intervals say."""
-    if rho.spearman_low >= TARGET_SPEARMAN:
+    if math.isnan(rho.spearman_low):
+        level = "unknown: no interval (too few candidates, or a score or truth that ties every candidate)"
+    elif rho.spearman_low >= TARGET_SPEARMAN:
         level = f"met: its interval lies above {TARGET_SPEARMAN}"
     elif rho.spearman_high < TARGET_SPEARMAN:
         level = f"not met: its interval lies below {TARGET_SPEARMAN}"
@@ -175,7 +177,8 @@ def verdicts(rho: Agreement, ranked: int, runs: float, runs_unit: str) -> list[s
                  f"but the interval holds {TARGET_SPEARMAN}: neither met nor missed to within the table's noise")
     lines = [f"- Spearman at least {TARGET_SPEARMAN}: "
              f"{format_correlation(rho.spearman, rho.spearman_low, rho.spearman_high, rho.candidates)}, {level}",
-             f"- its interval excluding 0: {'met' if rho.spearman_low > 0 else 'not met'}",
+             f"- its interval excluding 0: {'met' if rho.spearman_low > 0 else 'not met'}"
+             f"{' (no interval)' if math.isnan(rho.spearman_low) else ''}",
              f"- at least {TARGET_RANKED:,} subnets ranked: {ranked:,}, "
              f"{'met' if ranked >= TARGET_RANKED else 'not met'}"]
     lines.append(f"- at most {TARGET_RUNS} full-budget runs of compute (the supernet's training): {runs:.2f} "
