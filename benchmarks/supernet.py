@@ -353,7 +353,7 @@ def report(found: dict[str, Any], rows: pd.DataFrame, command: str, figure: str)
               f"{runs_samples:.2f}", "not recorded" if runs_cpu is None else f"{runs_cpu:.2f}"],
              [f"ranking {ranked:,} subnets", "-", _seconds(found["rank_wall"]),
               f"{found['rank_cpu']:,.0f} s (this process)", "-", f"{found['rank_cpu'] / per_run_cpu:.2f}"],
-             [f"the table ({found['table_runs']} runs)", f"{table.samples:,.0f}", _seconds(table.wall_s),
+             [f"the table ({found['table_runs']} runs that learned)", f"{table.samples:,.0f}", _seconds(table.wall_s),
               f"{table.cpu_s:,.0f} s (estimate: wall, one thread a run)", f"{table.samples / target:.2f}",
               f"{table.cpu_s / per_run_cpu:.2f}"]]),
         "", f"A full-budget run: {target:,} samples, {per_run_cpu:,.0f} CPU seconds on average in the table "
