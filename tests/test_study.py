@@ -55,6 +55,7 @@ def test_data_parallel_resources_and_storage_read_back_from_the_stored_study(tmp
     assert study_from_dict(resolved).resolved() == resolved
     plain = load_study(write(tmp_path)).resolved()  # as stored before either existed: --resume finds it unchanged
     assert "workers" not in plain["resources"] and "storage" not in plain
+    assert {"mask_ratio", "pretrained"}.isdisjoint(plain["train"])  # train fields added later, at their defaults
 
 
 def test_quickstart_study_is_a_small_pareto_search():

@@ -22,7 +22,7 @@ EARLY_STOPPING = ("asha", "curve", "none")
 SCHEDULES = ("shared", "per_budget")
 #: Fields added after searches were stored: left out of the resolved form at their defaults, so that a search
 #: begun before they existed still resumes (`--resume` compares resolved forms).
-LATER_DEFAULTS = {"budget": {"between": 0, "below": 0}, "train": {"mask_ratio": 0.0}}
+LATER_DEFAULTS = {"budget": {"between": 0, "below": 0}, "train": {"mask_ratio": 0.0, "pretrained": None}}
 #: Train fields the study sets from elsewhere: the budget (samples, rungs) and data.workers.
 DERIVED_TRAIN_FIELDS = {"samples": "budget (max_samples and the rungs)", "rungs": "budget (max_samples and the rungs)",
                         "workers": "data.workers"}
