@@ -49,7 +49,7 @@ def _study(directory: Path, search_data: Path) -> Path:
 
 
 def _each_rank(config: dict):
-    """`nas.supernet.data_parallel.supernet_rank`, then this rank's weights saved beside the run."""
+    """`nas.supernet.training.supernet_rank`, then this rank's weights saved beside the run."""
     job = config["job"]
     torch.set_num_threads(1)
     loop = SupernetLoop(job.space, job.supernet, job.data, job.config, job.out, device="cpu")

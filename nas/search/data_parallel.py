@@ -21,6 +21,7 @@ the ledger, where to start, replays, out-of-memory retries, the ends it reports.
   the newest checkpoint (`failures.max_retries`). Divergence is seen by every rank at once (the trainer
   all-reduces it), and rank 0 hands the trial its end.
 
+`rank_trainer` builds the job (a supernet's data-parallel run is one too: `nas.supernet.data_parallel`).
 The Tune trial itself holds no CPU or GPU (`nas.search.placement.trial_request`): Ray Train places the ranks, and
 the trial's process only drives them. Every rank and the trial must see the run directory at the same path (on a
 cluster it is on a shared filesystem already: docs/cluster.md); Ray Train's own record of each job goes to

@@ -5,14 +5,14 @@
 
 The job is a data-parallel trial's (`nas.search.data_parallel.rank_trainer`): N ranks in the process group Ray
 Train sets up (gloo on CPUs, NCCL with one GPU per rank), each holding the study's `resources.cpus` CPUs (and
-`memory_gib`) with torch on as many threads, and each running `SupernetLoop` (`nas.supernet.training`) as the
-trial's ranks run `nas.train.train`. Each rank streams its own shard of every batch (`nas.data.connect`); the
-sandwich step draws the same subnets on every rank and averages their gradients over the ranks
-(`nas.supernet.sandwich`), so that N ranks take the step one process takes on the whole batch. Rank 0 writes the
-checkpoints, metrics.jsonl and TensorBoard; a run killed (a rank, or the process driving it) is resumed by
-running it again with as many ranks, every rank from the newest checkpoint. Ray is the caller's, a cluster's
-(`address`) or a local one (`nas.search.loopback.ray_session`); the run directory must be at the same path on
-every node (a shared filesystem on a cluster: docs/cluster.md), and Ray Train's own record goes to
+`memory_gib`) with torch on as many threads, and each running `SupernetLoop` (`nas.supernet.training.
+supernet_rank`) as the trial's ranks run `nas.train.train`. Each rank streams its own shard of every batch
+(`nas.data.connect`); the sandwich step draws the same subnets on every rank and averages their gradients over
+the ranks (`nas.supernet.sandwich`), so that N ranks take the step one process takes on the whole batch. Rank 0
+writes the checkpoints, metrics.jsonl and TensorBoard; a run killed (a rank, or the process driving it) is
+resumed by running it again with as many ranks, every rank from the newest checkpoint. Ray is the caller's, a
+cluster's (`address`) or a local one (`nas.search.loopback.ray_session`); the run directory must be at the same
+path on every node (a shared filesystem on a cluster: docs/cluster.md), and Ray Train's own record goes to
 OUT/ray-train/.
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,22 +48,10 @@ class SupernetJob:
     report_to: ReportTo | None
 
 
-def supernet_rank(config: dict[str, SupernetJob]) -> TrainResult:
-    """Ray Train's `train_loop_per_worker`: one rank of the run; rank 0's result is the job's return value."""
-    import ray.train.torch
-
-    from nas.search.trial import cpu_share, memory_limit
-    from nas.supernet.training import SupernetLoop
-
-    job = config["job"]
-    device = str(ray.train.torch.get_device()) if job.resources.gpus else "cpu"
-    with cpu_share(job.resources.threads), memory_limit(job.resources, device):
-        return SupernetLoop(job.space, job.supernet, job.data, job.config, job.out, device=device,
-                            report_to=job.report_to).execute()
-
-
-def train_ranks(job: SupernetJob, workers: int, device: str | None, address: str | None) -> TrainResult:
-    """Run `job` on `workers` ranks: on GPUs with `device` "cuda", or by default when the cluster has GPUs, else
+def train_ranks(job: SupernetJob, rank: Callable[[dict[str, SupernetJob]], TrainResult], workers: int,
+                device: str | None, address: str | None) -> TrainResult:
+    """Run `job` on `workers` ranks, each calling `rank({"job": job})` (`nas.supernet.training.supernet_rank`;
+    rank 0's result is the job's): on GPUs with `device` "cuda", or by default when the cluster has GPUs, else
     on CPUs. Raises a rank's `OOMError` or `ConfigError` as it is, anything else as Ray Train's error (a rank
     lost, or a rank's error with every rank's story)."""
     from nas.search.data_parallel import RAY_TRAIN, rank_error, rank_oom, rank_trainer
@@ -76,7 +65,7 @@ def train_ranks(job: SupernetJob, workers: int, device: str | None, address: str
         gpus = device == "cuda" or (device is None and ray.cluster_resources().get("GPU", 0) > 0)
         ranks = dataclasses.replace(job.resources, workers=workers, gpus=1.0 if gpus else 0.0, concurrency=None)
         job = dataclasses.replace(job, resources=ranks)
-        trainer = rank_trainer(supernet_rank, {"job": job}, ranks, Path(job.out).resolve() / RAY_TRAIN,
+        trainer = rank_trainer(rank, {"job": job}, ranks, Path(job.out).resolve() / RAY_TRAIN,
                                f"supernet-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
         try:
             return trainer.fit().return_value

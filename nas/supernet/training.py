@@ -105,7 +105,21 @@ def train_supernet(study: Study, supernet: SupernetConfig, out: str | os.PathLik
         report_to = dataclasses.replace(report_to, tensorboard=str(Path(report_to.tensorboard).resolve()))
     job = SupernetJob(study.space, supernet, data.source, config, str(Path(out).resolve()), study.resources,
                       report_to)
-    return train_ranks(job, workers, device, address)
+    return train_ranks(job, supernet_rank, workers, device, address)
+
+
+def supernet_rank(config: dict[str, Any]) -> TrainResult:
+    """One rank of a data-parallel run (Ray Train's `train_loop_per_worker`; `config["job"]` a
+    `nas.supernet.data_parallel.SupernetJob`): the loop on the rank's device, with its CPUs' threads."""
+    import ray.train.torch
+
+    from nas.search.trial import cpu_share, memory_limit
+
+    job = config["job"]
+    device = str(ray.train.torch.get_device()) if job.resources.gpus else "cpu"
+    with cpu_share(job.resources.threads), memory_limit(job.resources, device):
+        return SupernetLoop(job.space, job.supernet, job.data, job.config, job.out, device=device,
+                            report_to=job.report_to).execute()
 
 
 def load_supernet(run: str | os.PathLike) -> Supernet:
