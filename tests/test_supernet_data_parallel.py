@@ -108,6 +108,7 @@ def test_every_rank_draws_the_steps_subnets_and_its_own_drop_path_masks():
     assert step_seeds(0, 7, 0) == (7, 7) and step_seeds(0, 8, 1)[0] != subnets[0]  # rank 0: one process's seeds
 
 
+@pytest.mark.slow
 def test_a_killed_two_rank_run_resumes_and_takes_the_steps_of_one_process(resumed, tmp_path, one_thread):
     study, out, newest, result = resumed
     assert (result.status, result.samples_seen, result.step, result.resumed_from) == ("completed", SAMPLES, 6,
@@ -155,6 +156,7 @@ def test_a_killed_two_rank_run_resumes_and_takes_the_steps_of_one_process(resume
     assert worst_loss <= TOLERANCE and worst_weight <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_the_run_records_its_cpu_seconds_across_the_resume(resumed):
     _, out, newest, result = resumed
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
