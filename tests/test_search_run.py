@@ -99,7 +99,7 @@ def test_rays_temporary_directory_fits_its_socket_paths_however_long_tmpdir_is(t
     """A cluster job's per-job TMPDIR (tens of characters) would put Ray's sockets past the 107-byte AF_UNIX limit
     (a 35-line OSError from every local search): the driver's directory for Ray goes to /tmp then; a short TMPDIR
     is used as it is. test_search_interrupt.py runs a real search under a long TMPDIR."""
-    from nas.search.driver import RAY_SOCKET_TAIL, RAY_TEMP_PREFIX, SOCKET_PATH_MAX, ray_temp_dir
+    from nas.search.loopback import RAY_SOCKET_TAIL, RAY_TEMP_PREFIX, SOCKET_PATH_MAX, ray_temp_dir
 
     short_tmpdir = Path(tempfile.mkdtemp(prefix="t", dir="/tmp"))  # /tmp/tXXXXXXXX
     made = []

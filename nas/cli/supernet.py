@@ -1,6 +1,7 @@
 """`vitamin-nas supernet`: train a weight-sharing supernet of a study's space, export its subnets.
 
     vitamin-nas supernet train studies/quickstart.yaml --out runs/sn --random-subnets 2
+    vitamin-nas supernet train studies/quickstart.yaml --out runs/sn2 --workers 2    # 2 ranks on Ray Train
     vitamin-nas supernet rank runs/sn --samples 1000 --eval data/quickstart/eval
     vitamin-nas supernet export runs/sn --arch largest --out runs/sn/largest
 """
@@ -41,12 +42,20 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
                     "--random-subnets random ones on one batch with the CLIP loss; the smaller ones also match "
                     "the largest one's image-text logits (in-place distillation, KL weighted by "
                     "--distill-weight). Checkpoints every train.checkpoint_every samples and at the study's "
-                    "rungs; rerun the same command to resume a killed run. Writes OUT/checkpoint.pt, "
-                    "OUT/metrics.jsonl, OUT/config.json and OUT/tensorboard/.",
+                    "rungs; rerun the same command to resume a killed run. With --workers N, N data-parallel "
+                    "ranks on Ray Train (a local Ray, or the cluster at --address; gloo on CPUs, NCCL with one GPU "
+                    "per rank; each rank the study's resources.cpus), each on its shard of every batch: they draw "
+                    "the same subnets and average their gradients every step, taking the step one process takes "
+                    "on the whole batch; resume with as many workers. Writes OUT/checkpoint.pt, OUT/metrics.jsonl "
+                    "(its train lines with wall_s and cpu_s: the CPU-seconds of every rank), OUT/config.json and "
+                    "OUT/tensorboard/.",
         epilog="examples:\n"
                "  vitamin-nas supernet train studies/quickstart.yaml --out runs/sn\n"
                "  vitamin-nas supernet train study.yaml --out runs/sn --samples 200000 --random-subnets 4 \\\n"
-               "      --distill-weight 0.5 --image-size 32")
+               "      --distill-weight 0.5 --image-size 32\n"
+               "  vitamin-nas supernet train studies/quickstart.yaml --out runs/sn2 --workers 2 --device cpu\n"
+               "  vitamin-nas supernet train study.yaml --out /shared/runs/sn --workers 8 --device cuda \\\n"
+               "      --address 10.0.0.1:6379")
     train.add_argument("study", type=Path, help="the study file: its space, data, text tower and recipe")
     train.add_argument("--out", type=Path, required=True, help="the run directory (an existing one is resumed)")
     train.add_argument("--samples", type=int, help="samples seen (default: the study's budget.max_samples)")
@@ -55,7 +64,12 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
                        help="random subnets per step besides the largest and smallest (default: %(default)s)")
     train.add_argument("--distill-weight", type=float, default=1.0,
                        help="weight of the distillation loss of the smaller subnets (default: %(default)s)")
-    train.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU when there is one)")
+    train.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU when there is one; with --workers, "
+                                        "cpu or cuda: GPU ranks when the Ray cluster has GPUs)")
+    train.add_argument("--workers", type=int, default=1,
+                       help="data-parallel ranks on Ray Train (default: %(default)s, this process alone)")
+    train.add_argument("--address", metavar="HOST:PORT|auto",
+                       help="join an existing Ray cluster for the ranks instead of starting Ray locally")
     train.add_argument("--report-to", default="tensorboard", metavar="tensorboard,wandb",
                        help="where the curves go besides OUT/metrics.jsonl (default: tensorboard)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -121,17 +135,25 @@ def _register_export(sub: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from nas import status
+    from nas.search.loopback import prefer_loopback
     from nas.study import load_study
     from nas.supernet import SupernetConfig, train_supernet
     from nas.train import ReportTo
     from nas.train.log import TENSORBOARD
 
+    if not args.address:
+        prefer_loopback()  # before Ray is imported: a local instance on 127.0.0.1 only
     study = load_study(args.study)
     config = SupernetConfig(image_size=args.image_size, random_subnets=args.random_subnets,
                             distill_weight=args.distill_weight)
     report_to = ReportTo.parse(args.report_to, args.out / TENSORBOARD, name=args.out.resolve().name)
-    result = train_supernet(study, config, args.out, samples=args.samples, progress=not args.no_progress,
-                            device=args.device, report_to=report_to)
+    try:
+        result = train_supernet(study, config, args.out, samples=args.samples, progress=not args.no_progress,
+                                device=args.device, report_to=report_to, workers=args.workers, address=args.address)
+    except ConfigError as err:
+        if err.field not in ("workers", "device"):
+            raise
+        raise ConfigError(err.message, field=f"--{err.field}") from None
     if result.resumed_from is not None:
         print(f"resumed from {result.resumed_from:,} samples seen")
     if result.status == status.DIVERGED:
@@ -139,7 +161,8 @@ def _train(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     print(f"{result.status}: the supernet of {study.space.source}, {result.samples_seen:,} samples seen in "
-          f"{result.step:,} steps ({result.wall_s:.1f} s), loss {result.final.get('loss', float('nan')):.4f}")
+          f"{result.step:,} steps ({result.wall_s:.1f} s, {result.cpu_s:.1f} CPU-s), "
+          f"loss {result.final.get('loss', float('nan')):.4f}")
     print(f"checkpoint: {result.checkpoint}")
     return 0
 

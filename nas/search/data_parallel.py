@@ -21,6 +21,7 @@ the ledger, where to start, replays, out-of-memory retries, the ends it reports.
   the newest checkpoint (`failures.max_retries`). Divergence is seen by every rank at once (the trainer
   all-reduces it), and rank 0 hands the trial its end.
 
+`rank_trainer` builds the job (a supernet's data-parallel run is one too: `nas.supernet.data_parallel`).
 The Tune trial itself holds no CPU or GPU (`nas.search.placement.trial_request`): Ray Train places the ranks, and
 the trial's process only drives them. Every rank and the trial must see the run directory at the same path (on a
 cluster it is on a shared filesystem already: docs/cluster.md); Ray Train's own record of each job goes to
@@ -30,8 +31,9 @@ cluster it is on a shared filesystem already: docs/cluster.md); Ray Train's own 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +43,7 @@ from nas.arch import Arch
 from nas.search.placement import worker_request
 from nas.search.protocol import process_place
 from nas.search.trial import Trial, cpu_share, eval_sets, memory_limit
-from nas.study import Study
+from nas.study import Resources, Study
 from nas.train import OOMError, ReportTo, TrainResult
 from nas.train.runtime import is_oom
 from nas.train_config import TrainConfig
@@ -121,6 +123,22 @@ def rank_loop(config: dict[str, RankJob]) -> None:
         ray.get(job.channel.end.remote(result))
 
 
+def rank_trainer(loop: Callable[[dict[str, Any]], Any], config: dict[str, Any], resources: Resources,
+                 storage: str | os.PathLike, name: str) -> Any:
+    """A Ray Train job (`TorchTrainer`) of `resources.workers` ranks, each holding `resources`' CPUs, GPU and
+    memory (`worker_request`) and running `loop(config)` in the process group Ray Train sets up (NCCL on GPUs,
+    gloo on CPUs); its record goes to `storage/name`. An error on any rank ends the job, which Ray Train does not
+    restart: its caller resumes the run from the run's own checkpoint."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    return TorchTrainer(
+        loop, train_loop_config=config, torch_config=TorchConfig(backend="nccl" if resources.gpus else "gloo"),
+        scaling_config=ScalingConfig(num_workers=resources.workers, use_gpu=bool(resources.gpus),
+                                     resources_per_worker=worker_request(resources)),
+        run_config=RunConfig(name=name, storage_path=str(storage), failure_config=FailureConfig(max_failures=0)))
+
+
 class DataParallelTrial(Trial):
     """A `Trial` whose every training run is a Ray Train job of `resources.workers` ranks."""
 
@@ -131,21 +149,11 @@ class DataParallelTrial(Trial):
     def _training(self, config: TrainConfig) -> TrainResult:
         """One training run as a Ray Train job; its rungs are reported here as rank 0 reaches them. Raises the
         out-of-memory error of a rank that ran out (for `Trial._train` to retry), or the job's error."""
-        from ray.train import FailureConfig, RunConfig, ScalingConfig
-        from ray.train.torch import TorchConfig, TorchTrainer
-
-        resources = self.study.resources
         channel = RungChannel.remote()
         job = RankJob(self.study, self.arch, config, str(self.out), self.report_to, channel, self.trial_id,
                       self.ledger)
-        trainer = TorchTrainer(
-            rank_loop, train_loop_config={"job": job},
-            torch_config=TorchConfig(backend="nccl" if resources.gpus else "gloo"),
-            scaling_config=ScalingConfig(num_workers=resources.workers, use_gpu=bool(resources.gpus),
-                                         resources_per_worker=worker_request(resources)),
-            run_config=RunConfig(name=f"accum{self.accum_freq}-{self.session}",
-                                 storage_path=str(self.run_dir.trial(self.trial_id) / RAY_TRAIN),
-                                 failure_config=FailureConfig(max_failures=0)))
+        trainer = rank_trainer(rank_loop, {"job": job}, self.study.resources,
+                               self.run_dir.trial(self.trial_id) / RAY_TRAIN, f"accum{self.accum_freq}-{self.session}")
         fitting = _Fitting(trainer)
         fitting.start()
         result = None
@@ -195,10 +203,20 @@ def _messages(channel: Any, fitting: _Fitting) -> Iterator[tuple[str, Any]]:
 def rank_oom(error: BaseException) -> BaseException | None:
     """A rank's out-of-memory error inside Ray Train's `WorkerGroupError` (the other ranks then fail on the
     collective it left), or None."""
+    return _rank_cause(error, lambda cause: isinstance(cause, OOMError) or is_oom(cause))
+
+
+def rank_error(error: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """A rank's own error of `kind` (a `ConfigError`: the run as given cannot go on) inside Ray Train's
+    `WorkerGroupError`, the lowest rank's, or None."""
+    return _rank_cause(error, lambda cause: isinstance(cause, kind))
+
+
+def _rank_cause(error: BaseException, matches: Callable[[BaseException], bool]) -> BaseException | None:
     failures = getattr(error, "worker_failures", None) or {}
     for rank in sorted(failures):
         for cause in _causes(failures[rank]):
-            if isinstance(cause, OOMError) or is_oom(cause):
+            if matches(cause):
                 return cause
     return None
 

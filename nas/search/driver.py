@@ -44,7 +44,6 @@ import shutil
 import signal
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -59,7 +58,8 @@ from nas.disk import DiskFull, full_disk
 from nas.errors import ConfigError
 from nas.results import ResultStore
 from nas.run_dir import RunDir
-from nas.search import loopback, placement, reaper
+from nas.search import placement
+from nas.search.loopback import RAY_TEMP_PREFIX, ray_session
 from nas.search.protocol import LEDGER_NAMESPACE
 from nas.search.recorder import Ledger, Recorder, ledger_entries
 from nas.search.schedulers import make_scheduler
@@ -70,15 +70,6 @@ from nas.search.trainable import TrialSettings, trainable
 from nas.study import Study
 from nas.train import ReportTo
 
-#: Prefix of the Ray temporary directories a driver makes (short: Ray's socket paths must fit in 107 bytes).
-RAY_TEMP_PREFIX = "vitamin-nas-ray-"
-#: The longest an AF_UNIX socket's path may be (Linux's sun_path, less its NUL).
-SOCKET_PATH_MAX = 107
-#: What Ray appends to its temporary directory for its longest socket path, with room for a 7-digit pid and a
-#: ".N" suffix: /session_<date>_<time>_<microseconds>_<pid>/sockets/plasma_store
-RAY_SOCKET_TAIL = len("/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store.10")
-#: Where Ray's temporary directory goes when TMPDIR is too long for its sockets (Ray's own default is /tmp/ray).
-SHORT_TEMP = "/tmp"
 #: Seconds to wait for an `--address` to answer.
 CONNECT_TIMEOUT_S = 10.0
 #: The cluster launcher's config on a `ray up` cluster's head (what its autoscaler can add).
@@ -245,63 +236,6 @@ def prepare_data(study: Study) -> None:
         except ConfigError as err:
             message = f"{err.source}: {err.message}" if err.source else err.message
             raise ConfigError(message, source=study.source, field=f"data.{err.field or 'metadata'}") from None
-
-
-@contextlib.contextmanager
-def ray_session(address: str | None, *, dashboard: bool = False, dashboard_host: str = "127.0.0.1",
-                verbose: bool = False) -> Iterator[str | None]:
-    """Ray for the search: the caller's if initialised, a cluster's with `address`, else a local one on 127.0.0.1
-    whose temporary directory (yielded; None otherwise) is removed with it, and whose processes end with this
-    one however it ends (`nas.search.reaper`)."""
-    if ray.is_initialized():
-        yield None
-        return
-    options = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.WARNING}
-    temp = ender = None
-    try:
-        if address:
-            try:
-                ray.init(address=address, **options)
-            except ConnectionError as err:
-                raise ConfigError(f"cannot join the Ray cluster: {err} ({err.__cause__ or 'no cause given'}). A "
-                                  "cluster started with `ray start` authenticates with a token: set "
-                                  "RAY_AUTH_MODE=token here, with its token in ~/.ray/auth_token or RAY_AUTH_TOKEN",
-                                  field="--address") from None
-        else:  # never join a cluster by accident (RAY_ADDRESS, /tmp/ray): a private instance on the loopback
-            temp = ray_temp_dir()
-            ender = reaper.start(os.getpid())
-            ray.init(address="local", include_dashboard=dashboard, dashboard_host=dashboard_host, _temp_dir=temp,
-                     **options)
-            if (warning := loopback_warning()) is not None:
-                logging.getLogger(__name__).warning(warning)
-        if not verbose:
-            logging.getLogger("ray.tune").setLevel(logging.WARNING)
-        yield temp
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        if ender is not None:
-            reaper.stop(ender)
-        if temp is not None:
-            shutil.rmtree(temp, ignore_errors=True)
-
-
-def ray_temp_dir() -> str:
-    """A new directory for a local Ray's session: in TMPDIR when Ray's socket paths fit under it, else (a
-    cluster job's per-job TMPDIR is often longer) in `SHORT_TEMP`, where they do."""
-    base = tempfile.gettempdir()
-    longest = len(os.path.join(base, RAY_TEMP_PREFIX + "x" * 8)) + RAY_SOCKET_TAIL  # mkdtemp adds 8 characters
-    return tempfile.mkdtemp(prefix=RAY_TEMP_PREFIX, dir=base if longest <= SOCKET_PATH_MAX else SHORT_TEMP)
-
-
-def loopback_warning() -> str | None:
-    """What to say when the local Ray instance just started listens beyond the loopback: Ray was imported before
-    `nas.search.loopback.prefer_loopback()` could ask for its single-machine mode (a library caller's process)."""
-    address = ray.util.get_node_ip_address()
-    if address == "127.0.0.1":
-        return None
-    return (f"the local Ray instance listens on {address}, not only on 127.0.0.1: set {loopback.SINGLE_MACHINE}=0 "
-            "before Ray is imported (nas.search.loopback.prefer_loopback()) to keep it on this machine")
 
 
 def probe_address(address: str) -> None:

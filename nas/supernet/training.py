@@ -5,9 +5,10 @@
 
 `SupernetLoop` is `nas.train.loop`'s loop with a `SandwichTrainer` in place of the one-candidate trainer: the
 same stream (at the supernet's resolution), rungs, atomic checkpoints every `train.checkpoint_every` samples,
-resume from `out/checkpoint.pt`, metrics.jsonl and TensorBoard, on CPU or one GPU. A checkpoint also records
+resume from `out/checkpoint.pt`, metrics.jsonl and TensorBoard, on CPU or GPUs. A checkpoint also records
 the space and the `SupernetConfig` (its `supernet` entry), which a resumed run must share and from which
 `load_supernet` rebuilds the supernet. Rungs checkpoint and log; subnets are evaluated by ranking them afterwards.
+With `workers` (and `address`), the same loop runs on every rank of a Ray Train job (`nas.supernet.data_parallel`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import torch
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, require_int
 from nas.jsonable import jsonable
 from nas.space import SearchSpace
 from nas.study import Study
@@ -79,19 +80,46 @@ def _sandwich_gflops(supernet: Supernet) -> float:
 
 
 def train_supernet(study: Study, supernet: SupernetConfig, out: str | os.PathLike, *, samples: int | None = None,
-                   progress: bool = False, device: str | None = None,
-                   report_to: ReportTo | None = None) -> TrainResult:
+                   progress: bool = False, device: str | None = None, report_to: ReportTo | None = None,
+                   workers: int = 1, address: str | None = None) -> TrainResult:
     """Train the supernet of the study's space on its data with its recipe, to `samples` (default the study's
-    largest budget), checkpointing at its rungs below that; resumes a run found in `out`."""
+    largest budget), checkpointing at its rungs below that; resumes a run found in `out`.
+
+    In this process, or with `workers` above 1 or an `address` as a Ray Train job of that many ranks, each
+    training on its shard of every batch (`nas.supernet.data_parallel`; no progress bar: its curves are in
+    `out`)."""
     from nas.data.synth import synthesize, synthesized
 
+    require_int(workers, "workers", low=1)
     data = study.data
     if data.synthetic is not None and not synthesized(data.dir, data.synthetic):
         synthesize(data.dir, data.synthetic, progress=progress)
     config = study.run_config()
     if samples is not None:
         config = dataclasses.replace(config, samples=samples, rungs=tuple(r for r in config.rungs if r < samples))
-    return SupernetLoop(study.space, supernet, data.source, config, out, progress, device, report_to).execute()
+    if workers == 1 and address is None:
+        return SupernetLoop(study.space, supernet, data.source, config, out, progress, device, report_to).execute()
+    from nas.supernet.data_parallel import SupernetJob, train_ranks
+
+    if report_to is not None and report_to.tensorboard is not None:  # the ranks' working directory is Ray's
+        report_to = dataclasses.replace(report_to, tensorboard=str(Path(report_to.tensorboard).resolve()))
+    job = SupernetJob(study.space, supernet, data.source, config, str(Path(out).resolve()), study.resources,
+                      report_to)
+    return train_ranks(job, supernet_rank, workers, device, address)
+
+
+def supernet_rank(config: dict[str, Any]) -> TrainResult:
+    """One rank of a data-parallel run (Ray Train's `train_loop_per_worker`; `config["job"]` a
+    `nas.supernet.data_parallel.SupernetJob`): the loop on the rank's device, with its CPUs' threads."""
+    import ray.train.torch
+
+    from nas.search.trial import cpu_share, memory_limit
+
+    job = config["job"]
+    device = str(ray.train.torch.get_device()) if job.resources.gpus else "cpu"
+    with cpu_share(job.resources.threads), memory_limit(job.resources, device):
+        return SupernetLoop(job.space, job.supernet, job.data, job.config, job.out, device=device,
+                            report_to=job.report_to).execute()
 
 
 def load_supernet(run: str | os.PathLike) -> Supernet:

@@ -42,7 +42,8 @@ class RunState:
     """Where a run stands: with the trainer's state (model, optimizer, scheduler, step) and every rank's RNG,
     exactly what its checkpoint stores and reloads.
 
-    `rungs` holds the metrics of every rung reached; `wall_s` the wall time of earlier sessions; `meter` the
+    `rungs` holds the metrics of every rung reached; `wall_s` the wall time of earlier sessions and `cpu_s` their
+    CPU time (every rank's process, summed; 0 in a checkpoint written before it was recorded); `meter` the
     interval since the last rung (`Meter.state`); `compile_s` the time spent compiling; `skipped` the samples
     the stream skipped, by reason.
     """
@@ -50,13 +51,15 @@ class RunState:
     samples_seen: int = 0
     rungs: list[dict[str, Any]] = field(default_factory=list)
     wall_s: float = 0.0
+    cpu_s: float = 0.0
     meter: dict[str, float] = field(default_factory=dict)
     compile_s: float = 0.0
     skipped: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Mapping[str, Any]) -> RunState:
-        return cls(**{f.name: checkpoint[f.name] for f in fields(cls)})
+        return cls(**{f.name: checkpoint[f.name] for f in fields(cls) if f.name != "cpu_s"},
+                   cpu_s=checkpoint.get("cpu_s", 0.0))
 
 
 def run_progress(out: str | os.PathLike) -> tuple[RunState, TrainConfig] | None:

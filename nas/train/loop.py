@@ -48,6 +48,7 @@ from nas.train.runtime import (
     main_rank_decides,
     mean_over_ranks,
     setup_runtime,
+    sum_over_ranks,
 )
 from nas.train.trainer import Trainer
 from nas.train_config import TrainConfig
@@ -63,6 +64,8 @@ RUNG_METRICS = {
     "zeroshot_top5": "zero-shot top-5 accuracy",
     "image_to_text_R@1": "retrieval recall at 1, 5, 10 in both directions (when a retrieval set is given)",
     "wall_s": "wall time of the whole run so far, across resumes: compilation, evaluation, checkpoints",
+    "cpu_s": "CPU time of the run so far over the same span as wall_s: every rank's process (all its threads), "
+             "summed; not the data loader's worker processes",
     "train_s": "time spent in training steps since the previous rung",
     "images_per_s": "training throughput since the previous rung (all ranks; compiling steps excluded)",
     "data_wait_share": "the share of training time since the previous rung spent waiting for data",
@@ -88,6 +91,7 @@ class TrainResult:
     compile: dict[str, Any]
     data: dict[str, Any] = field(default_factory=dict)
     resumed_from: int | None = None
+    cpu_s: float = 0.0
 
     @property
     def final(self) -> dict[str, Any]:
@@ -143,7 +147,7 @@ class TrainingLoop:
         return Trainer(build_model(self.arch, self.text, self.config), self.config, self.runtime)
 
     def execute(self) -> TrainResult:
-        self.start = time.perf_counter()
+        self.start, self.cpu_start = time.perf_counter(), time.process_time()
         resumed_from = self._resume()
         if self.config.compile:
             self.trainer.enable_compile()
@@ -159,10 +163,14 @@ class TrainingLoop:
         self.trainer.compile["compile_s"] += self.state.compile_s
         return TrainResult(self.status, self.state.samples_seen, self.trainer.step, self.state.rungs, self._wall(),
                            str(self.checkpoint_path) if self.checkpoint_path else None, dict(self.trainer.compile),
-                           {"skipped": self._skipped()}, resumed_from)
+                           {"skipped": self._skipped()}, resumed_from, self._cpu())
 
     def _wall(self) -> float:
         return self.state.wall_s + time.perf_counter() - self.start
+
+    def _cpu(self) -> float:
+        """The run's CPU seconds so far (`cpu_s`), every rank's summed: a collective, called by every rank."""
+        return self.state.cpu_s + sum_over_ranks(time.process_time() - self.cpu_start, self.runtime)
 
     def _loop(self, bar: Any) -> None:
         config, runtime = self.config, self.runtime
@@ -227,7 +235,7 @@ class TrainingLoop:
         if any_rank(not finite, self.runtime):
             self.status = status.DIVERGED
             self.log.write({"event": "diverged", "samples_seen": self.state.samples_seen, "step": self.trainer.step,
-                            "wall_s": self._wall()})
+                            "wall_s": self._wall(), "cpu_s": self._cpu()})
             return False
         return True
 
@@ -239,7 +247,7 @@ class TrainingLoop:
         lr = self.trainer.optimizer.param_groups[0]["lr"]
         record = {"event": "train", "samples_seen": self.state.samples_seen, "step": self.trainer.step,
                   "loss": value, "lr": lr, "logit_scale": self.trainer.model.logit_scale.exp().item(),
-                  "wall_s": self._wall()}
+                  "wall_s": self._wall(), "cpu_s": self._cpu()}
         rate, data_share = self.meter.window()
         if rate is not None:
             record.update(images_per_s=rate, data_wait_share=data_share)
@@ -274,6 +282,7 @@ class TrainingLoop:
         self.runtime.barrier()
         metrics["eval_s"] = time.perf_counter() - begin
         metrics["wall_s"] = self._wall()
+        metrics["cpu_s"] = self._cpu()
         self.meter.reset()
         self.state.rungs.append(metrics)
         if self.checkpoint_path is not None:
@@ -297,9 +306,10 @@ class TrainingLoop:
         if self.checkpoint_path is None:
             return
         rng = gather_objects(rng_state(), self.runtime)
+        cpu_s = self._cpu()
         if self.runtime.is_main:
-            state = replace(self.state, wall_s=self._wall(), meter=self.meter.state(), skipped=self._skipped(),
-                            compile_s=self.state.compile_s + self.trainer.compile["compile_s"])
+            state = replace(self.state, wall_s=self._wall(), cpu_s=cpu_s, meter=self.meter.state(),
+                            skipped=self._skipped(), compile_s=self.state.compile_s + self.trainer.compile["compile_s"])
             save_checkpoint({**self._identity(), **jsonable(asdict(state)), **self.trainer.state_dict(), "rng": rng},
                             self.checkpoint_path)
         self.runtime.barrier()

@@ -92,6 +92,15 @@ def mean_over_ranks(value: torch.Tensor, runtime: Runtime) -> float:
     return value.item()
 
 
+def sum_over_ranks(value: float, runtime: Runtime) -> float:
+    """A per-rank amount (seconds of CPU time) summed over the ranks, on every rank."""
+    if not runtime.distributed:
+        return value
+    total = torch.tensor(value, dtype=torch.float64, device=runtime.device)
+    torch.distributed.all_reduce(total)
+    return total.item()
+
+
 def any_rank(flag: bool, runtime: Runtime) -> bool:
     """Whether `flag` holds on any rank (on every rank)."""
     value = torch.tensor(1.0 if flag else 0.0, device=runtime.device)

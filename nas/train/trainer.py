@@ -23,11 +23,7 @@ class Trainer:
         self.config = config
         self.runtime = runtime
         self.model = model.to(runtime.device)
-        self.module = self.model
-        if runtime.distributed:
-            device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
-            self.module = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids,
-                                                              static_graph=config.grad_checkpointing)
+        self.module = self._data_parallel(self.model)
         self.forward = self.module  # the compiled module once `enable_compile` ran, until compilation fails
         self.optimizer = torch.optim.AdamW(param_groups(self.model, config.weight_decay), lr=config.lr,
                                            betas=config.betas, eps=config.eps,
@@ -39,6 +35,15 @@ class Trainer:
         self.compile = {"requested": config.compile, "compiled": False, "error": None, "compile_s": 0.0}
         self.compiled_from: int | None = None
         self.compiled_batch: int | None = None
+
+    def _data_parallel(self, model: nn.Module) -> nn.Module:
+        """The module the step runs: with several ranks, DDP around the model (it all-reduces the gradients in
+        the backward pass); `nas.supernet.sandwich` averages them itself."""
+        if not self.runtime.distributed:
+            return model
+        device_ids = [self.runtime.device.index] if self.runtime.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
+                                                   static_graph=self.config.grad_checkpointing)
 
     def enable_compile(self) -> None:
         """Compile the forward pass; the first step after this compiles (see `compiling`)."""
