@@ -27,7 +27,10 @@ strategy is a real search's code, driven by an event loop instead of Ray Tune's 
   the searcher's rule of never measuring an arch twice give on a finite table).
 
 Each replay draws, for each candidate, one of its seeds' curves: the search sees one noisy run, and is judged
-by the candidate's mean over seeds at the full budget ("true" accuracy). A run that did not learn is neither:
+by the candidate's mean at the full budget over its other seeds ("true" accuracy, held out: the seed the search
+saw is not in the truth it is judged by, or a lucky seed would both pick its candidate and make the pick look
+right, and every strategy that selects by measured values would look closer to the best than it is). A candidate
+with one seed is judged by that seed (the output says how many). A run that did not learn is neither:
 the table is read by `benchmarks/tabular.py`'s `read_table`, which judges every run by `nas.learning`'s rule
 (with the batch size and reduction factor of `--table-study`, the study that made the table), prints the runs
 it takes out, and leaves a candidate its seeds that learned (and leaves out a candidate with none). A real
@@ -139,7 +142,8 @@ class Candidate:
 class TableDraw:
     """A table the replays are judged against: each candidate's seeds (the table's own, `Table.measured`, or
     resampled with replacement, `draw_table`), a replay seeing one of them, and its truth, their mean at the full
-    budget. `index` tells the draws of one bootstrap apart."""
+    budget (a replay is judged by the mean of the others: `held_out`). `index` tells the draws of one bootstrap
+    apart."""
 
     index: int
     seeds: tuple[tuple[int, ...], ...]
@@ -177,6 +181,16 @@ def draw_table(table: Table, index: int, rng: np.random.Generator) -> TableDraw:
                   tuple(c.curves) for c in table.candidates)
     truth = tuple(float(np.mean([c.curves[s][full][0] for s in drawn])) for c, drawn in zip(table.candidates, seeds))
     return TableDraw(index, seeds, truth)
+
+
+def held_out(table: Table, draw: TableDraw, seen: Mapping[int, int]) -> TableDraw:
+    """`draw` as a replay that saw seed `seen[i]` of each candidate i is judged: each candidate's seeds but the one
+    seen (every draw of it), its truth their mean at the full budget; a candidate with no other seed keeps its
+    own."""
+    full = table.budgets[-1]
+    seeds = tuple(tuple(s for s in drawn if s != seen[i]) or drawn for i, drawn in enumerate(draw.seeds))
+    truth = tuple(float(np.mean([c.curves[s][full][0] for s in kept])) for c, kept in zip(table.candidates, seeds))
+    return TableDraw(draw.index, seeds, truth)
 
 
 def draw_tables(table: Table, tables: int, seed: int = 0) -> list[TableDraw]:
@@ -319,10 +333,12 @@ class ReplayTrial:
 
 @dataclass
 class Outcome:
-    """One replay, judged against `draw`: (samples spent, true regret of the incumbent, the incumbent) after every
-    report, the candidates in the order they started, and where each ended (the last budget it reported)."""
+    """One replay, judged against `draw` (held out from the seeds it saw, `seen`: candidate -> seed): (samples
+    spent, true regret of the incumbent, the incumbent) after every report, the candidates in the order they
+    started, and where each ended (the last budget it reported)."""
 
     draw: TableDraw
+    seen: dict[int, int] = field(default_factory=dict)
     started: list[int] = field(default_factory=list)
     spent: list[float] = field(default_factory=list)
     regret: list[float] = field(default_factory=list)
@@ -350,13 +366,13 @@ def replay(table: Table, study: Study, strategy: Strategy, seed: int, workers: i
     rng = np.random.default_rng(seed)
     searched = search_study(study, strategy, seed)
     scheduler = make_scheduler(searched)
-    draw = draw or table.measured
-    seeds = {i: int(rng.choice(drawn)) for i, drawn in enumerate(draw.seeds)}  # first: paired replays
+    seeds = {i: int(rng.choice(drawn)) for i, drawn in enumerate((draw or table.measured).seeds)}  # first: paired
+    draw = held_out(table, draw or table.measured, seeds)
     searcher = TPEProjected(table, searched, rng, parameters) if strategy.sampler == "tpe" else \
         RandomOrder(table, rng)
     rungs = table.budgets if strategy.dense else study.budget.rungs
     rungs = tuple(b for b in rungs if b <= study.budget.max_samples)
-    outcome, events, counter = Outcome(draw), [], itertools.count()
+    outcome, events, counter = Outcome(draw, seeds), [], itertools.count()
     spent, best, reported_by = 0.0, None, {}
     running = 0
 
@@ -606,13 +622,15 @@ def uncertainty(table: Table, outcomes: Mapping[str, list[Outcome]]) -> str:
     """What the intervals hold: the table's uncertainty (how many bootstrap tables) or the replays' noise only."""
     runs = next(iter(outcomes.values()), [])
     tables = len({o.draw.index for o in runs})
-    if tables < 2:
-        return "Intervals: the replays' noise only, on the table as measured (--tables 0)."
     single = sum(len(c.curves) == 1 for c in table.candidates)
+    judged = (f"A replay sees one seed's curve of each candidate and is judged by the mean of its other seeds; "
+              f"{single} of {len(table.candidates)} candidates have one seed that learned and are judged by the "
+              "seed seen.")
+    if tables < 2:
+        return f"Intervals: the replays' noise only, on the table as measured (--tables 0). {judged}"
     return (f"Intervals: the table's uncertainty and the replays' noise: {tables} bootstrap tables (each candidate's "
-            f"seeds that learned resampled with replacement; its truth their mean, a replay seeing one of them), "
-            f"{len(runs) // tables} replays each; {single} of {len(table.candidates)} candidates have one seed that "
-            "learned and are not redrawn (their seed noise is not in the intervals).")
+            f"seeds that learned resampled with replacement), {len(runs) // tables} replays each; the candidates "
+            f"with one seed are not redrawn (their seed noise is not in the intervals). {judged}")
 
 
 def report(table: Table, study: Study, outcomes: Mapping[str, list[Outcome]], cost: str = "samples") -> str:

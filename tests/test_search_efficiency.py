@@ -224,3 +224,28 @@ def test_on_a_table_of_pure_noise_no_strategy_is_told_from_random():
     assert set(asha.verdicts().values()) == {"not distinguishable"}
     with pytest.raises(ConfigError, match="two replays or more"):
         se.run_replays(table, study, ["asha"], replays=5, workers=1, tables=3)
+
+
+def test_a_replay_is_judged_by_the_seeds_it_did_not_see():
+    """The truth a replay is judged by leaves out the seed whose curve it saw: on a table where each seed's run is
+    its own noise, constant over budgets, random search's pick at 100 % (the best seen) is on average no better
+    than the mean candidate; judged by a truth that holds the seed seen, it would look far closer to the best."""
+    table = three_seed_table(lambda i, seed, budget: 0.1 * i + 0.01 * seed)
+    study, strategy = load_study(QUICKSTART), se.STRATEGIES["random-full"]
+    outcome = se.replay(table, study, strategy, 0, 2, "samples", None)
+    for i, seen in outcome.seen.items():
+        others = tuple(s for s in range(3) if s != seen)
+        level = table.candidates[i].curves[0][FULL][0]  # seed s at level + 0.01 s
+        assert outcome.draw.seeds[i] == others and outcome.draw.truth[i] == pytest.approx(level + 0.005 * sum(others))
+    rng = np.random.default_rng(1)
+    noise = {(i, seed): rng.normal(0.3, 0.03) for i in range(8) for seed in range(3)}
+    table = three_seed_table(lambda i, seed, budget: noise[i, seed])
+    held_in, held_out, advantage = [], [], []
+    for r in range(100):
+        outcome = se.replay(table, study, strategy, r, 2, "samples", None)
+        truth, pick = np.array(outcome.draw.truth), outcome.incumbent[-1]
+        advantage.append(truth[pick] - truth.mean())
+        held_out.append(outcome.regret[-1])
+        held_in.append(max(table.measured.truth) - table.measured.truth[pick])
+    assert abs(np.mean(advantage)) < 0.006  # 3 standard errors of the mean of 100 held-out differences
+    assert np.mean(held_in) + 0.01 < np.mean(held_out)
