@@ -32,13 +32,14 @@ class OptunaStudy:
                 self.study.set_metric_names(list(study.objectives))
 
     def add(self, proposal: FrozenTrial) -> int:
-        """A running trial with the parameters, attributes and constraints of `proposal` (a draft): the trial
-        that enqueuing its parameters, asking and proposing them again would make, in one transaction (`ask`
-        first reads every running trial of the study again). Its number."""
-        constraints = {k: v for k, v in proposal.system_attrs.items() if k.startswith("constraints:")}
+        """A running trial with the parameters and attributes of `proposal` (a draft): the trial that enqueuing
+        its parameters, asking and proposing them again would make, in one transaction (`ask` first reads every
+        running trial of the study again). Its system attributes are the draft's (its constraints, and what the
+        drafts' sampler set on it: NSGA-II's generation, TPE's constant-liar parameters), as the sampler would
+        have set them on a trial of the study, so that they survive a new drafts study (`--resume`). Its number."""
         template = optuna.trial.create_trial(state=TrialState.RUNNING, params=proposal.params,
                                              distributions=proposal.distributions, user_attrs=proposal.user_attrs,
-                                             system_attrs={"fixed_params": proposal.params, **constraints})
+                                             system_attrs={"fixed_params": proposal.params, **proposal.system_attrs})
         return self.storage.get_trial_number_from_id(self.storage.create_new_trial(self.study_id, template))
 
     def _trial_id(self, number: int) -> int:
