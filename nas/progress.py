@@ -7,7 +7,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from nas import heartbeat, status
-from nas.learning import failure_rate
 from nas.run_dir import RunDir
 from nas.tables import format_duration, format_table, headers, rows
 
@@ -114,6 +113,10 @@ def progress_report(store: ResultStore, limit: int = 20) -> str:
         if record["rung"] is not None:
             record["rung"] = f"{record['rung'] + 1}/{rungs}"
     table = format_table(headers(columns), rows(shown, columns))
-    failures = failure_rate([r["status"] for r in records])  # the statuses it judges, as in the database
-    note = f"\n{failures.line()}" if failures.failed else ""
+    statuses = [r["status"] for r in records]  # the statuses the did-not-learn rate judges, as in the database
+    note = ""
+    if status.DID_NOT_LEARN in statuses:  # only then: its interval needs scipy, a second of `status`'s start
+        from nas.learning import failure_rate
+
+        note = f"\n{failure_rate(statuses).line()}"
     return f"\n[{time.strftime('%H:%M:%S')}] {summary}\n{table}{note}"

@@ -329,10 +329,13 @@ class ResultStore:
                         (status.RUNNING, now, now, trial_id))
 
     def record_rung(self, trial_id: str, metrics: Mapping[str, Any], *, rung: int, hits: str | None = None,
-                    checkpoint: str | None = None, session: str | None = None, replace: bool = True) -> None:
+                    checkpoint: str | None = None, session: str | None = None, replace: bool = True,
+                    **fields: Any) -> None:
         """One rung's metrics (the trainer's flat dict, with the rung's `budget`) and the evaluation's per-item
         hits (JSON of `nas.uncertainty.pack_hits` text by metric). A rung reported again replaces the row,
-        unless `replace` is False (a replay of a known result): then the first measurement stands."""
+        unless `replace` is False (a replay of a known result): then the first measurement stands. The trial's
+        row takes the rung's progress and `fields` (as `update_trial`), in the same transaction (one commit per
+        result)."""
         numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         on_conflict = ("DO UPDATE SET budget = excluded.budget, samples_seen = excluded.samples_seen, "
                        "metrics = excluded.metrics, hits = excluded.hits, checkpoint = excluded.checkpoint, "
@@ -341,12 +344,14 @@ class ResultStore:
                        "reported_at = excluded.reported_at" if replace else "DO NOTHING")
         where = {k: metrics.get(k) for k in ("host", "node", "device")}
         budget = int(metrics["budget"])
-        self.db.execute(
-            f"INSERT INTO nas_rungs VALUES ({', '.join('?' * 12)}) ON CONFLICT (trial_id, rung) {on_conflict}",
-            (trial_id, rung, budget, int(metrics["samples_seen"]), json.dumps(numeric), hits,
-             checkpoint, *where.values(), session, time.time()))
-        self.update_trial(trial_id, rung=rung, budget=budget, samples_seen=int(metrics["samples_seen"]),
-                          wall_s=metrics.get("wall_s"), **where)
+        with self.db:  # one transaction: BEGIN here, COMMIT (or ROLLBACK) at its end
+            self.db.execute("BEGIN")
+            self.db.execute(
+                f"INSERT INTO nas_rungs VALUES ({', '.join('?' * 12)}) ON CONFLICT (trial_id, rung) {on_conflict}",
+                (trial_id, rung, budget, int(metrics["samples_seen"]), json.dumps(numeric), hits,
+                 checkpoint, *where.values(), session, time.time()))
+            self.update_trial(trial_id, rung=rung, budget=budget, samples_seen=int(metrics["samples_seen"]),
+                              wall_s=metrics.get("wall_s"), **where, **fields)
 
     def forget_checkpoint(self, trial_id: str, rung: int) -> None:
         """A rung's checkpoint was deleted (`storage.keep`: nas.search.retention): the rung keeps none."""

@@ -109,15 +109,32 @@ def link_or_copy(source: str | os.PathLike, target: str | os.PathLike) -> None:
     os.replace(aside, target)
 
 
-def _disk_usage(path: Path, seen: set[tuple[int, int]]) -> int:
-    total = 0
-    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+def _disk_usage(path: str | os.PathLike, seen: set[tuple[int, int]]) -> int:
+    """Bytes on disk of `path` and, for a directory, of everything under it (below `path`, not through a link to
+    a directory), each inode once. Walked with `os.scandir`, whose entries carry their `lstat`: `Path.rglob` and a
+    stat per file took 2.4x the CPU (6,500 files, `vitamin-nas status` of a 500-trial run)."""
+    try:
+        stat = os.lstat(path)
+    except OSError:  # removed while walking (a live search writes as `status` reads)
+        return 0
+    total, pending = _count(stat, seen), [path] if os.path.isdir(path) else []
+    while pending:
         try:
-            stat = item.lstat()
-        except OSError:  # removed while walking (a live search writes as `status` reads)
+            with os.scandir(pending.pop()) as entries:
+                for entry in entries:
+                    try:
+                        total += _count(entry.stat(follow_symlinks=False), seen)
+                        if entry.is_dir(follow_symlinks=False):
+                            pending.append(entry.path)
+                    except OSError:
+                        continue
+        except OSError:
             continue
-        if (stat.st_dev, stat.st_ino) in seen:
-            continue
-        seen.add((stat.st_dev, stat.st_ino))
-        total += stat.st_blocks * 512
     return total
+
+
+def _count(stat: os.stat_result, seen: set[tuple[int, int]]) -> int:
+    if (stat.st_dev, stat.st_ino) in seen:
+        return 0
+    seen.add((stat.st_dev, stat.st_ino))
+    return stat.st_blocks * 512

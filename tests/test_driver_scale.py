@@ -6,7 +6,8 @@ its rungs in turn (the stand-in's curve), the recorder's rows are written as the
 trial worse than the median of its rung so far is stopped there (as ASHA would; the scheduler is not under
 test). The same seeded simulation gives the same proposals every time, so the searcher's proposals and what it
 told Optuna are compared with those the searcher made before its caches (`tests/data/driver_scale_search.json`,
-recorded at the commit before them).
+recorded at the commit before them). NSGA-II's generations, which the drafts study once lost, are tested on a
+search that completes several.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from optuna.trial import TrialState
 from search_helpers import SPACE, write_study
 
 from nas import status
@@ -113,7 +115,11 @@ def search_record(searcher: StudySearcher, proposals: list[Any]) -> dict[str, An
 def test_the_searchers_caches_change_no_search(search_data, tmp_path, algorithm, trials):
     """The same seeded search proposes what it proposed, and tells Optuna what it told, before the drafts study
     was kept between proposals and the trial counts were read from an index (TPE passes over 305 proposals of
-    measured or infeasible archs, drawing the later ones at random; NSGA-II's are of several objectives)."""
+    measured or infeasible archs, drawing the later ones at random; NSGA-II's are of several objectives).
+    What was told was recorded again when the study's trials began to carry the system attributes the drafts'
+    sampler set (TPE's constant-liar parameters on 4 trials, NSGA-II's generation on 12): the same proposals, and
+    without those attributes the same digest. NSGA-II at its default population of 50 completes no generation in
+    12 trials: its generations are tested below."""
     searcher, store = searcher_of(scale_study(tmp_path, search_data, algorithm, trials), tmp_path / "out")
     recorded = json.loads(RECORDED.read_text())[algorithm]
     assert search_record(searcher, simulate(searcher, store, concurrency=6)) == recorded
@@ -148,3 +154,40 @@ def test_the_work_per_trial_does_not_grow_with_the_trials_before_it(search_data,
     later, proposed_later = work(*searcher_of(replace(study, seed=0, trials=74), tmp_path / "later" / "out"))
     assert proposed_later == proposed and len(proposed) == 14
     assert later < 1.15 * alone, (later, alone)
+
+
+#: Where NSGA-II keeps a trial's generation (`optuna.samplers.NSGAIISampler`: a system attribute of the trial).
+GENERATION = "NSGAIISampler:generation"
+
+
+def test_nsga2_proposes_children_of_earlier_generations_and_resumes_them(search_data, tmp_path):
+    """A seeded NSGA-II search (population 4, of the vitamin space at one rung: every trial ends COMPLETE) goes
+    through its generations as in a plain Optuna study: each trial the sampler proposed carries its generation in
+    the study, generation 2 is reached, and with no mutation every parameter NSGA-II crosses over is, in a later
+    generation's trial, one of its parents' (the generation before's elite); a driver session started again on
+    the same study continues from the last generation instead of starting at 0. The drafts study once copied the
+    study's trials without their generations: NSGA-II saw every trial in generation 0, and its search was the
+    random sampler's, arch for arch."""
+    def search(algorithm: str, trials: int, directory: Path) -> tuple[StudySearcher, list[str]]:
+        study = scale_study(tmp_path, search_data, algorithm, trials, **ONE_RUNG,
+                            sampler={"population_size": 4, "mutation_prob": 0.0} if algorithm == "nsga2" else {})
+        searcher, store = searcher_of(study, directory)
+        return searcher, [proposal[2] for proposal in simulate(searcher, store, concurrency=2)]
+
+    searcher, proposed = search("nsga2", 12, tmp_path / "nsga2")
+    assert proposed != search("random", 12, tmp_path / "random")[1]
+    sampler, drafts = searcher.sampler.sampler, searcher.drafts.study
+    generations = [t.system_attrs.get(GENERATION) for t in searcher.ot_study.trials]
+    reached = max(g for g in generations if g is not None)
+    assert reached >= 2, generations
+    for draft in drafts.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        generation = draft.system_attrs.get(GENERATION)
+        if generation:
+            parents = sampler.get_parent_population(drafts, generation)
+            crossed = sampler.infer_relative_search_space(drafts, draft)  # the others are drawn independently
+            assert parents and crossed and all(draft.params[name] in {parent.params[name] for parent in parents}
+                                               for name in crossed), (draft.number, draft.params)
+
+    resumed, _ = search("nsga2", 14, tmp_path / "nsga2")
+    later = [t.system_attrs.get(GENERATION) for t in resumed.ot_study.trials[len(generations):]]
+    assert len(later) == 2 and None not in later and min(later) >= reached, (generations, later)

@@ -234,21 +234,30 @@ def test_progress_names_a_running_trial_without_progress(store):
 
 
 @pytest.mark.subprocess
+def test_the_progress_table_names_the_did_not_learn_rate_once_a_run_did_not_learn(store):
+    fill(store)
+    assert "did not learn" not in progress_report(store)
+    store.update_trial("odd", status="did_not_learn")
+    assert "did not learn: 1 of 4 runs (25 % [5, 70], 95 % Wilson; rule: nas.learning)" in progress_report(store)
+
+
 def test_status_and_results_read_a_search_without_loading_torch(store):
     """Watching a search is instant: the study read back from the database, its progress and its leaderboard
-    need neither torch nor open_clip (6 s of imports before; `status` now takes well under a second)."""
+    need neither torch nor open_clip (6 s of imports before; `status` now takes well under a second), and
+    `status` needs no scipy (a second of imports on a busy machine: only a did-not-learn rate takes it)."""
     import subprocess
     import sys
 
     fill(store)
     store.close()
-    check = ("import sys; from nas.cli import main; codes = [main(['status', sys.argv[1]]), "
-             "main(['results', sys.argv[1]])]; loaded = [m for m in ('torch', 'open_clip', 'timm', 'torchvision') "
+    check = ("import sys; from nas.cli import main; codes = [main(['status', sys.argv[1]])]; "
+             "print('scipy after status:', 'scipy' in sys.modules); codes.append(main(['results', sys.argv[1]])); "
+             "loaded = [m for m in ('torch', 'open_clip', 'timm', 'torchvision') "
              "if m in sys.modules]; print('loaded:', loaded); sys.exit(max(codes) or bool(loaded))")
     run = subprocess.run([sys.executable, "-c", check, str(store.path.parent)], capture_output=True, text=True,
                          timeout=120)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    assert "leaderboard" in run.stdout and "loaded: []" in run.stdout
+    assert "leaderboard" in run.stdout and "loaded: []" in run.stdout and "scipy after status: False" in run.stdout
 
 
 def test_progress_of_a_run_of_its_own_to_a_smaller_budget(store):

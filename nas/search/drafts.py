@@ -11,9 +11,9 @@ study as it stood when the searcher was asked, as when the copy was built again 
 copied every trial of the search each time, a cost that grew with the trial count (`benchmarks/driver_scale.py`).
 
 A draft standing for a trial of the study holds that trial's parameters, attributes, intermediate values, state
-and values. The system attributes the drafts' sampler set on it (NSGA-II's generation, TPE's shared relative
-parameters), which the trial of the study never had, are set to None: what a sampler reads with
-`system_attrs.get`, as from a trial without them.
+and values. The system attributes the drafts' sampler set on the draft (NSGA-II's generation, TPE's constant-liar
+parameters) are the trial's too (`OptunaStudy.add`): NSGA-II counts a generation by the generations its COMPLETE
+trials carry, and a drafts study built again (`--resume`) continues the generations.
 """
 
 from __future__ import annotations
@@ -73,10 +73,6 @@ class Drafts:
         return self.study
 
     def _copy(self, draft_id: int, trial: FrozenTrial) -> None:
-        draft = self.storage.get_trial(draft_id)
-        for key in draft.system_attrs.keys() - trial.system_attrs.keys():
-            if draft.system_attrs[key] is not None:
-                self.storage.set_trial_system_attr(draft_id, key, None)
         for key, value in trial.system_attrs.items():
             self.storage.set_trial_system_attr(draft_id, key, value)
         for key, value in trial.user_attrs.items():

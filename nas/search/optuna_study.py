@@ -26,29 +26,43 @@ class OptunaStudy:
                                          directions=directions, load_if_exists=True)
         self.study_id = self.storage.get_study_id_from_name(study.name)
         self.changed: set[int] = set()  # trials written here since `Drafts` last copied them (by number)
+        self._ids: dict[int, int] = {}  # number -> the storage's trial id (neither ever changes)
+        self._states: dict[int, TrialState] = {}  # the trials whose state is known without a read (`state`)
         if self.study.metric_names is None:
             with warnings.catch_warnings():  # experimental since Optuna 3.2, and what optuna-dashboard shows
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 self.study.set_metric_names(list(study.objectives))
 
     def add(self, proposal: FrozenTrial) -> int:
-        """A running trial with the parameters, attributes and constraints of `proposal` (a draft): the trial
-        that enqueuing its parameters, asking and proposing them again would make, in one transaction (`ask`
-        first reads every running trial of the study again). Its number."""
-        constraints = {k: v for k, v in proposal.system_attrs.items() if k.startswith("constraints:")}
+        """A running trial with the parameters and attributes of `proposal` (a draft): the trial that enqueuing
+        its parameters, asking and proposing them again would make, in one transaction (`ask` first reads every
+        running trial of the study again). Its system attributes are the draft's (its constraints, and what the
+        drafts' sampler set on it: NSGA-II's generation, TPE's constant-liar parameters), as the sampler would
+        have set them on a trial of the study, so that they survive a new drafts study (`--resume`). Its number."""
         template = optuna.trial.create_trial(state=TrialState.RUNNING, params=proposal.params,
                                              distributions=proposal.distributions, user_attrs=proposal.user_attrs,
-                                             system_attrs={"fixed_params": proposal.params, **constraints})
-        return self.storage.get_trial_number_from_id(self.storage.create_new_trial(self.study_id, template))
+                                             system_attrs={"fixed_params": proposal.params, **proposal.system_attrs})
+        trial_id = self.storage.create_new_trial(self.study_id, template)
+        number = self.storage.get_trial_number_from_id(trial_id)
+        self._ids[number], self._states[number] = trial_id, TrialState.RUNNING
+        return number
 
     def _trial_id(self, number: int) -> int:
-        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+        if number not in self._ids:
+            self._ids[number] = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+        return self._ids[number]
 
     def trial(self, number: int) -> FrozenTrial:
-        return self.storage.get_trial(self._trial_id(number))  # one trial, not every trial of the study
+        trial = self.storage.get_trial(self._trial_id(number))  # one trial, not every trial of the study
+        if trial.state.is_finished():
+            self._states[number] = trial.state
+        return trial
 
     def state(self, number: int) -> TrialState:
-        return self.trial(number).state
+        """Read once a trial is finished (Optuna changes a finished trial no more) and never for a trial made
+        here (`add`), which only `tell` finishes while a driver runs: a result reported costs no read of its
+        trial."""
+        return self._states[number] if number in self._states else self.trial(number).state
 
     def finished(self, number: int) -> bool:
         """Whether trial `number` of this study was told its end (False when the study has no such trial)."""
@@ -74,5 +88,5 @@ class OptunaStudy:
 
     def tell(self, number: int, values: float | Sequence[float] | None = None,
              state: TrialState | None = None) -> None:
-        self.study.tell(number, values, state=state)
+        self._states[number] = self.study.tell(number, values, state=state).state
         self.changed.add(number)

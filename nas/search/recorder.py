@@ -163,9 +163,8 @@ class Recorder(tune.Callback):
         hits = result.get(HITS_KEY)
         self.store.record_rung(_id(trial), {**metrics, **where}, rung=self.study.budget.rung_of(result["budget"]),
                                checkpoint=checkpoint, hits=hits, session=result[SESSION_KEY],
-                               replace=not result[REPLAY_KEY])
-        self.store.update_trial(_id(trial), pid=result[WORKER_PID_KEY], accum_freq=result[ACCUM_FREQ_KEY],
-                                resumed_from=result[RESUMED_FROM_KEY])
+                               replace=not result[REPLAY_KEY], pid=result[WORKER_PID_KEY],
+                               accum_freq=result[ACCUM_FREQ_KEY], resumed_from=result[RESUMED_FROM_KEY])
         if not result[REPLAY_KEY]:
             self.ledger.update.remote(_id(trial), trial.config[CANDIDATE_KEY].key,
                                       rung={**metrics, RUNG_CHECKPOINT_KEY: checkpoint,
