@@ -1,7 +1,9 @@
-"""Learning, not just running: a tiny candidate trained on the synthetic dataset at 64 px on 2 CPU cores
-reaches at least three times chance zero-shot top-1 on the synthetic zero-shot set (80 colour-shape classes,
-chance 1.25 %, 400 images) within a budget that trains in about half a minute on 2 idle cores, through the
-whole path: shards, stream (shuffling, augmentation), trainer, evaluation.
+"""Learning, not just running: a tiny candidate trained on the synthetic dataset at 64 px (torch on one thread, as
+a `make test` worker runs, and one data-loading process) reaches at least three times chance zero-shot top-1 on
+the synthetic zero-shot set (80 colour-shape classes, chance 1.25 %, 400 images) within a budget of 4,000 samples,
+through the whole path: shards, stream (shuffling, augmentation), trainer, evaluation (checkpoints at the rungs
+only: no resume is tested here). On a shared 2-core machine a second torch thread spins against the other
+processes (measured under load: 198 CPU-s for this test on two threads, 48 on one; the same 12.0 %).
 
 The scenes are the studies' simple ones (one object on a plain background) and the captions the scene's colour
 and shape, read from the dataset's metadata by uid (the stream's `captions` template; what the zero-shot test
@@ -14,7 +16,6 @@ steps than a test allows: measured, colour zero-shot stayed at chance after 800 
 from __future__ import annotations
 
 import pytest
-import torch
 
 from nas.arch import Arch, Stage, Transformer
 from nas.data import DataSource, SynthConfig, synthesize, zeroshot_set
@@ -30,11 +31,11 @@ CHANCE = 1 / 80
 
 
 @pytest.mark.slow
-def test_a_tiny_candidate_learns_zero_shot_on_synthetic_data(tmp_path):
+def test_a_tiny_candidate_learns_zero_shot_on_synthetic_data(tmp_path, one_thread):
     synthesize(tmp_path, SynthConfig(samples=4000, size=64, zeroshot_per_class=5, retrieval_samples=0, workers=2,
                                       scenes="simple"))
-    torch.set_num_threads(2)
-    config = TrainConfig(samples=4_000, batch_size=32, lr=2e-3, warmup=50, rungs=(2_000,), log_every=50, workers=1)
+    config = TrainConfig(samples=4_000, batch_size=32, lr=2e-3, warmup=50, rungs=(2_000,), log_every=50, workers=1,
+                         checkpoint_every=0)
     data = DataSource(str(tmp_path / "shards"), captions="{color} {shape}", metadata=str(tmp_path / "metadata"))
     result = train(ARCH, TEXT, data, config, out=tmp_path / "run",
                    zeroshot=zeroshot_set(tmp_path / "eval" / "zeroshot", 64), device="cpu")
