@@ -49,12 +49,14 @@ that rule, with the batch size and reduction factor of the study that made the t
 such runs out: a candidate's value is its mean over the seeds that learned, and a candidate with none leaves
 the table. Which runs it took out, with the rule's reason and the rate's Wilson interval, is printed first. A
 table written from a search keeps the status `did_not_learn` its search recorded (the run, measured up to the
-rung where it was caught, stays in the CSV).
+rung where it was caught, stays in the CSV). The runs taken out are kept beside the table (`Learned.failed`),
+each with the budget at which the rule caught it, for the replays that train them as a search does.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import shlex
 import sys
@@ -163,6 +165,7 @@ class Learned:
     flagged: tuple[tuple[str, str, int, str], ...]  # (candidate_id, arch_name, seed, the rule's reason) taken out
     left: tuple[str, ...]                           # candidates no run of which learned: out of the table
     rate: FailureRate                               # runs taken out of all runs, with its Wilson interval
+    failed: pd.DataFrame                            # the rows taken out, `caught`: the budget the rule caught it at
 
     def lines(self) -> str:
         names = {candidate: name for candidate, name, _, _ in self.flagged}
@@ -175,21 +178,29 @@ class Learned:
 def learned(frame: pd.DataFrame, study: Study) -> Learned:
     """`frame` without its runs that did not learn: each (candidate, seed) curve judged by `nas.learning`'s rule
     on its training losses, with the batch size, loss and reduction factor of `study` (the study that made the
-    table), or recorded so by its search."""
-    flagged, statuses = [], []
+    table), or recorded so by its search. A run taken out was caught at the first budget where the rule holds on
+    its losses up to there (where a search judging it at every rung of the table would have stopped it), or, recorded
+    so by its search, at its last budget (the search trained it until it caught it)."""
+    flagged, statuses, caught = [], [], {}
     for (candidate, seed), run in frame.groupby(["candidate_id", "seed"], sort=True):
-        reason = did_not_learn(dict(zip(run.budget.astype(int), run.loss.astype(float))),
-                               batch_size=study.train.batch_size, loss=study.train.loss,
-                               reduction_factor=study.budget.reduction_factor)
-        if reason is None and (run.status == status.DID_NOT_LEARN).any():
-            reason = "recorded did_not_learn by its search"
+        losses = dict(zip(run.budget.astype(int), run.loss.astype(float)))
+        judge = functools.partial(did_not_learn, batch_size=study.train.batch_size, loss=study.train.loss,
+                                  reduction_factor=study.budget.reduction_factor)
+        reason = judge(losses)
+        if reason is not None:
+            caught[candidate, seed] = next(b for b in sorted(losses)
+                                           if judge({k: v for k, v in losses.items() if k <= b}) is not None)
+        elif (run.status == status.DID_NOT_LEARN).any():
+            reason, caught[candidate, seed] = "recorded did_not_learn by its search", int(run.budget.max())
         if reason is not None:
             flagged.append((str(candidate), str(run.arch_name.iloc[0]), int(seed), reason))
         statuses.append(status.COMPLETED if reason is None else status.DID_NOT_LEARN)
-    runs = pd.MultiIndex.from_frame(frame[["candidate_id", "seed"]])
-    kept = frame[~runs.isin([(c, s) for c, _, s, _ in flagged])]
+    out = pd.MultiIndex.from_frame(frame[["candidate_id", "seed"]]).isin(list(caught))
+    kept = frame[~out]
+    failed = frame[out].assign(caught=[caught[c, s] for c, s in zip(frame[out].candidate_id, frame[out].seed)])
     left = tuple(sorted(set(frame.candidate_id) - set(kept.candidate_id)))
-    return Learned(kept.reset_index(drop=True), tuple(flagged), left, failure_rate(statuses))
+    return Learned(kept.reset_index(drop=True), tuple(flagged), left, failure_rate(statuses),
+                   failed.reset_index(drop=True))
 
 
 def read_table(path: str | Path, study: Study) -> Learned:
