@@ -26,27 +26,34 @@ strategy is a real search's code, driven by an event loop instead of Ray Tune's 
 - random search draws the table's candidates uniformly without replacement (what a random sampler and
   the searcher's rule of never measuring an arch twice give on a finite table).
 
-Each replay draws, for each candidate, one of its seeds' curves: the search sees one noisy run, and is judged
-by the candidate's mean at the full budget over its other seeds ("true" accuracy, held out: the seed the search
-saw is not in the truth it is judged by, or a lucky seed would both pick its candidate and make the pick look
-right, and every strategy that selects by measured values would look closer to the best than it is). A candidate
-with one seed is judged by that seed (the output says how many). A run that did not learn is neither:
-the table is read by `benchmarks/tabular.py`'s `read_table`, which judges every run by `nas.learning`'s rule
-(with the batch size and reduction factor of `--table-study`, the study that made the table), prints the runs
-it takes out, and leaves a candidate its seeds that learned (and leaves out a candidate with none). A real
-search with `repeats: {not_learned: 1}` trains such a run until the rule catches it, its reports reaching the
-scheduler, and then reruns the candidate with the next seed; the replay models that rerun as free (the failed
-run's samples are not spent, and the scheduler never sees it). `--workers` trials run at once
+Each replay draws, for each candidate, one of its runs: the search sees one noisy run, and is judged by the
+candidate's mean at the full budget over its other seeds that learned ("true" accuracy, held out: the seed the
+search saw is not in the truth it is judged by, or a lucky seed would both pick its candidate and make the pick
+look right, and every strategy that selects by measured values would look closer to the best than it is). A
+candidate with one seed that learned is judged by that seed (the output says how many). A run that did not learn
+is never in a truth: the table is read by `benchmarks/tabular.py`'s `read_table`, which judges every run by
+`nas.learning`'s rule (with the batch size and reduction factor of `--table-study`, the study that made the
+table), prints the runs it takes out, and leaves a candidate its seeds
+that learned (and leaves out a candidate with none); its runs that did not learn stay beside them, drawn as often
+as the table holds them. A replay that draws one trains it as a search with `repeats: {not_learned: 1}` does:
+its curve reaches the scheduler at every rung up to the first at or after the budget the rule caught it at, those
+samples are spent, the trial ends there (not completed, never an incumbent; told to TPE as PRUNED), and the
+candidate is trained again at once, on the same worker, with one of its drawn seeds that learned (a new trial,
+which the scheduler promotes or stops as any). A scheduler that stops the failed run before that rung stops it
+as any trial (Ray ends it inside its report, before the rule judges it): no rerun. `--workers` trials run at once
 (default: the study's concurrency); a trial's time is its samples times its analytic training GFLOPs per
 sample, which orders the asynchronous events. Samples spent count each trial's samples up to its last
 report (`--cost flops` weights them by training FLOPs); exhaustive compute is every candidate trained to the
 full budget.
 
-The table's own uncertainty (its truth is a mean over few seeds) is a bootstrap: `--tables B` tables are drawn
-by resampling each candidate's seeds that learned with replacement (as many as it has; its truth their mean; a
-replay sees one of the drawn seeds' curves), and the replays are spread evenly over them (`--tables 0`: the
-table as measured). A candidate with one seed that learned is not redrawn, so its seed noise is left out of the
-intervals (the output says how many); the runs that did not learn are out of every draw (their rerun is free).
+The table's own uncertainty (its truth is a mean over few seeds, and how often its runs fail to learn) is a
+bootstrap: `--tables B` tables are drawn by resampling each candidate's runs, learned and failed, with replacement
+(as many as it has; its truth the mean of the learned ones drawn; a replay sees one of the drawn runs), and the
+replays are spread evenly over them (`--tables 0`: the table as measured). A draw of a candidate with no learned
+run is drawn again (the bootstrap conditioned on a truth for every candidate; it lowers the failed share of a
+candidate with few runs: of one learned and one failed run, a third of the runs drawn fail, not a half). The
+output gives the runs that did not learn per bootstrap table and their rate. A candidate with one run is not
+redrawn, so its seed noise is left out of the intervals (the output says how many have one seed that learned).
 Replay r of every strategy is judged against the same drawn table, sees the same seeds' curves and, for random
 search, the same order: paired.
 
@@ -128,26 +135,43 @@ TOP_FRACTION = 0.1
 # ---- the table -----------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class FailedRun:
+    """A run that did not learn: its curve (budget -> (value, eval-set size)) and the budget at which
+    `nas.learning`'s rule caught it (`tabular.learned`)."""
+
+    curve: dict[int, tuple[float, float | None]]
+    caught: int
+
+
+@dataclass(frozen=True)
 class Candidate:
-    """One table candidate: its arch, cost, and each seed's curve (budget -> (value, eval-set size))."""
+    """One table candidate: its arch, cost, each seed's curve that learned (budget -> (value, eval-set size)),
+    and its runs that did not learn by seed."""
 
     candidate_id: str
     arch: Arch
     cost: dict[str, float]
     curves: dict[int, dict[int, tuple[float, float | None]]]
     truth: float  # mean over its seeds (that learned) at the full budget
+    failed: dict[int, FailedRun] = field(default_factory=dict)
+
+    @property
+    def runs(self) -> tuple[int, ...]:
+        """The seeds of all its runs, learned and failed."""
+        return tuple(sorted({*self.curves, *self.failed}))
 
 
 @dataclass(frozen=True)
 class TableDraw:
-    """A table the replays are judged against: each candidate's seeds (the table's own, `Table.measured`, or
-    resampled with replacement, `draw_table`), a replay seeing one of them, and its truth, their mean at the full
-    budget (a replay is judged by the mean of the others: `held_out`). `index` tells the draws of one bootstrap
-    apart."""
+    """A table the replays are judged against: each candidate's runs (the table's own, `Table.measured`, or
+    resampled with replacement, `draw_table`; learned and failed), a replay seeing one of them, and its truth, the
+    mean of the learned ones at the full budget (a replay is judged by the mean of the others: `held_out`).
+    `failed`: how many of the runs drawn did not learn. `index` tells the draws of one bootstrap apart."""
 
     index: int
     seeds: tuple[tuple[int, ...], ...]
     truth: tuple[float, ...]
+    failed: int = 0
 
     @property
     def best(self) -> int:
@@ -167,30 +191,43 @@ class Table:
 
     @property
     def measured(self) -> TableDraw:
-        """The table as measured: every candidate's seeds, its truth their mean."""
-        return TableDraw(0, tuple(tuple(sorted(c.curves)) for c in self.candidates),
-                         tuple(c.truth for c in self.candidates))
+        """The table as measured: every candidate's runs, its truth the mean of those that learned."""
+        return TableDraw(0, tuple(c.runs for c in self.candidates), tuple(c.truth for c in self.candidates),
+                         sum(len(c.failed) for c in self.candidates))
+
+
+def _redraw(candidate: Candidate, rng: np.random.Generator) -> tuple[int, ...]:
+    """A candidate's runs, learned and failed, resampled with replacement (as many as it has); a draw with no
+    learned run is drawn again (it would leave the candidate no truth). One run is kept."""
+    runs = candidate.runs
+    while len(runs) > 1:
+        drawn = tuple(int(s) for s in rng.choice(runs, size=len(runs)))
+        if any(s in candidate.curves for s in drawn):
+            return drawn
+    return runs
 
 
 def draw_table(table: Table, index: int, rng: np.random.Generator) -> TableDraw:
-    """A bootstrap table: each candidate's seeds that learned resampled with replacement (as many as it has), its
-    truth their mean. A candidate with one seed keeps it: nothing to resample, so the intervals leave out its
-    seed noise."""
+    """A bootstrap table: each candidate's runs, learned and failed, resampled with replacement (`_redraw`), its
+    truth the mean of the learned ones drawn. A candidate with one run keeps it: nothing to resample, so the
+    intervals leave out its seed noise."""
     full = table.budgets[-1]
-    seeds = tuple(tuple(int(s) for s in rng.choice(sorted(c.curves), size=len(c.curves))) if len(c.curves) > 1 else
-                  tuple(c.curves) for c in table.candidates)
-    truth = tuple(float(np.mean([c.curves[s][full][0] for s in drawn])) for c, drawn in zip(table.candidates, seeds))
-    return TableDraw(index, seeds, truth)
+    seeds = tuple(_redraw(c, rng) for c in table.candidates)
+    truth = tuple(float(np.mean([c.curves[s][full][0] for s in drawn if s in c.curves]))
+                  for c, drawn in zip(table.candidates, seeds))
+    return TableDraw(index, seeds, truth, sum(s in c.failed for c, drawn in zip(table.candidates, seeds)
+                                              for s in drawn))
 
 
 def held_out(table: Table, draw: TableDraw, seen: Mapping[int, int]) -> TableDraw:
-    """`draw` as a replay that saw seed `seen[i]` of each candidate i is judged: each candidate's seeds but the one
-    seen (every draw of it), its truth their mean at the full budget; a candidate with no other seed keeps its
-    own."""
+    """`draw` as a replay that saw the learned seed `seen[i]` of each candidate i is judged: each candidate's
+    learned runs but the one seen (every draw of it), its truth their mean at the full budget; a candidate with no
+    other learned run keeps its own."""
     full = table.budgets[-1]
-    seeds = tuple(tuple(s for s in drawn if s != seen[i]) or drawn for i, drawn in enumerate(draw.seeds))
+    learned = (tuple(s for s in drawn if s in c.curves) for c, drawn in zip(table.candidates, draw.seeds))
+    seeds = tuple(tuple(s for s in drawn if s != seen[i]) or drawn for i, drawn in enumerate(learned))
     truth = tuple(float(np.mean([c.curves[s][full][0] for s in kept])) for c, kept in zip(table.candidates, seeds))
-    return TableDraw(draw.index, seeds, truth)
+    return TableDraw(draw.index, seeds, truth, draw.failed)
 
 
 def draw_tables(table: Table, tables: int, seed: int = 0) -> list[TableDraw]:
@@ -200,23 +237,34 @@ def draw_tables(table: Table, tables: int, seed: int = 0) -> list[TableDraw]:
     return [draw_table(table, b, np.random.default_rng([seed, b])) for b in range(tables)]
 
 
-def load_table(frame: pd.DataFrame, metric: str = METRIC) -> Table:
-    """The table of `benchmarks/tabular.py` (its `read_table`'s frame: the runs that learned): every candidate
-    measured at the full budget."""
+def _curves(rows: pd.DataFrame, metric: str) -> dict[int, dict[int, tuple[float, float | None]]]:
+    """Each seed's curve of a candidate's rows: budget -> (value, eval-set size)."""
+    n_column = f"{metric}_n" if f"{metric}_n" in rows else None
+    curves: dict[int, dict[int, tuple[float, float | None]]] = {}
+    for row in rows.itertuples(index=False):
+        n = getattr(row, n_column) if n_column else None
+        curves.setdefault(int(row.seed), {})[int(row.budget)] = (float(getattr(row, metric)),
+                                                                 None if n is None or pd.isna(n) else float(n))
+    return curves
+
+
+def load_table(frame: pd.DataFrame, metric: str = METRIC, failed: pd.DataFrame | None = None) -> Table:
+    """The table of `benchmarks/tabular.py` (its `read_table`'s frame: the runs that learned), every candidate
+    measured at the full budget, with each candidate's runs that did not learn beside (`failed`, the `Learned`'s:
+    with the budget `caught` at which the rule caught each; those of a candidate out of the table are left out)."""
     needed = {"candidate_id", "arch", "seed", "budget", metric, "image_gmacs", "train_gflops"}
     missing = sorted(needed - set(frame.columns))
     if missing:
         raise ConfigError(f"the table has no column {', '.join(missing)} (benchmarks/tabular.py writes them)",
                           field="table")
     budgets = tuple(sorted(int(b) for b in frame.budget.unique()))
-    n_column = f"{metric}_n" if f"{metric}_n" in frame else None
+    failed = frame.iloc[:0].assign(caught=0) if failed is None else failed
     candidates = []
     for candidate_id, rows in frame.groupby("candidate_id", sort=True):
-        curves: dict[int, dict[int, tuple[float, float | None]]] = {}
-        for row in rows.itertuples(index=False):
-            n = getattr(row, n_column) if n_column else None
-            curves.setdefault(int(row.seed), {})[int(row.budget)] = (float(getattr(row, metric)),
-                                                                     None if n is None or pd.isna(n) else float(n))
+        curves = _curves(rows, metric)
+        lost = failed[failed.candidate_id == candidate_id]
+        caught = dict(zip(lost.seed.astype(int), lost.caught.astype(int)))
+        failures = {seed: FailedRun(curve, caught[seed]) for seed, curve in _curves(lost, metric).items()}
         finals = [curve[budgets[-1]][0] for curve in curves.values() if budgets[-1] in curve]
         if not finals:
             raise ConfigError(f"candidate {candidate_id} was not measured at the full budget {budgets[-1]}",
@@ -224,7 +272,7 @@ def load_table(frame: pd.DataFrame, metric: str = METRIC) -> Table:
         first = rows.iloc[0]
         cost = {name: float(first[name]) for name in ("image_gmacs", "image_params_m", "train_gflops") if name in rows}
         candidates.append(Candidate(str(candidate_id), Arch.from_json(first.arch), cost, curves,
-                                    float(np.mean(finals))))
+                                    float(np.mean(finals)), failures))
     return Table(tuple(candidates), budgets, metric)
 
 
@@ -333,12 +381,14 @@ class ReplayTrial:
 
 @dataclass
 class Outcome:
-    """One replay, judged against `draw` (held out from the seeds it saw, `seen`: candidate -> seed): (samples
-    spent, true regret of the incumbent, the incumbent) after every report, the candidates in the order they
-    started, and where each ended (the last budget it reported)."""
+    """One replay, judged against `draw` (held out from the learned seeds it saw, `seen`: candidate -> seed):
+    (samples spent, true regret of the incumbent, the incumbent) after every report, the candidates in the order
+    they started, where each ended (the last budget it reported), and the runs that did not learn it trained
+    until the rule caught them (candidate -> (seed, budget)) before rerunning the candidate with seed `seen`."""
 
     draw: TableDraw
     seen: dict[int, int] = field(default_factory=dict)
+    failed: dict[int, tuple[int, int]] = field(default_factory=dict)
     started: list[int] = field(default_factory=list)
     spent: list[float] = field(default_factory=list)
     regret: list[float] = field(default_factory=list)
@@ -354,11 +404,21 @@ def search_study(study: Study, strategy: Strategy, seed: int) -> Study:
                                archs=(), labels=(), groups={})
 
 
+def caught_rung(rungs: Sequence[int], run: FailedRun) -> int:
+    """The index of the rung where a trial of a failed run ends: the first at or after the budget the rule caught
+    it at (a search judges a run at its rungs only), or the last its curve holds."""
+    k = 0
+    while k + 1 < len(rungs) and rungs[k] < run.caught and rungs[k + 1] in run.curve:
+        k += 1
+    return k
+
+
 def replay(table: Table, study: Study, strategy: Strategy, seed: int, workers: int, cost: str,
            parameters: dict[int, tuple[dict[str, Any], dict[str, Any]]] | None,
            draw: TableDraw | None = None) -> Outcome:
     """One search over the table (the module docstring), judged against `draw` (default: the table as measured),
-    each candidate's curve one of the draw's seeds; deterministic for `seed`."""
+    each candidate's run one of the draw's, and where that one did not learn, its rerun one of the draw's learned
+    seeds; deterministic for `seed`."""
     from ray.tune.schedulers import TrialScheduler
 
     from nas.search.schedulers import make_scheduler
@@ -366,7 +426,12 @@ def replay(table: Table, study: Study, strategy: Strategy, seed: int, workers: i
     rng = np.random.default_rng(seed)
     searched = search_study(study, strategy, seed)
     scheduler = make_scheduler(searched)
-    seeds = {i: int(rng.choice(drawn)) for i, drawn in enumerate((draw or table.measured).seeds)}  # first: paired
+    drawn = (draw or table.measured).seeds
+    failed, seeds = {}, {}
+    for i, (c, runs) in enumerate(zip(table.candidates, drawn)):  # first: paired
+        seeds[i] = int(rng.choice(runs))
+        if seeds[i] in c.failed:
+            failed[i], seeds[i] = seeds[i], int(rng.choice([s for s in runs if s in c.curves]))
     draw = held_out(table, draw or table.measured, seeds)
     searcher = TPEProjected(table, searched, rng, parameters) if strategy.sampler == "tpe" else \
         RandomOrder(table, rng)
@@ -376,16 +441,25 @@ def replay(table: Table, study: Study, strategy: Strategy, seed: int, workers: i
     spent, best, reported_by = 0.0, None, {}
     running = 0
 
-    def start(now: float) -> bool:
-        index = searcher.next()
+    curves, caught = {}, {}  # trial id -> the curve it reports, and the rung where the rule catches it
+
+    def start(now: float, rerun: int | None = None) -> bool:
+        """The searcher's next candidate, or the rerun of one whose run did not learn (enqueued first)."""
+        index = searcher.next() if rerun is None else rerun
         if index is None:
             return False
-        trial = ReplayTrial(f"{index:04d}")
-        outcome.started.append(index)
+        trial = ReplayTrial(f"{index:04d}" if rerun is None else f"{index:04d}-rerun")
+        candidate = table.candidates[index]
+        if rerun is None:
+            outcome.started.append(index)
+        if rerun is None and index in failed:
+            curves[trial.trial_id] = candidate.failed[failed[index]].curve
+            caught[trial.trial_id] = caught_rung(rungs, candidate.failed[failed[index]])
+        else:
+            curves[trial.trial_id] = candidate.curves[seeds[index]]
         scheduler.on_trial_add(None, trial)
         reported_by[index] = {}
-        pace = table.candidates[index].cost["train_gflops"]
-        heapq.heappush(events, (now + rungs[0] * pace, next(counter), index, trial, 0))
+        heapq.heappush(events, (now + rungs[0] * candidate.cost["train_gflops"], next(counter), index, trial, 0))
         return True
 
     while running < workers and start(0.0):
@@ -394,22 +468,28 @@ def replay(table: Table, study: Study, strategy: Strategy, seed: int, workers: i
         now, _, index, trial, k = heapq.heappop(events)
         candidate = table.candidates[index]
         budget = rungs[k]
-        value, n = candidate.curves[seeds[index]][budget]
+        value, n = curves[trial.trial_id][budget]
         result = {"samples_seen": budget, "budget": budget, METRIC: value, f"{METRIC}_n": n, **candidate.cost}
         spent += (budget - (rungs[k - 1] if k else 0)) * (candidate.cost["train_gflops"] if cost == "flops" else 1)
         reported_by[index][budget] = value
         decision = scheduler.on_trial_result(None, trial, result)
-        done = budget >= study.budget.max_samples or decision == TrialScheduler.STOP
-        if done:
+        # Ray ends a trial its scheduler stops early inside its report, before the rule judges the run
+        stopped = decision == TrialScheduler.STOP and budget < study.budget.max_samples
+        not_learned = not stopped and caught.get(trial.trial_id) == k
+        if budget >= study.budget.max_samples or stopped or not_learned:
             scheduler.on_trial_complete(None, trial, result)
-            completed = budget >= study.budget.max_samples
+            completed = budget >= study.budget.max_samples and not not_learned
             searcher.tell(index, reported_by[index], completed)
-            outcome.ended[index] = budget
-            if completed and (best is None or value > best[1]):
-                best = (index, value)
-            running -= 1
-            while running < workers and start(now):
-                running += 1
+            if not_learned:  # the rerun with a learned seed takes the worker at once
+                outcome.failed[index] = (failed[index], budget)
+                start(now, rerun=index)
+            else:
+                outcome.ended[index] = budget
+                if completed and (best is None or value > best[1]):
+                    best = (index, value)
+                running -= 1
+                while running < workers and start(now):
+                    running += 1
         else:
             pace = candidate.cost["train_gflops"]
             heapq.heappush(events, (now + (rungs[k + 1] - budget) * pace, next(counter), index, trial, k + 1))
@@ -621,16 +701,28 @@ def versus(table: Table, study: Study, outcomes: Mapping[str, list[Outcome]], ba
 def uncertainty(table: Table, outcomes: Mapping[str, list[Outcome]]) -> str:
     """What the intervals hold: the table's uncertainty (how many bootstrap tables) or the replays' noise only."""
     runs = next(iter(outcomes.values()), [])
-    tables = len({o.draw.index for o in runs})
+    draws = {o.draw.index: o.draw.failed for o in runs}
+    tables = len(draws)
     single = sum(len(c.curves) == 1 for c in table.candidates)
-    judged = (f"A replay sees one seed's curve of each candidate and is judged by the mean of its other seeds; "
-              f"{single} of {len(table.candidates)} candidates have one seed that learned and are judged by the "
-              "seed seen.")
+    total, failed = sum(len(c.runs) for c in table.candidates), table.measured.failed
+    trained = [len(o.failed) for replays in outcomes.values() for o in replays]
+    judged = (f"A replay sees one seed's curve of each candidate and is judged by the mean of its other seeds that "
+              f"learned; {single} of {len(table.candidates)} candidates have one seed that learned and are judged by "
+              f"the seed seen. A run that did not learn, where a replay draws one, is trained until the rule catches "
+              f"it (its samples spent, never an incumbent) and the candidate rerun with a learned seed: "
+              f"{np.mean(trained or [0]):.2f} such runs per replay ({sum(trained)} in {len(trained)} replays, all "
+              "strategies).")
     if tables < 2:
-        return f"Intervals: the replays' noise only, on the table as measured (--tables 0). {judged}"
+        return (f"Intervals: the replays' noise only, on the table as measured (--tables 0), where {failed} of "
+                f"{total} runs did not learn ({failed / total:.1%}), each drawn as often as its candidate holds it. "
+                f"{judged}")
+    redrawn = list(draws.values())
     return (f"Intervals: the table's uncertainty and the replays' noise: {tables} bootstrap tables (each candidate's "
-            f"seeds that learned resampled with replacement), {len(runs) // tables} replays each; the candidates "
-            f"with one seed are not redrawn (their seed noise is not in the intervals). {judged}")
+            f"runs, learned and failed, resampled with replacement; a draw with no learned run drawn again), "
+            f"{len(runs) // tables} replays each; the candidates with one run are not redrawn (their seed noise is "
+            f"not in the intervals). Runs that did not learn redrawn per bootstrap table: {np.mean(redrawn):.1f} "
+            f"(min {min(redrawn)}, max {max(redrawn)}) of {total} ({np.mean(redrawn) / total:.1%}; the table's: "
+            f"{failed}, {failed / total:.1%}). {judged}")
 
 
 def report(table: Table, study: Study, outcomes: Mapping[str, list[Outcome]], cost: str = "samples") -> str:
@@ -719,7 +811,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError("no such table: make it with benchmarks/tabular.py", source=args.table)
         judged = tabular.read_table(args.table, load_study(args.table_study))
         print(judged.lines())
-        table = load_table(judged.frame)
+        table = load_table(judged.frame, failed=judged.failed)
         study = load_study(args.study)
         strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
         outcomes = run_replays(table, study, strategies, args.replays, args.workers or study.resources.concurrency

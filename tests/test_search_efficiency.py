@@ -117,7 +117,7 @@ def test_the_benchmark_prints_and_plots_its_figures(setting, tmp_path, capsys):
     assert (tmp_path / "r.png").stat().st_size > 0 and len(pd.read_json(tmp_path / "s.json")) == 5
 
 
-def test_a_run_that_did_not_learn_is_neither_truth_nor_replayed_and_a_slow_learner_is_both():
+def test_a_run_that_did_not_learn_is_no_truth_and_a_slow_learner_is():
     """A repeated candidate's second seed stays at ln(batch), chance accuracy, while its first is the table's best;
     a single-seed candidate stays there too; another's first seed learns slowly (within 25 % of ln(batch) to the
     end, but falling more than 5 % over every ladder step)."""
@@ -136,13 +136,15 @@ def test_a_run_that_did_not_learn_is_neither_truth_nor_replayed_and_a_slow_learn
     assert judged.left == (lost,) and (judged.rate.failed, judged.rate.runs) == (2, 10)
     assert "did not learn: 2 of 10 runs" in judged.lines() and "no seed learned" in judged.lines()
 
-    table = se.load_table(judged.frame)
+    table = se.load_table(judged.frame, failed=judged.failed)
     index = {c.candidate_id: i for i, c in enumerate(table.candidates)}
     assert lost not in index and len(table.candidates) == 7
     assert set(table.candidates[index[stuck]].curves) == {0} and set(table.candidates[index[slow]].curves) == {0, 1}
+    assert set(table.candidates[index[stuck]].failed) == {1} and table.measured.failed == 1  # lost's: out
     assert table.candidates[index[stuck]].truth == frame[at["best"] & (frame.budget == FULL)].zeroshot_top1.item()
     assert table.measured.best == index[stuck]
-    # every replay draws the best's learned seed: searching the whole table always ends with it found
+    # every replay trains the best's learned seed, first or after its failed one: the whole table searched,
+    # it is found
     for outcome in se.run_replays(table, study, ["random-full"], replays=5, workers=2)["random-full"]:
         assert outcome.regret[-1] == 0.0
 
@@ -249,3 +251,64 @@ def test_a_replay_is_judged_by_the_seeds_it_did_not_see():
         held_in.append(max(table.measured.truth) - table.measured.truth[pick])
     assert abs(np.mean(advantage)) < 0.006  # 3 standard errors of the mean of 100 held-out differences
     assert np.mean(held_in) + 0.01 < np.mean(held_out)
+
+
+def table_with_a_failed_run(accuracy: float) -> tuple[se.Table, int, int]:
+    """`make_table`'s, its worst candidate at the full budget given a third seed whose loss stays at ln(batch) (a
+    run that did not learn) and whose metric is `accuracy` at every budget: the table, that candidate's index, and
+    the budget at which the rule caught the run."""
+    study = load_study(QUICKSTART)
+    frame = make_table(study, repeated=0)
+    worst = frame[frame.budget == FULL].sort_values("zeroshot_top1").candidate_id.iloc[0]
+    runs = frame[frame.candidate_id == worst]
+    frame = pd.concat([frame, *(runs.assign(seed=seed, zeroshot_top1=runs.zeroshot_top1 + 0.001 * seed)
+                                for seed in (1, 2)),
+                       runs.assign(seed=3, zeroshot_top1=accuracy, loss=START)], ignore_index=True)
+    judged = tabular.learned(frame, study)
+    assert [(c, s) for c, _, s, _ in judged.flagged] == [(worst, 3)]
+    table = se.load_table(judged.frame, failed=judged.failed)
+    index = [c.candidate_id for c in table.candidates].index(worst)
+    return table, index, int(judged.failed.caught.iloc[0])
+
+
+def test_a_replay_that_draws_a_failed_run_spends_it_to_the_catching_rung_and_reruns_a_learned_seed():
+    """The worst candidate's run that did not learn reports the best metric of the table at every budget: a replay
+    that draws it spends its samples up to the first rung at or after where the rule caught it (between the
+    quickstart's two rungs: at its full budget; reporting at every budget of the table: before it), then trains the
+    candidate again with a learned seed; the run is never the incumbent, and never in the truth."""
+    table, worst, caught = table_with_a_failed_run(accuracy=0.99)
+    candidate = table.candidates[worst]
+    assert set(candidate.curves) == {0, 1, 2} and set(candidate.failed) == {3} and candidate.runs == (0, 1, 2, 3)
+    assert candidate.truth == pytest.approx(np.mean([candidate.curves[s][FULL][0] for s in (0, 1, 2)]))
+    assert FIRST < caught < FULL and caught in BUDGETS
+    study = load_study(QUICKSTART)
+    dense = [se.replay(table, study, se.Strategy("random", "none", dense=True), r, 2, "samples", None)
+             for r in range(24)]
+    outcomes = se.run_replays(table, study, ["random-full", "asha"], replays=24, workers=2)
+    for replays, rung in ((dense, caught), (outcomes["random-full"], FULL)):
+        drew = [r for r, o in enumerate(replays) if o.failed]
+        assert 0 < len(drew) < 24  # a quarter of the runs: about 6
+        for r, outcome in enumerate(replays):
+            # its 0.99 would have stayed the incumbent: the best is, and no regret
+            assert outcome.incumbent[-1] != worst and outcome.regret[-1] == 0.0
+            assert outcome.ended[worst] == FULL and outcome.seen[worst] in (0, 1, 2)  # the rerun, to the full budget
+            assert outcome.draw.truth[worst] == pytest.approx(np.mean([candidate.curves[s][FULL][0] for s in
+                                                                       (0, 1, 2) if s != outcome.seen[worst]]))
+            assert outcome.spent[-1] == 8 * FULL + (rung if r in drew else 0)  # the failed run's samples spent
+            assert outcome.failed == ({worst: (3, rung)} if r in drew else {})
+            assert outcome.started.count(worst) == 1
+    # paired: the same runs drawn under ASHA, which promotes the failed run's high values to its catching rung
+    assert [o.failed for o in outcomes["asha"]] == [o.failed for o in outcomes["random-full"]]
+    assert all(o.incumbent[-1] != worst for o in outcomes["asha"])
+
+
+def test_bootstrap_tables_redraw_the_failed_runs_at_their_share():
+    table, worst, _ = table_with_a_failed_run(accuracy=1 / 80)
+    assert table.measured.failed == 1 and table.measured.seeds[worst] == (0, 1, 2, 3)
+    draws = se.draw_tables(table, 400, seed=1)
+    assert all(any(s != 3 for s in d.seeds[worst]) for d in draws)  # a learned run for the truth, always
+    assert all(d.failed == d.seeds[worst].count(3) for d in draws)
+    assert all(d.truth[worst] == pytest.approx(np.mean([table.candidates[worst].curves[s][FULL][0]
+                                                        for s in d.seeds[worst] if s != 3])) for d in draws)
+    # one run in four; a draw of four failed runs (1 in 256) drawn again: (1 - 4/256) / (1 - 1/256) per draw
+    assert np.mean([d.failed for d in draws]) / 4 == pytest.approx(252 / 255 / 4, abs=0.03)
