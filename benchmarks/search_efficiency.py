@@ -211,11 +211,8 @@ def draw_table(table: Table, index: int, rng: np.random.Generator) -> TableDraw:
     """A bootstrap table: each candidate's runs, learned and failed, resampled with replacement (`_redraw`), its
     truth the mean of the learned ones drawn. A candidate with one run keeps it: nothing to resample, so the
     intervals leave out its seed noise."""
-    full = table.budgets[-1]
     seeds = tuple(_redraw(c, rng) for c in table.candidates)
-    truth = tuple(float(np.mean([c.curves[s][full][0] for s in drawn if s in c.curves]))
-                  for c, drawn in zip(table.candidates, seeds))
-    return TableDraw(index, seeds, truth, sum(s in c.failed for c, drawn in zip(table.candidates, seeds)
+    return TableDraw(index, seeds, _truth(table, seeds), sum(s in c.failed for c, drawn in zip(table.candidates, seeds)
                                               for s in drawn))
 
 
@@ -223,11 +220,16 @@ def held_out(table: Table, draw: TableDraw, seen: Mapping[int, int]) -> TableDra
     """`draw` as a replay that saw the learned seed `seen[i]` of each candidate i is judged: each candidate's
     learned runs but the one seen (every draw of it), its truth their mean at the full budget; a candidate with no
     other learned run keeps its own."""
-    full = table.budgets[-1]
     learned = (tuple(s for s in drawn if s in c.curves) for c, drawn in zip(table.candidates, draw.seeds))
     seeds = tuple(tuple(s for s in drawn if s != seen[i]) or drawn for i, drawn in enumerate(learned))
-    truth = tuple(float(np.mean([c.curves[s][full][0] for s in kept])) for c, kept in zip(table.candidates, seeds))
-    return TableDraw(draw.index, seeds, truth, draw.failed)
+    return TableDraw(draw.index, seeds, _truth(table, seeds), draw.failed)
+
+
+def _truth(table: Table, seeds: Sequence[Sequence[int]]) -> tuple[float, ...]:
+    """Each candidate's truth over `seeds[i]`: the mean of its learned runs among them at the full budget."""
+    full = table.budgets[-1]
+    return tuple(float(np.mean([c.curves[s][full][0] for s in drawn if s in c.curves]))
+                 for c, drawn in zip(table.candidates, seeds))
 
 
 def draw_tables(table: Table, tables: int, seed: int = 0) -> list[TableDraw]:
